@@ -1,0 +1,42 @@
+"""Brokers, chosen by URL scheme.
+
+=================================  =============================================
+URL                                broker
+=================================  =============================================
+``memory://``                      in-process, for tests and eager mode
+``sqlite:///path/to/gopherq.db``   the embedded default: durable, zero set-up
+=================================  =============================================
+"""
+
+from __future__ import annotations
+
+from gopherq.brokers.base import Broker, DeadLetter, Delivery, Envelope, QueueStats
+from gopherq.errors import ConfigurationError
+
+DEFAULT_URL = "sqlite:///./gopherq.db"
+
+__all__ = [
+    "DEFAULT_URL",
+    "Broker",
+    "DeadLetter",
+    "Delivery",
+    "Envelope",
+    "QueueStats",
+    "open_broker",
+]
+
+
+def open_broker(
+    url: str, *, lease_seconds: float = 30.0, dead_letter_ttl: float = 7 * 86400.0
+) -> Broker:
+    """Open the broker ``url`` names. Connections open lazily, after any fork."""
+    scheme = url.partition("://")[0].lower()
+    if scheme == "memory":
+        from gopherq.brokers.memory import MemoryBroker
+
+        return MemoryBroker(url, lease_seconds=lease_seconds, dead_letter_ttl=dead_letter_ttl)
+    if scheme == "sqlite":
+        from gopherq.brokers.sqlite import SQLiteBroker
+
+        return SQLiteBroker(url, lease_seconds=lease_seconds, dead_letter_ttl=dead_letter_ttl)
+    raise ConfigurationError(f"unsupported broker URL {url!r}; use sqlite:///path or memory://")

@@ -1,0 +1,187 @@
+"""The broker contract: what every broker does, and the records it hands back.
+
+Batch-first and at-least-once. Every method is safe to call from many threads,
+processes and machines at once, and every state change is atomic in the broker.
+The broker sees message bodies as opaque bytes: only the routing fields of
+``Envelope`` cross the seam.
+
+A message is in one of four places::
+
+    scheduled --(eta reached)--> ready --(reserve)--> leased --(ack)--> gone
+        ^                          ^                    |
+        |                          +-----(requeue)------+
+        +----------------(retry: attempt + 1)-----------+
+                                                        +--(dead)--> dead letters
+
+A lease carries a per-delivery token; ``ack``, ``retry``, ``dead`` and
+``extend`` ignore a delivery whose token no longer matches (its lease expired
+and the message went to another worker).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gopherq.states import State
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A message as the broker stores it: routing fields plus the encoded body."""
+
+    id: str
+    queue: str
+    priority: int
+    body: bytes
+    eta: float | None = None
+    """Unix seconds before which the message is not runnable."""
+    key: str | None = None
+    """Idempotency key: while a message with this key exists, enqueue returns its id."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A reserved message under lease."""
+
+    id: str
+    queue: str
+    priority: int
+    body: bytes
+    attempt: int
+    """Executions before this one that ended in a retry (0 on the first run)."""
+    deliveries: int
+    """Times this attempt has been delivered, this one included."""
+    token: str
+    """Proves the lease; settling with a stale token does nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message in a dead-letter queue."""
+
+    id: str
+    queue: str
+    priority: int
+    body: bytes
+    attempt: int
+    reason: str
+    error: str
+    died: float
+    """Unix seconds when it was dead-lettered."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Counts for one queue."""
+
+    name: str
+    ready: int = 0
+    scheduled: int = 0
+    running: int = 0
+    dead: int = 0
+    paused: bool = False
+
+
+class Broker(ABC):
+    """Moves messages between producers and workers. See the module docstring."""
+
+    url: str
+
+    @abstractmethod
+    def enqueue(self, envelopes: Sequence[Envelope]) -> list[str]:
+        """Store messages (ready, or scheduled when ``eta`` is in the future) in one step.
+
+        Returns the id each envelope now stands for: its own, or for an
+        idempotency key already held by a live message, that message's id.
+        """
+
+    @abstractmethod
+    def reserve(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+        """Lease up to ``limit`` runnable messages, highest priority first.
+
+        Blocks up to ``timeout`` seconds while none is runnable; returns an empty
+        list on timeout. Paused queues are skipped. Due scheduled messages and
+        expired leases are made ready first.
+        """
+
+    @abstractmethod
+    def ack(self, deliveries: Sequence[Delivery]) -> int:
+        """Forget finished messages; returns how many were still held by their token."""
+
+    @abstractmethod
+    def retry(self, delivery: Delivery, eta: float, error: str) -> bool:
+        """Schedule the message again at ``eta`` with ``attempt + 1``.
+
+        Returns False, doing nothing, if the lease was lost.
+        """
+
+    @abstractmethod
+    def dead(self, delivery: Delivery, reason: str, error: str) -> bool:
+        """Move the message to its queue's dead letters; False if the lease was lost."""
+
+    @abstractmethod
+    def extend(self, deliveries: Sequence[Delivery]) -> int:
+        """Renew leases of running work; returns how many were still held."""
+
+    @abstractmethod
+    def requeue(self, deliveries: Sequence[Delivery], *, started: bool = False) -> int:
+        """Give messages back as ready at once, keeping their place in priority order.
+
+        ``started=False`` (prefetched, never run): the delivery is not counted.
+        ``started=True`` (its worker died running it): the delivery counts
+        towards ``max_deliveries``.
+        """
+
+    @abstractmethod
+    def recover(self) -> int:
+        """Make expired leases and due scheduled messages ready; returns how many moved."""
+
+    # Administration.
+
+    @abstractmethod
+    def stats(self) -> dict[str, QueueStats]:
+        """Counts per known queue."""
+
+    @abstractmethod
+    def pause(self, queue: str) -> None:
+        """Stop handing out messages from ``queue``; enqueue still works."""
+
+    @abstractmethod
+    def resume(self, queue: str) -> None:
+        """Undo ``pause``."""
+
+    @abstractmethod
+    def purge(self, queue: str) -> int:
+        """Delete ready and scheduled messages of ``queue``; returns how many."""
+
+    @abstractmethod
+    def dead_letters(
+        self, queue: str | None = None, offset: int = 0, limit: int = 100
+    ) -> list[DeadLetter]:
+        """Dead letters, newest first, of one queue or all."""
+
+    @abstractmethod
+    def requeue_dead(self, ids: Sequence[str] | None = None, queue: str | None = None) -> int:
+        """Make dead letters ready again with attempt 0: these ids, else all (of ``queue``)."""
+
+    @abstractmethod
+    def purge_dead(self, queue: str | None = None) -> int:
+        """Delete dead letters of ``queue`` (or all); returns how many."""
+
+    @abstractmethod
+    def delete(self, id: str) -> bool:
+        """Remove one message wherever it is; True if it existed."""
+
+    @abstractmethod
+    def locate(self, id: str) -> State | None:
+        """Where a message is: QUEUED, SCHEDULED, STARTED (leased) or DEAD; None if gone."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Return if the broker answers; raise ``BrokerUnavailable`` otherwise."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections. The broker may be used again afterwards (reconnects)."""

@@ -1,0 +1,124 @@
+"""Every exception gopherq raises, under one root.
+
+::
+
+    GopherQError
+    ├── ConfigurationError        bad settings, unknown task options, app not found
+    ├── BrokerError               the broker failed an operation
+    │   └── BrokerUnavailable     the broker cannot be reached
+    ├── SerializationError        a value msgpack cannot carry (names the argument path)
+    │   ├── PayloadTooLarge       the encoded message exceeds ``max_message_size``
+    │   └── DecodeError           bytes that are not a valid gopherq message
+    ├── TaskError
+    │   ├── NotRegistered         no task of that name in the app
+    │   ├── TaskFailed            the task raised; carries the remote type, message, traceback
+    │   ├── ResultTimeout         ``AsyncResult.get`` waited longer than its timeout
+    │   ├── SoftTimeLimitExceeded raised inside a task when its soft time limit passes
+    │   └── TimeLimitExceeded     the task's hard time limit killed it
+    └── ControlFlow               raised by task code to steer the worker, not errors
+        ├── Retry                 run the task again later
+        ├── Reject                dead-letter the message now, without retrying
+        └── RateLimited           not now: put the message back for later
+"""
+
+from __future__ import annotations
+
+
+class GopherQError(Exception):
+    """Root of every gopherq exception."""
+
+
+class ConfigurationError(GopherQError):
+    """Settings, task options or application discovery are wrong."""
+
+
+class BrokerError(GopherQError):
+    """The broker failed to carry out an operation."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The broker cannot be reached."""
+
+
+class SerializationError(GopherQError):
+    """A value cannot be encoded or decoded."""
+
+
+class PayloadTooLarge(SerializationError):
+    """The encoded message is larger than the configured ``max_message_size``."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"message is {size} bytes, above the limit of {limit} bytes "
+            "(setting max_message_size); pass a reference to the data instead"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class DecodeError(SerializationError):
+    """Bytes that are not a valid gopherq message."""
+
+
+class TaskError(GopherQError):
+    """Errors about tasks and their outcomes."""
+
+
+class NotRegistered(TaskError):
+    """No task of that name is registered in the app."""
+
+
+class TaskFailed(TaskError):
+    """The task failed remotely.
+
+    Carries what the worker recorded: the exception type name, its message and
+    the formatted traceback. No class is ever imported from stored data.
+    """
+
+    def __init__(self, task_id: str, type_name: str, message: str, traceback: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.task_id = task_id
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback
+
+
+class ResultTimeout(TaskError, TimeoutError):
+    """Waiting for a result took longer than the timeout."""
+
+
+class SoftTimeLimitExceeded(TaskError):
+    """Raised inside a running task when its soft time limit passes."""
+
+
+class TimeLimitExceeded(TaskError):
+    """The task ran past its hard time limit and its process was killed."""
+
+
+class ControlFlow(GopherQError):
+    """Exceptions task code raises to steer the worker."""
+
+
+class Retry(ControlFlow):
+    """Run the task again, after ``countdown`` seconds (or the task's backoff).
+
+    Raise the one ``current_task().retry(...)`` returns.
+    """
+
+    def __init__(self, countdown: float | None = None, exc: BaseException | None = None) -> None:
+        reason = f"{type(exc).__name__}: {exc}" if exc is not None else "retry requested"
+        super().__init__(reason)
+        self.countdown = countdown
+        self.exc = exc
+
+
+class Reject(ControlFlow):
+    """Dead-letter the message at once with reason ``REJECTED``, without retrying."""
+
+
+class RateLimited(ControlFlow):
+    """Put the message back to run after ``countdown`` seconds; no attempt is counted."""
+
+    def __init__(self, countdown: float) -> None:
+        super().__init__(f"rate limited, again in {countdown:.3f}s")
+        self.countdown = countdown

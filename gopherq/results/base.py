@@ -1,0 +1,124 @@
+"""The job record and the result backend contract.
+
+A job record is what callers learn about a task by id: its state, its result
+or error, attempts, timestamps and worker. The result value travels already
+msgpack-encoded (``result`` is bytes), so storing a record never fails on an
+unencodable value: the worker finds that out when the task returns. Errors are
+stored as type name, message and traceback text; stored data never names a
+class to import.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gopherq.errors import DecodeError
+from gopherq.states import State
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """A task's exception, as text."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, traceback: str = "") -> ErrorInfo:
+        """Describe ``exc``; pass the formatted traceback when there is one."""
+        return cls(type(exc).__name__, str(exc), traceback)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """Everything stored about one task by id."""
+
+    id: str
+    task: str
+    state: State
+    queue: str = "default"
+    result: bytes | None = None
+    """The return value, msgpack-encoded by the codec."""
+    error: ErrorInfo | None = None
+    attempts: int = 0
+    """Executions so far, this one included."""
+    created: float | None = None
+    started: float | None = None
+    finished: float | None = None
+    worker: str | None = None
+
+    def to_map(self) -> dict[str, Any]:
+        """The record as a msgpack-able map."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "task": self.task,
+            "state": self.state.value,
+            "queue": self.queue,
+            "attempts": self.attempts,
+        }
+        for name in ("result", "created", "started", "finished", "worker"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.error is not None:
+            out["error"] = [self.error.type, self.error.message, self.error.traceback]
+        return out
+
+    @classmethod
+    def from_map(cls, data: Any) -> JobRecord:
+        """Rebuild a record from ``to_map`` output; raise ``DecodeError`` if malformed."""
+        try:
+            error = data.get("error")
+            return cls(
+                id=data["id"],
+                task=data["task"],
+                state=State(data["state"]),
+                queue=data.get("queue", "default"),
+                result=data.get("result"),
+                error=ErrorInfo(*error) if error is not None else None,
+                attempts=data.get("attempts", 0),
+                created=data.get("created"),
+                started=data.get("started"),
+                finished=data.get("finished"),
+                worker=data.get("worker"),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DecodeError(f"malformed job record: {exc}") from exc
+
+
+class ResultBackend(ABC):
+    """Stores job records by id; records expire ``expires`` seconds after they finish."""
+
+    url: str
+
+    @abstractmethod
+    def store(self, records: Sequence[JobRecord]) -> None:
+        """Insert or replace records in one step."""
+
+    @abstractmethod
+    def get(self, id: str) -> JobRecord | None:
+        """The record of ``id``, or None if unknown or expired."""
+
+    @abstractmethod
+    def wait(self, id: str, timeout: float | None) -> JobRecord | None:
+        """Block until ``id`` reaches a finished state or ``timeout`` passes.
+
+        Returns the record as it then stands (maybe unfinished, maybe None).
+        Waits on a change notification where the store has one, not a fixed poll.
+        """
+
+    @abstractmethod
+    def delete(self, id: str) -> bool:
+        """Forget a record; True if it existed."""
+
+    @abstractmethod
+    def cleanup(self) -> int:
+        """Delete expired records; returns how many."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections; the backend reconnects on next use."""

@@ -1,0 +1,152 @@
+"""The msgpack codec: messages and values to bytes and back, safely.
+
+Extension types carry what msgpack lacks; bytes travel natively::
+
+    code  type                 payload
+    1     datetime (aware)     ISO 8601 text with its UTC offset
+    2     datetime (naive)     ISO 8601 text
+    3     date                 ISO 8601 text
+    4     UUID                 16 bytes
+    5     Decimal              text
+
+Decoding never runs code (no pickle): unknown extension codes are rejected, and
+the input size and nesting depth are bounded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+
+from gopherq.errors import DecodeError, PayloadTooLarge, SerializationError
+from gopherq.message import Message
+
+DEFAULT_MAX_SIZE = 1024 * 1024
+MAX_DEPTH = 64
+
+_EXT_DATETIME_AWARE = 1
+_EXT_DATETIME_NAIVE = 2
+_EXT_DATE = 3
+_EXT_UUID = 4
+_EXT_DECIMAL = 5
+
+
+def _encode_ext(value: Any) -> msgpack.ExtType:
+    if isinstance(value, dt.datetime):
+        code = _EXT_DATETIME_NAIVE if value.tzinfo is None else _EXT_DATETIME_AWARE
+        return msgpack.ExtType(code, value.isoformat().encode())
+    if isinstance(value, dt.date):
+        return msgpack.ExtType(_EXT_DATE, value.isoformat().encode())
+    if isinstance(value, uuid.UUID):
+        return msgpack.ExtType(_EXT_UUID, value.bytes)
+    if isinstance(value, decimal.Decimal):
+        return msgpack.ExtType(_EXT_DECIMAL, str(value).encode())
+    if isinstance(value, (set, frozenset)):
+        raise TypeError("sets are not supported; pass a list")
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _decode_ext(code: int, data: bytes) -> Any:
+    try:
+        if code in (_EXT_DATETIME_AWARE, _EXT_DATETIME_NAIVE):
+            return dt.datetime.fromisoformat(data.decode())
+        if code == _EXT_DATE:
+            return dt.date.fromisoformat(data.decode())
+        if code == _EXT_UUID:
+            return uuid.UUID(bytes=data)
+        if code == _EXT_DECIMAL:
+            return decimal.Decimal(data.decode())
+    except (ValueError, UnicodeDecodeError, decimal.InvalidOperation) as exc:
+        raise DecodeError(f"malformed extension value (code {code}): {exc}") from exc
+    raise DecodeError(f"unknown msgpack extension type {code}")
+
+
+def _find_unencodable(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Yield (path, reason) for each value below ``value`` that the codec cannot carry."""
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _find_unencodable(item, f"{path}[{i}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int, bytes)):
+                yield f"{path}[{key!r}]", f"map key of type {type(key).__name__}"
+            yield from _find_unencodable(item, f"{path}[{key!r}]")
+    elif value is None or isinstance(value, (str, bytes, bool, int, float)):
+        if isinstance(value, int) and not -(2**63) <= value < 2**64:
+            yield path, "integer out of the 64-bit range"
+    else:
+        try:
+            _encode_ext(value)
+        except TypeError as exc:
+            yield path, str(exc)
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, list):
+            stack.extend((x, depth + 1) for x in item)
+        elif isinstance(item, dict):
+            stack.extend((x, depth + 1) for x in item.values())
+    return False
+
+
+class Codec:
+    """Encodes and decodes messages and values, enforcing the size limit."""
+
+    def __init__(self, max_message_size: int = DEFAULT_MAX_SIZE) -> None:
+        self.max_message_size = max_message_size
+
+    def pack(self, value: Any, *, what: str = "value") -> bytes:
+        """Encode any supported value; raise ``SerializationError`` naming the bad part."""
+        try:
+            return msgpack.packb(value, default=_encode_ext, use_bin_type=True, datetime=False)
+        except (TypeError, ValueError, OverflowError) as exc:
+            problems = list(_find_unencodable(value, what))
+            if problems:
+                path, reason = problems[0]
+                raise SerializationError(f"cannot serialize {path}: {reason}") from None
+            raise SerializationError(f"cannot serialize {what}: {exc}") from None
+
+    def unpack(self, data: bytes) -> Any:
+        """Decode bytes made by ``pack``; raise ``DecodeError`` on anything else."""
+        if len(data) > self.max_message_size:
+            raise DecodeError(f"{len(data)} bytes is above the limit of {self.max_message_size}")
+        try:
+            value = msgpack.unpackb(
+                data, ext_hook=_decode_ext, raw=False, strict_map_key=False, use_list=True
+            )
+        except DecodeError:
+            raise
+        except Exception as exc:  # msgpack raises several unrelated types
+            raise DecodeError(f"not valid msgpack: {exc}") from exc
+        if _depth_exceeds(value, MAX_DEPTH):
+            raise DecodeError(f"nesting deeper than {MAX_DEPTH} levels")
+        return value
+
+    def encode(self, message: Message) -> bytes:
+        """Encode a message; raise ``PayloadTooLarge`` above the size limit."""
+        mapping = message.to_map()
+        try:
+            body: bytes = msgpack.packb(
+                mapping, default=_encode_ext, use_bin_type=True, datetime=False
+            )
+        except (TypeError, ValueError, OverflowError):
+            for part in ("args", "kwargs", "headers"):
+                self.pack(getattr(message, part), what=part)
+            raise
+        if len(body) > self.max_message_size:
+            raise PayloadTooLarge(len(body), self.max_message_size)
+        return body
+
+    def decode(self, data: bytes) -> Message:
+        """Decode and validate a message; raise ``DecodeError`` with the reason."""
+        return Message.from_map(self.unpack(data))

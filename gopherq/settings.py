@@ -1,0 +1,108 @@
+"""Settings: one typed object, merged from three sources in one order.
+
+1. the defaults below;
+2. keyword arguments given to ``GopherQ(...)`` in code;
+3. ``GOPHERQ_<NAME>`` environment variables (``GOPHERQ_BROKER_URL``,
+   ``GOPHERQ_EAGER=1``, ...), so that an operator can point a deployed app
+   elsewhere without touching its code, as ``CELERY_BROKER_URL`` does.
+
+An unknown name, in code or in the environment, raises ``ConfigurationError``
+with the closest known name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gopherq.errors import ConfigurationError
+
+ENV_PREFIX = "GOPHERQ_"
+# Environment variables that are not settings (read by the CLI and tests).
+_ENV_NOT_SETTINGS = frozenset({"GOPHERQ_APP", "GOPHERQ_REQUIRE_SERVICES"})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting gopherq reads, with its default."""
+
+    broker_url: str | None = None
+    """Broker URL; ``None`` means ``sqlite:///./gopherq.db`` (``memory://`` when eager)."""
+    result_backend: str | None = None
+    """Result backend URL; ``None`` means the broker's own store."""
+    eager: bool = False
+    """Run tasks inline at ``.delay()`` (tests, scripts), still through the codec."""
+    default_queue: str = "default"
+    max_message_size: int = 1024 * 1024
+    """Largest encoded message in bytes; larger ones raise ``PayloadTooLarge``."""
+    result_expires: float = 86400.0
+    """Seconds a finished job record is kept."""
+    lease_seconds: float = 30.0
+    """How long a delivery is leased; renewed while its task runs."""
+    max_deliveries: int = 5
+    """Deliveries of one attempt (its worker died each time) before ``WORKER_LOST``."""
+    prefetch: int = 16
+    """Most messages a worker process reserves at once when tasks are short."""
+    concurrency: int | None = None
+    """Worker processes; ``None`` means the CPU count."""
+    shutdown_timeout: float = 30.0
+    """Seconds running tasks get to finish after SIGTERM."""
+    max_tasks_per_child: int | None = None
+    """Recycle a worker process after this many tasks."""
+    max_memory_per_child: int | None = None
+    """Recycle a worker process once its RSS passes this many KiB."""
+    dead_letter_ttl: float = 7 * 86400.0
+    """Seconds a dead letter is kept."""
+
+    @classmethod
+    def load(
+        cls, overrides: Mapping[str, Any], environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Merge defaults, ``overrides`` (from code) and ``GOPHERQ_*`` variables."""
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        for name in overrides:
+            _check_known(name, names, source="setting")
+        values = dict(overrides)
+        env = os.environ if environ is None else environ
+        for var, raw in env.items():
+            if not var.startswith(ENV_PREFIX) or var in _ENV_NOT_SETTINGS:
+                continue
+            name = var.removeprefix(ENV_PREFIX).lower()
+            if name.startswith("test_"):
+                continue  # GOPHERQ_TEST_* locate services for the test suite
+            _check_known(name, names, source="environment variable " + var)
+            values[name] = _parse(raw, names[name], var)
+        return cls(**values)
+
+
+def _check_known(name: str, names: Mapping[str, Any], *, source: str) -> None:
+    if name in names:
+        return
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigurationError(f"unknown {source} {name!r}{hint}")
+
+
+def _parse(raw: str, spec: dataclasses.Field[Any], var: str) -> Any:
+    kind = str(spec.type)
+    try:
+        if kind.startswith("bool"):
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{var}={raw!r} is not a valid {kind}") from None
+    if "None" in kind and raw == "":
+        return None
+    return raw
