@@ -1,5 +1,74 @@
-"""gopherq: a fast, reliable background task framework."""
+"""gopherq: a fast, reliable background task framework.
+
+::
+
+    app = GopherQ("myapp")
+
+    @app.task(retries=3)
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    add.delay(2, 3).get(timeout=10)
+"""
 
 from __future__ import annotations
 
+from gopherq.app import GopherQ
+from gopherq.context import TaskContext, current_task
+from gopherq.errors import (
+    BrokerError,
+    BrokerUnavailable,
+    ConfigurationError,
+    ControlFlow,
+    DecodeError,
+    GopherQError,
+    NotRegistered,
+    PayloadTooLarge,
+    RateLimited,
+    Reject,
+    ResultTimeout,
+    Retry,
+    SerializationError,
+    SoftTimeLimitExceeded,
+    TaskError,
+    TaskFailed,
+    TimeLimitExceeded,
+)
+from gopherq.result import AsyncResult
+from gopherq.states import DeadReason, Priority, State
+from gopherq.task import AsyncTask, BaseTask, Signature, Task, TaskOptions
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "AsyncResult",
+    "AsyncTask",
+    "BaseTask",
+    "BrokerError",
+    "BrokerUnavailable",
+    "ConfigurationError",
+    "ControlFlow",
+    "DeadReason",
+    "DecodeError",
+    "GopherQ",
+    "GopherQError",
+    "NotRegistered",
+    "PayloadTooLarge",
+    "Priority",
+    "RateLimited",
+    "Reject",
+    "ResultTimeout",
+    "Retry",
+    "SerializationError",
+    "Signature",
+    "SoftTimeLimitExceeded",
+    "State",
+    "Task",
+    "TaskContext",
+    "TaskError",
+    "TaskFailed",
+    "TaskOptions",
+    "TimeLimitExceeded",
+    "__version__",
+    "current_task",
+]

@@ -1,0 +1,246 @@
+"""The application object: task registry, settings, broker and result backend."""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import Any, Protocol, TypeVar, overload
+
+from gopherq.brokers import DEFAULT_URL, Broker, Envelope, open_broker
+from gopherq.errors import ConfigurationError, NotRegistered
+from gopherq.message import Message, new_id
+from gopherq.result import AsyncResult
+from gopherq.results import ResultBackend, open_backend
+from gopherq.runner import run_eagerly
+from gopherq.serializer import Codec
+from gopherq.settings import Settings
+from gopherq.states import Priority
+from gopherq.task import AsyncTask, BaseTask, P, R, Signature, Task, make_options
+
+T = TypeVar("T")
+
+
+class TaskDecorator(Protocol):
+    """What ``@app.task(...)`` with options returns."""
+
+    @overload
+    def __call__(  # type: ignore[overload-overlap]  # a coroutine function is callable too
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> AsyncTask[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+class GopherQ:
+    """A gopherq application.
+
+    ``GopherQ("myapp")`` uses the embedded SQLite broker ``./gopherq.db``;
+    pass ``broker="redis://..."`` or a ``Broker`` instance to use another.
+    Results go to the broker's own store unless ``backend`` says otherwise.
+    Other keywords are settings (see ``gopherq.settings.Settings``);
+    ``GOPHERQ_*`` environment variables override them.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        broker: str | Broker | None = None,
+        backend: str | ResultBackend | None = None,
+        **settings: Any,
+    ) -> None:
+        if isinstance(broker, str):
+            settings["broker_url"] = broker
+        if isinstance(backend, str):
+            settings["result_backend"] = backend
+        self.name = name
+        self.settings = Settings.load(settings)
+        self.codec = Codec(self.settings.max_message_size)
+        self.tasks: dict[str, BaseTask[Any, Any]] = {}
+        self._broker = broker if isinstance(broker, Broker) else None
+        self._backend = backend if isinstance(backend, ResultBackend) else None
+
+    # Connections, opened on first use so that a forked worker opens its own.
+
+    @property
+    def broker_url(self) -> str:
+        """The broker URL in force (settings, else the default for the mode)."""
+        if self._broker is not None:
+            return self._broker.url
+        if self.settings.broker_url:
+            return self.settings.broker_url
+        return "memory://" if self.settings.eager else DEFAULT_URL
+
+    @property
+    def broker(self) -> Broker:
+        """The broker, opened on first use."""
+        if self._broker is None:
+            self._broker = open_broker(
+                self.broker_url,
+                lease_seconds=self.settings.lease_seconds,
+                dead_letter_ttl=self.settings.dead_letter_ttl,
+            )
+        return self._broker
+
+    @property
+    def backend(self) -> ResultBackend:
+        """The result backend, opened on first use (by default the broker's own store)."""
+        if self._backend is None:
+            url = self.settings.result_backend or self.broker_url
+            self._backend = open_backend(url, expires=self.settings.result_expires)
+        return self._backend
+
+    def close(self) -> None:
+        """Close broker and backend connections (they reopen on next use)."""
+        if self._broker is not None:
+            self._broker.close()
+        if self._backend is not None:
+            self._backend.close()
+
+    # Declaring tasks.
+
+    @overload
+    def task(  # type: ignore[overload-overlap]  # a coroutine function is callable too
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> AsyncTask[P, R]: ...
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(self, fn: None = None, /, **options: Any) -> TaskDecorator: ...
+
+    def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Declare a task: ``@app.task`` or ``@app.task(retries=3, priority="high")``.
+
+        Options: ``name``, ``queue``, ``priority``, ``retries``, ``backoff``,
+        ``retry_delay``, ``max_retry_delay``, ``jitter``, ``autoretry_for``,
+        ``dont_autoretry_for``, ``timeout``, ``soft_timeout``, ``expires``,
+        ``ignore_result``. An unknown option raises ``ConfigurationError``.
+        """
+
+        def register(fn: Callable[..., Any]) -> BaseTask[Any, Any]:
+            opts = make_options(fn, options, self.settings.default_queue)
+            existing = self.tasks.get(opts.name)
+            if existing is not None and existing.fn is not fn:
+                raise ConfigurationError(f"a task named {opts.name!r} is already registered")
+            kind: type[BaseTask[Any, Any]] = AsyncTask if inspect.iscoroutinefunction(fn) else Task
+            task = kind(self, fn, opts)
+            self.tasks[opts.name] = task
+            return task
+
+        if fn is not None:
+            if options:
+                raise TypeError("pass options as @app.task(...), not with the function")
+            return register(fn)
+        return register
+
+    def get_task(self, name: str) -> BaseTask[Any, Any]:
+        """The registered task ``name``; raises ``NotRegistered``."""
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise NotRegistered(f"no task named {name!r} is registered in {self.name}") from None
+
+    # Sending.
+
+    def send(self, signature: Signature[R]) -> AsyncResult[R]:
+        """Send one signature; what ``.delay()`` and ``.apply_async()`` call."""
+        return self.send_many([signature])[0]
+
+    def send_many(self, signatures: Iterable[Signature[Any]]) -> list[AsyncResult[Any]]:
+        """Send a batch in one broker call (one transaction on SQLite)."""
+        messages = [self._message(sig) for sig in signatures]
+        if self.settings.eager:
+            return [AsyncResult(run_eagerly(self, message), self) for message in messages]
+        envelopes = [self._envelope(message) for message in messages]
+        ids = self.broker.enqueue(envelopes)
+        return [AsyncResult(id, self) for id in ids]
+
+    def send_task(
+        self,
+        name: str,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult[Any]:
+        """Send a task by name, registered here or not (another service's task)."""
+        task = self.tasks.get(name) or _RemoteTask(self, name)
+        return self.send(Signature(task, tuple(args), dict(kwargs or {}), options))
+
+    def result(self, id: str) -> AsyncResult[Any]:
+        """The ``AsyncResult`` of a task id."""
+        return AsyncResult(id, self)
+
+    def _message(self, sig: Signature[Any]) -> Message:
+        task, opts = sig.task, sig.options
+        if not isinstance(task, _RemoteTask):
+            try:
+                task.signature.bind(*sig.args, **sig.kwargs)
+            except TypeError as exc:
+                raise TypeError(f"{task.name}: {exc}") from None
+        now = time.time()
+        eta = _timestamp(opts.get("eta"), now)
+        countdown = opts.get("countdown")
+        if countdown is not None:
+            eta = now + float(countdown)
+        expires = opts.get("expires", task.options.expires)
+        priority = opts.get("priority")
+        return Message(
+            id=opts.get("task_id") or new_id(),
+            task=task.name,
+            args=list(sig.args),
+            kwargs=sig.kwargs,
+            queue=opts.get("queue") or task.options.queue,
+            priority=task.options.priority if priority is None else int(Priority.parse(priority)),
+            eta=eta if eta is not None and eta > now else None,
+            expires=None if expires is None else _timestamp(expires, now, relative=True),
+            retries=opts.get("retries"),
+            timeout=opts.get("timeout"),
+            key=opts.get("key"),
+            headers=dict(opts.get("headers") or {}),
+            created=now,
+        )
+
+    def _envelope(self, message: Message) -> Envelope:
+        return Envelope(
+            id=message.id,
+            queue=message.queue,
+            priority=message.priority,
+            body=self.codec.encode(message),
+            eta=message.eta,
+            key=message.key,
+        )
+
+    def __repr__(self) -> str:
+        return f"<GopherQ {self.name} broker={self.broker_url}>"
+
+
+class _RemoteTask(BaseTask[Any, Any]):
+    """Stands for a task known only by name, for ``send_task``."""
+
+    def __init__(self, app: GopherQ, name: str) -> None:
+        super().__init__(
+            app, _unknown, make_options(_unknown, {"name": name}, app.settings.default_queue)
+        )
+
+
+def _unknown(*args: Any, **kwargs: Any) -> Any:
+    raise NotRegistered("this task is not registered in this process")
+
+
+def _timestamp(value: Any, now: float, *, relative: bool = False) -> float | None:
+    """Unix seconds from a datetime, a timedelta, or a number (relative seconds if ``relative``)."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.astimezone()  # naive means local time, as in the stdlib
+        return value.timestamp()
+    if isinstance(value, dt.timedelta):
+        return now + value.total_seconds()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return now + float(value) if relative else float(value)
+    raise TypeError(f"expected a datetime, timedelta or number of seconds, not {value!r}")

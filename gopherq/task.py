@@ -1,0 +1,229 @@
+"""Tasks: a decorated function plus the options that say how it runs.
+
+``Task[P, R]`` keeps the function's parameter list ``P`` and return type ``R``
+so that mypy rejects a ``.delay()`` whose arguments do not fit, and
+``AsyncResult[R].get()`` returns ``R``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import inspect
+import random
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
+
+from gopherq.errors import ConfigurationError
+from gopherq.states import Priority
+
+if TYPE_CHECKING:
+    from gopherq.app import GopherQ
+    from gopherq.result import AsyncResult
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+Backoff = Literal["exponential", "linear", "fixed"]
+BACKOFFS: tuple[Backoff, ...] = ("exponential", "linear", "fixed")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """How a task runs; set once with ``@app.task(...)``."""
+
+    name: str
+    queue: str = "default"
+    priority: int = Priority.NORMAL
+    retries: int = 0
+    """Retries after the first failure; 0 sends a failed task straight to dead letters."""
+    backoff: Backoff = "exponential"
+    retry_delay: float = 1.0
+    """Base delay in seconds between retries."""
+    max_retry_delay: float = 300.0
+    jitter: bool = True
+    """Full jitter: each delay is uniform between 0 and the computed delay."""
+    autoretry_for: tuple[type[BaseException], ...] = (Exception,)
+    dont_autoretry_for: tuple[type[BaseException], ...] = ()
+    timeout: float | None = None
+    """Hard time limit in seconds: the worker process running it is killed."""
+    soft_timeout: float | None = None
+    """Soft time limit: ``SoftTimeLimitExceeded`` is raised inside the task."""
+    expires: float | None = None
+    """Seconds after enqueue past which the task no longer runs (EXPIRED)."""
+    ignore_result: bool = False
+
+    def retry_delay_for(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt + 1`` (``attempt`` from 0)."""
+        if self.backoff == "exponential":
+            delay = self.retry_delay * 2.0 ** min(attempt, 62)
+        elif self.backoff == "linear":
+            delay = self.retry_delay * (attempt + 1)
+        else:
+            delay = self.retry_delay
+        delay = min(delay, self.max_retry_delay)
+        return random.uniform(0, delay) if self.jitter else delay
+
+    def should_retry(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is one this task retries on (retries left aside)."""
+        return isinstance(exc, self.autoretry_for) and not isinstance(exc, self.dont_autoretry_for)
+
+
+OPTION_NAMES = frozenset(TaskOptions.__dataclass_fields__) - {"name"}
+
+
+def make_options(
+    fn: Callable[..., Any], overrides: Mapping[str, Any], default_queue: str
+) -> TaskOptions:
+    """Validate ``@app.task(...)`` keywords and build the options; raise on unknown ones."""
+    for key in overrides:
+        if key not in OPTION_NAMES and key != "name":
+            close = difflib.get_close_matches(key, OPTION_NAMES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigurationError(f"unknown task option {key!r} for {fn.__qualname__}{hint}")
+    values = dict(overrides)
+    values.setdefault("name", f"{fn.__module__}.{fn.__qualname__}")
+    values.setdefault("queue", default_queue)
+    if "priority" in values:
+        values["priority"] = _priority(values["priority"])
+    if values.get("backoff", "exponential") not in BACKOFFS:
+        raise ConfigurationError(f"backoff must be one of {', '.join(BACKOFFS)}")
+    for key in ("autoretry_for", "dont_autoretry_for"):
+        if key in values:
+            values[key] = _exception_types(key, values[key])
+    if "expires" in values:
+        values["expires"] = _seconds("expires", values["expires"])
+    for key in ("retries", "retry_delay", "max_retry_delay", "timeout", "soft_timeout"):
+        value = values.get(key)
+        if value is not None and (isinstance(value, bool) or value < 0):
+            raise ConfigurationError(f"task option {key} must be a non-negative number")
+    return TaskOptions(**values)
+
+
+def _priority(value: Any) -> int:
+    try:
+        return int(Priority.parse(value))
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def _exception_types(key: str, value: Any) -> tuple[type[BaseException], ...]:
+    types = value if isinstance(value, (tuple, list)) else (value,)
+    if not all(isinstance(t, type) and issubclass(t, BaseException) for t in types):
+        raise ConfigurationError(f"task option {key} takes exception classes")
+    return tuple(types)
+
+
+def _seconds(key: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise ConfigurationError(f"task option {key} takes seconds or a timedelta")
+
+
+class BaseTask(Generic[P, R]):
+    """What sync and async tasks share: sending, signatures, options."""
+
+    def __init__(self, app: GopherQ, fn: Callable[P, Any], options: TaskOptions) -> None:
+        self.app = app
+        self.fn = fn
+        self.options = options
+        self.signature = inspect.signature(fn)
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", options.name)
+        self.__qualname__ = getattr(fn, "__qualname__", options.name)
+        self.__module__ = fn.__module__
+
+    @property
+    def name(self) -> str:
+        """The registered name (``module.function`` unless given)."""
+        return self.options.name
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+        """Send the task to run in the background with these arguments."""
+        return self.app.send(Signature(self, args, kwargs))
+
+    def apply_async(
+        self,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult[R]:
+        """Send with per-call options.
+
+        Options: ``countdown`` (seconds), ``eta`` (datetime or unix seconds),
+        ``priority``, ``queue``, ``retries``, ``timeout``, ``expires`` (seconds,
+        timedelta or datetime), ``key`` (idempotency key), ``headers``,
+        ``task_id``.
+        """
+        return self.app.send(Signature(self, tuple(args), dict(kwargs or {}), options))
+
+    def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
+        """A signature: this task with arguments, to send later or in a batch."""
+        return Signature(self, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<task {self.name}>"
+
+
+class Task(BaseTask[P, R]):
+    """A task made from a plain function; calling it runs the function inline."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        result: R = self.fn(*args, **kwargs)
+        return result
+
+
+class AsyncTask(BaseTask[P, R]):
+    """A task made from an ``async def`` function; calling it returns the coroutine."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+        coroutine: Coroutine[Any, Any, R] = self.fn(*args, **kwargs)
+        return coroutine
+
+
+SEND_OPTIONS = frozenset(
+    {
+        "countdown",
+        "eta",
+        "priority",
+        "queue",
+        "retries",
+        "timeout",
+        "expires",
+        "key",
+        "headers",
+        "task_id",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Signature(Generic[R]):
+    """A task with its arguments and send options: what ``.s()`` builds."""
+
+    task: BaseTask[Any, R]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = self.options.keys() - SEND_OPTIONS
+        if unknown:
+            name = sorted(unknown)[0]
+            close = difflib.get_close_matches(name, SEND_OPTIONS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigurationError(f"unknown send option {name!r}{hint}")
+
+    def set(self, **options: Any) -> Signature[R]:
+        """A copy with more send options (``queue=``, ``countdown=``, ...)."""
+        return replace(self, options={**self.options, **options})
+
+    def delay(self) -> AsyncResult[R]:
+        """Send it."""
+        return self.task.app.send(self)
