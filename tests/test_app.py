@@ -1,0 +1,209 @@
+"""The application API: declaring tasks, sending them, eager mode."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+import pytest
+
+from gopherq import (
+    ConfigurationError,
+    GopherQ,
+    PayloadTooLarge,
+    SerializationError,
+    State,
+    TaskFailed,
+    current_task,
+)
+from gopherq.errors import TaskError
+
+
+@pytest.fixture
+def app() -> GopherQ:
+    return GopherQ("test", broker="memory://")
+
+
+@pytest.fixture
+def eager() -> GopherQ:
+    return GopherQ("test", eager=True)
+
+
+def test_bare_and_configured_decorators(app: GopherQ) -> None:
+    @app.task
+    def plain(x: int) -> int:
+        """Doubles."""
+        return x * 2
+
+    @app.task(name="custom", queue="q", priority="high", retries=2, backoff="linear")
+    def configured() -> None:
+        pass
+
+    assert plain(4) == 8
+    assert plain.name == f"{__name__}.test_bare_and_configured_decorators.<locals>.plain"
+    assert plain.__doc__ == "Doubles."
+    assert configured.options.queue == "q"
+    assert configured.options.priority == 1
+    assert set(app.tasks) == {plain.name, "custom"}
+
+
+def test_unknown_task_option_fails_at_decoration(app: GopherQ) -> None:
+    with pytest.raises(ConfigurationError, match="did you mean 'retries'"):
+
+        @app.task(retrys=3)
+        def f() -> None:
+            pass
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"priority": "urgent"}, {"priority": 9}, {"backoff": "random"}, {"retries": -1}],
+)
+def test_bad_option_values(app: GopherQ, options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        app.task(**options)(lambda: None)
+
+
+def test_unknown_setting_has_hint() -> None:
+    with pytest.raises(ConfigurationError, match="did you mean 'prefetch'"):
+        GopherQ("x", prefetsh=3)
+
+
+def test_environment_overrides_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOPHERQ_BROKER_URL", "memory://")
+    assert GopherQ("x", broker="sqlite:///nowhere.db").broker_url == "memory://"
+
+
+def test_default_broker_is_sqlite_and_memory_when_eager() -> None:
+    assert GopherQ("x").broker_url == "sqlite:///./gopherq.db"
+    assert GopherQ("x", eager=True).broker_url == "memory://"
+
+
+def test_delay_enqueues_message_with_routing(app: GopherQ) -> None:
+    @app.task(queue="mail", priority="low")
+    def send(to: str) -> None:
+        pass
+
+    result = send.delay("a@b.c")
+    assert result.state is State.QUEUED
+    [delivery] = app.broker.reserve(["mail"], 10, 0)
+    message = app.codec.decode(delivery.body)
+    assert (message.id, message.task, message.args, message.priority) == (
+        result.id,
+        send.name,
+        ["a@b.c"],
+        3,
+    )
+
+
+def test_apply_async_options(app: GopherQ) -> None:
+    @app.task
+    def f() -> None:
+        pass
+
+    before = time.time()
+    result = f.apply_async(countdown=60, priority="critical", queue="other", key="k1")
+    assert result.state is State.SCHEDULED
+    again = f.apply_async(countdown=60, queue="other", key="k1")
+    assert again.id == result.id
+    eta = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    assert f.apply_async(eta=eta).state is State.SCHEDULED
+    assert app.broker.stats()["other"].scheduled == 1
+    assert time.time() - before < 5
+    with pytest.raises(ConfigurationError, match="did you mean 'countdown'"):
+        f.apply_async(countdwn=3)
+
+
+def test_wrong_arguments_rejected_at_delay(app: GopherQ) -> None:
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    with pytest.raises(TypeError, match="missing a required argument"):
+        add.delay(1)  # type: ignore[call-arg]
+
+
+def test_unencodable_argument_names_path_and_writes_nothing(app: GopherQ) -> None:
+    @app.task
+    def f(data: Any) -> None:
+        pass
+
+    with pytest.raises(SerializationError, match=r"args\[0\]\['k'\]\[1\]"):
+        f.delay({"k": [1, object()]})
+    with pytest.raises(PayloadTooLarge):
+        f.delay(b"x" * (2 * 1024 * 1024))
+    assert app.broker.stats().get("default") is None or app.broker.stats()["default"].ready == 0
+
+
+def test_send_many_and_send_task(app: GopherQ) -> None:
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    results = app.send_many([add.s(1, 2), add.s(3, 4).set(priority="high")])
+    assert len({r.id for r in results}) == 2
+    by_name = app.send_task("elsewhere.task", [1], {"a": 2})
+    assert by_name.state is State.QUEUED
+    assert app.broker.stats()["default"].ready == 3
+
+
+def test_eager_runs_inline_through_codec(eager: GopherQ) -> None:
+    @eager.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @eager.task
+    def when(moment: dt.datetime) -> dt.datetime:
+        return moment + dt.timedelta(days=1)
+
+    result = add.delay(2, 3)
+    assert result.successful()
+    assert result.get() == 5
+    moment = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    assert when.delay(moment).get() == moment + dt.timedelta(days=1)
+    with pytest.raises(PayloadTooLarge):
+        add.delay(b"x" * (2 * 1024 * 1024), 1)  # type: ignore[arg-type]
+
+
+def test_eager_reraises_with_retries(eager: GopherQ) -> None:
+    calls: list[int] = []
+
+    @eager.task(retries=2, retry_delay=0)
+    def flaky() -> str:
+        calls.append(current_task().attempt)
+        if len(calls) < 3:
+            raise ValueError("not yet")
+        return "ok"
+
+    @eager.task(retries=1, retry_delay=0)
+    def broken() -> None:
+        raise KeyError("always")
+
+    assert flaky.delay().get() == "ok"
+    assert calls == [0, 1, 2]
+    result = broken.delay()
+    assert result.state is State.FAILED
+    with pytest.raises(TaskFailed) as info:
+        result.get()
+    assert info.value.type_name == "KeyError"
+    assert "always" in info.value.traceback
+    failure = result.get(propagate=False)
+    assert isinstance(failure, TaskFailed)
+
+
+def test_eager_async_task(eager: GopherQ) -> None:
+    @eager.task
+    async def double(x: int) -> int:
+        return x * 2
+
+    assert double.delay(21).get() == 42
+
+
+def test_current_task_outside_a_task() -> None:
+    with pytest.raises(TaskError, match="outside a running task"):
+        current_task()
+
+
+def test_result_of_unknown_id_is_pending(app: GopherQ) -> None:
+    assert app.result("nope").state is State.PENDING
