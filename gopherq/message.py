@@ -89,9 +89,10 @@ class Message:
                 continue
             if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
                 raise DecodeError(f"envelope field {name!r} has type {type(value).__name__}")
-        if not 0 <= data.get("priority", DEFAULT_PRIORITY) <= 4:
+        # A nil field means its default, as if it were left out.
+        if not 0 <= (data.get("priority") or 0) <= 4:
             raise DecodeError("envelope field 'priority' is out of range 0-4")
-        if any(not isinstance(k, str) for k in data.get("kwargs", {})):
+        if any(not isinstance(k, str) for k in data.get("kwargs") or {}):
             raise DecodeError("envelope field 'kwargs' has a key that is not a string")
         fields = {k: v for k, v in data.items() if k != "v" and v is not None}
         if "created" not in fields:

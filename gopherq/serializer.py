@@ -108,13 +108,16 @@ class Codec:
     def pack(self, value: Any, *, what: str = "value") -> bytes:
         """Encode any supported value; raise ``SerializationError`` naming the bad part."""
         try:
-            return msgpack.packb(value, default=_encode_ext, use_bin_type=True, datetime=False)
+            packed: bytes = msgpack.packb(
+                value, default=_encode_ext, use_bin_type=True, datetime=False
+            )
         except (TypeError, ValueError, OverflowError) as exc:
             problems = list(_find_unencodable(value, what))
             if problems:
                 path, reason = problems[0]
                 raise SerializationError(f"cannot serialize {path}: {reason}") from None
             raise SerializationError(f"cannot serialize {what}: {exc}") from None
+        return packed
 
     def unpack(self, data: bytes) -> Any:
         """Decode bytes made by ``pack``; raise ``DecodeError`` on anything else."""
@@ -139,10 +142,10 @@ class Codec:
             body: bytes = msgpack.packb(
                 mapping, default=_encode_ext, use_bin_type=True, datetime=False
             )
-        except (TypeError, ValueError, OverflowError):
+        except (TypeError, ValueError, OverflowError) as exc:
             for part in ("args", "kwargs", "headers"):
                 self.pack(getattr(message, part), what=part)
-            raise
+            raise SerializationError(f"cannot serialize message {message.id}: {exc}") from None
         if len(body) > self.max_message_size:
             raise PayloadTooLarge(len(body), self.max_message_size)
         return body

@@ -89,6 +89,8 @@ def _check_known(name: str, names: Mapping[str, Any], *, source: str) -> None:
 
 def _parse(raw: str, spec: dataclasses.Field[Any], var: str) -> Any:
     kind = str(spec.type)
+    if "None" in kind and raw == "":
+        return None
     try:
         if kind.startswith("bool"):
             lowered = raw.strip().lower()
@@ -103,6 +105,4 @@ def _parse(raw: str, spec: dataclasses.Field[Any], var: str) -> Any:
             return float(raw)
     except ValueError:
         raise ConfigurationError(f"{var}={raw!r} is not a valid {kind}") from None
-    if "None" in kind and raw == "":
-        return None
     return raw

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import pytest
 
@@ -11,6 +12,8 @@ from gopherq.brokers import Broker, open_broker
 from gopherq.results import ResultBackend, open_backend
 
 BROKER_KINDS = ["memory", "sqlite"]
+
+T = TypeVar("T")
 
 
 def broker_url(kind: str, tmp_path: Path) -> str:
@@ -27,21 +30,38 @@ def broker_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+class _Opener(Generic[T]):
+    """Opens handles on one store of ``kind``; memory kinds hand back the first handle.
+
+    Each ``memory://`` broker or backend is its own store, so tests that need two
+    handles on one store (two "workers") get the same instance twice; asking it
+    for different options is an error.
+    """
+
+    def __init__(self, kind: str, url: str, open_: Callable[..., T]) -> None:
+        self.kind, self.url, self.open = kind, url, open_
+        self.opened: list[T] = []
+        self.first_options: dict[str, float] = {}
+
+    def __call__(self, **options: float) -> T:
+        if self.kind == "memory" and self.opened:
+            if options != self.first_options:
+                raise ValueError(
+                    f"the memory store was opened with {self.first_options}, not {options}"
+                )
+            return self.opened[0]
+        handle = self.open(self.url, **options)
+        self.opened.append(handle)
+        self.first_options = options
+        return handle
+
+
 @pytest.fixture
-def make_broker(
-    broker_kind: str, tmp_path: Path
-) -> Iterator[Callable[..., Broker]]:
+def make_broker(broker_kind: str, tmp_path: Path) -> Iterator[Callable[..., Broker]]:
     """Open brokers of the current kind on one shared store; all closed at the end."""
-    opened: list[Broker] = []
-    url = broker_url(broker_kind, tmp_path)
-
-    def make(**options: float) -> Broker:
-        broker = open_broker(url, **options)
-        opened.append(broker)
-        return broker
-
-    yield make
-    for broker in opened:
+    opener = _Opener(broker_kind, broker_url(broker_kind, tmp_path), open_broker)
+    yield opener
+    for broker in opener.opened:
         broker.close()
 
 
@@ -52,8 +72,15 @@ def broker(make_broker: Callable[..., Broker]) -> Broker:
 
 
 @pytest.fixture
-def backend(broker_kind: str, tmp_path: Path) -> Iterator[ResultBackend]:
+def make_backend(broker_kind: str, tmp_path: Path) -> Iterator[Callable[..., ResultBackend]]:
+    """Open result backends of the current kind on one shared store; all closed at the end."""
+    opener = _Opener(broker_kind, broker_url(broker_kind, tmp_path), open_backend)
+    yield opener
+    for store in opener.opened:
+        store.close()
+
+
+@pytest.fixture
+def backend(make_backend: Callable[..., ResultBackend]) -> ResultBackend:
     """A result backend of each kind."""
-    store = open_backend(broker_url(broker_kind, tmp_path))
-    yield store
-    store.close()
+    return make_backend()

@@ -1,0 +1,406 @@
+"""In-process broker: fast, thread-safe, gone with the process.
+
+For unit tests and eager mode. Each ``MemoryBroker`` is its own store: share one
+instance between threads to share its messages.
+
+Supports the whole broker contract: batch enqueue, delayed messages (``eta``),
+strict priority with FIFO within a priority, leases with tokens and renewal,
+idempotency keys, pause and resume, dead letters with a time to live, and a
+blocking ``reserve`` that sleeps on a condition until an enqueue, requeue or
+resume, the next due ``eta`` or the next lease expiry (no polling).
+
+URL: ``memory://`` (the rest is ignored).
+
+Options:
+    lease_seconds (float): how long ``reserve`` leases a message. Default 30.
+    dead_letter_ttl (float): seconds a dead letter is kept. Default 7 days.
+
+Layout (heap entries are dropped lazily: one that no longer matches its message
+is skipped when it surfaces)::
+
+    _messages    id -> _Message, wherever it is
+    _ready       queue -> heap of (priority, seq, id) of ready messages
+    _scheduled   heap of (eta, seq, id) of delayed messages
+    _leases      heap of (lease_until, id) of leased messages
+    _dead        queue -> {id: _Message} in the order they died
+    _keys        idempotency key -> id
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gopherq.brokers.base import Broker, DeadLetter, Delivery, Envelope, QueueStats
+from gopherq.states import State
+
+_Heap = list[tuple[int, int, str]]
+
+
+@dataclass(slots=True)
+class _Message:
+    id: str
+    queue: str
+    priority: int
+    body: bytes
+    key: str | None
+    state: State = State.QUEUED
+    seq: int = 0
+    """Place in line: requeue and lease expiry put a message back there."""
+    eta: float = 0.0
+    attempt: int = 0
+    deliveries: int = 0
+    token: str = ""
+    lease_until: float = 0.0
+    reason: str = ""
+    error: str = ""
+    died: float = 0.0
+
+    def delivery(self) -> Delivery:
+        return Delivery(
+            self.id, self.queue, self.priority, self.body, self.attempt, self.deliveries, self.token
+        )
+
+    def dead_letter(self) -> DeadLetter:
+        return DeadLetter(
+            self.id,
+            self.queue,
+            self.priority,
+            self.body,
+            self.attempt,
+            self.reason,
+            self.error,
+            self.died,
+        )
+
+
+class MemoryBroker(Broker):
+    """A broker held in this process's memory. See the module docstring."""
+
+    def __init__(
+        self,
+        url: str = "memory://",
+        *,
+        lease_seconds: float = 30.0,
+        dead_letter_ttl: float = 7 * 86400.0,
+    ) -> None:
+        self.url = url
+        self.lease_seconds = lease_seconds
+        self.dead_letter_ttl = dead_letter_ttl
+        self._changed = threading.Condition()
+        self._messages: dict[str, _Message] = {}
+        self._ready: dict[str, _Heap] = {}  # its keys are every queue ever seen
+        self._scheduled: list[tuple[float, int, str]] = []
+        self._leases: list[tuple[float, str]] = []
+        self._dead: dict[str, dict[str, _Message]] = {}
+        self._keys: dict[str, str] = {}
+        self._paused: set[str] = set()
+        self._seq = itertools.count()
+
+    def enqueue(self, envelopes: Sequence[Envelope]) -> list[str]:
+        """Store messages; a live idempotency key or an id already stored stores nothing."""
+        ids: list[str] = []
+        with self._changed:
+            now = time.time()
+            self._tidy(now)
+            for env in envelopes:
+                held = self._keys.get(env.key) if env.key is not None else None
+                ids.append(env.id if held is None else held)
+                if held is not None or env.id in self._messages:
+                    continue
+                message = _Message(env.id, env.queue, env.priority, env.body, env.key)
+                self._messages[env.id] = message
+                if env.key is not None:
+                    self._keys[env.key] = env.id
+                self._ready.setdefault(env.queue, [])
+                self._place(message, env.eta, now)
+            self._changed.notify_all()
+        return ids
+
+    def reserve(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+        """Lease up to ``limit`` messages, sleeping until one is runnable or ``timeout``."""
+        if limit <= 0:
+            return []
+        deadline = time.monotonic() + timeout
+        wanted = list(dict.fromkeys(queues))
+        with self._changed:
+            while True:
+                now = time.time()
+                self._tidy(now)
+                taken = self._take(wanted, limit, now)
+                remaining = deadline - time.monotonic()
+                if taken or remaining <= 0:
+                    return taken
+                self._changed.wait(min(remaining, self._next_due(now)))
+
+    def ack(self, deliveries: Sequence[Delivery]) -> int:
+        """Forget finished messages; returns how many were still held."""
+        count = 0
+        with self._changed:
+            for delivery in deliveries:
+                if (message := self._held(delivery)) is not None:
+                    self._forget(message)
+                    count += 1
+        return count
+
+    def retry(self, delivery: Delivery, eta: float, error: str) -> bool:
+        """Schedule the message at ``eta`` with ``attempt + 1``; ``error`` is not kept."""
+        with self._changed:
+            message = self._held(delivery)
+            if message is None:
+                return False
+            message.attempt += 1
+            message.deliveries = 0
+            self._place(message, eta, time.time())
+            self._changed.notify_all()
+        return True
+
+    def dead(self, delivery: Delivery, reason: str, error: str) -> bool:
+        """Move the message to its queue's dead letters; False if the lease was lost."""
+        with self._changed:
+            message = self._held(delivery)
+            if message is None:
+                return False
+            message.state, message.token, message.seq = State.DEAD, "", next(self._seq)
+            message.reason, message.error, message.died = reason, error, time.time()
+            self._dead.setdefault(message.queue, {})[message.id] = message
+        return True
+
+    def extend(self, deliveries: Sequence[Delivery]) -> int:
+        """Renew leases for ``lease_seconds`` from now; returns how many were still held."""
+        count = 0
+        with self._changed:
+            until = time.time() + self.lease_seconds
+            for delivery in deliveries:
+                if (message := self._held(delivery)) is not None:
+                    message.lease_until = until
+                    heapq.heappush(self._leases, (until, message.id))
+                    count += 1
+        return count
+
+    def requeue(self, deliveries: Sequence[Delivery], *, started: bool = False) -> int:
+        """Give messages back to their place in line; ``started=False`` uncounts the delivery."""
+        count = 0
+        with self._changed:
+            for delivery in deliveries:
+                if (message := self._held(delivery)) is not None:
+                    if not started:
+                        message.deliveries -= 1
+                    self._push_ready(message, message.seq)
+                    count += 1
+            if count:
+                self._changed.notify_all()
+        return count
+
+    def recover(self) -> int:
+        """Make expired leases and due scheduled messages ready; returns how many moved."""
+        with self._changed:
+            return self._tidy(time.time())
+
+    # Administration.
+
+    def stats(self) -> dict[str, QueueStats]:
+        """Counts per queue ever seen or paused, by name."""
+        with self._changed:
+            self._tidy(time.time())
+            counts = Counter((m.queue, m.state) for m in self._messages.values())
+            return {
+                queue: QueueStats(
+                    queue,
+                    ready=counts[queue, State.QUEUED],
+                    scheduled=counts[queue, State.SCHEDULED],
+                    running=counts[queue, State.STARTED],
+                    dead=counts[queue, State.DEAD],
+                    paused=queue in self._paused,
+                )
+                for queue in sorted(self._ready)
+            }
+
+    def pause(self, queue: str) -> None:
+        """Stop handing out messages from ``queue``."""
+        with self._changed:
+            self._ready.setdefault(queue, [])
+            self._paused.add(queue)
+
+    def resume(self, queue: str) -> None:
+        """Hand out messages from ``queue`` again."""
+        with self._changed:
+            self._paused.discard(queue)
+            self._changed.notify_all()
+
+    def purge(self, queue: str) -> int:
+        """Delete ready and scheduled messages of ``queue``; leased ones stay."""
+        with self._changed:
+            self._tidy(time.time())
+            doomed = [
+                m
+                for m in self._messages.values()
+                if m.queue == queue and m.state in (State.QUEUED, State.SCHEDULED)
+            ]
+            for message in doomed:
+                self._forget(message)
+            if queue in self._ready:
+                self._ready[queue].clear()  # it held only the messages just purged
+        return len(doomed)
+
+    def dead_letters(
+        self, queue: str | None = None, offset: int = 0, limit: int = 100
+    ) -> list[DeadLetter]:
+        """Dead letters, newest first, of one queue or all."""
+        with self._changed:
+            self._tidy(time.time())
+            newest_first = sorted(self._dead_of(queue), key=lambda m: m.seq, reverse=True)
+            return [m.dead_letter() for m in newest_first[offset : offset + limit]]
+
+    def requeue_dead(self, ids: Sequence[str] | None = None, queue: str | None = None) -> int:
+        """Make dead letters ready with attempt 0: ``ids`` (of ``queue``), else all (of it)."""
+        with self._changed:
+            self._tidy(time.time())
+            if ids is None:
+                chosen = sorted(self._dead_of(queue), key=lambda m: m.seq)
+            else:
+                found = (self._messages.get(id) for id in dict.fromkeys(ids))
+                chosen = [
+                    m
+                    for m in found
+                    if m is not None and m.state is State.DEAD and queue in (None, m.queue)
+                ]
+            for message in chosen:
+                del self._dead[message.queue][message.id]
+                message.attempt = message.deliveries = 0
+                message.reason = message.error = ""
+                self._push_ready(message, next(self._seq))
+            self._changed.notify_all()
+        return len(chosen)
+
+    def purge_dead(self, queue: str | None = None) -> int:
+        """Delete dead letters of ``queue`` (or all); returns how many."""
+        with self._changed:
+            self._tidy(time.time())
+            doomed = list(self._dead_of(queue))
+            for message in doomed:
+                self._forget(message)
+        return len(doomed)
+
+    def delete(self, id: str) -> bool:
+        """Remove one message wherever it is; its lease, if any, goes stale."""
+        with self._changed:
+            self._tidy(time.time())
+            message = self._messages.get(id)
+            if message is None:
+                return False
+            self._forget(message)
+        return True
+
+    def locate(self, id: str) -> State | None:
+        """QUEUED, SCHEDULED, STARTED or DEAD; None if gone."""
+        with self._changed:
+            self._tidy(time.time())
+            message = self._messages.get(id)
+            return None if message is None else message.state
+
+    def ping(self) -> None:
+        """Always answers: the store is in this process."""
+
+    def close(self) -> None:
+        """Nothing to release; the store stays usable."""
+
+    # Internals; the caller holds the lock.
+
+    def _place(self, message: _Message, eta: float | None, now: float) -> None:
+        """Schedule ``message`` if ``eta`` is in the future, else make it ready."""
+        message.token = ""
+        if eta is not None and eta > now:
+            message.state, message.eta = State.SCHEDULED, eta
+            heapq.heappush(self._scheduled, (eta, next(self._seq), message.id))
+        else:
+            self._push_ready(message, next(self._seq))
+
+    def _push_ready(self, message: _Message, seq: int) -> None:
+        message.state, message.seq, message.token = State.QUEUED, seq, ""
+        heapq.heappush(self._ready[message.queue], (message.priority, seq, message.id))
+
+    def _take(self, queues: list[str], limit: int, now: float) -> list[Delivery]:
+        heaps = [self._ready[q] for q in queues if q in self._ready and q not in self._paused]
+        taken: list[Delivery] = []
+        while len(taken) < limit:
+            live = [heap for heap in heaps if self._has_ready(heap)]
+            if not live:
+                break
+            _, _, id = heapq.heappop(min(live, key=lambda heap: heap[0]))
+            message = self._messages[id]
+            message.state = State.STARTED
+            message.token = secrets.token_hex(8)
+            message.deliveries += 1
+            message.lease_until = now + self.lease_seconds
+            heapq.heappush(self._leases, (message.lease_until, id))
+            taken.append(message.delivery())
+        return taken
+
+    def _has_ready(self, heap: _Heap) -> bool:
+        """Drop stale entries off the top of ``heap``; True if a ready message remains."""
+        while heap:
+            _, seq, id = heap[0]
+            message = self._messages.get(id)
+            if message is not None and message.state is State.QUEUED and message.seq == seq:
+                return True
+            heapq.heappop(heap)
+        return False
+
+    def _tidy(self, now: float) -> int:
+        """Make due and expired messages ready, drop old dead letters; returns how many moved."""
+        moved = 0
+        while self._scheduled and self._scheduled[0][0] <= now:
+            eta, _, id = heapq.heappop(self._scheduled)
+            message = self._messages.get(id)
+            if message is not None and message.state is State.SCHEDULED and message.eta == eta:
+                self._push_ready(message, next(self._seq))
+                moved += 1
+        while self._leases and self._leases[0][0] <= now:
+            until, id = heapq.heappop(self._leases)
+            message = self._messages.get(id)
+            if (
+                message is not None
+                and message.state is State.STARTED
+                and message.lease_until == until
+            ):
+                self._push_ready(message, message.seq)
+                moved += 1
+        cutoff = now - self.dead_letter_ttl
+        for letters in self._dead.values():
+            while letters and (oldest := next(iter(letters.values()))).died <= cutoff:
+                self._forget(oldest)
+        if moved:
+            self._changed.notify_all()
+        return moved
+
+    def _next_due(self, now: float) -> float:
+        """Seconds until the next eta or lease expiry; infinity if there is none."""
+        times = [heap[0][0] for heap in (self._scheduled, self._leases) if heap]
+        return max(min(times) - now, 0.0) if times else math.inf
+
+    def _held(self, delivery: Delivery) -> _Message | None:
+        """The message ``delivery`` still holds by its token, or None."""
+        message = self._messages.get(delivery.id)
+        if message is None or message.state is not State.STARTED:
+            return None
+        return message if message.token == delivery.token else None
+
+    def _dead_of(self, queue: str | None) -> list[_Message]:
+        if queue is not None:
+            return list(self._dead.get(queue, {}).values())
+        return [m for letters in self._dead.values() for m in letters.values()]
+
+    def _forget(self, message: _Message) -> None:
+        del self._messages[message.id]
+        if message.key is not None and self._keys.get(message.key) == message.id:
+            del self._keys[message.key]
+        if message.state is State.DEAD:
+            del self._dead[message.queue][message.id]

@@ -1,0 +1,79 @@
+"""In-process result backend, for tests and eager mode.
+
+Each ``MemoryResultBackend`` is its own store. ``wait`` sleeps on a condition
+that ``store`` notifies, so a waiter wakes as soon as its record is stored.
+
+URL: ``memory://`` (the rest is ignored).
+
+Options:
+    expires (float): seconds a finished record is kept after it is stored.
+        Expired records are invisible at once and deleted by ``cleanup``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Sequence
+
+from gopherq.results.base import JobRecord, ResultBackend
+
+
+class MemoryResultBackend(ResultBackend):
+    """Job records in a dict, by id. See the module docstring."""
+
+    def __init__(self, url: str = "memory://", *, expires: float = 86400.0) -> None:
+        self.url = url
+        self.expires = expires
+        self._changed = threading.Condition()
+        self._records: dict[str, tuple[JobRecord, float]] = {}  # id -> (record, expiry)
+
+    def store(self, records: Sequence[JobRecord]) -> None:
+        """Insert or replace records; a finished one starts its time to live."""
+        with self._changed:
+            now = time.time()
+            for record in records:
+                expiry = now + self.expires if record.state.finished else math.inf
+                self._records[record.id] = (record, expiry)
+            self._changed.notify_all()
+
+    def get(self, id: str) -> JobRecord | None:
+        """The record of ``id``, or None if unknown or expired."""
+        with self._changed:
+            return self._get(id)
+
+    def wait(self, id: str, timeout: float | None) -> JobRecord | None:
+        """Block until ``id`` is finished or ``timeout`` passes; the record as it then is."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._finished(id), timeout)
+            return self._get(id)
+
+    def delete(self, id: str) -> bool:
+        """Forget a record; True if it existed (expired ones count as gone)."""
+        with self._changed:
+            found = self._get(id) is not None
+            self._records.pop(id, None)
+        return found
+
+    def cleanup(self) -> int:
+        """Delete expired records; returns how many."""
+        with self._changed:
+            now = time.time()
+            expired = [id for id, (_, expiry) in self._records.items() if expiry <= now]
+            for id in expired:
+                del self._records[id]
+        return len(expired)
+
+    def close(self) -> None:
+        """Nothing to release; the store stays usable."""
+
+    def _get(self, id: str) -> JobRecord | None:
+        entry = self._records.get(id)
+        if entry is None or entry[1] <= time.time():
+            return None
+        return entry[0]
+
+    def _finished(self, id: str) -> bool:
+        record = self._get(id)
+        return record is not None and record.state.finished

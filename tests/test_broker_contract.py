@@ -1,0 +1,602 @@
+"""The broker contract: every broker passes this suite unchanged.
+
+Tests go through the public ``Broker`` methods only. Lease expiry is tested with
+short leases (``make_broker(lease_seconds=...)``); waits are bounded loosely so
+that the suite passes on a loaded machine and on brokers that poll.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+
+from gopherq.brokers import Broker, Delivery, Envelope
+from gopherq.states import State
+
+MakeBroker = Callable[..., Broker]
+SHORT_LEASE = 0.2
+
+
+def envelope(
+    queue: str = "default",
+    priority: int = 2,
+    *,
+    body: bytes | None = None,
+    eta: float | None = None,
+    key: str | None = None,
+) -> Envelope:
+    """A message with a fresh id; its body names the id unless given."""
+    id = uuid.uuid4().hex
+    return Envelope(id, queue, priority, body if body is not None else id.encode(), eta, key)
+
+
+def enqueue(broker: Broker, *envelopes: Envelope) -> list[str]:
+    ids = broker.enqueue(envelopes)
+    assert ids == [e.id for e in envelopes]
+    return ids
+
+
+def ids_of(deliveries: list[Delivery]) -> list[str]:
+    return [d.id for d in deliveries]
+
+
+def reserve_in_thread(
+    broker: Broker, queues: list[str], timeout: float
+) -> Callable[[], tuple[list[Delivery], float]]:
+    """Start ``reserve`` in a thread; the function returned joins it and returns
+    what it reserved and how many seconds that took."""
+    out: list[tuple[list[Delivery], float]] = []
+
+    def run() -> None:
+        start = time.monotonic()
+        got = broker.reserve(queues, 10, timeout)
+        out.append((got, time.monotonic() - start))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+
+    def join() -> tuple[list[Delivery], float]:
+        thread.join(timeout + 5)
+        assert out, "reserve did not return"
+        return out[0]
+
+    return join
+
+
+# Enqueue and reserve.
+
+
+def test_round_trip_keeps_body_bytes_and_routing(broker: Broker) -> None:
+    body = bytes(range(256)) + b"\x00end"
+    message = envelope("emails", 1, body=body)
+    enqueue(broker, message)
+    [got] = broker.reserve(["emails"], 10, 0)
+    assert (got.id, got.queue, got.priority, got.body) == (message.id, "emails", 1, body)
+    assert (got.attempt, got.deliveries) == (0, 1)
+    assert got.token
+
+
+def test_batch_enqueue_returns_ids_in_order(broker: Broker) -> None:
+    batch = [envelope() for _ in range(20)]
+    assert broker.enqueue(batch) == [e.id for e in batch]
+    assert ids_of(broker.reserve(["default"], 100, 0)) == [e.id for e in batch]
+
+
+def test_empty_batch(broker: Broker) -> None:
+    assert broker.enqueue([]) == []
+
+
+def test_reserve_honours_limit(broker: Broker) -> None:
+    ids = enqueue(broker, *(envelope() for _ in range(5)))
+    assert ids_of(broker.reserve(["default"], 2, 0)) == ids[:2]
+    assert ids_of(broker.reserve(["default"], 10, 0)) == ids[2:]
+    assert broker.reserve(["default"], 10, 0) == []
+
+
+def test_priority_order_across_a_batch(broker: Broker) -> None:
+    batch = [envelope(priority=p) for p in (4, 2, 0, 3, 1)]
+    enqueue(broker, *batch)
+    got = broker.reserve(["default"], 10, 0)
+    assert [d.priority for d in got] == [0, 1, 2, 3, 4]
+
+
+def test_priority_is_strict_one_at_a_time(broker: Broker) -> None:
+    low = envelope(priority=3)
+    enqueue(broker, low)
+    high = envelope(priority=0)
+    enqueue(broker, high)
+    assert ids_of(broker.reserve(["default"], 1, 0)) == [high.id]
+    assert ids_of(broker.reserve(["default"], 1, 0)) == [low.id]
+
+
+def test_fifo_within_a_priority(broker: Broker) -> None:
+    first = enqueue(broker, *(envelope() for _ in range(3)))
+    second = enqueue(broker, *(envelope() for _ in range(3)))
+    got = [d.id for _ in range(6) for d in broker.reserve(["default"], 1, 0)]
+    assert got == first + second
+
+
+def test_reserve_only_from_the_given_queues(broker: Broker) -> None:
+    a, b = envelope("a", 2), envelope("b", 0)
+    enqueue(broker, a, b)
+    assert ids_of(broker.reserve(["a"], 10, 0)) == [a.id]
+    assert broker.reserve(["a"], 10, 0) == []
+    assert broker.reserve(["c"], 10, 0) == []
+    assert ids_of(broker.reserve(["a", "b"], 10, 0)) == [b.id]
+
+
+def test_priority_across_queues(broker: Broker) -> None:
+    a, b, c = envelope("a", 2), envelope("b", 1), envelope("c", 0)
+    enqueue(broker, a, b, c)
+    assert ids_of(broker.reserve(["a", "b", "c"], 10, 0)) == [c.id, b.id, a.id]
+
+
+# Delayed messages and blocking.
+
+
+def test_eta_in_the_future_is_not_runnable_early(broker: Broker) -> None:
+    message = envelope(eta=time.time() + 0.3)
+    enqueue(broker, message)
+    assert broker.reserve(["default"], 10, 0) == []
+    assert broker.locate(message.id) is State.SCHEDULED
+    start = time.monotonic()
+    assert ids_of(broker.reserve(["default"], 10, 5)) == [message.id]
+    assert 0.2 <= time.monotonic() - start < 2
+
+
+def test_eta_in_the_past_is_ready_at_once(broker: Broker) -> None:
+    message = envelope(eta=time.time() - 10)
+    enqueue(broker, message)
+    assert broker.locate(message.id) is State.QUEUED
+    assert ids_of(broker.reserve(["default"], 10, 0)) == [message.id]
+
+
+def test_due_messages_run_in_eta_order(broker: Broker) -> None:
+    now = time.time()
+    later, sooner = envelope(eta=now + 0.2), envelope(eta=now + 0.1)
+    enqueue(broker, later, sooner)
+    time.sleep(0.25)
+    assert ids_of(broker.reserve(["default"], 10, 0)) == [sooner.id, later.id]
+
+
+def test_reserve_blocks_up_to_timeout(broker: Broker) -> None:
+    start = time.monotonic()
+    assert broker.reserve(["default"], 10, 0.2) == []
+    assert 0.15 <= time.monotonic() - start < 2
+
+
+def test_reserve_wakes_when_another_thread_enqueues(make_broker: MakeBroker) -> None:
+    consumer, producer = make_broker(), make_broker()
+    join = reserve_in_thread(consumer, ["default"], 10)
+    time.sleep(0.1)
+    message = envelope()
+    enqueue(producer, message)
+    got, took = join()
+    assert ids_of(got) == [message.id]
+    assert took < 1.5
+
+
+def test_recover_makes_due_messages_ready(broker: Broker) -> None:
+    message = envelope(eta=time.time() + 0.1)
+    enqueue(broker, message)
+    assert broker.recover() == 0
+    time.sleep(0.15)
+    assert broker.recover() == 1
+    assert broker.locate(message.id) is State.QUEUED
+
+
+# Settling: ack, retry, dead, extend.
+
+
+def test_ack_forgets_the_message(broker: Broker) -> None:
+    enqueue(broker, envelope(), envelope())
+    got = broker.reserve(["default"], 10, 0)
+    assert broker.ack(got) == 2
+    assert all(broker.locate(d.id) is None for d in got)
+    assert broker.ack(got) == 0
+    assert broker.reserve(["default"], 10, 0) == []
+
+
+def test_stale_token_settles_nothing(make_broker: MakeBroker) -> None:
+    first, second = make_broker(lease_seconds=SHORT_LEASE), make_broker(lease_seconds=SHORT_LEASE)
+    message = envelope()
+    enqueue(first, message)
+    [stale] = first.reserve(["default"], 1, 0)
+    [fresh] = second.reserve(["default"], 1, 5)  # after the first lease expires
+    assert fresh.id == stale.id
+    assert fresh.token != stale.token
+    assert fresh.deliveries == 2
+
+    assert first.ack([stale]) == 0
+    assert first.retry(stale, time.time(), "late") is False
+    assert first.dead(stale, "REJECTED", "late") is False
+    assert first.extend([stale]) == 0
+    assert first.requeue([stale]) == 0
+    assert first.locate(message.id) is State.STARTED
+    assert first.dead_letters() == []
+    assert second.ack([fresh]) == 1
+
+
+def test_retry_counts_an_attempt_and_waits_for_eta(broker: Broker) -> None:
+    message = envelope()
+    enqueue(broker, message)
+    [got] = broker.reserve(["default"], 1, 0)
+    assert broker.retry(got, time.time() + 0.3, "ValueError: boom") is True
+    assert broker.locate(message.id) is State.SCHEDULED
+    assert broker.reserve(["default"], 10, 0) == []
+    [again] = broker.reserve(["default"], 10, 5)
+    assert (again.id, again.attempt, again.deliveries) == (message.id, 1, 1)
+    assert again.token != got.token
+    assert broker.retry(got, time.time(), "stale") is False
+
+
+def test_retry_now_is_ready_at_once(broker: Broker) -> None:
+    enqueue(broker, envelope())
+    [got] = broker.reserve(["default"], 1, 0)
+    assert broker.retry(got, time.time() - 1, "again")
+    [again] = broker.reserve(["default"], 1, 0)
+    assert again.attempt == 1
+
+
+def test_retry_wakes_a_blocked_reserve_at_its_eta(make_broker: MakeBroker) -> None:
+    broker = make_broker()
+    enqueue(broker, envelope())
+    [got] = broker.reserve(["default"], 1, 0)
+    join = reserve_in_thread(broker, ["default"], 10)
+    time.sleep(0.1)
+    broker.retry(got, time.time() + 0.1, "again")
+    again, took = join()
+    assert ids_of(again) == [got.id]
+    assert took < 1.5
+
+
+def test_dead_keeps_reason_error_and_attempt(broker: Broker) -> None:
+    message = envelope("mail", 1, body=b"\x01\x02")
+    enqueue(broker, message)
+    [got] = broker.reserve(["mail"], 1, 0)
+    broker.retry(got, time.time() - 1, "first failure")
+    [got] = broker.reserve(["mail"], 1, 0)
+    before = time.time()
+    assert broker.dead(got, "MAX_RETRIES", "ValueError: boom") is True
+    assert broker.locate(message.id) is State.DEAD
+    assert broker.reserve(["mail"], 10, 0) == []
+    [letter] = broker.dead_letters("mail")
+    assert (letter.id, letter.queue, letter.priority, letter.body) == (
+        message.id,
+        "mail",
+        1,
+        b"\x01\x02",
+    )
+    assert (letter.attempt, letter.reason, letter.error) == (1, "MAX_RETRIES", "ValueError: boom")
+    assert before - 1 <= letter.died <= time.time() + 1
+    assert broker.ack([got]) == 0
+
+
+def kill(broker: Broker, queue: str, count: int) -> list[str]:
+    """Enqueue ``count`` messages to ``queue`` and dead-letter them one by one."""
+    ids = enqueue(broker, *(envelope(queue) for _ in range(count)))
+    for _ in ids:
+        [got] = broker.reserve([queue], 1, 0)
+        assert broker.dead(got, "REJECTED", f"error of {got.id}")
+    return ids
+
+
+def test_dead_letters_newest_first_with_offset_and_limit(broker: Broker) -> None:
+    ids = kill(broker, "a", 5)
+    newest_first = ids[::-1]
+    assert [d.id for d in broker.dead_letters("a")] == newest_first
+    assert [d.id for d in broker.dead_letters("a", offset=1, limit=2)] == newest_first[1:3]
+    assert [d.id for d in broker.dead_letters("a", offset=4)] == newest_first[4:]
+    assert broker.dead_letters("a", offset=5) == []
+
+
+def test_dead_letters_per_queue_and_all(broker: Broker) -> None:
+    a = kill(broker, "a", 2)
+    b = kill(broker, "b", 2)
+    assert [d.id for d in broker.dead_letters("b")] == b[::-1]
+    assert [d.id for d in broker.dead_letters("a")] == a[::-1]
+    assert [d.id for d in broker.dead_letters()] == (a + b)[::-1]
+    assert broker.dead_letters("c") == []
+
+
+def test_requeue_dead_by_ids(broker: Broker) -> None:
+    ids = kill(broker, "a", 3)
+    assert broker.requeue_dead([ids[1], "unknown"]) == 1
+    assert broker.locate(ids[1]) is State.QUEUED
+    [got] = broker.reserve(["a"], 10, 0)
+    assert (got.id, got.attempt, got.deliveries) == (ids[1], 0, 1)
+    assert {d.id for d in broker.dead_letters("a")} == {ids[0], ids[2]}
+
+
+def test_requeue_dead_all_and_of_a_queue(broker: Broker) -> None:
+    a = kill(broker, "a", 2)
+    b = kill(broker, "b", 3)
+    assert broker.requeue_dead(queue="b") == 3
+    assert sorted(ids_of(broker.reserve(["b"], 10, 0))) == sorted(b)
+    assert broker.requeue_dead() == 2
+    assert sorted(ids_of(broker.reserve(["a"], 10, 0))) == sorted(a)
+    assert broker.dead_letters() == []
+    assert broker.requeue_dead() == 0
+
+
+def test_purge_dead(broker: Broker) -> None:
+    a = kill(broker, "a", 2)
+    kill(broker, "b", 1)
+    assert broker.purge_dead("b") == 1
+    assert [d.id for d in broker.dead_letters()] == a[::-1]
+    assert broker.purge_dead() == 2
+    assert broker.dead_letters() == []
+    assert broker.locate(a[0]) is None
+
+
+def test_old_dead_letters_are_dropped(make_broker: MakeBroker) -> None:
+    broker = make_broker(dead_letter_ttl=0.2)
+    [id] = kill(broker, "a", 1)
+    assert broker.stats()["a"].dead == 1
+    time.sleep(0.3)
+    assert broker.dead_letters() == []
+    assert broker.stats()["a"].dead == 0
+    assert broker.locate(id) is None
+
+
+def test_extend_keeps_the_lease(make_broker: MakeBroker) -> None:
+    broker = make_broker(lease_seconds=0.4)
+    enqueue(broker, envelope())
+    [got] = broker.reserve(["default"], 1, 0)
+    time.sleep(0.25)
+    assert broker.extend([got]) == 1
+    time.sleep(0.25)  # past the first lease, within the renewed one
+    assert broker.reserve(["default"], 1, 0) == []
+    assert broker.locate(got.id) is State.STARTED
+    assert broker.ack([got]) == 1
+
+
+def test_expired_lease_is_redelivered(make_broker: MakeBroker) -> None:
+    broker = make_broker(lease_seconds=SHORT_LEASE)
+    enqueue(broker, envelope())
+    [got] = broker.reserve(["default"], 1, 0)
+    start = time.monotonic()
+    [again] = broker.reserve(["default"], 1, 5)
+    assert time.monotonic() - start < 2
+    assert (again.id, again.attempt, again.deliveries) == (got.id, 0, 2)
+
+
+def test_recover_returns_expired_leases(make_broker: MakeBroker) -> None:
+    broker = make_broker(lease_seconds=SHORT_LEASE)
+    enqueue(broker, envelope())
+    [got] = broker.reserve(["default"], 1, 0)
+    assert broker.recover() == 0
+    time.sleep(SHORT_LEASE + 0.05)
+    assert broker.recover() == 1
+    assert broker.locate(got.id) is State.QUEUED
+
+
+# Requeue.
+
+
+def test_requeue_unstarted_does_not_count_the_delivery(broker: Broker) -> None:
+    enqueue(broker, envelope())
+    got = broker.reserve(["default"], 1, 0)
+    assert broker.requeue(got) == 1
+    assert broker.locate(got[0].id) is State.QUEUED
+    [again] = broker.reserve(["default"], 1, 0)
+    assert (again.id, again.deliveries) == (got[0].id, 1)
+    assert broker.requeue(got) == 0
+
+
+def test_requeue_started_counts_the_delivery(broker: Broker) -> None:
+    enqueue(broker, envelope())
+    got = broker.reserve(["default"], 1, 0)
+    assert broker.requeue(got, started=True) == 1
+    [again] = broker.reserve(["default"], 1, 0)
+    assert (again.id, again.deliveries) == (got[0].id, 2)
+
+
+def test_requeue_keeps_the_place_in_line(broker: Broker) -> None:
+    urgent, first, second = envelope(priority=0), envelope(), envelope()
+    enqueue(broker, urgent, first, second)
+    got = broker.reserve(["default"], 2, 0)
+    assert ids_of(got) == [urgent.id, first.id]
+    later = envelope()
+    enqueue(broker, later)
+    assert broker.requeue(got) == 2
+    assert ids_of(broker.reserve(["default"], 10, 0)) == [
+        urgent.id,
+        first.id,
+        second.id,
+        later.id,
+    ]
+
+
+def test_requeue_wakes_a_blocked_reserve(make_broker: MakeBroker) -> None:
+    broker = make_broker()
+    enqueue(broker, envelope())
+    got = broker.reserve(["default"], 1, 0)
+    join = reserve_in_thread(broker, ["default"], 10)
+    time.sleep(0.1)
+    broker.requeue(got)
+    again, took = join()
+    assert ids_of(again) == ids_of(got)
+    assert took < 1.5
+
+
+# Administration.
+
+
+def test_pause_skips_a_queue_and_resume_restores_it(broker: Broker) -> None:
+    a, b = envelope("a", 0), envelope("b", 2)
+    enqueue(broker, a, b)
+    broker.pause("a")
+    assert broker.stats()["a"].paused is True
+    assert ids_of(broker.reserve(["a", "b"], 10, 0)) == [b.id]
+    late = envelope("a")
+    enqueue(broker, late)  # enqueue still works while paused
+    assert broker.reserve(["a"], 10, 0) == []
+    broker.resume("a")
+    assert broker.stats()["a"].paused is False
+    assert ids_of(broker.reserve(["a"], 10, 0)) == [a.id, late.id]
+
+
+def test_resume_wakes_a_blocked_reserve(make_broker: MakeBroker) -> None:
+    broker = make_broker()
+    broker.pause("a")
+    message = envelope("a")
+    enqueue(broker, message)
+    join = reserve_in_thread(broker, ["a"], 10)
+    time.sleep(0.1)
+    broker.resume("a")
+    got, took = join()
+    assert ids_of(got) == [message.id]
+    assert took < 1.5
+
+
+def test_purge_deletes_ready_and_scheduled_only(broker: Broker) -> None:
+    enqueue(broker, envelope("a"), envelope("a"))
+    [leased] = broker.reserve(["a"], 1, 0)
+    enqueue(broker, envelope("a"), envelope("a", eta=time.time() + 60), envelope("b"))
+    assert broker.purge("a") == 3
+    assert broker.reserve(["a"], 10, 0) == []
+    assert broker.stats()["a"].running == 1
+    assert broker.stats()["b"].ready == 1
+    assert broker.ack([leased]) == 1
+    assert broker.purge("a") == 0
+
+
+def test_stats_counts_every_place(broker: Broker) -> None:
+    assert broker.stats() == {}
+    kill(broker, "a", 1)
+    enqueue(broker, envelope("a"), envelope("a"), envelope("a"))
+    broker.reserve(["a"], 1, 0)
+    enqueue(broker, envelope("a", eta=time.time() + 60), envelope("b"))
+    broker.pause("c")
+    stats = broker.stats()
+    assert set(stats) == {"a", "b", "c"}
+    a = stats["a"]
+    assert (a.name, a.ready, a.scheduled, a.running, a.dead, a.paused) == (
+        "a",
+        2,
+        1,
+        1,
+        1,
+        False,
+    )
+    assert (stats["b"].ready, stats["b"].running) == (1, 0)
+    assert stats["c"].paused is True
+
+
+def test_idempotency_key_returns_the_first_id(broker: Broker) -> None:
+    first, twin = envelope(key="order-1"), envelope(key="order-1")
+    assert broker.enqueue([first]) == [first.id]
+    assert broker.enqueue([twin, envelope(key="order-1")]) == [first.id, first.id]
+    assert broker.locate(twin.id) is None
+    assert broker.stats()["default"].ready == 1
+    assert ids_of(broker.reserve(["default"], 10, 0)) == [first.id]
+
+
+def test_idempotency_key_within_one_batch(broker: Broker) -> None:
+    first, twin, other = envelope(key="k"), envelope(key="k"), envelope(key="other")
+    assert broker.enqueue([first, twin, other]) == [first.id, first.id, other.id]
+    assert ids_of(broker.reserve(["default"], 10, 0)) == [first.id, other.id]
+
+
+def test_idempotency_key_held_until_the_message_is_gone(broker: Broker) -> None:
+    first = envelope(key="k")
+    enqueue(broker, first)
+    [got] = broker.reserve(["default"], 1, 0)
+    assert broker.enqueue([envelope(key="k")]) == [first.id]  # leased
+    broker.dead(got, "REJECTED", "no")
+    assert broker.enqueue([envelope(key="k")]) == [first.id]  # dead
+    assert broker.purge_dead() == 1
+    fresh = envelope(key="k")
+    assert broker.enqueue([fresh]) == [fresh.id]
+
+
+def test_idempotency_key_of_a_scheduled_message(broker: Broker) -> None:
+    first = envelope(key="k", eta=time.time() + 60)
+    enqueue(broker, first)
+    assert broker.enqueue([envelope(key="k")]) == [first.id]
+    assert broker.stats()["default"].scheduled == 1
+
+
+def test_delete_wherever_the_message_is(broker: Broker) -> None:
+    ready, scheduled, leased, dead = (
+        envelope(),
+        envelope(eta=time.time() + 60),
+        envelope(),
+        envelope(),
+    )
+    enqueue(broker, leased, dead)
+    got = broker.reserve(["default"], 2, 0)
+    broker.dead(got[1], "REJECTED", "no")
+    enqueue(broker, ready, scheduled)
+    for message in (ready, scheduled, leased, dead):
+        assert broker.delete(message.id) is True
+        assert broker.locate(message.id) is None
+    assert broker.delete("unknown") is False
+    assert broker.ack(got[:1]) == 0
+    assert broker.reserve(["default"], 10, 0) == []
+    assert broker.dead_letters() == []
+
+
+def test_locate_follows_the_message(broker: Broker) -> None:
+    assert broker.locate("unknown") is None
+    message = envelope(eta=time.time() + 0.1)
+    enqueue(broker, message)
+    assert broker.locate(message.id) is State.SCHEDULED
+    [got] = broker.reserve(["default"], 1, 5)
+    assert broker.locate(message.id) is State.STARTED
+    broker.requeue([got])
+    assert broker.locate(message.id) is State.QUEUED
+    [got] = broker.reserve(["default"], 1, 0)
+    broker.dead(got, "REJECTED", "no")
+    assert broker.locate(message.id) is State.DEAD
+    broker.requeue_dead([message.id])
+    [got] = broker.reserve(["default"], 1, 0)
+    broker.ack([got])
+    assert broker.locate(message.id) is None
+
+
+def test_ping_and_close_then_use_again(broker: Broker) -> None:
+    broker.ping()
+    broker.close()
+    message = envelope()
+    enqueue(broker, message)
+    assert ids_of(broker.reserve(["default"], 1, 0)) == [message.id]
+    broker.close()
+
+
+# Concurrency.
+
+
+@pytest.mark.timeout(30)
+def test_concurrent_consumers_get_each_message_exactly_once(make_broker: MakeBroker) -> None:
+    producer = make_broker()
+    ids: list[str] = []
+    for _ in range(5):
+        ids += enqueue(producer, *(envelope() for _ in range(100)))
+    seen: list[str] = []
+    acked: list[int] = []
+    lock = threading.Lock()
+
+    def consume(broker: Broker) -> None:
+        while got := broker.reserve(["default"], 7, 0.2):
+            count = broker.ack(got)
+            with lock:
+                seen.extend(ids_of(got))
+                acked.append(count)
+
+    threads = [threading.Thread(target=consume, args=(make_broker(),)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    duplicates = [id for id, count in Counter(seen).items() if count > 1]
+    assert duplicates == []
+    assert sorted(seen) == sorted(ids)
+    assert sum(acked) == len(ids)
+    assert producer.stats()["default"].ready == 0

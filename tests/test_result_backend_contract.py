@@ -1,0 +1,156 @@
+"""The result backend contract: every backend passes this suite unchanged."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from gopherq.results import ErrorInfo, JobRecord, ResultBackend
+from gopherq.states import State
+
+MakeBackend = Callable[..., ResultBackend]
+
+
+def record(state: State = State.SUCCEEDED, **fields: Any) -> JobRecord:
+    """A record with a fresh id; finished ones carry a finish time."""
+    if state.finished:
+        fields.setdefault("finished", time.time())
+    return JobRecord(id=uuid.uuid4().hex, task="app.add", state=state, **fields)
+
+
+def store_later(backend: ResultBackend, records: list[JobRecord], delay: float) -> threading.Thread:
+    """Store ``records`` from another thread after ``delay`` seconds."""
+
+    def run() -> None:
+        time.sleep(delay)
+        backend.store(records)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_round_trip_of_every_field(backend: ResultBackend) -> None:
+    full = JobRecord(
+        id="job-1",
+        task="app.add",
+        state=State.FAILED,
+        queue="math",
+        result=b"\x00\x93\x01\x02\x03\xff",
+        error=ErrorInfo("ValueError", "bad input: é", 'Traceback...\n  File "x.py"\n'),
+        attempts=3,
+        created=1_700_000_000.25,
+        started=1_700_000_001.5,
+        finished=time.time(),
+        worker="host-1.42",
+    )
+    backend.store([full])
+    assert backend.get("job-1") == full
+
+
+def test_round_trip_of_a_minimal_record(backend: ResultBackend) -> None:
+    minimal = JobRecord(id="job-2", task="app.add", state=State.QUEUED)
+    backend.store([minimal])
+    assert backend.get("job-2") == minimal
+
+
+def test_get_unknown_is_none(backend: ResultBackend) -> None:
+    assert backend.get("unknown") is None
+
+
+def test_batch_store(backend: ResultBackend) -> None:
+    records = [record(result=str(i).encode()) for i in range(10)]
+    backend.store(records)
+    assert [backend.get(r.id) for r in records] == records
+
+
+def test_store_replaces(backend: ResultBackend) -> None:
+    started = record(State.STARTED, started=1.0, worker="w1")
+    backend.store([started])
+    done = JobRecord(
+        started.id, started.task, State.SUCCEEDED, result=b"\x03", attempts=1, finished=time.time()
+    )
+    backend.store([done])
+    assert backend.get(started.id) == done
+
+
+def test_delete(backend: ResultBackend) -> None:
+    job = record()
+    backend.store([job])
+    assert backend.delete(job.id) is True
+    assert backend.get(job.id) is None
+    assert backend.delete(job.id) is False
+
+
+def test_wait_returns_a_finished_record_at_once(backend: ResultBackend) -> None:
+    job = record()
+    backend.store([job])
+    start = time.monotonic()
+    assert backend.wait(job.id, 5) == job
+    assert time.monotonic() - start < 0.5
+
+
+def test_wait_wakes_when_another_handle_stores(make_backend: MakeBackend) -> None:
+    waiter, worker = make_backend(), make_backend()
+    running = record(State.STARTED)
+    waiter.store([running])
+    done = JobRecord(running.id, running.task, State.SUCCEEDED, finished=time.time())
+    progress = JobRecord(running.id, running.task, State.STARTED, attempts=1)
+    thread = store_later(worker, [progress], 0.05)
+    finisher = store_later(worker, [done], 0.2)
+    start = time.monotonic()
+    assert waiter.wait(running.id, 10) == done
+    took = time.monotonic() - start
+    thread.join()
+    finisher.join()
+    assert 0.15 <= took < 1.5
+
+
+def test_wait_for_an_id_not_yet_stored(make_backend: MakeBackend) -> None:
+    waiter, worker = make_backend(), make_backend()
+    done = record()
+    thread = store_later(worker, [done], 0.1)
+    assert waiter.wait(done.id, None) == done
+    thread.join()
+
+
+def test_wait_returns_the_current_record_on_timeout(backend: ResultBackend) -> None:
+    running = record(State.STARTED)
+    backend.store([running])
+    start = time.monotonic()
+    assert backend.wait(running.id, 0.2) == running
+    assert 0.15 <= time.monotonic() - start < 2
+    assert backend.wait("unknown", 0.05) is None
+
+
+def test_finished_records_expire(make_backend: MakeBackend) -> None:
+    backend = make_backend(expires=0.2)
+    done, running = record(), record(State.STARTED)
+    backend.store([done, running])
+    assert backend.get(done.id) == done
+    time.sleep(0.3)
+    assert backend.get(done.id) is None
+    assert backend.wait(done.id, 0) is None
+    assert backend.get(running.id) == running  # unfinished records do not expire
+
+
+def test_cleanup_deletes_expired_records(make_backend: MakeBackend) -> None:
+    backend = make_backend(expires=0.2)
+    done, failed, running = record(), record(State.FAILED), record(State.STARTED)
+    backend.store([done, failed, running])
+    assert backend.cleanup() == 0
+    time.sleep(0.3)
+    assert backend.cleanup() == 2
+    assert backend.get(done.id) is None
+    assert backend.get(running.id) == running
+    assert backend.cleanup() == 0
+
+
+def test_close_then_use_again(backend: ResultBackend) -> None:
+    backend.close()
+    job = record()
+    backend.store([job])
+    assert backend.get(job.id) == job
