@@ -236,9 +236,9 @@ def _timestamp(value: Any, now: float, *, relative: bool = False) -> float | Non
     if value is None:
         return None
     if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.astimezone()  # naive means local time, as in the stdlib
-        return value.timestamp()
+        # A naive datetime means local time, as everywhere in the standard library.
+        moment: dt.datetime = value if value.tzinfo else value.astimezone()
+        return moment.timestamp()
     if isinstance(value, dt.timedelta):
         return now + value.total_seconds()
     if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -1,12 +1,28 @@
-"""The ``gopherq`` command. It only parses and prints; the work lives in the library."""
+"""The ``gopherq`` command. It only parses and prints; the work lives in the library.
+
+Every command that reads has ``--json``; people get aligned tables. Commands
+that delete or requeue in bulk ask first, and refuse without ``--yes`` when
+standard input is not a terminal. Errors are one line on stderr and exit 1
+(2 for usage errors), never a traceback.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import click
 
+from gopherq import admin
 from gopherq.app import GopherQ
-from gopherq.errors import GopherQError
+from gopherq.errors import GopherQError, TaskFailed
 from gopherq.loader import load_app
+from gopherq.states import Priority
 
 
 class _Context:
@@ -16,36 +32,144 @@ class _Context:
         self.app_spec = app_spec
 
     def app(self) -> GopherQ:
+        """Load the app; any failure becomes a one-line error."""
         if not self.app_spec:
             raise click.UsageError("no app given: pass -A module[:attr] or set GOPHERQ_APP")
         try:
             return load_app(self.app_spec)
+        except GopherQError:
+            raise
+        except Exception as exc:  # the app module's own import failed
+            raise click.ClickException(
+                f"cannot load app {self.app_spec!r}: {type(exc).__name__}: {exc}"
+            ) from None
+
+
+class _Group(click.Group):
+    """A group that turns gopherq's errors into one line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TaskFailed as exc:
+            raise click.ClickException(f"task {exc.task_id} failed: {exc}") from None
         except GopherQError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(f"{exc}".partition("\n")[0] or repr(exc)) from None
 
 
-_app_option = click.option(
-    "-A", "--app", "app_spec", envvar="GOPHERQ_APP", help="The app: module[:attr]."
+_app_option = click.option("-A", "--app", "app_spec", help="The app: module[:attr].")
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+_PRIORITIES = [p.name.lower() for p in Priority] + [str(int(p)) for p in Priority]
+_yes_option = click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+
+
+@click.group(cls=_Group)
+@click.option(
+    "-A", "--app", "app_spec", envvar="GOPHERQ_APP", help="The app: module[:attr] [GOPHERQ_APP]."
 )
-
-
-@click.group()
-@_app_option
 @click.pass_context
 def main(ctx: click.Context, app_spec: str | None) -> None:
     """gopherq: background tasks."""
     ctx.obj = _Context(app_spec)
 
 
-def _app(ctx: click.Context, app_spec: str | None) -> GopherQ:
-    context: _Context = ctx.ensure_object(_Context)
-    if app_spec:
-        context.app_spec = app_spec
-    return context.app()
+def _with_app(fn: Callable[..., None]) -> Callable[..., None]:
+    """Give a command ``-A`` (which wins over the group's) and call it with the app first."""
+
+    @functools.wraps(fn)
+    def run(app_spec: str | None, **kwargs: Any) -> None:
+        context = click.get_current_context().find_object(_Context) or _Context(None)
+        context.app_spec = app_spec or context.app_spec
+        fn(context.app(), **kwargs)
+
+    return _app_option(run)
+
+
+# Output.
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], empty: str) -> None:
+    """Print rows as aligned columns; numbers right-aligned."""
+    if not rows:
+        click.echo(empty)
+        return
+    cells = [[_cell(value) for value in row] for row in rows]
+    widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(headers)]
+    numeric = [all(_is_int(row[i]) for row in rows) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        padded = (
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        )
+        return "  ".join(padded).rstrip()
+
+    click.echo(line([h.upper() for h in headers]))
+    for row in cells:
+        click.echo(line(row))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def _shorten(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _confirm(yes: bool, question: str) -> None:
+    """Ask before a destructive step; refuse without ``--yes`` off a terminal."""
+    if yes:
+        return
+    if not _interactive():
+        raise click.UsageError("standard input is not a terminal: pass --yes to confirm")
+    click.confirm(question, abort=True)
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+def _json_arg(kind: type[list[Any]] | type[dict[str, Any]]) -> Callable[..., Any]:
+    """A click callback parsing a JSON list or object."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        if value is None:
+            return kind()
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not valid JSON: {exc}") from None
+        if not isinstance(parsed, kind):
+            raise click.BadParameter(f"expected a JSON {'array' if kind is list else 'object'}")
+        return parsed
+
+    return parse
+
+
+# Commands.
 
 
 @main.command()
-@_app_option
 @click.option("-c", "--concurrency", type=int, default=None, help="Worker processes (CPU count).")
 @click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume.")
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
@@ -54,10 +178,9 @@ def _app(ctx: click.Context, app_spec: str | None) -> GopherQ:
     "--max-tasks-per-child", type=int, default=None, help="Recycle a process after N tasks."
 )
 @click.option("--shutdown-timeout", type=float, default=None, help="Seconds to finish on SIGTERM.")
-@click.pass_context
+@_with_app
 def worker(
-    ctx: click.Context,
-    app_spec: str | None,
+    app: GopherQ,
     concurrency: int | None,
     queues: str | None,
     burst: bool,
@@ -68,7 +191,6 @@ def worker(
     """Run a prefork worker."""
     from gopherq.worker import Worker
 
-    app = _app(ctx, app_spec)
     code = Worker(
         app,
         concurrency=concurrency,
@@ -78,4 +200,197 @@ def worker(
         max_tasks_per_child=max_tasks_per_child,
         shutdown_timeout=shutdown_timeout,
     ).run()
-    ctx.exit(code)
+    click.get_current_context().exit(code)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--args", "args", callback=_json_arg(list), help="Positional arguments: JSON array.")
+@click.option(
+    "--kwargs", "kwargs", callback=_json_arg(dict), help="Keyword arguments: JSON object."
+)
+@click.option("--priority", type=click.Choice(_PRIORITIES, case_sensitive=False))
+@click.option("--countdown", type=click.FloatRange(min=0), help="Seconds to wait before running.")
+@click.option("--queue", default=None, help="Queue (default: the task's).")
+@click.option("--wait", is_flag=True, help="Wait for the result and print it.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after S seconds.")
+@_with_app
+def submit(
+    app: GopherQ,
+    name: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    priority: str | None,
+    countdown: float | None,
+    queue: str | None,
+    wait: bool,
+    timeout: float | None,
+) -> None:
+    """Send task NAME; print its id, and with --wait its result as JSON."""
+    if name not in app.tasks:
+        similar = admin.similar_tasks(app, name)
+        hint = f"; did you mean {' or '.join(map(repr, similar))}?" if similar else ""
+        click.echo(f"warning: no task {name!r} is registered in app {app.name}{hint}", err=True)
+    try:
+        result = app.send_task(
+            name, args, kwargs, priority=priority, countdown=countdown, queue=queue
+        )
+    except TypeError as exc:  # the arguments do not fit the task
+        raise click.ClickException(str(exc)) from None
+    click.echo(result.id)
+    if wait:
+        click.echo(json.dumps(result.get(timeout=timeout), default=str, ensure_ascii=False))
+
+
+@main.command()
+@click.argument("id")
+@_json_option
+@_with_app
+def status(app: GopherQ, id: str, as_json: bool) -> None:
+    """Show the state, result or error of task ID."""
+    info = admin.job_status(app, id)
+    if as_json:
+        _print_json(info)
+        return
+    error = info.pop("error", None)
+    for key in ("created", "started", "finished"):
+        if key in info:
+            info[key] = _when(info[key])
+    if "result" in info:
+        info["result"] = json.dumps(info["result"], default=str, ensure_ascii=False)
+    width = max(map(len, info))
+    for key, value in info.items():
+        click.echo(f"{key + ':':<{width + 1}}  {value}")
+    if error:
+        click.echo(f"{'error:':<{width + 1}}  {error['type']}: {error['message']}")
+        if error["traceback"]:
+            click.echo("\n" + error["traceback"].rstrip())
+
+
+@main.command()
+@_json_option
+@_with_app
+def stats(app: GopherQ, as_json: bool) -> None:
+    """Messages per queue: ready, scheduled, running, dead; and paused queues."""
+    queues = app.broker.stats()
+    if as_json:
+        _print_json([dataclasses.asdict(q) for q in queues.values()])
+        return
+    rows = [(q.name, q.ready, q.scheduled, q.running, q.dead, q.paused) for q in queues.values()]
+    _table(("queue", "ready", "scheduled", "running", "dead", "paused"), rows, "no queues yet")
+
+
+@main.group()
+def dead() -> None:
+    """Inspect and requeue dead letters."""
+
+
+@dead.command("list")
+@click.option("--queue", default=None, help="Only this queue.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@_json_option
+@_with_app
+def dead_list(app: GopherQ, queue: str | None, limit: int, as_json: bool) -> None:
+    """List dead letters, newest first."""
+    letters = admin.dead_letters(app, queue, limit=limit)
+    if as_json:
+        _print_json([dataclasses.asdict(letter) for letter in letters])
+        return
+    rows = [
+        (d.id, d.queue, d.task, d.reason, d.attempts, _when(d.died), _shorten(d.error))
+        for d in letters
+    ]
+    headers = ("id", "queue", "task", "reason", "attempts", "died", "error")
+    _table(headers, rows, "no dead letters")
+
+
+@dead.command("retry")
+@click.argument("ids", nargs=-1, required=True)
+@_with_app
+def dead_retry(app: GopherQ, ids: tuple[str, ...]) -> None:
+    """Requeue the dead letters IDS (attempts start again from 0)."""
+    count = app.broker.requeue_dead(list(ids))
+    click.echo(f"requeued {count} of {len(ids)}")
+    if count < len(ids):
+        raise click.ClickException(f"{len(ids) - count} of the ids are not dead letters")
+
+
+@dead.command("retry-all")
+@click.option("--queue", default=None, help="Only this queue.")
+@_yes_option
+@_with_app
+def dead_retry_all(app: GopherQ, queue: str | None, yes: bool) -> None:
+    """Requeue every dead letter (of one queue)."""
+    _confirm(yes, f"Requeue every dead letter{_of(queue)}?")
+    click.echo(f"requeued {app.broker.requeue_dead(None, queue)}")
+
+
+@dead.command("purge")
+@click.option("--queue", default=None, help="Only this queue.")
+@_yes_option
+@_with_app
+def dead_purge(app: GopherQ, queue: str | None, yes: bool) -> None:
+    """Delete every dead letter (of one queue)."""
+    _confirm(yes, f"Delete every dead letter{_of(queue)}?")
+    click.echo(f"deleted {app.broker.purge_dead(queue)}")
+
+
+def _of(queue: str | None) -> str:
+    return f" of queue {queue!r}" if queue else " of every queue"
+
+
+@main.command()
+@click.argument("queue")
+@_yes_option
+@_with_app
+def purge(app: GopherQ, queue: str, yes: bool) -> None:
+    """Delete the ready and scheduled messages of QUEUE (running ones stay)."""
+    _confirm(yes, f"Delete every waiting message of queue {queue!r}?")
+    click.echo(f"deleted {app.broker.purge(queue)}")
+
+
+@main.command()
+@click.argument("queue")
+@_with_app
+def pause(app: GopherQ, queue: str) -> None:
+    """Stop workers taking messages from QUEUE; sending still works."""
+    app.broker.pause(queue)
+    click.echo(f"paused {queue}")
+
+
+@main.command()
+@click.argument("queue")
+@_with_app
+def resume(app: GopherQ, queue: str) -> None:
+    """Let workers take messages from QUEUE again."""
+    app.broker.resume(queue)
+    click.echo(f"resumed {queue}")
+
+
+@main.command()
+@_json_option
+@_with_app
+def health(app: GopherQ, as_json: bool) -> None:
+    """Exit 0 if the broker answers, 1 if not."""
+    result = admin.check_health(app)
+    if as_json:
+        _print_json(dataclasses.asdict(result))
+    elif result.ok:
+        click.echo(f"ok: {result.broker} answered in {result.latency * 1000:.1f} ms")
+    else:
+        click.echo(f"broker {result.broker} does not answer: {result.error}", err=True)
+    if not result.ok:
+        sys.exit(1)
+
+
+@main.command()
+@_json_option
+@_with_app
+def tasks(app: GopherQ, as_json: bool) -> None:
+    """List the app's registered tasks."""
+    infos = admin.registered_tasks(app)
+    if as_json:
+        _print_json([dataclasses.asdict(info) for info in infos])
+        return
+    rows = [(t.name, t.queue, t.priority, t.retries, t.description) for t in infos]
+    _table(("name", "queue", "priority", "retries", "description"), rows, "no tasks registered")

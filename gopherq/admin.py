@@ -1,0 +1,162 @@
+"""Operator views of an app: what the ``gopherq`` command shows, as plain data.
+
+Each function takes an app and returns records or maps that the CLI (and later
+the HTTP API) only has to format. Nothing here changes state except through
+the broker's admin methods, which the callers use directly.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gopherq.errors import DecodeError
+from gopherq.states import Priority, State
+
+if TYPE_CHECKING:
+    from gopherq.app import GopherQ
+    from gopherq.serializer import Codec
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterInfo:
+    """A dead letter as operators see it."""
+
+    id: str
+    queue: str
+    task: str | None
+    """The task name read from the body; None when the body does not decode."""
+    reason: str
+    error: str
+    attempts: int
+    """Executions so far, as in the job record (the broker's ``attempt`` + 1)."""
+    died: float
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """A registered task and its main options."""
+
+    name: str
+    queue: str
+    priority: str
+    retries: int
+    description: str
+    """The first line of the task's docstring, or ''."""
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """Whether the broker answered a ping, and how fast."""
+
+    broker: str
+    """The broker URL with any password hidden."""
+    ok: bool
+    latency: float
+    """Seconds the ping took (or took to fail)."""
+    error: str = ""
+
+
+def task_name(codec: Codec, body: bytes) -> str | None:
+    """The task name in an encoded message, or None if it cannot be read.
+
+    Lenient on purpose: a message dead-lettered for a bad field still shows
+    its task name.
+    """
+    try:
+        data = codec.unpack(body)
+    except DecodeError:
+        return None
+    name = data.get("task") if isinstance(data, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def dead_letters(
+    app: GopherQ, queue: str | None = None, *, offset: int = 0, limit: int = 100
+) -> list[DeadLetterInfo]:
+    """Dead letters, newest first, with their task names decoded."""
+    return [
+        DeadLetterInfo(
+            id=letter.id,
+            queue=letter.queue,
+            task=task_name(app.codec, letter.body),
+            reason=letter.reason,
+            error=letter.error,
+            attempts=letter.attempt + 1,
+            died=letter.died,
+        )
+        for letter in app.broker.dead_letters(queue, offset, limit)
+    ]
+
+
+def registered_tasks(app: GopherQ) -> list[TaskInfo]:
+    """The app's tasks by name, with queue, priority name, retries and summary."""
+    return [
+        TaskInfo(
+            name=task.name,
+            queue=task.options.queue,
+            priority=Priority(task.options.priority).name.lower(),
+            retries=task.options.retries,
+            description=first_line(task.fn.__doc__),
+        )
+        for task in sorted(app.tasks.values(), key=lambda t: t.name)
+    ]
+
+
+def similar_tasks(app: GopherQ, name: str) -> list[str]:
+    """Registered names ``name`` may mean: those ending in ``.name``, else close spellings."""
+    suffixed = sorted(n for n in app.tasks if n.endswith("." + name))
+    return suffixed or difflib.get_close_matches(name, app.tasks, n=3)
+
+
+def job_status(app: GopherQ, id: str) -> dict[str, Any]:
+    """What is known of task ``id``: its job record with the result decoded.
+
+    Without a record (not run yet, or results ignored) the state comes from the
+    broker; an unknown id is ``PENDING``, as ``AsyncResult.state`` reports it.
+    """
+    record = app.backend.get(id)
+    if record is None:
+        return {"id": id, "state": (app.broker.locate(id) or State.PENDING).value}
+    status = record.to_map()
+    if record.result is not None:
+        status["result"] = app.codec.unpack(record.result)
+    if record.error is not None:
+        error = record.error
+        status["error"] = {
+            "type": error.type,
+            "message": error.message,
+            "traceback": error.traceback,
+        }
+    return status
+
+
+def check_health(app: GopherQ) -> Health:
+    """Ping the broker. Any failure, not only ``BrokerUnavailable``, means unhealthy."""
+    start = time.perf_counter()
+    try:
+        app.broker.ping()
+    except Exception as exc:  # a health check reports, it does not raise
+        return Health(safe_url(app.broker_url), False, time.perf_counter() - start, str(exc))
+    return Health(safe_url(app.broker_url), True, time.perf_counter() - start)
+
+
+def safe_url(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def first_line(text: str | None) -> str:
+    """The first non-blank line of ``text``, stripped; '' if there is none."""
+    for line in (text or "").splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
