@@ -177,6 +177,9 @@ def _json_arg(kind: type[list[Any]] | type[dict[str, Any]]) -> Callable[..., Any
 @click.option(
     "--max-tasks-per-child", type=int, default=None, help="Recycle a process after N tasks."
 )
+@click.option(
+    "--max-memory-per-child", type=int, default=None, help="Recycle a process above N KiB RSS."
+)
 @click.option("--shutdown-timeout", type=float, default=None, help="Seconds to finish on SIGTERM.")
 @_with_app
 def worker(
@@ -186,6 +189,7 @@ def worker(
     burst: bool,
     loglevel: str,
     max_tasks_per_child: int | None,
+    max_memory_per_child: int | None,
     shutdown_timeout: float | None,
 ) -> None:
     """Run a prefork worker."""
@@ -198,6 +202,7 @@ def worker(
         burst=burst,
         loglevel=loglevel,
         max_tasks_per_child=max_tasks_per_child,
+        max_memory_per_child=max_memory_per_child,
         shutdown_timeout=shutdown_timeout,
     ).run()
     click.get_current_context().exit(code)

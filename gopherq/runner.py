@@ -30,6 +30,7 @@ from gopherq.errors import (
     Reject,
     Retry,
     SoftTimeLimitExceeded,
+    TimeLimitExceeded,
 )
 from gopherq.message import Message
 from gopherq.results.base import ErrorInfo, JobRecord
@@ -72,11 +73,15 @@ class Runner:
         self.max_deliveries = app.settings.max_deliveries
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def run(self, delivery: Delivery) -> Outcome:
-        """Run one delivery to its outcome. Exceptions of the task never escape."""
+    def run(self, delivery: Delivery, message: Message | None = None) -> Outcome:
+        """Run one delivery to its outcome. Exceptions of the task never escape.
+
+        ``message`` is the body already decoded, when the caller decoded it.
+        """
         started = time.time()
         try:
-            message = self.app.codec.decode(delivery.body)
+            if message is None:
+                message = self.app.codec.decode(delivery.body)
         except DecodeError as exc:
             placeholder = Message(id=delivery.id, task="?", queue=delivery.queue, created=started)
             return self._dead(placeholder, delivery, DeadReason.DECODE_ERROR, exc, started)
@@ -145,7 +150,7 @@ class Runner:
         """The outcome for a task whose process was killed by its hard time limit."""
         now = time.time()
         message = Message(id=delivery.id, task=task_name, queue=delivery.queue, retries=retries)
-        exc = TimeoutError(error)
+        exc = TimeLimitExceeded(error)
         task = self.app.tasks.get(task_name)
         limit = retries if retries is not None else (task.options.retries if task else 0)
         if task is not None and delivery.attempt < limit:

@@ -1,0 +1,344 @@
+"""The consumer: one worker process's loop of reserve, run, settle.
+
+Each worker process (or a thread, in tests) runs one ``Consumer``::
+
+    reserve a batch ──> for each delivery: run it with the Runner
+          ^                 │  outcome (record + ack / retry / dead) is pending
+          │                 v
+          └──── flush: store records, then settle in the broker
+
+Batches adapt to the work: up to ``prefetch`` deliveries while tasks are short,
+one at a time once they are long, so that a process never sits on long tasks
+another process could run; and before a task expected to be long (or of a name
+not seen yet) starts, the rest of its batch goes back to the broker. Outcomes
+are flushed at the end of each batch, as soon as the oldest one waited
+``FLUSH_AFTER``, and before a long task starts, so results never wait behind
+other work. A daemon thread renews the leases of everything the consumer
+holds, so a long task is never redelivered for being long. What the consumer
+holds is mirrored in its ``Slot`` for the supervisor.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import resource
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from gopherq.brokers.base import Delivery
+from gopherq.message import Message
+from gopherq.runner import Outcome, Runner
+from gopherq.worker.slots import Slot
+
+if TYPE_CHECKING:
+    from gopherq.app import GopherQ
+
+logger = logging.getLogger("gopherq.worker")
+
+RESERVE_TIMEOUT = 1.0
+"""Seconds one reserve blocks; also how soon an idle consumer notices a stop."""
+SHORT_TASK = 0.005
+"""Tasks averaging less than this many seconds are prefetched in batches."""
+FLUSH_AFTER = 0.02
+"""Seconds a finished outcome may wait for others before it is flushed anyway."""
+EMA_WEIGHT = 0.3
+"""Weight of the newest runtime in the moving averages."""
+MAX_BACKOFF = 5.0
+"""Longest pause between attempts while the broker fails."""
+
+
+class Exit(enum.IntEnum):
+    """Why ``Consumer.run`` returned; a worker process exits with this code."""
+
+    STOPPED = 0
+    """``stop()`` was called."""
+    DRAINED = 3
+    """Burst mode: the queues were empty."""
+    RECYCLE = 4
+    """``max_tasks`` or ``max_memory`` reached: replace this process."""
+
+
+class Consumer:
+    """Reserves, runs and settles the deliveries of ``app`` from ``queues``.
+
+    ``run()`` blocks until ``stop()`` (safe from a signal handler or another
+    thread), until the queues are empty in ``burst`` mode, or until the process
+    should be recycled (``max_tasks`` run, or RSS above ``max_memory`` KiB).
+    ``slot`` mirrors what it holds for a supervisor (a private one by default);
+    ``reserve_timeout`` bounds how long an idle consumer takes to notice ``stop()``.
+    """
+
+    def __init__(
+        self,
+        app: GopherQ,
+        queues: Sequence[str],
+        *,
+        name: str | None = None,
+        burst: bool = False,
+        max_tasks: int | None = None,
+        max_memory: int | None = None,
+        slot: Slot | None = None,
+        reserve_timeout: float = RESERVE_TIMEOUT,
+    ) -> None:
+        self.app = app
+        # Opened here, in the constructing thread: the app opens them lazily, and
+        # two threads racing to open a memory:// store would get one store each.
+        self.broker = app.broker
+        self.backend = app.backend
+        self.queues = list(queues)
+        self.name = name or worker_name()
+        self.burst = burst
+        self.max_tasks = max_tasks
+        self.max_memory = max_memory
+        self.prefetch = max(app.settings.prefetch, 1)
+        self.slot = slot or Slot.allocate(1, self.prefetch)[0]
+        self.reserve_timeout = reserve_timeout
+        self.tasks_run = 0
+        self._runner = Runner(app, worker=self.name)
+        self._stopping = False
+        self._recycle = False
+        self._average: float | None = None  # runtime of all tasks (EMA)
+        self._averages: dict[str, float] = {}  # runtime by task name (EMA)
+        self._pending: list[tuple[Delivery, Outcome]] = []
+        self._pending_since = 0.0
+        self._held: dict[str, Delivery] = {}  # id -> delivery, for lease renewal
+        self._held_lock = threading.Lock()
+        self._done = threading.Event()  # wakes the lease thread at exit
+        self._backoff = 0.0
+
+    def stop(self) -> None:
+        """Finish the running task, give back the rest, and return from ``run``."""
+        self._stopping = True  # a plain flag: safe in a signal handler
+
+    def run(self) -> Exit:
+        """Consume until stopped, drained (burst) or due for recycling."""
+        renewer = threading.Thread(target=self._renew_leases, name="gopherq-leases", daemon=True)
+        renewer.start()
+        try:
+            return self._loop()
+        finally:
+            self._done.set()
+            renewer.join()
+            self._runner.close()
+
+    def _loop(self) -> Exit:
+        while True:
+            if self._pending and not self._flush():
+                self._pause()  # the broker or backend is failing; keep what we hold
+                continue
+            if self._stopping:
+                return Exit.STOPPED
+            if self._recycle:
+                return Exit.RECYCLE
+            try:
+                batch = self.broker.reserve(self.queues, self._limit(), self.reserve_timeout)
+            except Exception:
+                logger.exception("worker %s: reserve failed", self.name)
+                self._pause()
+                continue
+            self._backoff = 0.0
+            if batch:
+                self._run_batch(batch)
+            elif self.burst:
+                return Exit.DRAINED
+
+    def _limit(self) -> int:
+        """How many to reserve: a batch while tasks are short, else one."""
+        short = self._average is not None and self._average < SHORT_TASK
+        limit = self.prefetch if short else 1
+        if self.max_tasks is not None:
+            limit = max(min(limit, self.max_tasks - self.tasks_run), 1)
+        return limit
+
+    def _run_batch(self, batch: list[Delivery]) -> None:
+        """Run a batch in order; what will not run here soon goes back to the broker."""
+        with self._held_lock:
+            self._held.update((d.id, d) for d in batch)
+        self.slot.hold(batch)
+        waiting = deque(batch)
+        while waiting:
+            if self._stopping or self._recycle:
+                self._give_back(list(waiting), stopping=True)
+                break
+            delivery = waiting.popleft()
+            message = self._peek(delivery)
+            if waiting and self._is_long(message):
+                # Another process may be idle: the rest must not wait behind this one.
+                self._give_back(list(waiting))
+                waiting.clear()
+            self._run_one(delivery, message)
+        self._flush()
+
+    def _run_one(self, delivery: Delivery, message: Message | None) -> None:
+        task = self.app.tasks.get(message.task) if message else None
+        timeout = retries = None
+        if message is not None:
+            retries = message.retries
+            timeout = message.timeout
+            if timeout is None and task is not None:
+                timeout = task.options.timeout
+        # Flush first if this task may take a while (or may be killed by its time
+        # limit): outcomes already in hand must not wait for it, or die with it.
+        if self._pending and (timeout is not None or self._is_long(message)):
+            self._flush()
+        name = message.task if message else "?"
+        started = time.monotonic()
+        self.slot.begin(delivery, name, retries, timeout, started)
+        outcome = self._runner.run(delivery, message)
+        elapsed = time.monotonic() - started
+        self.slot.end()
+        self._learn(name if task is not None else None, elapsed)
+        self._log(delivery, name, outcome, elapsed)
+        if not self._pending:
+            self._pending_since = started + elapsed
+        self._pending.append((delivery, outcome))
+        self.tasks_run += 1
+        self._check_recycle()
+        if time.monotonic() - self._pending_since >= FLUSH_AFTER:
+            self._flush()
+
+    def _peek(self, delivery: Delivery) -> Message | None:
+        """Decode the body ahead of the Runner (which reports a bad one)."""
+        try:
+            return self.app.codec.decode(delivery.body)
+        except Exception:
+            return None
+
+    def _is_long(self, message: Message | None) -> bool:
+        if message is None or message.task not in self.app.tasks:
+            return False  # it will be dead-lettered at once
+        average = self._averages.get(message.task)
+        return average is None or average >= SHORT_TASK
+
+    def _learn(self, task: str | None, elapsed: float) -> None:
+        """Update the runtime averages that size batches and decide early flushes."""
+        if self._average is None:
+            self._average = elapsed
+        else:
+            self._average += EMA_WEIGHT * (elapsed - self._average)
+        if task is not None:
+            previous = self._averages.get(task, elapsed)
+            self._averages[task] = previous + EMA_WEIGHT * (elapsed - previous)
+
+    def _flush(self) -> bool:
+        """Store the pending records, then settle their deliveries; False if that failed.
+
+        Safe to repeat after a failure: storing a record again replaces it, and
+        the broker ignores a settle whose token it no longer holds.
+        """
+        if not self._pending:
+            return True
+        pending = self._pending
+        try:
+            records = [o.record for _, o in pending if o.record is not None]
+            if records:
+                self.backend.store(records)
+            acks = [d for d, o in pending if o.action == "ack"]
+            if acks:
+                self.broker.ack(acks)
+            for delivery, outcome in pending:
+                if outcome.action == "retry":
+                    self.broker.retry(delivery, outcome.eta, outcome.error)
+                elif outcome.action == "dead":
+                    reason = outcome.reason.value if outcome.reason else "UNKNOWN"
+                    self.broker.dead(delivery, reason, outcome.error)
+        except Exception:
+            logger.exception("worker %s: could not settle %d tasks", self.name, len(pending))
+            return False
+        self._pending = []
+        self._backoff = 0.0
+        with self._held_lock:
+            for delivery, _ in pending:
+                self._held.pop(delivery.id, None)
+        self.slot.settle()
+        return True
+
+    def _give_back(self, deliveries: Sequence[Delivery], *, stopping: bool = False) -> None:
+        """Requeue prefetched deliveries that will not run here (their lease covers a failure)."""
+        try:
+            self.broker.requeue(deliveries, started=False)
+            logger.log(
+                logging.INFO if stopping else logging.DEBUG,
+                "worker %s: gave back %d unstarted tasks",
+                self.name,
+                len(deliveries),
+            )
+        except Exception:
+            logger.exception("worker %s: could not give back %d tasks", self.name, len(deliveries))
+        with self._held_lock:
+            for delivery in deliveries:
+                self._held.pop(delivery.id, None)
+        self.slot.release()
+
+    def _check_recycle(self) -> None:
+        if self.max_tasks is not None and self.tasks_run >= self.max_tasks:
+            self._recycle = True
+        elif self.max_memory is not None and rss_kib() > self.max_memory:
+            logger.info("worker %s: RSS above %d KiB, recycling", self.name, self.max_memory)
+            self._recycle = True
+
+    def _pause(self) -> None:
+        """Back off after a failure (0.1 s doubling to ``MAX_BACKOFF``), waking on stop."""
+        self._backoff = min(max(self._backoff * 2, 0.1), MAX_BACKOFF)
+        until = time.monotonic() + self._backoff
+        while not self._stopping and (left := until - time.monotonic()) > 0:
+            time.sleep(min(left, 0.05))
+
+    def _renew_leases(self) -> None:
+        """Lease thread: renew what this consumer holds every third of a lease."""
+        interval = max(self.app.settings.lease_seconds / 3, 0.01)
+        while not self._done.wait(interval):
+            with self._held_lock:
+                held = list(self._held.values())
+            if not held:
+                continue
+            try:
+                self.broker.extend(held)
+            except Exception:
+                logger.exception("worker %s: could not renew %d leases", self.name, len(held))
+
+    def _log(self, delivery: Delivery, task: str, outcome: Outcome, elapsed: float) -> None:
+        error = outcome.record.error if outcome.record else None
+        trace = f"\n{error.traceback.rstrip()}" if error and error.traceback else ""
+        if outcome.action == "ack":
+            logger.debug("task %s[%s] succeeded in %.4fs", task, delivery.id, elapsed)
+        elif outcome.action == "retry":
+            logger.warning(
+                "task %s[%s] failed, retry in %.1fs: %s%s",
+                task,
+                delivery.id,
+                max(outcome.eta - time.time(), 0.0),
+                outcome.error,
+                trace,
+            )
+        else:
+            reason = outcome.reason.value if outcome.reason else "?"
+            logger.error(
+                "task %s[%s] dead-lettered (%s): %s%s",
+                task,
+                delivery.id,
+                reason,
+                outcome.error,
+                trace,
+            )
+
+
+def worker_name(pid: int | None = None) -> str:
+    """A worker process's name in logs and job records: ``hostname:pid`` (this one's)."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+def rss_kib() -> int:
+    """This process's resident set size in KiB (peak size where /proc is missing)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            pages = int(statm.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -1,0 +1,195 @@
+"""Shared memory between the supervisor and its children: what each child holds.
+
+Each child owns one slot in an anonymous shared ``mmap`` that the supervisor
+maps before forking. The child writes its state there on every change (plain
+memory writes, no system call); the supervisor reads it to enforce hard time
+limits and, when the child dies, to give back at once what it held instead of
+waiting for leases to expire.
+
+Layout of one slot::
+
+    offset 0       u64   seq: number of completed writes
+    offset 8       half 0: u32 length + msgpack state
+    offset 8+H     half 1: u32 length + msgpack state
+
+The state of write ``seq`` lives in half ``seq % 2``. A writer fills the other
+half, then bumps ``seq``; so the current half is always complete, even when the
+child is killed in the middle of a write. A reader copies the current half and
+checks that ``seq`` did not move meanwhile (a seqlock: if it moved, the writer
+may be overwriting what was read, so read again). Each slot has one writer at a
+time: its child, or the supervisor once that child is dead.
+
+The state is ``[settled, cursor, end, running, batch]``: ``batch`` is the
+msgpack list of the reserved deliveries (packed once per reserve); entries
+``[0, settled)`` are settled, ``[settled, cursor)`` started (the last one maybe
+still running), ``[cursor, end)`` not started yet. ``running`` repeats the
+running delivery with its task name, retries override, hard timeout and
+``time.monotonic()`` deadline (the clock is system-wide on Linux). A task
+without a deadline that just finished may still show as ``running`` until the
+next write: for a supervisor both mean "started, not settled", and sparing that
+write keeps the cost to about one write per task.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from gopherq.brokers.base import Delivery
+
+_SEQ = struct.Struct("=Q")
+_LEN = struct.Struct("=I")
+_ENTRY_BUDGET = 256  # bytes of msgpack per prefetched delivery; ids are ~36 bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """The delivery a child is running, with what a hard time limit needs."""
+
+    delivery: Delivery
+    task: str
+    retries: int | None
+    """The message's max retries override."""
+    timeout: float | None
+    """The hard time limit in seconds, if any."""
+    deadline: float | None
+    """``time.monotonic()`` past which the child is killed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """Everything a child holds under lease. Deliveries come back without bodies."""
+
+    running: Running | None = None
+    finished: tuple[Delivery, ...] = ()
+    """Ran, but their outcome is not yet stored and settled in the broker."""
+    unstarted: tuple[Delivery, ...] = ()
+    """Prefetched, never started."""
+
+    def __bool__(self) -> bool:
+        return bool(self.running or self.finished or self.unstarted)
+
+
+class Slot:
+    """One child's slot. The child writes with ``hold``/``begin``/``end``/``settle``/
+    ``release``; the supervisor reads with ``read``."""
+
+    def __init__(self, memory: mmap.mmap, offset: int, half: int) -> None:
+        self._memory = memory
+        self._offset = offset
+        self._half = half
+        # Writer state (the child's copy; the supervisor's copy is unused).
+        self._settled = self._cursor = self._end = 0
+        self._running: list[Any] | None = None
+        self._batch = msgpack.packb([])
+        self._cache: tuple[int, Holding] = (-1, Holding())
+
+    @classmethod
+    def allocate(cls, count: int, prefetch: int) -> list[Slot]:
+        """``count`` slots in one shared mapping, sized for batches of ``prefetch``."""
+        half = 1024 + max(prefetch, 1) * _ENTRY_BUDGET
+        size = _SEQ.size + 2 * half
+        memory = mmap.mmap(-1, size * count)  # anonymous and MAP_SHARED: survives fork
+        return [cls(memory, i * size, half) for i in range(count)]
+
+    # Writer side.
+
+    def hold(self, batch: Sequence[Delivery]) -> None:
+        """A new batch was reserved: all of it is unstarted."""
+        entries = [_entry(d) for d in batch]
+        packed = msgpack.packb(entries)
+        while len(packed) > self._half - 512 and entries:
+            entries.pop()  # too large to record (huge ids): those fall back on their lease
+            packed = msgpack.packb(entries)
+        self._batch = packed
+        self._settled = self._cursor = 0
+        self._end = len(entries)
+        self._running = None
+        self._write()
+
+    def begin(
+        self, delivery: Delivery, task: str, retries: int | None, timeout: float | None, now: float
+    ) -> None:
+        """The next delivery of the batch starts running (``now`` from ``time.monotonic()``)."""
+        self._cursor += 1  # past the recorded entries if the batch was trimmed: fine
+        deadline = None if timeout is None else now + timeout
+        self._running = [*_entry(delivery), task, retries, timeout, deadline]
+        self._write()
+
+    def end(self) -> None:
+        """The running delivery finished; its outcome awaits settling."""
+        deadline = self._running[-1] if self._running else None
+        self._running = None
+        if deadline is not None:  # else no hurry: a dead child's running and finished
+            self._write()  # deliveries are both requeued as started; the next write tells
+
+    def settle(self) -> None:
+        """Every finished delivery was settled in the broker."""
+        self._settled = self._cursor
+        self._running = None
+        self._write()
+
+    def release(self) -> None:
+        """The unstarted deliveries were given back to the broker."""
+        self._end = self._cursor
+        self._write()
+
+    def clear(self) -> None:
+        """Forget everything (the supervisor, once the slot's child is dead)."""
+        self.hold([])
+
+    def _write(self) -> None:
+        state = msgpack.packb([self._settled, self._cursor, self._end, self._running, self._batch])
+        (seq,) = _SEQ.unpack_from(self._memory, self._offset)
+        seq += 1
+        half = self._offset + _SEQ.size + (seq & 1) * self._half
+        self._memory[half + _LEN.size : half + _LEN.size + len(state)] = state
+        _LEN.pack_into(self._memory, half, len(state))
+        _SEQ.pack_into(self._memory, self._offset, seq)
+
+    # Reader side.
+
+    def read(self) -> Holding:
+        """What the child holds, as of its last complete write."""
+        for _ in range(1000):
+            (seq,) = _SEQ.unpack_from(self._memory, self._offset)
+            if seq == self._cache[0]:
+                return self._cache[1]
+            half = self._offset + _SEQ.size + (seq & 1) * self._half
+            (length,) = _LEN.unpack_from(self._memory, half)
+            length = min(length, self._half - _LEN.size)
+            raw = self._memory[half + _LEN.size : half + _LEN.size + length]
+            if _SEQ.unpack_from(self._memory, self._offset)[0] == seq:
+                holding = _decode(raw)
+                self._cache = (seq, holding)
+                return holding
+        return self._cache[1]  # the child writes nonstop: keep the last good reading
+
+
+def _entry(d: Delivery) -> list[Any]:
+    return [d.id, d.queue, d.priority, d.attempt, d.deliveries, d.token]
+
+
+def _delivery(entry: Sequence[Any]) -> Delivery:
+    id, queue, priority, attempt, deliveries, token = entry[:6]
+    return Delivery(id, queue, priority, b"", attempt, deliveries, token)
+
+
+def _decode(raw: bytes) -> Holding:
+    if not raw:
+        return Holding()
+    settled, cursor, end, running, batch = msgpack.unpackb(raw)
+    entries = msgpack.unpackb(batch)
+    done = cursor - 1 if running is not None else cursor
+    return Holding(
+        running=None
+        if running is None
+        else Running(_delivery(running), running[6], running[7], running[8], running[9]),
+        finished=tuple(_delivery(e) for e in entries[settled:done]),
+        unstarted=tuple(_delivery(e) for e in entries[cursor:end]),
+    )

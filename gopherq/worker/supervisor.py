@@ -1,0 +1,385 @@
+"""The prefork supervisor: ``Worker.run()`` forks consumers and watches over them.
+
+::
+
+    supervisor ──fork──> child 0: Consumer.run() ──writes──> slot 0 ┐ shared
+        │      ──fork──> child 1: Consumer.run() ──writes──> slot 1 ┘ memory
+        ├── every TICK: read the slots; SIGKILL a child past its task's deadline
+        ├── SIGCHLD: reap; settle a timed-out task (TIME_LIMIT or retry),
+        │   requeue what else the child held; fork a replacement
+        └── SIGTERM/SIGINT: children finish their task and give back the
+            rest, within ``shutdown_timeout``; a second signal kills them now
+
+The supervisor sleeps in ``select`` on a pipe that ``signal.set_wakeup_fd``
+writes to, so a signal wakes it at once; otherwise it wakes every ``TICK`` for
+a few cheap shared-memory reads. It never runs tasks and holds no lease. On
+Linux the children get SIGTERM if the supervisor itself dies, so none runs on
+unsupervised.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import select
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, NoReturn
+
+from gopherq.errors import ConfigurationError
+from gopherq.runner import Runner
+from gopherq.worker.consumer import Consumer, Exit, worker_name
+from gopherq.worker.slots import Holding, Running, Slot
+
+if TYPE_CHECKING:
+    from gopherq.app import GopherQ
+
+logger = logging.getLogger("gopherq.worker")
+
+TICK = 0.1
+"""Longest sleep of the supervisor: how late a hard time limit may strike."""
+RESPAWN_DELAY = 1.0
+"""Wait before replacing a child that died young outside any task (a crash loop)."""
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_HANDLED = {*_STOP_SIGNALS, signal.SIGCHLD}
+_PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+
+
+@dataclass(slots=True)
+class _Child:
+    index: int
+    """Its slot; a replacement child takes over the slot."""
+    pid: int
+    born: float
+    killed: bool = False
+    """SIGKILLed by the supervisor for its hard time limit."""
+
+    @property
+    def name(self) -> str:
+        return worker_name(self.pid)
+
+
+class Worker:
+    """A prefork worker: ``concurrency`` processes consuming ``queues`` of ``app``.
+
+    Options left ``None`` come from the app's settings. ``queues`` defaults to
+    the default queue plus every queue a registered task is declared on.
+    ``run()`` must be called from the main thread; it returns the exit code.
+    """
+
+    def __init__(
+        self,
+        app: GopherQ,
+        *,
+        concurrency: int | None = None,
+        queues: Sequence[str] | None = None,
+        burst: bool = False,
+        loglevel: str | None = "INFO",
+        max_tasks_per_child: int | None = None,
+        max_memory_per_child: int | None = None,
+        shutdown_timeout: float | None = None,
+    ) -> None:
+        settings = app.settings
+        self.app = app
+        self.concurrency = max(concurrency or settings.concurrency or os.cpu_count() or 1, 1)
+        self.queues = list(queues or _default_queues(app))
+        self.burst = burst
+        self.loglevel = loglevel
+        self.max_tasks_per_child = max_tasks_per_child or settings.max_tasks_per_child
+        self.max_memory_per_child = max_memory_per_child or settings.max_memory_per_child
+        self.shutdown_timeout = (
+            settings.shutdown_timeout if shutdown_timeout is None else shutdown_timeout
+        )
+        self.name = worker_name()
+        self._pid = 0
+        self._children: dict[int, _Child] = {}  # pid -> child
+        self._respawns: list[tuple[float, int]] = []  # (when, slot index)
+        self._slots: list[Slot] = []
+        self._signals = 0  # SIGTERM/SIGINT received
+        self._stop_deadline: float | None = None
+        self._forced = False
+        self._next_deadline = float("inf")
+        self._pipe = (-1, -1)
+
+    def run(self) -> int:
+        """Fork the children and supervise them until stopped or drained; the exit code."""
+        if self.loglevel:
+            configure_logging(self.loglevel)
+        if self.app.broker_url.partition("://")[0] == "memory":
+            logger.error("memory:// lives in one process; workers need sqlite:///... or another")
+            return 2
+        self.name, self._pid = worker_name(), os.getpid()
+        self._slots = Slot.allocate(self.concurrency, self.app.settings.prefetch)
+        self._pipe = os.pipe()
+        for fd in self._pipe:
+            os.set_blocking(fd, False)
+        previous_fd = signal.set_wakeup_fd(self._pipe[1], warn_on_full_buffer=False)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in _HANDLED}
+        try:
+            for index in range(self.concurrency):
+                self._spawn(index)
+            logger.info(
+                "worker %s ready: %d processes, queues %s",
+                self.name,
+                self.concurrency,
+                ", ".join(self.queues),
+            )
+            while self._children or self._respawns:
+                self._sleep()
+                self._reap()
+                self._handle_signals()
+                self._enforce_time_limits()
+                self._respawn_due()
+            logger.info("worker %s stopped", self.name)
+            return 1 if self._forced else 0
+        finally:
+            signal.set_wakeup_fd(previous_fd)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            for fd in self._pipe:
+                os.close(fd)
+            self.app.close()
+
+    # Children.
+
+    def _spawn(self, index: int) -> None:
+        # Block the signals we handle across fork: the child must not run the
+        # supervisor's handlers before it installs its own.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            pid = os.fork()
+        except OSError:
+            logger.exception("worker %s: fork failed", self.name)
+            self._respawns.append((time.monotonic() + RESPAWN_DELAY, index))
+            pid = -1
+        if pid == 0:
+            self._child_main(index, mask)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if pid > 0:
+            self._children[pid] = _Child(index, pid, time.monotonic())
+
+    def _child_main(self, index: int, mask: set[int | signal.Signals]) -> NoReturn:
+        """Run a consumer in the forked child, then exit without returning to the caller."""
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            for fd in self._pipe:
+                os.close(fd)
+            _die_with_parent(self._pid)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            consumer = Consumer(
+                self.app,
+                self.queues,
+                burst=self.burst,
+                max_tasks=self.max_tasks_per_child,
+                max_memory=self.max_memory_per_child,
+                slot=self._slots[index],
+            )
+
+            def stop(signum: int, frame: FrameType | None) -> None:
+                consumer.stop()
+
+            for sig in _STOP_SIGNALS:
+                signal.signal(sig, stop)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            logger.debug("worker %s: process started", consumer.name)
+            code = int(consumer.run())
+        except BaseException:
+            logger.exception("worker process %d failed", os.getpid())
+        finally:
+            try:
+                self.app.close()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)  # never unwind into the supervisor's stack or atexit hooks
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self._children.pop(pid, None)
+            if child is not None:
+                self._exited(child, os.waitstatus_to_exitcode(status))
+
+    def _exited(self, child: _Child, code: int) -> None:
+        slot = self._slots[child.index]
+        holding = slot.read()
+        self._give_back(child, holding)
+        slot.clear()
+        if code == Exit.DRAINED and self.burst:
+            logger.debug("worker %s: queues empty, process exited", child.name)
+            return
+        if code == Exit.RECYCLE:
+            logger.info("worker %s: process recycled", child.name)
+        elif code != Exit.STOPPED or not self._stopping:
+            how = f"signal {_signal_name(-code)}" if code < 0 else f"exit code {code}"
+            running = holding.running
+            during = f" running {running.task}[{running.delivery.id}]" if running else ""
+            logger.warning("worker %s: process died (%s)%s", child.name, how, during)
+        if self._stopping:
+            return
+        young = time.monotonic() - child.born < RESPAWN_DELAY
+        delay = RESPAWN_DELAY if young and code != Exit.RECYCLE and not holding.running else 0.0
+        self._respawns.append((time.monotonic() + delay, child.index))
+
+    def _respawn_due(self) -> None:
+        now = time.monotonic()
+        due = [index for when, index in self._respawns if when <= now]
+        self._respawns = [(when, index) for when, index in self._respawns if when > now]
+        for index in due:
+            self._spawn(index)
+
+    def _give_back(self, child: _Child, holding: Holding) -> None:
+        """Settle what a dead child held: now, not when its leases run out."""
+        if not holding:
+            return
+        started = list(holding.finished)
+        running = holding.running
+        try:
+            if running is not None:
+                if running.deadline is not None and time.monotonic() >= running.deadline:
+                    self._settle_time_limit(child, running)
+                else:
+                    started.append(running.delivery)  # counts towards max_deliveries
+            if started:
+                self.app.broker.requeue(started, started=True)
+            if holding.unstarted:
+                self.app.broker.requeue(holding.unstarted, started=False)
+        except Exception:
+            logger.exception("worker %s: could not give back tasks (leases will)", child.name)
+
+    def _settle_time_limit(self, child: _Child, running: Running) -> None:
+        error = (
+            f"task {running.task} ran past its hard time limit "
+            f"of {running.timeout}s and its process was killed"
+        )
+        outcome = Runner(self.app, worker=child.name).killed(
+            running.delivery, task_name=running.task, retries=running.retries, error=error
+        )
+        if outcome.record is not None:
+            self.app.backend.store([outcome.record])
+        if outcome.action == "retry":
+            self.app.broker.retry(running.delivery, outcome.eta, outcome.error)
+        else:
+            reason = outcome.reason.value if outcome.reason else "TIME_LIMIT"
+            self.app.broker.dead(running.delivery, reason, outcome.error)
+
+    def _enforce_time_limits(self) -> None:
+        now = time.monotonic()
+        self._next_deadline = float("inf")
+        for child in self._children.values():
+            running = None if child.killed else self._slots[child.index].read().running
+            if running is None or running.deadline is None:
+                continue
+            if now < running.deadline:
+                self._next_deadline = min(self._next_deadline, running.deadline)
+                continue
+            logger.error(
+                "task %s[%s] exceeded its hard time limit of %ss: killing process %d",
+                running.task,
+                running.delivery.id,
+                running.timeout,
+                child.pid,
+            )
+            os.kill(child.pid, signal.SIGKILL)  # only this child; reaped and settled next
+            child.killed = True
+
+    # Signals and shutdown.
+
+    @property
+    def _stopping(self) -> bool:
+        return self._stop_deadline is not None
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Runs between bytecodes of the main loop; the wakeup fd ends its select.
+        if signum != signal.SIGCHLD:
+            self._signals += 1
+
+    def _handle_signals(self) -> None:
+        if self._signals >= 2 and not self._forced:
+            logger.warning("worker %s: second signal, killing processes now", self.name)
+            self._forced = True
+            self._kill_all(signal.SIGKILL)
+        elif self._signals == 1 and not self._stopping:
+            logger.info(
+                "worker %s: stopping, waiting up to %ss for running tasks",
+                self.name,
+                self.shutdown_timeout,
+            )
+            self._stop_deadline = time.monotonic() + self.shutdown_timeout
+            self._respawns.clear()
+            self._kill_all(signal.SIGTERM)
+        if self._stop_deadline is not None and time.monotonic() >= self._stop_deadline:
+            if self._children:
+                logger.warning(
+                    "worker %s: shutdown timeout, killing %d processes",
+                    self.name,
+                    len(self._children),
+                )
+                self._kill_all(signal.SIGKILL)
+            self._stop_deadline = float("inf")  # still stopping; kill only once
+
+    def _kill_all(self, sig: signal.Signals) -> None:
+        for pid in self._children:
+            os.kill(pid, sig)  # not yet reaped, so the pid is still ours
+
+    def _sleep(self) -> None:
+        """Wait for a signal, or until the next deadline, respawn or ``TICK``."""
+        now = time.monotonic()
+        wake = min(now + TICK, self._next_deadline, *(when for when, _ in self._respawns))
+        if self._stop_deadline is not None:
+            wake = min(wake, self._stop_deadline)
+        select.select([self._pipe[0]], [], [], max(wake - now, 0.0))
+        try:
+            while os.read(self._pipe[0], 512):
+                pass
+        except BlockingIOError:
+            pass
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have Linux SIGTERM this child when the supervisor dies, so no orphan keeps consuming."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: orphans run on until stopped
+        return
+    if os.getppid() != parent:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def _default_queues(app: GopherQ) -> list[str]:
+    names = {app.settings.default_queue} | {task.options.queue for task in app.tasks.values()}
+    return sorted(names)
+
+
+def configure_logging(level: str) -> None:
+    """Log to stderr at ``level`` (a name such as ``INFO``), unless logging is set up."""
+    number = logging.getLevelName(level.upper())
+    if not isinstance(number, int):
+        raise ConfigurationError(f"unknown log level {level!r}")
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(number)

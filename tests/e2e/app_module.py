@@ -1,0 +1,88 @@
+"""The app the e2e workers run; copied into each test's directory as ``tasks.py``.
+
+Tasks append JSON lines ``[time, pid, event, *details]`` to ``events.log``
+beside this file, so that tests see what ran, where and when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from gopherq import GopherQ, Reject, SoftTimeLimitExceeded, current_task
+
+app = GopherQ("e2e")
+EVENTS = Path(__file__).with_name("events.log")
+
+
+def note(event: str, *details: Any) -> None:
+    line = json.dumps([time.time(), os.getpid(), event, *details]) + "\n"
+    with EVENTS.open("a") as log:  # one small O_APPEND write: whole lines
+        log.write(line)
+
+
+@app.task
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task
+async def async_add(x: int, y: int) -> int:
+    await asyncio.sleep(0.01)
+    return x + y
+
+
+@app.task(retries=3, retry_delay=0.2, backoff="exponential", jitter=False)
+def flaky() -> None:
+    note("flaky", current_task().attempt)
+    raise ValueError("boom")
+
+
+@app.task
+def fails() -> None:
+    raise RuntimeError("no retries")
+
+
+@app.task(retries=3)
+def rejects() -> None:
+    raise Reject("not for me")
+
+
+@app.task
+def mark(label: str) -> str:
+    note("mark", label)
+    return label
+
+
+@app.task
+def nap(seconds: float, label: str = "") -> str:
+    note("start", label)
+    time.sleep(seconds)
+    note("end", label)
+    return label
+
+
+@app.task
+def suicide() -> None:
+    note("suicide")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@app.task(timeout=0.5, retries=1, retry_delay=0.1, jitter=False)
+def hang() -> None:
+    note("hang")
+    time.sleep(30)
+
+
+@app.task(soft_timeout=0.2)
+def soft() -> str:
+    try:
+        time.sleep(5)
+    except SoftTimeLimitExceeded:
+        return "cleaned up"
+    return "slept"

@@ -1,0 +1,114 @@
+"""Helpers for end-to-end tests: real ``python -m gopherq worker`` processes.
+
+Each test gets its own directory with the app module (``tasks.py``), a SQLite
+broker file, the workers' logs and the tasks' ``events.log``. Producers in the
+test process send by name, as another service would. (Not a ``conftest.py``:
+a second module named ``conftest`` would shadow ``tests/conftest.py``, which
+other tests import by name.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from gopherq import GopherQ
+from gopherq.brokers import Envelope
+from gopherq.message import Message, new_id
+
+HERE = Path(__file__).parent
+
+
+class Run:
+    """One test's directory, broker and worker processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.url = f"sqlite:///{path / 'gopherq.db'}"
+        shutil.copy(HERE / "app_module.py", path / "tasks.py")
+        self.producer = GopherQ("producer", broker=self.url)
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self._logs: list[IO[bytes]] = []
+
+    def send(self, task: str, *args: Any, **options: Any) -> Any:
+        """Send ``tasks.<task>`` by name; returns its ``AsyncResult``."""
+        return self.producer.send_task(f"tasks.{task}", args, **options)
+
+    def send_batch(self, task: str, arguments: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``tasks.<task>`` once per argument tuple, in one broker transaction."""
+        messages = [Message(id=new_id(), task=f"tasks.{task}", args=list(a)) for a in arguments]
+        self.producer.broker.enqueue(
+            [Envelope(m.id, m.queue, m.priority, self.producer.codec.encode(m)) for m in messages]
+        )
+        return [self.producer.result(m.id) for m in messages]
+
+    def worker(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        """Start ``gopherq worker -A tasks *args``; ``env`` adds ``GOPHERQ_*`` variables."""
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("GOPHERQ_")}
+        environ["GOPHERQ_BROKER_URL"] = self.url
+        environ.update({f"GOPHERQ_{k.upper()}": v for k, v in env.items()})
+        log = (self.path / f"worker{len(self.workers)}.log").open("wb")
+        self._logs.append(log)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gopherq", "worker", "-A", "tasks", *args],
+            cwd=self.path,
+            env=environ,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group, so teardown can kill what it left
+        )
+        self.workers.append(process)
+        return process
+
+    def log(self) -> str:
+        """Every worker's log so far (for assertion messages)."""
+        return "".join(p.read_text() for p in sorted(self.path.glob("worker*.log")))
+
+    def wait_ready(self, process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+        """Wait until the supervisor logged ``ready`` and its children are up."""
+        wait_for(lambda: " ready: " in self.log(), timeout, self.log)
+        assert process.poll() is None, self.log()
+        time.sleep(0.2)  # the children reach their first blocking reserve
+
+    def events(self, kind: str | None = None) -> list[list[Any]]:
+        """The tasks' events ``[time, pid, kind, *details]``, of one kind or all."""
+        path = self.path / "events.log"
+        lines = path.read_text().splitlines() if path.exists() else []
+        events = [json.loads(line) for line in lines]
+        return [e for e in events if kind is None or e[2] == kind]
+
+    def close(self) -> None:
+        for process in self.workers:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        for log in self._logs:
+            log.close()
+        self.producer.close()
+
+
+def wait_for(
+    condition: Callable[[], object], timeout: float, why: Callable[[], str] = lambda: ""
+) -> None:
+    """Poll ``condition`` every 10 ms until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s\n{why()}")
+        time.sleep(0.01)
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> int:
+    """SIGTERM the supervisor and return its exit code."""
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout)
