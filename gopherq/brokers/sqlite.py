@@ -1,0 +1,517 @@
+"""SQLite broker: the embedded default. Durable, zero set-up, one file.
+
+Many producer and worker processes on one machine share one database file.
+
+Supports the whole broker contract: batch enqueue in one transaction, delayed
+messages (``eta``), strict priority with FIFO within a priority across several
+queues, leases with per-delivery tokens and renewal, idempotency keys, pause and
+resume, dead letters with a time to live, and a blocking ``reserve`` that sleeps
+on a change notification (inotify on the ``-wal`` file, see ``_sqlite_file``)
+and wakes within about a millisecond of a commit by any process, or at the next
+due ``eta`` or lease expiry. Where inotify is missing it polls (5 ms to 100 ms).
+
+URL: ``sqlite:///`` followed by the path of the database file, relative to the
+working directory (``sqlite:///./gopherq.db``, ``sqlite:///data/q.db``) or
+absolute (``sqlite:////var/lib/gopherq/q.db``); ``~`` is expanded. The
+directory must exist; the file and its tables are created on first use.
+
+Options:
+    lease_seconds (float): how long ``reserve`` leases a message. Default 30.
+    dead_letter_ttl (float): seconds a dead letter is kept. Default 7 days.
+
+Durability: the database runs in WAL mode with ``synchronous=NORMAL``. A commit
+is in the WAL file, in the operating system's page cache, when ``enqueue`` or
+``ack`` returns, so ``kill -9`` of any process (producer, worker, anyone in the
+middle of a transaction) loses nothing and never corrupts the file. An operating
+system crash or power loss may roll back the last transactions committed before
+it (they were not yet fsynced at a checkpoint) but never corrupts the file:
+messages enqueued just before may be gone, and messages acked just before may
+run again. ``synchronous=FULL`` would fsync every commit: about 1,000 commits a
+second on a typical virtual disk, against some 20,000 single enqueues a second.
+
+Concurrency: every write is one ``BEGIN IMMEDIATE`` transaction (writers queue
+on SQLite's lock, waiting up to ``BUSY_TIMEOUT``); readers never block. Each
+process and thread opens its own connection lazily and never uses one across
+``fork``: the thread that forks closes its connections first, and a child
+leaves inherited ones untouched.
+
+Time: leases and etas use this machine's ``time.time()``; every process using
+the file runs on the same machine, so they share one clock.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import sqlite3
+import time
+from collections.abc import Sequence
+
+from gopherq.brokers._sqlite_file import Database, sqlite_path
+from gopherq.brokers.base import Broker, DeadLetter, Delivery, Envelope, QueueStats
+from gopherq.errors import BrokerUnavailable
+from gopherq.states import State
+
+# How often reserve looks for expired leases and old dead letters, per process.
+RECOVER_EVERY = 1.0
+# Shortest sleep in a blocking reserve, so a due time that is just passing cannot spin.
+MIN_SLEEP = 0.001
+
+_LOCATED = {
+    "ready": State.QUEUED,
+    "scheduled": State.SCHEDULED,
+    "leased": State.STARTED,
+    "dead": State.DEAD,
+}
+
+
+class SQLiteBroker(Broker):
+    """A broker in one SQLite file shared by the processes of one machine.
+
+    See the module docstring.
+    """
+
+    # Tables. One row per message, wherever it is; the state column says where:
+    #
+    #   messages
+    #     seq          INTEGER PRIMARY KEY  insertion order; breaks ties in line
+    #     id           task id, unique
+    #     queue, priority
+    #     state        'ready' | 'scheduled' | 'leased' | 'dead'
+    #     run_at       when it became runnable: its eta, else the enqueue time;
+    #                  orders messages within a priority (kept by requeue and
+    #                  lease expiry, so the message keeps its place in line)
+    #     attempt      executions before this one that ended in a retry
+    #     deliveries   times this attempt was reserved
+    #     token        random per delivery while leased, else NULL
+    #     lease_until  while leased: when the lease expires
+    #     key          idempotency key, unique while the message exists
+    #     reason, error, died   while dead: why, the error text, and when
+    #     body         the encoded message, last, so that reading any other
+    #                  column never walks the body's overflow pages
+    #
+    #   queues         every queue seen by enqueue or pause, and its paused flag
+    #
+    # The index of each state is partial: it holds only the rows it serves, and
+    # carries the queue, so that ``stats`` reads indexes only.
+    SCHEMA = (
+        """CREATE TABLE IF NOT EXISTS messages (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL,
+            queue TEXT NOT NULL,
+            priority INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            run_at REAL NOT NULL,
+            attempt INTEGER NOT NULL DEFAULT 0,
+            deliveries INTEGER NOT NULL DEFAULT 0,
+            token TEXT,
+            lease_until REAL,
+            key TEXT,
+            reason TEXT,
+            error TEXT,
+            died REAL,
+            body BLOB NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS queues (
+            name TEXT PRIMARY KEY,
+            paused INTEGER NOT NULL DEFAULT 0
+        ) WITHOUT ROWID""",
+        "CREATE UNIQUE INDEX IF NOT EXISTS messages_id ON messages (id)",
+        # reserve: an index range scan per queue, already in line order
+        """CREATE INDEX IF NOT EXISTS messages_ready
+            ON messages (queue, priority, run_at) WHERE state = 'ready'""",
+        # promotion of due etas, and the next eta a blocked reserve sleeps until,
+        # per queue (so that a million delayed messages elsewhere cost nothing)
+        """CREATE INDEX IF NOT EXISTS messages_scheduled
+            ON messages (queue, run_at) WHERE state = 'scheduled'""",
+        # recovery of expired leases
+        """CREATE INDEX IF NOT EXISTS messages_leased
+            ON messages (lease_until, queue) WHERE state = 'leased'""",
+        # dead letters newest first, and their time to live
+        """CREATE INDEX IF NOT EXISTS messages_dead
+            ON messages (died, queue) WHERE state = 'dead'""",
+        """CREATE UNIQUE INDEX IF NOT EXISTS messages_key
+            ON messages (key) WHERE key IS NOT NULL""",
+    )
+
+    _INSERT = """INSERT INTO messages (id, queue, priority, state, run_at, key, body)
+        VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"""
+    _PROMOTE = """UPDATE messages SET state = 'ready'
+        WHERE state = 'scheduled' AND queue IN ({}) AND run_at <= ?"""
+    _RECOVER = """UPDATE messages SET state = 'ready', token = NULL, lease_until = NULL
+        WHERE state = 'leased' AND lease_until <= ?"""
+    _EXPIRE_DEAD = "DELETE FROM messages WHERE state = 'dead' AND died <= ?"
+    _HELD = "id = ? AND token = ? AND state = 'leased'"
+
+    def __init__(
+        self,
+        url: str = "sqlite:///./gopherq.db",
+        *,
+        lease_seconds: float = 30.0,
+        dead_letter_ttl: float = 7 * 86400.0,
+    ) -> None:
+        self.url = url
+        self.path = sqlite_path(url)
+        self.lease_seconds = lease_seconds
+        self.dead_letter_ttl = dead_letter_ttl
+        self._db = Database(self.path, self.SCHEMA)
+        self._next_recover = 0.0
+        self._known_queues: set[str] = set()
+        self._last_died = 0.0
+
+    def enqueue(self, envelopes: Sequence[Envelope]) -> list[str]:
+        """Store messages; a live idempotency key or an id already stored stores nothing."""
+        if not envelopes:
+            return []
+        new_queues = {env.queue for env in envelopes} - self._known_queues
+        with self._db.write() as conn:
+            now = time.time()
+            rows = [
+                (env.id, env.queue, env.priority, "scheduled", env.eta, env.key, env.body)
+                if env.eta is not None and env.eta > now
+                else (env.id, env.queue, env.priority, "ready", now, env.key, env.body)
+                for env in envelopes
+            ]
+            if new_queues:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO queues (name) VALUES (?)", [(q,) for q in new_queues]
+                )
+            if all(env.key is None for env in envelopes):
+                conn.executemany(self._INSERT, rows)
+                ids = [env.id for env in envelopes]
+            else:
+                ids = []
+                for env, row in zip(envelopes, rows, strict=True):
+                    held = None
+                    if conn.execute(self._INSERT, row).rowcount == 0 and env.key is not None:
+                        held = conn.execute(
+                            "SELECT id FROM messages WHERE key = ?", (env.key,)
+                        ).fetchone()
+                    ids.append(env.id if held is None else held[0])
+        self._known_queues |= new_queues
+        return ids
+
+    def reserve(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+        """Lease up to ``limit`` messages, sleeping until one is runnable or ``timeout``."""
+        if limit <= 0:
+            return []
+        wanted = list(dict.fromkeys(queues))
+        deadline = time.monotonic() + timeout
+        waiter = self._db.waiter() if timeout > 0 else None
+        if waiter is not None:
+            waiter.reset()  # changes before this point are seen by the first attempt
+        taken, due = self._reserve_once(wanted, limit)
+        while not taken and waiter is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            waiter.wait(min(remaining, max(due - time.time(), MIN_SLEEP)))
+            # Every commit wakes every blocked reserve: look without the write lock
+            # first, so that idle workers do not queue on it for nothing.
+            due = self._peek(wanted)
+            if due <= time.time():
+                taken, due = self._reserve_once(wanted, limit)
+        return taken
+
+    def ack(self, deliveries: Sequence[Delivery]) -> int:
+        """Forget finished messages; returns how many were still held."""
+        if not deliveries:
+            return 0
+        with self._db.write() as conn:
+            return conn.executemany(
+                f"DELETE FROM messages WHERE {self._HELD}", [(d.id, d.token) for d in deliveries]
+            ).rowcount
+
+    def retry(self, delivery: Delivery, eta: float, error: str) -> bool:
+        """Schedule the message at ``eta`` (at the back of the line) with ``attempt + 1``."""
+        with self._db.write() as conn:
+            now = time.time()
+            state = "scheduled" if eta > now else "ready"
+            return bool(
+                conn.execute(
+                    f"""UPDATE messages SET state = ?, run_at = ?, attempt = attempt + 1,
+                        deliveries = 0, token = NULL, lease_until = NULL, error = ?
+                    WHERE {self._HELD}""",
+                    (state, max(eta, now), error, delivery.id, delivery.token),
+                ).rowcount
+            )
+
+    def dead(self, delivery: Delivery, reason: str, error: str) -> bool:
+        """Move the message to its queue's dead letters; False if the lease was lost."""
+        with self._db.write() as conn:
+            # Strictly increasing within this process, so "newest first" is exact.
+            self._last_died = died = max(time.time(), self._last_died + 1e-6)
+            return bool(
+                conn.execute(
+                    f"""UPDATE messages SET state = 'dead', reason = ?, error = ?, died = ?,
+                        token = NULL, lease_until = NULL
+                    WHERE {self._HELD}""",
+                    (reason, error, died, delivery.id, delivery.token),
+                ).rowcount
+            )
+
+    def extend(self, deliveries: Sequence[Delivery]) -> int:
+        """Renew leases for ``lease_seconds`` from now; returns how many were still held."""
+        if not deliveries:
+            return 0
+        with self._db.write() as conn:
+            until = time.time() + self.lease_seconds
+            return conn.executemany(
+                f"UPDATE messages SET lease_until = ? WHERE {self._HELD}",
+                [(until, d.id, d.token) for d in deliveries],
+            ).rowcount
+
+    def requeue(self, deliveries: Sequence[Delivery], *, started: bool = False) -> int:
+        """Give messages back to their place in line; ``started=False`` uncounts the delivery."""
+        if not deliveries:
+            return 0
+        uncount = 0 if started else 1
+        with self._db.write() as conn:
+            return conn.executemany(
+                f"""UPDATE messages SET state = 'ready', token = NULL, lease_until = NULL,
+                    deliveries = deliveries - ?
+                WHERE {self._HELD}""",
+                [(uncount, d.id, d.token) for d in deliveries],
+            ).rowcount
+
+    def recover(self) -> int:
+        """Make expired leases and due scheduled messages ready; returns how many moved."""
+        with self._db.write() as conn:
+            return self._tidy(conn, time.time())
+
+    # Administration.
+
+    def stats(self) -> dict[str, QueueStats]:
+        """Counts per queue ever seen or paused, by name.
+
+        Due etas and expired leases count as ready, as ``reserve`` would find them.
+        """
+        now = time.time()
+        counts: dict[tuple[str, str], int] = {}
+        with self._db.read() as conn:
+            rows = conn.execute(_STATS, (now, now - self.dead_letter_ttl)).fetchall()
+            paused = dict(conn.execute("SELECT name, paused FROM queues").fetchall())
+        for queue, state, count in rows:
+            counts[queue, state] = counts.get((queue, state), 0) + count
+        names = sorted(set(paused) | {queue for queue, _ in counts})
+        return {
+            name: QueueStats(
+                name,
+                ready=counts.get((name, "ready"), 0),
+                scheduled=counts.get((name, "scheduled"), 0),
+                running=counts.get((name, "leased"), 0),
+                dead=counts.get((name, "dead"), 0),
+                paused=bool(paused.get(name, 0)),
+            )
+            for name in names
+        }
+
+    def pause(self, queue: str) -> None:
+        """Stop handing out messages from ``queue``."""
+        with self._db.write() as conn:
+            conn.execute(
+                """INSERT INTO queues (name, paused) VALUES (?, 1)
+                ON CONFLICT (name) DO UPDATE SET paused = 1""",
+                (queue,),
+            )
+
+    def resume(self, queue: str) -> None:
+        """Hand out messages from ``queue`` again (its commit wakes blocked reserves)."""
+        with self._db.write() as conn:
+            conn.execute("UPDATE queues SET paused = 0 WHERE name = ?", (queue,))
+
+    def purge(self, queue: str) -> int:
+        """Delete ready and scheduled messages of ``queue``; leased ones stay."""
+        with self._db.write() as conn:
+            self._tidy(conn, time.time())
+            # One statement per state, so that each uses that state's index.
+            ready = conn.execute(
+                "DELETE FROM messages WHERE state = 'ready' AND queue = ?", (queue,)
+            ).rowcount
+            return (
+                ready
+                + conn.execute(
+                    "DELETE FROM messages WHERE state = 'scheduled' AND queue = ?", (queue,)
+                ).rowcount
+            )
+
+    def dead_letters(
+        self, queue: str | None = None, offset: int = 0, limit: int = 100
+    ) -> list[DeadLetter]:
+        """Dead letters, newest first, of one queue or all."""
+        where = "state = 'dead' AND died > ?" + (" AND queue = ?" if queue is not None else "")
+        params: tuple[object, ...] = (time.time() - self.dead_letter_ttl,)
+        if queue is not None:
+            params += (queue,)
+        with self._db.read() as conn:
+            rows = conn.execute(
+                f"""SELECT id, queue, priority, body, attempt, reason, error, died
+                FROM messages WHERE {where} ORDER BY died DESC, seq DESC LIMIT ? OFFSET ?""",
+                (*params, max(limit, 0), max(offset, 0)),
+            ).fetchall()
+        return [DeadLetter(*row) for row in rows]
+
+    def requeue_dead(self, ids: Sequence[str] | None = None, queue: str | None = None) -> int:
+        """Make dead letters ready with attempt 0: ``ids`` (of ``queue``), else all (of it)."""
+        set_ready = """UPDATE messages SET state = 'ready', run_at = ?, attempt = 0,
+            deliveries = 0, reason = NULL, error = NULL, died = NULL WHERE state = 'dead'"""
+        in_queue = " AND queue = ?" if queue is not None else ""
+        by_queue: tuple[str, ...] = (queue,) if queue is not None else ()
+        with self._db.write() as conn:
+            now = time.time()
+            self._tidy(conn, now)
+            if ids is None:
+                return conn.execute(set_ready + in_queue, (now, *by_queue)).rowcount
+            return conn.executemany(
+                set_ready + " AND id = ?" + in_queue,
+                [(now, id, *by_queue) for id in dict.fromkeys(ids)],
+            ).rowcount
+
+    def purge_dead(self, queue: str | None = None) -> int:
+        """Delete dead letters of ``queue`` (or all); returns how many."""
+        with self._db.write() as conn:
+            self._tidy(conn, time.time())
+            if queue is None:
+                return conn.execute("DELETE FROM messages WHERE state = 'dead'").rowcount
+            return conn.execute(
+                "DELETE FROM messages WHERE state = 'dead' AND queue = ?", (queue,)
+            ).rowcount
+
+    def delete(self, id: str) -> bool:
+        """Remove one message wherever it is; its lease, if any, goes stale."""
+        with self._db.write() as conn:
+            self._tidy(conn, time.time())
+            return bool(conn.execute("DELETE FROM messages WHERE id = ?", (id,)).rowcount)
+
+    def locate(self, id: str) -> State | None:
+        """QUEUED, SCHEDULED, STARTED or DEAD; None if gone.
+
+        A due eta or an expired lease reads as QUEUED, and a dead letter past its
+        time to live as gone, as ``reserve`` would find them.
+        """
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT state, run_at, lease_until, died FROM messages WHERE id = ?", (id,)
+            ).fetchone()
+        if row is None:
+            return None
+        state, run_at, lease_until, died = row
+        now = time.time()
+        if (state == "scheduled" and run_at <= now) or (state == "leased" and lease_until <= now):
+            return State.QUEUED
+        if state == "dead" and died <= now - self.dead_letter_ttl:
+            return None
+        return _LOCATED[state]
+
+    def ping(self) -> None:
+        """Return if the file opens and answers a query; raise ``BrokerUnavailable`` otherwise."""
+        try:
+            with self._db.read() as conn:
+                conn.execute("SELECT 1 FROM messages LIMIT 1").fetchall()
+        except BrokerUnavailable:
+            raise
+        except Exception as exc:
+            raise BrokerUnavailable(f"SQLite broker {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close this process's connections; the next call reopens them."""
+        self._db.close()
+
+    # Internals.
+
+    def _reserve_once(self, queues: list[str], limit: int) -> tuple[list[Delivery], float]:
+        """One transaction: housekeeping, then lease. Returns the deliveries and, when there
+        are none, the time at which something may become runnable."""
+        with self._db.write() as conn:
+            now = time.time()
+            self._tidy(conn, now, queues)
+            if not queues:
+                return [], math.inf
+            rows = conn.execute(
+                _reserve_sql(len(queues)), (now + self.lease_seconds, limit, *queues)
+            )
+            taken = sorted(rows, key=lambda row: (row[2], row[7], row[8]))
+            if taken:
+                return [Delivery(*row[:7]) for row in taken], now
+            return [], self._next_due(conn, queues, now)
+
+    def _tidy(self, conn: sqlite3.Connection, now: float, queues: list[str] | None = None) -> int:
+        """Promote due etas of ``queues`` (None: all) and, every ``RECOVER_EVERY`` seconds or
+        when ``queues`` is None, expired leases and old dead letters. Returns how many
+        messages became ready."""
+        if queues is None:
+            moved: int = conn.execute(
+                self._PROMOTE.format("SELECT name FROM queues"), (now,)
+            ).rowcount
+        else:
+            marks = ",".join("?" * len(queues))
+            moved = conn.execute(self._PROMOTE.format(marks), (*queues, now)).rowcount
+        if queues is None or now >= self._next_recover:
+            self._next_recover = now + RECOVER_EVERY
+            moved += conn.execute(self._RECOVER, (now,)).rowcount
+            conn.execute(self._EXPIRE_DEAD, (now - self.dead_letter_ttl,))
+        return moved
+
+    def _peek(self, queues: list[str]) -> float:
+        """Without the write lock: when a message of ``queues`` may be runnable."""
+        with self._db.read() as conn:
+            return self._next_due(conn, queues, time.time())
+
+    def _next_due(self, conn: sqlite3.Connection, queues: Sequence[str], now: float) -> float:
+        """``now`` if a message of ``queues`` is ready (queue not paused), else when the next
+        eta falls due or lease expires (as the recovery tick will see it); inf if never."""
+        if not queues:
+            return math.inf
+        ready, eta, lease = conn.execute(_due_sql(len(queues)), queues).fetchone()
+        if ready:
+            return now
+        due = math.inf if eta is None else float(eta)
+        if lease is not None:
+            due = min(due, max(lease, self._next_recover))
+        return due
+
+
+_STATS = """
+    SELECT queue, 'ready', count(*) FROM messages WHERE state = 'ready' GROUP BY queue
+    UNION ALL
+    SELECT queue, iif(run_at <= ?1, 'ready', 'scheduled'), count(*) FROM messages
+        WHERE state = 'scheduled' GROUP BY 1, 2
+    UNION ALL
+    SELECT queue, iif(lease_until <= ?1, 'ready', 'leased'), count(*) FROM messages
+        WHERE state = 'leased' GROUP BY 1, 2
+    UNION ALL
+    SELECT queue, 'dead', count(*) FROM messages WHERE state = 'dead' AND died > ?2 GROUP BY 1
+"""
+
+
+@functools.lru_cache(maxsize=32)
+def _due_sql(queues: int) -> str:
+    """Is a message of ``queues`` ready; the next eta; the next lease expiry."""
+    marks = ",".join(f"?{n + 1}" for n in range(queues))
+    return f"""SELECT
+        EXISTS (SELECT 1 FROM messages WHERE state = 'ready' AND queue IN ({marks})
+            AND queue NOT IN (SELECT name FROM queues WHERE paused)),
+        (SELECT min(run_at) FROM messages WHERE state = 'scheduled' AND queue IN ({marks})),
+        (SELECT lease_until FROM messages WHERE state = 'leased' AND queue IN ({marks})
+            ORDER BY lease_until LIMIT 1)"""
+
+
+@functools.lru_cache(maxsize=32)
+def _reserve_sql(queues: int) -> str:
+    """The lease statement for ``queues`` queues; parameters: lease_until, limit, queues.
+
+    A single ``queue IN (...)`` would sort every ready row of those queues; instead each
+    queue gives its first ``limit`` rows by an index range scan, and only those are merged.
+    """
+    first = """SELECT seq, priority, run_at FROM messages WHERE state = 'ready' AND queue = ?{0}
+        AND ?{0} NOT IN (SELECT name FROM queues WHERE paused)
+        ORDER BY priority, run_at, seq LIMIT ?2"""
+    if queues == 1:
+        pick = first.format(3)
+    else:
+        arms = " UNION ALL ".join(f"SELECT * FROM ({first.format(n + 3)})" for n in range(queues))
+        pick = f"SELECT seq FROM ({arms}) ORDER BY priority, run_at, seq LIMIT ?2"
+    return f"""UPDATE messages SET state = 'leased', token = lower(hex(randomblob(8))),
+            lease_until = ?1, deliveries = deliveries + 1
+        WHERE seq IN (SELECT seq FROM ({pick}))
+        RETURNING id, queue, priority, body, attempt, deliveries, token, run_at, seq"""

@@ -1,0 +1,154 @@
+"""SQLite result backend: job records in the broker's own database file.
+
+The default result backend when the broker is SQLite: one ``results`` table
+beside the broker's tables, in the same file, so one file holds everything and
+``sqlite:///./gopherq.db`` names both. Processes share it as they share the
+broker (WAL mode, one ``BEGIN IMMEDIATE`` transaction per write, a connection
+per process and thread; see ``gopherq.brokers.sqlite`` for durability).
+
+``wait`` sleeps on the same change notification as a blocked ``reserve``
+(inotify on the ``-wal`` file) and wakes within milliseconds of the commit that
+stores the record; it falls back to polling where inotify is missing.
+
+URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
+
+Options:
+    expires (float): seconds a finished record is kept after it is stored.
+        Default one day. Expired records are invisible at once; ``cleanup``
+        deletes them, and ``store`` does so itself every few minutes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+import msgpack
+
+from gopherq.brokers._sqlite_file import Database, sqlite_path
+from gopherq.errors import DecodeError
+from gopherq.results.base import JobRecord, ResultBackend
+
+# How often store() deletes expired records, per process, and at most how many.
+CLEANUP_EVERY = 300.0
+CLEANUP_BATCH = 5000
+
+
+class SQLiteResultBackend(ResultBackend):
+    """Job records in a table of the broker's SQLite file. See the module docstring."""
+
+    # results
+    #   id          task id
+    #   state, task, queue, created, finished   copies of the record's fields,
+    #               for job-history queries by task, state and finish time
+    #   expires_at  when a finished record expires; NULL while unfinished
+    #   record      msgpack of JobRecord.to_map(), the whole truth
+    SCHEMA = (
+        """CREATE TABLE IF NOT EXISTS results (
+            id TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            task TEXT NOT NULL,
+            queue TEXT NOT NULL,
+            created REAL,
+            finished REAL,
+            expires_at REAL,
+            record BLOB NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS results_task ON results (task)",
+        "CREATE INDEX IF NOT EXISTS results_state ON results (state)",
+        "CREATE INDEX IF NOT EXISTS results_finished ON results (finished)",
+        "CREATE INDEX IF NOT EXISTS results_expires_at ON results (expires_at)",
+    )
+
+    _UPSERT = """INSERT INTO results (id, state, task, queue, created, finished, expires_at, record)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (id) DO UPDATE SET state = excluded.state, task = excluded.task,
+            queue = excluded.queue, created = excluded.created, finished = excluded.finished,
+            expires_at = excluded.expires_at, record = excluded.record"""
+    _LIVE = "(expires_at IS NULL OR expires_at > ?)"
+
+    def __init__(self, url: str = "sqlite:///./gopherq.db", *, expires: float = 86400.0) -> None:
+        self.url = url
+        self.path = sqlite_path(url)
+        self.expires = expires
+        self._db = Database(self.path, self.SCHEMA)
+        self._next_cleanup = 0.0
+
+    def store(self, records: Sequence[JobRecord]) -> None:
+        """Insert or replace records in one transaction; a finished one starts its time to
+        live."""
+        if not records:
+            return
+        now = time.time()
+        rows = [
+            (
+                r.id,
+                r.state.value,
+                r.task,
+                r.queue,
+                r.created,
+                r.finished,
+                now + self.expires if r.state.finished else None,
+                msgpack.packb(r.to_map(), use_bin_type=True),
+            )
+            for r in records
+        ]
+        with self._db.write() as conn:
+            conn.executemany(self._UPSERT, rows)
+            if now >= self._next_cleanup:
+                self._next_cleanup = now + CLEANUP_EVERY
+                conn.execute(
+                    """DELETE FROM results WHERE rowid IN (SELECT rowid FROM results
+                    WHERE expires_at <= ? LIMIT ?)""",
+                    (now, CLEANUP_BATCH),
+                )
+
+    def get(self, id: str) -> JobRecord | None:
+        """The record of ``id``, or None if unknown or expired."""
+        with self._db.read() as conn:
+            row = conn.execute(
+                f"SELECT record FROM results WHERE id = ? AND {self._LIVE}", (id, time.time())
+            ).fetchone()
+        return None if row is None else _decode(row[0])
+
+    def wait(self, id: str, timeout: float | None) -> JobRecord | None:
+        """Block until ``id`` is finished or ``timeout`` passes; the record as it then is."""
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        waiter = self._db.waiter() if timeout is None or timeout > 0 else None
+        if waiter is not None:
+            waiter.reset()  # changes before this point are seen by the first get()
+        while True:
+            record = self.get(id)
+            remaining = deadline - time.monotonic()
+            if (record is not None and record.state.finished) or remaining <= 0 or waiter is None:
+                return record
+            waiter.wait(remaining)
+
+    def delete(self, id: str) -> bool:
+        """Forget a record; True if it existed (expired ones count as gone)."""
+        with self._db.write() as conn:
+            row = conn.execute(
+                f"DELETE FROM results WHERE id = ? RETURNING {self._LIVE}", (id, time.time())
+            ).fetchone()
+        return bool(row and row[0])
+
+    def cleanup(self) -> int:
+        """Delete expired records; returns how many."""
+        with self._db.write() as conn:
+            count: int = conn.execute(
+                "DELETE FROM results WHERE expires_at <= ?", (time.time(),)
+            ).rowcount
+            return count
+
+    def close(self) -> None:
+        """Close this process's connections; the next call reopens them."""
+        self._db.close()
+
+
+def _decode(blob: bytes) -> JobRecord:
+    try:
+        data = msgpack.unpackb(blob, raw=False)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise DecodeError(f"unreadable job record: {exc}") from exc
+    return JobRecord.from_map(data)

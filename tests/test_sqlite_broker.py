@@ -1,0 +1,342 @@
+"""SQLite broker and result backend across real processes on one file.
+
+What the contract suite cannot show in one process: many producers and workers
+at once, ``kill -9`` of any of them, wake-up across processes, durability after
+a process exits, and the URL forms. Children are forked (cheap to start), and a
+few run as fresh interpreters. Bounds are loose so that a loaded 2-core machine
+passes; the point is "nothing lost, nothing twice", not speed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.synchronize
+import os
+import resource
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gopherq.brokers import Envelope, open_broker
+from gopherq.brokers._sqlite_file import ChangeWaiter
+from gopherq.brokers.sqlite import SQLiteBroker
+from gopherq.errors import BrokerUnavailable, ConfigurationError
+from gopherq.results import JobRecord
+from gopherq.results.sqlite import SQLiteResultBackend
+from gopherq.states import State
+
+FORK = multiprocessing.get_context("fork")
+
+
+def url_of(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def envelope(id: str, queue: str = "default") -> Envelope:
+    return Envelope(id, queue, 2, id.encode())
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def lines(path: Path) -> list[str]:
+    """The complete lines of ``path`` (a process killed mid-write may leave half a line)."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    return text.split("\n")[:-1]
+
+
+def integrity(path: Path) -> str:
+    with sqlite3.connect(path) as conn:
+        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter (no state inherited from the tests)."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+# Children. Top-level functions so that they read as programs of their own.
+
+
+def produce(url: str, name: str, count: int) -> None:
+    broker = open_broker(url)
+    for i in range(count):
+        broker.enqueue([envelope(f"{name}-{i}")])
+
+
+def consume(url: str, log: Path, producers_done: multiprocessing.synchronize.Event) -> None:
+    broker = open_broker(url)
+    with log.open("w") as out:
+        while True:
+            got = broker.reserve(["default"], 16, 0.2)
+            if not got:
+                if producers_done.is_set():
+                    return
+                continue
+            out.write("".join(f"{d.id} {d.deliveries}\n" for d in got))
+            out.flush()
+            assert broker.ack(got) == len(got)
+
+
+def produce_forever(url: str, log: Path) -> None:
+    broker = open_broker(url)
+    with log.open("w") as out:
+        batch = 0
+        while True:
+            broker.enqueue([envelope(f"b{batch}-{k}") for k in range(20)])
+            out.write(f"{batch}\n")
+            out.flush()
+            batch += 1
+
+
+def hold_leases(url: str, log: Path) -> None:
+    broker = open_broker(url, lease_seconds=1.0)
+    held: list[str] = []
+    while len(held) < 30:
+        held += [d.id for d in broker.reserve(["default"], 30 - len(held), 1)]
+    log.write_text("".join(f"{id}\n" for id in held))
+    time.sleep(60)  # killed long before
+
+
+def reserve_and_report(url: str, ready: multiprocessing.synchronize.Event, out: Path) -> None:
+    broker = open_broker(url)
+    broker.ping()
+    ready.set()
+    start = time.monotonic()
+    got = broker.reserve(["default"], 1, 10)
+    out.write_text(f"{time.time()} {time.monotonic() - start} {len(got)}")
+
+
+def store_later(url: str, record_id: str, delay: float) -> None:
+    time.sleep(delay)
+    done = JobRecord(record_id, "app.add", State.SUCCEEDED, result=b"\x03", finished=time.time())
+    SQLiteResultBackend(url).store([done])
+
+
+# (a) Many producers and consumers at once.
+
+
+def test_concurrent_producers_and_consumers_deliver_each_message_once(tmp_path: Path) -> None:
+    url = url_of(tmp_path / "q.db")
+    broker = open_broker(url)
+    broker.enqueue([envelope("early")])  # the parent has a connection when it forks
+    done = FORK.Event()
+    consumers = [
+        FORK.Process(target=consume, args=(url, tmp_path / f"c{n}.log", done)) for n in range(2)
+    ]
+    producers = [FORK.Process(target=produce, args=(url, f"p{n}", 500)) for n in range(4)]
+    for process in consumers + producers:
+        process.start()
+    for process in producers:
+        process.join(60)
+        assert process.exitcode == 0
+    done.set()
+    for process in consumers:
+        process.join(60)
+        assert process.exitcode == 0
+
+    delivered = [line.split() for n in range(2) for line in lines(tmp_path / f"c{n}.log")]
+    counts = Counter(id for id, _ in delivered)
+    expected = {"early"} | {f"p{p}-{i}" for p in range(4) for i in range(500)}
+    assert set(counts) == expected
+    assert max(counts.values()) == 1
+    assert {deliveries for _, deliveries in delivered} == {"1"}
+    assert broker.stats()["default"].ready == 0  # the parent's handle still works
+    assert integrity(tmp_path / "q.db") == "ok"
+
+
+# (b) kill -9 of a producer mid-loop and of a consumer holding leases.
+
+
+def test_kill_9_loses_nothing_and_leases_come_back(tmp_path: Path) -> None:
+    url = url_of(tmp_path / "q.db")
+    broker = open_broker(url, lease_seconds=1.0)
+    broker.ping()
+    produced, held_log = tmp_path / "produced.log", tmp_path / "held.log"
+    producer = FORK.Process(target=produce_forever, args=(url, produced))
+    holder = FORK.Process(target=hold_leases, args=(url, held_log))
+    producer.start()
+    holder.start()
+    wait_until(lambda: len(lines(produced)) >= 30 and held_log.exists(), 30, "both children")
+    os.kill(producer.pid or 0, signal.SIGKILL)
+    os.kill(holder.pid or 0, signal.SIGKILL)
+    producer.join(10)
+    holder.join(10)
+    assert producer.exitcode == holder.exitcode == -signal.SIGKILL
+
+    held = set(lines(held_log))
+    assert len(held) == 30
+    committed = {f"b{batch}-{k}" for batch in map(int, lines(produced)) for k in range(20)}
+    deliveries: dict[str, int] = {}
+    deadline = time.monotonic() + 20
+    while not committed <= deliveries.keys() or not held <= deliveries.keys():
+        assert time.monotonic() < deadline, "messages were lost"
+        got = broker.reserve(["default"], 100, 0.5)
+        for delivery in got:
+            assert delivery.id not in deliveries, "delivered twice"
+            deliveries[delivery.id] = delivery.deliveries
+        broker.ack(got)
+    while got := broker.reserve(["default"], 100, 0):  # the batch in flight at the kill
+        deliveries.update((d.id, d.deliveries) for d in got)
+        broker.ack(got)
+
+    assert all(deliveries[id] == 2 for id in held)  # redelivered after the lease expired
+    assert all(deliveries[id] == 1 for id in deliveries.keys() - held)
+    batches = Counter(id.split("-")[0] for id in deliveries)
+    assert set(batches.values()) == {20}, "a batch was stored in part"
+    assert integrity(tmp_path / "q.db") == "ok"
+
+
+# (c) Wake-up across processes.
+
+
+def test_blocked_reserve_in_another_process_wakes_on_enqueue(tmp_path: Path) -> None:
+    url = url_of(tmp_path / "q.db")
+    broker = open_broker(url)
+    broker.ping()
+    ready, out = FORK.Event(), tmp_path / "woke"
+    child = FORK.Process(target=reserve_and_report, args=(url, ready, out))
+    child.start()
+    assert ready.wait(30)
+    time.sleep(0.3)  # let it block
+    enqueued = time.time()
+    broker.enqueue([envelope("wake-up")])
+    child.join(15)
+    woke, _, count = out.read_text().split()
+    assert int(count) == 1
+    assert float(woke) - enqueued < 0.5
+
+
+def test_an_idle_blocked_reserve_costs_almost_no_cpu(tmp_path: Path) -> None:
+    broker = open_broker(url_of(tmp_path / "q.db"))
+    broker.ping()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    assert broker.reserve(["default"], 16, 1.0) == []
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    assert cpu < 0.1
+
+
+def test_reserve_falls_back_to_polling_without_inotify(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "inotify_simple", None)  # import fails: poll
+    url = url_of(tmp_path / "q.db")
+    waiter = ChangeWaiter(str(tmp_path / "q.db"))
+    assert waiter.polling
+    broker = open_broker(url)
+    broker.ping()
+    ready, out = FORK.Event(), tmp_path / "woke"
+    child = FORK.Process(target=reserve_and_report, args=(url, ready, out))
+    child.start()
+    assert ready.wait(30)
+    time.sleep(0.3)
+    enqueued = time.time()
+    broker.enqueue([envelope("polled")])
+    child.join(15)
+    woke, _, count = out.read_text().split()
+    assert int(count) == 1
+    assert float(woke) - enqueued < 0.5
+
+
+def test_result_wait_in_one_process_wakes_when_another_stores(tmp_path: Path) -> None:
+    url = url_of(tmp_path / "q.db")
+    backend = SQLiteResultBackend(url)
+    SQLiteBroker(url).ping()  # results live in the broker's own file
+    child = FORK.Process(target=store_later, args=(url, "job-1", 0.3))
+    start = time.monotonic()
+    child.start()
+    record = backend.wait("job-1", 10)
+    took = time.monotonic() - start
+    child.join(10)
+    assert record is not None and record.state is State.SUCCEEDED
+    assert 0.25 <= took < 2
+    with sqlite3.connect(tmp_path / "q.db") as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert {"messages", "queues", "results"} <= tables
+
+
+# (d) Durability: what a process committed outlives it.
+
+
+@pytest.mark.parametrize("exit_how", ["returns", "kill -9"])
+def test_enqueued_messages_outlive_the_process(tmp_path: Path, exit_how: str) -> None:
+    url = url_of(tmp_path / "q.db")
+    ending = "os.kill(os.getpid(), signal.SIGKILL)" if exit_how == "kill -9" else ""
+    wrote = run_python(f"""
+        import os, signal
+        from gopherq.brokers import Envelope, open_broker
+        broker = open_broker({url!r})
+        broker.enqueue([Envelope(f"m{{i}}", "default", 2, b"x") for i in range(100)])
+        broker.enqueue([Envelope("late", "mail", 1, b"y", eta=2e9)])
+        {ending}
+    """)
+    assert wrote.returncode == (-signal.SIGKILL if ending else 0), wrote.stderr
+    read = run_python(f"""
+        from gopherq.brokers import open_broker
+        broker = open_broker({url!r})
+        stats = broker.stats()
+        print(len(broker.reserve(["default"], 1000, 0)), stats["mail"].scheduled)
+    """)
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.split() == ["100", "1"]
+
+
+# (e) URL forms.
+
+
+def test_relative_and_absolute_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    relative = SQLiteBroker("sqlite:///data/rel.db")
+    dotted = SQLiteBroker("sqlite:///./dot.db")
+    absolute = SQLiteBroker(f"sqlite:///{tmp_path / 'data' / 'abs.db'}")
+    assert absolute.url.startswith("sqlite:////")
+    monkeypatch.chdir("/")  # resolved when opened: a later chdir keeps the file
+    for broker in (relative, dotted, absolute):
+        broker.enqueue([envelope("one")])
+        broker.close()
+    assert {p.name for p in tmp_path.glob("**/*.db")} == {"rel.db", "dot.db", "abs.db"}
+    assert relative.path == str(tmp_path / "data" / "rel.db")
+    assert dotted.path == str(tmp_path / "dot.db")
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert SQLiteBroker("sqlite:///~/home.db").path == str(tmp_path / "home.db")
+    backend = SQLiteResultBackend("sqlite:///./x.db")
+    assert backend.path == str(Path("/x.db"))
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite://", "sqlite:///", "sqlite://host/q.db", "sqlite:///:memory:", "redis:///x"]
+)
+def test_bad_urls_are_configuration_errors(url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        SQLiteBroker(url)
+
+
+def test_ping_fails_when_the_file_cannot_be_used(tmp_path: Path) -> None:
+    with pytest.raises(BrokerUnavailable):
+        SQLiteBroker(url_of(tmp_path / "missing-dir" / "q.db")).ping()
+    (tmp_path / "junk.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(BrokerUnavailable):
+        SQLiteBroker(url_of(tmp_path / "junk.db")).ping()
