@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 import pytest
+import services
 
 from gopherq.brokers import Broker, open_broker
 from gopherq.results import ResultBackend, open_backend
 
-BROKER_KINDS = ["memory", "sqlite"]
+BROKER_KINDS = ["memory", "sqlite", "redis"]
 
 T = TypeVar("T")
 
@@ -22,7 +23,17 @@ def broker_url(kind: str, tmp_path: Path) -> str:
         return "memory://"
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'gopherq.db'}"
+    if kind == "redis":
+        # The shared test Redis (see services.py), under a key prefix of this test's own.
+        return services.redis_test_url()
     raise ValueError(kind)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _delete_redis_test_keys() -> Iterator[None]:
+    """Delete, at the end, the keys of every Redis prefix handed out (by any test)."""
+    yield
+    services.delete_handed_out_keys()
 
 
 @pytest.fixture(params=BROKER_KINDS)
@@ -63,6 +74,8 @@ def make_broker(broker_kind: str, tmp_path: Path) -> Iterator[Callable[..., Brok
     yield opener
     for broker in opener.opened:
         broker.close()
+    if broker_kind == "redis":
+        services.delete_keys(opener.url)
 
 
 @pytest.fixture
@@ -78,6 +91,8 @@ def make_backend(broker_kind: str, tmp_path: Path) -> Iterator[Callable[..., Res
     yield opener
     for store in opener.opened:
         store.close()
+    if broker_kind == "redis":
+        services.delete_keys(opener.url)
 
 
 @pytest.fixture

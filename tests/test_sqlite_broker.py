@@ -178,8 +178,9 @@ def test_kill_9_loses_nothing_and_leases_come_back(tmp_path: Path) -> None:
     producer.start()
     holder.start()
     wait_until(lambda: len(lines(produced)) >= 30 and held_log.exists(), 30, "both children")
-    os.kill(producer.pid or 0, signal.SIGKILL)
-    os.kill(holder.pid or 0, signal.SIGKILL)
+    assert producer.pid is not None and holder.pid is not None
+    os.kill(producer.pid, signal.SIGKILL)
+    os.kill(holder.pid, signal.SIGKILL)
     producer.join(10)
     holder.join(10)
     assert producer.exitcode == holder.exitcode == -signal.SIGKILL

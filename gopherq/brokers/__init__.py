@@ -5,6 +5,8 @@ URL                                broker
 =================================  =============================================
 ``memory://``                      in-process, for tests and eager mode
 ``sqlite:///path/to/gopherq.db``   the embedded default: durable, zero set-up
+``redis://host:6379/0``            Redis; also ``rediss://`` (TLS), ``unix://``
+``redis+cluster://host:6379``      Redis Cluster (any node)
 =================================  =============================================
 """
 
@@ -14,6 +16,7 @@ from gopherq.brokers.base import Broker, DeadLetter, Delivery, Envelope, QueueSt
 from gopherq.errors import ConfigurationError
 
 DEFAULT_URL = "sqlite:///./gopherq.db"
+REDIS_SCHEMES = frozenset({"redis", "rediss", "unix", "redis+cluster", "rediss+cluster"})
 
 __all__ = [
     "DEFAULT_URL",
@@ -39,4 +42,10 @@ def open_broker(
         from gopherq.brokers.sqlite import SQLiteBroker
 
         return SQLiteBroker(url, lease_seconds=lease_seconds, dead_letter_ttl=dead_letter_ttl)
-    raise ConfigurationError(f"unsupported broker URL {url!r}; use sqlite:///path or memory://")
+    if scheme in REDIS_SCHEMES:
+        from gopherq.brokers.redis import RedisBroker
+
+        return RedisBroker(url, lease_seconds=lease_seconds, dead_letter_ttl=dead_letter_ttl)
+    raise ConfigurationError(
+        f"unsupported broker URL {url!r}; use sqlite:///path, redis://host or memory://"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gopherq.brokers import REDIS_SCHEMES
 from gopherq.errors import ConfigurationError
 from gopherq.results.base import ErrorInfo, JobRecord, ResultBackend
 
@@ -19,6 +20,10 @@ def open_backend(url: str, *, expires: float = 86400.0) -> ResultBackend:
         from gopherq.results.sqlite import SQLiteResultBackend
 
         return SQLiteResultBackend(url, expires=expires)
+    if scheme in REDIS_SCHEMES:
+        from gopherq.results.redis import RedisResultBackend
+
+        return RedisResultBackend(url, expires=expires)
     raise ConfigurationError(
-        f"unsupported result backend URL {url!r}; use sqlite:///path or memory://"
+        f"unsupported result backend URL {url!r}; use sqlite:///path, redis://host or memory://"
     )

@@ -1,0 +1,450 @@
+"""Redis broker: many machines share one Redis, or one Redis Cluster.
+
+Supports the whole broker contract, every state change one Lua script:
+
+* batch enqueue in one round trip (a whole batch per script call, in chunks of
+  ``ENQUEUE_CHUNK``, every chunk in one pipeline), idempotency keys, delayed
+  messages (``eta``) in a sorted set until due, never held by a worker;
+* reserve in one script: due etas and expired leases first go back in line, then
+  up to ``limit`` messages, strict priority and FIFO within a priority (across
+  several queues too), each leased under a per-delivery token;
+* ack, extend and requeue of whole batches in one round trip; retry, dead letters
+  per queue with reason, error, attempt and time, kept by age and by count;
+* pause and resume, purge, stats, dead-letter paging, requeue and delete.
+
+Ready messages of a queue sit in one sorted set scored by priority, then by a
+time-based sequence number (DESIGN.md sketched a list per priority): requeue
+and lease expiry put a message back exactly in its old place in line, and
+several queues merge by (priority, enqueue time). Priorities 0 to 31 order
+exactly; others order as the nearest of those and keep their value.
+
+Time is Redis ``TIME``, read inside the scripts: worker clocks never decide a
+lease or an eta. A worker that dies loses its leases when they expire (they are
+renewed while tasks run) and its messages go back to ready for others.
+
+Blocking reserve without polling: a script that makes a message ready pushes a
+wake token onto ``P:{q}:wake`` (a list capped at one entry), and an idle reserve
+BLPOPs the wake lists of its queues, for no longer than until the next due eta
+or lease expiry, then runs the reserve script again. A task enqueued on an idle
+system is reserved two round trips later (under a millisecond on loopback). A
+reserve that leaves messages behind pushes a token again, so several idle
+workers wake in a chain, one per batch taken; one that finds nothing drops the
+stale token. Due times are Redis's to keep: a BLPOP timeout fires at the
+server's next ``hz`` tick (every 100 ms at the default ``hz 10``), so an eta or an
+expired lease is served up to that late when nothing else wakes the worker.
+
+Redis Cluster: all keys of one queue share the hash tag ``{queue}``, so every
+script touches one slot. Reserving from several queues that live in different
+slots takes a round trip per queue: a first pass tidies each queue and reports
+its best ready score, then the queues are taken from best first, so priority
+holds across queues (as exactly as the moment between the two passes allows).
+An idle worker on several cluster queues blocks on the wake list of its first
+queue and checks the others every ``CLUSTER_POLL`` seconds: BLPOP cannot wait
+on keys of several slots, and a shared wake key would put every queue's
+enqueue on one slot. One queue (the common case) blocks with no delay.
+
+Cross-queue state lives in a slot of its own: ``P:{_}:queues``, the set of
+queue names known to ``stats``, ``recover`` and the admin calls that take no
+queue (``locate``, ``delete``, ``dead_letters()``). Idempotency keys are held per
+queue (a key names one message within its queue). A queue name must not be empty
+or start with ``}`` (its keys would get an empty hash tag).
+
+Outage: producers (``enqueue`` and the settling calls) retry a failed call a few
+times within about two seconds, then raise ``BrokerUnavailable`` (a repeated
+enqueue is harmless: an id already stored is not stored again); ``reserve``
+raises it at once (the worker logs, backs off and calls again) and is never
+repeated, since a reserve whose reply was lost has leased messages that nobody
+received: they come back when their lease expires. Everything Redis kept is
+there when it returns; scripts are loaded again after a restart.
+
+Redis must not evict keys: at first connect the broker logs a warning when
+``maxmemory-policy`` is not ``noeviction``.
+
+URLs (redis-py's own query options, such as ``socket_timeout``, pass through)::
+
+    redis://[[user]:password@]host[:port][/db]
+    rediss://[[user]:password@]host[:port][/db]?ssl_cert_reqs=required   (TLS)
+    unix://[[user]:password@]/path/to/redis.sock?db=0
+    redis+cluster://[[user]:password@]host:port    (any node; rediss+cluster:// for TLS)
+
+Options (query string):
+    prefix (str): first part of every key. Default ``gq``.
+    dead_letter_max (int): most dead letters kept per queue; the oldest go first.
+        Default 10,000.
+
+Options (keywords):
+    lease_seconds (float): how long ``reserve`` leases a message. Default 30.
+    dead_letter_ttl (float): seconds a dead letter is kept. Default 7 days.
+    dead_letter_max (int): as above; wins over the URL.
+
+Key layout: see ``scripts/lib.lua``.
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from gopherq.brokers.base import Broker, DeadLetter, Delivery, Envelope, QueueStats
+from gopherq.brokers.redis.connection import Call, Client, Connection, Script, script
+from gopherq.errors import ConfigurationError
+from gopherq.states import State
+
+__all__ = ["RedisBroker"]
+
+ENQUEUE_CHUNK = 1000
+"""Messages per enqueue script call: bounds how long one call holds Redis."""
+SETTLE_CHUNK = 1000
+"""Deliveries per ack, extend or requeue script call."""
+ADMIN_BATCH = 1000
+"""Messages one purge or requeue_dead call moves; the broker calls again until done."""
+TIDY_BATCH = 1000
+"""Messages of each kind one tidy step moves (``BATCH`` in lib.lua)."""
+CLUSTER_POLL = 0.1
+"""Seconds between checks of the other queues when blocked on several cluster queues."""
+REGISTER_EVERY = 60.0
+"""Seconds between re-adding a queue to the known-queue set from one process."""
+
+_STATES = {b"r": State.QUEUED, b"s": State.SCHEDULED, b"l": State.STARTED, b"d": State.DEAD}
+
+
+class RedisBroker(Broker):
+    """A broker on Redis or Redis Cluster. See the module docstring."""
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        lease_seconds: float = 30.0,
+        dead_letter_ttl: float = 7 * 86400.0,
+        dead_letter_max: int | None = None,
+    ) -> None:
+        self.url = url
+        self._conn = Connection(url)
+        config = self._conn.config
+        self.prefix = config.prefix
+        self.lease_seconds = lease_seconds
+        self.dead_letter_ttl = dead_letter_ttl
+        self.dead_letter_max = (
+            config.dead_letter_max if dead_letter_max is None else dead_letter_max
+        )
+        self._ttl = repr(min(dead_letter_ttl, 1e12))
+        self._lease = repr(lease_seconds)
+        self._queues_key = f"{self.prefix}:{{_}}:queues"
+        self._bases: dict[str, str] = {}
+        self._registered: dict[str, float] = {}  # queue -> when this process last added it
+
+    # Producing and consuming.
+
+    def enqueue(self, envelopes: Sequence[Envelope]) -> list[str]:
+        """Store messages in one round trip; a live idempotency key (within the queue) or
+        an id already stored stores nothing."""
+        if not envelopes:
+            return []
+        by_queue: dict[str, list[int]] = {}
+        for i, env in enumerate(envelopes):
+            by_queue.setdefault(env.queue, []).append(i)
+        calls: list[Call] = []
+        chunks: list[list[int]] = []
+        enqueue = script("enqueue")
+        for queue, indexes in by_queue.items():
+            keys = [self._base(queue)]
+            for start in range(0, len(indexes), ENQUEUE_CHUNK):
+                chunk = indexes[start : start + ENQUEUE_CHUNK]
+                args: list[Any] = []
+                for i in chunk:
+                    env = envelopes[i]
+                    eta = "" if env.eta is None else repr(float(env.eta))
+                    args += (env.id, int(env.priority), eta, env.key or "", env.body)
+                calls.append((enqueue, keys, args))
+                chunks.append(chunk)
+        now = time.monotonic()
+        new = [
+            q for q in by_queue if now - self._registered.get(q, -REGISTER_EVERY) >= REGISTER_EVERY
+        ]
+        register: list[Call] = [("SADD", [self._queues_key], new)] if new else []
+        results = self._conn.call(lambda c: self._conn.run_many(c, register + calls))
+        for queue in new:
+            self._registered[queue] = now
+        ids: list[str] = [""] * len(envelopes)
+        for chunk, result in zip(chunks, results[len(register) :], strict=True):
+            for i, id in zip(chunk, result, strict=True):
+                ids[i] = id.decode()
+        return ids
+
+    def reserve(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+        """Lease up to ``limit`` messages, blocking on the queues' wake lists until one is
+        runnable or ``timeout``. Connection failures raise ``BrokerUnavailable`` at once."""
+        if limit <= 0:
+            return []
+        wanted = list(dict.fromkeys(queues))
+        if not wanted:
+            time.sleep(max(timeout, 0.0))
+            return []
+        deadline = time.monotonic() + timeout
+        while True:
+            taken, due = self._conn.call(
+                lambda c: self._reserve_once(c, wanted, limit), retry=False
+            )
+            remaining = deadline - time.monotonic()
+            if taken or remaining <= 0:
+                return taken
+            wait = min(remaining, due)
+            self._conn.call(
+                functools.partial(self._block, queues=wanted, seconds=wait), retry=False
+            )
+
+    def ack(self, deliveries: Sequence[Delivery]) -> int:
+        """Forget finished messages (one round trip); returns how many were still held."""
+        return self._settle(script("ack"), deliveries, ())
+
+    def retry(self, delivery: Delivery, eta: float, error: str) -> bool:
+        """Schedule the message at ``eta`` with ``attempt + 1``; ``error`` is not kept."""
+        args = (delivery.id, delivery.token, repr(float(eta)))
+        return bool(self._run(script("retry"), delivery.queue, args))
+
+    def dead(self, delivery: Delivery, reason: str, error: str) -> bool:
+        """Move the message to its queue's dead letters, then apply retention by age
+        (``dead_letter_ttl``) and count (``dead_letter_max``)."""
+        args = (delivery.id, delivery.token, reason, error, self._ttl, self.dead_letter_max)
+        return bool(self._run(script("dead"), delivery.queue, args))
+
+    def extend(self, deliveries: Sequence[Delivery]) -> int:
+        """Renew leases for ``lease_seconds`` from now; returns how many were still held."""
+        return self._settle(script("extend"), deliveries, (self._lease,))
+
+    def requeue(self, deliveries: Sequence[Delivery], *, started: bool = False) -> int:
+        """Give messages back to their place in line; ``started=False`` uncounts the
+        delivery."""
+        return self._settle(script("requeue"), deliveries, ("0" if started else "1",))
+
+    def recover(self) -> int:
+        """Make expired leases and due scheduled messages of every known queue ready."""
+        queues = self._known()
+        total = 0
+        while queues:
+            results = self._run_each(script("reserve"), queues, (0, self._lease, "", self._ttl))
+            total += sum(int(r[0]) for r in results)
+            queues = [q for q, r in zip(queues, results, strict=True) if int(r[0]) >= TIDY_BATCH]
+        return total
+
+    # Administration.
+
+    def stats(self) -> dict[str, QueueStats]:
+        """Counts per known queue (seen by enqueue or pause); due etas and expired leases
+        count as ready."""
+        queues = sorted(self._known())
+        results = self._run_each(script("stats"), queues, (self._ttl,))
+        return {
+            q: QueueStats(q, int(r[0]), int(r[1]), int(r[2]), int(r[3]), bool(r[4]))
+            for q, r in zip(queues, results, strict=True)
+        }
+
+    def pause(self, queue: str) -> None:
+        """Stop handing out messages from ``queue``."""
+        paused = self._base(queue) + ":paused"
+        calls: list[Call] = [("SET", [paused], [1]), ("SADD", [self._queues_key], [queue])]
+        self._conn.call(lambda c: self._conn.run_many(c, calls))
+
+    def resume(self, queue: str) -> None:
+        """Hand out messages from ``queue`` again, waking blocked reserves."""
+        base = self._base(queue)
+        calls: list[Call] = [
+            ("DEL", [base + ":paused"], []),
+            ("LPUSH", [base + ":wake"], [1]),
+            ("LTRIM", [base + ":wake"], [0, 0]),
+        ]
+        self._conn.call(lambda c: self._conn.run_many(c, calls))
+
+    def purge(self, queue: str) -> int:
+        """Delete ready and scheduled messages of ``queue``; leased ones stay."""
+        return self._drain(script("purge"), queue, (self._ttl, ADMIN_BATCH))
+
+    def dead_letters(
+        self, queue: str | None = None, offset: int = 0, limit: int = 100
+    ) -> list[DeadLetter]:
+        """Dead letters, newest first, of one queue or all (merged by time of death)."""
+        offset = max(offset, 0)
+        if limit <= 0:
+            return []
+        if queue is not None:
+            queues, first, count = [queue], offset, limit
+        else:
+            queues, first, count = self._known(), 0, offset + limit
+        results = self._run_each(script("dead_letters"), queues, (self._ttl, first, count))
+        letters = [
+            DeadLetter(
+                raw[j].decode(),
+                q,
+                int(raw[j + 1]),
+                raw[j + 2],
+                int(raw[j + 3]),
+                raw[j + 4].decode(errors="replace"),
+                raw[j + 5].decode(errors="replace"),
+                float(raw[j + 6]),
+            )
+            for q, raw in zip(queues, results, strict=True)
+            for j in range(0, len(raw), 7)
+        ]
+        if queue is not None:
+            return letters
+        letters.sort(key=lambda d: d.died, reverse=True)
+        return letters[offset : offset + limit]
+
+    def requeue_dead(self, ids: Sequence[str] | None = None, queue: str | None = None) -> int:
+        """Make dead letters ready with attempt 0: ``ids`` (of ``queue``), else all (of it)."""
+        queues = [queue] if queue is not None else self._known()
+        requeue = script("requeue_dead")
+        if ids is None:
+            return sum(self._drain(requeue, q, (self._ttl, "all", ADMIN_BATCH)) for q in queues)
+        unique = list(dict.fromkeys(ids))
+        total = 0
+        for start in range(0, len(unique), ADMIN_BATCH):
+            chunk = unique[start : start + ADMIN_BATCH]
+            total += sum(self._run_each(requeue, queues, (self._ttl, "ids", *chunk)))
+        return total
+
+    def purge_dead(self, queue: str | None = None) -> int:
+        """Delete dead letters of ``queue`` (or all); returns how many."""
+        queues = [queue] if queue is not None else self._known()
+        return sum(self._drain(script("purge_dead"), q, (self._ttl, ADMIN_BATCH)) for q in queues)
+
+    def delete(self, id: str) -> bool:
+        """Remove one message wherever it is (in any known queue); its lease goes stale."""
+        return any(self._run_each(script("delete"), self._known(), (self._ttl, id)))
+
+    def locate(self, id: str) -> State | None:
+        """QUEUED, SCHEDULED, STARTED or DEAD; None if gone (or in no known queue)."""
+        for state in self._run_each(script("locate"), self._known(), (self._ttl, id)):
+            if state:
+                return _STATES[state]
+        return None
+
+    def ping(self) -> None:
+        """Return if Redis answers; raise ``BrokerUnavailable`` otherwise."""
+        self._conn.call(lambda c: c.ping(), retry=False)
+
+    def close(self) -> None:
+        """Close this process's connections; the next call reconnects."""
+        self._conn.close()
+
+    # Internals.
+
+    def _base(self, queue: str) -> str:
+        """The key base ``P:{queue}`` of ``queue``: its every key is this plus a suffix
+        (layout: scripts/lib.lua), and the scripts take it as their KEYS entry."""
+        base = self._bases.get(queue)
+        if base is None:
+            if not queue or queue.startswith("}"):
+                # {} or {}...} is an empty hash tag: Redis would hash each whole key.
+                raise ConfigurationError(
+                    f"queue name {queue!r}: on Redis a queue name must not be empty "
+                    "or start with '}'"
+                )
+            base = self._bases[queue] = f"{self.prefix}:{{{queue}}}"
+        return base
+
+    def _reserve_once(
+        self, client: Client, queues: list[str], limit: int
+    ) -> tuple[list[Delivery], float]:
+        """One pass: the deliveries, and seconds until something may become runnable."""
+        reserve = script("reserve")
+        token = secrets.token_hex(8) + "."
+        if not self._conn.cluster or len(queues) == 1:
+            keys = [self._base(q) for q in queues]
+            raw = self._conn.run(client, reserve, keys, (limit, self._lease, token, self._ttl))
+            return _deliveries(raw, queues), _seconds(raw[2])
+        # Cluster, several slots: tidy and peek at every queue, then take best first.
+        peek = (0, self._lease, "", self._ttl)
+        peeks = self._conn.run_many(client, [(reserve, [self._base(q)], peek) for q in queues])
+        due = min(_seconds(p[2]) for p in peeks)
+        order = sorted((float(p[1]), i) for i, p in enumerate(peeks) if p[1])
+        taken: list[Delivery] = []
+        for _, i in order:
+            args = (limit - len(taken), self._lease, token + f"{i}.", self._ttl)
+            raw = self._conn.run(client, reserve, [self._base(queues[i])], args)
+            taken += _deliveries(raw, [queues[i]])
+            due = min(due, _seconds(raw[2]))
+            if len(taken) >= limit:
+                break
+        return taken, due
+
+    def _block(self, client: Client, queues: list[str], seconds: float) -> None:
+        """Wait for a wake token of ``queues``, at most ``seconds``."""
+        seconds = min(seconds, self._conn.max_block)
+        if self._conn.cluster and len(queues) > 1:
+            # BLPOP cannot wait on several slots: wait on the first, poll the rest.
+            wakes = [self._base(queues[0]) + ":wake"]
+            seconds = min(seconds, CLUSTER_POLL)
+        else:
+            wakes = [self._base(q) + ":wake" for q in queues]
+        client.blpop(wakes, timeout=max(seconds, 0.001))
+
+    def _settle(
+        self, script_: Script, deliveries: Sequence[Delivery], head: tuple[Any, ...]
+    ) -> int:
+        """Run a settling script over ``deliveries``, one call per queue and chunk, all in
+        one round trip; returns the sum of the counts."""
+        if not deliveries:
+            return 0
+        by_queue: dict[str, list[Delivery]] = {}
+        for delivery in deliveries:
+            by_queue.setdefault(delivery.queue, []).append(delivery)
+        calls: list[Call] = []
+        for queue, group in by_queue.items():
+            for chunk in _chunks(group, SETTLE_CHUNK):
+                args: list[Any] = list(head)
+                for delivery in chunk:
+                    args += (delivery.id, delivery.token)
+                calls.append((script_, [self._base(queue)], args))
+        return sum(self._conn.call(lambda c: self._conn.run_many(c, calls)))
+
+    def _run(self, script_: Script, queue: str, args: Sequence[Any]) -> Any:
+        keys = [self._base(queue)]
+        return self._conn.call(lambda c: self._conn.run(c, script_, keys, args))
+
+    def _run_each(self, script_: Script, queues: Sequence[str], args: Sequence[Any]) -> list[Any]:
+        """Run ``script_`` once per queue, in one pipeline."""
+        calls: list[Call] = [(script_, [self._base(q)], args) for q in queues]
+        return self._conn.call(lambda c: self._conn.run_many(c, calls))
+
+    def _drain(self, script_: Script, queue: str, args: tuple[Any, ...]) -> int:
+        """Call a batch script (its last argument the batch size) until it does less."""
+        total = 0
+        while True:
+            done = int(self._run(script_, queue, args))
+            total += done
+            if done < args[-1]:
+                return total
+
+    def _known(self) -> list[str]:
+        """Every queue seen by enqueue or pause."""
+        members: Any = self._conn.call(lambda c: c.smembers(self._queues_key))
+        return sorted(m.decode() for m in members)
+
+
+def _deliveries(raw: list[Any], queues: list[str]) -> list[Delivery]:
+    return [
+        Delivery(
+            raw[j].decode(),
+            queues[raw[j + 1] - 1],
+            raw[j + 2],
+            raw[j + 3],
+            raw[j + 4],
+            raw[j + 5],
+            raw[j + 6].decode(),
+        )
+        for j in range(3, len(raw), 7)
+    ]
+
+
+def _seconds(raw: bytes) -> float:
+    return float(raw) if raw else float("inf")
+
+
+def _chunks(items: list[Delivery], size: int) -> Iterator[list[Delivery]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,307 @@
+"""Talking to Redis: URLs, per-process clients, Lua scripts, errors and retries.
+
+Shared by the Redis broker and the Redis result backend. A ``Connection`` parses
+its URL once and opens its client (a ``redis.Redis`` pool, or a
+``redis.cluster.RedisCluster``) lazily, in the process that uses it: a forked
+child never touches its parent's sockets, it opens its own on first use.
+
+Scripts are run with EVALSHA only. After NOSCRIPT (Redis restarted, or its
+script cache was flushed) every script is loaded again (SCRIPT LOAD, on every
+primary of a cluster) and the call repeated: a NOSCRIPT call did nothing, so
+repeating it is always safe.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, TypeAlias, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+import redis.cluster
+import redis.exceptions as rex
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from gopherq.errors import BrokerError, BrokerUnavailable, ConfigurationError
+
+logger = logging.getLogger("gopherq.redis")
+
+Client: TypeAlias = "redis.Redis | redis.cluster.RedisCluster"
+T = TypeVar("T")
+
+SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+DEFAULT_PREFIX = "gq"
+DEFAULT_DEAD_LETTER_MAX = 10_000
+# Our own query options; every other one goes to redis-py (socket_timeout, ...).
+OWN_OPTIONS = ("prefix", "dead_letter_max")
+DEFAULTS: dict[str, Any] = {
+    "socket_timeout": 5.0,  # no reply within this: the server is gone (blocking calls stay below)
+    "socket_connect_timeout": 2.0,
+    "socket_keepalive": True,
+}
+# Producers retry a failed call this many times in all, backing off, within RETRY_BUDGET.
+RETRIES = 3
+BACKOFF = (0.2, 0.6)
+RETRY_BUDGET = 2.0
+
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    rex.ConnectionError,  # refused, reset, LOADING (BusyLoadingError), auth failures
+    rex.TimeoutError,
+    rex.ClusterDownError,
+    rex.TryAgainError,
+    rex.ReadOnlyError,  # a failover is in progress
+    rex.RedisClusterException,  # no node reachable to read the slot map from
+    OSError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisURL:
+    """A parsed gopherq Redis URL."""
+
+    url: str
+    client_url: str
+    """The URL redis-py gets: our scheme mapped to its own, our options removed."""
+    cluster: bool
+    prefix: str
+    dead_letter_max: int
+    safe: str
+    """The URL with any password masked, for messages and logs."""
+
+
+def parse_url(url: str) -> RedisURL:
+    """Parse ``redis://``, ``rediss://``, ``unix://`` and ``redis+cluster://`` URLs."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise ConfigurationError(
+            f"unsupported Redis URL {url!r}; use one of " + ", ".join(s + "://" for s in SCHEMES)
+        )
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    own = {k: v for k, v in query if k in OWN_OPTIONS}
+    prefix = own.get("prefix", DEFAULT_PREFIX)
+    if not prefix or any(c in prefix for c in "{}*?[]"):
+        raise ConfigurationError(f"bad Redis key prefix {prefix!r}: no braces or glob characters")
+    try:
+        dead_letter_max = int(own.get("dead_letter_max", DEFAULT_DEAD_LETTER_MAX))
+    except ValueError:
+        raise ConfigurationError(f"bad dead_letter_max in {url!r}: not an integer") from None
+    cluster = scheme.endswith("+cluster")
+    client_scheme = scheme.removesuffix("+cluster")
+    rest = urlencode([(k, v) for k, v in query if k not in OWN_OPTIONS])
+    # Not urlunsplit: it drops the empty host of unix:///path.
+    client_url = f"{client_scheme}://{parts.netloc}{parts.path}" + (f"?{rest}" if rest else "")
+    safe = url
+    if parts.password:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+        safe = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return RedisURL(url, client_url, cluster, prefix, dead_letter_max, safe)
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """One Lua script: ``lib.lua`` followed by the file's own text."""
+
+    name: str
+    source: str
+    sha: str
+
+
+@functools.cache
+def script(name: str) -> Script:
+    """The script ``scripts/<name>.lua`` with the shared helpers in front."""
+    folder = resources.files("gopherq.brokers.redis").joinpath("scripts")
+    lib = folder.joinpath("lib.lua").read_text(encoding="utf-8")
+    source = lib + "\n" + folder.joinpath(name + ".lua").read_text(encoding="utf-8")
+    return Script(name, source, hashlib.sha1(source.encode()).hexdigest())
+
+
+SCRIPT_NAMES = (
+    "enqueue", "reserve", "ack", "retry", "dead", "extend", "requeue", "stats", "purge",
+    "dead_letters", "requeue_dead", "purge_dead", "delete", "locate",
+)  # fmt: skip
+
+Call: TypeAlias = "tuple[Script | str, Sequence[str], Sequence[Any]]"
+"""A script, or a plain command name, with its keys and arguments."""
+
+
+class Connection:
+    """A Redis client for one URL, opened lazily in each process that uses it."""
+
+    def __init__(self, url: str | RedisURL) -> None:
+        self.config = url if isinstance(url, RedisURL) else parse_url(url)
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._client: Client | None = None
+        self._policy_checked = False
+        timeout = _query_float(self.config.client_url, "socket_timeout")
+        timeout = DEFAULTS["socket_timeout"] if timeout is None else timeout
+        # Blocking calls return before the socket timeout would call the server gone.
+        self.max_block = min(2.0, max(timeout - 1.0, timeout / 2))
+
+    @property
+    def cluster(self) -> bool:
+        return self.config.cluster
+
+    @property
+    def client(self) -> Client:
+        """This process's client, created on first use."""
+        if self._pid != os.getpid():
+            # Inherited across fork: drop it without closing (the sockets are the parent's).
+            self._client, self._pid, self._policy_checked = None, os.getpid(), False
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._open()
+                client = self._client
+        return client
+
+    def _open(self) -> Client:
+        options = dict(DEFAULTS)  # options in the URL win over these
+        if self.config.client_url.startswith("unix:"):
+            del options["socket_keepalive"]  # TCP only
+        try:
+            if self.config.cluster:
+                # One retry lets the client follow a failover (it re-reads the slot map).
+                return redis.cluster.RedisCluster.from_url(
+                    self.config.client_url, retry=Retry(NoBackoff(), 1), **options
+                )
+            # No hidden retries: a repeated reserve could lease messages nobody receives.
+            return redis.Redis.from_url(
+                self.config.client_url, retry=Retry(NoBackoff(), 0), **options
+            )
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(f"bad Redis URL {self.config.safe}: {exc}") from exc
+
+    def call(self, fn: Callable[[Client], T], *, retry: bool = True) -> T:
+        """Run ``fn(client)``, turning Redis errors into gopherq's.
+
+        With ``retry``, a connection failure is retried (``RETRIES`` tries within
+        about ``RETRY_BUDGET`` seconds) before ``BrokerUnavailable`` is raised; use it
+        only for calls that are safe to repeat.
+        """
+        start = time.monotonic()
+        for attempt in range(RETRIES):
+            try:
+                if not self._policy_checked:
+                    self._check_policy()
+                return fn(self.client)
+            except UNAVAILABLE as exc:
+                last = attempt == RETRIES - 1 or time.monotonic() - start > RETRY_BUDGET
+                if not retry or last:
+                    raise BrokerUnavailable(f"Redis {self.config.safe}: {exc}") from exc
+                time.sleep(BACKOFF[min(attempt, len(BACKOFF) - 1)])
+            except rex.RedisError as exc:
+                raise BrokerError(f"Redis {self.config.safe}: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def run(
+        self, client: Client, script_: Script | str, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        """EVALSHA ``script_`` (or run the command so named); after NOSCRIPT, load every
+        script and run it again."""
+        if isinstance(script_, str):
+            return client.execute_command(script_, *keys, *args)  # type: ignore[no-untyped-call]
+        try:
+            return client.evalsha(script_.sha, len(keys), *keys, *args)
+        except rex.NoScriptError:
+            self.load_scripts(client)
+            return client.evalsha(script_.sha, len(keys), *keys, *args)
+
+    def run_many(self, client: Client, calls: Sequence[Call]) -> list[Any]:
+        """Run every call in one pipeline (one round trip per node); their results.
+
+        Calls that failed with NOSCRIPT run again after the scripts are loaded.
+        """
+        if len(calls) <= 1:
+            return [self.run(client, *call) for call in calls]
+        pipe = client.pipeline(transaction=False)
+        for script_, keys, args in calls:
+            if isinstance(script_, str):
+                pipe.execute_command(script_, *keys, *args)
+            else:
+                # Not pipe.evalsha: redis-py blocks that name in cluster pipelines.
+                pipe.execute_command("EVALSHA", script_.sha, len(keys), *keys, *args)
+        results: list[Any] = pipe.execute(raise_on_error=False)
+        missing = [i for i, r in enumerate(results) if isinstance(r, rex.NoScriptError)]
+        if missing:
+            self.load_scripts(client)
+            for i in missing:
+                results[i] = self.run(client, *calls[i])
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
+
+    def load_scripts(self, client: Client) -> None:
+        """SCRIPT LOAD every script (on every primary of a cluster)."""
+        for name in SCRIPT_NAMES:
+            client.script_load(script(name).source)
+
+    def _check_policy(self) -> None:
+        """Warn once per process when Redis may evict keys (gopherq's messages)."""
+        client: Any = self.client
+        try:
+            if self.config.cluster:
+                answer = client.config_get("maxmemory-policy", target_nodes="primaries")
+            else:
+                answer = client.config_get("maxmemory-policy")
+        except rex.ResponseError:  # CONFIG is renamed or not permitted: nothing to check
+            self._policy_checked = True
+            return
+        self._policy_checked = True
+        evicting = sorted(p for p in _policies(answer) if p != "noeviction")
+        if evicting and self.config.client_url not in _WARNED:
+            _WARNED.add(self.config.client_url)  # once per server per process
+            logger.warning(
+                "Redis %s has maxmemory-policy %s: it may evict gopherq's messages when "
+                "memory runs out; set maxmemory-policy noeviction",
+                self.config.safe,
+                "/".join(evicting),
+            )
+
+    def close(self) -> None:
+        """Close this process's connections; the next call opens new ones."""
+        if self._pid != os.getpid():
+            self._client, self._pid = None, os.getpid()
+            return
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
+_WARNED: set[str] = set()
+
+
+def _query_float(url: str, name: str) -> float | None:
+    for key, value in parse_qsl(urlsplit(url).query):
+        if key == name:
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _policies(answer: Any) -> set[str]:
+    """The policies in a CONFIG GET answer: ``{name: value}``, or one such map per node."""
+    if not isinstance(answer, dict):
+        return set()
+    found: set[str] = set()
+    for value in answer.values():
+        if isinstance(value, dict):
+            found |= _policies(value)
+        elif value:
+            found.add(value.decode() if isinstance(value, bytes) else str(value))
+    return found

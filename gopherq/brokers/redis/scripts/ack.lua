@@ -1,0 +1,17 @@
+-- ack: forget finished messages of one queue (key layout: lib.lua).
+--
+-- KEYS  [1] the queue's key base P:{q}
+-- ARGV  pairs of id, token (at most 1000 pairs)
+-- A message counts only while it is leased under that token. Returns how many.
+
+local q = queue(1)
+local gone = {}
+for j = 1, #ARGV, 2 do
+  local id = ARGV[j]
+  if held(q, id, ARGV[j + 1]) then
+    forget(q, id)
+    gone[#gone + 1] = id
+  end
+end
+zrem_all(q.leased, gone)
+return #gone

@@ -1,0 +1,35 @@
+-- dead: move a leased message to its queue's dead letters (key layout: lib.lua).
+--
+-- KEYS  [1] the queue's key base P:{q}
+-- ARGV  [1] id  [2] token  [3] reason  [4] error text  [5] dead-letter ttl (seconds)
+--       [6] most dead letters kept in this queue
+-- The died time is strictly after the newest dead letter's, so "newest first" is
+-- exact. Then retention: letters older than the ttl go, and the oldest beyond the
+-- count (at most 1000 per call). Returns 1, or 0 if the lease was lost.
+
+local q = queue(1)
+local id = ARGV[1]
+if not held(q, id, ARGV[2]) then
+  return 0
+end
+local now = now_seconds()
+local m = q.msg .. id
+local newest = redis.call('ZRANGE', q.dead, -1, -1, 'WITHSCORES')
+local died = now
+if #newest > 0 then
+  died = math.max(now, tonumber(newest[2]) + 0.000001)
+end
+redis.call('ZREM', q.leased, id)
+redis.call('HSET', m, 'st', 'd', 'r', ARGV[3], 'e', ARGV[4], 'x', num(died))
+redis.call('HDEL', m, 't')
+redis.call('ZADD', q.dead, num(died), id)
+drop_old_dead(q, now, tonumber(ARGV[5]))
+local over = redis.call('ZCARD', q.dead) - tonumber(ARGV[6])
+if over > 0 then
+  local oldest = redis.call('ZRANGE', q.dead, 0, math.min(over, BATCH) - 1)
+  for _, old in ipairs(oldest) do
+    forget(q, old)
+  end
+  zrem_all(q.dead, oldest)
+end
+return 1

@@ -1,0 +1,65 @@
+-- enqueue: store a batch of messages of one queue (key layout: lib.lua).
+--
+-- KEYS  [1] the queue's key base P:{q}
+-- ARGV  5 per message: id, priority, eta (unix seconds, '' for none),
+--       idempotency key ('' for none), body
+-- Returns the id each message stands for: its own, or the id of the live message
+-- that already holds its idempotency key. An id already stored is left alone.
+-- A message with an eta in the future goes to the delayed zset, others to ready.
+-- Wakes a blocked reserve when something became ready, or when the earliest eta moved
+-- closer (so that a reserve sleeping until the old earliest eta recomputes its sleep).
+
+local q = queue(1)
+local now = now_seconds()
+local n = #ARGV / 5
+local first_seq = take_seqs(q, now, n)
+local ready, delayed, earliest = {}, {}, nil
+local out = {}
+for i = 0, n - 1 do
+  local id, priority, eta, key, body = ARGV[i * 5 + 1], ARGV[i * 5 + 2], ARGV[i * 5 + 3],
+    ARGV[i * 5 + 4], ARGV[i * 5 + 5]
+  local holder = false
+  if key ~= '' then
+    holder = redis.call('HGET', q.keys, key)
+    if holder and redis.call('EXISTS', q.msg .. holder) == 0 then
+      holder = false -- a stale entry: its message is gone
+    end
+  end
+  if holder then
+    out[i + 1] = holder
+  else
+    out[i + 1] = id
+    local m = q.msg .. id
+    if redis.call('EXISTS', m) == 0 then
+      local at = tonumber(eta)
+      if at and at > now then
+        redis.call('HSET', m, 'b', body, 'p', priority, 's', num(first_seq + i), 'st', 's')
+        delayed[#delayed + 1] = eta
+        delayed[#delayed + 1] = id
+        if not earliest or at < earliest then
+          earliest = at
+        end
+      else
+        redis.call('HSET', m, 'b', body, 'p', priority, 's', num(first_seq + i), 'st', 'r')
+        ready[#ready + 1] = score(priority, first_seq + i)
+        ready[#ready + 1] = id
+      end
+      if key ~= '' then
+        redis.call('HSET', m, 'k', key)
+        redis.call('HSET', q.keys, key, id)
+      end
+    end
+  end
+end
+if earliest then
+  local first = redis.call('ZRANGE', q.delayed, 0, 0, 'WITHSCORES')
+  if #first == 0 or earliest < tonumber(first[2]) then
+    wake(q)
+  end
+  zadd_all(q.delayed, delayed)
+end
+if #ready > 0 then
+  zadd_all(q.ready, ready)
+  wake(q) -- even when paused: a reserve woken for nothing drops the token and sleeps on
+end
+return out

@@ -1,0 +1,17 @@
+-- extend: renew leases of running messages of one queue (key layout: lib.lua).
+--
+-- KEYS  [1] the queue's key base P:{q}
+-- ARGV  [1] lease seconds, then pairs of id, token
+-- Each message still leased under its token is leased until now + lease seconds.
+-- Returns how many.
+
+local q = queue(1)
+local lease_until = num(now_seconds() + tonumber(ARGV[1]))
+local count = 0
+for j = 2, #ARGV, 2 do
+  if held(q, ARGV[j], ARGV[j + 1]) then
+    redis.call('ZADD', q.leased, lease_until, ARGV[j])
+    count = count + 1
+  end
+end
+return count

@@ -1,0 +1,155 @@
+-- lib.lua: helpers that gopherq prepends to every other script in this directory.
+--
+-- Key layout. Every key of queue q carries the hash tag {q}, so a script on one
+-- queue touches one hash slot (Redis Cluster). P is the prefix (default "gq"):
+--
+--   P:{q}:ready    zset    id -> priority * 2^48 + seq    ready, in line order
+--   P:{q}:delayed  zset    id -> eta (unix seconds)       scheduled: eta or retry backoff
+--   P:{q}:leased   zset    id -> lease_until (unix s)     reserved by a worker
+--   P:{q}:dead     zset    id -> died (unix seconds)      dead letters
+--   P:{q}:keys     hash    idempotency key -> id
+--   P:{q}:seq      string  the last seq handed out
+--   P:{q}:paused   string  present while the queue is paused
+--   P:{q}:wake     list    at most one token, "there may be work": blocked reserves BLPOP it
+--   P:{q}:m:<id>   hash    one message: b body, p priority, a attempt, d deliveries
+--                          (a and d absent means 0), s seq,
+--                          st state (r ready, s scheduled, l leased, d dead),
+--                          t token (while leased), k idempotency key,
+--                          r reason, e error, x died (while dead)
+--
+-- Scripts get one KEYS entry per queue: its base P:{q} (every key above is the
+-- base plus a suffix, all in the base's slot; declaring the base routes the call
+-- on a cluster). A seq counts 10 us units since 2024-01-01 and only grows within a
+-- queue, so line order within a priority is enqueue order (due etas and expired
+-- leases go back in line by their eta and their old seq) and is comparable across
+-- queues. The score keeps priority 0..31 exact (priority dominates, then seq).
+-- Time is Redis TIME, never a client's.
+
+local PRIORITY_STEP = 281474976710656 -- 2^48
+local EPOCH = 1704067200 -- 2024-01-01T00:00:00Z
+local BATCH = 1000 -- most messages one tidy step moves from each place
+
+local function now_seconds()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+-- Numbers as exact decimal strings (Lua's own conversion keeps 14 digits).
+local function num(x)
+  return string.format('%.17g', x)
+end
+
+local function queue(i)
+  local base = KEYS[i]
+  return {
+    ready = base .. ':ready', delayed = base .. ':delayed', leased = base .. ':leased',
+    dead = base .. ':dead', keys = base .. ':keys', seq = base .. ':seq',
+    paused = base .. ':paused', wake = base .. ':wake', msg = base .. ':m:',
+  }
+end
+
+local function units(t)
+  return math.floor((t - EPOCH) * 100000)
+end
+
+-- Reserve n seqs; returns the first. One call unless seqs ran ahead of the clock
+-- (a big batch just now): SET ... GET writes and reads the last seq at once.
+local function take_seqs(q, now, n)
+  local first = units(now)
+  local last = tonumber(redis.call('SET', q.seq, num(first + n - 1), 'GET') or 0)
+  if last >= first then
+    first = last + 1
+    redis.call('SET', q.seq, num(first + n - 1))
+  end
+  return first
+end
+
+local function score(priority, seq)
+  local p = math.min(math.max(math.floor(tonumber(priority)), 0), 31)
+  return num(p * PRIORITY_STEP + seq)
+end
+
+local function is_paused(q)
+  return redis.call('EXISTS', q.paused) == 1
+end
+
+local function wake(q)
+  if redis.call('LLEN', q.wake) == 0 then
+    redis.call('LPUSH', q.wake, '1')
+  end
+end
+
+local function zrem_all(key, ids) -- at most BATCH ids (unpack's stack limit)
+  if #ids > 0 then
+    redis.call('ZREM', key, unpack(ids))
+  end
+end
+
+-- ZADD score, member pairs (a flat list) in calls of at most BATCH pairs.
+local function zadd_all(key, pairs)
+  for i = 1, #pairs, 2 * BATCH do
+    redis.call('ZADD', key, unpack(pairs, i, math.min(i + 2 * BATCH - 1, #pairs)))
+  end
+end
+
+-- Put a message in line as ready at seq; false if its hash is gone.
+local function make_ready(q, id, seq)
+  local m = q.msg .. id
+  local priority = redis.call('HGET', m, 'p')
+  if not priority then
+    return false
+  end
+  redis.call('HSET', m, 'st', 'r', 's', num(seq))
+  redis.call('HDEL', m, 't')
+  redis.call('ZADD', q.ready, score(priority, seq), id)
+  return true
+end
+
+-- Delete a message's hash and its idempotency key (the caller removes it from its zset).
+local function forget(q, id)
+  local m = q.msg .. id
+  local key = redis.call('HGET', m, 'k')
+  if key and redis.call('HGET', q.keys, key) == id then
+    redis.call('HDEL', q.keys, key)
+  end
+  redis.call('DEL', m)
+end
+
+-- Is the message leased under this token?
+local function held(q, id, token)
+  local f = redis.call('HMGET', q.msg .. id, 'st', 't')
+  return f[1] == 'l' and f[2] == token
+end
+
+local function drop_old_dead(q, now, ttl)
+  local old = redis.call('ZRANGEBYSCORE', q.dead, '-inf', num(now - ttl), 'LIMIT', 0, BATCH)
+  for _, id in ipairs(old) do
+    forget(q, id)
+  end
+  zrem_all(q.dead, old)
+end
+
+-- Due etas and expired leases become ready, dead letters older than ttl go.
+-- Returns how many messages became ready.
+local function tidy(q, now, ttl)
+  local moved = 0
+  local due = redis.call('ZRANGEBYSCORE', q.delayed, '-inf', num(now), 'WITHSCORES', 'LIMIT', 0, BATCH)
+  local ids = {}
+  for j = 1, #due, 2 do
+    ids[#ids + 1] = due[j]
+    if make_ready(q, due[j], units(tonumber(due[j + 1]))) then
+      moved = moved + 1
+    end
+  end
+  zrem_all(q.delayed, ids)
+  local expired = redis.call('ZRANGEBYSCORE', q.leased, '-inf', num(now), 'LIMIT', 0, BATCH)
+  for _, id in ipairs(expired) do
+    local seq = redis.call('HGET', q.msg .. id, 's')
+    if seq and make_ready(q, id, tonumber(seq)) then
+      moved = moved + 1
+    end
+  end
+  zrem_all(q.leased, expired)
+  drop_old_dead(q, now, ttl)
+  return moved
+end

@@ -1,0 +1,109 @@
+-- reserve: lease up to ARGV[1] runnable messages from one or more queues, best first
+-- (key layout: lib.lua).
+--
+-- KEYS  the key base P:{q} of each queue (one queue per call on Redis Cluster)
+-- ARGV  [1] limit (0: only tidy and report)  [2] lease seconds
+--       [3] token prefix, random per call (token = prefix .. index)  [4] dead-letter ttl
+-- Per queue, first tidy: due etas and expired leases become ready, old dead letters go.
+-- Then take the lowest scores (priority, then seq) across the unpaused queues and
+-- lease each: st = l, t = token, d + 1, into the leased zset until now + lease.
+-- Wake tokens: a queue left with nothing runnable loses its token (it is stale); a
+-- queue left with ready messages that this call took from or refilled gets one, so
+-- that the next blocked reserve wakes (a chain: one wake per batch taken).
+-- Returns {moved, head, due, then 7 per delivery: id, queue index, priority, body,
+-- attempt, deliveries, token}: moved = how many became ready; head = the best score
+-- still ready in an unpaused queue ('' if none); due = seconds until the next eta or
+-- lease expiry of these queues ('' if none).
+
+local limit = tonumber(ARGV[1])
+local now = now_seconds()
+local lease_until = num(now + tonumber(ARGV[2]))
+local ttl = tonumber(ARGV[4])
+local n = #KEYS
+local queues, paused, moved, active = {}, {}, {}, {}
+local moved_total = 0
+for i = 1, n do
+  local q = queue(i)
+  queues[i] = q
+  moved[i] = tidy(q, now, ttl)
+  moved_total = moved_total + moved[i]
+  paused[i] = is_paused(q)
+  if not paused[i] then
+    active[#active + 1] = i
+  end
+end
+
+local picked = {} -- {queue index, id}
+if limit > 0 and #active == 1 then
+  local popped = redis.call('ZPOPMIN', queues[active[1]].ready, limit)
+  for j = 1, #popped, 2 do
+    picked[#picked + 1] = {active[1], popped[j]}
+  end
+elseif limit > 0 and #active > 1 then
+  local candidates = {}
+  for _, i in ipairs(active) do
+    local head = redis.call('ZRANGE', queues[i].ready, 0, limit - 1, 'WITHSCORES')
+    for j = 1, #head, 2 do
+      candidates[#candidates + 1] = {tonumber(head[j + 1]), i, head[j]}
+    end
+  end
+  table.sort(candidates, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    if a[2] ~= b[2] then return a[2] < b[2] end
+    return a[3] < b[3]
+  end)
+  for j = 1, math.min(limit, #candidates) do
+    local c = candidates[j]
+    redis.call('ZREM', queues[c[2]].ready, c[3])
+    picked[#picked + 1] = {c[2], c[3]}
+  end
+end
+
+local out = {moved_total, '', ''}
+local took, leases = {}, {}
+for j, p in ipairs(picked) do
+  local q, id = queues[p[1]], p[2]
+  local m = q.msg .. id
+  local f = redis.call('HMGET', m, 'b', 'p', 'a')
+  if f[1] then
+    local token = ARGV[3] .. j
+    redis.call('HSET', m, 'st', 'l', 't', token)
+    local deliveries = redis.call('HINCRBY', m, 'd', 1)
+    leases[p[1]] = leases[p[1]] or {}
+    local l = leases[p[1]]
+    l[#l + 1], l[#l + 2] = lease_until, id
+    local o = #out
+    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = id, p[1], tonumber(f[2]), f[1]
+    out[o + 5], out[o + 6], out[o + 7] = tonumber(f[3] or 0), deliveries, token
+    took[p[1]] = true
+  end
+end
+for i, batch in pairs(leases) do
+  zadd_all(queues[i].leased, batch)
+end
+
+local head, due = nil, nil
+for i = 1, n do
+  local q = queues[i]
+  local first = redis.call('ZRANGE', q.ready, 0, 0, 'WITHSCORES')
+  if #first == 0 or paused[i] then
+    redis.call('DEL', q.wake)
+  else
+    local s = tonumber(first[2])
+    if not head or s < head then
+      head = s
+    end
+    if took[i] or moved[i] > 0 then
+      wake(q)
+    end
+  end
+  for _, key in ipairs({q.delayed, q.leased}) do
+    local next_at = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if #next_at > 0 and (not due or tonumber(next_at[2]) < due) then
+      due = tonumber(next_at[2])
+    end
+  end
+end
+if head then out[2] = num(head) end
+if due then out[3] = num(math.max(due - now, 0)) end
+return out

@@ -1,0 +1,34 @@
+-- retry: schedule a leased message again with attempt + 1 (key layout: lib.lua).
+--
+-- KEYS  [1] the queue's key base P:{q}
+-- ARGV  [1] id  [2] token  [3] eta (unix seconds)
+-- An eta in the future puts it in the delayed zset (waking blocked reserves when it
+-- is now the earliest, so they shorten their sleep); otherwise it is ready at once,
+-- at the back of its priority. Returns 1, or 0 if the lease was lost.
+
+local q = queue(1)
+local id = ARGV[1]
+if not held(q, id, ARGV[2]) then
+  return 0
+end
+local now = now_seconds()
+local m = q.msg .. id
+local eta = tonumber(ARGV[3])
+redis.call('ZREM', q.leased, id)
+redis.call('HINCRBY', m, 'a', 1)
+redis.call('HDEL', m, 'd')
+if eta > now then
+  local first = redis.call('ZRANGE', q.delayed, 0, 0, 'WITHSCORES')
+  redis.call('HSET', m, 'st', 's')
+  redis.call('HDEL', m, 't')
+  redis.call('ZADD', q.delayed, ARGV[3], id)
+  if #first == 0 or eta < tonumber(first[2]) then
+    wake(q)
+  end
+else
+  make_ready(q, id, take_seqs(q, now, 1))
+  if not is_paused(q) then
+    wake(q)
+  end
+end
+return 1

@@ -1,0 +1,509 @@
+"""The Redis broker and result backend beyond the contract suites.
+
+Three kinds of test: plain unit tests (URLs, key layout, the scripts' own
+layout comments); fast tests on fakeredis, which runs the Lua scripts itself;
+and tests against real servers: the shared test Redis (services.py, under a key
+prefix of each test's own), or a ``redis-server`` a test starts for itself when
+it stops, restarts, flushes or reconfigures it. The shared server is never
+flushed, restarted or reconfigured.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import multiprocessing
+import re
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import services
+from redis.crc import key_slot
+from test_broker_contract import envelope, ids_of
+
+from gopherq.brokers import Broker, Envelope, open_broker
+from gopherq.brokers import redis as redis_broker_module
+from gopherq.brokers.redis import RedisBroker
+from gopherq.brokers.redis import connection as connection_module
+from gopherq.brokers.redis.connection import SCRIPT_NAMES, Connection, parse_url, script
+from gopherq.errors import BrokerUnavailable, ConfigurationError
+from gopherq.results import JobRecord, open_backend
+from gopherq.results.redis import RedisResultBackend
+from gopherq.states import State
+
+pytestmark = pytest.mark.timeout(60)
+SCRIPTS = Path(redis_broker_module.__file__).parent / "scripts"
+
+
+# Fixtures.
+
+
+@pytest.fixture
+def shared_url() -> Iterator[str]:
+    """A private URL on the shared test Redis; its keys are deleted afterwards."""
+    url = services.redis_test_url()
+    yield url
+    services.delete_keys(url)
+
+
+@pytest.fixture
+def shared(shared_url: str) -> Iterator[RedisBroker]:
+    broker = RedisBroker(shared_url)
+    yield broker
+    broker.close()
+
+
+@pytest.fixture
+def start_redis(tmp_path: Path) -> Iterator[Callable[..., services.RedisServer]]:
+    """Start redis-servers of this test's own; all stopped at the end."""
+    servers: list[services.RedisServer] = []
+
+    def start(*args: str, unix_socket: bool = False) -> services.RedisServer:
+        server = services.RedisServer(
+            tmp_path / f"redis{len(servers)}", *args, unix_socket=unix_socket
+        )
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> RedisBroker:
+    """A broker on fakeredis (with Lua): fast, no server."""
+    pytest.importorskip("lupa")
+    fakeredis = pytest.importorskip("fakeredis")
+    server = fakeredis.FakeServer()
+    monkeypatch.setattr(Connection, "_open", lambda self: fakeredis.FakeRedis(server=server))
+    return RedisBroker("redis://fake:6379/0?prefix=t")
+
+
+def count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record, per ``Connection.run_many``, how many calls it sent (one round trip each)."""
+    sizes: list[int] = []
+    real = Connection.run_many
+
+    def spy(self: Connection, client: Any, calls: Any) -> list[Any]:
+        sizes.append(len(calls))
+        return real(self, client, calls)
+
+    monkeypatch.setattr(Connection, "run_many", spy)
+    return sizes
+
+
+# URLs, keys and scripts: no server.
+
+
+def test_url_forms() -> None:
+    plain = parse_url("redis://127.0.0.1:6379/0")
+    assert (plain.cluster, plain.prefix, plain.dead_letter_max) == (False, "gq", 10_000)
+    assert plain.client_url == "redis://127.0.0.1:6379/0"
+
+    full = parse_url(
+        "redis://ann:s3cret@host:6380/2?prefix=app&dead_letter_max=50&socket_timeout=3"
+    )
+    assert (full.prefix, full.dead_letter_max) == ("app", 50)
+    assert full.client_url == "redis://ann:s3cret@host:6380/2?socket_timeout=3"
+    assert "s3cret" not in full.safe and "ann:***@host" in full.safe
+
+    assert parse_url("rediss://host/0").client_url == "rediss://host/0"
+    unix = parse_url("unix:///run/redis.sock?db=3&prefix=x")
+    assert (unix.client_url, unix.prefix) == ("unix:///run/redis.sock?db=3", "x")
+    cluster = parse_url("redis+cluster://h:7000?prefix=c")
+    assert (cluster.cluster, cluster.client_url) == (True, "redis://h:7000")
+    assert parse_url("rediss+cluster://h:7000").client_url == "rediss://h:7000"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://h",
+        "redis://h/0?prefix=a{b}",
+        "redis://h/0?prefix=",
+        "redis://h?dead_letter_max=x",
+    ],
+)
+def test_bad_urls(url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        parse_url(url)
+
+
+def test_open_is_lazy_for_every_scheme() -> None:
+    """Opening connects nowhere: a forked worker opens its own connections."""
+    for url in (
+        "redis://nowhere.invalid:1/0",
+        "rediss://nowhere.invalid:1/0",
+        "unix:///nowhere.sock",
+    ):
+        broker = open_broker(url)
+        assert isinstance(broker, RedisBroker)
+        assert isinstance(open_backend(url), RedisResultBackend)
+        broker.close()
+
+
+@pytest.mark.parametrize("queue", ["default", "a:b", "x{y}z", "{", "x}", "{}", "émoji✓"])
+def test_every_key_of_a_queue_shares_one_slot(queue: str) -> None:
+    base = RedisBroker("redis://h/0?prefix=p")._base(queue)
+    suffixes = re.findall(r"P:\{q\}(:[a-z]+:?)", (SCRIPTS / "lib.lua").read_text())
+    assert len(set(suffixes)) == 9  # ready ... wake, m: (followed by an id)
+    keys = [base, *(base + suffix for suffix in suffixes), base + ":m:some-id"]
+    assert len({key_slot(k.encode()) for k in keys}) == 1
+    assert all(k.startswith("p:") for k in keys)
+
+
+@pytest.mark.parametrize("queue", ["", "}", "}x"])
+def test_queue_names_that_would_split_a_queue_across_slots(queue: str) -> None:
+    with pytest.raises(ConfigurationError, match="must not be empty or start with"):
+        RedisBroker("redis://h/0").enqueue([envelope(queue)])
+
+
+def test_every_script_opens_with_its_layout() -> None:
+    assert {p.stem for p in SCRIPTS.glob("*.lua")} == {*SCRIPT_NAMES, "lib"}
+    for name in SCRIPT_NAMES:
+        text = (SCRIPTS / f"{name}.lua").read_text()
+        assert text.startswith(f"-- {name}: "), name
+        header = text.split("\n\n")[0]
+        assert "KEYS" in header and "ARGV" in header and "key layout: lib.lua" in header, name
+    assert "P:{q}:ready" in (SCRIPTS / "lib.lua").read_text()
+
+
+def test_every_script_compiles(shared_url: str) -> None:
+    client = redis.Redis.from_url(shared_url.partition("?")[0])
+    try:
+        for name in SCRIPT_NAMES:
+            assert client.script_load(script(name).source) == script(name).sha
+    finally:
+        client.close()
+
+
+# fakeredis: the scripts without a server.
+
+
+def test_fakeredis_round_trip(fake: RedisBroker) -> None:
+    batch = [envelope(priority=p) for p in (3, 0, 2)]
+    assert fake.enqueue(batch) == [e.id for e in batch]
+    got = fake.reserve(["default"], 10, 0)
+    assert [d.priority for d in got] == [0, 2, 3]
+    assert fake.retry(got[0], time.time() - 1, "again")
+    assert fake.dead(got[1], "REJECTED", "no")
+    assert fake.ack(got) == 1
+    [again] = fake.reserve(["default"], 10, 0)
+    assert (again.id, again.attempt) == (got[0].id, 1)
+    stats = fake.stats()["default"]
+    assert (stats.ready, stats.running, stats.dead) == (0, 1, 1)
+
+
+def test_big_batches_go_in_chunks_in_one_round_trip(
+    fake: RedisBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_broker_module, "ENQUEUE_CHUNK", 3)
+    monkeypatch.setattr(redis_broker_module, "SETTLE_CHUNK", 4)
+    trips = count_round_trips(monkeypatch)
+    batch = [envelope("a" if i % 3 else "b") for i in range(10)]
+    assert fake.enqueue(batch) == [e.id for e in batch]
+    assert trips == [1 + 2 + 2]  # the known-queue set, then 3 chunks of "a" and 2 of "b"
+    got = fake.reserve(["a", "b"], 10, 0)
+    assert sorted(ids_of(got)) == sorted(e.id for e in batch)
+    assert fake.ack(got) == 10
+    assert trips[-1] == 2 + 1  # 6 of "a" in chunks of 4, 3 of "b"
+
+
+def test_priority_may_be_an_int_enum(fake: RedisBroker) -> None:
+    class Priority(enum.IntEnum):
+        HIGH = 1
+
+    message = Envelope(uuid.uuid4().hex, "default", Priority.HIGH, b"x")
+    fake.enqueue([message])
+    [got] = fake.reserve(["default"], 1, 0)
+    assert got.priority == 1
+
+
+def test_priorities_beyond_the_score_range_keep_their_value(fake: RedisBroker) -> None:
+    messages = [envelope(priority=p) for p in (99, -5, 2)]
+    fake.enqueue(messages)
+    got = fake.reserve(["default"], 10, 0)
+    assert [d.priority for d in got] == [-5, 2, 99]  # clamped to 0..31 for ordering only
+
+
+# The shared test Redis.
+
+
+def test_bulk_enqueue_of_10000_in_one_round_trip(
+    shared: RedisBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips = count_round_trips(monkeypatch)
+    batch = [envelope(body=b"x" * 100) for _ in range(10_000)]
+    assert shared.enqueue(batch) == [e.id for e in batch]
+    assert trips == [1 + 10]  # one pipeline: the known-queue set and 10 chunks of 1,000
+    assert shared.stats()["default"].ready == 10_000
+    got = shared.reserve(["default"], 10_000, 0)
+    assert ids_of(got) == [e.id for e in batch]
+    assert shared.ack(got) == 10_000
+
+
+def test_dead_letters_are_kept_by_count(shared_url: str) -> None:
+    broker = RedisBroker(shared_url + "&dead_letter_max=3")
+    assert broker.dead_letter_max == 3
+    ids = broker.enqueue([envelope("q") for _ in range(5)])
+    for delivery in broker.reserve(["q"], 5, 0):
+        assert broker.dead(delivery, "REJECTED", "no")
+    assert [d.id for d in broker.dead_letters("q")] == ids[:1:-1]
+    assert broker.stats()["q"].dead == 3
+    assert broker.locate(ids[0]) is None
+    assert RedisBroker(shared_url, dead_letter_max=7).dead_letter_max == 7  # keyword wins
+    broker.close()
+
+
+def test_idle_consumers_wake_in_a_chain(shared_url: str) -> None:
+    """One batch wakes every blocked consumer, not only the first."""
+    brokers = [RedisBroker(shared_url) for _ in range(3)]
+    took: list[float] = []
+
+    def consume(broker: Broker) -> None:
+        start = time.monotonic()
+        if broker.reserve(["default"], 1, 10):
+            took.append(time.monotonic() - start)
+
+    threads = [threading.Thread(target=consume, args=(b,)) for b in brokers]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    brokers[0].enqueue([envelope() for _ in range(3)])
+    for thread in threads:
+        thread.join(15)
+    assert len(took) == 3
+    assert max(took) < 0.2 + 1.5
+    for broker in brokers:
+        broker.close()
+
+
+def test_a_blocked_reserve_wakes_at_once(shared_url: str) -> None:
+    consumer, producer = RedisBroker(shared_url), RedisBroker(shared_url)
+    latencies = []
+    for _ in range(5):
+        got: list[float] = []
+
+        def run(got: list[float] = got) -> None:
+            [delivery] = consumer.reserve(["a", "b"], 1, 10)
+            got.append(time.time() - float(delivery.body))
+            consumer.ack([delivery])
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        time.sleep(0.05)
+        producer.enqueue([Envelope(uuid.uuid4().hex, "b", 2, repr(time.time()).encode())])
+        thread.join(10)
+        latencies.append(got[0])
+    assert min(latencies) < 0.05  # typically well under a millisecond
+
+
+def test_a_forked_child_opens_its_own_connection(shared: RedisBroker) -> None:
+    shared.ping()
+    inherited = shared._conn.client
+    context = multiprocessing.get_context("fork")
+    message = envelope()
+
+    def child() -> None:
+        ok = shared._conn.client is not inherited and shared.enqueue([message]) == [message.id]
+        raise SystemExit(0 if ok else 1)
+
+    process = context.Process(target=child)
+    process.start()
+    process.join(20)
+    assert process.exitcode == 0
+    assert shared._conn.client is inherited
+    assert ids_of(shared.reserve(["default"], 1, 5)) == [message.id]
+
+
+def test_every_waiter_of_a_result_wakes(shared_url: str) -> None:
+    backend = open_backend(shared_url)
+    assert isinstance(backend, RedisResultBackend)
+    running = JobRecord(uuid.uuid4().hex, "t", State.STARTED)
+    backend.store([running])
+    woke: list[float] = []
+
+    def wait() -> None:
+        start = time.monotonic()
+        record = RedisResultBackend(shared_url).wait(running.id, 10)
+        if record is not None and record.state is State.SUCCEEDED:
+            woke.append(time.monotonic() - start)
+
+    threads = [threading.Thread(target=wait) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    backend.store([JobRecord(running.id, "t", State.SUCCEEDED, finished=time.time())])
+    for thread in threads:
+        thread.join(15)
+    assert len(woke) == 3 and max(woke) < 0.2 + 1.5
+    backend.close()
+
+
+def test_result_records_expire_only_when_finished(shared_url: str) -> None:
+    backend = RedisResultBackend(shared_url, expires=600)
+    done = JobRecord(uuid.uuid4().hex, "t", State.SUCCEEDED, finished=time.time())
+    running = JobRecord(uuid.uuid4().hex, "t", State.STARTED)
+    backend.store([done, running])
+    client = redis.Redis.from_url(shared_url.partition("?")[0])
+    try:
+        assert 0 < client.pttl(f"{backend.prefix}:result:{{{done.id}}}") <= 600_000
+        assert client.pttl(f"{backend.prefix}:result:{{{running.id}}}") == -1
+    finally:
+        client.close()
+    backend.close()
+
+
+def test_no_warning_when_redis_does_not_evict(
+    shared: RedisBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = redis.Redis.from_url(shared.url.partition("?")[0])
+    try:
+        policy = client.config_get("maxmemory-policy")["maxmemory-policy"]
+    finally:
+        client.close()
+    if policy != "noeviction":
+        pytest.skip(f"the shared test Redis has maxmemory-policy {policy}")
+    with caplog.at_level(logging.WARNING, "gopherq.redis"):
+        shared.ping()
+    assert caplog.records == []
+
+
+# Servers of the test's own.
+
+
+def test_warns_when_redis_may_evict(
+    start_redis: Callable[..., services.RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = start_redis("--maxmemory-policy", "allkeys-lru")
+    broker = RedisBroker(server.url)
+    with caplog.at_level(logging.WARNING, "gopherq.redis"):
+        broker.ping()
+        broker.enqueue([envelope()])
+    [warning] = caplog.records
+    assert "allkeys-lru" in warning.getMessage() and "noeviction" in warning.getMessage()
+    broker.close()
+
+
+def test_scripts_reload_after_script_flush(
+    start_redis: Callable[..., services.RedisServer],
+) -> None:
+    server = start_redis()
+    broker = RedisBroker(server.url)
+    client = redis.Redis(port=server.port)
+    broker.enqueue([envelope("a"), envelope("b")])
+    client.script_flush()
+    got = broker.reserve(["a", "b"], 10, 0)  # one script
+    assert len(got) == 2
+    client.script_flush()
+    assert broker.ack(got) == 2  # a pipeline of two
+    assert client.script_exists(script("ack").sha) == [True]
+    client.close()
+    broker.close()
+
+
+def test_outage_then_everything_kept_is_back(
+    start_redis: Callable[..., services.RedisServer],
+) -> None:
+    server = start_redis()
+    broker = RedisBroker(server.url + "?prefix=outage")
+    first, second = envelope(), envelope()
+    broker.enqueue([first, second])
+    [leased] = broker.reserve(["default"], 1, 0)
+    server.stop(save=True)
+
+    start = time.monotonic()
+    with pytest.raises(BrokerUnavailable, match=r"Redis redis://127\.0\.0\.1"):
+        broker.enqueue([envelope()])
+    assert 0.5 < time.monotonic() - start < 5  # retried, briefly
+    start = time.monotonic()
+    with pytest.raises(BrokerUnavailable):
+        broker.reserve(["default"], 1, 5)
+    with pytest.raises(BrokerUnavailable):
+        broker.ping()
+    assert time.monotonic() - start < 2  # consumers are not held up: they back off
+
+    server.start()
+    assert broker.ack([leased]) == 1  # the lease survived the restart
+    assert ids_of(broker.reserve(["default"], 10, 0)) == [second.id]
+    late = envelope()
+    broker.enqueue([late])
+    assert ids_of(broker.reserve(["default"], 10, 1)) == [late.id]
+    broker.close()
+
+
+def test_password_acl_user_database_and_unix_socket(
+    start_redis: Callable[..., services.RedisServer],
+) -> None:
+    server = start_redis("--requirepass", "s3cret", unix_socket=True)
+    admin = redis.Redis(port=server.port, password="s3cret")
+    admin.acl_setuser("ann", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all"])
+    urls = [
+        f"redis://:s3cret@127.0.0.1:{server.port}/2?prefix=p",
+        f"redis://ann:pw@127.0.0.1:{server.port}/0?prefix=p",
+        f"unix://:s3cret@{server.socket}?db=3&prefix=p",
+    ]
+    for url, db in zip(urls, (2, 0, 3), strict=True):
+        broker = open_broker(url)
+        message = envelope()
+        broker.enqueue([message])
+        assert redis.Redis(port=server.port, password="s3cret", db=db).exists("p:{default}:ready")
+        [got] = broker.reserve(["default"], 1, 0)
+        assert got.id == message.id and broker.ack([got]) == 1
+        broker.close()
+    wrong = RedisBroker(f"redis://:nope@127.0.0.1:{server.port}/0")
+    with pytest.raises(BrokerUnavailable) as caught:
+        wrong.ping()
+    assert "nope" not in str(caught.value)
+    admin.close()
+
+
+def test_tls(start_redis: Callable[..., services.RedisServer], tmp_path: Path) -> None:
+    """rediss:// with the server's certificate checked against a CA of the test's own."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        services.unavailable("openssl is not on PATH")
+    ca, cert, key = tmp_path / "ca.crt", tmp_path / "server.crt", tmp_path / "server.key"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    shutil.copy(cert, ca)  # self-signed: the certificate is its own CA
+    tls_port = services.free_port()
+    start_redis(
+        "--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+        "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no",
+    )  # fmt: skip
+    broker = open_broker(f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={ca}&prefix=p")
+    message = envelope()
+    broker.enqueue([message])
+    assert ids_of(broker.reserve(["default"], 1, 0)) == [message.id]
+    broker.close()
+    untrusted = RedisBroker(f"rediss://127.0.0.1:{tls_port}/0")  # the system CAs
+    with pytest.raises(BrokerUnavailable):
+        untrusted.ping()
+
+
+def test_socket_timeout_in_the_url_bounds_blocking(shared_url: str) -> None:
+    broker = RedisBroker(shared_url + "&socket_timeout=0.6")
+    assert broker._conn.max_block == 0.3
+    start = time.monotonic()
+    assert broker.reserve(["default"], 1, 1) == []  # several short blocks, no timeout error
+    assert 0.9 < time.monotonic() - start < 3
+    broker.close()
+
+
+def test_module_constants_match_the_scripts() -> None:
+    assert f"local BATCH = {redis_broker_module.TIDY_BATCH}" in (SCRIPTS / "lib.lua").read_text()
+    assert connection_module.DEFAULT_DEAD_LETTER_MAX == 10_000
