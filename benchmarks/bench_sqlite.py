@@ -3,6 +3,9 @@
 ::
 
     python benchmarks/bench_sqlite.py [--json] [--tasks N] [--round-trips N] [-c N]
+                                      [--events on|off]
+    python benchmarks/bench_sqlite.py --compare-events [--repeat N] [--tasks N]
+                                      [--drain-task noop|echo] [--json]
 
 Measures, on a fresh SQLite file in a temporary directory:
 
@@ -12,6 +15,12 @@ drain        the same no-op tasks (results ignored) run by a worker started afte
 round trip   ``--round-trips`` sequential ``.delay().get()`` against the running
              worker: p50, p95, p99
 worker RSS   supervisor plus children, after the round trips (psutil)
+
+``--events`` switches lifecycle events on (the default setting) or off.
+``--compare-events`` measures only the drain, with events off and on in turn,
+``--repeat`` times each on a fresh file, and reports the medians and their
+ratio. There the queue is paused while the worker starts, so that the figure
+is the drain alone: ``noop`` (no result stored) or ``echo`` (a result each).
 """
 
 from __future__ import annotations
@@ -19,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -28,9 +36,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import (
+    latency_summary,
+    rss_mib,
+    start_gopherq_worker,
+    stop_worker,
+    time_calls,
+    wait_until,
+)
+from _common import table as format_table
+
 from gopherq import GopherQ
 
-HERE = Path(__file__).resolve().parent
 QUEUE = "bench"
 
 
@@ -55,39 +72,13 @@ app = make_app()  # what the worker loads: ``-A bench_sqlite``
 
 def start_worker(concurrency: int) -> subprocess.Popen[bytes]:
     """``gopherq worker -A bench_sqlite -c N`` in this directory."""
-    argv = [sys.executable, "-m", "gopherq", "worker", "-A", "bench_sqlite", "-l", "WARNING"]
-    return subprocess.Popen([*argv, "-c", str(concurrency), "-Q", QUEUE], cwd=HERE)
-
-
-def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within 30 s."""
-    worker.send_signal(signal.SIGTERM)
-    try:
-        worker.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
+    return start_gopherq_worker("bench_sqlite", concurrency, QUEUE)
 
 
 def outstanding(bench: GopherQ) -> int:
     """Messages of the bench queue not yet finished."""
     queue = bench.broker.stats().get(QUEUE)
     return 0 if queue is None else queue.ready + queue.scheduled + queue.running
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    """The ``p``-th percentile (0-100) of already sorted values, nearest rank."""
-    index = max(0, min(len(sorted_values) - 1, round(p / 100 * len(sorted_values)) - 1))
-    return sorted_values[index]
-
-
-def rss_mib(pid: int) -> float:
-    """Resident memory of a process and its children, in MiB."""
-    import psutil  # type: ignore[import-untyped]
-
-    process = psutil.Process(pid)
-    processes = [process, *process.children(recursive=True)]
-    return float(sum(p.memory_info().rss for p in processes)) / 2**20
 
 
 def run(tasks: int, round_trips: int, concurrency: int) -> dict[str, Any]:
@@ -103,35 +94,61 @@ def run(tasks: int, round_trips: int, concurrency: int) -> dict[str, Any]:
     start = time.perf_counter()
     worker = start_worker(concurrency)
     try:
-        while outstanding(bench):
-            if worker.poll() is not None:
-                raise SystemExit(f"the worker exited with code {worker.returncode}")
-            time.sleep(0.02)
-        drain_seconds = time.perf_counter() - start
+        drain_seconds = wait_until(lambda: not outstanding(bench), worker, interval=0.02) - start
 
         for i in range(10):  # warm-up: connections, imports, caches
             echo.delay(i).get(timeout=30)
-        latencies = []
-        for i in range(round_trips):
-            start = time.perf_counter()
-            echo.delay(i).get(timeout=30)
-            latencies.append((time.perf_counter() - start) * 1000)
+        latencies = time_calls(lambda: echo.delay(1).get(timeout=30), round_trips)
         rss = rss_mib(worker.pid)
     finally:
         stop_worker(worker)
-    latencies.sort()
     return {
         "tasks": tasks,
         "concurrency": concurrency,
         "enqueue_per_s": tasks / enqueue_seconds,
         "drain_per_s": tasks / drain_seconds,
-        "round_trip_ms": {
-            "p50": percentile(latencies, 50),
-            "p95": percentile(latencies, 95),
-            "p99": percentile(latencies, 99),
-            "mean": statistics.fmean(latencies),
-        },
+        "round_trip_ms": latency_summary(latencies),
         "worker_rss_mib": rss,
+        "cpus": os.cpu_count(),
+    }
+
+
+def paused_drain(tasks: int, concurrency: int, task: str) -> float:
+    """Tasks/s of a worker draining ``tasks`` queued ``task`` messages, start-up excluded."""
+    bench = make_app()
+    signature = bench.get_task(f"bench.{task}").s
+    for first in range(0, tasks, 1000):
+        count = min(1000, tasks - first)
+        bench.send_many([signature() if task == "noop" else signature(i) for i in range(count)])
+    bench.broker.pause(QUEUE)
+    worker = start_worker(concurrency)
+    try:
+        time.sleep(1.5)  # the children reach their first (empty) reserve
+        start = time.perf_counter()
+        bench.broker.resume(QUEUE)
+        return tasks / (wait_until(lambda: not outstanding(bench), worker) - start)
+    finally:
+        stop_worker(worker)
+        bench.close()
+
+
+def compare_events(tasks: int, concurrency: int, repeat: int, task: str) -> dict[str, Any]:
+    """Drain rates with events off and on, alternating, each on a fresh file."""
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    for _ in range(repeat):
+        for mode in ("off", "on"):
+            with tempfile.TemporaryDirectory(prefix="gopherq-bench-") as tmp:
+                os.environ["GOPHERQ_BROKER_URL"] = f"sqlite:///{Path(tmp) / 'bench.db'}"
+                os.environ["GOPHERQ_EVENTS"] = "broker" if mode == "on" else "off"
+                rates[mode].append(paused_drain(tasks, concurrency, task))
+    off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
+    return {
+        "tasks": tasks,
+        "task": task,
+        "concurrency": concurrency,
+        "drain_per_s": {"events_off": off, "events_on": on},
+        "runs": rates,
+        "ratio": on / off,
         "cpus": os.cpu_count(),
     }
 
@@ -150,17 +167,8 @@ def table(figures: dict[str, Any]) -> str:
         ("round trip p99 (ms)", f"{trip['p99']:.2f}", "", ""),
         ("worker RSS (MiB)", f"{figures['worker_rss_mib']:.1f}", "", ""),
     ]
-    header = ("metric", "gopherq", "target", "huey")
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(4)]
-    lines = [
-        "  ".join(
-            cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-        for row in [header, *rows]
-    ]
     note = f"SQLite broker, worker -c {figures['concurrency']}, {figures['cpus']} CPUs"
-    return "\n".join([note, *lines])
+    return "\n".join([note, format_table(("metric", "gopherq", "target", "huey"), rows)])
 
 
 def main() -> int:
@@ -170,10 +178,31 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=10_000, help="tasks to enqueue and drain")
     parser.add_argument("--round-trips", type=int, default=300, help="sequential round trips")
     parser.add_argument("-c", "--concurrency", type=int, default=2, help="worker processes")
+    parser.add_argument("--events", choices=["on", "off"], default="on", help="lifecycle events")
+    parser.add_argument(
+        "--compare-events", action="store_true", help="drain with events off, then on"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each, --compare-events")
+    parser.add_argument("--drain-task", choices=["noop", "echo"], default="noop")
     options = parser.parse_args()
+    if options.compare_events:
+        figures = compare_events(
+            options.tasks, options.concurrency, options.repeat, options.drain_task
+        )
+        rates = figures["drain_per_s"]
+        text = (
+            f"drain of {options.tasks:,} {options.drain_task} tasks, worker -c "
+            f"{options.concurrency}, median of {options.repeat}: events off "
+            f"{rates['events_off']:,.0f}/s, on {rates['events_on']:,.0f}/s, "
+            f"ratio {figures['ratio']:.2f}"
+        )
+        print(json.dumps(figures, indent=2) if options.json else text)
+        return 0
+    os.environ["GOPHERQ_EVENTS"] = "broker" if options.events == "on" else "off"
     with tempfile.TemporaryDirectory(prefix="gopherq-bench-") as tmp:
         os.environ["GOPHERQ_BROKER_URL"] = f"sqlite:///{Path(tmp) / 'bench.db'}"
         figures = run(options.tasks, options.round_trips, options.concurrency)
+    figures["events"] = options.events
     print(json.dumps(figures, indent=2) if options.json else table(figures))
     return 0
 

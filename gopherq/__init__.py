@@ -34,7 +34,10 @@ from gopherq.errors import (
     TaskFailed,
     TimeLimitExceeded,
 )
+from gopherq.events import Event
+from gopherq.middleware import Middleware
 from gopherq.result import AsyncResult
+from gopherq.results.base import Progress
 from gopherq.states import DeadReason, Priority, State
 from gopherq.task import AsyncTask, BaseTask, Signature, Task, TaskOptions
 
@@ -50,11 +53,14 @@ __all__ = [
     "ControlFlow",
     "DeadReason",
     "DecodeError",
+    "Event",
     "GopherQ",
     "GopherQError",
+    "Middleware",
     "NotRegistered",
     "PayloadTooLarge",
     "Priority",
+    "Progress",
     "RateLimited",
     "Reject",
     "ResultTimeout",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gopherq.errors import DecodeError
+from gopherq.results.base import JobRecord
 from gopherq.states import Priority, State
 
 if TYPE_CHECKING:
@@ -121,17 +122,23 @@ def job_status(app: GopherQ, id: str) -> dict[str, Any]:
     record = app.backend.get(id)
     if record is None:
         return {"id": id, "state": (app.broker.locate(id) or State.PENDING).value}
-    status = record.to_map()
+    return record_info(app, record)
+
+
+def record_info(app: GopherQ, record: JobRecord) -> dict[str, Any]:
+    """A job record as plain data: result and checkpoint decoded, error and progress as
+    maps."""
+    info = record.to_map()
     if record.result is not None:
-        status["result"] = app.codec.unpack(record.result)
+        info["result"] = app.codec.unpack(record.result)
+    if record.checkpoint is not None:
+        info["checkpoint"] = app.codec.unpack(record.checkpoint)
     if record.error is not None:
         error = record.error
-        status["error"] = {
-            "type": error.type,
-            "message": error.message,
-            "traceback": error.traceback,
-        }
-    return status
+        info["error"] = {"type": error.type, "message": error.message, "traceback": error.traceback}
+    if record.progress is not None:
+        info["progress"] = record.progress._asdict()
+    return info
 
 
 def check_health(app: GopherQ) -> Health:

@@ -1,4 +1,5 @@
-"""The application object: task registry, settings, broker and result backend."""
+"""The application object: task registry, settings, broker, result backend, events
+and middleware."""
 
 from __future__ import annotations
 
@@ -10,13 +11,17 @@ from typing import Any, Protocol, TypeVar, overload
 
 from gopherq.brokers import DEFAULT_URL, Broker, Envelope, open_broker
 from gopherq.errors import ConfigurationError, NotRegistered
+from gopherq.events import EventBackend, Events, event_backend_for, open_event_backend
+from gopherq.events.emitter import EventEmitter
+from gopherq.events.hub import H
 from gopherq.message import Message, new_id
+from gopherq.middleware import Middleware, MiddlewareStack
 from gopherq.result import AsyncResult
-from gopherq.results import ResultBackend, open_backend
+from gopherq.results import JobRecord, ResultBackend, open_backend
 from gopherq.runner import run_eagerly
 from gopherq.serializer import Codec
 from gopherq.settings import Settings
-from gopherq.states import Priority
+from gopherq.states import Priority, State
 from gopherq.task import AsyncTask, BaseTask, P, R, Signature, Task, make_options
 
 T = TypeVar("T")
@@ -39,7 +44,9 @@ class GopherQ:
 
     ``GopherQ("myapp")`` uses the embedded SQLite broker ``./gopherq.db``;
     pass ``broker="redis://..."`` or a ``Broker`` instance to use another.
-    Results go to the broker's own store unless ``backend`` says otherwise.
+    Results and events go to the broker's own store unless ``backend`` and
+    ``events`` (a URL, an ``EventBackend``, or ``None`` for none) say otherwise.
+    ``middleware`` hooks into sending and running (see ``gopherq.middleware``).
     Other keywords are settings (see ``gopherq.settings.Settings``);
     ``GOPHERQ_*`` environment variables override them.
     """
@@ -49,18 +56,36 @@ class GopherQ:
         name: str,
         broker: str | Broker | None = None,
         backend: str | ResultBackend | None = None,
+        *,
+        middleware: Iterable[Middleware] = (),
         **settings: Any,
     ) -> None:
         if isinstance(broker, str):
             settings["broker_url"] = broker
         if isinstance(backend, str):
             settings["result_backend"] = backend
+        event_backend = settings.get("events")
+        if isinstance(event_backend, EventBackend):
+            settings["events"] = event_backend.url
         self.name = name
         self.settings = Settings.load(settings)
         self.codec = Codec(self.settings.max_message_size)
         self.tasks: dict[str, BaseTask[Any, Any]] = {}
         self._broker = broker if isinstance(broker, Broker) else None
         self._backend = backend if isinstance(backend, ResultBackend) else None
+        if isinstance(event_backend, EventBackend):
+            self.events = Events.of(event_backend)
+        else:
+            self.events = Events(
+                event_backend_for(self.settings.events, self.broker_url), self._open_events
+            )
+        """Publishing, subscribing to and listening for events (see ``gopherq.events``)."""
+        self.middleware = MiddlewareStack()
+        """The installed middleware, the event emitter first while events are on."""
+        if self.events.enabled:
+            self.middleware.add(EventEmitter(self.events))
+        for member in middleware:
+            self.middleware.add(member)
 
     # Connections, opened on first use so that a forked worker opens its own.
 
@@ -93,11 +118,33 @@ class GopherQ:
         return self._backend
 
     def close(self) -> None:
-        """Close broker and backend connections (they reopen on next use)."""
+        """Close broker, backend and event connections (they reopen on next use)."""
+        self.events.close()
         if self._broker is not None:
             self._broker.close()
         if self._backend is not None:
             self._backend.close()
+
+    def _open_events(self, url: str) -> EventBackend:
+        return open_event_backend(
+            url,
+            max_age=self.settings.events_max_age,
+            max_count=self.settings.events_max_count,
+        )
+
+    # Middleware and events.
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        """Install ``middleware`` after those already installed."""
+        self.middleware.add(middleware)
+
+    def on(self, *types: str) -> Callable[[H], H]:
+        """Register a callback for events of ``types`` (none: all): ``@app.on("task-failed")``.
+
+        Callbacks run in ``app.events.listen()``'s thread, or under
+        ``gopherq events -A module --listen``.
+        """
+        return self.events.on(*types)
 
     # Declaring tasks.
 
@@ -153,10 +200,17 @@ class GopherQ:
     def send_many(self, signatures: Iterable[Signature[Any]]) -> list[AsyncResult[Any]]:
         """Send a batch in one broker call (one transaction on SQLite)."""
         messages = [self._message(sig) for sig in signatures]
+        middleware = self.middleware
+        if middleware:
+            middleware.before_enqueue(self, messages)
         if self.settings.eager:
+            if middleware:
+                middleware.after_enqueue(self, messages, [m.id for m in messages])
             return [AsyncResult(run_eagerly(self, message), self) for message in messages]
         envelopes = [self._envelope(message) for message in messages]
         ids = self.broker.enqueue(envelopes)
+        if middleware:
+            middleware.after_enqueue(self, messages, ids)
         return [AsyncResult(id, self) for id in ids]
 
     def send_task(
@@ -173,6 +227,26 @@ class GopherQ:
     def result(self, id: str) -> AsyncResult[Any]:
         """The ``AsyncResult`` of a task id."""
         return AsyncResult(id, self)
+
+    def jobs(
+        self,
+        *,
+        state: State | str | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        limit: int = 100,
+    ) -> list[JobRecord]:
+        """Job records, newest (sent) first: the job history, kept as long as results.
+
+        Filter by ``state`` (a ``State`` or its name), task name and queue.
+        """
+        if isinstance(state, str):
+            try:
+                state = State(state.upper())
+            except ValueError:
+                names = ", ".join(s.value for s in State)
+                raise ConfigurationError(f"unknown state {state!r}; use one of {names}") from None
+        return self.backend.jobs(state=state, task=task, queue=queue, limit=limit)
 
     def _message(self, sig: Signature[Any]) -> Message:
         task, opts = sig.task, sig.options

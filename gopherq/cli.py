@@ -1,5 +1,8 @@
 """The ``gopherq`` command. It only parses and prints; the work lives in the library.
 
+Commands are here and, for job history and events, in ``gopherq.cli_history``;
+the pieces they share (app option, tables, JSON) in ``gopherq.cli_support``.
+
 Every command that reads has ``--json``; people get aligned tables. Commands
 that delete or requeue in bulk ask first, and refuse without ``--yes`` when
 standard input is not a terminal. Errors are one line on stderr and exit 1
@@ -9,40 +12,28 @@ standard input is not a terminal. Errors are one line on stderr and exit 1
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import sys
-import time
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
 
 from gopherq import admin
 from gopherq.app import GopherQ
+from gopherq.cli_history import events, jobs
+from gopherq.cli_support import (
+    CliContext,
+    json_arg,
+    json_option,
+    print_json,
+    progress_text,
+    shorten,
+    table,
+    when,
+    with_app,
+)
 from gopherq.errors import GopherQError, TaskFailed
-from gopherq.loader import load_app
 from gopherq.states import Priority
-
-
-class _Context:
-    """What the group passes to its commands: where to find the app."""
-
-    def __init__(self, app_spec: str | None) -> None:
-        self.app_spec = app_spec
-
-    def app(self) -> GopherQ:
-        """Load the app; any failure becomes a one-line error."""
-        if not self.app_spec:
-            raise click.UsageError("no app given: pass -A module[:attr] or set GOPHERQ_APP")
-        try:
-            return load_app(self.app_spec)
-        except GopherQError:
-            raise
-        except Exception as exc:  # the app module's own import failed
-            raise click.ClickException(
-                f"cannot load app {self.app_spec!r}: {type(exc).__name__}: {exc}"
-            ) from None
 
 
 class _Group(click.Group):
@@ -57,8 +48,6 @@ class _Group(click.Group):
             raise click.ClickException(f"{exc}".partition("\n")[0] or repr(exc)) from None
 
 
-_app_option = click.option("-A", "--app", "app_spec", help="The app: module[:attr].")
-_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 _PRIORITIES = [p.name.lower() for p in Priority] + [str(int(p)) for p in Priority]
 _yes_option = click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 
@@ -70,103 +59,11 @@ _yes_option = click.option("-y", "--yes", is_flag=True, help="Do not ask for con
 @click.pass_context
 def main(ctx: click.Context, app_spec: str | None) -> None:
     """gopherq: background tasks."""
-    ctx.obj = _Context(app_spec)
+    ctx.obj = CliContext(app_spec)
 
 
-def _with_app(fn: Callable[..., None]) -> Callable[..., None]:
-    """Give a command ``-A`` (which wins over the group's) and call it with the app first."""
-
-    @functools.wraps(fn)
-    def run(app_spec: str | None, **kwargs: Any) -> None:
-        context = click.get_current_context().find_object(_Context) or _Context(None)
-        context.app_spec = app_spec or context.app_spec
-        fn(context.app(), **kwargs)
-
-    return _app_option(run)
-
-
-# Output.
-
-
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], empty: str) -> None:
-    """Print rows as aligned columns; numbers right-aligned."""
-    if not rows:
-        click.echo(empty)
-        return
-    cells = [[_cell(value) for value in row] for row in rows]
-    widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(headers)]
-    numeric = [all(_is_int(row[i]) for row in rows) for i in range(len(headers))]
-
-    def line(values: Sequence[str]) -> str:
-        padded = (
-            v.rjust(w) if num else v.ljust(w)
-            for v, w, num in zip(values, widths, numeric, strict=True)
-        )
-        return "  ".join(padded).rstrip()
-
-    click.echo(line([h.upper() for h in headers]))
-    for row in cells:
-        click.echo(line(row))
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return str(value)
-
-
-def _when(timestamp: float | None) -> str:
-    if timestamp is None:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
-
-
-def _shorten(text: str, width: int = 60) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _confirm(yes: bool, question: str) -> None:
-    """Ask before a destructive step; refuse without ``--yes`` off a terminal."""
-    if yes:
-        return
-    if not _interactive():
-        raise click.UsageError("standard input is not a terminal: pass --yes to confirm")
-    click.confirm(question, abort=True)
-
-
-def _interactive() -> bool:
-    return sys.stdin.isatty()
-
-
-def _json_arg(kind: type[list[Any]] | type[dict[str, Any]]) -> Callable[..., Any]:
-    """A click callback parsing a JSON list or object."""
-
-    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-        if value is None:
-            return kind()
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise click.BadParameter(f"not valid JSON: {exc}") from None
-        if not isinstance(parsed, kind):
-            raise click.BadParameter(f"expected a JSON {'array' if kind is list else 'object'}")
-        return parsed
-
-    return parse
-
-
-# Commands.
+main.add_command(jobs)
+main.add_command(events)
 
 
 @main.command()
@@ -181,7 +78,7 @@ def _json_arg(kind: type[list[Any]] | type[dict[str, Any]]) -> Callable[..., Any
     "--max-memory-per-child", type=int, default=None, help="Recycle a process above N KiB RSS."
 )
 @click.option("--shutdown-timeout", type=float, default=None, help="Seconds to finish on SIGTERM.")
-@_with_app
+@with_app
 def worker(
     app: GopherQ,
     concurrency: int | None,
@@ -210,16 +107,14 @@ def worker(
 
 @main.command()
 @click.argument("name")
-@click.option("--args", "args", callback=_json_arg(list), help="Positional arguments: JSON array.")
-@click.option(
-    "--kwargs", "kwargs", callback=_json_arg(dict), help="Keyword arguments: JSON object."
-)
+@click.option("--args", "args", callback=json_arg(list), help="Positional arguments: JSON array.")
+@click.option("--kwargs", "kwargs", callback=json_arg(dict), help="Keyword arguments: JSON object.")
 @click.option("--priority", type=click.Choice(_PRIORITIES, case_sensitive=False))
 @click.option("--countdown", type=click.FloatRange(min=0), help="Seconds to wait before running.")
 @click.option("--queue", default=None, help="Queue (default: the task's).")
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after S seconds.")
-@_with_app
+@with_app
 def submit(
     app: GopherQ,
     name: str,
@@ -249,20 +144,23 @@ def submit(
 
 @main.command()
 @click.argument("id")
-@_json_option
-@_with_app
+@json_option
+@with_app
 def status(app: GopherQ, id: str, as_json: bool) -> None:
     """Show the state, result or error of task ID."""
     info = admin.job_status(app, id)
     if as_json:
-        _print_json(info)
+        print_json(info)
         return
     error = info.pop("error", None)
     for key in ("created", "started", "finished"):
         if key in info:
-            info[key] = _when(info[key])
-    if "result" in info:
-        info["result"] = json.dumps(info["result"], default=str, ensure_ascii=False)
+            info[key] = when(info[key])
+    for key in ("result", "checkpoint"):
+        if key in info:
+            info[key] = json.dumps(info[key], default=str, ensure_ascii=False)
+    if "progress" in info:
+        info["progress"] = progress_text(**info["progress"])
     width = max(map(len, info))
     for key, value in info.items():
         click.echo(f"{key + ':':<{width + 1}}  {value}")
@@ -273,16 +171,16 @@ def status(app: GopherQ, id: str, as_json: bool) -> None:
 
 
 @main.command()
-@_json_option
-@_with_app
+@json_option
+@with_app
 def stats(app: GopherQ, as_json: bool) -> None:
     """Messages per queue: ready, scheduled, running, dead; and paused queues."""
     queues = app.broker.stats()
     if as_json:
-        _print_json([dataclasses.asdict(q) for q in queues.values()])
+        print_json([dataclasses.asdict(q) for q in queues.values()])
         return
     rows = [(q.name, q.ready, q.scheduled, q.running, q.dead, q.paused) for q in queues.values()]
-    _table(("queue", "ready", "scheduled", "running", "dead", "paused"), rows, "no queues yet")
+    table(("queue", "ready", "scheduled", "running", "dead", "paused"), rows, "no queues yet")
 
 
 @main.group()
@@ -293,25 +191,25 @@ def dead() -> None:
 @dead.command("list")
 @click.option("--queue", default=None, help="Only this queue.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
-@_json_option
-@_with_app
+@json_option
+@with_app
 def dead_list(app: GopherQ, queue: str | None, limit: int, as_json: bool) -> None:
     """List dead letters, newest first."""
     letters = admin.dead_letters(app, queue, limit=limit)
     if as_json:
-        _print_json([dataclasses.asdict(letter) for letter in letters])
+        print_json([dataclasses.asdict(letter) for letter in letters])
         return
     rows = [
-        (d.id, d.queue, d.task, d.reason, d.attempts, _when(d.died), _shorten(d.error))
+        (d.id, d.queue, d.task, d.reason, d.attempts, when(d.died), shorten(d.error))
         for d in letters
     ]
     headers = ("id", "queue", "task", "reason", "attempts", "died", "error")
-    _table(headers, rows, "no dead letters")
+    table(headers, rows, "no dead letters")
 
 
 @dead.command("retry")
 @click.argument("ids", nargs=-1, required=True)
-@_with_app
+@with_app
 def dead_retry(app: GopherQ, ids: tuple[str, ...]) -> None:
     """Requeue the dead letters IDS (attempts start again from 0)."""
     count = app.broker.requeue_dead(list(ids))
@@ -323,7 +221,7 @@ def dead_retry(app: GopherQ, ids: tuple[str, ...]) -> None:
 @dead.command("retry-all")
 @click.option("--queue", default=None, help="Only this queue.")
 @_yes_option
-@_with_app
+@with_app
 def dead_retry_all(app: GopherQ, queue: str | None, yes: bool) -> None:
     """Requeue every dead letter (of one queue)."""
     _confirm(yes, f"Requeue every dead letter{_of(queue)}?")
@@ -333,11 +231,24 @@ def dead_retry_all(app: GopherQ, queue: str | None, yes: bool) -> None:
 @dead.command("purge")
 @click.option("--queue", default=None, help="Only this queue.")
 @_yes_option
-@_with_app
+@with_app
 def dead_purge(app: GopherQ, queue: str | None, yes: bool) -> None:
     """Delete every dead letter (of one queue)."""
     _confirm(yes, f"Delete every dead letter{_of(queue)}?")
     click.echo(f"deleted {app.broker.purge_dead(queue)}")
+
+
+def _confirm(yes: bool, question: str) -> None:
+    """Ask before a destructive step; refuse without ``--yes`` off a terminal."""
+    if yes:
+        return
+    if not _interactive():
+        raise click.UsageError("standard input is not a terminal: pass --yes to confirm")
+    click.confirm(question, abort=True)
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty()
 
 
 def _of(queue: str | None) -> str:
@@ -347,7 +258,7 @@ def _of(queue: str | None) -> str:
 @main.command()
 @click.argument("queue")
 @_yes_option
-@_with_app
+@with_app
 def purge(app: GopherQ, queue: str, yes: bool) -> None:
     """Delete the ready and scheduled messages of QUEUE (running ones stay)."""
     _confirm(yes, f"Delete every waiting message of queue {queue!r}?")
@@ -356,7 +267,7 @@ def purge(app: GopherQ, queue: str, yes: bool) -> None:
 
 @main.command()
 @click.argument("queue")
-@_with_app
+@with_app
 def pause(app: GopherQ, queue: str) -> None:
     """Stop workers taking messages from QUEUE; sending still works."""
     app.broker.pause(queue)
@@ -365,7 +276,7 @@ def pause(app: GopherQ, queue: str) -> None:
 
 @main.command()
 @click.argument("queue")
-@_with_app
+@with_app
 def resume(app: GopherQ, queue: str) -> None:
     """Let workers take messages from QUEUE again."""
     app.broker.resume(queue)
@@ -373,13 +284,13 @@ def resume(app: GopherQ, queue: str) -> None:
 
 
 @main.command()
-@_json_option
-@_with_app
+@json_option
+@with_app
 def health(app: GopherQ, as_json: bool) -> None:
     """Exit 0 if the broker answers, 1 if not."""
     result = admin.check_health(app)
     if as_json:
-        _print_json(dataclasses.asdict(result))
+        print_json(dataclasses.asdict(result))
     elif result.ok:
         click.echo(f"ok: {result.broker} answered in {result.latency * 1000:.1f} ms")
     else:
@@ -389,13 +300,13 @@ def health(app: GopherQ, as_json: bool) -> None:
 
 
 @main.command()
-@_json_option
-@_with_app
+@json_option
+@with_app
 def tasks(app: GopherQ, as_json: bool) -> None:
     """List the app's registered tasks."""
     infos = admin.registered_tasks(app)
     if as_json:
-        _print_json([dataclasses.asdict(info) for info in infos])
+        print_json([dataclasses.asdict(info) for info in infos])
         return
     rows = [(t.name, t.queue, t.priority, t.retries, t.description) for t in infos]
-    _table(("name", "queue", "priority", "retries", "description"), rows, "no tasks registered")
+    table(("name", "queue", "priority", "retries", "description"), rows, "no tasks registered")

@@ -7,9 +7,24 @@ A plain function over a ``ContextVar``, not a proxy: it returns a typed
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from gopherq.errors import Retry, TaskError
+from gopherq.results.base import Progress
+
+
+class JobControl(Protocol):
+    """What stores a running task's progress and checkpoints (the worker's ``JobTracker``)."""
+
+    def progress(self, context: TaskContext, progress: Progress) -> None:
+        """Record ``progress`` of the task ``context`` runs."""
+
+    def checkpoint(self, context: TaskContext, state: Any) -> None:
+        """Store ``state`` durably with the job, now."""
+
+    def checkpoint_state(self, context: TaskContext) -> Any:
+        """The last state stored with ``checkpoint``, by this run or an earlier one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +39,8 @@ class TaskContext:
     retries: int
     """Retries allowed in all."""
     worker: str | None = None
+    control: JobControl | None = field(default=None, repr=False, compare=False)
+    """Stores progress and checkpoints; set by the runner."""
 
     @property
     def retries_left(self) -> int:
@@ -37,6 +54,33 @@ class TaskContext:
         task's backoff policy picks the delay. Counts against ``retries``.
         """
         return Retry(countdown=countdown, exc=exc)
+
+    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
+        """Report how far the task got: ``progress(3, 10, "resizing")``.
+
+        Stored on the job record (``AsyncResult.progress``) and sent as a
+        ``task-progress`` event; calls closer together than 0.1 s are folded
+        into the next one (the last one always reaches the final record).
+        """
+        self._control().progress(self, Progress(done, total, message))
+
+    def checkpoint(self, state: Any) -> None:
+        """Store ``state`` (msgpack-able) with the job, durably, before returning.
+
+        When the task runs again (a retry, or a redelivery after its worker
+        died), ``checkpoint_state`` returns it, so that it resumes where it was.
+        """
+        self._control().checkpoint(self, state)
+
+    @property
+    def checkpoint_state(self) -> Any:
+        """The last state stored with ``checkpoint()`` for this task id, or None."""
+        return self._control().checkpoint_state(self)
+
+    def _control(self) -> JobControl:
+        if self.control is None:
+            raise TaskError(f"task {self.id} has no job control (built outside a runner)")
+        return self.control
 
 
 _current: ContextVar[TaskContext | None] = ContextVar("gopherq_current_task", default=None)

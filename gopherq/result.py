@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from gopherq.errors import ResultTimeout, TaskFailed
-from gopherq.results.base import JobRecord
+from gopherq.results.base import JobRecord, Progress
 from gopherq.states import State
 
 if TYPE_CHECKING:
@@ -32,11 +32,22 @@ class AsyncResult(Generic[R]):
 
     @property
     def state(self) -> State:
-        """The current state: from the job record, else from the broker, else PENDING."""
+        """The current state: from the job record, else from the broker, else PENDING.
+
+        A STARTED record is checked with the broker, which knows when the task
+        went back to the queue because its worker died or stopped.
+        """
         record = self.record()
-        if record is not None:
+        if record is not None and record.state is not State.STARTED:
             return record.state
-        return self.app.broker.locate(self.id) or State.PENDING
+        located = self.app.broker.locate(self.id)
+        return located or (record.state if record is not None else State.PENDING)
+
+    @property
+    def progress(self) -> Progress | None:
+        """The last progress the task reported (``done``, ``total``, ``message``), or None."""
+        record = self.record()
+        return record.progress if record is not None else None
 
     def ready(self) -> bool:
         """True once the task has finished, whatever the outcome."""

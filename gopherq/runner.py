@@ -35,6 +35,7 @@ from gopherq.errors import (
 from gopherq.message import Message
 from gopherq.results.base import ErrorInfo, JobRecord
 from gopherq.states import DeadReason, State
+from gopherq.tracker import JobTracker
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
@@ -73,91 +74,138 @@ class Runner:
         self.max_deliveries = app.settings.max_deliveries
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def run(self, delivery: Delivery, message: Message | None = None) -> Outcome:
+    def run(
+        self, delivery: Delivery, message: Message | None = None, *, announce: bool = False
+    ) -> Outcome:
         """Run one delivery to its outcome. Exceptions of the task never escape.
 
         ``message`` is the body already decoded, when the caller decoded it.
+        ``announce`` makes the start visible at once (a STARTED record and the
+        buffered events), for a task that may run long.
         """
         started = time.time()
-        try:
-            if message is None:
+        failure: tuple[DeadReason, BaseException] | None = None
+        if message is None:
+            try:
                 message = self.app.codec.decode(delivery.body)
-        except DecodeError as exc:
-            placeholder = Message(id=delivery.id, task="?", queue=delivery.queue, created=started)
-            return self._dead(placeholder, delivery, DeadReason.DECODE_ERROR, exc, started)
+            except DecodeError as exc:
+                message = Message(id=delivery.id, task="?", queue=delivery.queue, created=started)
+                failure = (DeadReason.DECODE_ERROR, exc)
+        task = self.app.tasks.get(message.task)
+        if failure is None:
+            failure = self._cannot_run(delivery, message, started)
+        tracker = JobTracker(
+            self.app,
+            created=message.created or None,
+            started=started,
+            rerun=delivery.attempt > 0 or delivery.deliveries > 1,
+            keep=task is not None and not task.options.ignore_result,
+        )
+        context = TaskContext(
+            id=message.id,
+            name=message.task,
+            queue=message.queue,
+            attempt=delivery.attempt,
+            retries=_retries(task, message.retries),
+            worker=self.worker,
+            control=tracker,
+        )
+        if failure is None and task is not None:
+            outcome = self._execute(task, message, context, tracker, announce)
+        else:  # (an unknown task always comes with its failure)
+            reason, error = failure or (DeadReason.UNKNOWN_TASK, NotRegistered(message.task))
+            outcome = self._dead(context, tracker, reason, error)
+        if self.app.middleware:
+            runtime = time.time() - started
+            self.app.middleware.after_execute(self.app, message, context, outcome, runtime)
+        return outcome
+
+    def _cannot_run(
+        self, delivery: Delivery, message: Message, now: float
+    ) -> tuple[DeadReason, BaseException] | None:
+        """Why a decoded message must not run (before its arguments are checked), or None."""
         if delivery.deliveries > self.max_deliveries:
             error = RuntimeError(
                 f"its worker died {delivery.deliveries - 1} times running it "
                 f"(max_deliveries={self.max_deliveries})"
             )
-            return self._dead(message, delivery, DeadReason.WORKER_LOST, error, started)
-        if message.expires is not None and started > message.expires:
-            error = RuntimeError("not started before it expired")
-            return self._dead(message, delivery, DeadReason.EXPIRED, error, started)
+            return DeadReason.WORKER_LOST, error
+        if message.expires is not None and now > message.expires:
+            return DeadReason.EXPIRED, RuntimeError("not started before it expired")
         try:
-            task = self.app.get_task(message.task)
+            self.app.get_task(message.task)
         except NotRegistered as exc:
-            return self._dead(message, delivery, DeadReason.UNKNOWN_TASK, exc, started)
+            return DeadReason.UNKNOWN_TASK, exc
+        return None
+
+    def _execute(
+        self,
+        task: BaseTask[Any, Any],
+        message: Message,
+        context: TaskContext,
+        tracker: JobTracker,
+        announce: bool,
+    ) -> Outcome:
         try:
             task.signature.bind(*message.args, **message.kwargs)
         except TypeError as exc:
-            return self._dead(message, delivery, DeadReason.BAD_ARGS, exc, started)
-        retries = task.options.retries if message.retries is None else message.retries
-        context = TaskContext(
-            id=message.id,
-            name=task.name,
-            queue=message.queue,
-            attempt=delivery.attempt,
-            retries=retries,
-            worker=self.worker,
-        )
+            return self._dead(context, tracker, DeadReason.BAD_ARGS, exc)
+        if self.app.middleware:
+            self.app.middleware.before_execute(self.app, message, context)
+        if announce:
+            tracker.announce(context)
         token = _current.set(context)
         try:
             with _soft_time_limit(task.options.soft_timeout):
                 value = self._call(task, message)
             result = self.app.codec.pack(value, what="result")
         except Reject as exc:
-            return self._dead(message, delivery, DeadReason.REJECTED, exc, started)
+            return self._dead(context, tracker, DeadReason.REJECTED, exc)
         except Retry as exc:
+            countdown = exc.countdown
             return self._failure(
-                task=task,
-                message=message,
-                delivery=delivery,
-                exc=exc.exc or exc,
-                started=started,
-                countdown=exc.countdown,
-                requested=True,
+                task, context, tracker, exc.exc or exc, countdown=countdown, requested=True
             )
         except Exception as exc:  # SerializationError of the result included
-            return self._failure(
-                task=task,
-                message=message,
-                delivery=delivery,
-                exc=exc,
-                started=started,
-                countdown=None,
-            )
+            return self._failure(task, context, tracker, exc, countdown=None, requested=False)
         finally:
             _current.reset(token)
-        record = None
-        if not task.options.ignore_result:
-            record = self._record(message, delivery, State.SUCCEEDED, started, result=result)
-        return Outcome("ack", record)
+        if task.options.ignore_result and not tracker.wrote:
+            return Outcome("ack", None)
+        return Outcome("ack", tracker.record(context, State.SUCCEEDED, result=result))
 
     def killed(
         self, delivery: Delivery, *, task_name: str, retries: int | None, error: str
     ) -> Outcome:
-        """The outcome for a task whose process was killed by its hard time limit."""
+        """The outcome for a task whose process was killed by its hard time limit.
+
+        Runs the ``after_execute`` hooks; the record keeps the progress and
+        checkpoint the killed process stored.
+        """
         now = time.time()
         message = Message(id=delivery.id, task=task_name, queue=delivery.queue, retries=retries)
-        exc = TimeLimitExceeded(error)
         task = self.app.tasks.get(task_name)
-        limit = retries if retries is not None else (task.options.retries if task else 0)
-        if task is not None and delivery.attempt < limit:
+        tracker = JobTracker(self.app, created=None, started=now, rerun=True, keep=True)
+        context = TaskContext(
+            id=delivery.id,
+            name=task_name,
+            queue=delivery.queue,
+            attempt=delivery.attempt,
+            retries=_retries(task, retries),
+            worker=self.worker,
+            control=tracker,
+        )
+        exc = TimeLimitExceeded(error)
+        if task is not None and delivery.attempt < context.retries:
             eta = now + task.options.retry_delay_for(delivery.attempt)
-            record = self._record(message, delivery, State.RETRYING, now, error=_error_info(exc))
-            return Outcome("retry", record, eta=eta, error=_one_line(exc))
-        return self._dead(message, delivery, DeadReason.TIME_LIMIT, exc, now)
+            info = _error_info(exc)
+            record = tracker.record(context, State.RETRYING, error=info)
+            outcome = Outcome("retry", record, eta=eta, error=_one_line(exc))
+        else:
+            outcome = self._dead(context, tracker, DeadReason.TIME_LIMIT, exc)
+        if self.app.middleware:
+            self.app.middleware.after_execute(self.app, message, context, outcome, 0.0)
+        return outcome
 
     def close(self) -> None:
         """Close the event loop used for ``async def`` tasks."""
@@ -174,62 +222,35 @@ class Runner:
 
     def _failure(
         self,
-        *,
         task: BaseTask[Any, Any],
-        message: Message,
-        delivery: Delivery,
+        context: TaskContext,
+        tracker: JobTracker,
         exc: BaseException,
-        started: float,
-        countdown: float | None = None,
-        requested: bool = False,
+        *,
+        countdown: float | None,
+        requested: bool,
     ) -> Outcome:
         """Retry if asked to (``requested``) or if ``exc`` is retryable, while retries last."""
-        retries = task.options.retries if message.retries is None else message.retries
-        retryable = requested or task.options.should_retry(exc)
-        if retryable and delivery.attempt < retries:
-            delay = (
-                task.options.retry_delay_for(delivery.attempt) if countdown is None else countdown
-            )
-            info = _error_info(exc)
-            record = self._record(message, delivery, State.RETRYING, started, error=info)
-            return Outcome("retry", record, eta=time.time() + delay, error=_one_line(exc))
-        return self._dead(message, delivery, DeadReason.MAX_RETRIES, exc, started)
+        if (requested or task.options.should_retry(exc)) and context.retries_left > 0:
+            if countdown is None:
+                countdown = task.options.retry_delay_for(context.attempt)
+            record = tracker.record(context, State.RETRYING, error=_error_info(exc))
+            return Outcome("retry", record, eta=time.time() + countdown, error=_one_line(exc))
+        return self._dead(context, tracker, DeadReason.MAX_RETRIES, exc)
 
     def _dead(
-        self,
-        message: Message,
-        delivery: Delivery,
-        reason: DeadReason,
-        exc: BaseException,
-        started: float,
+        self, context: TaskContext, tracker: JobTracker, reason: DeadReason, exc: BaseException
     ) -> Outcome:
         state = _RECORD_STATE.get(reason, State.DEAD)
-        record = self._record(message, delivery, state, started, error=_error_info(exc))
+        record = tracker.record(context, state, error=_error_info(exc))
         return Outcome("dead", record, reason=reason, error=_one_line(exc))
 
-    def _record(
-        self,
-        message: Message,
-        delivery: Delivery,
-        state: State,
-        started: float,
-        *,
-        result: bytes | None = None,
-        error: ErrorInfo | None = None,
-    ) -> JobRecord:
-        return JobRecord(
-            id=message.id,
-            task=message.task,
-            state=state,
-            queue=message.queue,
-            result=result,
-            error=error,
-            attempts=delivery.attempt + 1,
-            created=message.created or None,
-            started=started,
-            finished=time.time(),
-            worker=self.worker,
-        )
+
+def _retries(task: BaseTask[Any, Any] | None, override: int | None) -> int:
+    """Retries allowed: the message's override, else the task's option (0 if unknown)."""
+    if override is not None:
+        return override
+    return task.options.retries if task is not None else 0
 
 
 def _error_info(exc: BaseException) -> ErrorInfo:
@@ -279,6 +300,7 @@ def run_eagerly(app: GopherQ, message: Message) -> str:
             outcome = runner.run(delivery)
             if outcome.record is not None:
                 app.backend.store([outcome.record])
+            app.events.flush()
             if outcome.action != "retry":
                 return message.id
             attempt += 1

@@ -57,6 +57,15 @@ class Settings:
     """Recycle a worker process once its RSS passes this many KiB."""
     dead_letter_ttl: float = 7 * 86400.0
     """Seconds a dead letter is kept."""
+    events: str | None = "broker"
+    """Event backend URL. ``"broker"``: the broker's own store (memory, SQLite; off for a
+    broker without an event backend). ``None``, ``""`` or ``"off"``: no events."""
+    events_max_age: float = 86400.0
+    """Seconds an event is kept."""
+    events_max_count: int = 100_000
+    """Most events kept; the oldest go first."""
+    worker_heartbeat: float = 5.0
+    """Seconds between a worker's ``worker-heartbeat`` events."""
 
     @classmethod
     def load(

@@ -8,7 +8,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from gopherq.results import ErrorInfo, JobRecord, ResultBackend
+from gopherq.results.base import Progress
 from gopherq.states import State
 
 MakeBackend = Callable[..., ResultBackend]
@@ -46,6 +49,8 @@ def test_round_trip_of_every_field(backend: ResultBackend) -> None:
         started=1_700_000_001.5,
         finished=time.time(),
         worker="host-1.42",
+        progress=Progress(3, 10.5, "resizing é"),
+        checkpoint=b"\x81\xa4page\x03",
     )
     backend.store([full])
     assert backend.get("job-1") == full
@@ -154,3 +159,38 @@ def test_close_then_use_again(backend: ResultBackend) -> None:
     job = record()
     backend.store([job])
     assert backend.get(job.id) == job
+
+
+def lists_jobs(backend: ResultBackend) -> None:
+    if type(backend).jobs is ResultBackend.jobs:
+        pytest.skip(f"{type(backend).__name__} does not list jobs yet")
+
+
+def test_jobs_newest_first_with_filters(backend: ResultBackend) -> None:
+    lists_jobs(backend)
+    now = time.time()
+    records = [
+        record(State.SUCCEEDED, created=now - 3, queue="a"),
+        record(State.FAILED, created=now - 2, queue="a"),
+        record(State.STARTED, created=now - 1, queue="b"),
+        JobRecord(id=uuid.uuid4().hex, task="app.other", state=State.SUCCEEDED, created=now),
+    ]
+    backend.store(records)
+    newest_first = [r.id for r in reversed(records)]
+    assert [r.id for r in backend.jobs()] == newest_first
+    assert backend.jobs(limit=2) == list(reversed(records))[:2]
+    assert [r.id for r in backend.jobs(state=State.SUCCEEDED)] == [records[3].id, records[0].id]
+    assert [r.id for r in backend.jobs(task="app.add", queue="a")] == [
+        records[1].id,
+        records[0].id,
+    ]
+    assert backend.jobs(state=State.FAILED, queue="b") == []
+
+
+def test_jobs_leave_out_expired_records(make_backend: MakeBackend) -> None:
+    backend = make_backend(expires=0.2)
+    lists_jobs(backend)
+    backend.store([record(created=time.time())])
+    assert len(backend.jobs()) == 1
+    time.sleep(0.3)
+    assert backend.jobs() == []

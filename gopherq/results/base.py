@@ -1,7 +1,8 @@
 """The job record and the result backend contract.
 
 A job record is what callers learn about a task by id: its state, its result
-or error, attempts, timestamps and worker. The result value travels already
+or error, attempts, timestamps, worker, last progress and checkpoint. The
+result value (and a checkpoint's state) travels already
 msgpack-encoded (``result`` is bytes), so storing a record never fails on an
 unencodable value: the worker finds that out when the task returns. Errors are
 stored as type name, message and traceback text; stored data never names a
@@ -13,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from gopherq.errors import DecodeError
 from gopherq.states import State
@@ -33,6 +34,19 @@ class ErrorInfo:
         return cls(type(exc).__name__, str(exc), traceback)
 
 
+class Progress(NamedTuple):
+    """How far a running task says it got: ``current_task().progress(done, total, message)``."""
+
+    done: float
+    total: float | None = None
+    message: str | None = None
+
+    @property
+    def fraction(self) -> float | None:
+        """``done / total`` when the total is known and positive, else None."""
+        return self.done / self.total if self.total else None
+
+
 @dataclass(frozen=True, slots=True)
 class JobRecord:
     """Everything stored about one task by id."""
@@ -50,6 +64,11 @@ class JobRecord:
     started: float | None = None
     finished: float | None = None
     worker: str | None = None
+    progress: Progress | None = None
+    """The last progress the task reported."""
+    checkpoint: bytes | None = None
+    """The last state the task saved with ``checkpoint()``, msgpack-encoded; kept until it
+    succeeds."""
 
     def to_map(self) -> dict[str, Any]:
         """The record as a msgpack-able map."""
@@ -60,12 +79,14 @@ class JobRecord:
             "queue": self.queue,
             "attempts": self.attempts,
         }
-        for name in ("result", "created", "started", "finished", "worker"):
+        for name in ("result", "created", "started", "finished", "worker", "checkpoint"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
         if self.error is not None:
             out["error"] = [self.error.type, self.error.message, self.error.traceback]
+        if self.progress is not None:
+            out["progress"] = list(self.progress)
         return out
 
     @classmethod
@@ -73,6 +94,7 @@ class JobRecord:
         """Rebuild a record from ``to_map`` output; raise ``DecodeError`` if malformed."""
         try:
             error = data.get("error")
+            progress = data.get("progress")
             return cls(
                 id=data["id"],
                 task=data["task"],
@@ -85,6 +107,8 @@ class JobRecord:
                 started=data.get("started"),
                 finished=data.get("finished"),
                 worker=data.get("worker"),
+                progress=Progress(*progress) if progress is not None else None,
+                checkpoint=data.get("checkpoint"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DecodeError(f"malformed job record: {exc}") from exc
@@ -110,6 +134,21 @@ class ResultBackend(ABC):
         Returns the record as it then stands (maybe unfinished, maybe None).
         Waits on a change notification where the store has one, not a fixed poll.
         """
+
+    def jobs(
+        self,
+        *,
+        state: State | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        limit: int = 100,
+    ) -> list[JobRecord]:
+        """Live records, newest first (by ``created``, the time the task was sent),
+        optionally only those of one state, task name and queue: the job history.
+
+        Backends override this; the base raises ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list jobs yet")
 
     @abstractmethod
     def delete(self, id: str) -> bool:

@@ -12,12 +12,14 @@ Options:
 
 from __future__ import annotations
 
+import heapq
 import math
 import threading
 import time
 from collections.abc import Sequence
 
 from gopherq.results.base import JobRecord, ResultBackend
+from gopherq.states import State
 
 
 class MemoryResultBackend(ResultBackend):
@@ -48,6 +50,27 @@ class MemoryResultBackend(ResultBackend):
         with self._changed:
             self._changed.wait_for(lambda: self._finished(id), timeout)
             return self._get(id)
+
+    def jobs(
+        self,
+        *,
+        state: State | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        limit: int = 100,
+    ) -> list[JobRecord]:
+        """Live records, newest first, of one state, task and queue where given."""
+        with self._changed:
+            now = time.time()
+            found = [
+                record
+                for record, expiry in self._records.values()
+                if expiry > now
+                and (state is None or record.state is state)
+                and (task is None or record.task == task)
+                and (queue is None or record.queue == queue)
+            ]
+        return heapq.nlargest(limit, found, key=lambda r: (r.created or 0.0, r.id))
 
     def delete(self, id: str) -> bool:
         """Forget a record; True if it existed (expired ones count as gone)."""

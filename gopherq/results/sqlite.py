@@ -23,12 +23,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import msgpack
 
 from gopherq.brokers._sqlite_file import Database, sqlite_path
 from gopherq.errors import DecodeError
 from gopherq.results.base import JobRecord, ResultBackend
+from gopherq.states import State
 
 # How often store() deletes expired records, per process, and at most how many.
 CLEANUP_EVERY = 300.0
@@ -41,7 +43,8 @@ class SQLiteResultBackend(ResultBackend):
     # results
     #   id          task id
     #   state, task, queue, created, finished   copies of the record's fields,
-    #               for job-history queries by task, state and finish time
+    #               for job-history queries by task, state and queue, newest
+    #               (created) first
     #   expires_at  when a finished record expires; NULL while unfinished
     #   record      msgpack of JobRecord.to_map(), the whole truth
     SCHEMA = (
@@ -58,6 +61,7 @@ class SQLiteResultBackend(ResultBackend):
         "CREATE INDEX IF NOT EXISTS results_task ON results (task)",
         "CREATE INDEX IF NOT EXISTS results_state ON results (state)",
         "CREATE INDEX IF NOT EXISTS results_finished ON results (finished)",
+        "CREATE INDEX IF NOT EXISTS results_created ON results (created)",
         "CREATE INDEX IF NOT EXISTS results_expires_at ON results (expires_at)",
     )
 
@@ -124,6 +128,27 @@ class SQLiteResultBackend(ResultBackend):
             if (record is not None and record.state.finished) or remaining <= 0 or waiter is None:
                 return record
             waiter.wait(remaining)
+
+    def jobs(
+        self,
+        *,
+        state: State | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        limit: int = 100,
+    ) -> list[JobRecord]:
+        """Live records, newest first, of one state, task and queue where given."""
+        where = [self._LIVE]
+        args: list[Any] = [time.time()]
+        for column, value in (("state", state), ("task", task), ("queue", queue)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        query = f"""SELECT record FROM results WHERE {" AND ".join(where)}
+            ORDER BY created DESC, id DESC LIMIT ?"""
+        with self._db.read() as conn:
+            rows = conn.execute(query, (*args, limit)).fetchall()
+        return [_decode(row[0]) for row in rows]
 
     def delete(self, id: str) -> bool:
         """Forget a record; True if it existed (expired ones count as gone)."""

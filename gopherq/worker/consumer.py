@@ -91,6 +91,7 @@ class Consumer:
         # two threads racing to open a memory:// store would get one store each.
         self.broker = app.broker
         self.backend = app.backend
+        app.events.open()
         self.queues = list(queues)
         self.name = name or worker_name()
         self.burst = burst
@@ -123,6 +124,7 @@ class Consumer:
         try:
             return self._loop()
         finally:
+            self.app.events.flush()
             self._done.set()
             renewer.join()
             self._runner.close()
@@ -136,8 +138,12 @@ class Consumer:
                 return Exit.STOPPED
             if self._recycle:
                 return Exit.RECYCLE
+            # With events waiting, look for work without blocking: if there is
+            # none, they go out now rather than wait for more.
+            events = self.app.events
+            timeout = 0.0 if events.pending else self.reserve_timeout
             try:
-                batch = self.broker.reserve(self.queues, self._limit(), self.reserve_timeout)
+                batch = self.broker.reserve(self.queues, self._limit(), timeout)
             except Exception:
                 logger.exception("worker %s: reserve failed", self.name)
                 self._pause()
@@ -145,6 +151,8 @@ class Consumer:
             self._backoff = 0.0
             if batch:
                 self._run_batch(batch)
+            elif events.pending:
+                events.flush()
             elif self.burst:
                 return Exit.DRAINED
 
@@ -185,12 +193,14 @@ class Consumer:
                 timeout = task.options.timeout
         # Flush first if this task may take a while (or may be killed by its time
         # limit): outcomes already in hand must not wait for it, or die with it.
-        if self._pending and (timeout is not None or self._is_long(message)):
+        # And announce its start (STARTED record, events) rather than batch it.
+        long = timeout is not None or self._is_long(message)
+        if self._pending and long:
             self._flush()
         name = message.task if message else "?"
         started = time.monotonic()
         self.slot.begin(delivery, name, retries, timeout, started)
-        outcome = self._runner.run(delivery, message)
+        outcome = self._runner.run(delivery, message, announce=long)
         elapsed = time.monotonic() - started
         self.slot.end()
         self._learn(name if task is not None else None, elapsed)
@@ -227,10 +237,14 @@ class Consumer:
             self._averages[task] = previous + EMA_WEIGHT * (elapsed - previous)
 
     def _flush(self) -> bool:
-        """Store the pending records, then settle their deliveries; False if that failed.
+        """Store the pending records, publish the buffered events, then settle the
+        deliveries; False if that failed.
 
-        Safe to repeat after a failure: storing a record again replaces it, and
-        the broker ignores a settle whose token it no longer holds.
+        Safe to repeat after a failure: storing a record again replaces it, the
+        events went out (or wait in their buffer), and the broker ignores a
+        settle whose token it no longer holds. Events of successes wait for
+        more (see ``gopherq.events.hub``); those of a retry or dead letter go
+        before the settle, so that a task's next attempt never shows first.
         """
         if not self._pending:
             return True
@@ -239,6 +253,7 @@ class Consumer:
             records = [o.record for _, o in pending if o.record is not None]
             if records:
                 self.backend.store(records)
+            self.app.events.flush(only_due=all(o.action == "ack" for _, o in pending))
             acks = [d for d, o in pending if o.action == "ack"]
             if acks:
                 self.broker.ack(acks)

@@ -19,7 +19,7 @@ checks that ``seq`` did not move meanwhile (a seqlock: if it moved, the writer
 may be overwriting what was read, so read again). Each slot has one writer at a
 time: its child, or the supervisor once that child is dead.
 
-The state is ``[settled, cursor, end, running, batch]``: ``batch`` is the
+The state is ``[settled, cursor, end, running, batch, processed]``: ``batch`` is the
 msgpack list of the reserved deliveries (packed once per reserve); entries
 ``[0, settled)`` are settled, ``[settled, cursor)`` started (the last one maybe
 still running), ``[cursor, end)`` not started yet. ``running`` repeats the
@@ -27,7 +27,8 @@ running delivery with its task name, retries override, hard timeout and
 ``time.monotonic()`` deadline (the clock is system-wide on Linux). A task
 without a deadline that just finished may still show as ``running`` until the
 next write: for a supervisor both mean "started, not settled", and sparing that
-write keeps the cost to about one write per task.
+write keeps the cost to about one write per task. ``processed`` counts the
+deliveries the child has settled, for the worker's heartbeats.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from __future__ import annotations
 import mmap
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -70,6 +71,8 @@ class Holding:
     """Ran, but their outcome is not yet stored and settled in the broker."""
     unstarted: tuple[Delivery, ...] = ()
     """Prefetched, never started."""
+    processed: int = field(default=0, compare=False)
+    """Deliveries the child has settled since it started (a count, not a holding)."""
 
     def __bool__(self) -> bool:
         return bool(self.running or self.finished or self.unstarted)
@@ -85,6 +88,7 @@ class Slot:
         self._half = half
         # Writer state (the child's copy; the supervisor's copy is unused).
         self._settled = self._cursor = self._end = 0
+        self._processed = 0
         self._running: list[Any] | None = None
         self._batch = msgpack.packb([])
         self._cache: tuple[int, Holding] = (-1, Holding())
@@ -130,6 +134,7 @@ class Slot:
 
     def settle(self) -> None:
         """Every finished delivery was settled in the broker."""
+        self._processed += self._cursor - self._settled
         self._settled = self._cursor
         self._running = None
         self._write()
@@ -144,7 +149,9 @@ class Slot:
         self.hold([])
 
     def _write(self) -> None:
-        state = msgpack.packb([self._settled, self._cursor, self._end, self._running, self._batch])
+        state = msgpack.packb(
+            [self._settled, self._cursor, self._end, self._running, self._batch, self._processed]
+        )
         (seq,) = _SEQ.unpack_from(self._memory, self._offset)
         seq += 1
         half = self._offset + _SEQ.size + (seq & 1) * self._half
@@ -183,7 +190,7 @@ def _delivery(entry: Sequence[Any]) -> Delivery:
 def _decode(raw: bytes) -> Holding:
     if not raw:
         return Holding()
-    settled, cursor, end, running, batch = msgpack.unpackb(raw)
+    settled, cursor, end, running, batch, processed = msgpack.unpackb(raw)
     entries = msgpack.unpackb(batch)
     done = cursor - 1 if running is not None else cursor
     return Holding(
@@ -192,4 +199,5 @@ def _decode(raw: bytes) -> Holding:
         else Running(_delivery(running), running[6], running[7], running[8], running[9]),
         finished=tuple(_delivery(e) for e in entries[settled:done]),
         unstarted=tuple(_delivery(e) for e in entries[cursor:end]),
+        processed=processed,
     )

@@ -7,6 +7,8 @@
         ├── every TICK: read the slots; SIGKILL a child past its task's deadline
         ├── SIGCHLD: reap; settle a timed-out task (TIME_LIMIT or retry),
         │   requeue what else the child held; fork a replacement
+        ├── every ``worker_heartbeat`` seconds: the middleware's heartbeat
+        │   (the event emitter's ``worker-heartbeat``), with counts from the slots
         └── SIGTERM/SIGINT: children finish their task and give back the
             rest, within ``shutdown_timeout``; a second signal kills them now
 
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, NoReturn
 from gopherq.errors import ConfigurationError
 from gopherq.runner import Runner
 from gopherq.worker.consumer import Consumer, Exit, worker_name
+from gopherq.worker.presence import Presence
 from gopherq.worker.slots import Holding, Running, Slot
 
 if TYPE_CHECKING:
@@ -105,6 +108,7 @@ class Worker:
         self._forced = False
         self._next_deadline = float("inf")
         self._pipe = (-1, -1)
+        self._presence = Presence(app, self.name, self.concurrency, self.queues)
 
     def run(self) -> int:
         """Fork the children and supervise them until stopped or drained; the exit code."""
@@ -114,6 +118,7 @@ class Worker:
             logger.error("memory:// lives in one process; workers need sqlite:///... or another")
             return 2
         self.name, self._pid = worker_name(), os.getpid()
+        self._presence = Presence(self.app, self.name, self.concurrency, self.queues)
         self._slots = Slot.allocate(self.concurrency, self.app.settings.prefetch)
         self._pipe = os.pipe()
         for fd in self._pipe:
@@ -129,12 +134,17 @@ class Worker:
                 self.concurrency,
                 ", ".join(self.queues),
             )
+            self._presence.start()
             while self._children or self._respawns:
                 self._sleep()
                 self._reap()
                 self._handle_signals()
                 self._enforce_time_limits()
                 self._respawn_due()
+                if self._presence.due():
+                    children = self._children.values()
+                    self._presence.beat([(c.name, self._slots[c.index].read()) for c in children])
+            self._presence.stop()
             logger.info("worker %s stopped", self.name)
             return 1 if self._forced else 0
         finally:
@@ -216,7 +226,9 @@ class Worker:
     def _exited(self, child: _Child, code: int) -> None:
         slot = self._slots[child.index]
         holding = slot.read()
-        self._give_back(child, holding)
+        how = f"signal {_signal_name(-code)}" if code < 0 else f"exit code {code}"
+        self._presence.exited(holding)
+        self._give_back(child, holding, how)
         slot.clear()
         if code == Exit.DRAINED and self.burst:
             logger.debug("worker %s: queues empty, process exited", child.name)
@@ -224,7 +236,6 @@ class Worker:
         if code == Exit.RECYCLE:
             logger.info("worker %s: process recycled", child.name)
         elif code != Exit.STOPPED or not self._stopping:
-            how = f"signal {_signal_name(-code)}" if code < 0 else f"exit code {code}"
             running = holding.running
             during = f" running {running.task}[{running.delivery.id}]" if running else ""
             logger.warning("worker %s: process died (%s)%s", child.name, how, during)
@@ -241,7 +252,7 @@ class Worker:
         for index in due:
             self._spawn(index)
 
-    def _give_back(self, child: _Child, holding: Holding) -> None:
+    def _give_back(self, child: _Child, holding: Holding, how: str) -> None:
         """Settle what a dead child held: now, not when its leases run out."""
         if not holding:
             return
@@ -253,6 +264,7 @@ class Worker:
                     self._settle_time_limit(child, running)
                 else:
                     started.append(running.delivery)  # counts towards max_deliveries
+                    self._presence.lost(child.name, running, how)
             if started:
                 self.app.broker.requeue(started, started=True)
             if holding.unstarted:
@@ -270,6 +282,7 @@ class Worker:
         )
         if outcome.record is not None:
             self.app.backend.store([outcome.record])
+        self.app.events.flush()
         if outcome.action == "retry":
             self.app.broker.retry(running.delivery, outcome.eta, outcome.error)
         else:

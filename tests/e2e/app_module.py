@@ -86,3 +86,27 @@ def soft() -> str:
     except SoftTimeLimitExceeded:
         return "cleaned up"
     return "slept"
+
+
+@app.task(retries=2, retry_delay=0.1, jitter=False)
+def twice() -> int:
+    """Fails on its first two attempts, then returns its attempt."""
+    attempt = current_task().attempt
+    if attempt < 2:
+        raise ValueError(f"attempt {attempt}")
+    return attempt
+
+
+@app.task
+def steps(count: int, pause: float) -> list[int]:
+    """Does ``count`` steps, saving each in a checkpoint; returns where each run began."""
+    task = current_task()
+    state = task.checkpoint_state or {"done": 0, "starts": []}
+    state["starts"].append(state["done"])
+    while state["done"] < count:
+        time.sleep(pause)
+        state["done"] += 1
+        task.checkpoint(state)
+        task.progress(state["done"], count, "stepping")
+        note("step", state["done"])
+    return list(state["starts"])

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -95,6 +95,20 @@ class Run:
         for log in self._logs:
             log.close()
         self.producer.close()
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Run]:
+    """A private directory, broker file and app module; its workers die with the test.
+
+    Import it into a test module (``from harness import run``) to use it.
+    """
+    for name in list(os.environ):
+        if name.startswith("GOPHERQ_"):
+            monkeypatch.delenv(name)
+    handle = Run(tmp_path)
+    yield handle
+    handle.close()
 
 
 def wait_for(

@@ -1,0 +1,135 @@
+"""What the ``gopherq`` command modules share: finding the app, options, output.
+
+The commands live in ``gopherq.cli`` and ``gopherq.cli_history``; like them,
+this module only parses and prints.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+from gopherq.app import GopherQ
+from gopherq.errors import GopherQError
+from gopherq.loader import load_app
+
+
+class CliContext:
+    """What the group passes to its commands: where to find the app."""
+
+    def __init__(self, app_spec: str | None) -> None:
+        self.app_spec = app_spec
+
+    def app(self) -> GopherQ:
+        """Load the app; any failure becomes a one-line error."""
+        if not self.app_spec:
+            raise click.UsageError("no app given: pass -A module[:attr] or set GOPHERQ_APP")
+        try:
+            return load_app(self.app_spec)
+        except GopherQError:
+            raise
+        except Exception as exc:  # the app module's own import failed
+            raise click.ClickException(
+                f"cannot load app {self.app_spec!r}: {type(exc).__name__}: {exc}"
+            ) from None
+
+
+app_option = click.option("-A", "--app", "app_spec", help="The app: module[:attr].")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def with_app(fn: Callable[..., None]) -> Callable[..., None]:
+    """Give a command ``-A`` (which wins over the group's) and call it with the app first."""
+
+    @functools.wraps(fn)
+    def run(app_spec: str | None, **kwargs: Any) -> None:
+        context = click.get_current_context().find_object(CliContext) or CliContext(None)
+        context.app_spec = app_spec or context.app_spec
+        fn(context.app(), **kwargs)
+
+    return app_option(run)
+
+
+# Output.
+
+
+def print_json(data: Any) -> None:
+    """Print ``data`` as indented JSON (unknown types as their ``str``)."""
+    click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], empty: str) -> None:
+    """Print rows as aligned columns; numbers right-aligned."""
+    if not rows:
+        click.echo(empty)
+        return
+    cells = [[cell(value) for value in row] for row in rows]
+    widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(headers)]
+    numeric = [all(is_int(row[i]) for row in rows) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        padded = (
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        )
+        return "  ".join(padded).rstrip()
+
+    click.echo(line([h.upper() for h in headers]))
+    for row in cells:
+        click.echo(line(row))
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def shorten(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def json_arg(kind: type[list[Any]] | type[dict[str, Any]]) -> Callable[..., Any]:
+    """A click callback parsing a JSON list or object."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        if value is None:
+            return kind()
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not valid JSON: {exc}") from None
+        if not isinstance(parsed, kind):
+            raise click.BadParameter(f"expected a JSON {'array' if kind is list else 'object'}")
+        return parsed
+
+    return parse
+
+
+def progress_text(done: float, total: float | None, message: str | None) -> str:
+    """A progress report in a few characters: ``3/10 resizing``."""
+    text = f"{done:g}" if total is None else f"{done:g}/{total:g}"
+    return f"{text} {message}" if message else text
+
+
+def duration(seconds: float) -> str:
+    """Seconds as ``12.3ms`` below one second, else ``4.56s``."""
+    return f"{seconds * 1000:.3g}ms" if seconds < 1 else f"{seconds:.3g}s"

@@ -1,0 +1,188 @@
+"""SQLite event backend: an ``events`` table in the broker's own database file.
+
+The default event backend when the broker is SQLite, so that one file holds
+messages, results and events. A publish is one ``BEGIN IMMEDIATE``
+transaction that stores its whole batch as one row (a msgpack array of
+events): a row costs a few microseconds, so a batch of hundreds costs little
+more than one event. Events are numbered in order across rows; an event's
+cursor is its number, and a row is keyed by the number of its last event.
+Writers are serialized by SQLite, so a reader that has seen event N has seen
+every event up to N. Retention never deletes the newest row, so numbers are
+never reused and a saved cursor never skips new events.
+
+A blocked ``read`` sleeps on the file's change notification (inotify on the
+``-wal`` file; see ``gopherq.brokers._sqlite_file``) and wakes within
+milliseconds of the commit that adds events; it polls where inotify is
+missing. Readers decode rows and filter by type themselves.
+
+URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
+
+Options:
+    max_age (float): seconds an event is kept. Default one day.
+    max_count (int): most events kept; the oldest go first. Default 100,000.
+        Publishers delete what is past either limit about once a second.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+
+from gopherq.brokers._sqlite_file import Database, sqlite_path
+from gopherq.events.base import Event, EventBackend, cursor_number, pack_events, unpack_events
+
+CLEANUP_EVERY = 1.0
+"""Seconds between retention passes of one publishing process."""
+ROW_EVENTS = 1000
+"""Most events stored in one row; a larger batch takes several."""
+ROWS_PER_QUERY = 64
+
+
+class SQLiteEventBackend(EventBackend):
+    """Events in a table of the broker's SQLite file. See the module docstring."""
+
+    # events: one row per published batch
+    #   last    number of the row's last event (events are numbered from 1
+    #           across rows, in commit order); the row holds last-count+1..last
+    #   count   how many events the row holds
+    #   time    when the row's newest event happened: retention by age
+    #   events  msgpack array of events, each an array (Event[:8])
+    SCHEMA = (
+        """CREATE TABLE IF NOT EXISTS events (
+            last INTEGER PRIMARY KEY,
+            count INTEGER NOT NULL,
+            time REAL NOT NULL,
+            events BLOB NOT NULL
+        )""",
+    )
+
+    def __init__(
+        self,
+        url: str = "sqlite:///./gopherq.db",
+        *,
+        max_age: float = 86400.0,
+        max_count: int = 100_000,
+    ) -> None:
+        self.url = url
+        self.path = sqlite_path(url)
+        self.max_age = max_age
+        self.max_count = max(max_count, 1)
+        self._db = Database(self.path, self.SCHEMA)
+        self._next_cleanup = 0.0
+
+    def publish(self, events: Sequence[Event]) -> None:
+        """Store the batch in one transaction; about once a second also apply retention."""
+        if not events:
+            return
+        chunks = [events[i : i + ROW_EVENTS] for i in range(0, len(events), ROW_EVENTS)]
+        blobs = [(len(chunk), max(e.time for e in chunk), pack_events(chunk)) for chunk in chunks]
+        with self._db.write() as conn:
+            (last,) = conn.execute("SELECT coalesce(max(last), 0) FROM events").fetchone()
+            rows = []
+            for count, newest, blob in blobs:
+                last += count
+                rows.append((last, count, newest, blob))
+            conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
+            now = time.time()
+            if now >= self._next_cleanup:
+                self._next_cleanup = now + CLEANUP_EVERY
+                self._trim(conn, now)
+
+    def read(
+        self,
+        cursor: str,
+        *,
+        types: frozenset[str] | None = None,
+        limit: int = 100,
+        timeout: float = 0.0,
+    ) -> tuple[list[Event], str]:
+        """Events after ``cursor`` of ``types``; blocks on the file's changes up to ``timeout``."""
+        after = cursor_number(cursor)
+        deadline = time.monotonic() + timeout
+        waiter = self._db.waiter() if timeout > 0 else None
+        if waiter is not None:
+            waiter.reset()  # changes before this point are seen by the first query
+        while True:
+            events, after = self._read(after, types, limit)
+            remaining = deadline - time.monotonic()
+            if events or remaining <= 0 or waiter is None:
+                return events, str(after)
+            waiter.wait(remaining)
+
+    def last(self, limit: int = 1, *, types: frozenset[str] | None = None) -> list[Event]:
+        """The newest ``limit`` events of ``types``, oldest first."""
+        found: list[Event] = []
+        query = "SELECT last, events FROM events WHERE last < ? ORDER BY last DESC LIMIT ?"
+        before = 2**63 - 1
+        while len(found) < limit:
+            with self._db.read() as conn:
+                rows = conn.execute(query, (before, ROWS_PER_QUERY)).fetchall()
+            for last, blob in rows:
+                row = [e for e in _events(last, blob) if types is None or e.type in types]
+                found.extend(reversed(row[-(limit - len(found)) :]))
+                if len(found) >= limit:
+                    break
+            if len(rows) < ROWS_PER_QUERY:
+                break
+            before = rows[-1][0]
+        return found[::-1]
+
+    def cleanup(self) -> int:
+        """Delete events past retention; returns how many."""
+        with self._db.write() as conn:
+            return self._trim(conn, time.time())
+
+    def close(self) -> None:
+        """Close this process's connections; the next call reopens them."""
+        self._db.close()
+
+    def _read(
+        self, after: int, types: frozenset[str] | None, limit: int
+    ) -> tuple[list[Event], int]:
+        """Up to ``limit`` events numbered above ``after``, and the number read up to."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT last, events FROM events WHERE last > ? ORDER BY last LIMIT ?",
+                (after, ROWS_PER_QUERY),
+            ).fetchall()
+        found: list[Event] = []
+        for last, blob in rows:
+            for event in _events(last, blob):
+                number = int(event.cursor)
+                if number <= after:
+                    continue
+                after = number
+                if types is None or event.type in types:
+                    found.append(event)
+                    if len(found) >= limit:
+                        return found, after
+        return found, after
+
+    def _trim(self, conn: sqlite3.Connection, now: float) -> int:
+        """Delete rows wholly past ``max_count`` or ``max_age``, never the newest row (its
+        number keeps numbering going). Rows are in time order, near enough: events are
+        stamped a few milliseconds before their batch commits."""
+        (newest,) = conn.execute("SELECT max(last) FROM events").fetchone()
+        if newest is None:
+            return 0
+        first_young = conn.execute(
+            "SELECT last FROM events WHERE time >= ? ORDER BY last LIMIT 1",
+            (now - self.max_age,),
+        ).fetchone()
+        keep_from = min(first_young[0] if first_young else newest, newest)
+        cut = max(newest - self.max_count, 0)
+        # Rows ending at or below ``cut`` hold only events past the count; rows
+        # before ``keep_from`` only events past the age.
+        rows = conn.execute(
+            "DELETE FROM events WHERE last <= ? OR last < ? RETURNING count", (cut, keep_from)
+        ).fetchall()
+        return sum(count for (count,) in rows)
+
+
+def _events(last: int, blob: bytes) -> Iterator[Event]:
+    """The events of a row, each with its number as cursor."""
+    arrays = unpack_events(blob)
+    first = last - len(arrays) + 1
+    for offset, array in enumerate(arrays):
+        yield Event.from_array(array, str(first + offset))

@@ -1,0 +1,148 @@
+"""What a running task stores as it goes: its STARTED record, progress and checkpoints.
+
+The runner makes one ``JobTracker`` per run and hands it to the task's
+``TaskContext`` as its control. It builds every job record of that run, so
+that each record carries the last progress and checkpoint known: a retry's
+``RETRYING`` record keeps the checkpoint that the next attempt resumes from.
+
+On a first run nothing is read. When the task runs again (a retry, or a
+redelivery after its worker died), the record of the previous run is read
+once, on the first write or read of progress or checkpoint, or when the run's
+final record is built, so that its checkpoint is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from gopherq.context import TaskContext
+from gopherq.results.base import ErrorInfo, JobRecord, Progress
+from gopherq.states import State
+
+if TYPE_CHECKING:
+    from gopherq.app import GopherQ
+
+logger = logging.getLogger("gopherq.worker")
+
+PROGRESS_EVERY = 0.1
+"""Seconds between stored progress reports; those in between fold into the next."""
+
+
+class JobTracker:
+    """Builds and stores the job records of one run. See the module docstring."""
+
+    __slots__ = (
+        "_checkpoint",
+        "_loaded",
+        "_progress",
+        "_published",
+        "_rerun",
+        "app",
+        "created",
+        "keep",
+        "started",
+        "wrote",
+    )
+
+    def __init__(
+        self, app: GopherQ, *, created: float | None, started: float, rerun: bool, keep: bool
+    ) -> None:
+        self.app = app
+        self.created = created
+        self.started = started
+        """Unix seconds when this run began."""
+        self.keep = keep
+        """Whether the task stores results (a STARTED record would never be replaced else)."""
+        self.wrote = False
+        """Whether a record was stored during the run (then the final one must be too)."""
+        self._rerun = rerun
+        self._loaded = False
+        self._progress: Progress | None = None
+        self._checkpoint: bytes | None = None
+        self._published = -PROGRESS_EVERY
+
+    def record(
+        self,
+        context: TaskContext,
+        state: State,
+        *,
+        result: bytes | None = None,
+        error: ErrorInfo | None = None,
+    ) -> JobRecord:
+        """The record of this run in ``state``; a success drops the checkpoint."""
+        if self._rerun:
+            self._load(context)
+        finished = None if state is State.STARTED else time.time()
+        return JobRecord(
+            id=context.id,
+            task=context.name,
+            state=state,
+            queue=context.queue,
+            result=result,
+            error=error,
+            attempts=context.attempt + 1,
+            created=self.created,
+            started=self.started,
+            finished=finished,
+            worker=context.worker,
+            progress=self._progress,
+            checkpoint=None if state is State.SUCCEEDED else self._checkpoint,
+        )
+
+    def announce(self, context: TaskContext) -> None:
+        """Make the start visible now: store STARTED and publish the buffered events.
+
+        For tasks that may run long; a short one's start shows with its end.
+        """
+        if self.keep:
+            self._store(context)
+        self.app.events.flush()
+
+    # JobControl, called through the TaskContext.
+
+    def progress(self, context: TaskContext, progress: Progress) -> None:
+        """Keep ``progress``; store it and send an event unless one went out just now.
+
+        Best effort: a store that fails is logged, and the task goes on.
+        """
+        self._progress = progress
+        now = time.monotonic()
+        final = progress.total is not None and progress.done >= progress.total
+        if now - self._published < PROGRESS_EVERY and not final:
+            return  # folded into the next report, or the final record
+        self._published = now
+        try:
+            self._store(context)
+        except Exception as exc:
+            logger.warning(
+                "task %s[%s]: could not store progress: %s", context.name, context.id, exc
+            )
+        if self.app.middleware:
+            self.app.middleware.on_progress(self.app, context, progress)
+        self.app.events.flush()
+
+    def checkpoint(self, context: TaskContext, state: Any) -> None:
+        """Store ``state`` with the job now, durably; a failure raises in the task."""
+        self._checkpoint = self.app.codec.pack(state, what="checkpoint")
+        self._store(context)
+
+    def checkpoint_state(self, context: TaskContext) -> Any:
+        """The last checkpoint of this task id: this run's, else an earlier run's."""
+        self._load(context)
+        return None if self._checkpoint is None else self.app.codec.unpack(self._checkpoint)
+
+    def _store(self, context: TaskContext) -> None:
+        self.app.backend.store([self.record(context, State.STARTED)])
+        self.wrote = True
+
+    def _load(self, context: TaskContext) -> None:
+        """Take over the previous run's progress and checkpoint, once."""
+        if self._loaded:
+            return
+        self._loaded = True
+        previous = self.app.backend.get(context.id)
+        if previous is not None:
+            self._progress = self._progress or previous.progress
+            self._checkpoint = self._checkpoint or previous.checkpoint

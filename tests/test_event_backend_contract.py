@@ -1,0 +1,182 @@
+"""The event backend contract: every event backend passes this suite unchanged.
+
+Parametrized over the kinds in ``EVENT_KINDS``; a backend joins by adding its
+kind there and a URL in ``conftest.broker_url``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import broker_url
+
+from gopherq.events import START, Event, EventBackend, open_event_backend
+
+EVENT_KINDS = ["memory", "sqlite"]
+
+MakeEvents = Callable[..., EventBackend]
+
+
+@pytest.fixture(params=EVENT_KINDS)
+def make_events(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeEvents]:
+    """Open event backends of one kind on one store (memory: the same instance)."""
+    kind = str(request.param)
+    url = broker_url(kind, tmp_path)
+    opened: list[EventBackend] = []
+
+    def make(**options: Any) -> EventBackend:
+        if kind == "memory" and opened:
+            return opened[0]
+        backend = open_event_backend(url, **options)
+        opened.append(backend)
+        return backend
+
+    yield make
+    for backend in opened:
+        backend.close()
+
+
+@pytest.fixture
+def events(make_events: MakeEvents) -> EventBackend:
+    return make_events()
+
+
+def event(kind: str = "task-started", n: int = 0, **fields: Any) -> Event:
+    fields.setdefault("time", time.time())
+    return Event(kind, id=f"id-{n}", task="app.add", queue="default", attempt=0, **fields)
+
+
+def ids(events: list[Event]) -> list[str | None]:
+    return [e.id for e in events]
+
+
+def test_round_trip_of_every_field(events: EventBackend) -> None:
+    now = time.time()
+    full = Event(
+        "task-retried",
+        now - 1.5,
+        id="job-1",
+        task="app.add",
+        queue="math",
+        worker="host:42",
+        attempt=2,
+        extra={"error": "bad: é", "eta": now + 9.25, "load": [0.5, 1.0], "x": {"y": None}},
+    )
+    bare = Event("worker-offline", now, worker="host:7")
+    events.publish([full, bare])
+    got, _ = events.read(START)
+    assert [e._replace(cursor="") for e in got] == [full, bare]
+    assert got[1].extra == {}
+    assert all(e.cursor for e in got)
+
+
+def test_read_in_order_from_a_cursor(events: EventBackend) -> None:
+    events.publish([event(n=i) for i in range(5)])
+    events.publish([event(n=i) for i in range(5, 8)])
+    first, cursor = events.read(START, limit=3)
+    assert ids(first) == ["id-0", "id-1", "id-2"]
+    assert cursor == first[-1].cursor
+    rest, end = events.read(cursor)
+    assert ids(rest) == [f"id-{i}" for i in range(3, 8)]
+    numbers = [int(e.cursor) for e in first + rest]
+    assert numbers == sorted(set(numbers))
+    assert events.read(end) == ([], end)
+
+
+def test_types_are_filtered_and_skipped_ones_passed(events: EventBackend) -> None:
+    events.publish([event("task-started", 0), event("task-failed", 0), event("task-started", 1)])
+    failed, cursor = events.read(START, types=frozenset({"task-failed"}))
+    assert [(e.type, e.id) for e in failed] == [("task-failed", "id-0")]
+    assert int(cursor) > int(failed[0].cursor)  # past the task-started it examined
+    events.publish([event("task-started", 2)])
+    nothing, after = events.read(cursor, types=frozenset({"task-failed"}))
+    assert nothing == []
+    assert int(after) > int(cursor)
+    events.publish([event("task-failed", 3)])
+    again, _ = events.read(after, types=frozenset({"task-failed"}))
+    assert ids(again) == ["id-3"]
+
+
+def test_last(events: EventBackend) -> None:
+    assert events.last(5) == []
+    events.publish([event("task-started", i) for i in range(3)])
+    events.publish([event("task-failed", 9), event("task-started", 3)])
+    assert ids(events.last(2)) == ["id-9", "id-3"]
+    assert ids(events.last(10, types=frozenset({"task-started"}))) == [f"id-{i}" for i in range(4)]
+    assert ids(events.last(1, types=frozenset({"task-failed"}))) == ["id-9"]
+
+
+def test_a_blocked_read_wakes_on_publish(make_events: MakeEvents) -> None:
+    reader, writer = make_events(), make_events()
+    start = reader.last(1)[0].cursor if reader.last(1) else START
+
+    def publish_later() -> None:
+        time.sleep(0.2)
+        writer.publish([event(n=1)])
+
+    thread = threading.Thread(target=publish_later)
+    began = time.monotonic()
+    thread.start()
+    got, _ = reader.read(start, timeout=10)
+    waited = time.monotonic() - began
+    thread.join()
+    assert ids(got) == ["id-1"]
+    assert 0.15 < waited < 1.0
+
+
+def test_a_read_with_nothing_new_times_out(events: EventBackend) -> None:
+    began = time.monotonic()
+    assert events.read(START, timeout=0.2) == ([], START)
+    assert 0.15 < time.monotonic() - began < 1.5
+
+
+def test_readers_are_independent(make_events: MakeEvents) -> None:
+    one, two = make_events(), make_events()
+    one.publish([event(n=i) for i in range(4)])
+    a, _ = one.read(START)
+    b, _ = two.read(START)
+    assert ids(a) == ids(b) == [f"id-{i}" for i in range(4)]
+
+
+def test_a_large_batch(events: EventBackend) -> None:
+    events.publish([event(n=i) for i in range(2500)])
+    seen: list[Event] = []
+    cursor = START
+    while batch := events.read(cursor, limit=700)[0]:
+        seen += batch
+        cursor = batch[-1].cursor
+    assert ids(seen) == [f"id-{i}" for i in range(2500)]
+
+
+def test_retention_by_count_keeps_numbering(make_events: MakeEvents) -> None:
+    events = make_events(max_count=10)
+    for batch in range(6):
+        events.publish([event(n=10 * batch + i) for i in range(5)])
+    events.cleanup()
+    kept, cursor = events.read(START)
+    assert 10 <= len(kept) < 15  # the newest 10 stay (SQLite drops whole batches)
+    assert ids(kept)[-10:] == [f"id-{10 * b + i}" for b in (4, 5) for i in range(5)]
+    events.publish([event(n=99)])
+    new, _ = events.read(cursor)
+    assert ids(new) == ["id-99"]  # numbers are never reused: a saved cursor skips nothing
+
+
+def test_retention_by_age(make_events: MakeEvents) -> None:
+    events = make_events(max_age=60)
+    old = time.time() - 120
+    events.publish([event(n=i, time=old) for i in range(3)])
+    events.publish([event(n=7)])
+    events.cleanup()
+    assert ids(events.read(START)[0]) == ["id-7"]
+
+
+def test_a_bad_cursor_is_an_error(events: EventBackend) -> None:
+    from gopherq.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="cursor"):
+        events.read("yesterday")

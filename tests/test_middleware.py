@@ -1,0 +1,107 @@
+"""Middleware hooks: order, arguments, failures, vetoes (in-process, memory://)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from test_events import drain
+
+from gopherq import GopherQ
+from gopherq.context import TaskContext
+from gopherq.message import Message
+from gopherq.middleware import Middleware
+from gopherq.runner import Outcome
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def app() -> GopherQ:
+    return GopherQ("t", broker="memory://")
+
+
+class Recorder(Middleware):
+    def __init__(self, name: str, calls: list[str]) -> None:
+        self.name, self.calls = name, calls
+
+    def before_enqueue(self, app: GopherQ, messages: Sequence[Message]) -> None:
+        self.calls.append(f"{self.name}.before_enqueue {len(messages)}")
+
+    def after_enqueue(self, app: GopherQ, messages: Sequence[Message], ids: Sequence[str]) -> None:
+        self.calls.append(f"{self.name}.after_enqueue")
+
+    def before_execute(self, app: GopherQ, message: Message, context: TaskContext) -> None:
+        self.calls.append(f"{self.name}.before_execute {context.attempt}")
+
+    def after_execute(
+        self,
+        app: GopherQ,
+        message: Message,
+        context: TaskContext,
+        outcome: Outcome,
+        runtime: float,
+    ) -> None:
+        self.calls.append(f"{self.name}.after_execute {outcome.action}")
+
+    def on_retry(self, app: GopherQ, message: Message, outcome: Outcome) -> None:
+        self.calls.append(f"{self.name}.on_retry")
+
+    def on_dead(self, app: GopherQ, message: Message, outcome: Outcome) -> None:
+        self.calls.append(f"{self.name}.on_dead {outcome.reason}")
+
+
+def test_middleware_hooks_in_order(caplog: Any) -> None:
+    calls: list[str] = []
+
+    class Broken(Middleware):
+        def after_execute(self, *args: Any) -> None:
+            raise RuntimeError("metrics exporter down")
+
+    app = GopherQ("t", broker="memory://", events=None, middleware=[Recorder("a", calls)])
+    app.add_middleware(Recorder("b", calls))
+    app.add_middleware(Broken())
+
+    @app.task(retries=1, retry_delay=0.01, jitter=False)
+    def flaky() -> None:
+        raise ValueError("x")
+
+    flaky.delay()
+    drain(app)
+    assert calls == [
+        "a.before_enqueue 1",
+        "b.before_enqueue 1",
+        "b.after_enqueue",
+        "a.after_enqueue",
+        "a.before_execute 0",
+        "b.before_execute 0",
+        "b.after_execute retry",
+        "a.after_execute retry",
+        "b.on_retry",
+        "a.on_retry",
+        "a.before_execute 1",
+        "b.before_execute 1",
+        "b.after_execute dead",
+        "a.after_execute dead",
+        "b.on_dead MAX_RETRIES",
+        "a.on_dead MAX_RETRIES",
+    ]
+    assert "metrics exporter down" in caplog.text
+    with pytest.raises(TypeError, match="subclass"):
+        app.add_middleware(object())  # type: ignore[arg-type]
+
+
+def test_before_enqueue_can_refuse(app: GopherQ) -> None:
+    class Refuse(Middleware):
+        def before_enqueue(self, app: GopherQ, messages: Sequence[Message]) -> None:
+            raise PermissionError("no")
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    app.add_middleware(Refuse())
+    with pytest.raises(PermissionError):
+        add.delay(1, 2)
+    assert app.broker.stats() == {} or app.broker.stats()["default"].ready == 0
