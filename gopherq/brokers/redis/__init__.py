@@ -23,11 +23,14 @@ lease or an eta. A worker that dies loses its leases when they expire (they are
 renewed while tasks run) and its messages go back to ready for others.
 
 Blocking reserve without polling: a script that makes a message ready pushes a
-wake token onto ``P:{q}:wake`` (a list capped at one entry), and an idle reserve
-BLPOPs the wake lists of its queues, for no longer than until the next due eta
-or lease expiry, then runs the reserve script again. A task enqueued on an idle
-system is reserved two round trips later (under a millisecond on loopback). A
-reserve that leaves messages behind pushes a token again, so several idle
+wake token onto ``P:{q}:wake`` (a list capped at one entry), so a token is there
+whenever messages are ready. A reserve BLPOPs the wake lists of its queues, for
+no longer than until the next due eta or lease expiry (as its last reserve
+reported), with the reserve script pipelined behind the BLPOP in the same write:
+Redis runs the script the moment the BLPOP returns, so a task enqueued on an idle
+system is leased without another round trip (well under a millisecond on
+loopback), and a worker back from a batch finds the next one in one round trip.
+A reserve that leaves messages behind pushes a token again, so several idle
 workers wake in a chain, one per batch taken; one that finds nothing drops the
 stale token. Due times are Redis's to keep: a BLPOP timeout fires at the
 server's next ``hz`` tick (every 100 ms at the default ``hz 10``), so an eta or an
@@ -89,7 +92,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from gopherq.brokers.base import Broker, DeadLetter, Delivery, Envelope, QueueStats
-from gopherq.brokers.redis.connection import Call, Client, Connection, Script, script
+from gopherq.brokers.redis.connection import Call, Client, Connection, Script, script, unpack
 from gopherq.errors import ConfigurationError
 from gopherq.states import State
 
@@ -136,6 +139,7 @@ class RedisBroker(Broker):
         self._queues_key = f"{self.prefix}:{{_}}:queues"
         self._bases: dict[str, str] = {}
         self._registered: dict[str, float] = {}  # queue -> when this process last added it
+        self._due_at: dict[tuple[str, ...], float] = {}  # queues -> their next due (monotonic)
 
     # Producing and consuming.
 
@@ -171,7 +175,7 @@ class RedisBroker(Broker):
             self._registered[queue] = now
         ids: list[str] = [""] * len(envelopes)
         for chunk, result in zip(chunks, results[len(register) :], strict=True):
-            for i, id in zip(chunk, result, strict=True):
+            for i, id in zip(chunk, unpack(result), strict=True):
                 ids[i] = id.decode()
         return ids
 
@@ -184,18 +188,29 @@ class RedisBroker(Broker):
         if not wanted:
             time.sleep(max(timeout, 0.0))
             return []
-        deadline = time.monotonic() + timeout
-        while True:
+        start = time.monotonic()
+        deadline = start + timeout
+        key = tuple(wanted)
+        due_at = self._due_at.get(key)
+        if timeout > 0 and due_at is not None and due_at > start:
+            # Block first, until the due time the last reserve of these queues saw (an
+            # earlier eta enqueued since pushes a wake token). A wake token is there
+            # whenever messages are ready, so this returns at once when there is work,
+            # and saves the round trip of a reserve that finds none when there is not.
+            # (Once that time has passed, reserve at once: Redis would end even a short
+            # block only at its next hz tick.)
+            taken, due = self._wait(wanted, limit, min(timeout, due_at - start))
+        else:
             taken, due = self._conn.call(
                 lambda c: self._reserve_once(c, wanted, limit), retry=False
             )
+        while not taken:
             remaining = deadline - time.monotonic()
-            if taken or remaining <= 0:
-                return taken
-            wait = min(remaining, due)
-            self._conn.call(
-                functools.partial(self._block, queues=wanted, seconds=wait), retry=False
-            )
+            if remaining <= 0:
+                break
+            taken, due = self._wait(wanted, limit, min(remaining, due))
+        self._due_at[key] = time.monotonic() + due
+        return taken
 
     def ack(self, deliveries: Sequence[Delivery]) -> int:
         """Forget finished messages (one round trip); returns how many were still held."""
@@ -226,7 +241,8 @@ class RedisBroker(Broker):
         queues = self._known()
         total = 0
         while queues:
-            results = self._run_each(script("reserve"), queues, (0, self._lease, "", self._ttl))
+            calls = self._run_each(script("reserve"), queues, (0, self._lease, "", self._ttl))
+            results = [unpack(r) for r in calls]
             total += sum(int(r[0]) for r in results)
             queues = [q for q, r in zip(queues, results, strict=True) if int(r[0]) >= TIDY_BATCH]
         return total
@@ -351,37 +367,54 @@ class RedisBroker(Broker):
         self, client: Client, queues: list[str], limit: int
     ) -> tuple[list[Delivery], float]:
         """One pass: the deliveries, and seconds until something may become runnable."""
+        if not self._conn.cluster or len(queues) == 1:
+            return _taken(self._conn.run(client, *self._take(queues, limit)), queues)
+        # Cluster, several slots: tidy and peek at every queue, then take best first.
         reserve = script("reserve")
         token = secrets.token_hex(8) + "."
-        if not self._conn.cluster or len(queues) == 1:
-            keys = [self._base(q) for q in queues]
-            raw = self._conn.run(client, reserve, keys, (limit, self._lease, token, self._ttl))
-            return _deliveries(raw, queues), _seconds(raw[2])
-        # Cluster, several slots: tidy and peek at every queue, then take best first.
         peek = (0, self._lease, "", self._ttl)
-        peeks = self._conn.run_many(client, [(reserve, [self._base(q)], peek) for q in queues])
+        calls: list[Call] = [(reserve, [self._base(q)], peek) for q in queues]
+        peeks = [unpack(p) for p in self._conn.run_many(client, calls)]
         due = min(_seconds(p[2]) for p in peeks)
         order = sorted((float(p[1]), i) for i, p in enumerate(peeks) if p[1])
         taken: list[Delivery] = []
         for _, i in order:
             args = (limit - len(taken), self._lease, token + f"{i}.", self._ttl)
-            raw = self._conn.run(client, reserve, [self._base(queues[i])], args)
+            raw = unpack(self._conn.run(client, reserve, [self._base(queues[i])], args))
             taken += _deliveries(raw, [queues[i]])
             due = min(due, _seconds(raw[2]))
             if len(taken) >= limit:
                 break
         return taken, due
 
-    def _block(self, client: Client, queues: list[str], seconds: float) -> None:
-        """Wait for a wake token of ``queues``, at most ``seconds``."""
+    def _wait(self, queues: list[str], limit: int, seconds: float) -> tuple[list[Delivery], float]:
+        """``_wait_and_reserve`` through the connection's error handling (not repeated:
+        a repeated reserve could lease messages that nobody receives)."""
+        wait = functools.partial(
+            self._wait_and_reserve, queues=queues, limit=limit, seconds=seconds
+        )
+        result: tuple[list[Delivery], float] = self._conn.call(wait, retry=False)
+        return result
+
+    def _wait_and_reserve(
+        self, client: Client, queues: list[str], limit: int, seconds: float
+    ) -> tuple[list[Delivery], float]:
+        """Wait for a wake token of ``queues`` (at most ``seconds``), then reserve."""
         seconds = min(seconds, self._conn.max_block)
         if self._conn.cluster and len(queues) > 1:
             # BLPOP cannot wait on several slots: wait on the first, poll the rest.
-            wakes = [self._base(queues[0]) + ":wake"]
-            seconds = min(seconds, CLUSTER_POLL)
-        else:
-            wakes = [self._base(q) + ":wake" for q in queues]
-        client.blpop(wakes, timeout=max(seconds, 0.001))
+            timeout = repr(max(min(seconds, CLUSTER_POLL), 0.001))
+            self._conn.run(client, "BLPOP", [self._base(queues[0]) + ":wake"], [timeout])
+            return self._reserve_once(client, queues, limit)
+        wakes = [self._base(q) + ":wake" for q in queues]
+        block: Call = ("BLPOP", wakes, [repr(max(seconds, 0.001))])
+        _, raw = self._conn.run_blocking(client, [block, self._take(queues, limit)])
+        return _taken(raw, queues)
+
+    def _take(self, queues: list[str], limit: int) -> Call:
+        """The reserve script's call taking up to ``limit`` from ``queues`` (one slot)."""
+        args = (limit, self._lease, secrets.token_hex(8) + ".", self._ttl)
+        return script("reserve"), [self._base(q) for q in queues], args
 
     def _settle(
         self, script_: Script, deliveries: Sequence[Delivery], head: tuple[Any, ...]
@@ -439,6 +472,12 @@ def _deliveries(raw: list[Any], queues: list[str]) -> list[Delivery]:
         )
         for j in range(3, len(raw), 7)
     ]
+
+
+def _taken(reply: Any, queues: list[str]) -> tuple[list[Delivery], float]:
+    """The deliveries of a reserve script's reply, and the seconds until its ``due``."""
+    raw = unpack(reply)
+    return _deliveries(raw, queues), _seconds(raw[2])
 
 
 def _seconds(raw: bytes) -> float:

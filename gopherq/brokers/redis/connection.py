@@ -5,6 +5,10 @@ its URL once and opens its client (a ``redis.Redis`` pool, or a
 ``redis.cluster.RedisCluster``) lazily, in the process that uses it: a forked
 child never touches its parent's sockets, it opens its own on first use.
 
+Hot calls skip redis-py's per-command machinery (see ``Connection.send``) but
+keep its connections, so every URL option, TLS and authentication work as
+usual; replies that carry many fields come as one msgpack string (``unpack``).
+
 Scripts are run with EVALSHA only. After NOSCRIPT (Redis restarted, or its
 script cache was flushed) every script is loaded again (SCRIPT LOAD, on every
 primary of a cluster) and the call repeated: a NOSCRIPT call did nothing, so
@@ -25,6 +29,7 @@ from importlib import resources
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import msgpack
 import redis
 import redis.cluster
 import redis.exceptions as rex
@@ -47,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "socket_timeout": 5.0,  # no reply within this: the server is gone (blocking calls stay below)
     "socket_connect_timeout": 2.0,
     "socket_keepalive": True,
+    "protocol": 2,  # RESP2: replies have the plain shapes the scripts return
 }
 # Producers retry a failed call this many times in all, backing off, within RETRY_BUDGET.
 RETRIES = 3
@@ -87,6 +93,8 @@ def parse_url(url: str) -> RedisURL:
             f"unsupported Redis URL {url!r}; use one of " + ", ".join(s + "://" for s in SCHEMES)
         )
     query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(k == "protocol" and v != "2" for k, v in query):
+        raise ConfigurationError(f"bad Redis URL {url!r}: gopherq speaks RESP2 (protocol=2)")
     own = {k: v for k, v in query if k in OWN_OPTIONS}
     prefix = own.get("prefix", DEFAULT_PREFIX)
     if not prefix or any(c in prefix for c in "{}*?[]"):
@@ -128,6 +136,7 @@ def script(name: str) -> Script:
 SCRIPT_NAMES = (
     "enqueue", "reserve", "ack", "retry", "dead", "extend", "requeue", "stats", "purge",
     "dead_letters", "requeue_dead", "purge_dead", "delete", "locate",
+    "result_store", "result_token",
 )  # fmt: skip
 
 Call: TypeAlias = "tuple[Script | str, Sequence[str], Sequence[Any]]"
@@ -142,6 +151,7 @@ class Connection:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._client: Client | None = None
+        self._idle: list[redis.connection.AbstractConnection] = []  # see send()
         self._policy_checked = False
         timeout = _query_float(self.config.client_url, "socket_timeout")
         timeout = DEFAULTS["socket_timeout"] if timeout is None else timeout
@@ -158,6 +168,7 @@ class Connection:
         if self._pid != os.getpid():
             # Inherited across fork: drop it without closing (the sockets are the parent's).
             self._client, self._pid, self._policy_checked = None, os.getpid(), False
+            self._idle = []
         client = self._client
         if client is None:
             with self._lock:
@@ -210,38 +221,77 @@ class Connection:
     ) -> Any:
         """EVALSHA ``script_`` (or run the command so named); after NOSCRIPT, load every
         script and run it again."""
-        if isinstance(script_, str):
-            return client.execute_command(script_, *keys, *args)  # type: ignore[no-untyped-call]
-        try:
-            return client.evalsha(script_.sha, len(keys), *keys, *args)
-        except rex.NoScriptError:
-            self.load_scripts(client)
-            return client.evalsha(script_.sha, len(keys), *keys, *args)
+        return self.run_many(client, [(script_, keys, args)])[0]
 
     def run_many(self, client: Client, calls: Sequence[Call]) -> list[Any]:
-        """Run every call in one pipeline (one round trip per node); their results.
+        """Run every call in one round trip (per node of a cluster); their results.
 
         Calls that failed with NOSCRIPT run again after the scripts are loaded.
         """
-        if len(calls) <= 1:
-            return [self.run(client, *call) for call in calls]
-        pipe = client.pipeline(transaction=False)
-        for script_, keys, args in calls:
-            if isinstance(script_, str):
-                pipe.execute_command(script_, *keys, *args)
-            else:
-                # Not pipe.evalsha: redis-py blocks that name in cluster pipelines.
-                pipe.execute_command("EVALSHA", script_.sha, len(keys), *keys, *args)
-        results: list[Any] = pipe.execute(raise_on_error=False)
+        commands = [_command(*call) for call in calls]
+        results = self.send(client, commands)
         missing = [i for i, r in enumerate(results) if isinstance(r, rex.NoScriptError)]
         if missing:
             self.load_scripts(client)
-            for i in missing:
-                results[i] = self.run(client, *calls[i])
+            again = self.send(client, [commands[i] for i in missing])
+            for i, result in zip(missing, again, strict=True):
+                results[i] = result
         for result in results:
             if isinstance(result, Exception):
                 raise result
         return results
+
+    def run_blocking(self, client: Client, calls: Sequence[Call]) -> list[Any]:
+        """Run calls in order where some block (BLPOP, BLMOVE); their results.
+
+        On a plain ``redis.Redis`` they go in one write: Redis holds the calls after
+        a blocking one until it returns, then runs them at once, a round trip sooner
+        than a client could send them. Elsewhere one by one (cluster pipelines
+        refuse blocking commands).
+        """
+        if type(client) is redis.Redis:
+            return self.run_many(client, calls)
+        return [self.run(client, *call) for call in calls]
+
+    def send(self, client: Client, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Send commands in one write (a pipeline per node on a cluster) and return their
+        replies in order, error replies as exception objects.
+
+        On a plain ``redis.Redis`` this skips redis-py's per-call machinery (its retry
+        wrapper, event dispatch and metrics, the pool's readiness poll: a syscall per
+        command), most of the client-side cost of a small command, and talks to the
+        connection directly; redis-py still opens it (URL options, TLS, AUTH, SELECT)
+        and parses the replies (in C, with hiredis). Each thread takes a connection
+        from ``_idle`` (list pop and append are atomic) and puts it back; a failed
+        exchange disconnects it, and its next use reconnects.
+        """
+        if type(client) is not redis.Redis:  # a cluster, or a test double
+            if len(commands) == 1:
+                try:
+                    return [client.execute_command(*commands[0])]  # type: ignore[no-untyped-call]
+                except rex.ResponseError as exc:
+                    return [exc]
+            pipe = client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            replies: list[Any] = pipe.execute(raise_on_error=False)
+            return replies
+        idle = self._idle
+        try:
+            connection = idle.pop()
+        except IndexError:
+            connection = client.connection_pool.get_connection()
+        try:
+            if not connection.is_connected:
+                connection.connect()  # type: ignore[no-untyped-call]  # AUTH, SELECT, TLS
+            request = connection.pack_commands(commands)  # type: ignore[no-untyped-call]
+            connection.send_packed_command(request, False)  # type: ignore[no-untyped-call]
+            return [_reply(connection) for _ in commands]
+        except BaseException:
+            connection.disconnect()  # type: ignore[no-untyped-call]  # no replies left unread
+            raise
+        finally:
+            idle.append(connection)
 
     def load_scripts(self, client: Client) -> None:
         """SCRIPT LOAD every script (on every primary of a cluster)."""
@@ -273,15 +323,36 @@ class Connection:
     def close(self) -> None:
         """Close this process's connections; the next call opens new ones."""
         if self._pid != os.getpid():
-            self._client, self._pid = None, os.getpid()
+            self._client, self._pid, self._idle = None, os.getpid(), []
             return
         with self._lock:
-            client, self._client = self._client, None
+            client, self._client, self._idle = self._client, None, []
         if client is not None:
             client.close()
 
 
 _WARNED: set[str] = set()
+
+
+def unpack(reply: Any) -> Any:
+    """A script's array reply, which ``reply()`` (lib.lua) sends as one msgpack string
+    where the server has cmsgpack (strings come back as bytes, as from RESP)."""
+    return msgpack.unpackb(reply, raw=True) if isinstance(reply, bytes) else reply
+
+
+def _command(script_: Script | str, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
+    """The command line of a call: EVALSHA with its keys and arguments, or a command."""
+    if isinstance(script_, str):
+        return [script_, *keys, *args]
+    return ["EVALSHA", script_.sha, len(keys), *keys, *args]
+
+
+def _reply(connection: Any) -> Any:
+    """The next reply on ``connection``, an error reply as its exception object."""
+    try:
+        return connection.read_response()
+    except rex.ResponseError as exc:
+        return exc
 
 
 def _query_float(url: str, name: str) -> float | None:

@@ -8,8 +8,9 @@ local q = queue(1)
 local gone = {}
 for j = 1, #ARGV, 2 do
   local id = ARGV[j]
-  if held(q, id, ARGV[j + 1]) then
-    forget(q, id)
+  local f = redis.call('HMGET', q.msg .. id, 'st', 't', 'k') -- held(), and the key at once
+  if f[1] == 'l' and f[2] == ARGV[j + 1] then
+    forget(q, id, f[3])
     gone[#gone + 1] = id
   end
 end

@@ -3,8 +3,8 @@
 -- KEYS  [1] the queue's key base P:{q}
 -- ARGV  5 per message: id, priority, eta (unix seconds, '' for none),
 --       idempotency key ('' for none), body
--- Returns the id each message stands for: its own, or the id of the live message
--- that already holds its idempotency key. An id already stored is left alone.
+-- Returns the id each message stands for (packed by reply(), lib.lua): its own, or
+-- the id of the live message that already holds its idempotency key. An id already stored is left alone.
 -- A message with an eta in the future goes to the delayed zset, others to ready.
 -- Wakes a blocked reserve when something became ready, or when the earliest eta moved
 -- closer (so that a reserve sleeping until the old earliest eta recomputes its sleep).
@@ -14,6 +14,13 @@ local now = now_seconds()
 local n = #ARGV / 5
 local first_seq = take_seqs(q, now, n)
 local ready, delayed, earliest = {}, {}, nil
+-- One EXISTS for the whole batch: then new ids (the rule) need no check each
+-- (stored remembers the batch's own, for an id twice in one batch).
+local names, stored = {}, {}
+for i = 0, n - 1 do
+  names[i + 1] = q.msg .. ARGV[i * 5 + 1]
+end
+local any_stored = redis.call('EXISTS', unpack(names)) > 0
 local out = {}
 for i = 0, n - 1 do
   local id, priority, eta, key, body = ARGV[i * 5 + 1], ARGV[i * 5 + 2], ARGV[i * 5 + 3],
@@ -29,18 +36,19 @@ for i = 0, n - 1 do
     out[i + 1] = holder
   else
     out[i + 1] = id
-    local m = q.msg .. id
-    if redis.call('EXISTS', m) == 0 then
+    local m = names[i + 1]
+    if not stored[m] and (not any_stored or redis.call('EXISTS', m) == 0) then
+      stored[m] = true
       local at = tonumber(eta)
       if at and at > now then
-        redis.call('HSET', m, 'b', body, 'p', priority, 's', num(first_seq + i), 'st', 's')
+        redis.call('HSET', m, 'b', body, 'p', priority, 's', first_seq + i, 'st', 's')
         delayed[#delayed + 1] = eta
         delayed[#delayed + 1] = id
         if not earliest or at < earliest then
           earliest = at
         end
       else
-        redis.call('HSET', m, 'b', body, 'p', priority, 's', num(first_seq + i), 'st', 'r')
+        redis.call('HSET', m, 'b', body, 'p', priority, 's', first_seq + i, 'st', 'r')
         ready[#ready + 1] = score(priority, first_seq + i)
         ready[#ready + 1] = id
       end
@@ -52,8 +60,8 @@ for i = 0, n - 1 do
   end
 end
 if earliest then
-  local first = redis.call('ZRANGE', q.delayed, 0, 0, 'WITHSCORES')
-  if #first == 0 or earliest < tonumber(first[2]) then
+  local first = first_score(q.delayed)
+  if not first or earliest < first then
     wake(q)
   end
   zadd_all(q.delayed, delayed)
@@ -62,4 +70,4 @@ if #ready > 0 then
   zadd_all(q.ready, ready)
   wake(q) -- even when paused: a reserve woken for nothing drops the token and sleeps on
 end
-return out
+return reply(out)

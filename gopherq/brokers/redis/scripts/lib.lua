@@ -17,6 +17,13 @@
 --                          t token (while leased), k idempotency key,
 --                          r reason, e error, x died (while dead)
 --
+-- The result backend (gopherq/results/redis.py; scripts result_*.lua) keeps, per id:
+--
+--   P:result:{id}        string  the job record (msgpack); expires once finished
+--   P:result:{id}:done   list    one completion token (the record when small) that
+--                                every waiter BLMOVEs in place; lives a minute at most
+--   P:{_}:result-expiry  zset    id -> expiry time, for counting what expired
+--
 -- Scripts get one KEYS entry per queue: its base P:{q} (every key above is the
 -- base plus a suffix, all in the base's slot; declaring the base routes the call
 -- on a cluster). A seq counts 10 us units since 2024-01-01 and only grows within a
@@ -34,7 +41,9 @@ local function now_seconds()
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 
--- Numbers as exact decimal strings (Lua's own conversion keeps 14 digits).
+-- Numbers as exact decimal strings, for text a script builds or returns (Lua's own
+-- conversion keeps 14 digits). Arguments of redis.call need none: Redis formats
+-- numbers there exactly itself.
 local function num(x)
   return string.format('%.17g', x)
 end
@@ -66,7 +75,7 @@ end
 
 local function score(priority, seq)
   local p = math.min(math.max(math.floor(tonumber(priority)), 0), 31)
-  return num(p * PRIORITY_STEP + seq)
+  return p * PRIORITY_STEP + seq
 end
 
 local function is_paused(q)
@@ -99,16 +108,19 @@ local function make_ready(q, id, seq)
   if not priority then
     return false
   end
-  redis.call('HSET', m, 'st', 'r', 's', num(seq))
+  redis.call('HSET', m, 'st', 'r', 's', seq)
   redis.call('HDEL', m, 't')
   redis.call('ZADD', q.ready, score(priority, seq), id)
   return true
 end
 
 -- Delete a message's hash and its idempotency key (the caller removes it from its zset).
-local function forget(q, id)
+-- key: the hash's k field when the caller has read it already (false: none).
+local function forget(q, id, key)
   local m = q.msg .. id
-  local key = redis.call('HGET', m, 'k')
+  if key == nil then
+    key = redis.call('HGET', m, 'k')
+  end
   if key and redis.call('HGET', q.keys, key) == id then
     redis.call('HDEL', q.keys, key)
   end
@@ -129,27 +141,53 @@ local function drop_old_dead(q, now, ttl)
   zrem_all(q.dead, old)
 end
 
+-- The lowest score in a zset, or nil when it is empty.
+local function first_score(key)
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  return first[2] and tonumber(first[2])
+end
+
 -- Due etas and expired leases become ready, dead letters older than ttl go.
--- Returns how many messages became ready.
+-- Returns how many messages became ready, then the next eta and the next lease
+-- expiry still ahead (nil if none). Nothing due (the common case) costs one call
+-- per zset: its first score is the next time to report.
 local function tidy(q, now, ttl)
   local moved = 0
-  local due = redis.call('ZRANGEBYSCORE', q.delayed, '-inf', num(now), 'WITHSCORES', 'LIMIT', 0, BATCH)
-  local ids = {}
-  for j = 1, #due, 2 do
-    ids[#ids + 1] = due[j]
-    if make_ready(q, due[j], units(tonumber(due[j + 1]))) then
-      moved = moved + 1
+  local next_eta = first_score(q.delayed)
+  if next_eta and next_eta <= now then
+    local due = redis.call('ZRANGEBYSCORE', q.delayed, '-inf', num(now), 'WITHSCORES', 'LIMIT', 0, BATCH)
+    local ids = {}
+    for j = 1, #due, 2 do
+      ids[#ids + 1] = due[j]
+      if make_ready(q, due[j], units(tonumber(due[j + 1]))) then
+        moved = moved + 1
+      end
     end
+    zrem_all(q.delayed, ids)
+    next_eta = first_score(q.delayed)
   end
-  zrem_all(q.delayed, ids)
-  local expired = redis.call('ZRANGEBYSCORE', q.leased, '-inf', num(now), 'LIMIT', 0, BATCH)
-  for _, id in ipairs(expired) do
-    local seq = redis.call('HGET', q.msg .. id, 's')
-    if seq and make_ready(q, id, tonumber(seq)) then
-      moved = moved + 1
+  local next_expiry = first_score(q.leased)
+  if next_expiry and next_expiry <= now then
+    local expired = redis.call('ZRANGEBYSCORE', q.leased, '-inf', num(now), 'LIMIT', 0, BATCH)
+    for _, id in ipairs(expired) do
+      local seq = redis.call('HGET', q.msg .. id, 's')
+      if seq and make_ready(q, id, tonumber(seq)) then
+        moved = moved + 1
+      end
     end
+    zrem_all(q.leased, expired)
+    next_expiry = first_score(q.leased)
   end
-  zrem_all(q.leased, expired)
   drop_old_dead(q, now, ttl)
-  return moved
+  return moved, next_eta, next_expiry
+end
+
+-- A script's array reply as one msgpack string where the server has cmsgpack (Redis
+-- does): the client then decodes it in C instead of parsing each element of a RESP
+-- array in Python, most of the client's cost of a reserve.
+local function reply(t)
+  if rawget(_G, 'cmsgpack') then
+    return cmsgpack.pack(t)
+  end
+  return t
 end

@@ -11,22 +11,28 @@
 -- queue left with ready messages that this call took from or refilled gets one, so
 -- that the next blocked reserve wakes (a chain: one wake per batch taken).
 -- Returns {moved, head, due, then 7 per delivery: id, queue index, priority, body,
--- attempt, deliveries, token}: moved = how many became ready; head = the best score
--- still ready in an unpaused queue ('' if none); due = seconds until the next eta or
--- lease expiry of these queues ('' if none).
+-- attempt, deliveries, token} (packed by reply(), lib.lua): moved = how many became
+-- ready; head = the best score still ready in an unpaused queue ('' if none); due =
+-- seconds until the next eta or lease expiry of these queues ('' if none).
 
 local limit = tonumber(ARGV[1])
 local now = now_seconds()
-local lease_until = num(now + tonumber(ARGV[2]))
+local lease_until = now + tonumber(ARGV[2])
 local ttl = tonumber(ARGV[4])
 local n = #KEYS
 local queues, paused, moved, active = {}, {}, {}, {}
-local moved_total = 0
+local moved_total, due = 0, nil
 for i = 1, n do
   local q = queue(i)
   queues[i] = q
-  moved[i] = tidy(q, now, ttl)
+  local next_eta, next_expiry
+  moved[i], next_eta, next_expiry = tidy(q, now, ttl)
   moved_total = moved_total + moved[i]
+  for _, at in ipairs({next_eta or false, next_expiry or false}) do
+    if at and (not due or at < due) then
+      due = at
+    end
+  end
   paused[i] = is_paused(q)
   if not paused[i] then
     active[#active + 1] = i
@@ -61,17 +67,18 @@ end
 
 local out = {moved_total, '', ''}
 local took, leases = {}, {}
+local until_text = num(lease_until)
 for j, p in ipairs(picked) do
   local q, id = queues[p[1]], p[2]
   local m = q.msg .. id
-  local f = redis.call('HMGET', m, 'b', 'p', 'a')
+  local f = redis.call('HMGET', m, 'b', 'p', 'a', 'd')
   if f[1] then
     local token = ARGV[3] .. j
-    redis.call('HSET', m, 'st', 'l', 't', token)
-    local deliveries = redis.call('HINCRBY', m, 'd', 1)
+    local deliveries = tonumber(f[4] or 0) + 1
+    redis.call('HSET', m, 'st', 'l', 't', token, 'd', deliveries)
     leases[p[1]] = leases[p[1]] or {}
     local l = leases[p[1]]
-    l[#l + 1], l[#l + 2] = lease_until, id
+    l[#l + 1], l[#l + 2] = until_text, id
     local o = #out
     out[o + 1], out[o + 2], out[o + 3], out[o + 4] = id, p[1], tonumber(f[2]), f[1]
     out[o + 5], out[o + 6], out[o + 7] = tonumber(f[3] or 0), deliveries, token
@@ -80,30 +87,26 @@ for j, p in ipairs(picked) do
 end
 for i, batch in pairs(leases) do
   zadd_all(queues[i].leased, batch)
+  if not due or lease_until < due then
+    due = lease_until
+  end
 end
 
-local head, due = nil, nil
+local head = nil
 for i = 1, n do
   local q = queues[i]
-  local first = redis.call('ZRANGE', q.ready, 0, 0, 'WITHSCORES')
-  if #first == 0 or paused[i] then
+  local first = first_score(q.ready)
+  if not first or paused[i] then
     redis.call('DEL', q.wake)
   else
-    local s = tonumber(first[2])
-    if not head or s < head then
-      head = s
+    if not head or first < head then
+      head = first
     end
     if took[i] or moved[i] > 0 then
       wake(q)
     end
   end
-  for _, key in ipairs({q.delayed, q.leased}) do
-    local next_at = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-    if #next_at > 0 and (not due or tonumber(next_at[2]) < due) then
-      due = tonumber(next_at[2])
-    end
-  end
 end
 if head then out[2] = num(head) end
 if due then out[3] = num(math.max(due - now, 0)) end
-return out
+return reply(out)

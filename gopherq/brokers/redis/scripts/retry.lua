@@ -18,11 +18,11 @@ redis.call('ZREM', q.leased, id)
 redis.call('HINCRBY', m, 'a', 1)
 redis.call('HDEL', m, 'd')
 if eta > now then
-  local first = redis.call('ZRANGE', q.delayed, 0, 0, 'WITHSCORES')
+  local first = first_score(q.delayed)
   redis.call('HSET', m, 'st', 's')
   redis.call('HDEL', m, 't')
   redis.call('ZADD', q.delayed, ARGV[3], id)
-  if #first == 0 or eta < tonumber(first[2]) then
+  if not first or eta < first then
     wake(q)
   end
 else
