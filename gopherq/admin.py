@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import difflib
 import time
-import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from gopherq.brokers.base import redact_url
 from gopherq.errors import DecodeError
 from gopherq.results.base import JobRecord
 from gopherq.states import Priority, State
@@ -147,18 +147,8 @@ def check_health(app: GopherQ) -> Health:
     try:
         app.broker.ping()
     except Exception as exc:  # a health check reports, it does not raise
-        return Health(safe_url(app.broker_url), False, time.perf_counter() - start, str(exc))
-    return Health(safe_url(app.broker_url), True, time.perf_counter() - start)
-
-
-def safe_url(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***``."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+        return Health(redact_url(app.broker_url), False, time.perf_counter() - start, str(exc))
+    return Health(redact_url(app.broker_url), True, time.perf_counter() - start)
 
 
 def first_line(text: str | None) -> str:

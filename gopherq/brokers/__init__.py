@@ -12,7 +12,14 @@ URL                                broker
 
 from __future__ import annotations
 
-from gopherq.brokers.base import Broker, DeadLetter, Delivery, Envelope, QueueStats
+from gopherq.brokers.base import (
+    Broker,
+    DeadLetter,
+    Delivery,
+    Envelope,
+    QueueStats,
+    redact_url,
+)
 from gopherq.errors import ConfigurationError
 
 DEFAULT_URL = "sqlite:///./gopherq.db"
@@ -47,5 +54,5 @@ def open_broker(
 
         return RedisBroker(url, lease_seconds=lease_seconds, dead_letter_ttl=dead_letter_ttl)
     raise ConfigurationError(
-        f"unsupported broker URL {url!r}; use sqlite:///path, redis://host or memory://"
+        f"unsupported broker URL {redact_url(url)!r}; use sqlite:///path, redis://host or memory://"
     )

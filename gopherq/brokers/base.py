@@ -20,6 +20,7 @@ and the message went to another worker).
 
 from __future__ import annotations
 
+import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -185,3 +186,13 @@ class Broker(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections. The broker may be used again afterwards (reconnects)."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``: safe to log or print."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

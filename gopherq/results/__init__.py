@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gopherq.brokers import REDIS_SCHEMES
+from gopherq.brokers.base import redact_url
 from gopherq.errors import ConfigurationError
 from gopherq.results.base import ErrorInfo, JobRecord, ResultBackend
 
@@ -25,5 +26,5 @@ def open_backend(url: str, *, expires: float = 86400.0) -> ResultBackend:
 
         return RedisResultBackend(url, expires=expires)
     raise ConfigurationError(
-        f"unsupported result backend URL {url!r}; use sqlite:///path, redis://host or memory://"
+        f"unsupported result backend URL {redact_url(url)!r}; use sqlite:///path, redis://host or memory://"
     )

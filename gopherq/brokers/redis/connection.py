@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeAlias, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import msgpack
 import redis
@@ -36,6 +36,7 @@ import redis.exceptions as rex
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from gopherq.brokers.base import redact_url
 from gopherq.errors import BrokerError, BrokerUnavailable, ConfigurationError
 
 logger = logging.getLogger("gopherq.redis")
@@ -90,7 +91,8 @@ def parse_url(url: str) -> RedisURL:
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise ConfigurationError(
-            f"unsupported Redis URL {url!r}; use one of " + ", ".join(s + "://" for s in SCHEMES)
+            f"unsupported Redis URL {redact_url(url)!r}; use one of "
+            + ", ".join(s + "://" for s in SCHEMES)
         )
     query = parse_qsl(parts.query, keep_blank_values=True)
     if any(k == "protocol" and v != "2" for k, v in query):
@@ -102,17 +104,15 @@ def parse_url(url: str) -> RedisURL:
     try:
         dead_letter_max = int(own.get("dead_letter_max", DEFAULT_DEAD_LETTER_MAX))
     except ValueError:
-        raise ConfigurationError(f"bad dead_letter_max in {url!r}: not an integer") from None
+        raise ConfigurationError(
+            f"bad dead_letter_max in {redact_url(url)!r}: not an integer"
+        ) from None
     cluster = scheme.endswith("+cluster")
     client_scheme = scheme.removesuffix("+cluster")
     rest = urlencode([(k, v) for k, v in query if k not in OWN_OPTIONS])
     # Not urlunsplit: it drops the empty host of unix:///path.
     client_url = f"{client_scheme}://{parts.netloc}{parts.path}" + (f"?{rest}" if rest else "")
-    safe = url
-    if parts.password:
-        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
-        safe = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return RedisURL(url, client_url, cluster, prefix, dead_letter_max, safe)
+    return RedisURL(url, client_url, cluster, prefix, dead_letter_max, redact_url(url))
 
 
 @dataclass(frozen=True, slots=True)
