@@ -19,12 +19,14 @@ from gopherq.middleware import Middleware, MiddlewareStack
 from gopherq.result import AsyncResult
 from gopherq.results import JobRecord, ResultBackend, open_backend
 from gopherq.runner import run_eagerly
+from gopherq.schedules import CatchUp, Entry, Schedules
 from gopherq.serializer import Codec
 from gopherq.settings import Settings
 from gopherq.states import Priority, State
 from gopherq.task import AsyncTask, BaseTask, P, R, Signature, Task, make_options
 
 T = TypeVar("T")
+TaskT = TypeVar("TaskT", bound=BaseTask[Any, Any])
 
 
 class TaskDecorator(Protocol):
@@ -86,6 +88,9 @@ class GopherQ:
             self.middleware.add(EventEmitter(self.events))
         for member in middleware:
             self.middleware.add(member)
+        self.schedules = Schedules(self, self.settings.beat_schedule)
+        """Periodic entries: declared in code and settings, and dynamic ones kept in the
+        broker (see ``gopherq.schedules`` and ``gopherq beat``)."""
 
     # Connections, opened on first use so that a forked worker opens its own.
 
@@ -120,6 +125,7 @@ class GopherQ:
     def close(self) -> None:
         """Close broker, backend and event connections (they reopen on next use)."""
         self.events.close()
+        self.schedules.close()
         if self._broker is not None:
             self._broker.close()
         if self._backend is not None:
@@ -190,6 +196,59 @@ class GopherQ:
             return self.tasks[name]
         except KeyError:
             raise NotRegistered(f"no task named {name!r} is registered in {self.name}") from None
+
+    # Periodic tasks.
+
+    def periodic(
+        self,
+        *,
+        cron: str | None = None,
+        every: float | dt.timedelta | str | None = None,
+        name: str | None = None,
+        tz: str = "UTC",
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        queue: str | None = None,
+        priority: int | str | None = None,
+        catch_up: CatchUp = "latest",
+        paused: bool = False,
+    ) -> Callable[[TaskT], TaskT]:
+        """Send a task on a schedule; stack it above ``@app.task``::
+
+            @app.periodic(cron="0 3 * * *", tz="Europe/Paris")
+            @app.task
+            def report() -> None: ...
+
+        ``cron`` (five fields, or six with seconds first) read in time zone ``tz``,
+        or ``every`` (seconds, a ``timedelta`` or ``"30s"``); ``name`` defaults to
+        the task's. ``catch_up`` is ``"latest"``, ``"all"`` or ``"none"``: which ticks
+        missed while no beat ran are sent. ``gopherq beat`` sends them.
+        """
+        options = {
+            "cron": cron,
+            "every": every,
+            "name": name,
+            "tz": tz,
+            "args": args,
+            "kwargs": kwargs,
+            "queue": queue,
+            "priority": priority,
+            "catch_up": catch_up,
+            "paused": paused,
+        }
+
+        def declare(task: TaskT) -> TaskT:
+            if not isinstance(task, BaseTask):
+                raise TypeError("@app.periodic goes above @app.task: it schedules a task")
+            self.add_periodic(task, **options)
+            return task
+
+        return declare
+
+    def add_periodic(self, task: BaseTask[Any, Any] | str, **options: Any) -> Entry:
+        """Declare a periodic entry for ``task`` (a task or a task name) with the options
+        of ``periodic``, such as ``every=timedelta(seconds=30)``; returns it."""
+        return self.schedules.declare(self.schedules.entry(task, **options))
 
     # Sending.
 

@@ -20,12 +20,14 @@ import click
 
 from gopherq import admin
 from gopherq.app import GopherQ
+from gopherq.cli_beat import beat, schedules
 from gopherq.cli_history import events, jobs
 from gopherq.cli_support import (
     CliContext,
     json_arg,
     json_option,
     print_json,
+    priority_option,
     progress_text,
     shorten,
     table,
@@ -33,7 +35,6 @@ from gopherq.cli_support import (
     with_app,
 )
 from gopherq.errors import GopherQError, TaskFailed
-from gopherq.states import Priority
 
 
 class _Group(click.Group):
@@ -48,7 +49,6 @@ class _Group(click.Group):
             raise click.ClickException(f"{exc}".partition("\n")[0] or repr(exc)) from None
 
 
-_PRIORITIES = [p.name.lower() for p in Priority] + [str(int(p)) for p in Priority]
 _yes_option = click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 
 
@@ -64,6 +64,8 @@ def main(ctx: click.Context, app_spec: str | None) -> None:
 
 main.add_command(jobs)
 main.add_command(events)
+main.add_command(beat)
+main.add_command(schedules)
 
 
 @main.command()
@@ -109,7 +111,7 @@ def worker(
 @click.argument("name")
 @click.option("--args", "args", callback=json_arg(list), help="Positional arguments: JSON array.")
 @click.option("--kwargs", "kwargs", callback=json_arg(dict), help="Keyword arguments: JSON object.")
-@click.option("--priority", type=click.Choice(_PRIORITIES, case_sensitive=False))
+@priority_option
 @click.option("--countdown", type=click.FloatRange(min=0), help="Seconds to wait before running.")
 @click.option("--queue", default=None, help="Queue (default: the task's).")
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")

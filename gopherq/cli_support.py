@@ -17,6 +17,7 @@ import click
 from gopherq.app import GopherQ
 from gopherq.errors import GopherQError
 from gopherq.loader import load_app
+from gopherq.states import Priority
 
 
 class CliContext:
@@ -41,6 +42,13 @@ class CliContext:
 
 app_option = click.option("-A", "--app", "app_spec", help="The app: module[:attr].")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+priority_option = click.option(
+    "--priority",
+    type=click.Choice(
+        [p.name.lower() for p in Priority] + [str(int(p)) for p in Priority], case_sensitive=False
+    ),
+    help="Priority: a name or 0 (critical) to 4 (bulk).",
+)
 
 
 def with_app(fn: Callable[..., None]) -> Callable[..., None]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -66,6 +67,11 @@ class Settings:
     """Most events kept; the oldest go first."""
     worker_heartbeat: float = 5.0
     """Seconds between a worker's ``worker-heartbeat`` events."""
+    beat_lease_seconds: float = 10.0
+    """The leading beat's lease: another beat takes over within this after it dies."""
+    beat_schedule: Mapping[str, Mapping[str, Any]] | None = None
+    """Periodic entries by name, such as ``{"nightly": {"task": "shop.report", "cron":
+    "0 3 * * *"}}`` (see docs/beat.md); JSON in the environment."""
 
     @classmethod
     def load(
@@ -112,6 +118,11 @@ def _parse(raw: str, spec: dataclasses.Field[Any], var: str) -> Any:
             return int(raw)
         if kind.startswith("float"):
             return float(raw)
+        if kind.startswith("Mapping"):
+            value = json.loads(raw)
+            if not isinstance(value, dict):
+                raise ValueError(raw)
+            return value
     except ValueError:
         raise ConfigurationError(f"{var}={raw!r} is not a valid {kind}") from None
     return raw

@@ -49,6 +49,7 @@ class EventType(StrEnum):
     WORKER_ONLINE = "worker-online"
     WORKER_HEARTBEAT = "worker-heartbeat"
     WORKER_OFFLINE = "worker-offline"
+    BEAT_TICK = "beat-tick"
 
 
 EVENT_TYPES = frozenset(kind.value for kind in EventType)
