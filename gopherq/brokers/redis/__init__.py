@@ -32,9 +32,11 @@ system is leased without another round trip (well under a millisecond on
 loopback), and a worker back from a batch finds the next one in one round trip.
 A reserve that leaves messages behind pushes a token again, so several idle
 workers wake in a chain, one per batch taken; one that finds nothing drops the
-stale token. Due times are Redis's to keep: a BLPOP timeout fires at the
-server's next ``hz`` tick (every 100 ms at the default ``hz 10``), so an eta or an
-expired lease is served up to that late when nothing else wakes the worker.
+stale token. A BLPOP timeout fires only at the server's next ``hz`` tick (every
+100 ms at the default ``hz 10``), so a reserve waiting for a due time (an eta, an
+expired lease) blocks until ``HZ_SLACK`` before it and checks every
+``PRECISE_POLL`` from there: a delayed task starts a few milliseconds after its
+eta, and an idle worker with nothing scheduled never polls.
 
 Redis Cluster: all keys of one queue share the hash tag ``{queue}``, so every
 script touches one slot. Reserving from several queues that live in different
@@ -107,6 +109,11 @@ ADMIN_BATCH = 1000
 TIDY_BATCH = 1000
 """Messages of each kind one tidy step moves (``BATCH`` in lib.lua)."""
 CLUSTER_POLL = 0.1
+HZ_SLACK = 0.1
+"""How long before a due time a blocked reserve stops trusting BLPOP's timeout,
+which Redis ends only at its next hz tick (every 100 ms at the default hz 10)."""
+PRECISE_POLL = 0.005
+"""Seconds between reserves in the last ``HZ_SLACK`` before a due time."""
 """Seconds between checks of the other queues when blocked on several cluster queues."""
 REGISTER_EVERY = 60.0
 """Seconds between re-adding a queue to the known-queue set from one process."""
@@ -199,7 +206,8 @@ class RedisBroker(Broker):
             # and saves the round trip of a reserve that finds none when there is not.
             # (Once that time has passed, reserve at once: Redis would end even a short
             # block only at its next hz tick.)
-            taken, due = self._wait(wanted, limit, min(timeout, due_at - start))
+            until_due = due_at - start
+            taken, due = self._wait(wanted, limit, min(timeout, until_due), until_due <= timeout)
         else:
             taken, due = self._conn.call(
                 lambda c: self._reserve_once(c, wanted, limit), retry=False
@@ -208,7 +216,7 @@ class RedisBroker(Broker):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            taken, due = self._wait(wanted, limit, min(remaining, due))
+            taken, due = self._wait(wanted, limit, min(remaining, due), due <= remaining)
         self._due_at[key] = time.monotonic() + due
         return taken
 
@@ -387,19 +395,26 @@ class RedisBroker(Broker):
                 break
         return taken, due
 
-    def _wait(self, queues: list[str], limit: int, seconds: float) -> tuple[list[Delivery], float]:
+    def _wait(
+        self, queues: list[str], limit: int, seconds: float, precise: bool
+    ) -> tuple[list[Delivery], float]:
         """``_wait_and_reserve`` through the connection's error handling (not repeated:
-        a repeated reserve could lease messages that nobody receives)."""
+        a repeated reserve could lease messages that nobody receives). ``precise``:
+        ``seconds`` runs until a due time, which must not be served late."""
         wait = functools.partial(
-            self._wait_and_reserve, queues=queues, limit=limit, seconds=seconds
+            self._wait_and_reserve, queues=queues, limit=limit, seconds=seconds, precise=precise
         )
         result: tuple[list[Delivery], float] = self._conn.call(wait, retry=False)
         return result
 
     def _wait_and_reserve(
-        self, client: Client, queues: list[str], limit: int, seconds: float
+        self, client: Client, queues: list[str], limit: int, seconds: float, precise: bool
     ) -> tuple[list[Delivery], float]:
         """Wait for a wake token of ``queues`` (at most ``seconds``), then reserve."""
+        if precise:
+            if seconds <= HZ_SLACK:
+                return self._poll_until_due(client, queues, limit, seconds)
+            seconds -= HZ_SLACK  # block until just before; the rest is polled
         seconds = min(seconds, self._conn.max_block)
         if self._conn.cluster and len(queues) > 1:
             # BLPOP cannot wait on several slots: wait on the first, poll the rest.
@@ -410,6 +425,18 @@ class RedisBroker(Broker):
         block: Call = ("BLPOP", wakes, [repr(max(seconds, 0.001))])
         _, raw = self._conn.run_blocking(client, [block, self._take(queues, limit)])
         return _taken(raw, queues)
+
+    def _poll_until_due(
+        self, client: Client, queues: list[str], limit: int, seconds: float
+    ) -> tuple[list[Delivery], float]:
+        """Reserve every ``PRECISE_POLL`` for ``seconds``, until something is taken."""
+        end = time.monotonic() + seconds
+        while True:
+            taken, due = self._reserve_once(client, queues, limit)
+            remaining = end - time.monotonic()
+            if taken or remaining <= 0:
+                return taken, due
+            time.sleep(max(min(PRECISE_POLL, remaining, due), 0.0))
 
     def _take(self, queues: list[str], limit: int) -> Call:
         """The reserve script's call taking up to ``limit`` from ``queues`` (one slot)."""
