@@ -140,13 +140,13 @@ def test_priority_across_queues(broker: Broker) -> None:
 
 
 def test_eta_in_the_future_is_not_runnable_early(broker: Broker) -> None:
-    message = envelope(eta=time.time() + 0.3)
+    eta = time.time() + 0.5
+    message = envelope(eta=eta)
     enqueue(broker, message)
     assert broker.reserve(["default"], 10, 0) == []
     assert broker.locate(message.id) is State.SCHEDULED
-    start = time.monotonic()
     assert ids_of(broker.reserve(["default"], 10, 5)) == [message.id]
-    assert 0.2 <= time.monotonic() - start < 2
+    assert eta - 0.01 <= time.time() < eta + 2  # not early; late only under heavy load
 
 
 def test_eta_in_the_past_is_ready_at_once(broker: Broker) -> None:
@@ -182,10 +182,10 @@ def test_reserve_wakes_when_another_thread_enqueues(make_broker: MakeBroker) -> 
 
 
 def test_recover_makes_due_messages_ready(broker: Broker) -> None:
-    message = envelope(eta=time.time() + 0.1)
+    message = envelope(eta=time.time() + 0.2)
     enqueue(broker, message)
     assert broker.recover() == 0
-    time.sleep(0.15)
+    time.sleep(0.4)
     assert broker.recover() == 1
     assert broker.locate(message.id) is State.QUEUED
 

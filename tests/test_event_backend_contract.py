@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import services
 from conftest import broker_url
 
 from gopherq.events import START, Event, EventBackend, open_event_backend
 
-EVENT_KINDS = ["memory", "sqlite"]
+EVENT_KINDS = ["memory", "sqlite", "redis"]
 
 MakeEvents = Callable[..., EventBackend]
 
@@ -39,6 +40,8 @@ def make_events(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Make
     yield make
     for backend in opened:
         backend.close()
+    if kind == "redis":
+        services.delete_keys(url)
 
 
 @pytest.fixture

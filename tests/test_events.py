@@ -192,7 +192,7 @@ def test_events_off() -> None:
     with pytest.raises(ConfigurationError, match="events are off"):
         app.events.subscribe()
     assert not GopherQ("t", broker="memory://", events="off").events.enabled
-    assert not GopherQ("t", broker="redis://localhost").events.enabled  # no backend there yet
+    assert GopherQ("t", broker="redis://localhost").events.enabled
     with pytest.raises(ConfigurationError, match="unsupported event backend"):
         GopherQ("t", broker="memory://", events="kafka://x")
 

@@ -8,8 +8,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from gopherq.results import ErrorInfo, JobRecord, ResultBackend
 from gopherq.results.base import Progress
 from gopherq.states import State
@@ -161,13 +159,7 @@ def test_close_then_use_again(backend: ResultBackend) -> None:
     assert backend.get(job.id) == job
 
 
-def lists_jobs(backend: ResultBackend) -> None:
-    if type(backend).jobs is ResultBackend.jobs:
-        pytest.skip(f"{type(backend).__name__} does not list jobs yet")
-
-
 def test_jobs_newest_first_with_filters(backend: ResultBackend) -> None:
-    lists_jobs(backend)
     now = time.time()
     records = [
         record(State.SUCCEEDED, created=now - 3, queue="a"),
@@ -189,7 +181,6 @@ def test_jobs_newest_first_with_filters(backend: ResultBackend) -> None:
 
 def test_jobs_leave_out_expired_records(make_backend: MakeBackend) -> None:
     backend = make_backend(expires=0.2)
-    lists_jobs(backend)
     backend.store([record(created=time.time())])
     assert len(backend.jobs()) == 1
     time.sleep(0.3)

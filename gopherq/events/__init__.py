@@ -5,6 +5,8 @@ URL                                event backend
 =================================  =============================================
 ``memory://``                      in-process, for tests and eager mode
 ``sqlite:///path/to/gopherq.db``   an ``events`` table in the broker's file
+``redis://host:6379/0``            a capped stream in the broker's Redis (also
+                                   ``rediss://``, ``unix://``, ``redis+cluster://``)
 =================================  =============================================
 
 ``app.events`` (an ``Events``) publishes, subscribes and runs callbacks; the
@@ -13,6 +15,7 @@ URL                                event backend
 
 from __future__ import annotations
 
+from gopherq.brokers import REDIS_SCHEMES
 from gopherq.errors import ConfigurationError
 from gopherq.events.base import EVENT_TYPES, START, Event, EventBackend, EventType, check_types
 from gopherq.events.hub import Events, Listener, Subscription
@@ -31,7 +34,7 @@ __all__ = [
     "open_event_backend",
 ]
 
-BACKEND_SCHEMES = frozenset({"memory", "sqlite"})
+BACKEND_SCHEMES = frozenset({"memory", "sqlite"}) | REDIS_SCHEMES
 """URL schemes with an event backend."""
 
 
@@ -48,6 +51,10 @@ def open_event_backend(
         from gopherq.events.sqlite import SQLiteEventBackend
 
         return SQLiteEventBackend(url, max_age=max_age, max_count=max_count)
+    if scheme in REDIS_SCHEMES:
+        from gopherq.events.redis import RedisEventBackend
+
+        return RedisEventBackend(url, max_age=max_age, max_count=max_count)
     raise _unsupported(url)
 
 
@@ -69,6 +76,6 @@ def event_backend_for(setting: str | None, broker_url: str) -> str | None:
 
 def _unsupported(url: str) -> ConfigurationError:
     return ConfigurationError(
-        f"unsupported event backend URL {url!r}; use sqlite:///path, memory://, "
+        f"unsupported event backend URL {url!r}; use sqlite:///path, redis://..., memory://, "
         "'broker' (the broker's store) or 'off'"
     )

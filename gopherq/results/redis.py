@@ -24,6 +24,15 @@ broker's scripts.
 records that expired since it last ran, from a sorted set of expiry times,
 ``P:{_}:result-expiry``, that ``store`` keeps and trims every few minutes.
 
+``jobs`` (the job history) walks ``P:{jobs}:index``, a sorted set of every
+stored id scored by ``created`` (the store time when unset), newest first, and
+reads the records in windows of ids (GETs pipelined; per node on a cluster).
+Filters by state, task and queue are applied to the records read, among the
+newest ``JOBS_SCAN`` ids at most: a filter that matches nothing in them returns
+what it found so far. Ids leave the index with their records: the expired ones
+when ``store`` trims the expiry index (or ``cleanup`` runs), and those ``jobs``
+finds gone.
+
 URL: any Redis broker URL (``redis://``, ``rediss://``, ``unix://``,
 ``redis+cluster://``); the ``prefix`` query option applies here too.
 
@@ -45,6 +54,7 @@ import msgpack
 from gopherq.brokers.redis.connection import Call, Client, Connection, script
 from gopherq.errors import DecodeError
 from gopherq.results.base import JobRecord, ResultBackend
+from gopherq.states import State
 
 DONE_TTL = 60.0
 """Longest life of a completion token: it is only needed by waiters already blocked."""
@@ -52,6 +62,12 @@ INLINE_MAX = 4096
 """Largest record (encoded bytes) that travels in its completion token."""
 CLEANUP_EVERY = 300.0
 """How often ``store`` trims the expiry index, per process."""
+CHUNK = 1000
+"""Expired ids ``cleanup`` takes out of the indexes per round trip."""
+JOBS_SCAN = 10_000
+"""Most index entries one ``jobs`` call reads: the window its filters search."""
+JOBS_WINDOW = 200
+"""Ids one round trip of ``jobs`` reads (at least ``limit`` without filters)."""
 
 
 class RedisResultBackend(ResultBackend):
@@ -63,6 +79,7 @@ class RedisResultBackend(ResultBackend):
         self._conn = Connection(url)
         self.prefix = self._conn.config.prefix
         self._expiry_key = f"{self.prefix}:{{_}}:result-expiry"
+        self._jobs_key = f"{self.prefix}:{{jobs}}:index"
         self._next_trim = time.time() + CLEANUP_EVERY
 
     def store(self, records: Sequence[JobRecord]) -> None:
@@ -77,6 +94,10 @@ class RedisResultBackend(ResultBackend):
         calls: list[Call] = []
         for record in records:
             blob = msgpack.packb(record.to_map(), use_bin_type=True)
+            if record.created is not None:
+                calls.append(("ZADD", [self._jobs_key], (record.created, record.id)))
+            else:  # keep the first store time
+                calls.append(("ZADD", [self._jobs_key], ("NX", now, record.id)))
             if record.state.finished:
                 inline = 1 if len(blob) <= INLINE_MAX else 0
                 calls.append((store, [self._key(record.id)], (blob, ttl_ms, done_ms, inline)))
@@ -84,12 +105,10 @@ class RedisResultBackend(ResultBackend):
             else:  # no time to live: unfinished records stay
                 calls.append((store, [self._key(record.id)], (blob, "", done_ms, 0)))
                 calls.append(("ZREM", [self._expiry_key], (record.id,)))
-        trim = now >= self._next_trim
-        if trim:
-            calls.append(("ZREMRANGEBYSCORE", [self._expiry_key], ("-inf", now)))
         self._conn.call(lambda c: self._conn.run_many(c, calls))
-        if trim:
+        if now >= self._next_trim:
             self._next_trim = now + CLEANUP_EVERY
+            self.cleanup()
 
     def get(self, id: str) -> JobRecord | None:
         """The record of ``id``, or None if unknown or expired."""
@@ -129,15 +148,82 @@ class RedisResultBackend(ResultBackend):
             pipe.delete(key)  # one key per DEL: cluster pipelines refuse several
             pipe.delete(key + ":done")
             pipe.zrem(self._expiry_key, id)
+            pipe.zrem(self._jobs_key, id)
             return pipe.execute()
 
         return bool(self._conn.call(send)[0])
 
+    def jobs(
+        self,
+        *,
+        state: State | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        limit: int = 100,
+    ) -> list[JobRecord]:
+        """Live records, newest first by ``created``, of one state, task and queue where
+        given; filters search the newest ``JOBS_SCAN`` ids (see the module docstring)."""
+        if limit <= 0:
+            return []
+        filtered = state is not None or task is not None or queue is not None
+        window = max(limit, JOBS_WINDOW) if filtered else limit
+        found: list[JobRecord] = []
+        seen: set[str] = set()  # ranks shift while we read: new ids push older ones down
+        offset = 0
+        while len(found) < limit and offset < JOBS_SCAN:
+            ids = [
+                _text(id) for id in self._conn.call(functools.partial(self._newest, offset, window))
+            ]
+            if not ids:
+                break
+            offset += len(ids)
+            fresh = [id for id in ids if id not in seen]
+            seen.update(fresh)
+            blobs = self._conn.call(functools.partial(self._get_many, fresh))
+            gone = [id for id, blob in zip(fresh, blobs, strict=True) if blob is None]
+            if gone:  # expired or deleted: out of the index
+                self._conn.call(functools.partial(self._unindex, gone))
+                offset -= len(gone)
+            for blob in blobs:
+                record = None if blob is None else _decode(blob)
+                if (
+                    record is not None
+                    and (state is None or record.state == state)
+                    and (task is None or record.task == task)
+                    and (queue is None or record.queue == queue)
+                ):
+                    found.append(record)
+            if len(ids) < window:
+                break
+        return found[:limit]
+
+    def _newest(self, offset: int, count: int, client: Client) -> list[Any]:
+        return list(client.zrevrange(self._jobs_key, offset, offset + count - 1))
+
+    def _get_many(self, ids: list[str], client: Client) -> list[Any]:
+        calls: list[Call] = [("GET", [self._key(id)], ()) for id in ids]
+        return self._conn.run_many(client, calls) if calls else []
+
+    def _unindex(self, ids: list[str], client: Client) -> Any:
+        return client.zrem(self._jobs_key, *ids)
+
     def cleanup(self) -> int:
-        """Count records that expired since the last cleanup (Redis deleted them itself)."""
-        return int(
-            self._conn.call(lambda c: c.zremrangebyscore(self._expiry_key, "-inf", time.time()))
-        )
+        """Count records that expired since the last cleanup (Redis deleted them itself),
+        and take them out of the job index."""
+        now, count = time.time(), 0
+
+        def forget(client: Client) -> int:
+            expired = client.zrangebyscore(self._expiry_key, "-inf", now, start=0, num=CHUNK)
+            if not expired:
+                return 0
+            pipe = client.pipeline(transaction=False)
+            pipe.zrem(self._expiry_key, *expired)
+            pipe.zrem(self._jobs_key, *expired)
+            return int(pipe.execute()[0])
+
+        while removed := self._conn.call(forget):
+            count += removed
+        return count
 
     def close(self) -> None:
         """Close this process's connections; the next call reconnects."""
@@ -145,6 +231,10 @@ class RedisResultBackend(ResultBackend):
 
     def _key(self, id: str) -> str:
         return f"{self.prefix}:result:{{{id}}}"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _decode(blob: bytes) -> JobRecord:

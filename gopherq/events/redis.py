@@ -1,0 +1,221 @@
+"""Redis event backend: a capped Redis Stream in the broker's Redis (or Redis Cluster).
+
+The default event backend when the broker is Redis: ``events = "broker"`` with a
+``redis://`` broker names it.
+
+Features:
+    * ``publish`` sends one ``XADD ... MAXLEN ~ max_count`` per event, the whole
+      batch in one round trip (a pipeline); each entry is one field, ``e``, a
+      msgpack array (``Event[:8]``). Delivery is at least once: a batch whose
+      reply is lost to a connection failure is sent again.
+    * ``read`` is ``XREAD BLOCK`` from the cursor: a blocked reader wakes as soon
+      as an event is added, with no polling. It blocks on a connection of its
+      own, checked out of the client's pool for the call, so it never holds a
+      connection the broker's calls use. Readers filter types themselves and
+      move their cursor past the entries they skip.
+    * ``last`` walks the stream backwards with ``XREVRANGE``.
+    * Retention: by count on every ``XADD`` (approximate: Redis trims whole
+      nodes of about 100 entries) and exactly in ``cleanup``; by age, from the
+      head of the stream, with ``XTRIM MINID``: by entry id (server time) about
+      once a second per publishing process, and by the events' own time in
+      ``cleanup``.
+
+Cursors are numbers, like those of the other backends: the stream id
+``ms-seq`` as ``ms * 1,000,000 + seq``, so they order as integers and survive
+restarts. The encoding holds while a sequence number stays below a million,
+that is unless a million events share one millisecond of the server's clock
+(only its clock stepping back under load makes that possible): past that,
+cursors would run into the next millisecond's and a resumed read could skip
+or repeat events.
+
+URL: any Redis broker URL (``redis://``, ``rediss://``, ``unix://``,
+``redis+cluster://``); the ``prefix`` query option applies here too.
+
+Options:
+    max_age (float): seconds an event is kept. Default one day.
+    max_count (int): most events kept; the oldest go first. Default 100,000.
+
+Layout (``P`` is the prefix)::
+
+    P:{events}:stream   stream, one entry per event: field ``e`` = msgpack Event[:8]
+                        (one hash slot, so it works on Redis Cluster)
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgpack
+
+from gopherq.brokers.redis.connection import Call, Client, Connection
+from gopherq.errors import DecodeError
+from gopherq.events.base import Event, EventBackend, cursor_number
+
+SEQ = 1_000_000
+"""Cursor = stream id ``ms-seq`` as ``ms * SEQ + seq``."""
+TRIM_EVERY = 1.0
+"""Seconds between the age trims a publishing process adds to its batches."""
+CHUNK = 500
+"""Most entries one XREAD, XRANGE or XREVRANGE returns."""
+FIELD = b"e"
+
+
+class RedisEventBackend(EventBackend):
+    """Events in a Redis stream. See the module docstring."""
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        max_age: float = 86400.0,
+        max_count: int = 100_000,
+    ) -> None:
+        self.url = url
+        self.max_age = max_age
+        self.max_count = max(max_count, 1)
+        self._conn = Connection(url)
+        self.key = f"{self._conn.config.prefix}:{{events}}:stream"
+        self._next_trim = 0.0
+
+    def publish(self, events: Sequence[Event]) -> None:
+        """Append the batch in one round trip; about once a second also trim by age."""
+        if not events:
+            return
+        cap = ("MAXLEN", "~", self.max_count, "*", FIELD)
+        calls: list[Call] = [("XADD", [self.key], (*cap, _pack(e))) for e in events]
+        now = time.time()
+        if now >= self._next_trim:
+            self._next_trim = now + TRIM_EVERY
+            calls.append(("XTRIM", [self.key], ("MINID", "~", _stream_id(now - self.max_age))))
+        self._conn.call(lambda c: self._conn.run_many(c, calls))
+
+    def read(
+        self,
+        cursor: str,
+        *,
+        types: frozenset[str] | None = None,
+        limit: int = 100,
+        timeout: float = 0.0,
+    ) -> tuple[list[Event], str]:
+        """Events after ``cursor`` of ``types``; blocks with XREAD BLOCK up to ``timeout``."""
+        start = after = _to_id(cursor)
+        limit = max(limit, 1)
+        count = limit if types is None else max(limit, CHUNK)
+        deadline = time.monotonic() + timeout
+        found: list[Event] = []
+        while True:
+            remaining = deadline - time.monotonic()
+            block = None
+            if remaining > 0:
+                block = max(int(min(remaining, self._conn.max_block) * 1000), 1)
+            read = functools.partial(self._xread, after=after, count=count, block=block)
+            entries = self._conn.call(read, retry=False)
+            for entry_id, fields in entries:
+                after = _text(entry_id)
+                event = _unpack(fields, after)
+                if types is None or event.type in types:
+                    found.append(event)
+                    if len(found) >= limit:
+                        break
+            if found or (not entries and (block is None or time.monotonic() >= deadline)):
+                return found, cursor if after == start else _to_cursor(after)
+
+    def last(self, limit: int = 1, *, types: frozenset[str] | None = None) -> list[Event]:
+        """The newest ``limit`` events of ``types``, oldest first (XREVRANGE)."""
+        found: list[Event] = []
+        before = "+"
+        while len(found) < limit:
+            count = limit if types is None else max(limit, CHUNK)
+            entries = self._conn.call(
+                functools.partial(self._xrevrange, before=before, count=count)
+            )
+            for entry_id, fields in entries:
+                event = _unpack(fields, entry_id)
+                if types is None or event.type in types:
+                    found.append(event)
+                    if len(found) >= limit:
+                        break
+            if len(entries) < count:
+                break
+            before = "(" + _text(entries[-1][0])
+        return found[::-1]
+
+    def cleanup(self) -> int:
+        """Trim to ``max_count`` events, then drop those older than ``max_age`` by their
+        own time, from the head of the stream; returns how many went."""
+        conn = self._conn
+        dropped = int(
+            conn.call(lambda c: c.xtrim(self.key, maxlen=self.max_count, approximate=False))
+        )
+        cutoff = time.time() - self.max_age
+        start, cut = "-", None  # cut: id of the first event to keep
+        while cut is None:
+            entries = conn.call(functools.partial(self._xrange, start=start))
+            if not entries:
+                break
+            for entry_id, fields in entries:
+                start = _text(entry_id)
+                if _unpack(fields, start).time >= cutoff:
+                    cut = start
+                    break
+            else:
+                start = "(" + start
+        if cut is None and start != "-":  # all past the age: up to the last one seen
+            ms, _, seq = start[1:].partition("-")
+            cut = f"{ms}-{int(seq) + 1}"
+        if cut is not None and cut != "-":
+            minid = cut
+            dropped += int(conn.call(lambda c: c.xtrim(self.key, minid=minid, approximate=False)))
+        return dropped
+
+    def close(self) -> None:
+        """Close this process's connections; the next call reconnects."""
+        self._conn.close()
+
+    def _xread(self, client: Client, after: str, count: int, block: int | None) -> list[Any]:
+        """Entries after ``after``: redis-py's own XREAD, which takes a pooled connection
+        for the call (not one of those the broker's lean calls keep)."""
+        reply: Any = client.xread({self.key: after}, count=count, block=block)
+        return list(reply[0][1]) if reply else []
+
+    def _xrevrange(self, client: Client, before: str, count: int) -> list[Any]:
+        return list(client.xrevrange(self.key, max=before, min="-", count=count) or ())
+
+    def _xrange(self, client: Client, start: str) -> list[Any]:
+        return list(client.xrange(self.key, min=start, count=CHUNK) or ())
+
+
+def _pack(event: Event) -> bytes:
+    packed: bytes = msgpack.packb(event[:8], use_bin_type=True, default=dict)
+    return packed
+
+
+def _unpack(fields: Any, entry_id: Any) -> Event:
+    """The event of a stream entry, its id as cursor."""
+    try:
+        data = msgpack.unpackb(fields[FIELD], raw=False)
+    except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
+        raise DecodeError(f"unreadable event {entry_id!r}: {exc}") from exc
+    return Event.from_array(data, _to_cursor(_text(entry_id)))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _to_cursor(entry_id: str) -> str:
+    ms, _, seq = entry_id.partition("-")
+    return str(int(ms) * SEQ + int(seq or 0))
+
+
+def _to_id(cursor: str) -> str:
+    """The stream id of a cursor; ``ConfigurationError`` if it is not one."""
+    ms, seq = divmod(cursor_number(cursor), SEQ)
+    return f"{ms}-{seq}"
+
+
+def _stream_id(unix: float) -> str:
+    return f"{max(int(unix * 1000), 0)}-0"
