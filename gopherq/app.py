@@ -10,6 +10,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, Protocol, TypeVar, overload
 
 from gopherq.brokers import DEFAULT_URL, Broker, Envelope, open_broker
+from gopherq.brokers.base import redact_url
 from gopherq.errors import ConfigurationError, NotRegistered
 from gopherq.events import EventBackend, Events, event_backend_for, open_event_backend
 from gopherq.events.emitter import EventEmitter
@@ -348,7 +349,7 @@ class GopherQ:
         )
 
     def __repr__(self) -> str:
-        return f"<GopherQ {self.name} broker={self.broker_url}>"
+        return f"<GopherQ {self.name} broker={redact_url(self.broker_url)}>"
 
 
 class _RemoteTask(BaseTask[Any, Any]):
