@@ -32,9 +32,12 @@ HERE = Path(__file__).parent
 class Run:
     """One test's directory, broker and worker processes."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, url: str | None = None) -> None:
+        """``url``: the broker (and result store) of producer and workers; by
+        default a SQLite file in ``path``. A ``redis://`` URL with a ``prefix``
+        runs the test on Redis (see ``tests/e2e/test_redis_e2e.py``)."""
         self.path = path
-        self.url = f"sqlite:///{path / 'gopherq.db'}"
+        self.url = url or f"sqlite:///{path / 'gopherq.db'}"
         shutil.copy(HERE / "app_module.py", path / "tasks.py")
         self.producer = GopherQ("producer", broker=self.url)
         self.workers: list[subprocess.Popen[bytes]] = []
