@@ -127,7 +127,9 @@ class RedisResultBackend(ResultBackend):
             block = repr(max(min(remaining, self._conn.max_block), 0.001))
             blmove: Call = ("BLMOVE", [key + ":done"] * 2, ("RIGHT", "LEFT", block))
             calls = [token_call, blmove]
-            token = self._conn.call(functools.partial(self._block, calls=calls), retry=False)
+            # Safe to repeat after a connection failure (a Redis restart leaves the
+            # pooled connection dead): BLMOVE rotates the token within its list.
+            token = self._conn.call(functools.partial(self._block, calls=calls))
             if token is None:
                 continue
             record = _decode(token) if token else self.get(id)  # an empty token: a large record

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from gopherq.brokers.base import Delivery
+from gopherq.errors import BrokerError
 from gopherq.message import Message
 from gopherq.runner import Outcome, Runner
 from gopherq.worker.slots import Slot
@@ -144,6 +145,10 @@ class Consumer:
             timeout = 0.0 if events.pending else self.reserve_timeout
             try:
                 batch = self.broker.reserve(self.queues, self._limit(), timeout)
+            except BrokerError as exc:  # an outage: one line each time, no traceback
+                logger.error("worker %s: reserve failed: %s", self.name, exc)
+                self._pause()
+                continue
             except Exception:
                 logger.exception("worker %s: reserve failed", self.name)
                 self._pause()
