@@ -220,7 +220,8 @@ def render(report: dict[str, Any]) -> str:
     info = report["environment"]
     note = (
         f"Redis {info['redis']} at {info['host']}, worker -c {info['concurrency']}, "
-        f"{info['cpus']} CPUs, Python {info['python']}, hiredis {info['hiredis']}; "
+        f"{info['cpus']} CPUs, Python {info['python']}, hiredis {info['hiredis']}, "
+        f"events {info['events']}; "
         f"{info['tasks']:,} + {info['bulk']:,} tasks, {info['round_trips']} round trips"
     )
     return "\n".join([note, table(header, lines)])
@@ -262,7 +263,14 @@ def main() -> int:
     parser.add_argument(
         "--celery-url", default="redis://127.0.0.1:6379/14", help="Redis for Celery"
     )
+    parser.add_argument(
+        "--events",
+        choices=("on", "off"),
+        default="off",
+        help="gopherq's lifecycle events (off: like Celery, which sends no task-sent events)",
+    )
     options = parser.parse_args()
+    os.environ["GOPHERQ_EVENTS"] = "broker" if options.events == "on" else "off"
 
     run = uuid.uuid4().hex[:8]
     prefix = f"gqbench-{run}"
@@ -280,6 +288,7 @@ def main() -> int:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "hiredis": "yes" if redis.utils.HIREDIS_AVAILABLE else "no",
+            "events": options.events,
             "tasks": options.tasks,
             "bulk": options.bulk,
             "round_trips": options.round_trips,
