@@ -6,29 +6,17 @@ import itertools
 import os
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
 import pytest
-from harness import Run, stop, wait_for
+from harness import Run, run, stop, wait_for
 
 from gopherq import State
 from gopherq.brokers import Envelope
 from gopherq.message import new_id
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
-
-
-@pytest.fixture
-def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Run]:
-    """A private directory, broker file and app module; its workers die with the test."""
-    for name in list(os.environ):
-        if name.startswith("GOPHERQ_"):
-            monkeypatch.delenv(name)
-    handle = Run(tmp_path)
-    yield handle
-    handle.close()
+__all__ = ["run"]  # the fixture
 
 
 def test_results_come_back(run: Run) -> None:
