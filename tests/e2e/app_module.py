@@ -110,3 +110,24 @@ def steps(count: int, pause: float) -> list[int]:
         task.progress(state["done"], count, "stepping")
         note("step", state["done"])
     return list(state["starts"])
+
+
+@app.task
+def patient(seconds: float) -> str:
+    """Works in small steps for ``seconds``, stopping early when cancelled."""
+    note("patient-start")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if current_task().cancelled:
+            note("patient-stopped")
+            return "stopped"
+        time.sleep(0.01)
+    return "done"
+
+
+@app.task
+def touch(name: str) -> str:
+    """Creates the marker file ``name`` beside this module: proof that it ran."""
+    Path(__file__).with_name(name).touch()
+    note("touch", name)
+    return name

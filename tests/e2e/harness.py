@@ -1,10 +1,17 @@
 """Helpers for end-to-end tests: real ``python -m gopherq worker`` processes.
 
-Each test gets its own directory with the app module (``tasks.py``), a SQLite
-broker file, the workers' logs and the tasks' ``events.log``. Producers in the
-test process send by name, as another service would. (Not a ``conftest.py``:
-a second module named ``conftest`` would shadow ``tests/conftest.py``, which
-other tests import by name.)
+Each test gets its own directory with the app module (``tasks.py``), the
+workers' logs and the tasks' ``events.log``, and a broker of its own: a SQLite
+file in that directory, or the suite's shared Redis (``tests/services.py``)
+under a fresh key prefix, deleted afterwards. Producers in the test process
+send by name, as another service would. (Not a ``conftest.py``: a second module
+named ``conftest`` would shadow ``tests/conftest.py``, which other tests import
+by name.)
+
+The ``run`` fixture is on SQLite; ``on_each_broker`` (a mark) runs a test once
+per broker of ``BROKERS``, ids ``sqlite`` and ``redis``; ``redis_run`` is on
+Redis only. Without a Redis the Redis runs are skipped with the reason, or fail
+when ``GOPHERQ_REQUIRE_SERVICES=1``.
 """
 
 from __future__ import annotations
@@ -17,16 +24,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
+import services
 
 from gopherq import GopherQ
 from gopherq.brokers import Envelope
 from gopherq.message import Message, new_id
 
 HERE = Path(__file__).parent
+BROKERS = ("sqlite", "redis")
+"""The brokers ``on_each_broker`` runs a test on."""
 
 
 class Run:
@@ -35,7 +46,7 @@ class Run:
     def __init__(self, path: Path, url: str | None = None) -> None:
         """``url``: the broker (and result store) of producer and workers; by
         default a SQLite file in ``path``. A ``redis://`` URL with a ``prefix``
-        runs the test on Redis (see ``tests/e2e/test_redis_e2e.py``)."""
+        runs the test on Redis (see ``open_run``)."""
         self.path = path
         self.url = url or f"sqlite:///{path / 'gopherq.db'}"
         shutil.copy(HERE / "app_module.py", path / "tasks.py")
@@ -100,18 +111,50 @@ class Run:
         self.producer.close()
 
 
-@pytest.fixture
-def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Run]:
-    """A private directory, broker file and app module; its workers die with the test.
-
-    Import it into a test module (``from harness import run``) to use it.
-    """
+@contextmanager
+def open_run(broker: str, path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Run]:
+    """A ``Run`` in ``path`` on ``broker`` (one of ``BROKERS``), without ``GOPHERQ_*``
+    variables of the environment; at the end its workers die and its Redis keys go."""
+    if broker not in BROKERS:
+        raise ValueError(f"unknown broker {broker!r}; use one of {BROKERS}")
+    # The shared test Redis under a fresh prefix; skips (fails in CI) without one.
+    # Found first: GOPHERQ_TEST_REDIS_URL may name it.
+    url = services.redis_test_url() if broker == "redis" else None
     for name in list(os.environ):
         if name.startswith("GOPHERQ_"):
             monkeypatch.delenv(name)
-    handle = Run(tmp_path)
-    yield handle
-    handle.close()
+    handle = Run(path, url)
+    try:
+        yield handle
+    finally:
+        handle.close()
+        if url is not None:
+            services.delete_keys(url)
+
+
+@pytest.fixture
+def run(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Run]:
+    """A private directory, broker and app module; its workers die with the test.
+
+    On SQLite, unless parametrized indirectly with a broker name (``on_each_broker``).
+    Import it into a test module (``from harness import run``) to use it.
+    """
+    with open_run(getattr(request, "param", "sqlite"), tmp_path, monkeypatch) as handle:
+        yield handle
+
+
+@pytest.fixture
+def redis_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Run]:
+    """A ``Run`` on the shared Redis under a fresh key prefix; its keys go at the end."""
+    with open_run("redis", tmp_path, monkeypatch) as handle:
+        yield handle
+
+
+on_each_broker = pytest.mark.parametrize("run", BROKERS, indirect=True)
+"""Mark a test (or a module, in ``pytestmark``) that takes ``run``, to run it once
+per broker: ``test_x[sqlite]`` and ``test_x[redis]``."""
 
 
 def wait_for(

@@ -1,4 +1,6 @@
-"""End to end: events, progress and checkpoints with ``gopherq worker`` processes on SQLite."""
+"""End to end: events, progress, checkpoints, expiry and job history with
+``gopherq worker`` processes, each test on SQLite and on a real Redis (whose
+events go through a Redis stream)."""
 
 from __future__ import annotations
 
@@ -8,12 +10,16 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from harness import Run, run, stop, wait_for
+import redis
+import services
+from harness import Run, on_each_broker, run, stop, wait_for
 
-from gopherq import State
+from gopherq import State, TaskFailed
 from gopherq.events import Event
+from gopherq.events.redis import RedisEventBackend
+from gopherq.events.sqlite import SQLiteEventBackend
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60), on_each_broker]
 __all__ = ["run"]  # the fixture
 
 
@@ -59,6 +65,16 @@ def test_subscribers_see_the_exact_sequence_of_a_task_that_retries(run: Run) -> 
     # The second subscriber, of two types only, saw the same events of those types.
     filtered = collect(second, "task-succeeded", result.id)
     assert filtered == [e for e in seen if e.type in ("task-retried", "task-succeeded")]
+    # Events default to the broker's own store: a table in SQLite, a stream in Redis.
+    if run.url.startswith("redis"):
+        assert isinstance(events.backend, RedisEventBackend)
+        client = redis.Redis.from_url(services.redis_url())
+        try:
+            assert client.xlen(events.backend.key) >= len(seen)
+        finally:
+            client.close()
+    else:
+        assert isinstance(events.backend, SQLiteEventBackend)
 
     # Worker events: online at once, heartbeats with counts, offline at a graceful stop.
     def beat() -> Event | None:
@@ -134,8 +150,7 @@ def test_progress_and_checkpoints_survive_a_sigkill(run: Run) -> None:
 def test_job_history_newest_first(run: Run) -> None:
     worker = run.worker("-c", "2")
     ok = run.send("add", 1, 2)
-    ok.get(timeout=10)
-    time.sleep(0.01)
+    ok.get(timeout=10)  # so the next is sent later
     failed = run.send("fails")
     failed.get(timeout=10, propagate=False)
     jobs = run.producer.jobs()
@@ -143,3 +158,39 @@ def test_job_history_newest_first(run: Run) -> None:
     assert [j.id for j in run.producer.jobs(state="failed")] == [failed.id]
     assert [j.id for j in run.producer.jobs(task="tasks.add")] == [ok.id]
     assert stop(worker) == 0
+
+
+EXPIRES = 0.3
+
+
+def test_a_task_no_worker_starts_in_time_ends_expired(run: Run) -> None:
+    """``expires``: a task still queued at its expiry time never runs; it ends EXPIRED."""
+    expired = run.producer.events.subscribe(types="task-expired", timeout=15)
+    late = run.send("touch", "late.marker", expires=EXPIRES)  # no worker yet
+    sent = time.time()
+    on_time = run.send("touch", "on-time.marker", expires=60)
+    assert late.state is State.QUEUED
+    wait_for(lambda: time.time() > sent + EXPIRES, 5)  # its expiry passes while it waits
+    worker = run.worker("-c", "1")
+    assert on_time.get(timeout=15) == "on-time.marker", run.log()
+    failure = late.get(timeout=15, propagate=False)
+    assert isinstance(failure, TaskFailed), (failure, run.log())  # it ran: no expiry
+    assert "expired" in failure.message
+    record = late.record()
+    assert record.state is State.EXPIRED
+    assert record.result is None
+    assert late.state is State.EXPIRED
+    event = next(expired)
+    assert (event.type, event.id, event.task) == ("task-expired", late.id, "tasks.touch")
+    assert event.extra["reason"] == "EXPIRED"
+    assert event.worker and event.attempt == 0
+    # Never started, never ran: no event of a start, no marker; the other one ran.
+    assert of_task(run.producer.events.last(100), late.id) == [
+        ("task-enqueued", 0),
+        ("task-expired", 0),
+    ]
+    assert not (run.path / "late.marker").exists()
+    assert (run.path / "on-time.marker").exists()
+    assert [e[3:] for e in run.events("touch")] == [["on-time.marker"]]
+    assert [j.id for j in run.producer.jobs(state="expired")] == [late.id]
+    assert stop(worker) == 0, run.log()

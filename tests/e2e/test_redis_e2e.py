@@ -1,8 +1,10 @@
 """End to end on Redis: ``python -m gopherq worker`` processes against a real Redis.
 
 Most tests use the suite's shared Redis (``tests/services.py``) under a key prefix
-of their own, deleted afterwards; the outage test starts and stops a
-``redis-server`` of its own on a free loopback port.
+of their own, deleted afterwards (the harness's ``redis_run``); the outage test
+starts and stops a ``redis-server`` of its own on a free loopback port. Events,
+progress, expiry and job history run on Redis as well as SQLite in
+``test_events_e2e.py``.
 """
 
 from __future__ import annotations
@@ -11,35 +13,17 @@ import itertools
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-import redis
 import services
-from harness import Run, stop, wait_for
+from harness import Run, redis_run, stop, wait_for
 
 from gopherq import BrokerUnavailable, GopherQ, ResultTimeout, State
-from gopherq.events import Event
-from gopherq.events.redis import RedisEventBackend
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
-
-
-@pytest.fixture
-def redis_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Run]:
-    """A ``Run`` on the shared Redis under a fresh key prefix; its keys go at the end."""
-    for name in list(os.environ):
-        if name.startswith("GOPHERQ_"):
-            monkeypatch.delenv(name)
-    url = services.redis_test_url()
-    handle = Run(tmp_path, url)
-    try:
-        yield handle
-    finally:
-        handle.close()
-        services.delete_keys(url)
+__all__ = ["redis_run"]  # the fixture
 
 
 def group_alive(pgid: int) -> list[psutil.Process]:
@@ -178,34 +162,3 @@ def test_result_get_right_after_a_redis_restart(tmp_path: Path) -> None:
     finally:
         producer.close()
         server.stop()
-
-
-def of_task(events: list[Event], id: str) -> list[str]:
-    return [e.type for e in events if e.id == id]
-
-
-def test_subscribers_see_a_task_on_redis_streams(redis_run: Run) -> None:
-    run = redis_run
-    subscription = run.producer.events.subscribe(timeout=20)
-    worker = run.worker("-c", "1")
-    result = run.send("add", 4, 5)
-    assert result.get(timeout=15) == 9, run.log()
-    seen: list[Event] = []
-    for event in subscription:
-        seen.append(event)
-        if event.type == "task-succeeded" and event.id == result.id:
-            break
-    else:
-        pytest.fail(f"no task-succeeded among {[(e.type, e.id) for e in seen]}\n{run.log()}")
-    assert of_task(seen, result.id) == ["task-enqueued", "task-started", "task-succeeded"]
-    started = next(e for e in seen if e.id == result.id and e.type == "task-started")
-    assert started.worker and started.task == "tasks.add" and started.queue == "default"
-    # The events backend defaulted to the broker's own store: a Redis stream.
-    backend = run.producer.events.backend
-    assert isinstance(backend, RedisEventBackend)
-    client = redis.Redis.from_url(services.redis_url())
-    try:
-        assert client.xlen(backend.key) >= 3
-    finally:
-        client.close()
-    assert stop(worker) == 0, run.log()
