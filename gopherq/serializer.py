@@ -10,7 +10,8 @@ Extension types carry what msgpack lacks; bytes travel natively::
     5     Decimal              text
 
 Decoding never runs code (no pickle): unknown extension codes are rejected, and
-the input size and nesting depth are bounded.
+the input size and nesting depth are bounded. Map keys that are tuples travel
+as arrays and come back as tuples.
 """
 
 from __future__ import annotations
@@ -86,6 +87,23 @@ def _find_unencodable(value: Any, path: str) -> Iterator[tuple[str, str]]:
             yield path, str(exc)
 
 
+_UNPACK: dict[str, Any] = {
+    "ext_hook": _decode_ext,
+    "raw": False,
+    "strict_map_key": False,
+    "use_list": True,
+}
+
+
+def _map_with_tuple_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    return {_frozen(key) if isinstance(key, list) else key: value for key, value in pairs}
+
+
+def _frozen(items: list[Any]) -> tuple[Any, ...]:
+    """A decoded array used as a map key, back to the (hashable) tuple it was."""
+    return tuple(_frozen(item) if isinstance(item, list) else item for item in items)
+
+
 def _depth_exceeds(value: Any, limit: int) -> bool:
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
@@ -124,9 +142,10 @@ class Codec:
         if len(data) > self.max_message_size:
             raise DecodeError(f"{len(data)} bytes is above the limit of {self.max_message_size}")
         try:
-            value = msgpack.unpackb(
-                data, ext_hook=_decode_ext, raw=False, strict_map_key=False, use_list=True
-            )
+            try:
+                value = msgpack.unpackb(data, **_UNPACK)
+            except TypeError:  # an array as a map key (a tuple when packed): rare, so slower
+                value = msgpack.unpackb(data, object_pairs_hook=_map_with_tuple_keys, **_UNPACK)
         except DecodeError:
             raise
         except Exception as exc:  # msgpack raises several unrelated types

@@ -71,6 +71,13 @@ def test_tuples_come_back_as_lists() -> None:
     assert codec.unpack(codec.pack((1, (2, 3)))) == [1, [2, 3]]
 
 
+def test_tuple_map_keys_come_back_as_tuples() -> None:
+    value = {(1, ("a", 2)): [(3, 4)], "plain": {(5,): None}}
+    assert codec.unpack(codec.pack(value)) == {(1, ("a", 2)): [[3, 4]], "plain": {(5,): None}}
+    message = Message(new_id(), "app.add", kwargs={"grid": {(0, 1): "x"}})
+    assert codec.decode(codec.encode(message)).kwargs == {"grid": {(0, 1): "x"}}
+
+
 # Encoding errors.
 
 
