@@ -9,16 +9,16 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, Protocol, TypeVar, overload
 
-from gopherq.brokers import DEFAULT_URL, Broker, Envelope, open_broker
+from gopherq.brokers import DEFAULT_URL, Broker, Cancellation, Envelope, open_broker
 from gopherq.brokers.base import redact_url
-from gopherq.errors import ConfigurationError, NotRegistered
+from gopherq.errors import ConfigurationError, NotRegistered, TaskCancelled
 from gopherq.events import EventBackend, Events, event_backend_for, open_event_backend
 from gopherq.events.emitter import EventEmitter
 from gopherq.events.hub import H
 from gopherq.message import Message, new_id
 from gopherq.middleware import Middleware, MiddlewareStack
 from gopherq.result import AsyncResult
-from gopherq.results import JobRecord, ResultBackend, open_backend
+from gopherq.results import ErrorInfo, JobRecord, ResultBackend, open_backend
 from gopherq.runner import run_eagerly
 from gopherq.schedules import CatchUp, Entry, Schedules
 from gopherq.serializer import Codec
@@ -288,6 +288,43 @@ class GopherQ:
         """The ``AsyncResult`` of a task id."""
         return AsyncResult(id, self)
 
+    def cancel(self, ids: Iterable[str]) -> list[Cancellation]:
+        """Cancel tasks by id; what the broker found, one ``Cancellation`` each.
+
+        A queued or scheduled task is removed from the broker at once: it ends
+        ``CANCELLED`` (record and ``task-cancelled`` event written here) and never
+        runs. A running or prefetched one (``was=STARTED``) is marked in the
+        broker; its worker sees the mark within about half a second, the task
+        can stop cleanly (``current_task().cancelled``), and if it does not
+        within ``cancel_grace`` seconds its process is killed; it ends
+        ``CANCELLED`` too. The mark stays with the message, so it holds when no
+        worker is up and reaches whichever worker takes the task next. Finished,
+        dead-lettered and unknown ids are left out.
+        """
+        found = self.broker.cancel(list(ids))
+        removed = [(c, self._decoded(c)) for c in found if c.was is not State.STARTED]
+        if removed:
+            now = time.time()
+            error = ErrorInfo.from_exception(TaskCancelled("cancelled before it started"))
+            records = [
+                JobRecord(
+                    id=c.id,
+                    task=message.task,
+                    state=State.CANCELLED,
+                    queue=c.queue,
+                    error=error,
+                    attempts=c.attempt,
+                    created=message.created or None,
+                    finished=now,
+                )
+                for c, message in removed
+            ]
+            self.backend.store(records)
+            if self.middleware:
+                for c, message in removed:
+                    self.middleware.on_cancel(self, message, c.was, c.attempt)
+        return found
+
     def jobs(
         self,
         *,
@@ -312,23 +349,24 @@ class GopherQ:
         task, opts = sig.task, sig.options
         if not isinstance(task, _RemoteTask):
             try:
-                task.signature.bind(*sig.args, **sig.kwargs)
+                task.check_arguments(sig.args, sig.kwargs)
             except TypeError as exc:
                 raise TypeError(f"{task.name}: {exc}") from None
         now = time.time()
+        defaults = task.options
         eta = _timestamp(opts.get("eta"), now)
         countdown = opts.get("countdown")
         if countdown is not None:
             eta = now + float(countdown)
-        expires = opts.get("expires", task.options.expires)
+        expires = opts.get("expires", defaults.expires)
         priority = opts.get("priority")
         return Message(
             id=opts.get("task_id") or new_id(),
-            task=task.name,
+            task=defaults.name,
             args=list(sig.args),
             kwargs=sig.kwargs,
-            queue=opts.get("queue") or task.options.queue,
-            priority=task.options.priority if priority is None else int(Priority.parse(priority)),
+            queue=opts.get("queue") or defaults.queue,
+            priority=defaults.priority if priority is None else int(Priority.parse(priority)),
             eta=eta if eta is not None and eta > now else None,
             expires=None if expires is None else _timestamp(expires, now, relative=True),
             retries=opts.get("retries"),
@@ -337,6 +375,13 @@ class GopherQ:
             headers=dict(opts.get("headers") or {}),
             created=now,
         )
+
+    def _decoded(self, cancellation: Cancellation) -> Message:
+        """The message a cancellation removed (a stand-in if its body is unreadable)."""
+        try:
+            return self.codec.decode(cancellation.body)
+        except Exception:
+            return Message(id=cancellation.id, task="?", queue=cancellation.queue)
 
     def _envelope(self, message: Message) -> Envelope:
         return Envelope(

@@ -35,6 +35,7 @@ from gopherq.cli_support import (
     with_app,
 )
 from gopherq.errors import GopherQError, TaskFailed
+from gopherq.states import State
 
 
 class _Group(click.Group):
@@ -170,6 +171,43 @@ def status(app: GopherQ, id: str, as_json: bool) -> None:
         click.echo(f"{'error:':<{width + 1}}  {error['type']}: {error['message']}")
         if error["traceback"]:
             click.echo("\n" + error["traceback"].rstrip())
+
+
+@main.command()
+@click.argument("ids", nargs=-1, required=True)
+@json_option
+@with_app
+def cancel(app: GopherQ, ids: tuple[str, ...], as_json: bool) -> None:
+    """Cancel tasks IDS: queued or scheduled ones never run, running ones are stopped.
+
+    Exits 1 if some id was not found queued, scheduled or running (finished,
+    dead-lettered or unknown).
+    """
+    found = {c.id: c.was for c in app.cancel(ids)}
+    outcomes = {id: _cancel_outcome(found.get(id)) for id in ids}
+    if as_json:
+        print_json([{"id": id, "outcome": outcome} for id, outcome in outcomes.items()])
+    else:
+        for id, outcome in outcomes.items():
+            click.echo(f"{id}  {_CANCEL_TEXT[outcome]}")
+    missing = sum(1 for id in ids if id not in found)
+    if missing:
+        raise click.ClickException(
+            f"{missing} of {len(ids)} not cancelled: not queued, scheduled or running"
+        )
+
+
+_CANCEL_TEXT = {
+    "cancelled": "cancelled: it will not run",
+    "stopping": "running: its worker stops it (cancel_grace, then kill)",
+    "not-found": "not found: finished, dead-lettered or unknown",
+}
+
+
+def _cancel_outcome(was: State | None) -> str:
+    if was is None:
+        return "not-found"
+    return "stopping" if was is State.STARTED else "cancelled"
 
 
 @main.command()

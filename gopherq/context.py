@@ -26,6 +26,9 @@ class JobControl(Protocol):
     def checkpoint_state(self, context: TaskContext) -> Any:
         """The last state stored with ``checkpoint``, by this run or an earlier one."""
 
+    def cancelled(self, context: TaskContext) -> bool:
+        """Whether a cancel of the task was requested."""
+
 
 @dataclass(frozen=True, slots=True)
 class TaskContext:
@@ -76,6 +79,18 @@ class TaskContext:
     def checkpoint_state(self) -> Any:
         """The last state stored with ``checkpoint()`` for this task id, or None."""
         return self._control().checkpoint_state(self)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once ``AsyncResult.cancel()`` (or ``gopherq cancel``) asked this task to stop.
+
+        A long task checks it between steps and returns (or raises) to stop
+        cleanly; either way it ends ``CANCELLED``. One that does not stop within
+        the worker's ``cancel_grace`` seconds has its process killed. Reading it
+        costs no I/O: the worker's supervisor polls the broker and tells the
+        process through shared memory (about twice a second).
+        """
+        return self._control().cancelled(self)
 
     def _control(self) -> JobControl:
         if self.control is None:

@@ -14,7 +14,8 @@
     │   ├── TaskFailed            the task raised; carries the remote type, message, traceback
     │   ├── ResultTimeout         ``AsyncResult.get`` waited longer than its timeout
     │   ├── SoftTimeLimitExceeded raised inside a task when its soft time limit passes
-    │   └── TimeLimitExceeded     the task's hard time limit killed it
+    │   ├── TimeLimitExceeded     the task's hard time limit killed it
+    │   └── TaskCancelled         the task was cancelled (its record's error)
     └── ControlFlow               raised by task code to steer the worker, not errors
         ├── Retry                 run the task again later
         ├── Reject                dead-letter the message now, without retrying
@@ -93,6 +94,10 @@ class SoftTimeLimitExceeded(TaskError):
 
 class TimeLimitExceeded(TaskError):
     """The task ran past its hard time limit and its process was killed."""
+
+
+class TaskCancelled(TaskError):
+    """The task was cancelled: before it started, or while it ran."""
 
 
 class ControlFlow(GopherQError):

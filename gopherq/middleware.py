@@ -19,11 +19,14 @@ hook                   called
 ``after_enqueue``      after the broker call, with the ids it returned (a live
                        idempotency key returns the first id, not the message's)
 ``before_execute``     in the worker process, before the task function runs
-``after_execute``      after every run: success, retry or dead letter, as the
-                       ``Outcome`` says; also for a task killed by its hard time
-                       limit (in the supervisor) and one that could not run
+``after_execute``      after every run: success, retry, dead letter or cancel,
+                       as the ``Outcome`` says; also for a task killed by its
+                       hard time limit or after a cancel (in the supervisor)
+                       and one that could not run
 ``on_retry``           after ``after_execute``, for a retry outcome
 ``on_dead``            after ``after_execute``, for a dead-letter outcome
+``on_cancel``          in the cancelling process, when a queued or scheduled
+                       message was cancelled (it never reaches a worker)
 ``on_progress``        when the task reports progress
 ``on_lost``            in the supervisor, when a process died running the task
                        (it is redelivered, or dead-lettered ``WORKER_LOST``)
@@ -49,6 +52,7 @@ from typing import TYPE_CHECKING
 from gopherq.context import TaskContext
 from gopherq.message import Message
 from gopherq.results.base import Progress
+from gopherq.states import State
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
@@ -114,6 +118,11 @@ class Middleware:
 
     def on_dead(self, app: GopherQ, message: Message, outcome: Outcome) -> None:
         """The run ends in the dead letters, for ``outcome.reason``."""
+
+    def on_cancel(self, app: GopherQ, message: Message, was: State, attempt: int) -> None:
+        """A ``QUEUED`` or ``SCHEDULED`` message was cancelled (removed before any worker
+        took it). A task stopped by its worker ends in ``after_execute`` instead, with
+        the outcome ``cancel``."""
 
     def on_progress(self, app: GopherQ, context: TaskContext, progress: Progress) -> None:
         """The running task reported progress."""
@@ -198,6 +207,10 @@ class MiddlewareStack(Middleware):
     def on_dead(self, app: GopherQ, message: Message, outcome: Outcome) -> None:
         """Run every ``on_dead``, last added first."""
         _each(self._reversed, "on_dead", lambda m: m.on_dead(app, message, outcome))
+
+    def on_cancel(self, app: GopherQ, message: Message, was: State, attempt: int) -> None:
+        """Run every ``on_cancel``, last added first."""
+        _each(self._reversed, "on_cancel", lambda m: m.on_cancel(app, message, was, attempt))
 
     def on_progress(self, app: GopherQ, context: TaskContext, progress: Progress) -> None:
         """Run every ``on_progress``, last added first."""

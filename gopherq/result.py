@@ -99,6 +99,11 @@ class AsyncResult(Generic[R]):
             raise failure
         return failure
 
+    def cancel(self) -> bool:
+        """Cancel the task (see ``GopherQ.cancel``): True if it was queued, scheduled
+        or running, False if it had already finished or is unknown."""
+        return bool(self.app.cancel([self.id]))
+
     def forget(self) -> None:
         """Delete the stored record."""
         self.app.backend.delete(self.id)

@@ -8,6 +8,10 @@ Record states after a dead letter tell apart why: ``FAILED`` when the task ran
 and failed with no retries left (``MAX_RETRIES``, ``TIME_LIMIT``), ``EXPIRED``
 when it was not started in time, ``DEAD`` when it could not run at all
 (``DECODE_ERROR``, ``UNKNOWN_TASK``, ``BAD_ARGS``, ``WORKER_LOST``, ``REJECTED``).
+
+A cancelled task is not a dead letter: its outcome is ``cancel`` (settled like
+an ack) with a ``CANCELLED`` record, whether it was cancelled before it started
+or while it ran, however it then returned.
 """
 
 from __future__ import annotations
@@ -30,30 +34,33 @@ from gopherq.errors import (
     Reject,
     Retry,
     SoftTimeLimitExceeded,
+    TaskCancelled,
     TimeLimitExceeded,
 )
 from gopherq.message import Message
 from gopherq.results.base import ErrorInfo, JobRecord
 from gopherq.states import DeadReason, State
-from gopherq.tracker import JobTracker
+from gopherq.tracker import JobTracker, never_cancelled
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
     from gopherq.task import BaseTask
 
-Action = Literal["ack", "retry", "dead"]
+Action = Literal["ack", "retry", "dead", "cancel"]
 
 _RECORD_STATE = {
     DeadReason.MAX_RETRIES: State.FAILED,
     DeadReason.TIME_LIMIT: State.FAILED,
     DeadReason.EXPIRED: State.EXPIRED,
-    DeadReason.CANCELLED: State.CANCELLED,
 }
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What to do with a delivery after running it, and the record to store."""
+    """What to do with a delivery after running it, and the record to store.
+
+    ``ack`` and ``cancel`` both settle with ``Broker.ack``.
+    """
 
     action: Action
     record: JobRecord | None
@@ -62,15 +69,26 @@ class Outcome:
     reason: DeadReason | None = None
     """For ``dead``: why."""
     error: str = ""
-    """For ``retry`` and ``dead``: the error as one line of text."""
+    """For ``retry``, ``dead`` and ``cancel``: the error as one line of text."""
 
 
 class Runner:
-    """Runs deliveries of one app's tasks and returns their outcomes."""
+    """Runs deliveries of one app's tasks and returns their outcomes.
 
-    def __init__(self, app: GopherQ, worker: str | None = None) -> None:
+    ``cancelled(id)`` tells whether a cancel of a task was requested (the
+    worker's supervisor learns it from the broker); it is asked before a task
+    starts, by ``current_task().cancelled``, and once the task returns.
+    """
+
+    def __init__(
+        self,
+        app: GopherQ,
+        worker: str | None = None,
+        cancelled: Callable[[str], bool] = never_cancelled,
+    ) -> None:
         self.app = app
         self.worker = worker
+        self.cancelled = cancelled
         self.max_deliveries = app.settings.max_deliveries
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -100,6 +118,7 @@ class Runner:
             started=started,
             rerun=delivery.attempt > 0 or delivery.deliveries > 1,
             keep=task is not None and not task.options.ignore_result,
+            cancelled=self.cancelled,
         )
         context = TaskContext(
             id=message.id,
@@ -110,8 +129,12 @@ class Runner:
             worker=self.worker,
             control=tracker,
         )
-        if failure is None and task is not None:
+        if delivery.cancelled or self.cancelled(delivery.id):
+            outcome = self._cancel(context, tracker, "cancelled before it started")
+        elif failure is None and task is not None:
             outcome = self._execute(task, message, context, tracker, announce)
+            if self.cancelled(delivery.id):
+                outcome = self._cancel(context, tracker, "cancelled while running")
         else:  # (an unknown task always comes with its failure)
             reason, error = failure or (DeadReason.UNKNOWN_TASK, NotRegistered(message.task))
             outcome = self._dead(context, tracker, reason, error)
@@ -147,7 +170,7 @@ class Runner:
         announce: bool,
     ) -> Outcome:
         try:
-            task.signature.bind(*message.args, **message.kwargs)
+            task.check_arguments(message.args, message.kwargs)
         except TypeError as exc:
             return self._dead(context, tracker, DeadReason.BAD_ARGS, exc)
         if self.app.middleware:
@@ -182,22 +205,11 @@ class Runner:
         Runs the ``after_execute`` hooks; the record keeps the progress and
         checkpoint the killed process stored.
         """
-        now = time.time()
-        message = Message(id=delivery.id, task=task_name, queue=delivery.queue, retries=retries)
-        task = self.app.tasks.get(task_name)
-        tracker = JobTracker(self.app, created=None, started=now, rerun=True, keep=True)
-        context = TaskContext(
-            id=delivery.id,
-            name=task_name,
-            queue=delivery.queue,
-            attempt=delivery.attempt,
-            retries=_retries(task, retries),
-            worker=self.worker,
-            control=tracker,
-        )
+        message, context, tracker = self._after_kill(delivery, task_name, retries)
         exc = TimeLimitExceeded(error)
+        task = self.app.tasks.get(task_name)
         if task is not None and delivery.attempt < context.retries:
-            eta = now + task.options.retry_delay_for(delivery.attempt)
+            eta = tracker.started + task.options.retry_delay_for(delivery.attempt)
             info = _error_info(exc)
             record = tracker.record(context, State.RETRYING, error=info)
             outcome = Outcome("retry", record, eta=eta, error=_one_line(exc))
@@ -206,6 +218,32 @@ class Runner:
         if self.app.middleware:
             self.app.middleware.after_execute(self.app, message, context, outcome, 0.0)
         return outcome
+
+    def stopped(self, delivery: Delivery, *, task_name: str, retries: int | None) -> Outcome:
+        """The outcome for a cancelled task whose process was killed when it did not
+        stop within the grace period; runs the ``after_execute`` hooks."""
+        message, context, tracker = self._after_kill(delivery, task_name, retries)
+        outcome = self._cancel(context, tracker, "cancelled while running; its process was killed")
+        if self.app.middleware:
+            self.app.middleware.after_execute(self.app, message, context, outcome, 0.0)
+        return outcome
+
+    def _after_kill(
+        self, delivery: Delivery, task_name: str, retries: int | None
+    ) -> tuple[Message, TaskContext, JobTracker]:
+        """What the outcome of a killed process's task is built from (its body is gone)."""
+        message = Message(id=delivery.id, task=task_name, queue=delivery.queue, retries=retries)
+        tracker = JobTracker(self.app, created=None, started=time.time(), rerun=True, keep=True)
+        context = TaskContext(
+            id=delivery.id,
+            name=task_name,
+            queue=delivery.queue,
+            attempt=delivery.attempt,
+            retries=_retries(self.app.tasks.get(task_name), retries),
+            worker=self.worker,
+            control=tracker,
+        )
+        return message, context, tracker
 
     def close(self) -> None:
         """Close the event loop used for ``async def`` tasks."""
@@ -237,6 +275,11 @@ class Runner:
             record = tracker.record(context, State.RETRYING, error=_error_info(exc))
             return Outcome("retry", record, eta=time.time() + countdown, error=_one_line(exc))
         return self._dead(context, tracker, DeadReason.MAX_RETRIES, exc)
+
+    def _cancel(self, context: TaskContext, tracker: JobTracker, why: str) -> Outcome:
+        exc = TaskCancelled(why)
+        record = tracker.record(context, State.CANCELLED, error=_error_info(exc))
+        return Outcome("cancel", record, error=_one_line(exc))
 
     def _dead(
         self, context: TaskContext, tracker: JobTracker, reason: DeadReason, exc: BaseException

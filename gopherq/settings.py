@@ -52,6 +52,8 @@ class Settings:
     """Worker processes; ``None`` means the CPU count."""
     shutdown_timeout: float = 30.0
     """Seconds running tasks get to finish after SIGTERM."""
+    cancel_grace: float = 10.0
+    """Seconds a running task gets to stop after a cancel before its process is killed."""
     max_tasks_per_child: int | None = None
     """Recycle a worker process after this many tasks."""
     max_memory_per_child: int | None = None

@@ -13,6 +13,7 @@ class State(StrEnum):
         SCHEDULED (eta pending) -> QUEUED -> STARTED -> SUCCEEDED
                                               |-> RETRYING -> QUEUED ...
                                               |-> FAILED (no retries left) -> DEAD
+                                              |-> CANCELLED
         QUEUED/SCHEDULED -> CANCELLED | EXPIRED
 
     ``PENDING`` means the id is unknown, as in Celery.
@@ -79,4 +80,3 @@ class DeadReason(StrEnum):
     TIME_LIMIT = "TIME_LIMIT"  # killed by its hard time limit with no retries left
     WORKER_LOST = "WORKER_LOST"  # its worker died more than max_deliveries times
     REJECTED = "REJECTED"  # the task raised Reject
-    CANCELLED = "CANCELLED"  # cancelled while queued

@@ -11,7 +11,7 @@ import datetime as dt
 import difflib
 import inspect
 import random
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
@@ -21,6 +21,9 @@ from gopherq.states import Priority
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
     from gopherq.result import AsyncResult
+
+MAX_SHAPES = 64
+"""Most argument shapes a task remembers as fitting (see ``BaseTask.check_arguments``)."""
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -133,6 +136,7 @@ class BaseTask(Generic[P, R]):
         self.fn = fn
         self.options = options
         self.signature = inspect.signature(fn)
+        self._fitting: set[int | tuple[int, tuple[str, ...]]] = set()
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", options.name)
@@ -143,6 +147,21 @@ class BaseTask(Generic[P, R]):
     def name(self) -> str:
         """The registered name (``module.function`` unless given)."""
         return self.options.name
+
+    def check_arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        """Raise ``TypeError`` unless the function accepts these arguments.
+
+        Whether a call binds depends only on how many positional arguments it
+        has and which keywords, never on their values: shapes that bound once are
+        remembered (a few dozen at most), so a task sent again and again pays for
+        ``inspect.Signature.bind`` once.
+        """
+        shape = (len(args), tuple(kwargs)) if kwargs else len(args)
+        if shape in self._fitting:
+            return
+        self.signature.bind(*args, **kwargs)
+        if len(self._fitting) < MAX_SHAPES:
+            self._fitting.add(shape)
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
         """Send the task to run in the background with these arguments."""

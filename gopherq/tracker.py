@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gopherq.context import TaskContext
@@ -30,10 +31,16 @@ PROGRESS_EVERY = 0.1
 """Seconds between stored progress reports; those in between fold into the next."""
 
 
+def never_cancelled(id: str) -> bool:
+    """The cancel check where nothing can be cancelled (eager runs, bare consumers)."""
+    return False
+
+
 class JobTracker:
     """Builds and stores the job records of one run. See the module docstring."""
 
     __slots__ = (
+        "_cancelled",
         "_checkpoint",
         "_loaded",
         "_progress",
@@ -47,7 +54,14 @@ class JobTracker:
     )
 
     def __init__(
-        self, app: GopherQ, *, created: float | None, started: float, rerun: bool, keep: bool
+        self,
+        app: GopherQ,
+        *,
+        created: float | None,
+        started: float,
+        rerun: bool,
+        keep: bool,
+        cancelled: Callable[[str], bool] = never_cancelled,
     ) -> None:
         self.app = app
         self.created = created
@@ -62,6 +76,7 @@ class JobTracker:
         self._progress: Progress | None = None
         self._checkpoint: bytes | None = None
         self._published = -PROGRESS_EVERY
+        self._cancelled = cancelled
 
     def record(
         self,
@@ -132,6 +147,10 @@ class JobTracker:
         """The last checkpoint of this task id: this run's, else an earlier run's."""
         self._load(context)
         return None if self._checkpoint is None else self.app.codec.unpack(self._checkpoint)
+
+    def cancelled(self, context: TaskContext) -> bool:
+        """Whether the worker was told that a cancel of this task was requested."""
+        return self._cancelled(context.id)
 
     def _store(self, context: TaskContext) -> None:
         self.app.backend.store([self.record(context, State.STARTED)])

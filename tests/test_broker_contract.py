@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
-from gopherq.brokers import Broker, Delivery, Envelope
+from gopherq.brokers import Broker, Cancellation, Delivery, Envelope
 from gopherq.states import State
 
 MakeBroker = Callable[..., Broker]
@@ -77,7 +77,7 @@ def test_round_trip_keeps_body_bytes_and_routing(broker: Broker) -> None:
     enqueue(broker, message)
     [got] = broker.reserve(["emails"], 10, 0)
     assert (got.id, got.queue, got.priority, got.body) == (message.id, "emails", 1, body)
-    assert (got.attempt, got.deliveries) == (0, 1)
+    assert (got.attempt, got.deliveries, got.cancelled) == (0, 1, False)
     assert got.token
 
 
@@ -568,6 +568,210 @@ def test_ping_and_close_then_use_again(broker: Broker) -> None:
     enqueue(broker, message)
     assert ids_of(broker.reserve(["default"], 1, 0)) == [message.id]
     broker.close()
+
+
+# Cancellation.
+
+
+def test_cancel_removes_a_ready_message(broker: Broker) -> None:
+    message = envelope("mail", 1, body=b"\x00body")
+    enqueue(broker, message)
+    assert broker.cancel([message.id]) == [
+        Cancellation(message.id, "mail", State.QUEUED, b"\x00body", 0)
+    ]
+    assert broker.locate(message.id) is None
+    assert broker.reserve(["mail"], 10, 0) == []
+    assert broker.stats()["mail"].ready == 0
+    assert broker.cancel([message.id]) == []  # gone: nothing left to cancel
+
+
+def test_cancel_removes_a_scheduled_message(broker: Broker) -> None:
+    message = envelope(eta=time.time() + 0.3)
+    enqueue(broker, message)
+    assert broker.cancel([message.id]) == [
+        Cancellation(message.id, "default", State.SCHEDULED, message.body, 0)
+    ]
+    assert broker.locate(message.id) is None
+    assert broker.reserve(["default"], 10, 0.6) == []  # not even once its eta is past
+    assert broker.stats()["default"].scheduled == 0
+
+
+def test_cancel_reports_the_attempt_of_a_retried_message(broker: Broker) -> None:
+    enqueue(broker, envelope())
+    [got] = broker.reserve(["default"], 1, 0)
+    assert broker.retry(got, time.time() + 60, "ValueError: boom")
+    assert broker.cancel([got.id]) == [
+        Cancellation(got.id, "default", State.SCHEDULED, got.body, 1)
+    ]
+    assert broker.locate(got.id) is None
+
+
+def test_cancel_frees_the_idempotency_key(broker: Broker) -> None:
+    ready, scheduled = envelope(key="r"), envelope(key="s", eta=time.time() + 60)
+    enqueue(broker, ready, scheduled)
+    assert len(broker.cancel([ready.id, scheduled.id])) == 2
+    fresh = [envelope(key="r"), envelope(key="s")]
+    assert broker.enqueue(fresh) == [e.id for e in fresh]
+    assert ids_of(broker.reserve(["default"], 10, 0)) == [e.id for e in fresh]
+
+
+def test_cancel_marks_a_leased_message_and_leaves_it_leased(broker: Broker) -> None:
+    message = envelope(key="k")
+    enqueue(broker, message)
+    [got] = broker.reserve(["default"], 1, 0)
+    assert broker.cancel_requested([got]) == set()
+    assert broker.cancel([message.id]) == [
+        Cancellation(message.id, "default", State.STARTED, message.body, 0)
+    ]
+    assert broker.locate(message.id) is State.STARTED
+    assert broker.stats()["default"].running == 1
+    assert broker.cancel_requested([got]) == {message.id}
+    assert broker.enqueue([envelope(key="k")]) == [message.id]  # it still holds its key
+    assert broker.extend([got]) == 1  # the mark stays with the lease renewed
+    assert broker.cancel_requested([got]) == {message.id}
+    assert broker.ack([got]) == 1
+    assert broker.locate(message.id) is None
+
+
+def test_cancelling_a_leased_message_twice_reports_it_again(broker: Broker) -> None:
+    enqueue(broker, envelope())
+    [got] = broker.reserve(["default"], 1, 0)
+    first = broker.cancel([got.id])
+    assert [c.was for c in first] == [State.STARTED]
+    assert broker.cancel([got.id, got.id]) == first  # once per message
+    assert broker.locate(got.id) is State.STARTED
+    assert broker.cancel_requested([got]) == {got.id}
+    assert broker.ack([got]) == 1
+
+
+def test_cancel_leaves_dead_letters_and_unknown_ids_alone(broker: Broker) -> None:
+    [dead] = kill(broker, "a", 1)
+    assert broker.cancel([dead, "unknown"]) == []
+    assert broker.cancel([]) == []
+    assert broker.locate(dead) is State.DEAD
+    assert [d.id for d in broker.dead_letters("a")] == [dead]
+    assert broker.requeue_dead([dead]) == 1
+    [got] = broker.reserve(["a"], 1, 0)
+    assert (got.id, got.cancelled) == (dead, False)
+
+
+def test_cancel_a_batch_across_queues(broker: Broker) -> None:
+    leased = envelope("a", 0)
+    enqueue(broker, leased)
+    broker.reserve(["a"], 1, 0)
+    [dead] = kill(broker, "b", 1)
+    ready, scheduled, other = envelope("a"), envelope("b", eta=time.time() + 60), envelope("b")
+    enqueue(broker, ready, scheduled, other)
+    done = broker.cancel([scheduled.id, "unknown", leased.id, dead, ready.id])
+    assert sorted((c.id, c.queue, c.was) for c in done) == sorted(
+        [
+            (scheduled.id, "b", State.SCHEDULED),
+            (leased.id, "a", State.STARTED),
+            (ready.id, "a", State.QUEUED),
+        ]
+    )
+    assert {c.id: c.body for c in done} == {m.id: m.body for m in (scheduled, leased, ready)}
+    stats = broker.stats()
+    assert (stats["a"].ready, stats["a"].running) == (0, 1)
+    assert (stats["b"].ready, stats["b"].scheduled, stats["b"].dead) == (1, 0, 1)
+    assert ids_of(broker.reserve(["a", "b"], 10, 0)) == [other.id]
+
+
+def test_cancel_requested_names_only_the_marked_deliveries(broker: Broker) -> None:
+    enqueue(broker, envelope("a"), envelope("a"), envelope("b"))
+    got = broker.reserve(["a", "b"], 10, 0)
+    assert len(got) == 3
+    assert broker.cancel_requested(got) == set()
+    assert broker.cancel_requested([]) == set()
+    marked = {got[0].id, got[2].id}
+    assert len(broker.cancel(list(marked))) == 2
+    assert broker.cancel_requested(got) == marked
+    assert broker.cancel_requested(got[1:2]) == set()
+    assert broker.cancel_requested(got[2:]) == {got[2].id}
+    assert not any(d.cancelled for d in got)  # deliveries handed out before keep False
+    assert broker.ack(got) == 3
+
+
+@pytest.mark.parametrize("started", [False, True])
+def test_the_mark_survives_requeue(broker: Broker, started: bool) -> None:
+    enqueue(broker, envelope())
+    [got] = broker.reserve(["default"], 1, 0)
+    broker.cancel([got.id])
+    assert broker.requeue([got], started=started) == 1
+    assert broker.locate(got.id) is State.QUEUED
+    [again] = broker.reserve(["default"], 1, 0)
+    assert (again.id, again.cancelled) == (got.id, True)
+    assert again.deliveries == (2 if started else 1)
+    assert broker.cancel_requested([again]) == {got.id}
+    assert broker.ack([again]) == 1
+
+
+def test_the_mark_survives_lease_expiry(make_broker: MakeBroker) -> None:
+    broker = make_broker(lease_seconds=0.5)
+    enqueue(broker, envelope(), envelope())
+    [got, unmarked] = broker.reserve(["default"], 2, 0)
+    broker.cancel([got.id])
+    again = broker.reserve(["default"], 2, 5)  # once the leases expire
+    assert [(d.id, d.deliveries, d.cancelled) for d in again] == [
+        (got.id, 2, True),
+        (unmarked.id, 2, False),
+    ]
+    assert broker.ack(again) == 2
+
+
+def test_the_mark_survives_retry(broker: Broker) -> None:
+    enqueue(broker, envelope())
+    [got] = broker.reserve(["default"], 1, 0)
+    broker.cancel([got.id])
+    assert broker.retry(got, time.time() + 0.2, "ValueError: boom")
+    [again] = broker.reserve(["default"], 1, 5)
+    assert (again.id, again.attempt, again.cancelled) == (got.id, 1, True)
+    assert broker.retry(again, time.time() - 1, "again")
+    [third] = broker.reserve(["default"], 1, 0)
+    assert (third.attempt, third.cancelled) == (2, True)
+    assert broker.ack([third]) == 1
+
+
+def test_a_marked_message_back_in_line_is_removed_by_another_cancel(broker: Broker) -> None:
+    enqueue(broker, envelope(key="k"))
+    [got] = broker.reserve(["default"], 1, 0)
+    broker.cancel([got.id])
+    broker.requeue([got])
+    assert broker.cancel([got.id]) == [Cancellation(got.id, "default", State.QUEUED, got.body, 0)]
+    assert broker.reserve(["default"], 10, 0) == []
+    fresh = envelope(key="k")
+    assert broker.enqueue([fresh]) == [fresh.id]
+
+
+def test_ack_and_delete_drop_the_mark_with_the_message(broker: Broker) -> None:
+    message = envelope()
+    enqueue(broker, message)
+    [got] = broker.reserve(["default"], 1, 0)
+    broker.cancel([message.id])
+    assert broker.ack([got]) == 1
+    assert broker.cancel_requested([got]) == set()
+    assert broker.cancel([message.id]) == []
+    enqueue(broker, message)  # the same id again: a new message
+    [again] = broker.reserve(["default"], 1, 0)
+    assert (again.id, again.cancelled) == (message.id, False)
+    broker.cancel([message.id])
+    assert broker.delete(message.id) is True
+    assert broker.cancel_requested([again]) == set()
+    enqueue(broker, message)
+    [third] = broker.reserve(["default"], 1, 0)
+    assert (third.id, third.cancelled) == (message.id, False)
+
+
+def test_dead_drops_the_mark(broker: Broker) -> None:
+    enqueue(broker, envelope())
+    [got] = broker.reserve(["default"], 1, 0)
+    broker.cancel([got.id])
+    assert broker.dead(got, "REJECTED", "no") is True
+    assert broker.cancel([got.id]) == []  # a dead letter now: left alone
+    assert broker.cancel_requested([got]) == set()
+    assert broker.requeue_dead([got.id]) == 1
+    [again] = broker.reserve(["default"], 1, 0)
+    assert (again.id, again.cancelled) == (got.id, False)
 
 
 # Concurrency.

@@ -321,6 +321,24 @@ def test_dead_retry(cli: Cli) -> None:
     assert failed(result) == "Error: 2 of the ids are not dead letters"
 
 
+def test_cancel_queued_running_and_unknown(cli: Cli) -> None:
+    app = cli.app
+    queued = app.send_task("greet", ["a"]).id
+    running = app.send_task("add", [1, 2]).id
+    app.broker.reserve(["math"], 1, 1.0)
+    result = cli("cancel", queued, running, "missing")
+    assert result.stdout.splitlines() == [
+        f"{queued}  cancelled: it will not run",
+        f"{running}  running: its worker stops it (cancel_grace, then kill)",
+        "missing  not found: finished, dead-lettered or unknown",
+    ]
+    assert failed(result) == "Error: 1 of 3 not cancelled: not queued, scheduled or running"
+    assert app.result(queued).state is State.CANCELLED
+    assert json.loads(ok(cli("cancel", "--json", running))) == [
+        {"id": running, "outcome": "stopping"}
+    ]
+
+
 def test_dead_retry_all_and_purge_by_queue(cli: Cli) -> None:
     kept, requeued = make_dead(cli.app, "a"), make_dead(cli.app, "b")
     assert "pass --yes" in failed(cli("dead", "retry-all"), code=2)

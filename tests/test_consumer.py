@@ -396,10 +396,11 @@ def test_slot_survives_a_writer_killed_mid_write() -> None:
     slot.hold(batch)
     before = slot.read()
     # A write that never bumped seq (the child died in it) scribbles on the other half.
-    seq = int.from_bytes(slot._memory[slot._offset : slot._offset + 8], sys.byteorder)
-    half = slot._offset + 8 + ((seq + 1) & 1) * slot._half
-    slot._memory[half : half + 64] = b"\xff" * 64
-    fresh = Slot(slot._memory, slot._offset, slot._half)
+    box = slot._state
+    seq = int.from_bytes(box._memory[box._offset : box._offset + 8], sys.byteorder)
+    half = box._offset + 8 + ((seq + 1) & 1) * box._half
+    box._memory[half : half + 64] = b"\xff" * 64
+    fresh = Slot(box._memory, box._offset, box._half)
     assert fresh.read() == before
 
 

@@ -341,3 +341,36 @@ def test_ping_fails_when_the_file_cannot_be_used(tmp_path: Path) -> None:
     (tmp_path / "junk.db").write_bytes(b"this is not a database" * 100)
     with pytest.raises(BrokerUnavailable):
         SQLiteBroker(url_of(tmp_path / "junk.db")).ping()
+
+
+def test_a_file_from_before_the_cancel_mark_is_migrated_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:  # the messages table as the first release made it
+        conn.execute(
+            """CREATE TABLE messages (
+                seq INTEGER PRIMARY KEY, id TEXT NOT NULL, queue TEXT NOT NULL,
+                priority INTEGER NOT NULL, state TEXT NOT NULL, run_at REAL NOT NULL,
+                attempt INTEGER NOT NULL DEFAULT 0, deliveries INTEGER NOT NULL DEFAULT 0,
+                token TEXT, lease_until REAL, key TEXT, reason TEXT, error TEXT, died REAL,
+                body BLOB NOT NULL)"""
+        )
+        rows = [
+            (1, "a", "default", 2, "ready", 0.0, b"A"),
+            (2, "b", "default", 2, "ready", 0.0, b"B"),
+        ]
+        conn.executemany(
+            "INSERT INTO messages (seq, id, queue, priority, state, run_at, body)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    broker = SQLiteBroker(url_of(path))
+    try:
+        first, second = broker.reserve(["default"], 2, 0)
+        assert (first.id, first.body, first.cancelled) == ("a", b"A", False)
+        assert [c.was for c in broker.cancel(["a"])] == [State.STARTED]
+        assert broker.cancel_requested([first, second]) == {"a"}
+        assert broker.requeue([first, second]) == 2
+        marked, plain = broker.reserve(["default"], 2, 0)
+        assert (marked.id, marked.cancelled, plain.cancelled) == ("a", True, False)
+    finally:
+        broker.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from gopherq.brokers.base import (
     Broker,
+    Cancellation,
     DeadLetter,
     Delivery,
     Envelope,
@@ -28,6 +29,7 @@ REDIS_SCHEMES = frozenset({"redis", "rediss", "unix", "redis+cluster", "rediss+c
 __all__ = [
     "DEFAULT_URL",
     "Broker",
+    "Cancellation",
     "DeadLetter",
     "Delivery",
     "Envelope",

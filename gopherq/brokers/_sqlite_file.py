@@ -169,6 +169,14 @@ class Database:
     single statements; both turn SQLite errors into ``BrokerError`` (or
     ``BrokerUnavailable`` when the file cannot be opened or read). ``schema``
     statements (``CREATE ... IF NOT EXISTS``) run once when objects are missing.
+
+    Migrations: ``added`` lists columns added to a table after files were
+    written with its first ``CREATE TABLE``, as ``(table, column, definition)``
+    (the ``CREATE TABLE`` in ``schema`` carries them too, for new files). On open,
+    a table that exists without one of them gets it (``ALTER TABLE ... ADD
+    COLUMN``, appended after its other columns) before the ``schema`` statements
+    run, so that those may use it. There is no version number: the file is shared
+    by several stores, each checking its own tables.
     """
 
     BUSY_TIMEOUT = 30.0
@@ -180,7 +188,9 @@ class Database:
         "PRAGMA secure_delete = FAST",  # no extra I/O to zero deleted bodies
     )
 
-    def __init__(self, path: str, schema: Sequence[str]) -> None:
+    def __init__(
+        self, path: str, schema: Sequence[str], added: Sequence[tuple[str, str, str]] = ()
+    ) -> None:
         if sqlite3.sqlite_version_info < MIN_SQLITE:
             raise ConfigurationError(
                 f"the SQLite broker needs SQLite >= 3.35 (UPDATE ... RETURNING); this Python "
@@ -188,6 +198,7 @@ class Database:
             )
         self.path = path
         self._schema = schema
+        self._added = added
         self._names = {stmt.split("EXISTS", 1)[1].split()[0] for stmt in schema}
         self._pid = os.getpid()
         self._slots: dict[int, _Slot] = {}  # by thread ident, for this process
@@ -278,8 +289,11 @@ class Database:
             for pragma in self.PRAGMAS:
                 conn.execute(pragma)
             present = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-            if not self._names <= present:
+            if not self._names <= present or self._missing_columns(conn):
                 conn.execute("BEGIN IMMEDIATE")
+                # Again under the write lock: another process may have migrated meanwhile.
+                for table, column, definition in self._missing_columns(conn):
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
                 for stmt in self._schema:
                     conn.execute(stmt)
                 conn.execute("COMMIT")
@@ -287,6 +301,18 @@ class Database:
             conn.close()
             raise _error(self.path, exc) from exc
         return conn
+
+    def _missing_columns(self, conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+        """The ``added`` columns of existing tables that lack them."""
+        missing: list[tuple[str, str, str]] = []
+        columns: dict[str, set[str]] = {}
+        for table, column, definition in self._added:
+            if table not in columns:
+                rows = conn.execute("SELECT name FROM pragma_table_info(?)", (table,))
+                columns[table] = {row[0] for row in rows}
+            if columns[table] and column not in columns[table]:
+                missing.append((table, column, definition))
+        return missing
 
 
 class _Slot:

@@ -16,6 +16,12 @@ A message is in one of four places::
 A lease carries a per-delivery token; ``ack``, ``retry``, ``dead`` and
 ``extend`` ignore a delivery whose token no longer matches (its lease expired
 and the message went to another worker).
+
+``cancel`` removes a ready or scheduled message outright. A leased one stays
+where it is, marked: its worker learns of the mark through ``cancel_requested``
+and stops the task, and should the message come back to ready anyway (its
+worker died, or gave it back), the mark travels with it and the next reserve
+hands it out with ``cancelled=True``, not to be run.
 """
 
 from __future__ import annotations
@@ -56,6 +62,21 @@ class Delivery:
     """Times this attempt has been delivered, this one included."""
     token: str
     """Proves the lease; settling with a stale token does nothing."""
+    cancelled: bool = False
+    """A cancel was requested while the message was leased: settle it, do not run it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    """What ``Broker.cancel`` did to one message."""
+
+    id: str
+    queue: str
+    was: State
+    """``QUEUED`` or ``SCHEDULED``: removed, it will never run. ``STARTED``: leased,
+    so only marked; its worker stops it."""
+    body: bytes
+    attempt: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +159,20 @@ class Broker(ABC):
     @abstractmethod
     def recover(self) -> int:
         """Make expired leases and due scheduled messages ready; returns how many moved."""
+
+    @abstractmethod
+    def cancel(self, ids: Sequence[str]) -> list[Cancellation]:
+        """Cancel messages (see the module docstring): a ready or scheduled one is
+        removed with its idempotency key, a leased one is marked.
+
+        Returns one ``Cancellation`` per message found ready, scheduled or leased;
+        dead letters and unknown ids are left alone and left out. Cancelling a
+        marked message again reports it again and changes nothing.
+        """
+
+    @abstractmethod
+    def cancel_requested(self, deliveries: Sequence[Delivery]) -> set[str]:
+        """The ids, among these leased deliveries, whose message is marked cancelled."""
 
     # Administration.
 

@@ -5,9 +5,10 @@ instance between threads to share its messages.
 
 Supports the whole broker contract: batch enqueue, delayed messages (``eta``),
 strict priority with FIFO within a priority, leases with tokens and renewal,
-idempotency keys, pause and resume, dead letters with a time to live, and a
-blocking ``reserve`` that sleeps on a condition until an enqueue, requeue or
-resume, the next due ``eta`` or the next lease expiry (no polling).
+idempotency keys, cancellation (a leased message carries its cancel mark through
+requeue, lease expiry and retry), pause and resume, dead letters with a time to
+live, and a blocking ``reserve`` that sleeps on a condition until an enqueue,
+requeue or resume, the next due ``eta`` or the next lease expiry (no polling).
 
 URL: ``memory://`` (the rest is ignored).
 
@@ -38,7 +39,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gopherq.brokers.base import Broker, DeadLetter, Delivery, Envelope, QueueStats
+from gopherq.brokers.base import (
+    Broker,
+    Cancellation,
+    DeadLetter,
+    Delivery,
+    Envelope,
+    QueueStats,
+)
 from gopherq.states import State
 
 _Heap = list[tuple[int, int, str]]
@@ -62,10 +70,19 @@ class _Message:
     reason: str = ""
     error: str = ""
     died: float = 0.0
+    cancelled: bool = False
+    """A cancel was requested while it was leased; dropped when it dies."""
 
     def delivery(self) -> Delivery:
         return Delivery(
-            self.id, self.queue, self.priority, self.body, self.attempt, self.deliveries, self.token
+            self.id,
+            self.queue,
+            self.priority,
+            self.body,
+            self.attempt,
+            self.deliveries,
+            self.token,
+            self.cancelled,
         )
 
     def dead_letter(self) -> DeadLetter:
@@ -169,6 +186,7 @@ class MemoryBroker(Broker):
             if message is None:
                 return False
             message.state, message.token, message.seq = State.DEAD, "", next(self._seq)
+            message.cancelled = False
             message.reason, message.error, message.died = reason, error, time.time()
             self._dead.setdefault(message.queue, {})[message.id] = message
         return True
@@ -203,6 +221,36 @@ class MemoryBroker(Broker):
         """Make expired leases and due scheduled messages ready; returns how many moved."""
         with self._changed:
             return self._tidy(time.time())
+
+    def cancel(self, ids: Sequence[str]) -> list[Cancellation]:
+        """Remove ready and scheduled messages, mark leased ones; in the order of ``ids``.
+
+        Due etas and expired leases count as ready, as ``reserve`` would find them.
+        """
+        done: list[Cancellation] = []
+        with self._changed:
+            self._tidy(time.time())
+            for id in dict.fromkeys(ids):
+                message = self._messages.get(id)
+                if message is None or message.state is State.DEAD:
+                    continue
+                done.append(
+                    Cancellation(id, message.queue, message.state, message.body, message.attempt)
+                )
+                if message.state is State.STARTED:
+                    message.cancelled = True
+                else:
+                    self._forget(message)
+        return done
+
+    def cancel_requested(self, deliveries: Sequence[Delivery]) -> set[str]:
+        """The ids among ``deliveries`` whose message carries the cancel mark."""
+        with self._changed:
+            return {
+                d.id
+                for d in deliveries
+                if (message := self._messages.get(d.id)) is not None and message.cancelled
+            }
 
     # Administration.
 

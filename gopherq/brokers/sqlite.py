@@ -4,11 +4,13 @@ Many producer and worker processes on one machine share one database file.
 
 Supports the whole broker contract: batch enqueue in one transaction, delayed
 messages (``eta``), strict priority with FIFO within a priority across several
-queues, leases with per-delivery tokens and renewal, idempotency keys, pause and
-resume, dead letters with a time to live, and a blocking ``reserve`` that sleeps
-on a change notification (inotify on the ``-wal`` file, see ``_sqlite_file``)
-and wakes within about a millisecond of a commit by any process, or at the next
-due ``eta`` or lease expiry. Where inotify is missing it polls (5 ms to 100 ms).
+queues, leases with per-delivery tokens and renewal, idempotency keys,
+cancellation (a leased message carries its cancel mark through requeue, lease
+expiry and retry), pause and resume, dead letters with a time to live, and a
+blocking ``reserve`` that sleeps on a change notification (inotify on the
+``-wal`` file, see ``_sqlite_file``) and wakes within about a millisecond of a
+commit by any process, or at the next due ``eta`` or lease expiry. Where inotify
+is missing it polls (5 ms to 100 ms).
 
 URL: ``sqlite:///`` followed by the path of the database file, relative to the
 working directory (``sqlite:///./gopherq.db``, ``sqlite:///data/q.db``) or
@@ -46,9 +48,17 @@ import math
 import sqlite3
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from gopherq.brokers._sqlite_file import Database, sqlite_path
-from gopherq.brokers.base import Broker, DeadLetter, Delivery, Envelope, QueueStats
+from gopherq.brokers.base import (
+    Broker,
+    Cancellation,
+    DeadLetter,
+    Delivery,
+    Envelope,
+    QueueStats,
+)
 from gopherq.errors import BrokerUnavailable
 from gopherq.states import State
 
@@ -56,6 +66,8 @@ from gopherq.states import State
 RECOVER_EVERY = 1.0
 # Shortest sleep in a blocking reserve, so a due time that is just passing cannot spin.
 MIN_SLEEP = 0.001
+# Ids per statement of cancel and cancel_requested (well below SQLite's 32,766 variables).
+IDS_PER_STATEMENT = 500
 
 _LOCATED = {
     "ready": State.QUEUED,
@@ -87,8 +99,13 @@ class SQLiteBroker(Broker):
     #     lease_until  while leased: when the lease expires
     #     key          idempotency key, unique while the message exists
     #     reason, error, died   while dead: why, the error text, and when
+    #     cancelled    1 once a cancel was requested while it was leased: kept by
+    #                  requeue, lease expiry and retry, cleared when it dies
     #     body         the encoded message, last, so that reading any other
-    #                  column never walks the body's overflow pages
+    #                  column never walks the body's overflow pages (files from
+    #                  before ``cancelled`` get it after the body, see ``ADDED``;
+    #                  only reserve and cancel read it from the table, and they
+    #                  read the body anyway)
     #
     #   queues         every queue seen by enqueue or pause, and its paused flag
     #
@@ -110,6 +127,7 @@ class SQLiteBroker(Broker):
             reason TEXT,
             error TEXT,
             died REAL,
+            cancelled INTEGER NOT NULL DEFAULT 0,
             body BLOB NOT NULL
         )""",
         """CREATE TABLE IF NOT EXISTS queues (
@@ -132,7 +150,12 @@ class SQLiteBroker(Broker):
             ON messages (died, queue) WHERE state = 'dead'""",
         """CREATE UNIQUE INDEX IF NOT EXISTS messages_key
             ON messages (key) WHERE key IS NOT NULL""",
+        # cancel_requested reads this (few rows: the marked ones) and never the table
+        """CREATE INDEX IF NOT EXISTS messages_cancelled
+            ON messages (id) WHERE cancelled = 1""",
     )
+    # Columns added since the first release, for files created before (see Database).
+    ADDED = (("messages", "cancelled", "INTEGER NOT NULL DEFAULT 0"),)
 
     _INSERT = """INSERT INTO messages (id, queue, priority, state, run_at, key, body)
         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"""
@@ -154,7 +177,7 @@ class SQLiteBroker(Broker):
         self.path = sqlite_path(url)
         self.lease_seconds = lease_seconds
         self.dead_letter_ttl = dead_letter_ttl
-        self._db = Database(self.path, self.SCHEMA)
+        self._db = Database(self.path, self.SCHEMA, self.ADDED)
         self._next_recover = 0.0
         self._known_queues: set[str] = set()
         self._last_died = 0.0
@@ -244,7 +267,7 @@ class SQLiteBroker(Broker):
             return bool(
                 conn.execute(
                     f"""UPDATE messages SET state = 'dead', reason = ?, error = ?, died = ?,
-                        token = NULL, lease_until = NULL
+                        token = NULL, lease_until = NULL, cancelled = 0
                     WHERE {self._HELD}""",
                     (reason, error, died, delivery.id, delivery.token),
                 ).rowcount
@@ -278,6 +301,51 @@ class SQLiteBroker(Broker):
         """Make expired leases and due scheduled messages ready; returns how many moved."""
         with self._db.write() as conn:
             return self._tidy(conn, time.time())
+
+    def cancel(self, ids: Sequence[str]) -> list[Cancellation]:
+        """Remove ready and scheduled messages, mark leased ones, all in one transaction;
+        in the order of ``ids``.
+
+        Due etas and expired leases count as ready, as ``reserve`` would find them.
+        """
+        unique = list(dict.fromkeys(ids))
+        if not unique:
+            return []
+        found: dict[str, Cancellation] = {}
+        with self._db.write() as conn:
+            self._tidy(conn, time.time())
+            for start in range(0, len(unique), IDS_PER_STATEMENT):
+                chunk = unique[start : start + IDS_PER_STATEMENT]
+                marks = ",".join("?" * len(chunk))
+                removed = conn.execute(
+                    f"""DELETE FROM messages
+                    WHERE id IN ({marks}) AND state IN ('ready', 'scheduled')
+                    RETURNING id, queue, state, body, attempt""",
+                    chunk,
+                ).fetchall()
+                marked = conn.execute(
+                    f"""UPDATE messages SET cancelled = 1
+                    WHERE id IN ({marks}) AND state = 'leased'
+                    RETURNING id, queue, state, body, attempt""",
+                    chunk,
+                ).fetchall()
+                for id, queue, state, body, attempt in removed + marked:
+                    found[id] = Cancellation(id, queue, _LOCATED[state], body, attempt)
+        return [found[id] for id in unique if id in found]
+
+    def cancel_requested(self, deliveries: Sequence[Delivery]) -> set[str]:
+        """The ids among ``deliveries`` whose message carries the cancel mark: one query
+        (per ``IDS_PER_STATEMENT``) on the small index of marked messages."""
+        ids = list(dict.fromkeys(d.id for d in deliveries))
+        marked: set[str] = set()
+        if not ids:
+            return marked
+        with self._db.read() as conn:
+            for start in range(0, len(ids), IDS_PER_STATEMENT):
+                chunk = ids[start : start + IDS_PER_STATEMENT]
+                rows = conn.execute(_marked_sql(len(chunk)), chunk).fetchall()
+                marked.update(row[0] for row in rows)
+        return marked
 
     # Administration.
 
@@ -432,7 +500,7 @@ class SQLiteBroker(Broker):
             )
             taken = sorted(rows, key=lambda row: (row[2], row[7], row[8]))
             if taken:
-                return [Delivery(*row[:7]) for row in taken], now
+                return [_delivery(row) for row in taken], now
             return [], self._next_due(conn, queues, now)
 
     def _tidy(self, conn: sqlite3.Connection, now: float, queues: list[str] | None = None) -> int:
@@ -514,4 +582,19 @@ def _reserve_sql(queues: int) -> str:
     return f"""UPDATE messages SET state = 'leased', token = lower(hex(randomblob(8))),
             lease_until = ?1, deliveries = deliveries + 1
         WHERE seq IN (SELECT seq FROM ({pick}))
-        RETURNING id, queue, priority, body, attempt, deliveries, token, run_at, seq"""
+        RETURNING id, queue, priority, body, attempt, deliveries, token, run_at, seq,
+            cancelled"""
+
+
+def _delivery(row: tuple[Any, ...]) -> Delivery:
+    """A row of the reserve statement's ``RETURNING`` as a ``Delivery``."""
+    id, queue, priority, body, attempt, deliveries, token, _, _, cancelled = row
+    return Delivery(id, queue, priority, body, attempt, deliveries, token, cancelled == 1)
+
+
+@functools.lru_cache(maxsize=32)
+def _marked_sql(ids: int) -> str:
+    """Which of ``ids`` ids carry the cancel mark: seeks in the index of marked messages."""
+    marks = ",".join("?" * ids)
+    return f"""SELECT id FROM messages INDEXED BY messages_cancelled
+        WHERE cancelled = 1 AND id IN ({marks})"""

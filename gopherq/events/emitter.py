@@ -18,7 +18,7 @@ from gopherq.events.hub import Events
 from gopherq.message import Message
 from gopherq.middleware import Middleware, WorkerInfo, WorkerStats
 from gopherq.results.base import Progress
-from gopherq.states import DeadReason
+from gopherq.states import DeadReason, State
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
@@ -28,7 +28,6 @@ _DEAD_TYPES = {
     DeadReason.MAX_RETRIES: EventType.TASK_FAILED,
     DeadReason.TIME_LIMIT: EventType.TASK_FAILED,
     DeadReason.EXPIRED: EventType.TASK_EXPIRED,
-    DeadReason.CANCELLED: EventType.TASK_CANCELLED,
 }
 
 
@@ -69,21 +68,30 @@ class EventEmitter(Middleware):
         ``-cancelled``, as the outcome says."""
         extra: dict[str, Any] = {"runtime": runtime}
         if outcome.action == "ack":
-            kind = EventType.TASK_SUCCEEDED
+            self.events.emit(_task_event(EventType.TASK_SUCCEEDED, context, extra))
+            return
+        error = outcome.record.error if outcome.record else None
+        if error is not None:
+            extra["error_type"], extra["error"] = error.type, error.message
         else:
-            error = outcome.record.error if outcome.record else None
-            if error is not None:
-                extra["error_type"], extra["error"] = error.type, error.message
-            else:
-                extra["error"] = outcome.error
-            if outcome.action == "retry":
-                kind = EventType.TASK_RETRIED
-                extra["eta"] = outcome.eta
-            else:
-                reason = outcome.reason or DeadReason.REJECTED
-                kind = _DEAD_TYPES.get(reason, EventType.TASK_DEAD)
-                extra["reason"] = reason.value
+            extra["error"] = outcome.error
+        if outcome.action == "cancel":
+            kind = EventType.TASK_CANCELLED
+            extra["was"] = State.STARTED.value
+        elif outcome.action == "retry":
+            kind = EventType.TASK_RETRIED
+            extra["eta"] = outcome.eta
+        else:
+            reason = outcome.reason or DeadReason.REJECTED
+            kind = _DEAD_TYPES.get(reason, EventType.TASK_DEAD)
+            extra["reason"] = reason.value
         self.events.emit(_task_event(kind, context, extra))
+
+    def on_cancel(self, app: GopherQ, message: Message, was: State, attempt: int) -> None:
+        """``task-cancelled`` with ``was`` (``QUEUED`` or ``SCHEDULED``)."""
+        kind, now, extra = EventType.TASK_CANCELLED, time.time(), {"was": was.value}
+        event = Event(kind, now, message.id, message.task, message.queue, None, attempt, extra)
+        self.events.publish([event])
 
     def on_progress(self, app: GopherQ, context: TaskContext, progress: Progress) -> None:
         """``task-progress`` with ``done``, ``total`` and ``message``."""

@@ -118,7 +118,7 @@ class Schedules:
         registered = self._app.tasks.get(task_name)
         if registered is not None:
             try:
-                registered.signature.bind(*entry.args, **entry.kwargs)
+                registered.check_arguments(entry.args, entry.kwargs)
             except TypeError as exc:
                 raise ConfigurationError(f"periodic entry {entry.name!r}: {exc}") from None
         return entry

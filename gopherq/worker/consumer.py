@@ -102,7 +102,7 @@ class Consumer:
         self.slot = slot or Slot.allocate(1, self.prefetch)[0]
         self.reserve_timeout = reserve_timeout
         self.tasks_run = 0
-        self._runner = Runner(app, worker=self.name)
+        self._runner = Runner(app, worker=self.name, cancelled=self.slot.cancelled)
         self._stopping = False
         self._recycle = False
         self._average: float | None = None  # runtime of all tasks (EMA)
@@ -259,7 +259,7 @@ class Consumer:
             if records:
                 self.backend.store(records)
             self.app.events.flush(only_due=all(o.action == "ack" for _, o in pending))
-            acks = [d for d, o in pending if o.action == "ack"]
+            acks = [d for d, o in pending if o.action in ("ack", "cancel")]
             if acks:
                 self.broker.ack(acks)
             for delivery, outcome in pending:
@@ -328,6 +328,8 @@ class Consumer:
         trace = f"\n{error.traceback.rstrip()}" if error and error.traceback else ""
         if outcome.action == "ack":
             logger.debug("task %s[%s] succeeded in %.4fs", task, delivery.id, elapsed)
+        elif outcome.action == "cancel":
+            logger.info("task %s[%s] %s", task, delivery.id, outcome.error.partition(": ")[2])
         elif outcome.action == "retry":
             logger.warning(
                 "task %s[%s] failed, retry in %.1fs: %s%s",

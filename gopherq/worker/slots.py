@@ -4,20 +4,24 @@ Each child owns one slot in an anonymous shared ``mmap`` that the supervisor
 maps before forking. The child writes its state there on every change (plain
 memory writes, no system call); the supervisor reads it to enforce hard time
 limits and, when the child dies, to give back at once what it held instead of
-waiting for leases to expire.
+waiting for leases to expire. The other way, the supervisor writes the ids of
+the child's tasks that were cancelled, which the child reads before and while
+running each task.
 
-Layout of one slot::
+A slot is two boxes, the child's state and the supervisor's notices. Layout
+of one box::
 
     offset 0       u64   seq: number of completed writes
-    offset 8       half 0: u32 length + msgpack state
-    offset 8+H     half 1: u32 length + msgpack state
+    offset 8       half 0: u32 length + msgpack value
+    offset 8+H     half 1: u32 length + msgpack value
 
-The state of write ``seq`` lives in half ``seq % 2``. A writer fills the other
+The value of write ``seq`` lives in half ``seq % 2``. A writer fills the other
 half, then bumps ``seq``; so the current half is always complete, even when the
-child is killed in the middle of a write. A reader copies the current half and
+writer is killed in the middle of a write. A reader copies the current half and
 checks that ``seq`` did not move meanwhile (a seqlock: if it moved, the writer
-may be overwriting what was read, so read again). Each slot has one writer at a
-time: its child, or the supervisor once that child is dead.
+may be overwriting what was read, so read again). Each box has one writer at a
+time: the state box its child (or the supervisor once that child is dead), the
+notices box the supervisor.
 
 The state is ``[settled, cursor, end, running, batch, processed]``: ``batch`` is the
 msgpack list of the reserved deliveries (packed once per reserve); entries
@@ -78,30 +82,76 @@ class Holding:
         return bool(self.running or self.finished or self.unstarted)
 
 
-class Slot:
-    """One child's slot. The child writes with ``hold``/``begin``/``end``/``settle``/
-    ``release``; the supervisor reads with ``read``."""
+class _Box:
+    """One seqlocked, double-buffered value in shared memory (see the module docstring)."""
+
+    __slots__ = ("_half", "_memory", "_offset")
 
     def __init__(self, memory: mmap.mmap, offset: int, half: int) -> None:
         self._memory = memory
         self._offset = offset
         self._half = half
+
+    @staticmethod
+    def size(half: int) -> int:
+        """Bytes a box with halves of ``half`` bytes takes."""
+        return _SEQ.size + 2 * half
+
+    @property
+    def seq(self) -> int:
+        """How many writes completed: unchanged means the value did not change."""
+        seq: int = _SEQ.unpack_from(self._memory, self._offset)[0]
+        return seq
+
+    def write(self, value: bytes) -> None:
+        """Publish ``value`` (at most a half minus its length word)."""
+        seq = self.seq + 1
+        half = self._offset + _SEQ.size + (seq & 1) * self._half
+        self._memory[half + _LEN.size : half + _LEN.size + len(value)] = value
+        _LEN.pack_into(self._memory, half, len(value))
+        _SEQ.pack_into(self._memory, self._offset, seq)
+
+    def read(self) -> tuple[int, bytes] | None:
+        """``(seq, value)`` as of the last complete write; None if the writer kept
+        overwriting what was being read."""
+        for _ in range(1000):
+            seq = self.seq
+            half = self._offset + _SEQ.size + (seq & 1) * self._half
+            (length,) = _LEN.unpack_from(self._memory, half)
+            length = min(length, self._half - _LEN.size)
+            raw = self._memory[half + _LEN.size : half + _LEN.size + length]
+            if self.seq == seq:
+                return seq, raw
+        return None
+
+
+class Slot:
+    """One child's slot. The child writes with ``hold``/``begin``/``end``/``settle``/
+    ``release`` and reads ``cancelled``; the supervisor reads with ``read`` and
+    writes with ``notify``."""
+
+    def __init__(self, memory: mmap.mmap, offset: int, half: int) -> None:
+        self._state = _Box(memory, offset, half)
+        self._notices = _Box(memory, offset + _Box.size(half), half)
+        self._half = half
+        self._notice_room = half - _LEN.size
         # Writer state (the child's copy; the supervisor's copy is unused).
         self._settled = self._cursor = self._end = 0
         self._processed = 0
         self._running: list[Any] | None = None
         self._batch = msgpack.packb([])
         self._cache: tuple[int, Holding] = (-1, Holding())
+        self._cancelled: tuple[int, frozenset[str]] = (0, frozenset())
 
     @classmethod
     def allocate(cls, count: int, prefetch: int) -> list[Slot]:
         """``count`` slots in one shared mapping, sized for batches of ``prefetch``."""
         half = 1024 + max(prefetch, 1) * _ENTRY_BUDGET
-        size = _SEQ.size + 2 * half
+        size = 2 * _Box.size(half)
         memory = mmap.mmap(-1, size * count)  # anonymous and MAP_SHARED: survives fork
         return [cls(memory, i * size, half) for i in range(count)]
 
-    # Writer side.
+    # The child's side.
 
     def hold(self, batch: Sequence[Delivery]) -> None:
         """A new batch was reserved: all of it is unstarted."""
@@ -147,35 +197,46 @@ class Slot:
     def clear(self) -> None:
         """Forget everything (the supervisor, once the slot's child is dead)."""
         self.hold([])
+        self.notify(frozenset())
+
+    def cancelled(self, id: str) -> bool:
+        """Whether the supervisor said that the task ``id`` was cancelled (cheap: one
+        shared-memory read while nothing changed)."""
+        seq = self._notices.seq
+        if seq != self._cancelled[0]:
+            read = self._notices.read()
+            if read is not None:
+                seq, raw = read
+                self._cancelled = (seq, frozenset(msgpack.unpackb(raw) if raw else ()))
+        return id in self._cancelled[1]
 
     def _write(self) -> None:
-        state = msgpack.packb(
-            [self._settled, self._cursor, self._end, self._running, self._batch, self._processed]
-        )
-        (seq,) = _SEQ.unpack_from(self._memory, self._offset)
-        seq += 1
-        half = self._offset + _SEQ.size + (seq & 1) * self._half
-        self._memory[half + _LEN.size : half + _LEN.size + len(state)] = state
-        _LEN.pack_into(self._memory, half, len(state))
-        _SEQ.pack_into(self._memory, self._offset, seq)
+        state = [self._settled, self._cursor, self._end, self._running, self._batch]
+        self._state.write(msgpack.packb([*state, self._processed]))
 
-    # Reader side.
+    # The supervisor's side.
 
     def read(self) -> Holding:
         """What the child holds, as of its last complete write."""
-        for _ in range(1000):
-            (seq,) = _SEQ.unpack_from(self._memory, self._offset)
-            if seq == self._cache[0]:
-                return self._cache[1]
-            half = self._offset + _SEQ.size + (seq & 1) * self._half
-            (length,) = _LEN.unpack_from(self._memory, half)
-            length = min(length, self._half - _LEN.size)
-            raw = self._memory[half + _LEN.size : half + _LEN.size + length]
-            if _SEQ.unpack_from(self._memory, self._offset)[0] == seq:
-                holding = _decode(raw)
-                self._cache = (seq, holding)
-                return holding
-        return self._cache[1]  # the child writes nonstop: keep the last good reading
+        if self._state.seq == self._cache[0]:
+            return self._cache[1]
+        read = self._state.read()
+        if read is None:
+            return self._cache[1]  # the child writes nonstop: keep the last good reading
+        seq, raw = read
+        holding = _decode(raw)
+        self._cache = (seq, holding)
+        return holding
+
+    def notify(self, cancelled: frozenset[str]) -> None:
+        """Tell the child which of its tasks were cancelled (ids beyond the box's room,
+        hundreds of them, wait for the next call)."""
+        ids = sorted(cancelled)
+        packed = msgpack.packb(ids)
+        while len(packed) > self._notice_room and ids:
+            ids.pop()
+            packed = msgpack.packb(ids)
+        self._notices.write(packed)
 
 
 def _entry(d: Delivery) -> list[Any]:

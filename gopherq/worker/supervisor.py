@@ -5,8 +5,11 @@
     supervisor ──fork──> child 0: Consumer.run() ──writes──> slot 0 ┐ shared
         │      ──fork──> child 1: Consumer.run() ──writes──> slot 1 ┘ memory
         ├── every TICK: read the slots; SIGKILL a child past its task's deadline
-        ├── SIGCHLD: reap; settle a timed-out task (TIME_LIMIT or retry),
-        │   requeue what else the child held; fork a replacement
+        ├── every CANCEL_POLL: ask the broker which held tasks were cancelled;
+        │   tell their children (slot notices); SIGKILL a child whose cancelled
+        │   task is still running ``cancel_grace`` seconds later
+        ├── SIGCHLD: reap; settle a timed-out task (TIME_LIMIT or retry) or a
+        │   cancelled one, requeue what else the child held; fork a replacement
         ├── every ``worker_heartbeat`` seconds: the middleware's heartbeat
         │   (the event emitter's ``worker-heartbeat``), with counts from the slots
         └── SIGTERM/SIGINT: children finish their task and give back the
@@ -33,6 +36,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
+from gopherq.brokers.base import Delivery
 from gopherq.errors import ConfigurationError
 from gopherq.runner import Runner
 from gopherq.worker.consumer import Consumer, Exit, worker_name
@@ -46,6 +50,8 @@ logger = logging.getLogger("gopherq.worker")
 
 TICK = 0.1
 """Longest sleep of the supervisor: how late a hard time limit may strike."""
+CANCEL_POLL = 0.5
+"""Seconds between the supervisor's checks for cancelled tasks, while children hold any."""
 RESPAWN_DELAY = 1.0
 """Wait before replacing a child that died young outside any task (a crash loop)."""
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -60,7 +66,13 @@ class _Child:
     pid: int
     born: float
     killed: bool = False
-    """SIGKILLed by the supervisor for its hard time limit."""
+    """SIGKILLed by the supervisor: hard time limit, or a cancel not obeyed in time."""
+    notified: frozenset[str] = frozenset()
+    """Ids of its tasks it was told were cancelled."""
+    stopping: str | None = None
+    """Id of its running task that was cancelled, until that task ends."""
+    stop_by: float = float("inf")
+    """``time.monotonic()`` past which a ``stopping`` task's process is killed."""
 
     @property
     def name(self) -> str:
@@ -98,8 +110,10 @@ class Worker:
         self.shutdown_timeout = (
             settings.shutdown_timeout if shutdown_timeout is None else shutdown_timeout
         )
+        self.cancel_grace = settings.cancel_grace
         self.name = worker_name()
         self._pid = 0
+        self._next_cancel_poll = 0.0
         self._children: dict[int, _Child] = {}  # pid -> child
         self._respawns: list[tuple[float, int]] = []  # (when, slot index)
         self._slots: list[Slot] = []
@@ -140,6 +154,7 @@ class Worker:
                 self._reap()
                 self._handle_signals()
                 self._enforce_time_limits()
+                self._watch_cancels()
                 self._respawn_due()
                 if self._presence.due():
                     children = self._children.values()
@@ -260,7 +275,9 @@ class Worker:
         running = holding.running
         try:
             if running is not None:
-                if running.deadline is not None and time.monotonic() >= running.deadline:
+                if running.delivery.id == child.stopping:
+                    self._settle_cancelled(child, running)
+                elif running.deadline is not None and time.monotonic() >= running.deadline:
                     self._settle_time_limit(child, running)
                 else:
                     started.append(running.delivery)  # counts towards max_deliveries
@@ -288,6 +305,62 @@ class Worker:
         else:
             reason = outcome.reason.value if outcome.reason else "TIME_LIMIT"
             self.app.broker.dead(running.delivery, reason, outcome.error)
+
+    def _settle_cancelled(self, child: _Child, running: Running) -> None:
+        outcome = Runner(self.app, worker=child.name).stopped(
+            running.delivery, task_name=running.task, retries=running.retries
+        )
+        if outcome.record is not None:
+            self.app.backend.store([outcome.record])
+        self.app.events.flush()
+        self.app.broker.ack([running.delivery])
+
+    def _watch_cancels(self) -> None:
+        """Kill a child whose cancelled task outlived ``cancel_grace``; every
+        ``CANCEL_POLL``, tell the children which of their tasks were cancelled."""
+        now = time.monotonic()
+        holdings = [(child, self._slots[child.index].read()) for child in self._children.values()]
+        for child, holding in holdings:
+            if child.stopping is None or child.killed:
+                continue
+            running = holding.running
+            if running is None or running.delivery.id != child.stopping:
+                child.stopping, child.stop_by = None, float("inf")  # it stopped
+            elif now >= child.stop_by:
+                logger.warning(
+                    "task %s[%s] did not stop within %ss of its cancel: killing process %d",
+                    running.task,
+                    running.delivery.id,
+                    self.cancel_grace,
+                    child.pid,
+                )
+                os.kill(child.pid, signal.SIGKILL)  # reaped and settled CANCELLED next
+                child.killed = True
+        if now < self._next_cancel_poll:
+            return
+        self._next_cancel_poll = now + CANCEL_POLL
+        held = [_cancellable(holding) for _, holding in holdings]
+        cancelled: set[str] = set()
+        if any(held):
+            try:
+                cancelled = self.app.broker.cancel_requested([d for ds in held for d in ds])
+            except Exception as exc:
+                logger.warning("worker %s: could not check for cancelled tasks: %s", self.name, exc)
+                return
+        for (child, holding), deliveries in zip(holdings, held, strict=True):
+            ids = frozenset(d.id for d in deliveries if d.id in cancelled)
+            if ids != child.notified:
+                self._slots[child.index].notify(ids)
+                child.notified = ids
+            running = holding.running
+            if running is not None and running.delivery.id in ids and child.stopping is None:
+                child.stopping, child.stop_by = running.delivery.id, now + self.cancel_grace
+                logger.info(
+                    "task %s[%s] cancelled while running: %ss to stop",
+                    running.task,
+                    running.delivery.id,
+                    self.cancel_grace,
+                )
 
     def _enforce_time_limits(self) -> None:
         now = time.monotonic()
@@ -360,6 +433,13 @@ class Worker:
                 pass
         except BlockingIOError:
             pass
+
+
+def _cancellable(holding: Holding) -> list[Delivery]:
+    """What a child holds that a cancel can still stop: the running task and the
+    prefetched ones."""
+    running = [holding.running.delivery] if holding.running is not None else []
+    return running + list(holding.unstarted)
 
 
 def _die_with_parent(parent: int) -> None:

@@ -12,7 +12,11 @@ usual; replies that carry many fields come as one msgpack string (``unpack``).
 Scripts are run with EVALSHA only. After NOSCRIPT (Redis restarted, or its
 script cache was flushed) every script is loaded again (SCRIPT LOAD, on every
 primary of a cluster) and the call repeated: a NOSCRIPT call did nothing, so
-repeating it is always safe.
+repeating it is always safe. Not Redis 7 functions (FUNCTION LOAD, FCALL),
+although those would not run ``lib.lua`` again on every call: that saves about
+2 us of the enqueue script's 16, but once memory is full (maxmemory) Redis
+refuses outright any function that may write, where a script may still run the
+commands that free memory: acks and deletes would fail just when they are needed.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from importlib import resources
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import hiredis
 import msgpack
 import redis
 import redis.cluster
@@ -136,7 +141,7 @@ def script(name: str) -> Script:
 SCRIPT_NAMES = (
     "enqueue", "reserve", "ack", "retry", "dead", "extend", "requeue", "stats", "purge",
     "dead_letters", "requeue_dead", "purge_dead", "delete", "locate",
-    "result_store", "result_token",
+    "result_store", "result_token", "cancel", "cancel_requested",
 )  # fmt: skip
 
 Call: TypeAlias = "tuple[Script | str, Sequence[str], Sequence[Any]]"
@@ -220,8 +225,15 @@ class Connection:
         self, client: Client, script_: Script | str, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
         """EVALSHA ``script_`` (or run the command so named); after NOSCRIPT, load every
-        script and run it again."""
-        return self.run_many(client, [(script_, keys, args)])[0]
+        script and run it again. ``run_many`` for one call, without its lists."""
+        command = _command(script_, keys, args)
+        [result] = self.send(client, [command])
+        if isinstance(result, rex.NoScriptError):
+            self.load_scripts(client)
+            [result] = self.send(client, [command])
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def run_many(self, client: Client, calls: Sequence[Call]) -> list[Any]:
         """Run every call in one round trip (per node of a cluster); their results.
@@ -261,9 +273,11 @@ class Connection:
         wrapper, event dispatch and metrics, the pool's readiness poll: a syscall per
         command), most of the client-side cost of a small command, and talks to the
         connection directly; redis-py still opens it (URL options, TLS, AUTH, SELECT)
-        and parses the replies (in C, with hiredis). Each thread takes a connection
-        from ``_idle`` (list pop and append are atomic) and puts it back; a failed
-        exchange disconnects it, and its next use reconnects.
+        and parses the replies (in C, with hiredis). hiredis packs the requests, as it
+        does inside redis-py, but without redis-py's wrapping (its checks of every
+        argument cost about 2 us of a small call). Each thread takes a connection from
+        ``_idle`` (list pop and append are atomic) and puts it back; a failed exchange
+        disconnects it, and its next use reconnects.
         """
         if type(client) is not redis.Redis:  # a cluster, or a test double
             if len(commands) == 1:
@@ -284,8 +298,8 @@ class Connection:
         try:
             if not connection.is_connected:
                 connection.connect()  # type: ignore[no-untyped-call]  # AUTH, SELECT, TLS
-            request = connection.pack_commands(commands)  # type: ignore[no-untyped-call]
-            connection.send_packed_command(request, False)  # type: ignore[no-untyped-call]
+            request = b"".join([hiredis.pack_command(tuple(command)) for command in commands])
+            connection.send_packed_command([request], False)  # type: ignore[no-untyped-call]
             return [_reply(connection) for _ in commands]
         except BaseException:
             connection.disconnect()  # type: ignore[no-untyped-call]  # no replies left unread

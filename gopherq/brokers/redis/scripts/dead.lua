@@ -21,7 +21,7 @@ if #newest > 0 then
 end
 redis.call('ZREM', q.leased, id)
 redis.call('HSET', m, 'st', 'd', 'r', ARGV[3], 'e', ARGV[4], 'x', num(died))
-redis.call('HDEL', m, 't')
+redis.call('HDEL', m, 't', 'c')
 redis.call('ZADD', q.dead, num(died), id)
 drop_old_dead(q, now, tonumber(ARGV[5]))
 local over = redis.call('ZCARD', q.dead) - tonumber(ARGV[6])

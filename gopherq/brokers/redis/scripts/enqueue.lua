@@ -3,8 +3,9 @@
 -- KEYS  [1] the queue's key base P:{q}
 -- ARGV  5 per message: id, priority, eta (unix seconds, '' for none),
 --       idempotency key ('' for none), body
--- Returns the id each message stands for (packed by reply(), lib.lua): its own, or
--- the id of the live message that already holds its idempotency key. An id already stored is left alone.
+-- Returns the id each message stands for (packed by reply(), lib.lua; for a single
+-- message that id alone, unpacked): its own, or the id of the live message that
+-- already holds its idempotency key. An id already stored is left alone.
 -- A message with an eta in the future goes to the delayed zset, others to ready.
 -- Wakes a blocked reserve when something became ready, or when the earliest eta moved
 -- closer (so that a reserve sleeping until the old earliest eta recomputes its sleep).
@@ -69,5 +70,8 @@ end
 if #ready > 0 then
   zadd_all(q.ready, ready)
   wake(q) -- even when paused: a reserve woken for nothing drops the token and sleeps on
+end
+if n == 1 then
+  return out[1] -- each .delay(): no packing on either side
 end
 return reply(out)

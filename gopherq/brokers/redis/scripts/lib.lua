@@ -15,7 +15,8 @@
 --                          (a and d absent means 0), s seq,
 --                          st state (r ready, s scheduled, l leased, d dead),
 --                          t token (while leased), k idempotency key,
---                          r reason, e error, x died (while dead)
+--                          r reason, e error, x died (while dead),
+--                          c '1' once cancel found it leased (requeue, expiry, retry keep it)
 --
 -- The result backend (gopherq/results/redis.py; scripts result_*.lua) keeps, per id:
 --

@@ -13,7 +13,8 @@
 -- Returns {moved, head, due, then 7 per delivery: id, queue index, priority, body,
 -- attempt, deliveries, token} (packed by reply(), lib.lua): moved = how many became
 -- ready; head = the best score still ready in an unpaused queue ('' if none); due =
--- seconds until the next eta or lease expiry of these queues ('' if none).
+-- seconds until the next eta or lease expiry of these queues ('' if none). The queue
+-- index is negative when the message carries the cancel mark (field c).
 
 local limit = tonumber(ARGV[1])
 local now = now_seconds()
@@ -71,7 +72,7 @@ local until_text = num(lease_until)
 for j, p in ipairs(picked) do
   local q, id = queues[p[1]], p[2]
   local m = q.msg .. id
-  local f = redis.call('HMGET', m, 'b', 'p', 'a', 'd')
+  local f = redis.call('HMGET', m, 'b', 'p', 'a', 'd', 'c')
   if f[1] then
     local token = ARGV[3] .. j
     local deliveries = tonumber(f[4] or 0) + 1
@@ -80,7 +81,11 @@ for j, p in ipairs(picked) do
     local l = leases[p[1]]
     l[#l + 1], l[#l + 2] = until_text, id
     local o = #out
-    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = id, p[1], tonumber(f[2]), f[1]
+    local index = p[1]
+    if f[5] then
+      index = -index
+    end
+    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = id, index, tonumber(f[2]), f[1]
     out[o + 5], out[o + 6], out[o + 7] = tonumber(f[3] or 0), deliveries, token
     took[p[1]] = true
   end
