@@ -21,6 +21,11 @@ round trip    ``--round-trips`` sequential ``.delay().get()`` of the same INCR w
               result stored, after 10 to warm up: p50, p95, p99
 worker RSS    supervisor (Celery: main process) plus children, after the round trips
 
+For scale, each run also times a loop with no framework at all: ``--tasks`` plain
+redis-py ``LPUSH`` calls of a body the size of a gopherq message, the floor for
+one round trip per call on this machine; the enqueue figure is also given as a
+fraction of it.
+
 gopherq runs on ``--url`` (database 13 by default) under a key prefix of its own,
 Celery on ``--celery-url`` (database 14) under a ``global_keyprefix`` of its own;
 the keys of both are deleted at the end (SCAN and DEL, never FLUSHDB).
@@ -135,6 +140,20 @@ def celery_side(url: str, prefix: str, concurrency: int) -> Side:
     )
 
 
+def bare_loop(url: str, key: str, tasks: int) -> float:
+    """LPUSHes per second of a plain redis-py loop (see the module docstring)."""
+    client = redis.Redis.from_url(url)
+    body = os.urandom(90)  # the encoded message of a task without arguments
+    try:
+        start = time.perf_counter()
+        for _ in range(tasks):
+            client.lpush(key, body)
+        return tasks / (time.perf_counter() - start)
+    finally:
+        client.delete(key)
+        client.close()
+
+
 def measure(side: Side, tasks: int, bulk: int, round_trips: int) -> dict[str, Any]:
     """Every figure for one side; see the module docstring."""
     _counter.reset()
@@ -224,7 +243,12 @@ def render(report: dict[str, Any]) -> str:
         f"events {info['events']}; "
         f"{info['tasks']:,} + {info['bulk']:,} tasks, {info['round_trips']} round trips"
     )
-    return "\n".join([note, table(header, lines)])
+    bare = report["bare_lpush_per_s"]
+    scale = (
+        f"for scale, a plain redis-py LPUSH loop: {bare:,.0f}/s; "
+        f"gopherq's enqueue is {ours['enqueue_per_s'] / bare:.2f} of it"
+    )
+    return "\n".join([note, table(header, lines), scale])
 
 
 def delete_keys(url: str, pattern: str) -> int:
@@ -295,6 +319,7 @@ def main() -> int:
         }
     }
     try:
+        report["bare_lpush_per_s"] = bare_loop(options.url, f"{prefix}:bare", options.tasks)
         side = gopherq_side(with_query(options.url, prefix=prefix), options.concurrency)
         report["gopherq"] = measure(side, options.tasks, options.bulk, options.round_trips)
         if options.celery:
