@@ -179,7 +179,9 @@ def test_two_beats_send_each_tick_once_across_a_leader_kill(run: BeatRun) -> Non
     assert "Traceback" not in run.log(), run.log()
 
 
-BOUNDS = {"sqlite": 1.0, "redis": 0.1}
+# Loose bounds: CI runs this beside other tests on two CPUs, where a process may wait
+# a hundred milliseconds for one. Idle, lateness is 1 to 7 ms on both (run with -s).
+BOUNDS = {"sqlite": 1.0, "redis": 0.5}
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
