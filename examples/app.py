@@ -120,3 +120,15 @@ async def fetch(url: str) -> dict[str, int | str]:
     """Fetch a URL (simulated with asyncio.sleep): an async def task."""
     await asyncio.sleep(random.uniform(0.05, 0.15))
     return {"url": url, "status": 200, "bytes": 1024 + len(url) * 37}
+
+
+@app.task(name="reports.build")
+def build_report(rows: int) -> str:
+    """A long task: reports progress, and stops early when it is cancelled."""
+    task = current_task()
+    for done in range(rows):
+        if task.cancelled:
+            return f"stopped after {done} rows"  # the job ends CANCELLED all the same
+        time.sleep(0.01)  # one row's work
+        task.progress(done + 1, rows, "rows")
+    return f"{rows} rows"

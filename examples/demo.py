@@ -7,8 +7,9 @@
 It starts ``gopherq worker -A app -c 2`` in this directory on a fresh SQLite
 file (in a temporary directory unless ``--db`` names one), sends emails, math,
 an image resize, a task that fails twice before it succeeds and an ``async``
-fetch, prints each result as it finishes, then stops the worker with SIGTERM,
-which lets running tasks finish first.
+fetch, cancels a scheduled email and a long report once it is running, prints
+each outcome as it comes, then stops the worker with SIGTERM, which lets
+running tasks finish first.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from gopherq import State
 
 HERE = Path(__file__).resolve().parent
 
@@ -59,7 +62,7 @@ def stop(worker: subprocess.Popen[bytes]) -> int:
 
 def run_tasks(worker: subprocess.Popen[bytes]) -> bool:
     """Send tasks of every kind and print each outcome; True if all succeeded."""
-    from app import add, app, fetch, fibonacci, flaky, resize_image, send_email
+    from app import add, app, build_report, fetch, fibonacci, flaky, resize_image, send_email
 
     started = time.monotonic()
     pending: dict[str, Any] = {
@@ -75,14 +78,23 @@ def run_tasks(worker: subprocess.Popen[bytes]) -> bool:
     pending["flaky(failures=2)"] = flaky.delay(2)
     for url in ("https://example.com/", "https://example.org/status"):
         pending[f"fetch({url!r})"] = fetch.delay(url)
+    # Cancelled: a scheduled email at once, a long report once it has started.
+    reminder = send_email.apply_async(("ada@example.com", "Reminder", "..."), countdown=60)
+    reminder.cancel()
+    report = build_report.delay(10_000)  # about 100 s of work
+    cancelled = {"send_email(countdown=60)": reminder, "build_report(10_000)": report}
+    pending.update(cancelled)
     print(f"sent {len(pending)} tasks; waiting for results\n")
 
-    succeeded = True
+    succeeded, stop_asked = True, False
     deadline = time.monotonic() + 60
     while pending and time.monotonic() < deadline:
         if worker.poll() is not None:
             print(f"the worker exited early with code {worker.returncode}")
             return False
+        progress = None if stop_asked else report.progress
+        if progress is not None and progress.done >= 20:
+            stop_asked = report.cancel()  # it sees current_task().cancelled, returns early
         for label, result in list(pending.items()):
             if not result.ready():
                 continue
@@ -90,6 +102,8 @@ def run_tasks(worker: subprocess.Popen[bytes]) -> bool:
             elapsed = (time.monotonic() - started) * 1000
             if result.successful():
                 print(f"{elapsed:7.0f} ms  {label:<36} -> {result.get()!r}")
+            elif label in cancelled and result.state is State.CANCELLED:
+                print(f"{elapsed:7.0f} ms  {label:<36} -- {result.get(propagate=False)}")
             else:
                 succeeded = False
                 print(f"{elapsed:7.0f} ms  {label:<36} !! {result.get(propagate=False)}")
