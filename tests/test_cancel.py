@@ -4,6 +4,7 @@ brokers: tests/e2e/test_cancel_e2e.py; the broker side: the broker contract."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from typing import Any
@@ -98,12 +99,8 @@ def test_the_runner_skips_a_task_cancelled_before_it_starts(app: GopherQ) -> Non
     assert outcome.record is not None and outcome.record.state is State.CANCELLED
     assert outcome.error == "TaskCancelled: cancelled before it started"
     # A delivery the broker hands out marked is skipped the same way.
-    marked = Delivery(**{**_fields(delivery), "cancelled": True})
+    marked = dataclasses.replace(delivery, cancelled=True)
     assert runner_for(app, set()).run(marked).action == "cancel" and not ran
-
-
-def _fields(delivery: Delivery) -> dict[str, Any]:
-    return {name: getattr(delivery, name) for name in Delivery.__slots__}
 
 
 def test_a_running_task_sees_cancelled_and_ends_cancelled_however_it_returns(

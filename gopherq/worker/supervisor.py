@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from gopherq.brokers.base import Delivery
 from gopherq.errors import ConfigurationError
-from gopherq.runner import Runner
+from gopherq.runner import Outcome, Runner
 from gopherq.worker.consumer import Consumer, Exit, worker_name
 from gopherq.worker.presence import Presence
 from gopherq.worker.slots import Holding, Running, Slot
@@ -297,29 +297,40 @@ class Worker:
         outcome = Runner(self.app, worker=child.name).killed(
             running.delivery, task_name=running.task, retries=running.retries, error=error
         )
-        if outcome.record is not None:
-            self.app.backend.store([outcome.record])
-        self.app.events.flush()
-        if outcome.action == "retry":
-            self.app.broker.retry(running.delivery, outcome.eta, outcome.error)
-        else:
-            reason = outcome.reason.value if outcome.reason else "TIME_LIMIT"
-            self.app.broker.dead(running.delivery, reason, outcome.error)
+        self._settle(running.delivery, outcome)
 
     def _settle_cancelled(self, child: _Child, running: Running) -> None:
         outcome = Runner(self.app, worker=child.name).stopped(
             running.delivery, task_name=running.task, retries=running.retries
         )
+        self._settle(running.delivery, outcome)
+
+    def _settle(self, delivery: Delivery, outcome: Outcome) -> None:
+        """Store the outcome of a killed child's task, publish its events, then settle
+        it in the broker."""
         if outcome.record is not None:
             self.app.backend.store([outcome.record])
         self.app.events.flush()
-        self.app.broker.ack([running.delivery])
+        if outcome.action == "retry":
+            self.app.broker.retry(delivery, outcome.eta, outcome.error)
+        elif outcome.action == "dead":
+            reason = outcome.reason.value if outcome.reason else "TIME_LIMIT"
+            self.app.broker.dead(delivery, reason, outcome.error)
+        else:
+            self.app.broker.ack([delivery])
 
     def _watch_cancels(self) -> None:
         """Kill a child whose cancelled task outlived ``cancel_grace``; every
         ``CANCEL_POLL``, tell the children which of their tasks were cancelled."""
         now = time.monotonic()
         holdings = [(child, self._slots[child.index].read()) for child in self._children.values()]
+        self._kill_overdue(holdings, now)
+        if now >= self._next_cancel_poll:
+            self._next_cancel_poll = now + CANCEL_POLL
+            self._notify_cancels(holdings, now)
+
+    def _kill_overdue(self, holdings: list[tuple[_Child, Holding]], now: float) -> None:
+        """SIGKILL a child still running its cancelled task past ``stop_by``."""
         for child, holding in holdings:
             if child.stopping is None or child.killed:
                 continue
@@ -336,9 +347,10 @@ class Worker:
                 )
                 os.kill(child.pid, signal.SIGKILL)  # reaped and settled CANCELLED next
                 child.killed = True
-        if now < self._next_cancel_poll:
-            return
-        self._next_cancel_poll = now + CANCEL_POLL
+
+    def _notify_cancels(self, holdings: list[tuple[_Child, Holding]], now: float) -> None:
+        """Ask the broker which held tasks were cancelled (one call for all children),
+        tell each child of its own, and start the grace period of running ones."""
         held = [_cancellable(holding) for _, holding in holdings]
         cancelled: set[str] = set()
         if any(held):

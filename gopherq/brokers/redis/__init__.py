@@ -119,12 +119,12 @@ ADMIN_BATCH = 1000
 TIDY_BATCH = 1000
 """Messages of each kind one tidy step moves (``BATCH`` in lib.lua)."""
 CLUSTER_POLL = 0.1
+"""Seconds between checks of the other queues when blocked on several cluster queues."""
 HZ_SLACK = 0.1
 """How long before a due time a blocked reserve stops trusting BLPOP's timeout,
 which Redis ends only at its next hz tick (every 100 ms at the default hz 10)."""
 PRECISE_POLL = 0.005
 """Seconds between reserves in the last ``HZ_SLACK`` before a due time."""
-"""Seconds between checks of the other queues when blocked on several cluster queues."""
 REGISTER_EVERY = 60.0
 """Seconds between re-adding a queue to the known-queue set from one process."""
 
@@ -169,7 +169,7 @@ class RedisBroker(Broker):
         enqueue = script("enqueue")
         if len(envelopes) == 1:
             env = envelopes[0]
-            if now - self._registered.get(env.queue, -REGISTER_EVERY) < REGISTER_EVERY:
+            if not self._due_registering(env.queue, now):
                 # One message to a queue registered lately (each .delay()): one script call,
                 # without the grouping below (about a third of this method's time for one).
                 keys = [self._base(env.queue)]
@@ -190,9 +190,7 @@ class RedisBroker(Broker):
                     args += _enqueue_fields(envelopes[i])
                 calls.append((enqueue, keys, args))
                 chunks.append(chunk)
-        new = [
-            q for q in by_queue if now - self._registered.get(q, -REGISTER_EVERY) >= REGISTER_EVERY
-        ]
+        new = [q for q in by_queue if self._due_registering(q, now)]
         register: list[Call] = [("SADD", [self._queues_key], new)] if new else []
         results = self._conn.call(lambda c: self._conn.run_many(c, register + calls))
         for queue in new:
@@ -203,6 +201,11 @@ class RedisBroker(Broker):
             for i, id in zip(chunk, stood_for, strict=True):
                 ids[i] = id.decode()
         return ids
+
+    def _due_registering(self, queue: str, now: float) -> bool:
+        """Whether ``queue`` goes into the set of known queues with this enqueue (not
+        done by this process within ``REGISTER_EVERY``)."""
+        return now - self._registered.get(queue, -REGISTER_EVERY) >= REGISTER_EVERY
 
     def reserve(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
         """Lease up to ``limit`` messages, blocking on the queues' wake lists until one is

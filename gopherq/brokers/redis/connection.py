@@ -225,15 +225,8 @@ class Connection:
         self, client: Client, script_: Script | str, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
         """EVALSHA ``script_`` (or run the command so named); after NOSCRIPT, load every
-        script and run it again. ``run_many`` for one call, without its lists."""
-        command = _command(script_, keys, args)
-        [result] = self.send(client, [command])
-        if isinstance(result, rex.NoScriptError):
-            self.load_scripts(client)
-            [result] = self.send(client, [command])
-        if isinstance(result, Exception):
-            raise result
-        return result
+        script and run it again."""
+        return self.run_many(client, [(script_, keys, args)])[0]
 
     def run_many(self, client: Client, calls: Sequence[Call]) -> list[Any]:
         """Run every call in one round trip (per node of a cluster); their results.
