@@ -264,6 +264,36 @@ def test_dead_letters_are_kept_by_count(shared_url: str) -> None:
     broker.close()
 
 
+def test_times_are_whole_units(shared_url: str) -> None:
+    """Scores and the died field are integers (see lib.lua: Redis formats and parses a
+    fractional score on every insert into a small zset), on the scale of seqs."""
+    broker = RedisBroker(shared_url)
+    client = redis.Redis.from_url(shared_url.partition("?")[0])
+    base = broker._base("q")
+    later, now = envelope("q", eta=time.time() + 60.123456), envelope("q")
+    broker.enqueue([later, now, envelope("q")])
+    leased = broker.reserve(["q"], 2, 0)
+    assert broker.dead(leased[1], "REJECTED", "no")
+    scores = {
+        place: client.zrange(f"{base}:{place}", 0, -1, withscores=True)
+        for place in ("delayed", "leased", "dead")
+    }
+    assert all(len(pairs) == 1 for pairs in scores.values())
+    assert all(score == int(score) for pairs in scores.values() for _, score in pairs)
+    unit = 1e-5
+    epoch = 1_704_067_200
+    eta_units = scores["delayed"][0][1]
+    assert later.eta is not None
+    assert -1e-6 < epoch + eta_units * unit - later.eta < unit  # rounded up: never due early
+    lease_end = epoch + scores["leased"][0][1] * unit
+    assert lease_end == pytest.approx(time.time() + float(broker._lease), abs=5)
+    [letter] = broker.dead_letters("q")
+    assert letter.died == pytest.approx(time.time(), abs=5)
+    assert int(client.hget(f"{base}:m:{letter.id}", "x") or 0) == scores["dead"][0][1]
+    client.close()
+    broker.close()
+
+
 def test_idle_consumers_wake_in_a_chain(shared_url: str) -> None:
     """One batch wakes every blocked consumer, not only the first."""
     brokers = [RedisBroker(shared_url) for _ in range(3)]

@@ -10,7 +10,7 @@
 -- Returns 4 per message found: id, state letter before (r, s or l), body, attempt.
 
 local q = queue(1)
-tidy(q, now_seconds(), tonumber(ARGV[1]))
+tidy(q, now_units(), tonumber(ARGV[1]))
 local place = {r = q.ready, s = q.delayed}
 local gone = {r = {}, s = {}}
 local out = {}

@@ -12,17 +12,17 @@ local id = ARGV[1]
 if not held(q, id, ARGV[2]) then
   return 0
 end
-local now = now_seconds()
+local now = now_units()
 local m = q.msg .. id
 local newest = redis.call('ZRANGE', q.dead, -1, -1, 'WITHSCORES')
 local died = now
 if #newest > 0 then
-  died = math.max(now, tonumber(newest[2]) + 0.000001)
+  died = math.max(now, tonumber(newest[2]) + 1)
 end
 redis.call('ZREM', q.leased, id)
-redis.call('HSET', m, 'st', 'd', 'r', ARGV[3], 'e', ARGV[4], 'x', num(died))
+redis.call('HSET', m, 'st', 'd', 'r', ARGV[3], 'e', ARGV[4], 'x', died)
 redis.call('HDEL', m, 't', 'c')
-redis.call('ZADD', q.dead, num(died), id)
+redis.call('ZADD', q.dead, died, id)
 drop_old_dead(q, now, tonumber(ARGV[5]))
 local over = redis.call('ZCARD', q.dead) - tonumber(ARGV[6])
 if over > 0 then

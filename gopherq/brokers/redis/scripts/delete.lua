@@ -5,7 +5,7 @@
 -- A leased message's lease goes stale. Returns 1 if the message was in this queue.
 
 local q = queue(1)
-tidy(q, now_seconds(), tonumber(ARGV[1]))
+tidy(q, now_units(), tonumber(ARGV[1]))
 local id = ARGV[2]
 local state = redis.call('HGET', q.msg .. id, 'st')
 if not state then

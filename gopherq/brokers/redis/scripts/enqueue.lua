@@ -11,7 +11,7 @@
 -- closer (so that a reserve sleeping until the old earliest eta recomputes its sleep).
 
 local q = queue(1)
-local now = now_seconds()
+local now = now_units()
 local n = #ARGV / 5
 local first_seq = take_seqs(q, now, n)
 local ready, delayed, earliest = {}, {}, nil
@@ -40,10 +40,10 @@ for i = 0, n - 1 do
     local m = names[i + 1]
     if not stored[m] and (not any_stored or redis.call('EXISTS', m) == 0) then
       stored[m] = true
-      local at = tonumber(eta)
+      local at = eta ~= '' and units_from(tonumber(eta))
       if at and at > now then
         redis.call('HSET', m, 'b', body, 'p', priority, 's', first_seq + i, 'st', 's')
-        delayed[#delayed + 1] = eta
+        delayed[#delayed + 1] = at
         delayed[#delayed + 1] = id
         if not earliest or at < earliest then
           earliest = at

@@ -6,11 +6,11 @@
 -- Returns how many.
 
 local q = queue(1)
-local lease_until = num(now_seconds() + tonumber(ARGV[1]))
+local lease_end = now_units() + tonumber(ARGV[1]) * UNITS
 local count = 0
 for j = 2, #ARGV, 2 do
   if held(q, ARGV[j], ARGV[j + 1]) then
-    redis.call('ZADD', q.leased, lease_until, ARGV[j])
+    redis.call('ZADD', q.leased, lease_end, ARGV[j])
     count = count + 1
   end
 end

@@ -4,9 +4,9 @@
 -- queue touches one hash slot (Redis Cluster). P is the prefix (default "gq"):
 --
 --   P:{q}:ready    zset    id -> priority * 2^48 + seq    ready, in line order
---   P:{q}:delayed  zset    id -> eta (unix seconds)       scheduled: eta or retry backoff
---   P:{q}:leased   zset    id -> lease_until (unix s)     reserved by a worker
---   P:{q}:dead     zset    id -> died (unix seconds)      dead letters
+--   P:{q}:delayed  zset    id -> eta (units)              scheduled: eta or retry backoff
+--   P:{q}:leased   zset    id -> lease end (units)        reserved by a worker
+--   P:{q}:dead     zset    id -> died (units)             dead letters
 --   P:{q}:keys     hash    idempotency key -> id
 --   P:{q}:seq      string  the last seq handed out
 --   P:{q}:paused   string  present while the queue is paused
@@ -15,7 +15,7 @@
 --                          (a and d absent means 0), s seq,
 --                          st state (r ready, s scheduled, l leased, d dead),
 --                          t token (while leased), k idempotency key,
---                          r reason, e error, x died (while dead),
+--                          r reason, e error, x died in units (while dead),
 --                          c '1' once cancel found it leased (requeue, expiry, retry keep it)
 --
 -- The result backend (gopherq/results/redis.py; scripts result_*.lua) keeps, per id:
@@ -27,19 +27,33 @@
 --
 -- Scripts get one KEYS entry per queue: its base P:{q} (every key above is the
 -- base plus a suffix, all in the base's slot; declaring the base routes the call
--- on a cluster). A seq counts 10 us units since 2024-01-01 and only grows within a
--- queue, so line order within a priority is enqueue order (due etas and expired
--- leases go back in line by their eta and their old seq) and is comparable across
--- queues. The score keeps priority 0..31 exact (priority dominates, then seq).
--- Time is Redis TIME, never a client's.
+-- on a cluster). Times are units: whole 10 us steps since 2024-01-01, from Redis
+-- TIME, never a client's clock (etas come from clients as unix seconds and are
+-- rounded up, so nothing is due early). Integer scores matter: Redis formats and
+-- parses a fractional score with printf and strtod on every insert into a small
+-- zset, which made the leased zset's ZADD cost three times as much. A seq is a time
+-- in units that only grows within a queue, so line order within a priority is
+-- enqueue order (due etas and expired leases go back in line by their eta and their
+-- old seq) and is comparable across queues. The score keeps priority 0..31 exact
+-- (priority dominates, then seq).
 
 local PRIORITY_STEP = 281474976710656 -- 2^48
 local EPOCH = 1704067200 -- 2024-01-01T00:00:00Z
+local UNITS = 100000 -- units per second
 local BATCH = 1000 -- most messages one tidy step moves from each place
 
-local function now_seconds()
+local function now_units()
   local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+  return (tonumber(t[1]) - EPOCH) * UNITS + math.floor(tonumber(t[2]) / 10)
+end
+
+-- Unix seconds (a client's eta) as units, rounded up; and units as unix seconds.
+local function units_from(seconds)
+  return math.ceil((seconds - EPOCH) * UNITS)
+end
+
+local function seconds_of(units)
+  return EPOCH + units / UNITS
 end
 
 -- Numbers as exact decimal strings, for text a script builds or returns (Lua's own
@@ -58,14 +72,10 @@ local function queue(i)
   }
 end
 
-local function units(t)
-  return math.floor((t - EPOCH) * 100000)
-end
-
 -- Reserve n seqs; returns the first. One call unless seqs ran ahead of the clock
 -- (a big batch just now): SET ... GET writes and reads the last seq at once.
 local function take_seqs(q, now, n)
-  local first = units(now)
+  local first = now
   local last = tonumber(redis.call('SET', q.seq, num(first + n - 1), 'GET') or 0)
   if last >= first then
     first = last + 1
@@ -134,8 +144,9 @@ local function held(q, id, token)
   return f[1] == 'l' and f[2] == token
 end
 
+-- now in units, ttl in seconds (as the scripts' callers pass it).
 local function drop_old_dead(q, now, ttl)
-  local old = redis.call('ZRANGEBYSCORE', q.dead, '-inf', num(now - ttl), 'LIMIT', 0, BATCH)
+  local old = redis.call('ZRANGEBYSCORE', q.dead, '-inf', now - ttl * UNITS, 'LIMIT', 0, BATCH)
   for _, id in ipairs(old) do
     forget(q, id)
   end
@@ -148,19 +159,19 @@ local function first_score(key)
   return first[2] and tonumber(first[2])
 end
 
--- Due etas and expired leases become ready, dead letters older than ttl go.
--- Returns how many messages became ready, then the next eta and the next lease
--- expiry still ahead (nil if none). Nothing due (the common case) costs one call
+-- Due etas and expired leases become ready, dead letters older than ttl go (now in
+-- units, ttl in seconds). Returns how many messages became ready, then the next eta
+-- and the next lease expiry still ahead, in units (nil if none). Nothing due (the common case) costs one call
 -- per zset: its first score is the next time to report.
 local function tidy(q, now, ttl)
   local moved = 0
   local next_eta = first_score(q.delayed)
   if next_eta and next_eta <= now then
-    local due = redis.call('ZRANGEBYSCORE', q.delayed, '-inf', num(now), 'WITHSCORES', 'LIMIT', 0, BATCH)
+    local due = redis.call('ZRANGEBYSCORE', q.delayed, '-inf', now, 'WITHSCORES', 'LIMIT', 0, BATCH)
     local ids = {}
     for j = 1, #due, 2 do
       ids[#ids + 1] = due[j]
-      if make_ready(q, due[j], units(tonumber(due[j + 1]))) then
+      if make_ready(q, due[j], tonumber(due[j + 1])) then
         moved = moved + 1
       end
     end
@@ -169,7 +180,7 @@ local function tidy(q, now, ttl)
   end
   local next_expiry = first_score(q.leased)
   if next_expiry and next_expiry <= now then
-    local expired = redis.call('ZRANGEBYSCORE', q.leased, '-inf', num(now), 'LIMIT', 0, BATCH)
+    local expired = redis.call('ZRANGEBYSCORE', q.leased, '-inf', now, 'LIMIT', 0, BATCH)
     for _, id in ipairs(expired) do
       local seq = redis.call('HGET', q.msg .. id, 's')
       if seq and make_ready(q, id, tonumber(seq)) then

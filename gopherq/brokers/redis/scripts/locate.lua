@@ -6,5 +6,5 @@
 -- not in this queue.
 
 local q = queue(1)
-tidy(q, now_seconds(), tonumber(ARGV[1]))
+tidy(q, now_units(), tonumber(ARGV[1]))
 return redis.call('HGET', q.msg .. ARGV[2], 'st') or ''

@@ -6,7 +6,7 @@
 -- Returns how many were deleted; the caller calls again while that equals ARGV[2].
 
 local q = queue(1)
-tidy(q, now_seconds(), tonumber(ARGV[1]))
+tidy(q, now_units(), tonumber(ARGV[1]))
 local limit = tonumber(ARGV[2])
 local count = 0
 for _, key in ipairs({q.ready, q.delayed}) do

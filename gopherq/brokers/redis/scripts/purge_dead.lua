@@ -5,7 +5,7 @@
 -- Returns how many were deleted (old ones dropped by the ttl first do not count).
 
 local q = queue(1)
-drop_old_dead(q, now_seconds(), tonumber(ARGV[1]))
+drop_old_dead(q, now_units(), tonumber(ARGV[1]))
 local ids = redis.call('ZRANGE', q.dead, 0, tonumber(ARGV[2]) - 1)
 for _, id in ipairs(ids) do
   forget(q, id)

@@ -8,7 +8,7 @@
 -- Returns how many moved; ids that are not dead letters of this queue are skipped.
 
 local q = queue(1)
-local now = now_seconds()
+local now = now_units()
 tidy(q, now, tonumber(ARGV[1]))
 local ids = {}
 if ARGV[2] == 'all' then

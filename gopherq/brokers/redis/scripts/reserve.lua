@@ -17,8 +17,8 @@
 -- index is negative when the message carries the cancel mark (field c).
 
 local limit = tonumber(ARGV[1])
-local now = now_seconds()
-local lease_until = now + tonumber(ARGV[2])
+local now = now_units()
+local lease_end = now + tonumber(ARGV[2]) * UNITS
 local ttl = tonumber(ARGV[4])
 local n = #KEYS
 local queues, paused, moved, active = {}, {}, {}, {}
@@ -42,9 +42,14 @@ end
 
 local picked = {} -- {queue index, id}
 if limit > 0 and #active == 1 then
-  local popped = redis.call('ZPOPMIN', queues[active[1]].ready, limit)
-  for j = 1, #popped, 2 do
-    picked[#picked + 1] = {active[1], popped[j]}
+  -- Not ZPOPMIN: it returns the scores, each formatted with printf (half its cost).
+  local ready = queues[active[1]].ready
+  local ids = redis.call('ZRANGE', ready, 0, limit - 1)
+  if #ids > 0 then
+    redis.call('ZREMRANGEBYRANK', ready, 0, #ids - 1)
+  end
+  for _, id in ipairs(ids) do
+    picked[#picked + 1] = {active[1], id}
   end
 elseif limit > 0 and #active > 1 then
   local candidates = {}
@@ -68,7 +73,6 @@ end
 
 local out = {moved_total, '', ''}
 local took, leases = {}, {}
-local until_text = num(lease_until)
 for j, p in ipairs(picked) do
   local q, id = queues[p[1]], p[2]
   local m = q.msg .. id
@@ -79,7 +83,7 @@ for j, p in ipairs(picked) do
     redis.call('HSET', m, 'st', 'l', 't', token, 'd', deliveries)
     leases[p[1]] = leases[p[1]] or {}
     local l = leases[p[1]]
-    l[#l + 1], l[#l + 2] = until_text, id
+    l[#l + 1], l[#l + 2] = lease_end, id
     local o = #out
     local index = p[1]
     if f[5] then
@@ -92,8 +96,8 @@ for j, p in ipairs(picked) do
 end
 for i, batch in pairs(leases) do
   zadd_all(queues[i].leased, batch)
-  if not due or lease_until < due then
-    due = lease_until
+  if not due or lease_end < due then
+    due = lease_end
   end
 end
 
@@ -113,5 +117,5 @@ for i = 1, n do
   end
 end
 if head then out[2] = num(head) end
-if due then out[3] = num(math.max(due - now, 0)) end
+if due then out[3] = num(math.max(due - now, 0) / UNITS) end
 return reply(out)

@@ -11,9 +11,9 @@ local id = ARGV[1]
 if not held(q, id, ARGV[2]) then
   return 0
 end
-local now = now_seconds()
+local now = now_units()
 local m = q.msg .. id
-local eta = tonumber(ARGV[3])
+local eta = units_from(tonumber(ARGV[3]))
 redis.call('ZREM', q.leased, id)
 redis.call('HINCRBY', m, 'a', 1)
 redis.call('HDEL', m, 'd')
@@ -21,7 +21,7 @@ if eta > now then
   local first = first_score(q.delayed)
   redis.call('HSET', m, 'st', 's')
   redis.call('HDEL', m, 't')
-  redis.call('ZADD', q.delayed, ARGV[3], id)
+  redis.call('ZADD', q.delayed, eta, id)
   if not first or eta < first then
     wake(q)
   end

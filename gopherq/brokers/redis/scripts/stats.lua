@@ -6,10 +6,10 @@
 -- leases that tidy left for later (beyond its batch) count as ready.
 
 local q = queue(1)
-local now = now_seconds()
+local now = now_units()
 tidy(q, now, tonumber(ARGV[1]))
-local due = redis.call('ZCOUNT', q.delayed, '-inf', num(now))
-local expired = redis.call('ZCOUNT', q.leased, '-inf', num(now))
+local due = redis.call('ZCOUNT', q.delayed, '-inf', now)
+local expired = redis.call('ZCOUNT', q.leased, '-inf', now)
 return {
   redis.call('ZCARD', q.ready) + due + expired,
   redis.call('ZCARD', q.delayed) - due,
