@@ -177,6 +177,21 @@ def test_every_script_opens_with_its_layout() -> None:
     assert "P:{q}:ready" in (SCRIPTS / "lib.lua").read_text()
 
 
+def test_a_script_carries_only_the_helpers_it_uses() -> None:
+    lib = (
+        "-- layout\n\n"
+        "local A = 1\n"
+        "local function b() return A end\n"
+        "local function c() return 2 end -- b() is not used here\n"
+        "local function d() return b() end\n"
+    )
+    source = connection_module._with_helpers(lib, "-- c() in a comment\nreturn d()")
+    assert source.startswith("-- layout\n\n")
+    assert re.findall(r"^local (?:function )?(\w+)", source, re.MULTILINE) == ["A", "b", "d"]
+    ack = script("ack").source
+    assert "local function forget" in ack and "local function tidy" not in ack
+
+
 def test_every_script_compiles(shared_url: str) -> None:
     client = redis.Redis.from_url(shared_url.partition("?")[0])
     try:

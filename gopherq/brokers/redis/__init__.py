@@ -446,7 +446,7 @@ class RedisBroker(Broker):
             return _taken(self._conn.run(client, *self._take(queues, limit)), queues)
         # Cluster, several slots: tidy and peek at every queue, then take best first.
         reserve = script("reserve")
-        token = secrets.token_hex(8) + "."
+        token = secrets.token_hex(8)
         peek = (0, self._lease, "", self._ttl)
         calls: list[Call] = [(reserve, [self._base(q)], peek) for q in queues]
         peeks = [unpack(p) for p in self._conn.run_many(client, calls)]
@@ -454,7 +454,7 @@ class RedisBroker(Broker):
         order = sorted((float(p[1]), i) for i, p in enumerate(peeks) if p[1])
         taken: list[Delivery] = []
         for _, i in order:
-            args = (limit - len(taken), self._lease, token + f"{i}.", self._ttl)
+            args = (limit - len(taken), self._lease, f"{token}.{i}", self._ttl)
             raw = unpack(self._conn.run(client, reserve, [self._base(queues[i])], args))
             taken += _deliveries(raw, [queues[i]])
             due = min(due, _seconds(raw[2]))
@@ -507,7 +507,7 @@ class RedisBroker(Broker):
 
     def _take(self, queues: list[str], limit: int) -> Call:
         """The reserve script's call taking up to ``limit`` from ``queues`` (one slot)."""
-        args = (limit, self._lease, secrets.token_hex(8) + ".", self._ttl)
+        args = (limit, self._lease, secrets.token_hex(8), self._ttl)
         return script("reserve"), [self._base(q) for q in queues], args
 
     def _settle(

@@ -1,4 +1,6 @@
--- lib.lua: helpers that gopherq prepends to every other script in this directory.
+-- lib.lua: helpers for the other scripts in this directory. Each script gets this
+-- opening comment and the definitions it uses, directly or through others (see
+-- script() in connection.py), so a definition may use only those above it.
 --
 -- Key layout. Every key of queue q carries the hash tag {q}, so a script on one
 -- queue touches one hash slot (Redis Cluster). P is the prefix (default "gq"):

@@ -3,7 +3,8 @@
 --
 -- KEYS  the key base P:{q} of each queue (one queue per call on Redis Cluster)
 -- ARGV  [1] limit (0: only tidy and report)  [2] lease seconds
---       [3] token prefix, random per call (token = prefix .. index)  [4] dead-letter ttl
+--       [3] token, random per call (a message is taken at most once per call, so
+--       the token tells its deliveries apart)  [4] dead-letter ttl
 -- Per queue, first tidy: due etas and expired leases become ready, old dead letters go.
 -- Then take the lowest scores (priority, then seq) across the unpaused queues and
 -- lease each: st = l, t = token, d + 1, into the leased zset until now + lease.
@@ -19,6 +20,8 @@
 local limit = tonumber(ARGV[1])
 local now = now_units()
 local lease_end = now + tonumber(ARGV[2]) * UNITS
+local lease_text = num(lease_end) -- formatted once, not by Redis for every ZADD pair
+local token = ARGV[3]
 local ttl = tonumber(ARGV[4])
 local n = #KEYS
 local queues, paused, moved, active = {}, {}, {}, {}
@@ -73,17 +76,17 @@ end
 
 local out = {moved_total, '', ''}
 local took, leases = {}, {}
-for j, p in ipairs(picked) do
+for _, p in ipairs(picked) do
   local q, id = queues[p[1]], p[2]
   local m = q.msg .. id
   local f = redis.call('HMGET', m, 'b', 'p', 'a', 'd', 'c')
   if f[1] then
-    local token = ARGV[3] .. j
     local deliveries = tonumber(f[4] or 0) + 1
-    redis.call('HSET', m, 'st', 'l', 't', token, 'd', deliveries)
+    -- A first delivery's count as text: Redis formats number arguments with printf.
+    redis.call('HSET', m, 'st', 'l', 't', token, 'd', f[4] and deliveries or '1')
     leases[p[1]] = leases[p[1]] or {}
     local l = leases[p[1]]
-    l[#l + 1], l[#l + 2] = lease_end, id
+    l[#l + 1], l[#l + 2] = lease_text, id
     local o = #out
     local index = p[1]
     if f[5] then
