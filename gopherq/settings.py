@@ -60,9 +60,10 @@ class Settings:
     """Recycle a worker process once its RSS passes this many KiB."""
     dead_letter_ttl: float = 7 * 86400.0
     """Seconds a dead letter is kept."""
-    events: str | None = "broker"
-    """Event backend URL. ``"broker"``: the broker's own store (memory, SQLite; off for a
-    broker without an event backend). ``None``, ``""`` or ``"off"``: no events."""
+    events: str | bool | None = "broker"
+    """Event backend URL. ``"broker"`` (or ``True``): the broker's own store (memory,
+    SQLite, Redis; off for a broker without an event backend). ``False``, ``None``,
+    ``""`` or ``"off"``: no events."""
     events_max_age: float = 86400.0
     """Seconds an event is kept."""
     events_max_count: int = 100_000
@@ -81,8 +82,9 @@ class Settings:
     ) -> Settings:
         """Merge defaults, ``overrides`` (from code) and ``GOPHERQ_*`` variables."""
         names = {f.name: f for f in dataclasses.fields(cls)}
-        for name in overrides:
+        for name, value in overrides.items():
             _check_known(name, names, source="setting")
+            _check_type(name, value, names[name])
         values = dict(overrides)
         env = os.environ if environ is None else environ
         for var, raw in env.items():
@@ -102,6 +104,30 @@ def _check_known(name: str, names: Mapping[str, Any], *, source: str) -> None:
     close = difflib.get_close_matches(name, names, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise ConfigurationError(f"unknown {source} {name!r}{hint}")
+
+
+# The runtime types each kind in a setting's annotation admits.
+_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "bool": (bool,),
+    "int": (int,),
+    "float": (int, float),
+    "None": (type(None),),
+    "Mapping": (Mapping,),
+}
+
+
+def _check_type(name: str, value: Any, spec: dataclasses.Field[Any]) -> None:
+    """Raise ``ConfigurationError`` when a value given in code has the wrong type."""
+    kinds = [part.partition("[")[0] for part in str(spec.type).split(" | ")]
+    if isinstance(value, bool):
+        ok = "bool" in kinds  # not an int, although Python says it is
+    else:
+        ok = any(isinstance(value, _TYPES[kind]) for kind in kinds)
+    if not ok:
+        raise ConfigurationError(
+            f"setting {name!r} must be {' or '.join(kinds)}, not {type(value).__name__}"
+        )
 
 
 def _parse(raw: str, spec: dataclasses.Field[Any], var: str) -> Any:

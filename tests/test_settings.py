@@ -102,6 +102,37 @@ def test_unknown_setting_in_code_suggests_the_closest() -> None:
         Settings.load({"broker_ur": "memory://"}, {})
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("prefetch", "16", "'prefetch' must be int, not str"),
+        ("prefetch", True, "'prefetch' must be int, not bool"),
+        ("lease_seconds", "30", "'lease_seconds' must be float, not str"),
+        ("eager", 1, "'eager' must be bool, not int"),
+        ("broker_url", 6379, "'broker_url' must be str or None, not int"),
+        ("beat_schedule", [], "'beat_schedule' must be Mapping or None, not list"),
+    ],
+)
+def test_values_of_the_wrong_type_in_code(name: str, value: object, expected: str) -> None:
+    with pytest.raises(ConfigurationError, match=expected):
+        Settings.load({name: value}, {})
+
+
+def test_values_of_the_right_type_in_code() -> None:
+    settings = Settings.load(
+        {"lease_seconds": 5, "concurrency": None, "beat_schedule": {}, "events": False}, {}
+    )
+    assert (settings.lease_seconds, settings.events) == (5, False)
+
+
+def test_events_may_be_switched_off_or_on_with_a_bool() -> None:
+    from gopherq.events import event_backend_for
+
+    assert event_backend_for(False, "redis://h/0") is None
+    assert event_backend_for(True, "redis://h/0") == "redis://h/0"
+    assert event_backend_for(True, "amqp://h//") is None  # no event backend there
+
+
 def test_unknown_environment_variable_suggests_the_closest() -> None:
     with pytest.raises(ConfigurationError, match=r"GOPHERQ_PREFECH.*did you mean 'prefetch'"):
         Settings.load({}, {"GOPHERQ_PREFECH": "3"})

@@ -58,15 +58,16 @@ def open_event_backend(
     raise _unsupported(url)
 
 
-def event_backend_for(setting: str | None, broker_url: str) -> str | None:
+def event_backend_for(setting: str | bool | None, broker_url: str) -> str | None:
     """The event backend URL the ``events`` setting means, or None when events are off.
 
-    ``"broker"`` means the broker's own store where it has an event backend,
-    and off where it has none; ``None``, ``""`` and ``"off"`` mean off.
+    ``"broker"`` (or ``True``) means the broker's own store where it has an event
+    backend, and off where it has none; ``False``, ``None``, ``""`` and ``"off"``
+    mean off.
     """
-    if setting is None or setting.strip().lower() in ("", "off"):
+    if setting is None or setting is False or str(setting).strip().lower() in ("", "off"):
         return None
-    if setting == "broker":
+    if setting is True or setting == "broker":
         scheme = broker_url.partition("://")[0].lower()
         return broker_url if scheme in BACKEND_SCHEMES else None
     if setting.partition("://")[0].lower() not in BACKEND_SCHEMES:
