@@ -78,23 +78,26 @@ class Message:
         version = data.get("v")
         if version != ENVELOPE_VERSION:
             raise DecodeError(f"unsupported envelope version {version!r}")
-        unknown = data.keys() - _FIELD_TYPES.keys() - {"v"}
-        if unknown:
+        if not data.keys() <= _KEYS:
+            unknown = data.keys() - _KEYS
             raise DecodeError(f"unknown envelope fields: {', '.join(sorted(map(str, unknown)))}")
-        for name, types in _FIELD_TYPES.items():
-            value = data.get(name)
-            if value is None:
-                if name in _REQUIRED:
-                    raise DecodeError(f"envelope field {name!r} is missing")
-                continue
-            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-                raise DecodeError(f"envelope field {name!r} has type {type(value).__name__}")
-        # A nil field means its default, as if it were left out.
-        if not 0 <= (data.get("priority") or 0) <= 4:
-            raise DecodeError("envelope field 'priority' is out of range 0-4")
-        if any(not isinstance(k, str) for k in data.get("kwargs") or {}):
-            raise DecodeError("envelope field 'kwargs' has a key that is not a string")
+        # A nil field means its default, as if it were left out. No field takes a
+        # bool, which is an int to isinstance.
         fields = {k: v for k, v in data.items() if k != "v" and v is not None}
+        missing = _REQUIRED - fields.keys()
+        wrong = {
+            k
+            for k, v in fields.items()
+            if isinstance(v, bool) or not isinstance(v, _FIELD_TYPES[k])
+        }
+        if missing or wrong:
+            name = next(k for k in _FIELD_TYPES if k in missing or k in wrong)  # the first
+            problem = "is missing" if name in missing else f"has type {type(fields[name]).__name__}"
+            raise DecodeError(f"envelope field {name!r} {problem}")
+        if not 0 <= fields.get("priority", 0) <= 4:
+            raise DecodeError("envelope field 'priority' is out of range 0-4")
+        if any(not isinstance(k, str) for k in fields.get("kwargs", ())):
+            raise DecodeError("envelope field 'kwargs' has a key that is not a string")
         if "created" not in fields:
             fields["created"] = 0.0
         return cls(**fields)
@@ -123,3 +126,4 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "headers": (dict,),
     "created": _NUMBER,
 }
+_KEYS = frozenset({"v", *_FIELD_TYPES})

@@ -22,7 +22,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -70,6 +70,10 @@ class Outcome:
     """For ``dead``: why."""
     error: str = ""
     """For ``retry``, ``dead`` and ``cancel``: the error as one line of text."""
+
+
+_ACK = Outcome("ack", None)
+"""A success with no record to store, the commonest outcome (immutable: built once)."""
 
 
 class Runner:
@@ -194,7 +198,7 @@ class Runner:
         finally:
             _current.reset(token)
         if task.options.ignore_result and not tracker.wrote:
-            return Outcome("ack", None)
+            return _ACK
         return Outcome("ack", tracker.record(context, State.SUCCEEDED, result=result))
 
     def killed(
@@ -305,13 +309,18 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
 
 
-@contextmanager
-def _soft_time_limit(seconds: float | None) -> Iterator[None]:
+_NO_LIMIT = nullcontext()
+
+
+def _soft_time_limit(seconds: float | None) -> AbstractContextManager[None]:
     """Raise ``SoftTimeLimitExceeded`` in the task after ``seconds`` (main thread only)."""
     if not seconds or threading.current_thread() is not threading.main_thread():
-        yield
-        return
+        return _NO_LIMIT
+    return _alarm(seconds)
 
+
+@contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
     def expire(signum: int, frame: Any) -> None:
         raise SoftTimeLimitExceeded(f"soft time limit of {seconds}s exceeded")
 

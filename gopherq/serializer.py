@@ -106,16 +106,15 @@ def _frozen(items: list[Any]) -> tuple[Any, ...]:
 
 
 def _depth_exceeds(value: Any, limit: int) -> bool:
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return True
-        if isinstance(item, list):
-            stack.extend((x, depth + 1) for x in item)
-        elif isinstance(item, dict):
-            stack.extend((x, depth + 1) for x in item.values())
-    return False
+    """Whether anything lies more than ``limit`` arrays and maps deep in ``value``."""
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, list):
+        return False
+    if limit == 0:
+        return len(value) > 0
+    # Only containers can nest: scalars are not worth a call.
+    return any(isinstance(x, (list, dict)) and _depth_exceeds(x, limit - 1) for x in value)
 
 
 class Codec:

@@ -234,3 +234,24 @@ def test_decode_rejects_input_above_the_size_limit() -> None:
     small = Codec(max_message_size=100)
     with pytest.raises(DecodeError, match="above the limit"):
         small.decode(raw(envelope(args=["x" * 200])))
+
+
+def test_decode_reports_the_first_bad_field_in_envelope_order() -> None:
+    with pytest.raises(DecodeError, match="'id' is missing"):
+        codec.decode(raw({"priority": "high", "task": 5, "v": 1}))
+    with pytest.raises(DecodeError, match="'task' has type int"):
+        codec.decode(raw({"priority": "high", "task": 5, "id": "x", "v": 1}))
+
+
+def test_nesting_depth_counts_maps_too() -> None:
+    def nested_maps(depth: int, leaf: Any) -> Any:
+        for i in range(depth):
+            leaf = [leaf] if i % 2 else {"k": leaf, "flat": 1}
+        return leaf
+
+    assert codec.unpack(codec.pack(nested_maps(MAX_DEPTH, 0))) == nested_maps(MAX_DEPTH, 0)
+    assert codec.unpack(raw(nested_maps(MAX_DEPTH, {}))) == nested_maps(MAX_DEPTH, {})
+    with pytest.raises(DecodeError, match="nesting deeper"):
+        codec.unpack(raw(nested_maps(MAX_DEPTH, {"k": 0})))
+    with pytest.raises(DecodeError, match="nesting deeper"):
+        codec.unpack(raw(nested_maps(MAX_DEPTH + 1, 0)))

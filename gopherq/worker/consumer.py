@@ -181,14 +181,16 @@ class Consumer:
                 break
             delivery = waiting.popleft()
             message = self._peek(delivery)
-            if waiting and self._is_long(message):
+            long = self._is_long(message)
+            if waiting and long:
                 # Another process may be idle: the rest must not wait behind this one.
                 self._give_back(list(waiting))
                 waiting.clear()
-            self._run_one(delivery, message)
+            self._run_one(delivery, message, long)
         self._flush()
 
-    def _run_one(self, delivery: Delivery, message: Message | None) -> None:
+    def _run_one(self, delivery: Delivery, message: Message | None, long: bool) -> None:
+        """Run one delivery (``long`` if expected to take a while) and keep its outcome."""
         task = self.app.tasks.get(message.task) if message else None
         timeout = retries = None
         if message is not None:
@@ -199,7 +201,7 @@ class Consumer:
         # Flush first if this task may take a while (or may be killed by its time
         # limit): outcomes already in hand must not wait for it, or die with it.
         # And announce its start (STARTED record, events) rather than batch it.
-        long = timeout is not None or self._is_long(message)
+        long = long or timeout is not None
         if self._pending and long:
             self._flush()
         name = message.task if message else "?"
@@ -324,13 +326,15 @@ class Consumer:
                 logger.exception("worker %s: could not renew %d leases", self.name, len(held))
 
     def _log(self, delivery: Delivery, task: str, outcome: Outcome, elapsed: float) -> None:
-        error = outcome.record.error if outcome.record else None
-        trace = f"\n{error.traceback.rstrip()}" if error and error.traceback else ""
         if outcome.action == "ack":
             logger.debug("task %s[%s] succeeded in %.4fs", task, delivery.id, elapsed)
-        elif outcome.action == "cancel":
+            return
+        if outcome.action == "cancel":
             logger.info("task %s[%s] %s", task, delivery.id, outcome.error.partition(": ")[2])
-        elif outcome.action == "retry":
+            return
+        error = outcome.record.error if outcome.record else None
+        trace = f"\n{error.traceback.rstrip()}" if error and error.traceback else ""
+        if outcome.action == "retry":
             logger.warning(
                 "task %s[%s] failed, retry in %.1fs: %s%s",
                 task,
