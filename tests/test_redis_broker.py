@@ -233,6 +233,17 @@ def test_big_batches_go_in_chunks_in_one_round_trip(
     assert trips[-1] == 2 + 1  # 6 of "a" in chunks of 4, 3 of "b"
 
 
+def test_a_chunked_batch_reports_the_ids_its_keys_stand_for(
+    fake: RedisBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_broker_module, "ENQUEUE_CHUNK", 3)
+    held = {queue: envelope(queue, key="k") for queue in ("a", "b")}
+    fake.enqueue(list(held.values()))
+    batch = [envelope("ab"[i % 2], key="k" if i % 3 == 0 else None) for i in range(10)]
+    expected = [held[e.queue].id if e.key else e.id for e in batch]
+    assert fake.enqueue(batch) == expected
+
+
 def test_priority_may_be_an_int_enum(fake: RedisBroker) -> None:
     class Priority(enum.IntEnum):
         HIGH = 1

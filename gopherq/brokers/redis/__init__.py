@@ -195,11 +195,14 @@ class RedisBroker(Broker):
         results = self._conn.call(lambda c: self._conn.run_many(c, register + calls))
         for queue in new:
             self._registered[queue] = now
-        ids: list[str] = [""] * len(envelopes)
+        ids = [env.id for env in envelopes]
         for chunk, result in zip(chunks, results[len(register) :], strict=True):
-            stood_for = [result] if len(chunk) == 1 else unpack(result)  # see enqueue.lua
-            for i, id in zip(chunk, stood_for, strict=True):
-                ids[i] = id.decode()
+            if len(chunk) == 1:
+                ids[chunk[0]] = result.decode()
+                continue
+            others = unpack(result)  # see enqueue.lua: (position, id) of the exceptions
+            for j in range(0, len(others), 2):
+                ids[chunk[others[j] - 1]] = others[j + 1].decode()
         return ids
 
     def _due_registering(self, queue: str, now: float) -> bool:

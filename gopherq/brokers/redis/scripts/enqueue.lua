@@ -3,9 +3,11 @@
 -- KEYS  [1] the queue's key base P:{q}
 -- ARGV  5 per message: id, priority, eta (unix seconds, '' for none),
 --       idempotency key ('' for none), body
--- Returns the id each message stands for (packed by reply(), lib.lua; for a single
--- message that id alone, unpacked): its own, or the id of the live message that
--- already holds its idempotency key. An id already stored is left alone.
+-- Each message stands for its own id, or for the id of the live message that already
+-- holds its idempotency key. Returns, for a single message, the id it stands for;
+-- for a batch, only the exceptions, as pairs of position (1-based) and id (packed by
+-- reply(), lib.lua): an empty reply when every message stands for itself, the rule,
+-- saves sending back and decoding a thousand ids. An id already stored is left alone.
 -- A message with an eta in the future goes to the delayed zset, others to ready.
 -- Wakes a blocked reserve when something became ready, or when the earliest eta moved
 -- closer (so that a reserve sleeping until the old earliest eta recomputes its sleep).
@@ -22,7 +24,7 @@ for i = 0, n - 1 do
   names[i + 1] = q.msg .. ARGV[i * 5 + 1]
 end
 local any_stored = redis.call('EXISTS', unpack(names)) > 0
-local out = {}
+local others = {} -- position, id: messages that stand for another
 for i = 0, n - 1 do
   local id, priority, eta, key, body = ARGV[i * 5 + 1], ARGV[i * 5 + 2], ARGV[i * 5 + 3],
     ARGV[i * 5 + 4], ARGV[i * 5 + 5]
@@ -34,9 +36,8 @@ for i = 0, n - 1 do
     end
   end
   if holder then
-    out[i + 1] = holder
+    others[#others + 1], others[#others + 2] = i + 1, holder
   else
-    out[i + 1] = id
     local m = names[i + 1]
     if not stored[m] and (not any_stored or redis.call('EXISTS', m) == 0) then
       stored[m] = true
@@ -72,6 +73,6 @@ if #ready > 0 then
   wake(q) -- even when paused: a reserve woken for nothing drops the token and sleeps on
 end
 if n == 1 then
-  return out[1] -- each .delay(): no packing on either side
+  return others[2] or ARGV[1] -- each .delay(): no packing on either side
 end
-return reply(out)
+return reply(others)
