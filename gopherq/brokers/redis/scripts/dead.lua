@@ -20,9 +20,9 @@ if #newest > 0 then
   died = math.max(now, tonumber(newest[2]) + 1)
 end
 redis.call('ZREM', q.leased, id)
-redis.call('HSET', m, 'st', 'd', 'r', ARGV[3], 'e', ARGV[4], 'x', died)
+redis.call('HSET', m, 'st', 'd', 'r', ARGV[3], 'e', ARGV[4], 'x', int(died))
 redis.call('HDEL', m, 't', 'c')
-redis.call('ZADD', q.dead, died, id)
+redis.call('ZADD', q.dead, int(died), id)
 drop_old_dead(q, now, tonumber(ARGV[5]))
 local over = redis.call('ZCARD', q.dead) - tonumber(ARGV[6])
 if over > 0 then

@@ -43,15 +43,15 @@ for i = 0, n - 1 do
       stored[m] = true
       local at = eta ~= '' and units_from(tonumber(eta))
       if at and at > now then
-        redis.call('HSET', m, 'b', body, 'p', priority, 's', first_seq + i, 'st', 's')
-        delayed[#delayed + 1] = at
+        redis.call('HSET', m, 'b', body, 'p', priority, 's', int(first_seq + i), 'st', 's')
+        delayed[#delayed + 1] = int(at)
         delayed[#delayed + 1] = id
         if not earliest or at < earliest then
           earliest = at
         end
       else
-        redis.call('HSET', m, 'b', body, 'p', priority, 's', first_seq + i, 'st', 'r')
-        ready[#ready + 1] = score(priority, first_seq + i)
+        redis.call('HSET', m, 'b', body, 'p', priority, 's', int(first_seq + i), 'st', 'r')
+        ready[#ready + 1] = int(score(priority, first_seq + i))
         ready[#ready + 1] = id
       end
       if key ~= '' then

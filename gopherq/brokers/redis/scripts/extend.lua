@@ -6,7 +6,7 @@
 -- Returns how many.
 
 local q = queue(1)
-local lease_end = now_units() + tonumber(ARGV[1]) * UNITS
+local lease_end = int(now_units() + tonumber(ARGV[1]) * UNITS)
 local count = 0
 for j = 2, #ARGV, 2 do
   if held(q, ARGV[j], ARGV[j + 1]) then

@@ -59,10 +59,16 @@ local function seconds_of(units)
 end
 
 -- Numbers as exact decimal strings, for text a script builds or returns (Lua's own
--- conversion keeps 14 digits). Arguments of redis.call need none: Redis formats
--- numbers there exactly itself.
+-- conversion keeps 14 digits). Redis formats a number argument of redis.call
+-- exactly too, but with printf's floating-point path (%.17g), which cost a fifth
+-- of a batch enqueue's time: integers (times, seqs, scores, counts) go to Redis as
+-- int() text, formatted as integers.
 local function num(x)
   return string.format('%.17g', x)
+end
+
+local function int(x)
+  return string.format('%d', x)
 end
 
 local function queue(i)
@@ -78,10 +84,10 @@ end
 -- (a big batch just now): SET ... GET writes and reads the last seq at once.
 local function take_seqs(q, now, n)
   local first = now
-  local last = tonumber(redis.call('SET', q.seq, num(first + n - 1), 'GET') or 0)
+  local last = tonumber(redis.call('SET', q.seq, int(first + n - 1), 'GET') or 0)
   if last >= first then
     first = last + 1
-    redis.call('SET', q.seq, num(first + n - 1))
+    redis.call('SET', q.seq, int(first + n - 1))
   end
   return first
 end
@@ -121,9 +127,9 @@ local function make_ready(q, id, seq)
   if not priority then
     return false
   end
-  redis.call('HSET', m, 'st', 'r', 's', seq)
+  redis.call('HSET', m, 'st', 'r', 's', int(seq))
   redis.call('HDEL', m, 't')
-  redis.call('ZADD', q.ready, score(priority, seq), id)
+  redis.call('ZADD', q.ready, int(score(priority, seq)), id)
   return true
 end
 
@@ -148,7 +154,7 @@ end
 
 -- now in units, ttl in seconds (as the scripts' callers pass it).
 local function drop_old_dead(q, now, ttl)
-  local old = redis.call('ZRANGEBYSCORE', q.dead, '-inf', now - ttl * UNITS, 'LIMIT', 0, BATCH)
+  local old = redis.call('ZRANGEBYSCORE', q.dead, '-inf', int(now - ttl * UNITS), 'LIMIT', 0, BATCH)
   for _, id in ipairs(old) do
     forget(q, id)
   end
@@ -163,13 +169,14 @@ end
 
 -- Due etas and expired leases become ready, dead letters older than ttl go (now in
 -- units, ttl in seconds). Returns how many messages became ready, then the next eta
--- and the next lease expiry still ahead, in units (nil if none). Nothing due (the common case) costs one call
--- per zset: its first score is the next time to report.
+-- and the next lease expiry still ahead, in units (nil if none). Nothing due (the
+-- common case) costs one call per zset: its first score is the next time to report.
 local function tidy(q, now, ttl)
   local moved = 0
   local next_eta = first_score(q.delayed)
   if next_eta and next_eta <= now then
-    local due = redis.call('ZRANGEBYSCORE', q.delayed, '-inf', now, 'WITHSCORES', 'LIMIT', 0, BATCH)
+    local due = redis.call(
+      'ZRANGEBYSCORE', q.delayed, '-inf', int(now), 'WITHSCORES', 'LIMIT', 0, BATCH)
     local ids = {}
     for j = 1, #due, 2 do
       ids[#ids + 1] = due[j]
@@ -182,7 +189,7 @@ local function tidy(q, now, ttl)
   end
   local next_expiry = first_score(q.leased)
   if next_expiry and next_expiry <= now then
-    local expired = redis.call('ZRANGEBYSCORE', q.leased, '-inf', now, 'LIMIT', 0, BATCH)
+    local expired = redis.call('ZRANGEBYSCORE', q.leased, '-inf', int(now), 'LIMIT', 0, BATCH)
     for _, id in ipairs(expired) do
       local seq = redis.call('HGET', q.msg .. id, 's')
       if seq and make_ready(q, id, tonumber(seq)) then

@@ -20,7 +20,7 @@
 local limit = tonumber(ARGV[1])
 local now = now_units()
 local lease_end = now + tonumber(ARGV[2]) * UNITS
-local lease_text = num(lease_end) -- formatted once, not by Redis for every ZADD pair
+local lease_text = int(lease_end) -- formatted once, not by Redis for every ZADD pair
 local token = ARGV[3]
 local ttl = tonumber(ARGV[4])
 local n = #KEYS
@@ -82,8 +82,8 @@ for _, p in ipairs(picked) do
   local f = redis.call('HMGET', m, 'b', 'p', 'a', 'd', 'c')
   if f[1] then
     local deliveries = tonumber(f[4] or 0) + 1
-    -- A first delivery's count as text: Redis formats number arguments with printf.
-    redis.call('HSET', m, 'st', 'l', 't', token, 'd', f[4] and deliveries or '1')
+    -- '1' for a first delivery (the rule) costs no formatting at all.
+    redis.call('HSET', m, 'st', 'l', 't', token, 'd', f[4] and int(deliveries) or '1')
     leases[p[1]] = leases[p[1]] or {}
     local l = leases[p[1]]
     l[#l + 1], l[#l + 2] = lease_text, id

@@ -21,7 +21,7 @@ if eta > now then
   local first = first_score(q.delayed)
   redis.call('HSET', m, 'st', 's')
   redis.call('HDEL', m, 't')
-  redis.call('ZADD', q.delayed, eta, id)
+  redis.call('ZADD', q.delayed, int(eta), id)
   if not first or eta < first then
     wake(q)
   end

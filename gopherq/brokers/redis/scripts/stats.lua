@@ -8,8 +8,8 @@
 local q = queue(1)
 local now = now_units()
 tidy(q, now, tonumber(ARGV[1]))
-local due = redis.call('ZCOUNT', q.delayed, '-inf', now)
-local expired = redis.call('ZCOUNT', q.leased, '-inf', now)
+local due = redis.call('ZCOUNT', q.delayed, '-inf', int(now))
+local expired = redis.call('ZCOUNT', q.leased, '-inf', int(now))
 return {
   redis.call('ZCARD', q.ready) + due + expired,
   redis.call('ZCARD', q.delayed) - due,
