@@ -354,27 +354,19 @@ class GopherQ:
                 raise TypeError(f"{task.name}: {exc}") from None
         now = time.time()
         defaults = task.options
-        eta = _timestamp(opts.get("eta"), now)
-        countdown = opts.get("countdown")
-        if countdown is not None:
-            eta = now + float(countdown)
-        expires = opts.get("expires", defaults.expires)
-        priority = opts.get("priority")
-        return Message(
-            id=opts.get("task_id") or new_id(),
+        message = Message(
+            id=new_id(),
             task=defaults.name,
             args=list(sig.args),
             kwargs=sig.kwargs,
-            queue=opts.get("queue") or defaults.queue,
-            priority=defaults.priority if priority is None else int(Priority.parse(priority)),
-            eta=eta if eta is not None and eta > now else None,
-            expires=None if expires is None else _timestamp(expires, now, relative=True),
-            retries=opts.get("retries"),
-            timeout=opts.get("timeout"),
-            key=opts.get("key"),
-            headers=dict(opts.get("headers") or {}),
+            queue=defaults.queue,
+            priority=defaults.priority,
+            expires=_timestamp(defaults.expires, now, relative=True),
             created=now,
         )
+        if opts:  # most sends have none: .delay() and .s() never do
+            _apply_send_options(message, opts, now)
+        return message
 
     def _decoded(self, cancellation: Cancellation) -> Message:
         """The message a cancellation removed (a stand-in if its body is unreadable)."""
@@ -408,6 +400,26 @@ class _RemoteTask(BaseTask[Any, Any]):
 
 def _unknown(*args: Any, **kwargs: Any) -> Any:
     raise NotRegistered("this task is not registered in this process")
+
+
+def _apply_send_options(message: Message, opts: Mapping[str, Any], now: float) -> None:
+    """Per-call send options over the task's defaults (see ``BaseTask.apply_async``)."""
+    message.id = opts.get("task_id") or message.id
+    eta = _timestamp(opts.get("eta"), now)
+    countdown = opts.get("countdown")
+    if countdown is not None:
+        eta = now + float(countdown)
+    message.eta = eta if eta is not None and eta > now else None
+    if "expires" in opts:
+        message.expires = _timestamp(opts["expires"], now, relative=True)
+    message.queue = opts.get("queue") or message.queue
+    priority = opts.get("priority")
+    if priority is not None:
+        message.priority = int(Priority.parse(priority))
+    message.retries = opts.get("retries")
+    message.timeout = opts.get("timeout")
+    message.key = opts.get("key")
+    message.headers = dict(opts.get("headers") or {})
 
 
 def _timestamp(value: Any, now: float, *, relative: bool = False) -> float | None:

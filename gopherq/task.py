@@ -232,9 +232,8 @@ class Signature(Generic[R]):
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = self.options.keys() - SEND_OPTIONS
-        if unknown:
-            name = sorted(unknown)[0]
+        if not self.options.keys() <= SEND_OPTIONS:
+            name = sorted(self.options.keys() - SEND_OPTIONS)[0]
             close = difflib.get_close_matches(name, SEND_OPTIONS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigurationError(f"unknown send option {name!r}{hint}")
