@@ -65,9 +65,11 @@ def event_backend_for(setting: str | bool | None, broker_url: str) -> str | None
     backend, and off where it has none; ``False``, ``None``, ``""`` and ``"off"``
     mean off.
     """
-    if setting is None or setting is False or str(setting).strip().lower() in ("", "off"):
+    if setting is True:
+        setting = "broker"
+    if not setting or setting.strip().lower() == "off":
         return None
-    if setting is True or setting == "broker":
+    if setting == "broker":
         scheme = broker_url.partition("://")[0].lower()
         return broker_url if scheme in BACKEND_SCHEMES else None
     if setting.partition("://")[0].lower() not in BACKEND_SCHEMES:
