@@ -172,8 +172,12 @@ def test_two_beats_send_each_tick_once_across_a_leader_kill(run: BeatRun) -> Non
     assert seconds[0] <= started + 2 and seconds[-1] >= ended - 2 - LEASE
     assert contiguous(run.ticks("two_seconds"), 2)
     assert all(t % 2 == 0 for t in run.ticks("two_seconds"))
-    minutes = [m for m in range(int(started) // 60 * 60 + 60, int(ended), 60) if m > started + 1]
-    assert run.ticks("minute") == minutes, run.log()  # each minute boundary crossed, once
+    # Each minute boundary crossed, once (doubles are ruled out above); one within two
+    # seconds of either end of the run may or may not have been sent.
+    crossed = [m for m in range(int(started) // 60 * 60 + 60, int(ended) + 1, 60) if m > started]
+    sure = [m for m in crossed if started + 2 < m < ended - 2]
+    minutes = run.ticks("minute")
+    assert set(sure) <= set(minutes) <= set(crossed), (minutes, crossed, run.log())
     dyn = run.ticks("dyn")
     assert contiguous(dyn, 1) and dyn[-1] <= removed + 1.5, (dyn, removed)
     assert "Traceback" not in run.log(), run.log()
