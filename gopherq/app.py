@@ -10,13 +10,13 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, Protocol, TypeVar, overload
 
 from gopherq.brokers import DEFAULT_URL, Broker, Cancellation, Envelope, open_broker
-from gopherq.brokers.base import redact_url
 from gopherq.errors import ConfigurationError, NotRegistered, TaskCancelled
 from gopherq.events import EventBackend, Events, event_backend_for, open_event_backend
 from gopherq.events.emitter import EventEmitter
 from gopherq.events.hub import H
 from gopherq.message import Message, new_id
 from gopherq.middleware import Middleware, MiddlewareStack
+from gopherq.redaction import redact_url
 from gopherq.result import AsyncResult
 from gopherq.results import ErrorInfo, JobRecord, ResultBackend, open_backend
 from gopherq.runner import run_eagerly

@@ -19,6 +19,7 @@ from gopherq.cli_support import (
     duration,
     json_option,
     print_json,
+    printable,
     progress_text,
     shorten,
     table,
@@ -165,7 +166,7 @@ def _print_event(event: Event, as_json: bool) -> None:
     pairs = " ".join(f"{k}={_value(k, v)}" for k, v in fields.items() if v is not None)
     head = f"{event.id}  {event.task}  " if event.id is not None else ""
     stamp = when(event.time) + f".{int(event.time * 1000) % 1000:03d}"
-    click.echo(f"{stamp}  {event.type:<16}  {head}{pairs}")
+    click.echo(printable(f"{stamp}  {event.type:<16}  {head}{pairs}"))
 
 
 def _value(key: str, value: Any) -> str:

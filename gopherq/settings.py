@@ -21,10 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from gopherq.errors import ConfigurationError
+from gopherq.redaction import redact_url
 
 ENV_PREFIX = "GOPHERQ_"
 # Environment variables that are not settings (read by the CLI and tests).
 _ENV_NOT_SETTINGS = frozenset({"GOPHERQ_APP", "GOPHERQ_REQUIRE_SERVICES"})
+# Settings that hold URLs, which may carry passwords: redacted in repr.
+_URL_SETTINGS = frozenset({"broker_url", "result_backend", "events"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,16 @@ class Settings:
     beat_schedule: Mapping[str, Mapping[str, Any]] | None = None
     """Periodic entries by name, such as ``{"nightly": {"task": "shop.report", "cron":
     "0 3 * * *"}}`` (see docs/beat.md); JSON in the environment."""
+
+    def __repr__(self) -> str:
+        # Not the generated repr: URLs may carry passwords.
+        shown = []
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            if spec.name in _URL_SETTINGS and isinstance(value, str):
+                value = redact_url(value)
+            shown.append(f"{spec.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     @classmethod
     def load(

@@ -28,7 +28,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
+from gopherq.brokers._sqlite_guard import prepare_file
 from gopherq.errors import BrokerError, BrokerUnavailable, ConfigurationError
+from gopherq.redaction import redact_url
 
 # Longest single sleep even with inotify: a safety net against missed events (a
 # file system that does not report them); one extra query a second costs nothing.
@@ -151,12 +153,12 @@ def sqlite_path(url: str) -> str:
     path = rest.partition("?")[0]
     if scheme.lower() != "sqlite" or not sep or not path.startswith("/") or len(path) < 2:
         raise ConfigurationError(
-            f"bad SQLite URL {url!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db"
+            f"bad SQLite URL {redact_url(url)!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db"
         )
     path = path[1:]
     if path == ":memory:" or path.startswith("file:"):
         raise ConfigurationError(
-            f"bad SQLite URL {url!r}: processes share the store through a file; "
+            f"bad SQLite URL {redact_url(url)!r}: processes share the store through a file; "
             "use memory:// for an in-process broker"
         )
     return os.path.abspath(os.path.expanduser(path))
@@ -275,6 +277,7 @@ class Database:
         self._pid = os.getpid()
 
     def _open(self) -> sqlite3.Connection:
+        prepare_file(self.path)  # created 0600; no symlink planted by another user
         try:
             conn = sqlite3.connect(
                 self.path,

@@ -26,11 +26,12 @@ hands it out with ``cancelled=True``, not to be run.
 
 from __future__ import annotations
 
-import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gopherq.redaction import UrlRepr
+from gopherq.redaction import redact_url as redact_url  # noqa: PLC0414  # its former home
 from gopherq.states import State
 
 
@@ -106,7 +107,7 @@ class QueueStats:
     paused: bool = False
 
 
-class Broker(ABC):
+class Broker(UrlRepr, ABC):
     """Moves messages between producers and workers. See the module docstring."""
 
     url: str
@@ -221,13 +222,3 @@ class Broker(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections. The broker may be used again afterwards (reconnects)."""
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***``: safe to log or print."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from gopherq.errors import DecodeError
+from gopherq.redaction import UrlRepr
 from gopherq.states import State
 
 
@@ -114,7 +115,7 @@ class JobRecord:
             raise DecodeError(f"malformed job record: {exc}") from exc
 
 
-class ResultBackend(ABC):
+class ResultBackend(UrlRepr, ABC):
     """Stores job records by id; records expire ``expires`` seconds after they finish."""
 
     url: str

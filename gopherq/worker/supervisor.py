@@ -132,6 +132,7 @@ class Worker:
             logger.error("memory:// lives in one process; workers need sqlite:///... or another")
             return 2
         self.name, self._pid = worker_name(), os.getpid()
+        warn_if_root(self.name)
         self._presence = Presence(self.app, self.name, self.concurrency, self.queues)
         self._slots = Slot.allocate(self.concurrency, self.app.settings.prefetch)
         self._pipe = os.pipe()
@@ -488,3 +489,15 @@ def configure_logging(level: str) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(message)s"))
         root.addHandler(handler)
     root.setLevel(number)
+
+
+def warn_if_root(name: str) -> None:
+    """Warn that a worker runs as root: its tasks run with every privilege (see
+    docs/security.md). Called once, when the worker starts."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        logger.warning(
+            "worker %s is running as root: every task (and so anyone who can write to "
+            "the broker) can do anything on this machine; run workers as an unprivileged "
+            "user (see docs/security.md)",
+            name,
+        )

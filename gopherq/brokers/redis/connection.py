@@ -31,7 +31,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -44,8 +44,8 @@ import redis.exceptions as rex
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from gopherq.brokers.base import redact_url
 from gopherq.errors import BrokerError, BrokerUnavailable, ConfigurationError
+from gopherq.redaction import redact_url
 
 logger = logging.getLogger("gopherq.redis")
 
@@ -83,8 +83,8 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 class RedisURL:
     """A parsed gopherq Redis URL."""
 
-    url: str
-    client_url: str
+    url: str = field(repr=False)
+    client_url: str = field(repr=False)
     """The URL redis-py gets: our scheme mapped to its own, our options removed."""
     cluster: bool
     prefix: str
@@ -95,7 +95,10 @@ class RedisURL:
 
 def parse_url(url: str) -> RedisURL:
     """Parse ``redis://``, ``rediss://``, ``unix://`` and ``redis+cluster://`` URLs."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # a malformed IPv6 host
+        raise ConfigurationError(f"bad Redis URL {redact_url(url)!r}: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise ConfigurationError(
@@ -104,7 +107,9 @@ def parse_url(url: str) -> RedisURL:
         )
     query = parse_qsl(parts.query, keep_blank_values=True)
     if any(k == "protocol" and v != "2" for k, v in query):
-        raise ConfigurationError(f"bad Redis URL {url!r}: gopherq speaks RESP2 (protocol=2)")
+        raise ConfigurationError(
+            f"bad Redis URL {redact_url(url)!r}: gopherq speaks RESP2 (protocol=2)"
+        )
     own = {k: v for k, v in query if k in OWN_OPTIONS}
     prefix = own.get("prefix", DEFAULT_PREFIX)
     if not prefix or any(c in prefix for c in "{}*?[]"):
