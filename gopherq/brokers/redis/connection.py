@@ -226,9 +226,14 @@ class Connection:
                     self.config.client_url, retry=Retry(NoBackoff(), 1), **options
                 )
             # No hidden retries: a repeated reserve could lease messages nobody receives.
-            return redis.Redis.from_url(
+            client = redis.Redis.from_url(
                 self.config.client_url, retry=Retry(NoBackoff(), 0), **options
             )
+            # redis-py refuses an unknown URL option only when it makes a connection, with
+            # a TypeError on every call: make one (unconnected) now, to fail here instead.
+            pool = client.connection_pool
+            pool.connection_class(**pool.connection_kwargs)
+            return client
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"bad Redis URL {self.config.safe}: {exc}") from exc
 
