@@ -42,11 +42,18 @@ from gopherq.states import State
 
 
 class _Group(click.Group):
-    """A group that turns gopherq's errors into one line and exit code 1."""
+    """A group that turns gopherq's errors into one line and exit code 1.
+
+    Every error message may quote data or a library's text: URLs in it are
+    redacted and control characters escaped (docs/security.md).
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.ClickException as exc:  # the commands' own, and usage errors
+            exc.message = printable_lines(redact_text(exc.message))
+            raise
         except TaskFailed as exc:
             raise click.ClickException(_one_line(f"task {exc.task_id} failed: {exc}")) from None
         except GopherQError as exc:

@@ -297,9 +297,12 @@ def add(x: int, y: int) -> int:
 """
 
 
-def _cli_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str) -> _Cli:
+def _cli_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, source: str = APP_SOURCE
+) -> _Cli:
+    """Commands run in ``tmp_path`` on an app module of ``source``, on broker ``url``."""
     module = f"secapp_{uuid.uuid4().hex[:12]}"
-    (tmp_path / f"{module}.py").write_text(APP_SOURCE)
+    (tmp_path / f"{module}.py").write_text(source)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
     for var in ("GOPHERQ_APP", "GOPHERQ_EAGER", "GOPHERQ_RESULT_BACKEND", "GOPHERQ_EVENTS"):
@@ -358,6 +361,15 @@ def test_no_command_prints_the_password(tmp_path: Path, monkeypatch: pytest.Monk
     finally:
         if cli.module in sys.modules:
             sys.modules.pop(cli.module).app.close()
+
+
+def test_an_app_that_fails_to_load_is_reported_safely(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = "raise RuntimeError('cannot reach redis://u:s3cr3t@h/0?password=qu3ry \\x1b[2J')\n"
+    cli = _cli_for(tmp_path, monkeypatch, "memory://", source)
+    line = _clean(_failed(cli("stats")))
+    assert line.endswith("cannot reach redis://u:***@h/0?password=*** \\x1b[2J"), line
 
 
 @pytest.mark.e2e
