@@ -263,7 +263,7 @@ def test_reprs_and_errors_of_an_app_hide_passwords() -> None:
         {"broker": "memory://", "events": "nope://u:s3cr3t@h?password=qu3ry"},
     ],
 )
-def test_bad_urls_are_one_clear_error_without_the_secret(options: dict[str, str]) -> None:
+def test_bad_urls_are_one_clear_error_without_the_secret(options: dict[str, Any]) -> None:
     with pytest.raises(GopherQError) as info:
         app = GopherQ("bad", **options)
         app.broker.ping()

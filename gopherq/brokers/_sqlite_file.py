@@ -153,7 +153,8 @@ def sqlite_path(url: str) -> str:
     path = rest.partition("?")[0]
     if scheme.lower() != "sqlite" or not sep or not path.startswith("/") or len(path) < 2:
         raise ConfigurationError(
-            f"bad SQLite URL {redact_url(url)!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db"
+            f"bad SQLite URL {redact_url(url)!r}: use sqlite:///relative/path.db or "
+            "sqlite:////absolute/path.db"
         )
     path = path[1:]
     if path == ":memory:" or path.startswith("file:"):
