@@ -27,8 +27,6 @@ from gopherq.cli_support import (
     json_arg,
     json_option,
     print_json,
-    printable,
-    printable_lines,
     priority_option,
     progress_text,
     shorten,
@@ -37,7 +35,7 @@ from gopherq.cli_support import (
     with_app,
 )
 from gopherq.errors import GopherQError, TaskFailed
-from gopherq.redaction import redact_text
+from gopherq.redaction import printable, printable_lines, redact_text
 from gopherq.states import State
 
 

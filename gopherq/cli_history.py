@@ -19,7 +19,6 @@ from gopherq.cli_support import (
     duration,
     json_option,
     print_json,
-    printable,
     progress_text,
     shorten,
     table,
@@ -27,6 +26,7 @@ from gopherq.cli_support import (
     with_app,
 )
 from gopherq.events import EVENT_TYPES, Event
+from gopherq.redaction import printable
 from gopherq.results.base import JobRecord
 from gopherq.states import State
 

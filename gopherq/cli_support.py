@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,6 +17,7 @@ import click
 from gopherq.app import GopherQ
 from gopherq.errors import GopherQError
 from gopherq.loader import load_app
+from gopherq.redaction import printable
 from gopherq.states import Priority
 
 
@@ -103,31 +103,6 @@ def cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     return printable(str(value))
-
-
-# What must not reach a terminal raw: C0 and C1 control characters and DEL (escape
-# sequences, carriage returns, bells), line separators, and the bidirectional
-# controls that reorder what is shown. Queue and task names, errors and event text
-# come from whoever can write to the broker.
-_UNSAFE = re.compile(
-    r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
-)
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters escaped as ``\\x1b`` or ``\\u202e``: one line,
-    safe for a terminal. Every human-readable output goes through it; JSON does not."""
-    return _UNSAFE.sub(_escape, text)
-
-
-def printable_lines(text: str) -> str:
-    """Like ``printable``, but line breaks stay (a traceback)."""
-    return "\n".join(printable(line) for line in text.split("\n"))
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def when(timestamp: float | None) -> str:

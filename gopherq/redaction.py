@@ -1,4 +1,4 @@
-"""Secrets kept out of what gopherq prints and logs: one function for URLs.
+"""Text safe to print and log: secrets redacted, control characters escaped.
 
 ``redact_url`` masks the password of a URL's user part and the value of every
 query parameter that names a secret (``password``, ``ssl_password``, ``token``,
@@ -6,6 +6,10 @@ query parameter that names a secret (``password``, ``ssl_password``, ``token``,
 logs and command output. It works on the text itself and never raises, so that
 it can redact the very URL that failed to parse. ``redact_text`` applies it to
 every URL found inside a longer text (a library's error message).
+
+``printable`` escapes control characters, so that names and messages that came
+from the broker cannot rewrite a terminal: every human-readable output of the
+``gopherq`` command, and the worker's own log lines, go through it.
 """
 
 from __future__ import annotations
@@ -79,3 +83,28 @@ class UrlRepr:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {redact_url(self.url)}>"
+
+
+# What must not reach a terminal raw: C0 and C1 control characters and DEL (escape
+# sequences, carriage returns, bells), line separators, and the bidirectional
+# controls that reorder what is shown. Queue and task names, errors and event text
+# come from whoever can write to the broker.
+_UNSAFE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped as ``\\x1b`` or ``\\u202e``: one line,
+    safe for a terminal. Every human-readable output goes through it; JSON does not."""
+    return _UNSAFE.sub(_escape, text)
+
+
+def printable_lines(text: str) -> str:
+    """Like ``printable``, but line breaks stay (a traceback)."""
+    return "\n".join(printable(line) for line in text.split("\n"))
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

@@ -463,6 +463,31 @@ def test_control_characters_are_escaped_in_errors(
     assert "does not answer: no queue q\\x1b[31mred\\x0d\\x0a" in _clean(_failed(cli("health")))
 
 
+@pytest.mark.e2e
+def test_worker_log_lines_escape_control_characters(tmp_path: Path) -> None:
+    (tmp_path / "logapp.py").write_text(APP_SOURCE)
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    app = GopherQ("producer", broker=url)
+    try:
+        app.send_task(NASTY)  # not registered: dead-lettered, and logged
+    finally:
+        app.close()
+    env = {**os.environ, "GOPHERQ_BROKER_URL": url}
+    env.pop("GOPHERQ_EAGER", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "gopherq", "-A", "logapp", "worker", "--burst", "-c", "1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    # Line breaks stay in logs (tracebacks): the rest is escaped.
+    assert "task q\\x1b[31mred\\x0d\n\\x07\\u202eevil[" in _clean(done.stderr), done.stderr
+
+
 # Hostile --args.
 
 

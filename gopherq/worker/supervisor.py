@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from gopherq.brokers.base import Delivery
 from gopherq.errors import ConfigurationError
+from gopherq.redaction import printable_lines
 from gopherq.runner import Outcome, Runner
 from gopherq.worker.consumer import Consumer, Exit, worker_name
 from gopherq.worker.presence import Presence
@@ -486,9 +487,17 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(message)s"))
+        handler.setFormatter(_PrintableFormatter("%(asctime)s [%(levelname)s] %(message)s"))
         root.addHandler(handler)
     root.setLevel(number)
+
+
+class _PrintableFormatter(logging.Formatter):
+    """Escapes control characters (all but line breaks): task names and errors in log
+    lines come from whoever can write to the broker, and the log may be a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable_lines(super().format(record))
 
 
 def warn_if_root(name: str) -> None:
