@@ -372,6 +372,35 @@ def test_an_app_that_fails_to_load_is_reported_safely(
     assert line.endswith("cannot reach redis://u:***@h/0?password=*** \\x1b[2J"), line
 
 
+def test_a_redis_with_a_password_in_the_query(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against a real Redis that requires a password: ``?password=`` works, and neither
+    the right nor a wrong password is ever printed."""
+    server = services.RedisServer(tmp_path / "redis", "--requirepass", "s3cr3t").start()
+    try:
+        right = f"redis://127.0.0.1:{server.port}/0?password=s3cr3t"
+        cli = _cli_for(tmp_path, monkeypatch, right)
+        assert cli("submit", "add", "--args", "[1, 2]").exit_code == 0
+        outputs = [cli(*args) for args in (["health"], ["stats"], ["dead", "list"], ["jobs"])]
+        assert all(result.exit_code == 0 for result in outputs), outputs
+        assert "?password=*** answered in" in outputs[0].output
+        shown = [result.output for result in outputs] + [repr(cli.app), repr(cli.app.broker)]
+        sys.modules.pop(cli.module).app.close()
+        wrong = f"redis://user:s3cr3tX@127.0.0.1:{server.port}/0"
+        cli = _cli_for(tmp_path, monkeypatch, wrong)
+        for args in (["health"], ["stats"]):
+            result = cli(*args)
+            assert result.exit_code == 1
+            shown.append(result.output)
+        assert "redis://user:***@127.0.0.1" in shown[-1]
+        _no_secret(*shown)
+    finally:
+        server.stop()
+        if cli.module in sys.modules:
+            sys.modules.pop(cli.module).app.close()
+
+
 @pytest.mark.e2e
 def test_worker_logs_hide_the_password(tmp_path: Path) -> None:
     (tmp_path / "logapp.py").write_text(APP_SOURCE)
