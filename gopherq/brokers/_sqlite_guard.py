@@ -23,6 +23,10 @@ from gopherq.errors import BrokerUnavailable, ConfigurationError
 logger = logging.getLogger("gopherq.sqlite")
 
 FILE_MODE = 0o600
+# O_NOFOLLOW and O_CLOEXEC are POSIX: elsewhere the open goes without them.
+_CREATE = (
+    os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+)
 _SIDE_FILES = ("-wal", "-shm")
 _warned: set[str] = set()  # paths already warned about, once per process
 
@@ -40,9 +44,8 @@ def prepare_file(path: str) -> None:
         _check_link(real + suffix)
     for directory in {os.path.dirname(path), os.path.dirname(real)}:
         _check_directory(directory)
-    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        os.close(os.open(real, flags, FILE_MODE))
+        os.close(os.open(real, _CREATE, FILE_MODE))
     except FileExistsError:
         _check_existing(real)
     except OSError as exc:
@@ -54,11 +57,15 @@ def _check_link(path: str) -> None:
         info = os.lstat(path)
     except OSError:  # missing, or unreadable: opening it says more
         return
-    if stat.S_ISLNK(info.st_mode) and info.st_uid not in (os.geteuid(), 0):
+    if stat.S_ISLNK(info.st_mode) and info.st_uid not in (_euid(), 0):
         raise ConfigurationError(
             f"refusing SQLite path {path}: a symbolic link owned by another user "
             f"(uid {info.st_uid}) could redirect the queue; use the real path"
         )
+
+
+def _euid() -> int:
+    return os.geteuid() if hasattr(os, "geteuid") else 0  # no user ids outside POSIX
 
 
 def _check_directory(directory: str) -> None:
