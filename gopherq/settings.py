@@ -40,6 +40,9 @@ class Settings:
     default_queue: str = "default"
     max_message_size: int = 1024 * 1024
     """Largest encoded message in bytes; larger ones raise ``PayloadTooLarge``."""
+    max_eta: float = 365 * 86400.0
+    """Furthest ahead, in seconds, a task may be sent to run (``eta``, ``countdown``);
+    further raises ``ValueError`` at send time."""
     result_expires: float = 86400.0
     """Seconds a finished job record is kept."""
     lease_seconds: float = 30.0
