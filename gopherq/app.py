@@ -22,8 +22,8 @@ from gopherq.result import AsyncResult
 from gopherq.results import ErrorInfo, JobRecord, ResultBackend, open_backend
 from gopherq.runner import run_eagerly
 from gopherq.schedules import CatchUp, Entry, Schedules
-from gopherq.serializer import Codec
 from gopherq.settings import Settings
+from gopherq.signing import codec_for
 from gopherq.states import Priority, State
 from gopherq.task import AsyncTask, BaseTask, P, R, Signature, Task, make_options
 
@@ -73,7 +73,8 @@ class GopherQ:
             settings["events"] = event_backend.url
         self.name = name
         self.settings = Settings.load(settings)
-        self.codec = Codec(self.settings.max_message_size)
+        self.codec = codec_for(self.settings)
+        """Encodes and decodes messages; signs and verifies them when signing is on."""
         self.tasks: dict[str, BaseTask[Any, Any]] = {}
         self._broker = broker if isinstance(broker, Broker) else None
         self._backend = backend if isinstance(backend, ResultBackend) else None

@@ -27,6 +27,9 @@ ENVELOPE_VERSION = 1
 DEFAULT_QUEUE = "default"
 DEFAULT_PRIORITY = 2
 
+SIGNED = "gq-sig"
+"""The first item of a signed body (see ``gopherq.signing``)."""
+
 MAX_ID = 128
 """Longest task id, in characters; also ``parent``, ``root``, ``group`` and each of ``deps``."""
 MAX_TASK_NAME = 256
@@ -108,6 +111,8 @@ class Message:
         limits above); the error names the first bad field in envelope order.
         """
         if not isinstance(data, dict):
+            if isinstance(data, list) and data[:1] == [SIGNED]:
+                raise DecodeError("the message is signed; set signing_keys to verify it")
             raise DecodeError(f"envelope must be a map, not {type(data).__name__}")
         version = data.get("v")
         if version != ENVELOPE_VERSION:

@@ -170,6 +170,11 @@ class Codec:
             raise DecodeError(f"nesting deeper than {MAX_DEPTH} levels")
         return value
 
+    def peek(self, data: bytes) -> Any:
+        """The envelope map in a message body, not validated (for display); raise
+        ``DecodeError`` if unreadable."""
+        return self.unpack(data)
+
     def encode(self, message: Message) -> bytes:
         """Encode a message; raise ``PayloadTooLarge`` above the size limit."""
         mapping = message.to_map()

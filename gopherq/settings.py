@@ -75,6 +75,11 @@ class Settings:
     """Seconds between a worker's ``worker-heartbeat`` events."""
     beat_lease_seconds: float = 10.0
     """The leading beat's lease: another beat takes over within this after it dies."""
+    signing_keys: Mapping[str, Any] | None = dataclasses.field(default=None, repr=False)
+    """Message signing (off when empty): key id to secret (str or bytes, at least 16
+    bytes) for HMAC-SHA256; every key verifies. JSON in the environment."""
+    signing_key: str | None = None
+    """The id of the key in ``signing_keys`` that signs; optional with only one key."""
     beat_schedule: Mapping[str, Mapping[str, Any]] | None = None
     """Periodic entries by name, such as ``{"nightly": {"task": "shop.report", "cron":
     "0 3 * * *"}}`` (see docs/beat.md); JSON in the environment."""
