@@ -27,6 +27,7 @@ from gopherq.message import (
     MAX_TIMESTAMP,
     Message,
 )
+from gopherq.schedules.entry import MAX_NAME
 from gopherq.serializer import Codec
 
 codec = Codec()
@@ -301,3 +302,14 @@ def test_an_eta_within_max_eta_is_sent(app: GopherQ) -> None:
 def test_non_finite_task_options_fail_at_declaration(app: GopherQ, option: str) -> None:
     with pytest.raises(ConfigurationError, match="finite"):
         app.task(**{option: math.inf})(lambda: None)
+
+
+def test_periodic_entries_over_the_limits_fail_at_declaration(app: GopherQ) -> None:
+    assert MAX_NAME == 238  # "beat:" + name + ":" + a tick of 12 digits fits MAX_KEY
+    app.add_periodic("tasks.report", every=60, name="n" * MAX_NAME)
+    with pytest.raises(ConfigurationError, match="name is 239 characters long"):
+        app.add_periodic("tasks.report", every=60, name="n" * (MAX_NAME + 1))
+    with pytest.raises(ConfigurationError, match="queue is 129 characters long"):
+        app.add_periodic("tasks.report", every=60, name="q", queue="q" * 129)
+    with pytest.raises(ConfigurationError, match="task is 257 characters long"):
+        app.add_periodic("t" * 257, every=60, name="t")
