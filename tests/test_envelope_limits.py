@@ -7,12 +7,14 @@ from __future__ import annotations
 import datetime as dt
 import math
 import struct
+from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
 
-from gopherq import ConfigurationError, GopherQ
+from gopherq import ConfigurationError, GopherQ, State
+from gopherq.brokers import Envelope
 from gopherq.errors import DecodeError
 from gopherq.message import (
     MAX_COUNT,
@@ -26,9 +28,11 @@ from gopherq.message import (
     MAX_TASK_NAME,
     MAX_TIMESTAMP,
     Message,
+    new_id,
 )
 from gopherq.schedules.entry import MAX_NAME
 from gopherq.serializer import Codec
+from gopherq.worker import Consumer, Exit
 
 codec = Codec()
 
@@ -313,3 +317,40 @@ def test_periodic_entries_over_the_limits_fail_at_declaration(app: GopherQ) -> N
         app.add_periodic("tasks.report", every=60, name="q", queue="q" * 129)
     with pytest.raises(ConfigurationError, match="task is 257 characters long"):
         app.add_periodic("t" * 257, every=60, name="t")
+
+
+# Through a real consumer: dead-lettered DECODE_ERROR, and the consumer goes on.
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_the_consumer_dead_letters_messages_over_the_limits(kind: str, tmp_path: Path) -> None:
+    url = "memory://" if kind == "memory" else f"sqlite:///{tmp_path / 'q.db'}"
+    app = GopherQ("t", broker=url)
+
+    @app.task(name="tasks.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    planted = {}
+    for fields, error in [
+        ({"task": "t" * 40_000}, "'task' is 40000 characters long"),
+        ({"created": math.nan}, "'created' is not a finite number: nan"),
+        ({"eta": math.inf}, "'eta' is not a finite number: inf"),
+        ({"attempt": -1}, "'attempt' is out of range"),
+        ({"headers": {f"h{i}": 1 for i in range(100)}}, "'headers' holds 100 headers"),
+    ]:
+        id = new_id()
+        body = raw({"v": 1, "id": id, "task": "tasks.add", "args": [1, 2], **fields})
+        app.broker.enqueue([Envelope(id, "default", 2, body)])
+        planted[id] = error
+    result = add.delay(2, 3)
+    consumer = Consumer(app, ["default"], burst=True, reserve_timeout=0.2)
+    assert consumer.run() is Exit.DRAINED
+    assert result.get(timeout=5) == 5
+    letters = {letter.id: letter for letter in app.broker.dead_letters()}
+    assert set(letters) == set(planted)
+    for id, error in planted.items():
+        assert letters[id].reason == "DECODE_ERROR"
+        assert error in letters[id].error
+        assert app.result(id).state is State.DEAD
+    app.close()
