@@ -68,7 +68,7 @@ def task_name(codec: Codec, body: bytes) -> str | None:
     its task name.
     """
     try:
-        data = codec.unpack(body)
+        data = codec.peek(body)
     except DecodeError:
         return None
     name = data.get("task") if isinstance(data, dict) else None

@@ -152,7 +152,7 @@ def submit(
         result = app.send_task(
             name, args, kwargs, priority=priority, countdown=countdown, queue=queue
         )
-    except TypeError as exc:  # the arguments do not fit the task
+    except (TypeError, ValueError) as exc:  # the arguments do not fit, an option is out of bounds
         raise click.ClickException(str(exc)) from None
     click.echo(result.id)
     if wait:

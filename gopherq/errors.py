@@ -9,6 +9,7 @@
     ├── SerializationError        a value msgpack cannot carry (names the argument path)
     │   ├── PayloadTooLarge       the encoded message exceeds ``max_message_size``
     │   └── DecodeError           bytes that are not a valid gopherq message
+    │       └── SignatureError    unsigned or badly signed, with message signing on
     ├── TaskError
     │   ├── NotRegistered         no task of that name in the app
     │   ├── TaskFailed            the task raised; carries the remote type, message, traceback
@@ -59,6 +60,11 @@ class PayloadTooLarge(SerializationError):
 
 class DecodeError(SerializationError):
     """Bytes that are not a valid gopherq message."""
+
+
+class SignatureError(DecodeError):
+    """With message signing on: a message unsigned, signed with an unknown key, or
+    altered since it was signed (dead-lettered ``SIGNATURE_INVALID``)."""
 
 
 class TaskError(GopherQError):

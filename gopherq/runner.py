@@ -7,7 +7,8 @@ record to store, and the caller settles both, in batches where it can.
 Record states after a dead letter tell apart why: ``FAILED`` when the task ran
 and failed with no retries left (``MAX_RETRIES``, ``TIME_LIMIT``), ``EXPIRED``
 when it was not started in time, ``DEAD`` when it could not run at all
-(``DECODE_ERROR``, ``UNKNOWN_TASK``, ``BAD_ARGS``, ``WORKER_LOST``, ``REJECTED``).
+(``DECODE_ERROR``, ``SIGNATURE_INVALID``, ``UNKNOWN_TASK``, ``BAD_ARGS``, ``WORKER_LOST``,
+``REJECTED``).
 
 A cancelled task is not a dead letter: its outcome is ``cancel`` (settled like
 an ack) with a ``CANCELLED`` record, whether it was cancelled before it started
@@ -33,6 +34,7 @@ from gopherq.errors import (
     NotRegistered,
     Reject,
     Retry,
+    SignatureError,
     SoftTimeLimitExceeded,
     TaskCancelled,
     TimeLimitExceeded,
@@ -112,7 +114,9 @@ class Runner:
                 message = self.app.codec.decode(delivery.body)
             except DecodeError as exc:
                 message = Message(id=delivery.id, task="?", queue=delivery.queue, created=started)
-                failure = (DeadReason.DECODE_ERROR, exc)
+                signed = isinstance(exc, SignatureError)  # signing on, signature wrong
+                reason = DeadReason.SIGNATURE_INVALID if signed else DeadReason.DECODE_ERROR
+                failure = (reason, exc)
         task = self.app.tasks.get(message.task)
         if failure is None:
             failure = self._cannot_run(delivery, message, started)

@@ -9,6 +9,10 @@ Extension types carry what msgpack lacks; bytes travel natively::
     4     UUID                 16 bytes
     5     Decimal              text
 
+msgpack's own Timestamp extension (code -1), which JavaScript encoders use for
+every ``Date``, is decoded too, into an aware UTC ``datetime``; gopherq itself
+sends datetimes as code 1 or 2, which keep their offset or naivety.
+
 Decoding never runs code (no pickle): unknown extension codes are rejected, and
 the input size and nesting depth are bounded. Map keys that are tuples travel
 as arrays and come back as tuples.
@@ -92,6 +96,7 @@ _UNPACK: dict[str, Any] = {
     "ext_hook": _decode_ext,
     "raw": False,
     "strict_map_key": False,
+    "timestamp": 3,  # the Timestamp extension (code -1) as an aware UTC datetime
     "use_list": True,
 }
 
@@ -164,6 +169,11 @@ class Codec:
         if _depth_exceeds(value, MAX_DEPTH):
             raise DecodeError(f"nesting deeper than {MAX_DEPTH} levels")
         return value
+
+    def peek(self, data: bytes) -> Any:
+        """The envelope map in a message body, not validated (for display); raise
+        ``DecodeError`` if unreadable."""
+        return self.unpack(data)
 
     def encode(self, message: Message) -> bytes:
         """Encode a message; raise ``PayloadTooLarge`` above the size limit."""
