@@ -406,7 +406,7 @@ def test_slot_survives_a_writer_killed_mid_write() -> None:
 
 def test_slot_trims_a_batch_too_large_to_record() -> None:
     slot = Slot.allocate(1, 1)[0]
-    batch = [Delivery("x" * 600, "q", 2, b"", 0, 1, "tok") for _ in range(5)]
+    batch = [Delivery("x" * 200, "q", 2, b"", 0, 1, "tok") for _ in range(5)]
     slot.hold(batch)
     assert 0 < len(slot.read().unstarted) < 5
 
