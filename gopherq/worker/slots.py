@@ -306,8 +306,8 @@ class Slot:
 
     def notify(self, cancelled: frozenset[str]) -> None:
         """Tell the child which of its tasks were cancelled (ids beyond the box's room,
-        hundreds of them, wait for the next call)."""
-        ids = sorted(cancelled)
+        hundreds of them, wait for the next call; one too long to record is never sent)."""
+        ids = sorted(id for id in cancelled if len(id) <= _ENTRY_ROOM)
         packed = self._pack(ids)
         while len(packed) > self._notices.room and ids:
             ids.pop()
