@@ -134,8 +134,9 @@ class _Box:
         seq: int = _SEQ.unpack_from(self._memory, self._offset)[0]
         return seq
 
-    def write(self, value: bytes) -> None:
-        """Publish ``value``; ValueError, writing nothing, if it exceeds ``room``."""
+    def write(self, value: bytes) -> int:
+        """Publish ``value``, returning its ``seq``; ValueError, writing nothing, if it
+        exceeds ``room``."""
         if len(value) > self.room:
             raise ValueError(f"{len(value)} bytes do not fit a slot's {self.room}")
         seq = self.seq + 1
@@ -143,6 +144,7 @@ class _Box:
         self._memory[half + _LEN.size : half + _LEN.size + len(value)] = value
         _LEN.pack_into(self._memory, half, len(value))
         _SEQ.pack_into(self._memory, self._offset, seq)
+        return seq
 
     def read(self) -> tuple[int, bytes] | None:
         """``(seq, value)`` as of the last complete write; None if the writer kept
@@ -172,6 +174,7 @@ class Slot:
         # Writer state (the child's copy; the supervisor's copy is unused).
         self._settled = self._cursor = self._end = 0
         self._marked = False  # the cursor is past a delivery not yet begun
+        self._seq = 0  # of this writer's last state write
         self._processed = 0
         self._running: list[Any] | None = None
         # One packer for the slot's life: ``msgpack.packb`` makes one per call, a
@@ -213,7 +216,7 @@ class Slot:
         dies counts it as started, even before ``begin`` records it (one 8-byte store)."""
         self._cursor += 1
         self._marked = True
-        mark = (self._state.seq & _LOW32) << 32 | (self._cursor & _LOW32)
+        mark = (self._seq & _LOW32) << 32 | (self._cursor & _LOW32)
         _MARK.pack_into(self._memory, self._mark, mark)
 
     def begin(
@@ -225,10 +228,8 @@ class Slot:
             self._cursor += 1  # past the recorded entries if the batch was trimmed: fine
         self._marked = False
         deadline = None if timeout is None else now + timeout
-        self._running = _running_entry(
-            self._pack, delivery, task, retries=retries, timeout=timeout, deadline=deadline
-        )
-        self._write()
+        self._running = [*_entry(delivery), task, retries, timeout, deadline]
+        self._write()  # cuts the entry if it does not fit
 
     def end(self) -> None:
         """The running delivery finished; its outcome awaits settling."""
@@ -272,11 +273,24 @@ class Slot:
         return id in self._cancelled[1]
 
     def _write(self) -> None:
-        state = [self._settled, self._cursor, self._end, self._running, self._batch]
-        packed = self._pack([*state, self._processed])
-        if len(packed) > self._state.room:  # not reached: the entries are bounded
-            packed = self._pack([self._settled, self._cursor, self._end, None, b"", 0])
-        self._state.write(packed)
+        try:
+            packed = self._pack(
+                [
+                    self._settled,
+                    self._cursor,
+                    self._end,
+                    self._running,
+                    self._batch,
+                    self._processed,
+                ]
+            )
+        except Exception:  # a number msgpack cannot take, in a running entry
+            packed = b""
+        if not packed or len(packed) > self._state.room:
+            self._running = _bounded(self._pack, self._running)  # the batch is bounded
+            counts = [self._settled, self._cursor, self._end]
+            packed = self._pack([*counts, self._running, self._batch, self._processed])
+        self._seq = self._state.write(packed)
 
     # The supervisor's side.
 
@@ -350,36 +364,26 @@ def _array_header(count: int) -> bytes:
     return b"\xdd" + count.to_bytes(4, "big")
 
 
-def _running_entry(
-    pack: Any,
-    delivery: Delivery,
-    task: str,
-    *,
-    retries: int | None,
-    timeout: float | None,
-    deadline: float | None,
-) -> list[Any]:
-    """The running entry, cut to ``_RUNNING_ROOM`` bytes packed: the task name
-    shortened, or without the delivery when that alone is too large to record."""
-    running = [*_entry(delivery), task, retries, timeout, deadline]
-    try:
-        if len(pack(running)) <= _RUNNING_ROOM:
-            return running  # the common case: packed twice, once here
-    except Exception:
-        pass
-    short = _cut(task)
+def _bounded(pack: Any, running: list[Any] | None) -> list[Any] | None:
+    """A running entry cut to ``_RUNNING_ROOM`` bytes packed: the task name shortened
+    and odd numbers dropped, or without the delivery when that alone is too large to
+    record. The deadline stays last."""
+    if running is None:
+        return None
+    entry, task = running[:6], running[6]
+    retries, timeout, deadline = running[7:10]
     numbers = [
-        retries if isinstance(retries, int) and 0 <= retries < 1 << 32 else None,
+        retries if type(retries) is int and 0 <= retries < 1 << 32 else None,
         _float_or_none(timeout),
         _float_or_none(deadline),
     ]
     try:
-        running = [*_entry(delivery), short, *numbers]
-        if len(pack(running)) <= _RUNNING_ROOM:
-            return running
+        cut = [*entry, _cut(task), *numbers]
+        if len(pack(cut)) <= _RUNNING_ROOM:
+            return cut
     except Exception:
         pass
-    return [_cut(str(delivery.id)), None, 0, 0, 0, None, short, *numbers]  # not recorded
+    return [_cut(entry[0]), None, 0, 0, 0, None, _cut(task), *numbers]  # not recorded
 
 
 def _cut(text: Any) -> str:
