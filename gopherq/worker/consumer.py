@@ -335,7 +335,7 @@ class Consumer:
             self._recycle = True
 
     def _pause(self) -> None:
-        """Back off after a failure (0.1 s doubling to ``MAX_BACKOFF``); a stop that
+        """Back off after a failure (0.1 s doubling to 5 s, see ``next_backoff``); a stop that
         comes meanwhile ends this pause, not the next ones."""
         self._backoff = next_backoff(self._backoff)
         until = time.monotonic() + self._backoff

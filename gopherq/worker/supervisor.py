@@ -352,6 +352,11 @@ class Worker:
                     self._settle_cancelled(child, target)
                 else:
                     self._settle_time_limit(child, target)
+        except Exception:
+            logger.exception(
+                "worker %s: could not settle a killed task (its lease will)", child.name
+            )
+        try:
             if rest or holding.unstarted:
                 self.app.broker.requeue([*rest, *holding.unstarted], started=False)
         except Exception:

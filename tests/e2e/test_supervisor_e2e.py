@@ -6,7 +6,7 @@ import shutil
 
 import msgpack
 import pytest
-from harness import HERE, Run, run, stop, wait_for
+from harness import HERE, Run, on_each_broker, run, stop, wait_for
 
 from gopherq import State
 from gopherq.brokers import Envelope
@@ -16,6 +16,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 __all__ = ["run"]  # the fixture
 
 
+@on_each_broker
 @pytest.mark.parametrize("size", [16_000, 40_000])
 def test_a_huge_task_name_does_not_stop_the_worker(run: Run, size: int) -> None:
     worker = run.worker("-c", "1", lease_seconds="60", max_deliveries="3")
