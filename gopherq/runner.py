@@ -42,7 +42,7 @@ from gopherq.errors import (
 from gopherq.message import Message
 from gopherq.results.base import ErrorInfo, JobRecord
 from gopherq.states import DeadReason, State
-from gopherq.tracker import JobTracker, never_cancelled
+from gopherq.tracker import JobTracker, StoreBackoff, never_cancelled
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
@@ -96,6 +96,7 @@ class Runner:
         self.worker = worker
         self.cancelled = cancelled
         self.max_deliveries = app.settings.max_deliveries
+        self._store_backoff = StoreBackoff()  # shared by this runner's runs
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def run(
@@ -127,6 +128,7 @@ class Runner:
             rerun=delivery.attempt > 0 or delivery.deliveries > 1,
             keep=task is not None and not task.options.ignore_result,
             cancelled=self.cancelled,
+            backoff=self._store_backoff,
         )
         context = TaskContext(
             id=message.id,

@@ -20,6 +20,14 @@ writes to, so a signal wakes it at once; otherwise it wakes every ``TICK`` for
 a few cheap shared-memory reads. It never runs tasks and holds no lease. On
 Linux the children get SIGTERM if the supervisor itself dies, so none runs on
 unsupervised.
+
+A child the supervisor kills is killed for one delivery, recorded with the
+kill: the child may have finished that task and begun another between the
+reading of its slot and the signal, so the task the kill was for is settled by
+id (``TIME_LIMIT`` or ``CANCELLED``) wherever the slot shows it, and what else
+the child held goes back uncounted. Only a child that died by itself has its
+started deliveries counted towards ``max_deliveries``. No step of the loop
+ends the supervisor by raising: an error is logged, and the next tick retries.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import select
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
@@ -60,14 +68,24 @@ _HANDLED = {*_STOP_SIGNALS, signal.SIGCHLD}
 _PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 
+@dataclass(frozen=True, slots=True)
+class _Kill:
+    """Why the supervisor SIGKILLed a child, and for which delivery."""
+
+    running: Running
+    """The task the kill was for, as the slot showed it then."""
+    cancelled: bool
+    """A cancel not obeyed within ``cancel_grace``; else its hard time limit."""
+
+
 @dataclass(slots=True)
 class _Child:
     index: int
     """Its slot; a replacement child takes over the slot."""
     pid: int
     born: float
-    killed: bool = False
-    """SIGKILLed by the supervisor: hard time limit, or a cancel not obeyed in time."""
+    kill: _Kill | None = None
+    """Set when the supervisor SIGKILLed it: hard time limit, or a cancel not obeyed."""
     notified: frozenset[str] = frozenset()
     """Ids of its tasks it was told were cancelled."""
     stopping: str | None = None
@@ -78,6 +96,10 @@ class _Child:
     @property
     def name(self) -> str:
         return worker_name(self.pid)
+
+    @property
+    def killed(self) -> bool:
+        return self.kill is not None
 
 
 class Worker:
@@ -124,6 +146,7 @@ class Worker:
         self._next_deadline = float("inf")
         self._pipe = (-1, -1)
         self._presence = Presence(app, self.name, self.concurrency, self.queues)
+        self._failing: set[str] = set()  # steps of the loop that raised last time
 
     def run(self) -> int:
         """Fork the children and supervise them until stopped or drained; the exit code."""
@@ -153,14 +176,12 @@ class Worker:
             self._presence.start()
             while self._children or self._respawns:
                 self._sleep()
-                self._reap()
-                self._handle_signals()
-                self._enforce_time_limits()
-                self._watch_cancels()
-                self._respawn_due()
-                if self._presence.due():
-                    children = self._children.values()
-                    self._presence.beat([(c.name, self._slots[c.index].read()) for c in children])
+                self._step(self._reap)
+                self._step(self._handle_signals)
+                self._step(self._enforce_time_limits)
+                self._step(self._watch_cancels)
+                self._step(self._respawn_due)
+                self._step(self._beat)
             self._presence.stop()
             logger.info("worker %s stopped", self.name)
             return 1 if self._forced else 0
@@ -171,6 +192,24 @@ class Worker:
             for fd in self._pipe:
                 os.close(fd)
             self.app.close()
+
+    def _step(self, step: Callable[[], None]) -> None:
+        """Run one step of the loop: an error is logged (once until the step works
+        again) and never ends the supervisor; the next tick runs the step again."""
+        name = step.__name__
+        try:
+            step()
+        except Exception:
+            if name not in self._failing:
+                logger.exception("worker %s: supervisor step %s failed", self.name, name)
+                self._failing.add(name)
+            return
+        self._failing.discard(name)
+
+    def _beat(self) -> None:
+        if self._presence.due():
+            children = self._children.values()
+            self._presence.beat([(c.name, self._slots[c.index].read()) for c in children])
 
     # Children.
 
@@ -241,11 +280,15 @@ class Worker:
                 self._exited(child, os.waitstatus_to_exitcode(status))
 
     def _exited(self, child: _Child, code: int) -> None:
+        """Settle what a child that exited held, and schedule its replacement."""
         slot = self._slots[child.index]
-        holding = slot.read()
+        holding = slot.read(final=True)  # a delivery it began but never recorded counts
         how = f"signal {_signal_name(-code)}" if code < 0 else f"exit code {code}"
         self._presence.exited(holding)
-        self._give_back(child, holding, how)
+        try:
+            self._give_back(child, holding, how)
+        except Exception:  # (a middleware hook): the child is replaced all the same
+            logger.exception("worker %s: could not give back tasks (leases will)", child.name)
         slot.clear()
         if code == Exit.DRAINED and self.burst:
             logger.debug("worker %s: queues empty, process exited", child.name)
@@ -253,7 +296,7 @@ class Worker:
         if code == Exit.RECYCLE:
             logger.info("worker %s: process recycled", child.name)
         elif code != Exit.STOPPED or not self._stopping:
-            running = holding.running
+            running = child.kill.running if child.kill else holding.running
             during = f" running {running.task}[{running.delivery.id}]" if running else ""
             logger.warning("worker %s: process died (%s)%s", child.name, how, during)
         if self._stopping:
@@ -273,10 +316,15 @@ class Worker:
         """Settle what a dead child held: now, not when its leases run out."""
         if not holding:
             return
+        if child.kill is not None:
+            self._give_back_killed(child, child.kill, holding)
+            return
         started = list(holding.finished)
         running = holding.running
         try:
-            if running is not None:
+            if running is not None and not running.recorded:
+                pass  # too large to record: its lease brings it back, counted
+            elif running is not None:
                 if running.delivery.id == child.stopping:
                     self._settle_cancelled(child, running)
                 elif running.deadline is not None and time.monotonic() >= running.deadline:
@@ -288,6 +336,31 @@ class Worker:
                 self.app.broker.requeue(started, started=True)
             if holding.unstarted:
                 self.app.broker.requeue(holding.unstarted, started=False)
+        except Exception:
+            logger.exception("worker %s: could not give back tasks (leases will)", child.name)
+
+    def _give_back_killed(self, child: _Child, kill: _Kill, holding: Holding) -> None:
+        """Settle the task a kill was for by id, wherever the slot shows it (running,
+        or finished but not settled); what else the child held was not at fault
+        and goes back uncounted."""
+        target = kill.running
+        started = list(holding.finished)
+        if holding.running is not None and holding.running.recorded:
+            started.append(holding.running.delivery)
+        rest = [d for d in started if not _same(d, target.delivery)]
+        try:
+            if target.recorded and len(rest) < len(started):
+                if kill.cancelled:
+                    self._settle_cancelled(child, target)
+                else:
+                    self._settle_time_limit(child, target)
+        except Exception:
+            logger.exception(
+                "worker %s: could not settle a killed task (its lease will)", child.name
+            )
+        try:
+            if rest or holding.unstarted:
+                self.app.broker.requeue([*rest, *holding.unstarted], started=False)
         except Exception:
             logger.exception("worker %s: could not give back tasks (leases will)", child.name)
 
@@ -348,7 +421,7 @@ class Worker:
                     child.pid,
                 )
                 os.kill(child.pid, signal.SIGKILL)  # reaped and settled CANCELLED next
-                child.killed = True
+                child.kill = _Kill(running, cancelled=True)
 
     def _notify_cancels(self, holdings: list[tuple[_Child, Holding]], now: float) -> None:
         """Ask the broker which held tasks were cancelled (one call for all children),
@@ -394,7 +467,7 @@ class Worker:
                 child.pid,
             )
             os.kill(child.pid, signal.SIGKILL)  # only this child; reaped and settled next
-            child.killed = True
+            child.kill = _Kill(running, cancelled=False)
 
     # Signals and shutdown.
 
@@ -447,6 +520,11 @@ class Worker:
                 pass
         except BlockingIOError:
             pass
+
+
+def _same(a: Delivery, b: Delivery) -> bool:
+    """Whether two deliveries are one: the same message under the same lease."""
+    return a.id == b.id and a.token == b.token
 
 
 def _cancellable(holding: Holding) -> list[Delivery]:
