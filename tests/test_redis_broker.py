@@ -209,7 +209,7 @@ def test_fakeredis_round_trip(fake: RedisBroker) -> None:
     assert fake.enqueue(batch) == [e.id for e in batch]
     got = fake.reserve(["default"], 10, 0)
     assert [d.priority for d in got] == [0, 2, 3]
-    assert fake.retry(got[0], time.time() - 1, "again")
+    assert fake.retry(got[0], -1, "again")
     assert fake.dead(got[1], "REJECTED", "no")
     assert fake.ack(got) == 1
     [again] = fake.reserve(["default"], 10, 0)

@@ -177,7 +177,11 @@ def test_kill_9_loses_nothing_and_leases_come_back(tmp_path: Path) -> None:
     holder = FORK.Process(target=hold_leases, args=(url, held_log))
     producer.start()
     holder.start()
-    wait_until(lambda: len(lines(produced)) >= 30 and held_log.exists(), 30, "both children")
+    # The holder writes its log in one go, but a reader may see the file before its
+    # content: wait for every line, not for the file.
+    wait_until(
+        lambda: len(lines(produced)) >= 30 and len(lines(held_log)) == 30, 30, "both children"
+    )
     assert producer.pid is not None and holder.pid is not None
     os.kill(producer.pid, signal.SIGKILL)
     os.kill(holder.pid, signal.SIGKILL)

@@ -133,9 +133,12 @@ class Broker(ABC):
         """Forget finished messages; returns how many were still held by their token."""
 
     @abstractmethod
-    def retry(self, delivery: Delivery, eta: float, error: str) -> bool:
-        """Schedule the message again at ``eta`` with ``attempt + 1``.
+    def retry(self, delivery: Delivery, countdown: float, error: str) -> bool:
+        """Schedule the message again ``countdown`` seconds from now, with ``attempt + 1``.
 
+        "Now" is the broker's clock (Redis ``TIME``, the SQLite host's clock), never
+        the caller's: a worker whose clock is off cannot shift the backoff. A
+        ``countdown`` of 0 or less makes it ready at once, at the back of the line.
         Returns False, doing nothing, if the lease was lost.
         """
 

@@ -167,15 +167,17 @@ class MemoryBroker(Broker):
                     count += 1
         return count
 
-    def retry(self, delivery: Delivery, eta: float, error: str) -> bool:
-        """Schedule the message at ``eta`` with ``attempt + 1``; ``error`` is not kept."""
+    def retry(self, delivery: Delivery, countdown: float, error: str) -> bool:
+        """Schedule the message ``countdown`` seconds from now with ``attempt + 1``;
+        ``error`` is not kept."""
         with self._changed:
             message = self._held(delivery)
             if message is None:
                 return False
             message.attempt += 1
             message.deliveries = 0
-            self._place(message, eta, time.time())
+            now = time.time()
+            self._place(message, now + countdown, now)
             self._changed.notify_all()
         return True
 

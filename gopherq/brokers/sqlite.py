@@ -245,17 +245,18 @@ class SQLiteBroker(Broker):
                 f"DELETE FROM messages WHERE {self._HELD}", [(d.id, d.token) for d in deliveries]
             ).rowcount
 
-    def retry(self, delivery: Delivery, eta: float, error: str) -> bool:
-        """Schedule the message at ``eta`` (at the back of the line) with ``attempt + 1``."""
+    def retry(self, delivery: Delivery, countdown: float, error: str) -> bool:
+        """Schedule the message ``countdown`` seconds from now (at the back of the line)
+        with ``attempt + 1``."""
         with self._db.write() as conn:
             now = time.time()
-            state = "scheduled" if eta > now else "ready"
+            state = "scheduled" if countdown > 0 else "ready"
             return bool(
                 conn.execute(
                     f"""UPDATE messages SET state = ?, run_at = ?, attempt = attempt + 1,
                         deliveries = 0, token = NULL, lease_until = NULL, error = ?
                     WHERE {self._HELD}""",
-                    (state, max(eta, now), error, delivery.id, delivery.token),
+                    (state, now + max(countdown, 0.0), error, delivery.id, delivery.token),
                 ).rowcount
             )
 

@@ -248,9 +248,11 @@ class RedisBroker(Broker):
         """Forget finished messages (one round trip); returns how many were still held."""
         return self._settle(script("ack"), deliveries, ())
 
-    def retry(self, delivery: Delivery, eta: float, error: str) -> bool:
-        """Schedule the message at ``eta`` with ``attempt + 1``; ``error`` is not kept."""
-        args = (delivery.id, delivery.token, repr(float(eta)))
+    def retry(self, delivery: Delivery, countdown: float, error: str) -> bool:
+        """Schedule the message ``countdown`` seconds after Redis ``TIME`` with
+        ``attempt + 1``; ``error`` is not kept."""
+        # Bounded as the ttl is: a time beyond ~30,000 years has no integer score.
+        args = (delivery.id, delivery.token, repr(min(float(countdown), 1e12)))
         return bool(self._run(script("retry"), delivery.queue, args))
 
     def dead(self, delivery: Delivery, reason: str, error: str) -> bool:
