@@ -166,8 +166,10 @@ class Database:
     """Connections to one SQLite file: one per process and thread, opened lazily.
 
     ``write()`` is a ``BEGIN IMMEDIATE`` transaction, ``read()`` a connection for
-    single statements; both turn SQLite errors into ``BrokerError`` (or
-    ``BrokerUnavailable`` when the file cannot be opened or read). ``schema``
+    single statements; both turn SQLite errors into ``BrokerError``, or into
+    ``BrokerUnavailable`` when trying later may work: the file cannot be opened
+    or read, the disk is full, an I/O error, the lock held past ``BUSY_TIMEOUT``
+    (see ``_UNAVAILABLE``). ``schema``
     statements (``CREATE ... IF NOT EXISTS``) run once when objects are missing.
 
     Migrations: ``added`` lists columns added to a table after files were
@@ -180,7 +182,7 @@ class Database:
     """
 
     BUSY_TIMEOUT = 30.0
-    """Seconds a writer waits for the write lock before failing with ``BrokerError``."""
+    """Seconds a writer waits for the write lock before failing with ``BrokerUnavailable``."""
     PRAGMAS = (
         "PRAGMA journal_mode = WAL",
         "PRAGMA synchronous = NORMAL",  # see the module docstring: durability
@@ -330,15 +332,29 @@ class _Slot:
             self.waiter.close()
 
 
+# Primary result codes that say "not now" rather than "this operation is wrong": the
+# caller may try again later (a worker backs off, a producer may hold the message).
 _UNAVAILABLE = frozenset(
-    {sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_PERM}
+    {
+        sqlite3.SQLITE_CANTOPEN,  # the file or its directory is missing or unreadable
+        sqlite3.SQLITE_NOTADB,
+        sqlite3.SQLITE_PERM,
+        sqlite3.SQLITE_IOERR,  # every extended I/O error (IOERR_WRITE, IOERR_FSYNC, ...)
+        sqlite3.SQLITE_FULL,  # disk (or max_page_count) full
+        sqlite3.SQLITE_BUSY,  # the lock was held by another process past BUSY_TIMEOUT
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_PROTOCOL,  # a WAL lock race that did not settle
+    }
 )
 _DATABASES: weakref.WeakSet[Database] = weakref.WeakSet()
 _INHERITED: list[dict[int, _Slot]] = []  # a child's copies of its parent's connections
 
 
 def _error(path: str, exc: sqlite3.Error) -> BrokerError:
-    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    """``exc`` as ``BrokerUnavailable`` when its primary result code is in ``_UNAVAILABLE``
+    (extended codes carry it in their low byte), else as ``BrokerError``."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
     kind = BrokerUnavailable if code in _UNAVAILABLE else BrokerError
     return kind(f"SQLite {path}: {exc}")
 
