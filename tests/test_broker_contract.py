@@ -509,11 +509,62 @@ def test_idempotency_key_held_until_the_message_is_gone(broker: Broker) -> None:
     enqueue(broker, first)
     [got] = broker.reserve(["default"], 1, 0)
     assert broker.enqueue([envelope(key="k")]) == [first.id]  # leased
-    broker.dead(got, "REJECTED", "no")
-    assert broker.enqueue([envelope(key="k")]) == [first.id]  # dead
-    assert broker.purge_dead() == 1
+    assert broker.ack([got]) == 1
     fresh = envelope(key="k")
     assert broker.enqueue([fresh]) == [fresh.id]
+
+
+def test_idempotency_key_names_one_message_within_its_queue(broker: Broker) -> None:
+    a, b = envelope("a", key="k"), envelope("b", key="k")
+    assert broker.enqueue([a, b]) == [a.id, b.id]
+    assert broker.enqueue([envelope("a", key="k"), envelope("b", key="k")]) == [a.id, b.id]
+    assert broker.enqueue([envelope("a", key="k")]) == [a.id]
+    stats = broker.stats()
+    assert (stats["a"].ready, stats["b"].ready) == (1, 1)
+    assert ids_of(broker.reserve(["a", "b"], 10, 0)) == [a.id, b.id]
+
+
+def test_a_dead_letter_releases_its_idempotency_key(broker: Broker) -> None:
+    first = envelope(key="k")
+    enqueue(broker, first)
+    [got] = broker.reserve(["default"], 1, 0)
+    assert broker.dead(got, "MAX_RETRIES", "ValueError: boom")
+    fresh = envelope(key="k")
+    assert broker.enqueue([fresh]) == [fresh.id]  # sent again while the first is dead
+    assert broker.locate(first.id) is State.DEAD
+    assert broker.enqueue([envelope(key="k")]) == [fresh.id]
+    assert ids_of(broker.reserve(["default"], 10, 0)) == [fresh.id]
+
+
+def test_requeue_dead_takes_the_key_again(broker: Broker) -> None:
+    first = envelope(key="k")
+    enqueue(broker, first)
+    [got] = broker.reserve(["default"], 1, 0)
+    broker.dead(got, "REJECTED", "no")
+    assert broker.requeue_dead([first.id]) == 1
+    assert broker.enqueue([envelope(key="k")]) == [first.id]
+    assert ids_of(broker.reserve(["default"], 10, 0)) == [first.id]
+
+
+@pytest.mark.parametrize("by_id", [True, False])
+def test_requeue_dead_leaves_dead_one_whose_key_is_held_again(broker: Broker, by_id: bool) -> None:
+    first, plain = envelope(key="k"), envelope()
+    enqueue(broker, first, plain)
+    for got in broker.reserve(["default"], 2, 0):
+        broker.dead(got, "REJECTED", "no")
+    fresh = envelope(key="k")
+    assert broker.enqueue([fresh]) == [fresh.id]
+    # The live message stands for the job: requeueing the dead one would run it twice.
+    assert broker.requeue_dead([first.id, plain.id] if by_id else None) == 1
+    assert broker.locate(first.id) is State.DEAD
+    assert [d.id for d in broker.dead_letters()] == [first.id]
+    assert broker.enqueue([envelope(key="k")]) == [fresh.id]
+    got = broker.reserve(["default"], 10, 0)
+    assert ids_of(got) == [fresh.id, plain.id]
+    assert broker.ack(got) == 2
+    # Once the key is free, the dead letter can take it.
+    assert broker.requeue_dead([first.id] if by_id else None) == 1
+    assert broker.enqueue([envelope(key="k")]) == [first.id]
 
 
 def test_idempotency_key_of_a_scheduled_message(broker: Broker) -> None:

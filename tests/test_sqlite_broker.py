@@ -484,3 +484,26 @@ def test_a_write_lock_held_too_long_is_unavailable(
         holder.close()
     broker.enqueue([envelope("goes")])
     broker.close()
+
+
+def test_a_file_with_keys_held_across_queues_is_migrated_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    opened = SQLiteBroker(url_of(path))
+    opened.ping()
+    opened.close()
+    with sqlite3.connect(path) as conn:  # the key index as releases before made it
+        conn.execute("DROP INDEX messages_queue_key")
+        conn.execute("CREATE UNIQUE INDEX messages_key ON messages (key) WHERE key IS NOT NULL")
+        conn.execute(
+            "INSERT INTO messages (id, queue, priority, state, run_at, key, body, reason, died)"
+            " VALUES ('dead', 'a', 2, 'dead', 0, 'k', x'00', 'REJECTED', 1e12)"
+        )
+    for _ in range(2):  # a second open finds nothing left to do
+        broker = SQLiteBroker(url_of(path))
+        fresh = [Envelope("in-a", "a", 2, b"", key="k"), Envelope("in-b", "b", 2, b"", key="k")]
+        assert broker.enqueue(fresh) == ["in-a", "in-b"]
+        broker.close()
+    with sqlite3.connect(path) as conn:
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert "messages_key" not in indexes
+    assert "messages_queue_key" in indexes

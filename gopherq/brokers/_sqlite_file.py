@@ -178,7 +178,9 @@ class Database:
     a table that exists without one of them gets it (``ALTER TABLE ... ADD
     COLUMN``, appended after its other columns) before the ``schema`` statements
     run, so that those may use it. There is no version number: the file is shared
-    by several stores, each checking its own tables.
+    by several stores, each checking its own tables. ``dropped`` names indexes of
+    earlier releases that files created before still have: they are dropped in the
+    same step.
     """
 
     BUSY_TIMEOUT = 30.0
@@ -191,7 +193,11 @@ class Database:
     )
 
     def __init__(
-        self, path: str, schema: Sequence[str], added: Sequence[tuple[str, str, str]] = ()
+        self,
+        path: str,
+        schema: Sequence[str],
+        added: Sequence[tuple[str, str, str]] = (),
+        dropped: Sequence[str] = (),
     ) -> None:
         if sqlite3.sqlite_version_info < MIN_SQLITE:
             raise ConfigurationError(
@@ -201,6 +207,7 @@ class Database:
         self.path = path
         self._schema = schema
         self._added = added
+        self._dropped = frozenset(dropped)
         self._names = {stmt.split("EXISTS", 1)[1].split()[0] for stmt in schema}
         self._pid = os.getpid()
         self._slots: dict[int, _Slot] = {}  # by thread ident, for this process
@@ -291,11 +298,13 @@ class Database:
             for pragma in self.PRAGMAS:
                 conn.execute(pragma)
             present = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-            if not self._names <= present or self._missing_columns(conn):
+            if not self._names <= present or self._dropped & present or self._missing_columns(conn):
                 conn.execute("BEGIN IMMEDIATE")
                 # Again under the write lock: another process may have migrated meanwhile.
                 for table, column, definition in self._missing_columns(conn):
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                for index in self._dropped:
+                    conn.execute(f"DROP INDEX IF EXISTS {index}")
                 for stmt in self._schema:
                     conn.execute(stmt)
                 conn.execute("COMMIT")

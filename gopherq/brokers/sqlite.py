@@ -4,7 +4,7 @@ Many producer and worker processes on one machine share one database file.
 
 Supports the whole broker contract: batch enqueue in one transaction, delayed
 messages (``eta``), strict priority with FIFO within a priority across several
-queues, leases with per-delivery tokens and renewal, idempotency keys,
+queues, leases with per-delivery tokens and renewal, idempotency keys (per queue),
 cancellation (a leased message carries its cancel mark through requeue, lease
 expiry and retry), pause and resume, dead letters with a time to live, and a
 blocking ``reserve`` that sleeps on a change notification (inotify on the
@@ -97,7 +97,9 @@ class SQLiteBroker(Broker):
     #     deliveries   times this attempt was reserved
     #     token        random per delivery while leased, else NULL
     #     lease_until  while leased: when the lease expires
-    #     key          idempotency key, unique while the message exists
+    #     key          idempotency key, unique within its queue among messages that
+    #                  are not dead (a dead letter keeps it, to take it again when
+    #                  requeued, but does not hold it)
     #     reason, error, died   while dead: why, the error text, and when
     #     cancelled    1 once a cancel was requested while it was leased: kept by
     #                  requeue, lease expiry and retry, cleared when it dies
@@ -148,14 +150,17 @@ class SQLiteBroker(Broker):
         # dead letters newest first, and their time to live
         """CREATE INDEX IF NOT EXISTS messages_dead
             ON messages (died, queue) WHERE state = 'dead'""",
-        """CREATE UNIQUE INDEX IF NOT EXISTS messages_key
-            ON messages (key) WHERE key IS NOT NULL""",
+        """CREATE UNIQUE INDEX IF NOT EXISTS messages_queue_key
+            ON messages (queue, key) WHERE key IS NOT NULL AND state != 'dead'""",
         # cancel_requested reads this (few rows: the marked ones) and never the table
         """CREATE INDEX IF NOT EXISTS messages_cancelled
             ON messages (id) WHERE cancelled = 1""",
     )
     # Columns added since the first release, for files created before (see Database).
     ADDED = (("messages", "cancelled", "INTEGER NOT NULL DEFAULT 0"),)
+    # Indexes of earlier releases, dropped from files created before: ``messages_key``
+    # held a key across every queue and while dead (``messages_queue_key`` replaces it).
+    DROPPED = ("messages_key",)
 
     _INSERT = """INSERT INTO messages (id, queue, priority, state, run_at, key, body)
         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"""
@@ -165,6 +170,8 @@ class SQLiteBroker(Broker):
         WHERE state = 'leased' AND lease_until <= ?"""
     _EXPIRE_DEAD = "DELETE FROM messages WHERE state = 'dead' AND died <= ?"
     _HELD = "id = ? AND token = ? AND state = 'leased'"
+    _KEY_HOLDER = """SELECT id FROM messages
+        WHERE queue = ? AND key = ? AND state != 'dead'"""
 
     def __init__(
         self,
@@ -177,7 +184,7 @@ class SQLiteBroker(Broker):
         self.path = sqlite_path(url)
         self.lease_seconds = lease_seconds
         self.dead_letter_ttl = dead_letter_ttl
-        self._db = Database(self.path, self.SCHEMA, self.ADDED)
+        self._db = Database(self.path, self.SCHEMA, self.ADDED, self.DROPPED)
         self._next_recover = 0.0
         self._known_queues: set[str] = set()
         self._last_died = 0.0
@@ -207,9 +214,7 @@ class SQLiteBroker(Broker):
                 for env, row in zip(envelopes, rows, strict=True):
                     held = None
                     if conn.execute(self._INSERT, row).rowcount == 0 and env.key is not None:
-                        held = conn.execute(
-                            "SELECT id FROM messages WHERE key = ?", (env.key,)
-                        ).fetchone()
+                        held = conn.execute(self._KEY_HOLDER, (env.queue, env.key)).fetchone()
                     ids.append(env.id if held is None else held[0])
         self._known_queues |= new_queues
         return ids
@@ -421,8 +426,12 @@ class SQLiteBroker(Broker):
         return [DeadLetter(*row) for row in rows]
 
     def requeue_dead(self, ids: Sequence[str] | None = None, queue: str | None = None) -> int:
-        """Make dead letters ready with attempt 0: ``ids`` (of ``queue``), else all (of it)."""
-        set_ready = """UPDATE messages SET state = 'ready', run_at = ?, attempt = 0,
+        """Make dead letters ready with attempt 0: ``ids`` (of ``queue``), else all (of it).
+
+        One whose idempotency key another live message holds stays dead (``OR IGNORE``
+        skips the rows that would break ``messages_queue_key``).
+        """
+        set_ready = """UPDATE OR IGNORE messages SET state = 'ready', run_at = ?, attempt = 0,
             deliveries = 0, reason = NULL, error = NULL, died = NULL WHERE state = 'dead'"""
         in_queue = " AND queue = ?" if queue is not None else ""
         by_queue: tuple[str, ...] = (queue,) if queue is not None else ()
