@@ -39,6 +39,19 @@ leaves inherited ones untouched.
 
 Time: leases and etas use this machine's ``time.time()``; every process using
 the file runs on the same machine, so they share one clock.
+
+Rows written by others: a process that writes the ``messages`` table directly
+(not through this broker) may leave values of the wrong type or range. No such
+row stops a reserve or blocks the queue. ``reserve`` reads a wrong priority or
+run time as the lowest priority or latest time (SQLite's own order), resets a
+count (``attempt``, ``deliveries``) that is not an integer between 0 and
+``MAX_COUNT``, and hands a body of any type out as bytes (the worker
+dead-letters one that does not decode, ``DECODE_ERROR``). A row it cannot hand
+out (an id that is not text), and, at each recovery tick, a row no reserve
+would ever reach (an unknown state; a scheduled or leased one whose time is not
+a number) are dead-lettered ``DECODE_ERROR`` with the row's values in the
+error, for an operator to requeue or purge. Columns declared ``NOT NULL`` cannot
+hold NULL.
 """
 
 from __future__ import annotations
@@ -68,6 +81,18 @@ RECOVER_EVERY = 1.0
 MIN_SLEEP = 0.001
 # Ids per statement of cancel and cancel_requested (well below SQLite's 32,766 variables).
 IDS_PER_STATEMENT = 500
+# Largest attempt or delivery count a reserve hands out (a row written by others may hold
+# anything); larger ones are read as this.
+MAX_COUNT = 2**31 - 1
+
+# Rows no reserve, promotion or recovery would reach (written by others): an unknown
+# state, or a scheduled, leased or dead row whose time is not a number. The condition
+# of the partial index messages_stray and of the sweep that uses it (the same text, so
+# that SQLite sees the sweep may use the index).
+_STRAY = """state NOT IN ('ready', 'scheduled', 'leased', 'dead')
+    OR (state = 'scheduled' AND typeof(run_at) != 'real')
+    OR (state = 'leased' AND typeof(lease_until) != 'real')
+    OR (state = 'dead' AND typeof(died) != 'real')"""
 
 _LOCATED = {
     "ready": State.QUEUED,
@@ -155,6 +180,9 @@ class SQLiteBroker(Broker):
         # cancel_requested reads this (few rows: the marked ones) and never the table
         """CREATE INDEX IF NOT EXISTS messages_cancelled
             ON messages (id) WHERE cancelled = 1""",
+        # rows no reserve would reach, written by others (see the module docstring);
+        # empty but for those, so the recovery tick's look costs one seek
+        f"CREATE INDEX IF NOT EXISTS messages_stray ON messages (seq) WHERE {_STRAY}",
     )
     # Columns added since the first release, for files created before (see Database).
     ADDED = (("messages", "cancelled", "INTEGER NOT NULL DEFAULT 0"),)
@@ -169,6 +197,15 @@ class SQLiteBroker(Broker):
     _RECOVER = """UPDATE messages SET state = 'ready', token = NULL, lease_until = NULL
         WHERE state = 'leased' AND lease_until <= ?"""
     _EXPIRE_DEAD = "DELETE FROM messages WHERE state = 'dead' AND died <= ?"
+    # A dead letter keeps its reason and error and gets a time to live from now; any
+    # other stray row is dead-lettered with its values in the error.
+    _SWEEP_STRAY = f"""UPDATE messages SET
+            reason = iif(state = 'dead', reason, 'DECODE_ERROR'),
+            error = iif(state = 'dead', error, printf(
+                'malformed broker row: state %s, run_at %s, lease_until %s',
+                quote(state), quote(run_at), quote(lease_until))),
+            state = 'dead', died = ?, token = NULL, lease_until = NULL, cancelled = 0
+        WHERE {_STRAY}"""
     _HELD = "id = ? AND token = ? AND state = 'leased'"
     _KEY_HOLDER = """SELECT id FROM messages
         WHERE queue = ? AND key = ? AND state != 'dead'"""
@@ -467,19 +504,23 @@ class SQLiteBroker(Broker):
         A due eta or an expired lease reads as QUEUED, and a dead letter past its
         time to live as gone, as ``reserve`` would find them.
         """
+        now = time.time()
         with self._db.read() as conn:
+            # Compared in SQL, where a value of another type (a row written by others)
+            # compares without error.
             row = conn.execute(
-                "SELECT state, run_at, lease_until, died FROM messages WHERE id = ?", (id,)
+                """SELECT state, run_at <= ?2, lease_until <= ?2, died <= ?3
+                FROM messages WHERE id = ?1""",
+                (id, now, now - self.dead_letter_ttl),
             ).fetchone()
         if row is None:
             return None
-        state, run_at, lease_until, died = row
-        now = time.time()
-        if (state == "scheduled" and run_at <= now) or (state == "leased" and lease_until <= now):
+        state, due, expired, old = row
+        if (state == "scheduled" and due) or (state == "leased" and expired):
             return State.QUEUED
-        if state == "dead" and died <= now - self.dead_letter_ttl:
+        if state == "dead" and old:
             return None
-        return _LOCATED[state]
+        return _LOCATED.get(state)
 
     def ping(self) -> None:
         """Return if the file opens and answers a query; raise ``BrokerUnavailable`` otherwise."""
@@ -507,11 +548,29 @@ class SQLiteBroker(Broker):
                 return [], math.inf
             rows = conn.execute(
                 _reserve_sql(len(queues)), (now + self.lease_seconds, limit, *queues)
-            )
+            ).fetchall()
+            if any(type(row[0]) is not str for row in rows):
+                rows = self._drop_bad_ids(conn, rows, now)
             taken = sorted(rows, key=lambda row: (row[2], row[7], row[8]))
             if taken:
                 return [_delivery(row) for row in taken], now
             return [], self._next_due(conn, queues, now)
+
+    def _drop_bad_ids(
+        self, conn: sqlite3.Connection, rows: list[Any], now: float
+    ) -> list[tuple[Any, ...]]:
+        """Dead-letter the just leased rows whose id is not text (written by others: a
+        delivery could not name them); returns the others."""
+        conn.executemany(
+            """UPDATE messages SET state = 'dead', reason = 'DECODE_ERROR', error = ?,
+                died = ?, token = NULL, lease_until = NULL, cancelled = 0 WHERE seq = ?""",
+            [
+                (f"malformed broker row: id {row[0]!r} is not text", now, row[8])
+                for row in rows
+                if type(row[0]) is not str
+            ],
+        )
+        return [row for row in rows if type(row[0]) is str]
 
     def _tidy(self, conn: sqlite3.Connection, now: float, queues: list[str] | None = None) -> int:
         """Promote due etas of ``queues`` (None: all) and, every ``RECOVER_EVERY`` seconds or
@@ -528,6 +587,7 @@ class SQLiteBroker(Broker):
             self._next_recover = now + RECOVER_EVERY
             moved += conn.execute(self._RECOVER, (now,)).rowcount
             conn.execute(self._EXPIRE_DEAD, (now - self.dead_letter_ttl,))
+            conn.execute(self._SWEEP_STRAY, (now,))
         return moved
 
     def _peek(self, queues: list[str]) -> float:
@@ -543,9 +603,11 @@ class SQLiteBroker(Broker):
         ready, eta, lease = conn.execute(_due_sql(len(queues)), queues).fetchone()
         if ready:
             return now
-        due = math.inf if eta is None else float(eta)
+        # A time that is not a number (a row written by others) is swept at the next
+        # recovery tick.
+        due = math.inf if eta is None else _time_or(eta, self._next_recover)
         if lease is not None:
-            due = min(due, max(lease, self._next_recover))
+            due = min(due, max(_time_or(lease, self._next_recover), self._next_recover))
         return due
 
 
@@ -589,11 +651,25 @@ def _reserve_sql(queues: int) -> str:
     else:
         arms = " UNION ALL ".join(f"SELECT * FROM ({first.format(n + 3)})" for n in range(queues))
         pick = f"SELECT seq FROM ({arms}) ORDER BY priority, run_at, seq LIMIT ?2"
+    # Counts are set within 0..MAX_COUNT, and the priority and run time are returned as
+    # numbers, whatever a row written by others holds (see the module docstring).
     return f"""UPDATE messages SET state = 'leased', token = lower(hex(randomblob(8))),
-            lease_until = ?1, deliveries = deliveries + 1
+            lease_until = ?1, attempt = {_count("attempt")},
+            deliveries = {_count("deliveries")} + 1
         WHERE seq IN (SELECT seq FROM ({pick}))
-        RETURNING id, queue, priority, body, attempt, deliveries, token, run_at, seq,
-            cancelled"""
+        RETURNING id, queue, iif(typeof(priority) = 'integer', priority, {MAX_COUNT}),
+            CAST(body AS BLOB), attempt, deliveries, token,
+            iif(typeof(run_at) = 'real', run_at, 1e308), seq, cancelled"""
+
+
+def _count(column: str) -> str:
+    """SQL: ``column`` as an integer within 0..MAX_COUNT (0 when it is not an integer)."""
+    return f"iif(typeof({column}) = 'integer', min(max({column}, 0), {MAX_COUNT}), 0)"
+
+
+def _time_or(value: object, default: float) -> float:
+    """``value`` as a time if it is a number (a row written by others may hold text)."""
+    return float(value) if isinstance(value, int | float) else default
 
 
 def _delivery(row: tuple[Any, ...]) -> Delivery:
