@@ -40,18 +40,10 @@ leaves inherited ones untouched.
 Time: leases and etas use this machine's ``time.time()``; every process using
 the file runs on the same machine, so they share one clock.
 
-Rows written by others: a process that writes the ``messages`` table directly
-(not through this broker) may leave values of the wrong type or range. No such
-row stops a reserve or blocks the queue. ``reserve`` reads a wrong priority or
-run time as the lowest priority or latest time (SQLite's own order), resets a
-count (``attempt``, ``deliveries``) that is not an integer between 0 and
-``MAX_COUNT``, and hands a body of any type out as bytes (the worker
-dead-letters one that does not decode, ``DECODE_ERROR``). A row it cannot hand
-out (an id that is not text), and, at each recovery tick, a row no reserve
-would ever reach (an unknown state; a scheduled or leased one whose time is not
-a number) are dead-lettered ``DECODE_ERROR`` with the row's values in the
-error, for an operator to requeue or purge. Columns declared ``NOT NULL`` cannot
-hold NULL.
+Rows written by others: a program that writes the ``messages`` table directly
+(not through this broker) may leave values of the wrong type or range. None of
+them stops a reserve or blocks the queue, and each such message ends run or
+dead-lettered ``DECODE_ERROR`` with a reason: see ``_sqlite_rows``.
 """
 
 from __future__ import annotations
@@ -61,8 +53,8 @@ import math
 import sqlite3
 import time
 from collections.abc import Sequence
-from typing import Any
 
+from gopherq.brokers import _sqlite_rows as rowcheck
 from gopherq.brokers._sqlite_file import Database, sqlite_path
 from gopherq.brokers.base import (
     Broker,
@@ -81,18 +73,6 @@ RECOVER_EVERY = 1.0
 MIN_SLEEP = 0.001
 # Ids per statement of cancel and cancel_requested (well below SQLite's 32,766 variables).
 IDS_PER_STATEMENT = 500
-# Largest attempt or delivery count a reserve hands out (a row written by others may hold
-# anything); larger ones are read as this.
-MAX_COUNT = 2**31 - 1
-
-# Rows no reserve, promotion or recovery would reach (written by others): an unknown
-# state, or a scheduled, leased or dead row whose time is not a number. The condition
-# of the partial index messages_stray and of the sweep that uses it (the same text, so
-# that SQLite sees the sweep may use the index).
-_STRAY = """state NOT IN ('ready', 'scheduled', 'leased', 'dead')
-    OR (state = 'scheduled' AND typeof(run_at) != 'real')
-    OR (state = 'leased' AND typeof(lease_until) != 'real')
-    OR (state = 'dead' AND typeof(died) != 'real')"""
 
 _LOCATED = {
     "ready": State.QUEUED,
@@ -180,9 +160,6 @@ class SQLiteBroker(Broker):
         # cancel_requested reads this (few rows: the marked ones) and never the table
         """CREATE INDEX IF NOT EXISTS messages_cancelled
             ON messages (id) WHERE cancelled = 1""",
-        # rows no reserve would reach, written by others (see the module docstring);
-        # empty but for those, so the recovery tick's look costs one seek
-        f"CREATE INDEX IF NOT EXISTS messages_stray ON messages (seq) WHERE {_STRAY}",
     )
     # Columns added since the first release, for files created before (see Database).
     ADDED = (("messages", "cancelled", "INTEGER NOT NULL DEFAULT 0"),)
@@ -197,15 +174,6 @@ class SQLiteBroker(Broker):
     _RECOVER = """UPDATE messages SET state = 'ready', token = NULL, lease_until = NULL
         WHERE state = 'leased' AND lease_until <= ?"""
     _EXPIRE_DEAD = "DELETE FROM messages WHERE state = 'dead' AND died <= ?"
-    # A dead letter keeps its reason and error and gets a time to live from now; any
-    # other stray row is dead-lettered with its values in the error.
-    _SWEEP_STRAY = f"""UPDATE messages SET
-            reason = iif(state = 'dead', reason, 'DECODE_ERROR'),
-            error = iif(state = 'dead', error, printf(
-                'malformed broker row: state %s, run_at %s, lease_until %s',
-                quote(state), quote(run_at), quote(lease_until))),
-            state = 'dead', died = ?, token = NULL, lease_until = NULL, cancelled = 0
-        WHERE {_STRAY}"""
     _HELD = "id = ? AND token = ? AND state = 'leased'"
     _KEY_HOLDER = """SELECT id FROM messages
         WHERE queue = ? AND key = ? AND state != 'dead'"""
@@ -223,6 +191,7 @@ class SQLiteBroker(Broker):
         self.dead_letter_ttl = dead_letter_ttl
         self._db = Database(self.path, self.SCHEMA, self.ADDED, self.DROPPED)
         self._next_recover = 0.0
+        self._sweep_from = 0  # seq where the recovery tick next looks for stray rows
         self._known_queues: set[str] = set()
         self._last_died = 0.0
 
@@ -546,36 +515,32 @@ class SQLiteBroker(Broker):
             self._tidy(conn, now, queues)
             if not queues:
                 return [], math.inf
-            rows = conn.execute(
-                _reserve_sql(len(queues)), (now + self.lease_seconds, limit, *queues)
-            ).fetchall()
-            if any(type(row[0]) is not str for row in rows):
-                rows = self._drop_bad_ids(conn, rows, now)
-            taken = sorted(rows, key=lambda row: (row[2], row[7], row[8]))
-            if taken:
-                return [_delivery(row) for row in taken], now
+            lease_until = now + self.lease_seconds
+            try:
+                rows = conn.execute(
+                    _reserve_sql(len(queues)), (lease_until, limit, *queues)
+                ).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "UTF-8" not in str(exc):
+                    raise
+                rows = rowcheck.drop_undecodable_ids(conn, lease_until, now)
+            if rows:
+                try:
+                    rows.sort(key=rowcheck.line_order)
+                except TypeError:  # a priority or run time that is not a number
+                    rows.sort(key=rowcheck.lenient_line_order)
+                try:
+                    return [rowcheck.delivery(row) for row in rows], now
+                except rowcheck.Malformed:
+                    taken = rowcheck.repair(conn, rows, now)
+                    if taken:
+                        return taken, now
             return [], self._next_due(conn, queues, now)
-
-    def _drop_bad_ids(
-        self, conn: sqlite3.Connection, rows: list[Any], now: float
-    ) -> list[tuple[Any, ...]]:
-        """Dead-letter the just leased rows whose id is not text (written by others: a
-        delivery could not name them); returns the others."""
-        conn.executemany(
-            """UPDATE messages SET state = 'dead', reason = 'DECODE_ERROR', error = ?,
-                died = ?, token = NULL, lease_until = NULL, cancelled = 0 WHERE seq = ?""",
-            [
-                (f"malformed broker row: id {row[0]!r} is not text", now, row[8])
-                for row in rows
-                if type(row[0]) is not str
-            ],
-        )
-        return [row for row in rows if type(row[0]) is str]
 
     def _tidy(self, conn: sqlite3.Connection, now: float, queues: list[str] | None = None) -> int:
         """Promote due etas of ``queues`` (None: all) and, every ``RECOVER_EVERY`` seconds or
-        when ``queues`` is None, expired leases and old dead letters. Returns how many
-        messages became ready."""
+        when ``queues`` is None, expired leases, old dead letters and the next window of
+        stray rows (``_sqlite_rows.sweep``). Returns how many messages became ready."""
         if queues is None:
             moved: int = conn.execute(
                 self._PROMOTE.format("SELECT name FROM queues"), (now,)
@@ -587,7 +552,7 @@ class SQLiteBroker(Broker):
             self._next_recover = now + RECOVER_EVERY
             moved += conn.execute(self._RECOVER, (now,)).rowcount
             conn.execute(self._EXPIRE_DEAD, (now - self.dead_letter_ttl,))
-            conn.execute(self._SWEEP_STRAY, (now,))
+            self._sweep_from = rowcheck.sweep(conn, self._sweep_from, now)
         return moved
 
     def _peek(self, queues: list[str]) -> float:
@@ -605,9 +570,9 @@ class SQLiteBroker(Broker):
             return now
         # A time that is not a number (a row written by others) is swept at the next
         # recovery tick.
-        due = math.inf if eta is None else _time_or(eta, self._next_recover)
+        due = math.inf if eta is None else rowcheck.time_or(eta, self._next_recover)
         if lease is not None:
-            due = min(due, max(_time_or(lease, self._next_recover), self._next_recover))
+            due = min(due, max(rowcheck.time_or(lease, self._next_recover), self._next_recover))
         return due
 
 
@@ -651,31 +616,10 @@ def _reserve_sql(queues: int) -> str:
     else:
         arms = " UNION ALL ".join(f"SELECT * FROM ({first.format(n + 3)})" for n in range(queues))
         pick = f"SELECT seq FROM ({arms}) ORDER BY priority, run_at, seq LIMIT ?2"
-    # Counts are set within 0..MAX_COUNT, and the priority and run time are returned as
-    # numbers, whatever a row written by others holds (see the module docstring).
     return f"""UPDATE messages SET state = 'leased', token = lower(hex(randomblob(8))),
-            lease_until = ?1, attempt = {_count("attempt")},
-            deliveries = {_count("deliveries")} + 1
+            lease_until = ?1, deliveries = deliveries + 1
         WHERE seq IN (SELECT seq FROM ({pick}))
-        RETURNING id, queue, iif(typeof(priority) = 'integer', priority, {MAX_COUNT}),
-            CAST(body AS BLOB), attempt, deliveries, token,
-            iif(typeof(run_at) = 'real', run_at, 1e308), seq, cancelled"""
-
-
-def _count(column: str) -> str:
-    """SQL: ``column`` as an integer within 0..MAX_COUNT (0 when it is not an integer)."""
-    return f"iif(typeof({column}) = 'integer', min(max({column}, 0), {MAX_COUNT}), 0)"
-
-
-def _time_or(value: object, default: float) -> float:
-    """``value`` as a time if it is a number (a row written by others may hold text)."""
-    return float(value) if isinstance(value, int | float) else default
-
-
-def _delivery(row: tuple[Any, ...]) -> Delivery:
-    """A row of the reserve statement's ``RETURNING`` as a ``Delivery``."""
-    id, queue, priority, body, attempt, deliveries, token, _, _, cancelled = row
-    return Delivery(id, queue, priority, body, attempt, deliveries, token, cancelled == 1)
+        RETURNING {rowcheck.RETURNED}"""
 
 
 @functools.lru_cache(maxsize=32)
