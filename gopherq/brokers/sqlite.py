@@ -568,8 +568,8 @@ class SQLiteBroker(Broker):
         ready, eta, lease = conn.execute(_due_sql(len(queues)), queues).fetchone()
         if ready:
             return now
-        # A time that is not a number (a row written by others) is swept at the next
-        # recovery tick.
+        # A time that is not a number (a row written by others, which the sweep will
+        # dead-letter) reads as the next recovery tick: it never makes a reserve fail.
         due = math.inf if eta is None else rowcheck.time_or(eta, self._next_recover)
         if lease is not None:
             due = min(due, max(rowcheck.time_or(lease, self._next_recover), self._next_recover))
