@@ -5,7 +5,7 @@
     GopherQError
     ├── ConfigurationError        bad settings, unknown task options, app not found
     ├── BrokerError               the broker failed an operation
-    │   └── BrokerUnavailable     the broker cannot be reached
+    │   └── BrokerUnavailable     not now: unreachable, disk full, lock held; try later
     ├── SerializationError        a value msgpack cannot carry (names the argument path)
     │   ├── PayloadTooLarge       the encoded message exceeds ``max_message_size``
     │   └── DecodeError           bytes that are not a valid gopherq message
@@ -39,7 +39,8 @@ class BrokerError(GopherQError):
 
 
 class BrokerUnavailable(BrokerError):
-    """The broker cannot be reached."""
+    """The broker cannot serve this now, and trying later may work: it cannot be
+    reached, its disk is full, its lock stayed held, an I/O error."""
 
 
 class SerializationError(GopherQError):

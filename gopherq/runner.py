@@ -1,8 +1,10 @@
 """Running one message: decode, find the task, call it, decide what happens next.
 
 The worker and eager mode share this. It never touches the broker: it returns
-an ``Outcome`` (ack, retry at a time, or dead-letter with a reason) plus the job
-record to store, and the caller settles both, in batches where it can.
+an ``Outcome`` (ack, retry after a countdown, or dead-letter with a reason) plus
+the job record to store, and the caller settles both, in batches where it can.
+A retry carries a countdown, not a time: the broker adds its own clock, so a
+worker whose clock is off does not shift the backoff.
 
 Record states after a dead letter tell apart why: ``FAILED`` when the task ran
 and failed with no retries left (``MAX_RETRIES``, ``TIME_LIMIT``), ``EXPIRED``
@@ -18,6 +20,7 @@ or while it ran, however it then returned.
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 import threading
 import time
@@ -66,8 +69,8 @@ class Outcome:
 
     action: Action
     record: JobRecord | None
-    eta: float = 0.0
-    """For ``retry``: unix seconds of the next attempt."""
+    countdown: float = 0.0
+    """For ``retry``: seconds from now (the broker's clock) until the next attempt."""
     reason: DeadReason | None = None
     """For ``dead``: why."""
     error: str = ""
@@ -219,10 +222,10 @@ class Runner:
         exc = TimeLimitExceeded(error)
         task = self.app.tasks.get(task_name)
         if task is not None and delivery.attempt < context.retries:
-            eta = tracker.started + task.options.retry_delay_for(delivery.attempt)
+            countdown = task.options.retry_delay_for(delivery.attempt)
             info = _error_info(exc)
             record = tracker.record(context, State.RETRYING, error=info)
-            outcome = Outcome("retry", record, eta=eta, error=_one_line(exc))
+            outcome = Outcome("retry", record, countdown=countdown, error=_one_line(exc))
         else:
             outcome = self._dead(context, tracker, DeadReason.TIME_LIMIT, exc)
         if self.app.middleware:
@@ -280,10 +283,10 @@ class Runner:
     ) -> Outcome:
         """Retry if asked to (``requested``) or if ``exc`` is retryable, while retries last."""
         if (requested or task.options.should_retry(exc)) and context.retries_left > 0:
-            if countdown is None:
+            if countdown is None or not math.isfinite(countdown):
                 countdown = task.options.retry_delay_for(context.attempt)
             record = tracker.record(context, State.RETRYING, error=_error_info(exc))
-            return Outcome("retry", record, eta=time.time() + countdown, error=_one_line(exc))
+            return Outcome("retry", record, countdown=countdown, error=_one_line(exc))
         return self._dead(context, tracker, DeadReason.MAX_RETRIES, exc)
 
     def _cancel(self, context: TaskContext, tracker: JobTracker, why: str) -> Outcome:

@@ -10,11 +10,13 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gopherq import GopherQ, Reject, State, current_task
+from gopherq import runner as runner_module
 from gopherq.brokers import Delivery, Envelope
 from gopherq.brokers.memory import MemoryBroker
 from gopherq.errors import BrokerUnavailable
@@ -156,6 +158,45 @@ def test_worker_lost_after_max_deliveries() -> None:
     drain(app)
     assert dead_reasons(app) == {result.id: "WORKER_LOST"}
     assert result.state is State.DEAD
+
+
+class _SkewedClock:
+    """The ``time`` module as a worker whose clock is ``skew`` seconds off sees it."""
+
+    def __init__(self, skew: float) -> None:
+        self.skew = skew
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    def time(self) -> float:
+        return time.time() + self.skew
+
+
+@pytest.mark.parametrize("skew", [3600.0, -3600.0])
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_retry_is_due_by_the_brokers_clock_not_the_workers(
+    kind: str, skew: float, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "memory://" if kind == "memory" else f"sqlite:///{tmp_path / 'q.db'}"
+    app = GopherQ("t", broker=url)
+    runs: list[float] = []
+
+    @app.task(retries=1)
+    def flaky() -> str:
+        runs.append(time.monotonic())
+        if len(runs) == 1:
+            raise current_task().retry(countdown=0.3)
+        return "done"
+
+    result = flaky.delay()
+    for module in (runner_module, consumer_module):
+        monkeypatch.setattr(module, "time", _SkewedClock(skew))
+    with consuming(app):
+        # An hour ahead, an eta from the worker's clock would wait an hour; an hour
+        # behind, it would run at once.
+        assert result.get(timeout=10) == "done"
+    assert runs[1] - runs[0] >= 0.3 - 0.01
 
 
 def test_priority_order(app: GopherQ) -> None:

@@ -209,7 +209,7 @@ def test_fakeredis_round_trip(fake: RedisBroker) -> None:
     assert fake.enqueue(batch) == [e.id for e in batch]
     got = fake.reserve(["default"], 10, 0)
     assert [d.priority for d in got] == [0, 2, 3]
-    assert fake.retry(got[0], time.time() - 1, "again")
+    assert fake.retry(got[0], -1, "again")
     assert fake.dead(got[1], "REJECTED", "no")
     assert fake.ack(got) == 1
     [again] = fake.reserve(["default"], 10, 0)
@@ -287,6 +287,39 @@ def test_dead_letters_are_kept_by_count(shared_url: str) -> None:
     assert broker.stats()["q"].dead == 3
     assert broker.locate(ids[0]) is None
     assert RedisBroker(shared_url, dead_letter_max=7).dead_letter_max == 7  # keyword wins
+    broker.close()
+
+
+def test_a_dead_letter_from_before_the_key_release_does_not_hold_its_key(
+    shared_url: str,
+) -> None:
+    """Dead letters of earlier releases kept their key in P:{q}:keys: it is stale."""
+    broker = RedisBroker(shared_url)
+    client = redis.Redis.from_url(shared_url.partition("?")[0])
+    first = envelope(key="k")
+    broker.enqueue([first])
+    [got] = broker.reserve(["default"], 1, 0)
+    assert broker.dead(got, "REJECTED", "no")
+    client.hset(f"{broker._base('default')}:keys", "k", first.id)  # as dead.lua once left it
+    fresh = envelope(key="k")
+    assert broker.enqueue([fresh]) == [fresh.id]
+    client.close()
+    broker.close()
+
+
+def test_requeue_all_dead_passes_over_those_whose_key_is_held(
+    shared_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_broker_module, "ADMIN_BATCH", 2)
+    broker = RedisBroker(shared_url)
+    keyed = [envelope(key=f"k{n}") for n in range(3)]  # the oldest dead letters
+    plain = [envelope() for _ in range(3)]
+    broker.enqueue(keyed + plain)
+    for delivery in broker.reserve(["default"], 10, 0):
+        assert broker.dead(delivery, "REJECTED", "no")
+    broker.enqueue([envelope(key=f"k{n}") for n in range(3)])  # live holders of the keys
+    assert broker.requeue_dead() == 3
+    assert {d.id for d in broker.dead_letters()} == {e.id for e in keyed}
     broker.close()
 
 

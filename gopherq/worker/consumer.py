@@ -285,7 +285,7 @@ class Consumer:
                 self.broker.ack(acks)
             for delivery, outcome in pending:
                 if outcome.action == "retry":
-                    self.broker.retry(delivery, outcome.eta, outcome.error)
+                    self.broker.retry(delivery, outcome.countdown, outcome.error)
                 elif outcome.action == "dead":
                     reason = outcome.reason.value if outcome.reason else "UNKNOWN"
                     self.broker.dead(delivery, reason, outcome.error)
@@ -386,7 +386,7 @@ class Consumer:
                 "task %s[%s] failed, retry in %.1fs: %s%s",
                 task,
                 delivery.id,
-                max(outcome.eta - time.time(), 0.0),
+                max(outcome.countdown, 0.0),
                 outcome.error,
                 trace,
             )

@@ -387,7 +387,7 @@ class Worker:
             self.app.backend.store([outcome.record])
         self.app.events.flush()
         if outcome.action == "retry":
-            self.app.broker.retry(delivery, outcome.eta, outcome.error)
+            self.app.broker.retry(delivery, outcome.countdown, outcome.error)
         elif outcome.action == "dead":
             reason = outcome.reason.value if outcome.reason else "TIME_LIMIT"
             self.app.broker.dead(delivery, reason, outcome.error)

@@ -248,9 +248,11 @@ class RedisBroker(Broker):
         """Forget finished messages (one round trip); returns how many were still held."""
         return self._settle(script("ack"), deliveries, ())
 
-    def retry(self, delivery: Delivery, eta: float, error: str) -> bool:
-        """Schedule the message at ``eta`` with ``attempt + 1``; ``error`` is not kept."""
-        args = (delivery.id, delivery.token, repr(float(eta)))
+    def retry(self, delivery: Delivery, countdown: float, error: str) -> bool:
+        """Schedule the message ``countdown`` seconds after Redis ``TIME`` with
+        ``attempt + 1``; ``error`` is not kept."""
+        # Bounded as the ttl is: a time beyond ~30,000 years has no integer score.
+        args = (delivery.id, delivery.token, repr(min(float(countdown), 1e12)))
         return bool(self._run(script("retry"), delivery.queue, args))
 
     def dead(self, delivery: Delivery, reason: str, error: str) -> bool:
@@ -389,17 +391,32 @@ class RedisBroker(Broker):
         return letters[offset : offset + limit]
 
     def requeue_dead(self, ids: Sequence[str] | None = None, queue: str | None = None) -> int:
-        """Make dead letters ready with attempt 0: ``ids`` (of ``queue``), else all (of it)."""
+        """Make dead letters ready with attempt 0: ``ids`` (of ``queue``), else all (of it).
+
+        One whose idempotency key another live message holds stays dead.
+        """
         queues = [queue] if queue is not None else self._known()
         requeue = script("requeue_dead")
         if ids is None:
-            return sum(self._drain(requeue, q, (self._ttl, "all", ADMIN_BATCH)) for q in queues)
+            return sum(self._requeue_all_dead(q) for q in queues)
         unique = list(dict.fromkeys(ids))
         total = 0
         for start in range(0, len(unique), ADMIN_BATCH):
             chunk = unique[start : start + ADMIN_BATCH]
-            total += sum(self._run_each(requeue, queues, (self._ttl, "ids", *chunk)))
+            total += sum(r[0] for r in self._run_each(requeue, queues, (self._ttl, "ids", *chunk)))
         return total
+
+    def _requeue_all_dead(self, queue: str) -> int:
+        """Requeue every dead letter of ``queue``, ``ADMIN_BATCH`` per call, passing over
+        those left dead (their key is held)."""
+        moved = skipped = 0
+        while True:
+            args = (self._ttl, "all", ADMIN_BATCH, skipped)
+            done, looked = (int(n) for n in self._run(script("requeue_dead"), queue, args))
+            moved += done
+            skipped += looked - done
+            if looked < ADMIN_BATCH:
+                return moved
 
     def purge_dead(self, queue: str | None = None) -> int:
         """Delete dead letters of ``queue`` (or all); returns how many."""
