@@ -88,9 +88,12 @@ class Settings:
     "0 3 * * *"}}`` (see docs/beat.md); JSON in the environment."""
 
     def __repr__(self) -> str:
-        # Not the generated repr: URLs may carry passwords.
+        # Not the generated repr: URLs may carry passwords, and fields marked
+        # repr=False (secrets) are left out.
         shown = []
         for spec in dataclasses.fields(self):
+            if not spec.repr:
+                continue
             value = getattr(self, spec.name)
             if spec.name in _URL_SETTINGS and isinstance(value, str):
                 value = redact_url(value)
