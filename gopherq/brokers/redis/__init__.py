@@ -345,13 +345,7 @@ class RedisBroker(Broker):
 
     def resume(self, queue: str) -> None:
         """Hand out messages from ``queue`` again, waking blocked reserves."""
-        base = self._base(queue)
-        calls: list[Call] = [
-            ("DEL", [base + ":paused"], []),
-            ("LPUSH", [base + ":wake"], [1]),
-            ("LTRIM", [base + ":wake"], [0, 0]),
-        ]
-        self._conn.call(lambda c: self._conn.run_many(c, calls))
+        self._run(script("resume"), queue, ())
 
     def purge(self, queue: str) -> int:
         """Delete ready and scheduled messages of ``queue``; leased ones stay."""

@@ -17,7 +17,10 @@ although those would not define the ``lib.lua`` helpers again on every call
 (each script carries only those it uses, which leaves a few percent): once
 memory is full (maxmemory) Redis refuses outright any function that may write,
 where a script may still run the commands that free memory: acks and deletes
-would fail just when they are needed.
+would fail just when they are needed. Scripts declare their flags in a Redis 7
+shebang line (``#!lua flags=allow-oom``, the first line of a script file, kept
+first by ``script``): see lib.lua. An out-of-memory refusal raises
+``BrokerUnavailable`` ("try later"), not repeated.
 """
 
 from __future__ import annotations
@@ -137,7 +140,11 @@ def script(name: str) -> Script:
     """The script ``scripts/<name>.lua`` with the shared helpers it uses in front."""
     folder = resources.files("gopherq.brokers.redis").joinpath("scripts")
     own = folder.joinpath(name + ".lua").read_text(encoding="utf-8")
+    # A shebang line (#!lua flags=..., Redis 7) must stay the first line of the source.
+    shebang, own = own.split("\n", 1) if own.startswith("#!") else ("", own)
     source = _with_helpers(folder.joinpath("lib.lua").read_text(encoding="utf-8"), own)
+    if shebang:
+        source = shebang + "\n" + source
     return Script(name, source, hashlib.sha1(source.encode()).hexdigest())
 
 
@@ -169,7 +176,7 @@ def _with_helpers(lib: str, own: str) -> str:
 SCRIPT_NAMES = (
     "enqueue", "reserve", "ack", "retry", "dead", "extend", "requeue", "stats", "purge",
     "dead_letters", "requeue_dead", "purge_dead", "delete", "locate",
-    "result_store", "result_token", "cancel", "cancel_requested",
+    "result_store", "result_token", "cancel", "cancel_requested", "resume",
 )  # fmt: skip
 
 Call: TypeAlias = "tuple[Script | str, Sequence[str], Sequence[Any]]"
@@ -245,6 +252,14 @@ class Connection:
                 if not retry or last:
                     raise BrokerUnavailable(f"Redis {self.config.safe}: {exc}") from exc
                 time.sleep(BACKOFF[min(attempt, len(BACKOFF) - 1)])
+            except rex.OutOfMemoryError as exc:
+                # Not repeated: memory frees only as workers finish messages (the scripts
+                # that drain run at maxmemory, see lib.lua), not within a retry's budget.
+                raise BrokerUnavailable(
+                    f"Redis {self.config.safe} is full (maxmemory) and refuses to store "
+                    "more until workers finish some messages; try again later "
+                    f"(or raise maxmemory): {exc}"
+                ) from exc
             except rex.RedisError as exc:
                 raise BrokerError(f"Redis {self.config.safe}: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover

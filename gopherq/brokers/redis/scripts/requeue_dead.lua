@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- requeue_dead: make dead letters of one queue ready again with attempt 0, at the
 -- back of the line (key layout: lib.lua).
 --
@@ -22,7 +23,7 @@ local moved = {}
 local seq = take_seqs(q, now, math.max(#ids, 1))
 for _, id in ipairs(ids) do
   local m = q.msg .. id
-  if redis.call('HGET', m, 'st') == 'd' and redis.call('ZREM', q.dead, id) == 1 then
+  if redis.call('ZREM', q.dead, id) == 1 then
     redis.call('HDEL', m, 'a', 'd', 'r', 'e', 'x')
     make_ready(q, id, seq + #moved)
     moved[#moved + 1] = id
