@@ -92,7 +92,7 @@ end
 -- writer may have put in a message's hash or a zset score.
 local function whole(x)
   local n = tonumber(x)
-  if n and n == math.floor(n) and n > -WHOLE and n < WHOLE then
+  if n and n % 1 == 0 and n > -WHOLE and n < WHOLE then -- n % 1: nan for inf and nan
     return n
   end
   return nil
@@ -111,8 +111,8 @@ end
 -- (a big batch just now): SET ... GET writes and reads the last seq at once.
 local function take_seqs(q, now, n)
   local first = now
-  local last = whole(redis.call('SET', q.seq, int(first + n - 1), 'GET')) or 0
-  if last >= first then
+  local last = tonumber(redis.call('SET', q.seq, int(first + n - 1), 'GET') or 0) or 0
+  if last >= first and last < WHOLE then -- a foreign writer's seq may be text or inf
     first = last + 1
     redis.call('SET', q.seq, int(first + n - 1))
   end
@@ -120,7 +120,11 @@ local function take_seqs(q, now, n)
 end
 
 local function score(priority, seq)
-  local p = math.min(math.max(whole(priority) or DEFAULT_PRIORITY, 0), 31)
+  local p = tonumber(priority)
+  if not p or p % 1 ~= 0 then -- text, a fraction, inf or nan: a foreign writer's
+    p = DEFAULT_PRIORITY
+  end
+  p = math.min(math.max(p, 0), 31)
   return p * PRIORITY_STEP + seq
 end
 

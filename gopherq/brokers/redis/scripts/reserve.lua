@@ -24,10 +24,20 @@
 -- seconds until the next eta or lease expiry of these queues ('' if none). The queue
 -- index is negative when the message carries the cancel mark (field c).
 
+-- A count field's text (a, d) as a number when it is one Redis takes for an integer
+-- (HINCRBY: digits only) and not negative; else nil.
+local function count(x)
+  local n = tonumber(x)
+  if n and n >= 0 and int(n) == x then
+    return n
+  end
+  return nil
+end
+
 -- Make a spoiled message's hash m sound again (f: its HMGET fields b, p, a, d, c, or
 -- an error reply when m is not a hash, which goes): b '' when absent, which its
--- worker dead-letters DECODE_ERROR; p 2, a 0 and d 0 when not whole numbers; s now
--- when not one (a and d as integer text, which HINCRBY in retry and requeue needs).
+-- worker dead-letters DECODE_ERROR; p 2 when not a whole number, a and d 0 when not
+-- counts, s now when not a whole number. Every later script then finds sound fields.
 -- Returns f as it now is, priority, attempt and deliveries before this one.
 local function repair(m, f, now)
   if f.err then
@@ -35,8 +45,7 @@ local function repair(m, f, now)
     f = {}
   end
   local priority = whole(f[2]) or DEFAULT_PRIORITY
-  local attempt, seen = whole(f[3] or 0) or 0, whole(f[4] or 0) or 0
-  attempt, seen = math.max(attempt, 0), math.max(seen, 0)
+  local attempt, seen = f[3] and count(f[3]) or 0, f[4] and count(f[4]) or 0
   local seq = whole(redis.call('HGET', m, 's')) or now
   local body = f[1] or ''
   redis.call('HSET', m, 'b', body, 'p', int(priority), 'a', int(attempt), 'd', int(seen),
@@ -106,9 +115,12 @@ for _, p in ipairs(picked) do
   local q, id = queues[p[1]], p[2]
   local m = q.msg .. id
   local f = redis.pcall('HMGET', m, 'b', 'p', 'a', 'd', 'c') -- pcall: see repair
-  local priority, attempt, seen = whole(f[2]), whole(f[3] or 0), whole(f[4] or 0)
-  if not (f[1] and priority and attempt and seen and attempt >= 0 and seen >= 0)
-    or (f[3] and f[3] ~= int(attempt)) then
+  -- Checked inline, with no call in the common case (a and d absent): every message.
+  local priority, attempt, seen = tonumber(f[2]), 0, 0
+  if f[3] then attempt = count(f[3]) end
+  if f[4] then seen = count(f[4]) end
+  if not (f[1] and priority and attempt and seen) or priority % 1 ~= 0
+    or priority >= WHOLE or priority <= -WHOLE then
     f, priority, attempt, seen = repair(m, f, now)
   end
   local deliveries = seen + 1
