@@ -208,7 +208,9 @@ def test_a_repaired_message_retries_and_goes_back(planted: Planted) -> None:
 def test_dead_letters_with_spoiled_fields_are_listed_and_deleted(planted: Planted) -> None:
     broker = planted.broker
     junk, bare, good = (uuid.uuid4().hex for _ in range(3))
-    planted.message(junk, {"b": b"x", "p": "p", "a": "a", "x": "x", "st": "d"}, "dead", units_ago(9))
+    planted.message(
+        junk, {"b": b"x", "p": "p", "a": "a", "x": "x", "st": "d"}, "dead", units_ago(9)
+    )
     planted.message(bare, {}, "dead", units_ago(8))
     broker.enqueue([Envelope(good, QUEUE, 2, planted.body("x", good))])
     [delivery] = broker.reserve([QUEUE], 1, 0)
@@ -235,7 +237,9 @@ def test_admin_calls_on_a_wrong_state(planted: Planted) -> None:
     planted.raw.set(planted.key(f"m:{ids[2]}"), "junk")
     assert [broker.locate(id) for id in ids] == [State.QUEUED] * 3
     cancelled = broker.cancel([*ids[:2], "unknown"])
-    assert [(c.id, c.was, c.attempt) for c in cancelled] == [(id, State.QUEUED, 0) for id in ids[:2]]
+    assert [(c.id, c.was, c.attempt) for c in cancelled] == [
+        (id, State.QUEUED, 0) for id in ids[:2]
+    ]
     assert broker.delete(ids[2])
     assert all(broker.locate(id) is None for id in ids)
     assert planted.raw.keys(planted.key("m:*")) == []
