@@ -189,6 +189,38 @@ def test_a_key_that_is_not_a_hash(planted: Planted, place: str) -> None:
     planted.assert_clean()
 
 
+@pytest.mark.parametrize("with_hash", [True, False])
+def test_an_id_that_is_not_utf8(planted: Planted, with_hash: bool) -> None:
+    """A worker's ids are text: the message moves to an id naming the bytes in hex."""
+    id = b"\xff\xfe\xed\xa0\x80"  # nothing Python decodes (a surrogate, too)
+    if with_hash:
+        planted.raw.hset(planted.key("m:").encode() + id, mapping=good_fields(planted, "", "odd"))
+    planted.raw.zadd(planted.key("ready"), {id: READY_SCORE})
+    planted.app.tasks["note"].delay("good")
+    planted.drain()
+    assert sorted(planted.ran) == (["good", "odd"] if with_hash else ["good"])
+    letters = planted.broker.dead_letters(QUEUE)
+    assert [d.id for d in letters] == ([] if with_hash else ["bad-id-fffeeda080"])
+    planted.assert_clean()
+
+
+def test_ids_keep_their_bytes_exactly_when_python_decodes_them(planted: Planted) -> None:
+    valid = ["é", "✓", "𝄞", "\u07ff", "\uffff", "\U0010ffff", "a\u0800b"]
+    invalid = [
+        b"\xc0\x80", b"\xc1\xbf", b"\xe0\x80\x80", b"\xe0\x9f\xbf", b"\xed\xa0\x80",
+        b"\xf0\x80\x80\x80", b"\xf4\x90\x80\x80", b"\xf5\x80\x80\x80", b"\x80",
+        b"\xe2\x82", b"\xc3", b"a\xff",
+    ]  # fmt: skip
+    planted.raw.zadd(
+        planted.key("ready"),
+        {id: READY_SCORE for id in [v.encode() for v in valid] + invalid},
+    )
+    planted.drain()
+    expected = set(valid) | {"bad-id-" + id.hex() for id in invalid}
+    assert {d.id for d in planted.broker.dead_letters(QUEUE)} == expected
+    planted.assert_clean()
+
+
 def test_a_repaired_message_retries_and_goes_back(planted: Planted) -> None:
     """Fields Redis cannot count on (HINCRBY in retry and requeue) are rewritten."""
     broker, id = planted.broker, uuid.uuid4().hex
@@ -198,7 +230,7 @@ def test_a_repaired_message_retries_and_goes_back(planted: Planted) -> None:
     assert broker.requeue([delivery]) == 1  # uncounts the delivery: HINCRBY d -1
     [delivery] = broker.reserve([QUEUE], 1, 0)
     assert delivery.deliveries == 1
-    assert broker.retry(delivery, time.time(), "again")  # HINCRBY a 1
+    assert broker.retry(delivery, 0, "again")  # at once (an eta or countdown of 0); HINCRBY a 1
     [delivery] = broker.reserve([QUEUE], 1, 0)
     assert delivery.attempt == 1
     assert broker.ack([delivery]) == 1

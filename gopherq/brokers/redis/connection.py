@@ -182,7 +182,7 @@ def _with_helpers(lib: str, own: str) -> str:
 SCRIPT_NAMES = (
     "enqueue", "reserve", "ack", "retry", "dead", "extend", "requeue", "stats", "purge",
     "dead_letters", "requeue_dead", "purge_dead", "delete", "locate",
-    "result_store", "result_token", "cancel", "cancel_requested", "resume",
+    "result_store", "result_token", "cancel", "cancel_requested", "resume", "rename",
 )  # fmt: skip
 
 Call: TypeAlias = "tuple[Script | str, Sequence[str], Sequence[Any]]"

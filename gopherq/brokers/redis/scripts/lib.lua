@@ -39,7 +39,9 @@
 -- still take, finish and free what is stored (those scripts move messages between
 -- places or delete them; only a repaired entry or a dead letter's error text grows).
 -- enqueue has no flags: Redis refuses it whole at maxmemory (OOM), nothing written.
--- cancel_requested only reads (no-writes). The result scripts keep the old semantics.
+-- cancel_requested only reads (no-writes). The result scripts have no shebang: Redis
+-- refuses their first write that may grow memory (a job record) at maxmemory.
+-- Redis before 7 reads no shebang: Connection.load_scripts then loads them without.
 --
 -- Scripts get one KEYS entry per queue: its base P:{q} (every key above is the
 -- base plus a suffix, all in the base's slot; declaring the base routes the call
