@@ -557,6 +557,34 @@ def test_a_full_redis_drains(start_redis: Callable[..., services.RedisServer]) -
     broker.close()
 
 
+def test_a_worker_drains_a_full_redis(start_redis: Callable[..., services.RedisServer]) -> None:
+    """A real consumer (events in the full Redis too, which it cannot store) drains it;
+    job records go elsewhere (see docs/brokers.md on records in a full Redis)."""
+    from gopherq import GopherQ
+    from gopherq.worker import Consumer, Exit
+
+    server = start_redis("--maxmemory", "3mb", "--maxmemory-policy", "noeviction")
+    app = GopherQ("full", broker=server.url, backend="memory://", lease_seconds=0.3)
+    ran: list[int] = []
+
+    @app.task(name="note")
+    def note(n: int, pad: str) -> None:
+        ran.append(n)
+
+    sent = 0
+    with pytest.raises(BrokerUnavailable, match=r"full \(maxmemory\)"):
+        for sent in range(10_000):  # how many were sent
+            note.delay(sent, "x" * 2000)
+    assert app.broker.reserve(["default"], 50, 0)  # leases that expire unsettled
+    time.sleep(0.5)
+    consumer = Consumer(app, ["default"], burst=True, reserve_timeout=0.2)
+    assert consumer.run() is Exit.DRAINED
+    assert sorted(ran) == list(range(sent))
+    stats = app.broker.stats()["default"]
+    assert (stats.ready, stats.scheduled, stats.running, stats.dead) == (0, 0, 0, 0)
+    note.delay(0, "")  # room again
+
+
 def test_scripts_reload_after_script_flush(
     start_redis: Callable[..., services.RedisServer],
 ) -> None:

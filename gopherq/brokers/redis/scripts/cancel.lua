@@ -22,7 +22,7 @@ for j = 2, #ARGV do
   local state = state_of(q, id, f[1])
   if state == 'r' or state == 's' or state == 'l' then
     if state == 'l' then
-      redis.call('HSET', m, 'c', '1')
+      redis.pcall('HSET', m, 'c', '1') -- a planted key that is not a hash: expiry ends it
     else
       forget(q, id, f[4])
       local ids = gone[state]
