@@ -331,6 +331,15 @@ def test_dead_letters_are_kept_by_count(shared_url: str) -> None:
     broker.close()
 
 
+def test_a_dead_letters_error_text_is_bounded(shared: RedisBroker) -> None:
+    """Dead letters are stored even at maxmemory: what one adds is bounded."""
+    shared.enqueue([envelope("q")])
+    [delivery] = shared.reserve(["q"], 1, 0)
+    assert shared.dead(delivery, "REJECTED", "e" * (redis_broker_module.ERROR_MAX + 1))
+    [letter] = shared.dead_letters("q")
+    assert letter.error == "e" * redis_broker_module.ERROR_MAX
+
+
 def test_times_are_whole_units(shared_url: str) -> None:
     """Scores and the died field are integers (see lib.lua: Redis formats and parses a
     fractional score on every insert into a small zset), on the scale of seqs."""
