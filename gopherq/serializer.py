@@ -155,6 +155,8 @@ class Codec:
 
     def unpack(self, data: bytes) -> Any:
         """Decode bytes made by ``pack``; raise ``DecodeError`` on anything else."""
+        if not data:  # msgpack says "incomplete input": say what it is (a broker entry's)
+            raise DecodeError("not valid msgpack: empty body, the broker entry holds no message")
         if len(data) > self.max_message_size:
             raise DecodeError(f"{len(data)} bytes is above the limit of {self.max_message_size}")
         try:

@@ -66,7 +66,30 @@ received: they come back when their lease expires. Everything Redis kept is
 there when it returns; scripts are loaded again after a restart.
 
 Redis must not evict keys: at first connect the broker logs a warning when
-``maxmemory-policy`` is not ``noeviction``.
+``maxmemory-policy`` is not ``noeviction``. Full (``maxmemory``): enqueue is refused
+whole (``BrokerUnavailable``, "full (maxmemory)", not repeated), while every script
+that takes, settles, gives back, dead-letters, tidies, purges, deletes or resumes
+still runs (Redis 7 script flag ``allow-oom``, see lib.lua): those move or free
+messages, so workers drain what is stored and memory frees. They grow memory only
+by a few fields per message (lease token, deliveries) and a dead letter's error
+text, kept to ``ERROR_MAX`` characters. A Redis before 7 takes no script flags:
+the scripts then run without (a warning says so), refused at maxmemory as before.
+
+Entries written by others: a foreign producer writing these keys directly may
+leave an id in a sorted set with no message hash, a key that is not a hash, a hash
+with no body, fields that are not whole numbers (priority, attempt, deliveries,
+seq), a wrong state letter, odd scores, an id that is not UTF-8. No script fails
+on them and no message is lost: tidy puts such a message in line like any other
+(an id with no hash as a stub hash), and reserve repairs its hash (body ``''`` if
+none; priority 2, attempt 0, deliveries 0 where unusable; an id that is not UTF-8
+moves to ``bad-id-<hex of its bytes>``) and hands it out, deliveries counted. Its
+worker then runs it, or dead-letters it ``DECODE_ERROR`` with the reason ("empty
+body, the broker entry holds no message" when it had none), where an operator sees
+it and its retention ends it. Stub rather than drop: a planted id is a message someone
+meant to send, and dead letters are where the operator looks. ``stats``,
+``locate``, ``cancel``, ``delete`` and ``dead_letters`` find such entries by the
+sorted set that holds them when their state letter is wrong. A queue's own keys
+(sorted sets, wake list, seq) of the wrong type are not repaired.
 
 URLs (redis-py's own query options, such as ``socket_timeout``, pass through)::
 
@@ -114,6 +137,8 @@ ENQUEUE_CHUNK = 1000
 """Messages per enqueue script call: bounds how long one call holds Redis."""
 SETTLE_CHUNK = 1000
 """Deliveries per ack, extend or requeue script call."""
+ERROR_MAX = 10_000
+"""Characters of a dead letter's error text kept (dead letters are stored at maxmemory)."""
 ADMIN_BATCH = 1000
 """Messages one purge or requeue_dead call moves; the broker calls again until done."""
 TIDY_BATCH = 1000
@@ -256,8 +281,10 @@ class RedisBroker(Broker):
         return bool(self._run(script("retry"), delivery.queue, args))
 
     def dead(self, delivery: Delivery, reason: str, error: str) -> bool:
-        """Move the message to its queue's dead letters, then apply retention by age
-        (``dead_letter_ttl``) and count (``dead_letter_max``)."""
+        """Move the message to its queue's dead letters (``error`` cut to ``ERROR_MAX``
+        characters), then apply retention by age (``dead_letter_ttl``) and count
+        (``dead_letter_max``)."""
+        error = error[:ERROR_MAX]  # stored even at maxmemory: bounded
         args = (delivery.id, delivery.token, reason, error, self._ttl, self.dead_letter_max)
         return bool(self._run(script("dead"), delivery.queue, args))
 
@@ -347,13 +374,7 @@ class RedisBroker(Broker):
 
     def resume(self, queue: str) -> None:
         """Hand out messages from ``queue`` again, waking blocked reserves."""
-        base = self._base(queue)
-        calls: list[Call] = [
-            ("DEL", [base + ":paused"], []),
-            ("LPUSH", [base + ":wake"], [1]),
-            ("LTRIM", [base + ":wake"], [0, 0]),
-        ]
-        self._conn.call(lambda c: self._conn.run_many(c, calls))
+        self._run(script("resume"), queue, ())
 
     def purge(self, queue: str) -> int:
         """Delete ready and scheduled messages of ``queue``; leased ones stay."""
@@ -373,7 +394,7 @@ class RedisBroker(Broker):
         results = self._run_each(script("dead_letters"), queues, (self._ttl, first, count))
         letters = [
             DeadLetter(
-                raw[j].decode(),
+                raw[j].decode(errors="replace"),  # a foreign writer's id may be any bytes
                 q,
                 int(raw[j + 1]),
                 raw[j + 2],
@@ -463,7 +484,7 @@ class RedisBroker(Broker):
     ) -> tuple[list[Delivery], float]:
         """One pass: the deliveries, and seconds until something may become runnable."""
         if not self._conn.cluster or len(queues) == 1:
-            return _taken(self._conn.run(client, *self._take(queues, limit)), queues)
+            return self._taken(client, self._conn.run(client, *self._take(queues, limit)), queues)
         # Cluster, several slots: tidy and peek at every queue, then take best first.
         reserve = script("reserve")
         token = secrets.token_hex(8)
@@ -476,7 +497,7 @@ class RedisBroker(Broker):
         for _, i in order:
             args = (limit - len(taken), self._lease, f"{token}.{i}", self._ttl)
             raw = unpack(self._conn.run(client, reserve, [self._base(queues[i])], args))
-            taken += _deliveries(raw, [queues[i]])
+            taken += self._deliveries(client, raw, [queues[i]])
             due = min(due, _seconds(raw[2]))
             if len(taken) >= limit:
                 break
@@ -511,7 +532,7 @@ class RedisBroker(Broker):
         wakes = [self._base(q) + ":wake" for q in queues]
         block: Call = ("BLPOP", wakes, [repr(max(seconds, 0.001))])
         _, raw = self._conn.run_blocking(client, [block, self._take(queues, limit)])
-        return _taken(raw, queues)
+        return self._taken(client, raw, queues)
 
     def _poll_until_due(
         self, client: Client, queues: list[str], limit: int, seconds: float
@@ -529,6 +550,28 @@ class RedisBroker(Broker):
         """The reserve script's call taking up to ``limit`` from ``queues`` (one slot)."""
         args = (limit, self._lease, secrets.token_hex(8), self._ttl)
         return script("reserve"), [self._base(q) for q in queues], args
+
+    def _taken(self, client: Client, reply: Any, queues: list[str]) -> tuple[list[Delivery], float]:
+        """The deliveries of a reserve script's reply, and the seconds until its ``due``."""
+        raw = unpack(reply)
+        return self._deliveries(client, raw, queues), _seconds(raw[2])
+
+    def _deliveries(self, client: Client, raw: list[Any], queues: list[str]) -> list[Delivery]:
+        """The deliveries in a reserve script's (unpacked) reply. An id that is not
+        UTF-8 (a foreign writer's: see the module docstring) is renamed first."""
+        try:
+            return _deliveries(raw, queues)
+        except UnicodeDecodeError:
+            pass
+        rename = script("rename")
+        for j in range(3, len(raw), 7):
+            try:
+                raw[j].decode()
+            except UnicodeDecodeError:
+                keys = [self._base(queues[abs(raw[j + 1]) - 1])]
+                args = (raw[j], raw[j + 6], "bad-id-" + raw[j].hex())
+                raw[j] = self._conn.run(client, rename, keys, args)
+        return [d for d in _deliveries(raw, queues) if d.id]  # '': its lease was lost
 
     def _settle(
         self, script_: Script, deliveries: Sequence[Delivery], head: tuple[Any, ...]
@@ -594,12 +637,6 @@ def _deliveries(raw: list[Any], queues: list[str]) -> list[Delivery]:
         )
         for j in range(3, len(raw), 7)
     ]
-
-
-def _taken(reply: Any, queues: list[str]) -> tuple[list[Delivery], float]:
-    """The deliveries of a reserve script's reply, and the seconds until its ``due``."""
-    raw = unpack(reply)
-    return _deliveries(raw, queues), _seconds(raw[2])
 
 
 def _seconds(raw: bytes) -> float:

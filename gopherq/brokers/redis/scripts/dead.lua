@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- dead: move a leased message to its queue's dead letters (key layout: lib.lua).
 --
 -- KEYS  [1] the queue's key base P:{q}
@@ -18,7 +19,7 @@ local m = q.msg .. id
 local newest = redis.call('ZRANGE', q.dead, -1, -1, 'WITHSCORES')
 local died = now
 if #newest > 0 then
-  died = math.max(now, tonumber(newest[2]) + 1)
+  died = math.max(now, (whole(newest[2]) or now) + 1) -- a planted score may be inf
 end
 redis.call('ZREM', q.leased, id)
 local key = redis.call('HGET', m, 'k')

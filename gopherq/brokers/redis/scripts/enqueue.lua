@@ -1,3 +1,4 @@
+#!lua
 -- enqueue: store a batch of messages of one queue (key layout: lib.lua).
 --
 -- KEYS  [1] the queue's key base P:{q}

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- extend: renew leases of running messages of one queue (key layout: lib.lua).
 --
 -- KEYS  [1] the queue's key base P:{q}

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- requeue_dead: make dead letters of one queue ready again with attempt 0, at the
 -- back of the line (key layout: lib.lua).
 --
@@ -35,12 +36,15 @@ local function other_holder(key, id)
 end
 for _, id in ipairs(ids) do
   local m = q.msg .. id
-  local f = redis.call('HMGET', m, 'st', 'k')
-  if f[1] == 'd' and not other_holder(f[2], id) and redis.call('ZREM', q.dead, id) == 1 then
-    if f[2] then
-      redis.call('HSET', q.keys, f[2], id)
+  local key = redis.pcall('HGET', m, 'k') -- pcall: a planted key that is not a hash
+  if type(key) ~= 'string' then
+    key = false
+  end
+  if not other_holder(key, id) and redis.call('ZREM', q.dead, id) == 1 then
+    if key then
+      redis.call('HSET', q.keys, key, id)
     end
-    redis.call('HDEL', m, 'a', 'd', 'r', 'e', 'x')
+    redis.pcall('HDEL', m, 'a', 'd', 'r', 'e', 'x') -- make_ready replaces a non-hash
     make_ready(q, id, seq + #moved)
     moved[#moved + 1] = id
   end

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- retry: schedule a leased message again with attempt + 1 (key layout: lib.lua).
 --
 -- KEYS  [1] the queue's key base P:{q}
