@@ -284,6 +284,21 @@ class SQLiteBroker(Broker):
                 [(until, d.id, d.token) for d in deliveries],
             ).rowcount
 
+    def held(self, deliveries: Sequence[Delivery]) -> set[str]:
+        """The ids still leased under their token, whose leases are renewed (one
+        transaction)."""
+        if not deliveries:
+            return set()
+        with self._db.write() as conn:
+            until = time.time() + self.lease_seconds
+            renew = f"UPDATE messages SET lease_until = ? WHERE {self._HELD} RETURNING id"
+            # One statement each: executemany cannot return rows.
+            return {
+                row[0]
+                for d in deliveries
+                for row in conn.execute(renew, (until, d.id, d.token)).fetchall()
+            }
+
     def requeue(self, deliveries: Sequence[Delivery], *, started: bool = False) -> int:
         """Give messages back to their place in line; ``started=False`` uncounts the delivery."""
         if not deliveries:

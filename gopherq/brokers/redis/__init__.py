@@ -261,7 +261,13 @@ class RedisBroker(Broker):
 
     def extend(self, deliveries: Sequence[Delivery]) -> int:
         """Renew leases for ``lease_seconds`` from now; returns how many were still held."""
-        return self._settle(script("extend"), deliveries, (self._lease,))
+        return len(self.held(deliveries))
+
+    def held(self, deliveries: Sequence[Delivery]) -> set[str]:
+        """The ids still leased under their token, whose leases are renewed (one round
+        trip)."""
+        results = self._settle_each(script("extend"), deliveries, (self._lease,))
+        return {id.decode() for result in results for id in result}
 
     def requeue(self, deliveries: Sequence[Delivery], *, started: bool = False) -> int:
         """Give messages back to their place in line; ``started=False`` uncounts the
@@ -518,8 +524,15 @@ class RedisBroker(Broker):
     ) -> int:
         """Run a settling script over ``deliveries``, one call per queue and chunk, all in
         one round trip; returns the sum of the counts."""
+        return sum(self._settle_each(script_, deliveries, head))
+
+    def _settle_each(
+        self, script_: Script, deliveries: Sequence[Delivery], head: tuple[Any, ...]
+    ) -> list[Any]:
+        """Run a settling script over ``deliveries``, one call per queue and chunk, all in
+        one round trip; returns each call's reply."""
         if not deliveries:
-            return 0
+            return []
         by_queue: dict[str, list[Delivery]] = {}
         for delivery in deliveries:
             by_queue.setdefault(delivery.queue, []).append(delivery)
@@ -530,7 +543,8 @@ class RedisBroker(Broker):
                 for delivery in chunk:
                     args += (delivery.id, delivery.token)
                 calls.append((script_, [self._base(queue)], args))
-        return sum(self._conn.call(lambda c: self._conn.run_many(c, calls)))
+        results: list[Any] = self._conn.call(lambda c: self._conn.run_many(c, calls))
+        return results
 
     def _run(self, script_: Script, queue: str, args: Sequence[Any]) -> Any:
         keys = [self._base(queue)]

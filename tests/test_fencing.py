@@ -1,0 +1,110 @@
+"""Fencing: a worker whose lease ran out never stores its outcome over another's.
+
+A stale worker (its lease renewals stalled) finishes a task after another worker
+has run it again and stored SUCCEEDED; the stale outcome (RETRYING, or FAILED
+with no retries left) is dropped with one warning, the record stays SUCCEEDED
+and ``.get()`` returns the value. On every broker, each with its own result
+store.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from gopherq import GopherQ, State
+from gopherq.brokers import Broker
+from gopherq.results import ResultBackend
+from gopherq.worker import Consumer, Exit
+
+pytestmark = pytest.mark.timeout(60)
+
+LEASE = 0.3
+LOST = "outcome discarded, may run twice"
+
+
+def _stall_renewals(broker: Broker) -> None:
+    """Make this broker handle's lease renewals do nothing, as if its worker froze."""
+
+    def extend(deliveries: Any) -> int:
+        return 0
+
+    broker.extend = extend  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def apps(
+    make_broker: Callable[..., Broker], make_backend: Callable[..., ResultBackend]
+) -> Iterator[tuple[GopherQ, GopherQ]]:
+    """Two workers' apps on one broker and result store: the stale one and the other."""
+    stale_broker = make_broker(lease_seconds=LEASE)
+    other_broker = make_broker(lease_seconds=LEASE)
+    backend = make_backend()
+    yield (
+        GopherQ("stale", broker=stale_broker, backend=backend, events="off"),
+        GopherQ("other", broker=other_broker, backend=backend, events="off"),
+    )
+
+
+@pytest.mark.parametrize("retries", [3, 0], ids=["retrying", "failed"])
+def test_a_stale_worker_does_not_overwrite_the_result(
+    apps: tuple[GopherQ, GopherQ], retries: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    stale, other = apps
+    other_done = threading.Event()
+
+    @stale.task(name="fenced", retries=retries, retry_delay=60)
+    def stalls() -> int:
+        # Runs past its lease (renewals stalled) until the other worker finished it.
+        assert other_done.wait(30)
+        raise ValueError("too late")
+
+    @other.task(name="fenced")
+    def succeeds() -> int:
+        return 42
+
+    _stall_renewals(stale.broker)
+    result = stalls.delay()
+    stale_consumer = Consumer(stale, ["default"], reserve_timeout=0.05)
+    thread = threading.Thread(target=stale_consumer.run, daemon=True)
+    thread.start()
+    try:
+        _wait_until_leased(stale.broker)
+        time.sleep(LEASE * 2)  # the stale worker's lease expires
+        consumer = Consumer(other, ["default"], burst=True, reserve_timeout=0.2)
+        with caplog.at_level(logging.WARNING, logger="gopherq.worker"):
+            assert consumer.run() is Exit.DRAINED
+            assert other.backend.get(result.id).state is State.SUCCEEDED  # type: ignore[union-attr]
+            other_done.set()
+            _wait_for_settle(stale_consumer)
+    finally:
+        stale_consumer.stop()
+        thread.join(10)
+    record = other.backend.get(result.id)
+    assert record is not None
+    assert record.state is State.SUCCEEDED
+    assert result.get(timeout=5) == 42
+    lost = [r for r in caplog.records if LOST in r.getMessage()]
+    assert len(lost) == 1
+    assert "fenced" in lost[0].getMessage()
+    assert other.broker.stats()["default"].scheduled == 0  # the stale retry was refused
+
+
+def _wait_until_leased(broker: Broker) -> None:
+    deadline = time.monotonic() + 10
+    while broker.stats()["default"].running == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def _wait_for_settle(consumer: Consumer) -> None:
+    """Until the stale consumer flushed its outcome (its runs and pending both done)."""
+    deadline = time.monotonic() + 10
+    while consumer.tasks_run == 0 or consumer._pending:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
