@@ -47,7 +47,7 @@ import functools
 import math
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Container, Sequence
 from typing import Any
 
 from gopherq.brokers._sqlite_file import Database, sqlite_path
@@ -66,7 +66,8 @@ from gopherq.states import State
 RECOVER_EVERY = 1.0
 # Shortest sleep in a blocking reserve, so a due time that is just passing cannot spin.
 MIN_SLEEP = 0.001
-# Ids per statement of cancel and cancel_requested (well below SQLite's 32,766 variables).
+# Ids per statement of cancel, cancel_requested and settle_held (well below SQLite's
+# 32,766 variables).
 IDS_PER_STATEMENT = 500
 
 _LOCATED = {
@@ -298,6 +299,47 @@ class SQLiteBroker(Broker):
                 for d in deliveries
                 for row in conn.execute(renew, (until, d.id, d.token)).fetchall()
             }
+
+    def settle_held(
+        self,
+        deliveries: Sequence[Delivery],
+        acks: Container[str],
+        write: Callable[[sqlite3.Connection, set[str]], None],
+    ) -> set[str]:
+        """In one transaction: which ``deliveries`` are still held, ``write(conn, held)``
+        (the caller's statements, as the result store's records in this file), then ack
+        the held ones whose id is in ``acks`` and renew the other held leases.
+
+        Returns the held ids. What ``write`` does commits only with the settle: a
+        record is never stored for a delivery whose lease was lost.
+        """
+        if not deliveries:
+            return set()
+        with self._db.write() as conn:
+            ids = [d.id for d in deliveries]
+            tokens: dict[str, str] = {}
+            for start in range(0, len(ids), IDS_PER_STATEMENT):
+                chunk = ids[start : start + IDS_PER_STATEMENT]
+                tokens.update(
+                    conn.execute(
+                        f"""SELECT id, token FROM messages
+                        WHERE state = 'leased' AND id IN ({", ".join("?" * len(chunk))})""",
+                        chunk,
+                    ).fetchall()
+                )
+            held = [d for d in deliveries if tokens.get(d.id) == d.token]
+            held_ids = {d.id for d in held}
+            write(conn, held_ids)
+            done = [(d.id, d.token) for d in held if d.id in acks]
+            if done:
+                conn.executemany(f"DELETE FROM messages WHERE {self._HELD}", done)
+            if len(done) < len(held):
+                until = time.time() + self.lease_seconds
+                conn.executemany(
+                    f"UPDATE messages SET lease_until = ? WHERE {self._HELD}",
+                    [(until, d.id, d.token) for d in held if d.id not in acks],
+                )
+        return held_ids
 
     def requeue(self, deliveries: Sequence[Delivery], *, started: bool = False) -> int:
         """Give messages back to their place in line; ``started=False`` uncounts the delivery."""

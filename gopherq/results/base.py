@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from gopherq.brokers.base import Broker, Delivery
 from gopherq.errors import DecodeError
 from gopherq.states import State
 
@@ -114,6 +115,16 @@ class JobRecord:
             raise DecodeError(f"malformed job record: {exc}") from exc
 
 
+class Settling(NamedTuple):
+    """A finished delivery, its record (if any) and whether it is to be acked."""
+
+    delivery: Delivery
+    record: JobRecord | None
+    ack: bool
+    """True: ack it (a success or a cancel); False: renew its lease (the worker
+    retries or dead-letters it next)."""
+
+
 class ResultBackend(ABC):
     """Stores job records by id; records expire ``expires`` seconds after they finish."""
 
@@ -149,6 +160,18 @@ class ResultBackend(ABC):
         Backends override this; the base raises ``NotImplementedError``.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot list jobs yet")
+
+    def store_held(self, broker: Broker, items: Sequence[Settling]) -> set[str] | None:
+        """Fenced store and ack, in one atomic step where this is ``broker``'s own store.
+
+        Of ``items``, those whose delivery the broker still holds (token-checked)
+        get their record stored and are acked, or have their lease renewed; the
+        others are left alone. Returns the held ids. Returns None, having done
+        nothing, where this store cannot share a step with ``broker`` (another
+        kind, another file or server, a Redis Cluster): the caller then asks
+        ``broker.held`` first and stores after (see ``gopherq.worker.settle``).
+        """
+        return None
 
     @abstractmethod
     def delete(self, id: str) -> bool:

@@ -21,6 +21,8 @@ Options:
 from __future__ import annotations
 
 import math
+import os
+import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -28,8 +30,10 @@ from typing import Any
 import msgpack
 
 from gopherq.brokers._sqlite_file import Database, sqlite_path
+from gopherq.brokers.base import Broker
+from gopherq.brokers.sqlite import SQLiteBroker
 from gopherq.errors import DecodeError
-from gopherq.results.base import JobRecord, ResultBackend
+from gopherq.results.base import JobRecord, ResultBackend, Settling
 from gopherq.states import State
 
 # How often store() deletes expired records, per process, and at most how many.
@@ -84,6 +88,26 @@ class SQLiteResultBackend(ResultBackend):
         live."""
         if not records:
             return
+        with self._db.write() as conn:
+            self._write(conn, records)
+
+    def store_held(self, broker: Broker, items: Sequence[Settling]) -> set[str] | None:
+        """Records and acks of the deliveries still held, in one transaction with the
+        broker, when it is the SQLite broker of this very file; else None."""
+        if not (isinstance(broker, SQLiteBroker) and _same_file(broker.path, self.path)):
+            return None
+
+        def write(conn: sqlite3.Connection, held: set[str]) -> None:
+            records = [i.record for i in items if i.record is not None and i.delivery.id in held]
+            if records:
+                self._write(conn, records)
+
+        acks = {i.delivery.id for i in items if i.ack}
+        return broker.settle_held([i.delivery for i in items], acks, write)
+
+    def _write(self, conn: sqlite3.Connection, records: Sequence[JobRecord]) -> None:
+        """Upsert ``records`` within the caller's write transaction (and, every few
+        minutes, delete expired ones)."""
         now = time.time()
         rows = [
             (
@@ -98,15 +122,14 @@ class SQLiteResultBackend(ResultBackend):
             )
             for r in records
         ]
-        with self._db.write() as conn:
-            conn.executemany(self._UPSERT, rows)
-            if now >= self._next_cleanup:
-                self._next_cleanup = now + CLEANUP_EVERY
-                conn.execute(
-                    """DELETE FROM results WHERE rowid IN (SELECT rowid FROM results
-                    WHERE expires_at <= ? LIMIT ?)""",
-                    (now, CLEANUP_BATCH),
-                )
+        conn.executemany(self._UPSERT, rows)
+        if now >= self._next_cleanup:
+            self._next_cleanup = now + CLEANUP_EVERY
+            conn.execute(
+                """DELETE FROM results WHERE rowid IN (SELECT rowid FROM results
+                WHERE expires_at <= ? LIMIT ?)""",
+                (now, CLEANUP_BATCH),
+            )
 
     def get(self, id: str) -> JobRecord | None:
         """The record of ``id``, or None if unknown or expired."""
@@ -169,6 +192,13 @@ class SQLiteResultBackend(ResultBackend):
     def close(self) -> None:
         """Close this process's connections; the next call reopens them."""
         self._db.close()
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return a == b or os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _decode(blob: bytes) -> JobRecord:

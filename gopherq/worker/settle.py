@@ -32,12 +32,16 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from gopherq.brokers.base import Delivery
+from gopherq.results.base import Settling
 from gopherq.runner import Outcome
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
 
 logger = logging.getLogger("gopherq.worker")
+
+_ACKED = ("ack", "cancel")
+"""Outcome actions settled with ``Broker.ack``."""
 
 
 class Finished(NamedTuple):
@@ -63,47 +67,62 @@ class Settler:
         by their leases (see the module docstring). Raises if the store or the broker
         fails; calling again with the same deliveries then finishes the work."""
         todo = [f for f in finished if f.delivery.token not in self._settled]
+        acked = False
         if any(f.outcome.record is not None for f in todo):
-            held = self.app.broker.held([f.delivery for f in todo])
-            self._lost(f for f in todo if f.delivery.id not in held)
-            todo = [f for f in todo if f.delivery.id in held]
-            records = [f.outcome.record for f in todo if f.outcome.record is not None]
-            if records:
-                self.app.backend.store(records)
+            todo, acked = self._store(todo)
         # Events of a retry or dead letter go before the settle, so that a task's
         # next attempt never shows first; those of successes may wait for more.
         self.app.events.flush(only_due=all(f.outcome.action == "ack" for f in todo))
-        self._settle(todo)
-        self._settled.clear()
-        self._reported.clear()
-
-    def _settle(self, todo: list[Finished]) -> None:
-        broker = self.app.broker
-        acks = [f for f in todo if f.outcome.action in ("ack", "cancel")]
-        if acks:
-            kept = broker.ack([f.delivery for f in acks])
-            self._settled.update(f.delivery.token for f in acks)
-            if kept < len(acks):  # unchecked (no records): which ones is unknown
-                logger.warning(
-                    "worker %s: %d of %d finished tasks (%s) had lost their lease; "
-                    "outcome discarded, may run twice",
-                    self.worker,
-                    len(acks) - kept,
-                    len(acks),
-                    ", ".join(sorted({f.task for f in acks})),
-                )
+        if not acked:
+            self._ack(todo)
         for f in todo:
             outcome = f.outcome
             if outcome.action == "retry":
-                done = broker.retry(f.delivery, outcome.eta, outcome.error)
+                done = self.app.broker.retry(f.delivery, outcome.eta, outcome.error)
             elif outcome.action == "dead":
                 reason = outcome.reason.value if outcome.reason else "UNKNOWN"
-                done = broker.dead(f.delivery, reason, outcome.error)
+                done = self.app.broker.dead(f.delivery, reason, outcome.error)
             else:
                 continue
             self._settled.add(f.delivery.token)
             if not done:
                 self._lost([f])
+        self._settled.clear()
+        self._reported.clear()
+
+    def _store(self, todo: list[Finished]) -> tuple[list[Finished], bool]:
+        """Store the records of the deliveries still held; those deliveries, and whether
+        their acks are done too (in the same step, where the store is the broker's)."""
+        broker, backend = self.app.broker, self.app.backend
+        items = [Settling(f.delivery, f.outcome.record, f.outcome.action in _ACKED) for f in todo]
+        held = backend.store_held(broker, items)
+        acked = held is not None
+        if held is None:  # another store: check, then store (the check renews the leases)
+            held = broker.held([f.delivery for f in todo])
+            records = [i.record for i in items if i.record is not None and i.delivery.id in held]
+            if records:
+                backend.store(records)
+        self._lost(f for f in todo if f.delivery.id not in held)
+        held_todo = [f for f in todo if f.delivery.id in held]
+        if acked:
+            self._settled.update(i.delivery.token for i in items if i.ack)
+        return held_todo, acked
+
+    def _ack(self, todo: list[Finished]) -> None:
+        acks = [f for f in todo if f.outcome.action in _ACKED]
+        if not acks:
+            return
+        kept = self.app.broker.ack([f.delivery for f in acks])
+        self._settled.update(f.delivery.token for f in acks)
+        if kept < len(acks):  # unchecked (no records): which ones is unknown
+            logger.warning(
+                "worker %s: %d of %d finished tasks (%s) had lost their lease; "
+                "outcome discarded, may run twice",
+                self.worker,
+                len(acks) - kept,
+                len(acks),
+                ", ".join(sorted({f.task for f in acks})),
+            )
 
     def _lost(self, lost: Iterable[Finished]) -> None:
         """Warn, once per delivery, that its lease was lost and its outcome dropped."""

@@ -169,7 +169,7 @@ def _with_helpers(lib: str, own: str) -> str:
 SCRIPT_NAMES = (
     "enqueue", "reserve", "ack", "retry", "dead", "extend", "requeue", "stats", "purge",
     "dead_letters", "requeue_dead", "purge_dead", "delete", "locate",
-    "result_store", "result_token", "cancel", "cancel_requested",
+    "result_store", "result_token", "cancel", "cancel_requested", "settle_held",
 )  # fmt: skip
 
 Call: TypeAlias = "tuple[Script | str, Sequence[str], Sequence[Any]]"
