@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from gopherq.results import ErrorInfo, JobRecord, ResultBackend
-from gopherq.results.base import Progress
+from gopherq.brokers import Broker, Envelope
+from gopherq.results import ErrorInfo, JobRecord, ResultBackend, open_backend
+from gopherq.results.base import Progress, Settling
 from gopherq.states import State
 
 MakeBackend = Callable[..., ResultBackend]
@@ -185,3 +188,49 @@ def test_jobs_leave_out_expired_records(make_backend: MakeBackend) -> None:
     assert len(backend.jobs()) == 1
     time.sleep(0.3)
     assert backend.jobs() == []
+
+
+def test_store_held_stores_and_acks_only_what_the_broker_holds(
+    broker_kind: str, make_broker: Callable[..., Broker], backend: ResultBackend
+) -> None:
+    broker = make_broker()
+    broker.enqueue([Envelope(id, "default", 2, b"") for id in ("done", "again", "lost")])
+    leased = {d.id: d for d in broker.reserve(["default"], 3, 0)}
+    lost = dataclasses.replace(leased["lost"], token="stale")
+    done, again = record(State.SUCCEEDED), record(State.RETRYING)
+    stale = record(State.FAILED)
+    items = [
+        Settling(leased["done"], dataclasses.replace(done, id="done"), ack=True),
+        Settling(leased["again"], dataclasses.replace(again, id="again"), ack=False),
+        Settling(lost, dataclasses.replace(stale, id="lost"), ack=True),
+    ]
+    held = backend.store_held(broker, items)
+    if broker_kind == "memory":  # not one store with the broker: the caller checks first
+        assert held is None
+        assert backend.get("done") is None
+        assert broker.stats()["default"].running == 3
+        return
+    assert held == {"done", "again"}
+    assert backend.get("done") == dataclasses.replace(done, id="done")
+    assert backend.get("again") == dataclasses.replace(again, id="again")
+    assert backend.get("lost") is None
+    assert broker.locate("done") is None  # acked
+    assert broker.locate("again") is State.STARTED  # still leased, for its retry
+    assert broker.retry(leased["again"], time.time() + 60, "later")
+    assert broker.locate("lost") is State.STARTED  # left to its holder
+    assert backend.wait("done", 5) == dataclasses.replace(done, id="done")
+    assert [r.id for r in backend.jobs()][:2] in (["again", "done"], ["done", "again"])
+
+
+def test_store_held_with_another_store_does_nothing(
+    make_broker: Callable[..., Broker], tmp_path: Path
+) -> None:
+    broker = make_broker()
+    broker.enqueue([Envelope("x", "default", 2, b"")])
+    [delivery] = broker.reserve(["default"], 1, 0)
+    other = open_backend(f"sqlite:///{tmp_path / 'other.db'}")
+    try:
+        assert other.store_held(broker, [Settling(delivery, record(), ack=True)]) is None
+    finally:
+        other.close()
+    assert broker.locate("x") is State.STARTED

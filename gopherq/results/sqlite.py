@@ -96,6 +96,7 @@ class SQLiteResultBackend(ResultBackend):
         broker, when it is the SQLite broker of this very file; else None."""
         if not (isinstance(broker, SQLiteBroker) and _same_file(broker.path, self.path)):
             return None
+        self._db.connection()  # opened once: the results table exists in the file
 
         def write(conn: sqlite3.Connection, held: set[str]) -> None:
             records = [i.record for i in items if i.record is not None and i.delivery.id in held]
