@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gopherq.context import TaskContext
-from gopherq.results.base import ErrorInfo, JobRecord, Progress
+from gopherq.results.base import ErrorInfo, JobRecord, Progress, ResultBackend
 from gopherq.states import State
 
 if TYPE_CHECKING:
@@ -151,6 +151,10 @@ class JobTracker:
     def cancelled(self, context: TaskContext) -> bool:
         """Whether the worker was told that a cancel of this task was requested."""
         return self._cancelled(context.id)
+
+    def result_backend(self) -> ResultBackend:
+        """The app's result store (where ``gopherq.once`` keeps its markers)."""
+        return self.app.backend
 
     def _store(self, context: TaskContext) -> None:
         self.app.backend.store([self.record(context, State.STARTED)])

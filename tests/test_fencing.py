@@ -4,7 +4,7 @@ A stale worker (its lease renewals stalled) finishes a task after another worker
 has run it again and stored SUCCEEDED; the stale outcome (RETRYING, or FAILED
 with no retries left) is dropped with one warning, the record stays SUCCEEDED
 and ``.get()`` returns the value. On every broker, each with its own result
-store.
+store, and with a result store of another kind.
 """
 
 from __future__ import annotations
@@ -13,14 +13,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gopherq import GopherQ, State
 from gopherq.brokers import Broker
-from gopherq.results import ResultBackend
-from gopherq.worker import Consumer, Exit
+from gopherq.results import ResultBackend, open_backend
+from gopherq.results.memory import MemoryResultBackend
+from gopherq.runner import Runner
+from gopherq.worker import Consumer, Exit, Worker
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,18 +40,32 @@ def _stall_renewals(broker: Broker) -> None:
     broker.extend = extend  # type: ignore[method-assign]
 
 
-@pytest.fixture
+@pytest.fixture(params=["own", "foreign"])
 def apps(
-    make_broker: Callable[..., Broker], make_backend: Callable[..., ResultBackend]
+    request: pytest.FixtureRequest,
+    broker_kind: str,
+    make_broker: Callable[..., Broker],
+    make_backend: Callable[..., ResultBackend],
+    tmp_path: Path,
 ) -> Iterator[tuple[GopherQ, GopherQ]]:
-    """Two workers' apps on one broker and result store: the stale one and the other."""
+    """Two workers' apps on one broker and result store: the stale one and the other.
+
+    The store is the broker's own (record and ack in one step, but on memory) or
+    another (check, then store).
+    """
     stale_broker = make_broker(lease_seconds=LEASE)
     other_broker = make_broker(lease_seconds=LEASE)
-    backend = make_backend()
+    if request.param == "own":
+        backend = make_backend()
+    elif broker_kind == "memory":
+        backend = open_backend(f"sqlite:///{tmp_path / 'results.db'}")
+    else:
+        backend = MemoryResultBackend()
     yield (
         GopherQ("stale", broker=stale_broker, backend=backend, events="off"),
         GopherQ("other", broker=other_broker, backend=backend, events="off"),
     )
+    backend.close()
 
 
 @pytest.mark.parametrize("retries", [3, 0], ids=["retrying", "failed"])
@@ -108,3 +125,31 @@ def _wait_for_settle(consumer: Consumer) -> None:
     while consumer.tasks_run == 0 or consumer._pending:
         assert time.monotonic() < deadline
         time.sleep(0.01)
+
+
+def test_the_supervisor_settles_a_killed_childs_task_only_while_held(
+    apps: tuple[GopherQ, GopherQ], caplog: pytest.LogCaptureFixture
+) -> None:
+    stale, other = apps
+
+    @stale.task(name="fenced", timeout=1)
+    def slow() -> None:
+        """Killed by its hard time limit (here: only its settle is exercised)."""
+
+    @other.task(name="fenced")
+    def quick() -> int:
+        return 42
+
+    result = slow.delay()
+    [killed] = stale.broker.reserve(["default"], 1, 0)
+    time.sleep(LEASE * 2)  # the killed child's lease expires meanwhile
+    assert Consumer(other, ["default"], burst=True, reserve_timeout=0.2).run() is Exit.DRAINED
+    outcome = Runner(stale, worker="child").killed(
+        killed, task_name="fenced", retries=0, error="killed by its hard time limit"
+    )
+    assert outcome.action == "dead"
+    with caplog.at_level(logging.WARNING, logger="gopherq.worker"):
+        Worker(stale, concurrency=1)._settle(killed, "fenced", outcome)
+    assert result.get(timeout=5) == 42
+    assert stale.broker.dead_letters() == []
+    assert sum(LOST in r.getMessage() for r in caplog.records) == 1

@@ -234,3 +234,31 @@ def test_store_held_with_another_store_does_nothing(
     finally:
         other.close()
     assert broker.locate("x") is State.STARTED
+
+
+def test_marks_are_set_seen_by_other_handles_and_expire(make_backend: MakeBackend) -> None:
+    first, second = make_backend(), make_backend()
+    assert not first.marked("charge:1")
+    first.mark("charge:1", 60)
+    assert second.marked("charge:1")
+    assert not second.marked("charge:2")
+    first.mark("short", 0.2)
+    assert second.marked("short")
+    time.sleep(0.3)
+    assert not second.marked("short")
+    second.mark("short", 60)  # set again after it expired
+    assert first.marked("short")
+
+
+def test_marks_live_apart_from_records(backend: ResultBackend) -> None:
+    job = record()
+    backend.store([job])
+    backend.mark(job.id, 60)
+    assert backend.get(job.id) == job
+    assert backend.delete(job.id)
+    assert backend.marked(job.id)
+    assert not backend.marked("odd {key}: é\x00")
+    backend.mark("odd {key}: é\x00", 60)
+    assert backend.marked("odd {key}: é\x00")
+    backend.cleanup()
+    assert backend.marked("odd {key}: é\x00")

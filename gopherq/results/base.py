@@ -161,6 +161,15 @@ class ResultBackend(ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} cannot list jobs yet")
 
+    @abstractmethod
+    def mark(self, key: str, ttl: float) -> None:
+        """Set the done-marker ``key`` for ``ttl`` seconds (``gopherq.once``); setting it
+        again restarts its time to live. Markers live apart from job records."""
+
+    @abstractmethod
+    def marked(self, key: str) -> bool:
+        """Whether the done-marker ``key`` is set and has not expired."""
+
     def store_held(self, broker: Broker, items: Sequence[Settling]) -> set[str] | None:
         """Fenced store and ack, in one atomic step where this is ``broker``'s own store.
 

@@ -33,6 +33,12 @@ what it found so far. Ids leave the index with their records: the expired ones
 when ``store`` trims the expiry index (or ``cleanup`` runs), and those ``jobs``
 finds gone.
 
+Where the broker is the Redis broker on the same server (not a cluster),
+``store_held`` stores the records of a worker's finished deliveries and acks
+them in one script per queue (``settle_held.lua`` of the broker), token-checked.
+Done-markers of ``gopherq.once`` are plain keys, ``P:once:{key}``, with a time
+to live.
+
 URL: any Redis broker URL (``redis://``, ``rediss://``, ``unix://``,
 ``redis+cluster://``); the ``prefix`` query option applies here too.
 
@@ -259,6 +265,19 @@ class RedisResultBackend(ResultBackend):
         while removed := self._conn.call(forget):
             count += removed
         return count
+
+    def mark(self, key: str, ttl: float) -> None:
+        """Set the done-marker ``key`` (``P:once:{key}``) for ``ttl`` seconds."""
+        ms = max(math.ceil(ttl * 1000), 1)
+        self._conn.call(lambda c: self._conn.run(c, "SET", [self._mark_key(key)], ("1", "PX", ms)))
+
+    def marked(self, key: str) -> bool:
+        """Whether the done-marker ``key`` is set (Redis expires it)."""
+        found = self._conn.call(lambda c: self._conn.run(c, "EXISTS", [self._mark_key(key)], ()))
+        return bool(found)
+
+    def _mark_key(self, key: str) -> str:
+        return f"{self.prefix}:once:{{{key}}}"
 
     def close(self) -> None:
         """Close this process's connections; the next call reconnects."""

@@ -10,6 +10,10 @@ per process and thread; see ``gopherq.brokers.sqlite`` for durability).
 (inotify on the ``-wal`` file) and wakes within milliseconds of the commit that
 stores the record; it falls back to polling where inotify is missing.
 
+Where the broker is the SQLite broker of the same file, ``store_held`` stores the
+records of a worker's finished deliveries and acks them in one transaction,
+token-checked (``SQLiteBroker.settle_held``).
+
 URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
 
 Options:
@@ -51,6 +55,8 @@ class SQLiteResultBackend(ResultBackend):
     #               (created) first
     #   expires_at  when a finished record expires; NULL while unfinished
     #   record      msgpack of JobRecord.to_map(), the whole truth
+    #
+    # marks: done-markers of gopherq.once, by key, until expires_at
     SCHEMA = (
         """CREATE TABLE IF NOT EXISTS results (
             id TEXT PRIMARY KEY,
@@ -67,6 +73,10 @@ class SQLiteResultBackend(ResultBackend):
         "CREATE INDEX IF NOT EXISTS results_finished ON results (finished)",
         "CREATE INDEX IF NOT EXISTS results_created ON results (created)",
         "CREATE INDEX IF NOT EXISTS results_expires_at ON results (expires_at)",
+        """CREATE TABLE IF NOT EXISTS marks (
+            key TEXT PRIMARY KEY,
+            expires_at REAL NOT NULL
+        ) WITHOUT ROWID""",
     )
 
     _UPSERT = """INSERT INTO results (id, state, task, queue, created, finished, expires_at, record)
@@ -185,10 +195,27 @@ class SQLiteResultBackend(ResultBackend):
     def cleanup(self) -> int:
         """Delete expired records; returns how many."""
         with self._db.write() as conn:
-            count: int = conn.execute(
-                "DELETE FROM results WHERE expires_at <= ?", (time.time(),)
-            ).rowcount
+            now = time.time()
+            conn.execute("DELETE FROM marks WHERE expires_at <= ?", (now,))
+            count: int = conn.execute("DELETE FROM results WHERE expires_at <= ?", (now,)).rowcount
             return count
+
+    def mark(self, key: str, ttl: float) -> None:
+        """Set the done-marker ``key`` for ``ttl`` seconds."""
+        with self._db.write() as conn:
+            conn.execute(
+                """INSERT INTO marks (key, expires_at) VALUES (?, ?)
+                ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at""",
+                (key, time.time() + ttl),
+            )
+
+    def marked(self, key: str) -> bool:
+        """Whether the done-marker ``key`` is set and unexpired."""
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM marks WHERE key = ? AND expires_at > ?", (key, time.time())
+            ).fetchone()
+        return row is not None
 
     def close(self) -> None:
         """Close this process's connections; the next call reopens them."""

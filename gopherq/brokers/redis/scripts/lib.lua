@@ -26,6 +26,7 @@
 --   P:result:{id}:done   list    one completion token (the record when small) that
 --                                every waiter BLMOVEs in place; lives a minute at most
 --   P:{_}:result-expiry  zset    id -> expiry time, for counting what expired
+--   P:once:{key}         string  a done-marker of gopherq.once, until its time to live
 --
 -- Scripts get one KEYS entry per queue: its base P:{q} (every key above is the
 -- base plus a suffix, all in the base's slot; declaring the base routes the call
