@@ -1,8 +1,9 @@
 """Fencing: a worker whose lease ran out never stores its outcome over another's.
 
 A stale worker (its lease renewals stalled) finishes a task after another worker
-has run it again and stored SUCCEEDED; the stale outcome (RETRYING, or FAILED
-with no retries left) is dropped with one warning, the record stays SUCCEEDED
+has run it again and stored SUCCEEDED; the stale outcome (RETRYING, FAILED with
+no retries left, or a success of its own after a progress report and a
+checkpoint that the fence refuses) is dropped with one warning, the record stays SUCCEEDED
 and ``.get()`` returns the value. On every broker, each with its own result
 store, and with a result store of another kind.
 """
@@ -18,10 +19,13 @@ from typing import Any
 
 import pytest
 
-from gopherq import GopherQ, State
-from gopherq.brokers import Broker
+from gopherq import GopherQ, State, TaskError, current_task
+from gopherq.brokers import Broker, Delivery
+from gopherq.brokers.redis import RedisBroker
 from gopherq.results import ResultBackend, open_backend
+from gopherq.results.base import Settling
 from gopherq.results.memory import MemoryResultBackend
+from gopherq.results.redis import RedisResultBackend
 from gopherq.runner import Runner
 from gopherq.worker import Consumer, Exit, Worker
 
@@ -68,17 +72,22 @@ def apps(
     backend.close()
 
 
-@pytest.mark.parametrize("retries", [3, 0], ids=["retrying", "failed"])
+@pytest.mark.parametrize("ending", ["retrying", "failed", "progress-then-success"])
 def test_a_stale_worker_does_not_overwrite_the_result(
-    apps: tuple[GopherQ, GopherQ], retries: int, caplog: pytest.LogCaptureFixture
+    apps: tuple[GopherQ, GopherQ], ending: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     stale, other = apps
     other_done = threading.Event()
 
-    @stale.task(name="fenced", retries=retries, retry_delay=60)
+    @stale.task(name="fenced", retries=3 if ending == "retrying" else 0, retry_delay=60)
     def stalls() -> int:
         # Runs past its lease (renewals stalled) until the other worker finished it.
         assert other_done.wait(30)
+        if ending == "progress-then-success":
+            current_task().progress(1, 1)  # a final report: stored at once, unless fenced
+            with pytest.raises(TaskError, match="lost its lease"):
+                current_task().checkpoint({"page": 2})
+            return 7
         raise ValueError("too late")
 
     @other.task(name="fenced")
@@ -153,3 +162,28 @@ def test_the_supervisor_settles_a_killed_childs_task_only_while_held(
     assert result.get(timeout=5) == 42
     assert stale.broker.dead_letters() == []
     assert sum(LOST in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize(
+    ("broker_url", "backend_url", "fused"),
+    [
+        ("redis://127.0.0.1:6379/3", "redis://127.0.0.1:6379/3?prefix=other", True),
+        ("redis://127.0.0.1:6379/3", "redis://127.0.0.1:6379/4", False),
+        ("redis://127.0.0.1:6379/3", "redis://127.0.0.2:6379/3", False),
+        ("redis+cluster://127.0.0.1:7000", "redis+cluster://127.0.0.1:7000", False),
+    ],
+)
+def test_redis_records_and_acks_share_a_script_only_on_one_server(
+    broker_url: str, backend_url: str, fused: bool
+) -> None:
+    """Where a record and its queue live on different servers or cluster slots, the
+    worker checks, then stores (nothing connects here: the check reads the URLs)."""
+    broker = RedisBroker(broker_url)
+    backend = RedisResultBackend(backend_url)
+    assert broker.shares_server(backend._conn.config) is fused
+    if not fused:
+        assert backend.store_held(broker, [Settling(_delivery(), None, ack=True)]) is None
+
+
+def _delivery() -> Delivery:
+    return Delivery("id", "default", 2, b"", 0, 1, "token")

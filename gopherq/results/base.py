@@ -182,6 +182,20 @@ class ResultBackend(ABC):
         """
         return None
 
+    def store_fenced(self, broker: Broker, items: Sequence[Settling]) -> tuple[set[str], bool]:
+        """Store the records of the ``items`` whose delivery ``broker`` still holds:
+        ``store_held`` where it can, else ``broker.held`` (renewing those leases) and
+        then ``store``. Returns the held ids, and whether the held ``ack`` items were
+        acked too (only by ``store_held``)."""
+        held = self.store_held(broker, items)
+        if held is not None:
+            return held, True
+        held = broker.held([i.delivery for i in items])
+        records = [i.record for i in items if i.record is not None and i.delivery.id in held]
+        if records:
+            self.store(records)
+        return held, False
+
     @abstractmethod
     def delete(self, id: str) -> bool:
         """Forget a record; True if it existed."""

@@ -103,7 +103,7 @@ class Consumer:
         self.slot = slot or Slot.allocate(1, self.prefetch)[0]
         self.reserve_timeout = reserve_timeout
         self.tasks_run = 0
-        self._runner = Runner(app, worker=self.name, cancelled=self.slot.cancelled)
+        self._runner = Runner(app, worker=self.name, cancelled=self.slot.cancelled, fenced=True)
         self._stopping = False
         self._recycle = False
         self._average: float | None = None  # runtime of all tasks (EMA)

@@ -93,20 +93,12 @@ class Settler:
     def _store(self, todo: list[Finished]) -> tuple[list[Finished], bool]:
         """Store the records of the deliveries still held; those deliveries, and whether
         their acks are done too (in the same step, where the store is the broker's)."""
-        broker, backend = self.app.broker, self.app.backend
         items = [Settling(f.delivery, f.outcome.record, f.outcome.action in _ACKED) for f in todo]
-        held = backend.store_held(broker, items)
-        acked = held is not None
-        if held is None:  # another store: check, then store (the check renews the leases)
-            held = broker.held([f.delivery for f in todo])
-            records = [i.record for i in items if i.record is not None and i.delivery.id in held]
-            if records:
-                backend.store(records)
+        held, acked = self.app.backend.store_fenced(self.app.broker, items)
         self._lost(f for f in todo if f.delivery.id not in held)
-        held_todo = [f for f in todo if f.delivery.id in held]
         if acked:
             self._settled.update(i.delivery.token for i in items if i.ack)
-        return held_todo, acked
+        return [f for f in todo if f.delivery.id in held], acked
 
     def _ack(self, todo: list[Finished]) -> None:
         acks = [f for f in todo if f.outcome.action in _ACKED]
