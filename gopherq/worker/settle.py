@@ -3,19 +3,24 @@
 One place for it, used by the consumer's flush (a batch of outcomes) and by the
 supervisor (the task of a child it killed)::
 
-    which deliveries are still held? (only when the batch has records to store;
-    │                                  renews those leases, one round trip)
-    store the records of the held ones
+    store the records of the deliveries still held    (only when there are records)
     publish the buffered events
-    ack / retry / dead-letter the held ones (token-checked by the broker)
+    ack / retry / dead-letter the held ones           (token-checked by the broker)
+
+Where the result store is the broker's own (the SQLite broker's file, the Redis
+broker's server but not a cluster), the first step is one atomic step with the
+broker that also acks the successes (``ResultBackend.store_held``): one round
+trip for records and acks together. Elsewhere the broker is asked first which
+deliveries it still holds (``Broker.held``), then their records are stored, then
+they are acked: one round trip more.
 
 Fencing: a worker whose lease ran out (its renewals stalled) may finish a task
 that another worker has meanwhile run and recorded. Its outcome must not
 replace that record (a RETRYING stored over SUCCEEDED would leave ``.get()``
 waiting forever), so a record is stored only for a delivery the broker confirms
-is still held, and the check renews the lease, so that the settle that follows
-is covered by a whole lease. The outcome of a lost delivery is dropped, and
-logged once as a warning: the task may run twice (at-least-once).
+is still held, and the check renews the lease, so that a retry or dead letter
+settled next is covered by a whole lease. The outcome of a lost delivery is
+dropped, and logged once as a warning: the task may run twice (at-least-once).
 
 A batch with no record to store (successes of ``ignore_result`` tasks, the
 commonest) skips the check: the broker's token-checked ack is fence enough.
