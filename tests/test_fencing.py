@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from gopherq import GopherQ, State, TaskError, current_task
-from gopherq.brokers import Broker, Delivery
+from gopherq.brokers import Broker, Delivery, Envelope
 from gopherq.brokers.redis import RedisBroker
 from gopherq.results import ResultBackend, open_backend
 from gopherq.results.base import Settling
@@ -162,6 +162,17 @@ def test_the_supervisor_settles_a_killed_childs_task_only_while_held(
     assert result.get(timeout=5) == 42
     assert stale.broker.dead_letters() == []
     assert sum(LOST in r.getMessage() for r in caplog.records) == 1
+
+
+def test_the_brokers_own_store_settles_in_one_step(
+    broker_kind: str, make_broker: Callable[..., Broker], make_backend: Callable[..., ResultBackend]
+) -> None:
+    broker, backend = make_broker(), make_backend()
+    broker.enqueue([Envelope("x", "default", 2, b"")])
+    [delivery] = broker.reserve(["default"], 1, 0)
+    held = backend.store_held(broker, [Settling(delivery, None, ack=True)])
+    assert held == (None if broker_kind == "memory" else {"x"})
+    assert broker.locate("x") is (State.STARTED if broker_kind == "memory" else None)
 
 
 @pytest.mark.parametrize(
