@@ -21,13 +21,17 @@ import pytest
 
 from gopherq import GopherQ, State, TaskError, current_task
 from gopherq.brokers import Broker, Delivery, Envelope
+from gopherq.brokers.memory import MemoryBroker
 from gopherq.brokers.redis import RedisBroker
+from gopherq.brokers.sqlite import SQLiteBroker
+from gopherq.errors import BrokerUnavailable
 from gopherq.results import ResultBackend, open_backend
-from gopherq.results.base import Settling
+from gopherq.results.base import JobRecord, Settling
 from gopherq.results.memory import MemoryResultBackend
 from gopherq.results.redis import RedisResultBackend
-from gopherq.runner import Runner
+from gopherq.runner import Outcome, Runner
 from gopherq.worker import Consumer, Exit, Worker
+from gopherq.worker.settle import Finished, Settler
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -198,3 +202,51 @@ def test_redis_records_and_acks_share_a_script_only_on_one_server(
 
 def _delivery() -> Delivery:
     return Delivery("id", "default", 2, b"", 0, 1, "token")
+
+
+def _retry_fails_once(base: type[Broker]) -> Any:
+    class RetryFailsOnce(base):  # type: ignore[valid-type, misc]
+        """A broker whose first retry fails, after the acks of its batch went through."""
+
+        failed = False
+
+        def retry(self, delivery: Delivery, eta: float, error: str) -> bool:
+            if not self.failed:
+                self.failed = True
+                raise BrokerUnavailable("down")
+            return bool(super().retry(delivery, eta, error))
+
+    return RetryFailsOnce
+
+
+@pytest.mark.parametrize(
+    ("broker_kind", "backend_kind"),
+    [("memory", "memory"), ("memory", "sqlite"), ("sqlite", "sqlite")],
+    ids=["check-then-store", "check-then-store-sqlite", "one-step"],
+)
+def test_a_settle_repeated_after_a_failure_finishes_without_false_alarms(
+    broker_kind: str, backend_kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    if broker_kind == "sqlite":
+        broker = _retry_fails_once(SQLiteBroker)(db)
+    else:
+        broker = _retry_fails_once(MemoryBroker)()
+    url = db if backend_kind == "sqlite" else "memory://"
+    app = GopherQ("t", broker=broker, backend=url, events="off")
+    broker.enqueue([Envelope("done", "default", 2, b""), Envelope("again", "default", 2, b"")])
+    done, again = broker.reserve(["default"], 2, 0)
+    finished = [
+        Finished(done, "t", Outcome("ack", JobRecord("done", "t", State.SUCCEEDED))),
+        Finished(again, "t", Outcome("retry", JobRecord("again", "t", State.RETRYING), eta=1e12)),
+    ]
+    settler = Settler(app, "w")
+    with caplog.at_level(logging.WARNING, logger="gopherq.worker"):
+        with pytest.raises(BrokerUnavailable):
+            settler.settle(finished)
+        assert broker.locate("done") is None  # acked before the retry failed
+        settler.settle(finished)  # the consumer repeats the whole batch
+    assert broker.locate("again") is State.SCHEDULED
+    assert app.backend.get("done").state is State.SUCCEEDED  # type: ignore[union-attr]
+    assert app.backend.get("again").state is State.RETRYING  # type: ignore[union-attr]
+    assert not [r for r in caplog.records if LOST in r.getMessage()]
