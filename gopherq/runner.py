@@ -87,6 +87,9 @@ class Runner:
     ``cancelled(id)`` tells whether a cancel of a task was requested (the
     worker's supervisor learns it from the broker); it is asked before a task
     starts, by ``current_task().cancelled``, and once the task returns.
+    ``fenced`` (a worker's runner): the records a task stores while it runs
+    (STARTED, progress, checkpoints) are stored only while its delivery is held
+    (see ``gopherq.tracker``).
     """
 
     def __init__(
@@ -94,10 +97,13 @@ class Runner:
         app: GopherQ,
         worker: str | None = None,
         cancelled: Callable[[str], bool] = never_cancelled,
+        *,
+        fenced: bool = False,
     ) -> None:
         self.app = app
         self.worker = worker
         self.cancelled = cancelled
+        self.fenced = fenced
         self.max_deliveries = app.settings.max_deliveries
         self._store_backoff = StoreBackoff()  # shared by this runner's runs
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -132,6 +138,7 @@ class Runner:
             keep=task is not None and not task.options.ignore_result,
             cancelled=self.cancelled,
             backoff=self._store_backoff,
+            delivery=delivery if self.fenced else None,
         )
         context = TaskContext(
             id=message.id,

@@ -5,6 +5,12 @@ The runner makes one ``JobTracker`` per run and hands it to the task's
 that each record carries the last progress and checkpoint known: a retry's
 ``RETRYING`` record keeps the checkpoint that the next attempt resumes from.
 
+In a worker (``delivery`` given) every record stored during the run is fenced
+like the final one (see ``gopherq.worker.settle``): it is stored only while the
+broker still holds the delivery, and the write renews the lease. A task whose
+lease ran out (another worker runs it now) never overwrites that worker's
+record with its progress: its reports are dropped, and ``checkpoint`` raises.
+
 On a first run nothing is read. When the task runs again (a retry, or a
 redelivery after its worker died), the record of the previous run is read
 once, on the first write or read of progress or checkpoint, or when the run's
@@ -26,8 +32,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gopherq.backoff import next_backoff
+from gopherq.brokers.base import Delivery
 from gopherq.context import TaskContext
-from gopherq.results.base import ErrorInfo, JobRecord, Progress
+from gopherq.errors import TaskError
+from gopherq.results.base import ErrorInfo, JobRecord, Progress, ResultBackend, Settling
 from gopherq.states import State
 
 if TYPE_CHECKING:
@@ -87,6 +95,7 @@ class JobTracker:
         "_backoff",
         "_cancelled",
         "_checkpoint",
+        "_delivery",
         "_loaded",
         "_progress",
         "_published",
@@ -108,6 +117,7 @@ class JobTracker:
         keep: bool,
         cancelled: Callable[[str], bool] = never_cancelled,
         backoff: StoreBackoff | None = None,
+        delivery: Delivery | None = None,
     ) -> None:
         self.app = app
         self.created = created
@@ -124,6 +134,7 @@ class JobTracker:
         self._published = -PROGRESS_EVERY
         self._cancelled = cancelled
         self._backoff = backoff or StoreBackoff()
+        self._delivery = delivery  # a worker's lease: what fences the writes
 
     def record(
         self,
@@ -194,7 +205,11 @@ class JobTracker:
         """Store ``state`` with the job now, durably; a failure raises in the task (which
         its retry options then handle), never past it."""
         self._checkpoint = self.app.codec.pack(state, what="checkpoint")
-        self._store(context)
+        if not self._store(context):
+            raise TaskError(
+                f"task {context.id}: checkpoint not stored, this worker lost its lease "
+                "(another worker runs the task now)"
+            )
 
     def checkpoint_state(self, context: TaskContext) -> Any:
         """The last checkpoint of this task id: this run's, else an earlier run's (a store
@@ -217,9 +232,22 @@ class JobTracker:
         else:
             self._backoff.succeeded()
 
-    def _store(self, context: TaskContext) -> None:
-        self.app.backend.store([self.record(context, State.STARTED)])
+    def result_backend(self) -> ResultBackend:
+        """The app's result store (where ``gopherq.once`` keeps its markers)."""
+        return self.app.backend
+
+    def _store(self, context: TaskContext) -> bool:
+        """Store the STARTED record now; False, storing nothing, if the lease was lost."""
+        record = self.record(context, State.STARTED)
+        if self._delivery is None:
+            self.app.backend.store([record])
+        else:
+            item = Settling(self._delivery, record, ack=False)
+            held, _ = self.app.backend.store_fenced(self.app.broker, [item])
+            if not held:
+                return False
         self.wrote = True
+        return True
 
     def _load(self, context: TaskContext) -> None:
         """Take over the previous run's progress and checkpoint, once."""

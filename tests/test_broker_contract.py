@@ -216,6 +216,7 @@ def test_stale_token_settles_nothing(make_broker: MakeBroker) -> None:
     assert first.retry(stale, 0, "late") is False
     assert first.dead(stale, "REJECTED", "late") is False
     assert first.extend([stale]) == 0
+    assert first.held([stale, fresh]) == {fresh.id}
     assert first.requeue([stale]) == 0
     assert first.locate(message.id) is State.STARTED
     assert first.dead_letters() == []
@@ -354,6 +355,21 @@ def test_extend_keeps_the_lease(make_broker: MakeBroker) -> None:
     assert broker.reserve(["default"], 1, 0) == []
     assert broker.locate(got.id) is State.STARTED
     assert broker.ack([got]) == 1
+
+
+def test_held_tells_which_leases_are_held_and_renews_them(make_broker: MakeBroker) -> None:
+    broker = make_broker(lease_seconds=0.4)
+    enqueue(broker, envelope(), envelope())
+    first, second = broker.reserve(["default"], 2, 0)
+    forged = Delivery(first.id, first.queue, first.priority, b"", 0, 1, "forged")
+    assert broker.held([]) == set()
+    assert broker.held([first, forged, second]) == {first.id, second.id}
+    time.sleep(0.25)
+    assert broker.held([first]) == {first.id}  # and renewed, as extend does
+    [again] = broker.reserve(["default"], 1, 5)  # once a lease runs out
+    [lost] = [d for d in (first, second) if d.id == again.id]
+    assert broker.held([lost]) == set()
+    assert broker.held([again]) == {again.id}
 
 
 def test_expired_lease_is_redelivered(make_broker: MakeBroker) -> None:

@@ -162,6 +162,16 @@ class Broker(UrlRepr, ABC):
         """Renew leases of running work; returns how many were still held."""
 
     @abstractmethod
+    def held(self, deliveries: Sequence[Delivery]) -> set[str]:
+        """The ids, among ``deliveries``, still leased under their token; renews those
+        leases as ``extend`` does, so the answer stays true for a lease more.
+
+        A worker asks this before storing job records (when the result store is
+        not the broker's own): an outcome whose lease was lost must not be stored
+        over the record of the worker that now holds the message.
+        """
+
+    @abstractmethod
     def requeue(self, deliveries: Sequence[Delivery], *, started: bool = False) -> int:
         """Give messages back as ready at once, keeping their place in priority order.
 

@@ -196,15 +196,19 @@ class MemoryBroker(Broker):
 
     def extend(self, deliveries: Sequence[Delivery]) -> int:
         """Renew leases for ``lease_seconds`` from now; returns how many were still held."""
-        count = 0
+        return len(self.held(deliveries))
+
+    def held(self, deliveries: Sequence[Delivery]) -> set[str]:
+        """The ids still leased under their token, whose leases are renewed."""
+        ids: set[str] = set()
         with self._changed:
             until = time.time() + self.lease_seconds
             for delivery in deliveries:
                 if (message := self._held(delivery)) is not None:
                     message.lease_until = until
                     heapq.heappush(self._leases, (until, message.id))
-                    count += 1
-        return count
+                    ids.add(message.id)
+        return ids
 
     def requeue(self, deliveries: Sequence[Delivery], *, started: bool = False) -> int:
         """Give messages back to their place in line; ``started=False`` uncounts the delivery."""

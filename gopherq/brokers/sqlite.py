@@ -52,7 +52,7 @@ import functools
 import math
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Container, Sequence
 
 from gopherq.brokers import _sqlite_rows as rowcheck
 from gopherq.brokers._sqlite_file import Database, sqlite_path
@@ -71,7 +71,8 @@ from gopherq.states import State
 RECOVER_EVERY = 1.0
 # Shortest sleep in a blocking reserve, so a due time that is just passing cannot spin.
 MIN_SLEEP = 0.001
-# Ids per statement of cancel and cancel_requested (well below SQLite's 32,766 variables).
+# Ids per statement of cancel, cancel_requested and settle_held (well below SQLite's
+# 32,766 variables).
 IDS_PER_STATEMENT = 500
 
 _LOCATED = {
@@ -295,6 +296,79 @@ class SQLiteBroker(Broker):
                 f"UPDATE messages SET lease_until = ? WHERE {self._HELD}",
                 [(until, d.id, d.token) for d in deliveries],
             ).rowcount
+
+    def held(self, deliveries: Sequence[Delivery]) -> set[str]:
+        """The ids still leased under their token, whose leases are renewed (one
+        transaction)."""
+        return self.settle_held(deliveries, (), _write_nothing)
+
+    def settle_held(
+        self,
+        deliveries: Sequence[Delivery],
+        acks: Container[str],
+        write: Callable[[sqlite3.Connection, set[str]], None],
+    ) -> set[str]:
+        """In one transaction: ack the ``deliveries`` still held whose id is in ``acks``,
+        renew the leases of the other held ones, and ``write(conn, held ids)`` (the
+        caller's statements: the result store's records in this file).
+
+        Returns the held ids. What ``write`` does commits only with the settle: a
+        record is never stored for a delivery whose lease was lost.
+        """
+        if not deliveries:
+            return set()
+        try:  # first as if every one were held (the common case): the statements of ack
+            return self._settle_held(deliveries, acks, write, None)
+        except _NotAllHeld:  # rolled back: again, checking each token first
+            return self._settle_held(deliveries, acks, write, set())
+
+    def _settle_held(
+        self,
+        deliveries: Sequence[Delivery],
+        acks: Container[str],
+        write: Callable[[sqlite3.Connection, set[str]], None],
+        held: set[str] | None,
+    ) -> set[str]:
+        """``settle_held`` assuming every delivery held (``held`` None; raises
+        ``_NotAllHeld`` if one is not), or reading which are first."""
+        with self._db.write() as conn:
+            if held is not None:
+                held.update(self._holding(conn, deliveries))
+            done = [(d.id, d.token) for d in deliveries if d.id in acks and _in(held, d.id)]
+            until = time.time() + self.lease_seconds
+            kept = [
+                (until, d.id, d.token) for d in deliveries if d.id not in acks and _in(held, d.id)
+            ]
+            changed = 0
+            if done:
+                changed += conn.executemany(
+                    f"DELETE FROM messages WHERE {self._HELD}", done
+                ).rowcount
+            if kept:
+                renew = f"UPDATE messages SET lease_until = ? WHERE {self._HELD}"
+                changed += conn.executemany(renew, kept).rowcount
+            if held is None:
+                if changed < len(deliveries):
+                    raise _NotAllHeld
+                held = {d.id for d in deliveries}
+            write(conn, held)
+        return held
+
+    def _holding(self, conn: sqlite3.Connection, deliveries: Sequence[Delivery]) -> set[str]:
+        """The ids of ``deliveries`` leased under their token (read in the caller's
+        transaction)."""
+        tokens: dict[str, str] = {}
+        ids = [d.id for d in deliveries]
+        for start in range(0, len(ids), IDS_PER_STATEMENT):
+            chunk = ids[start : start + IDS_PER_STATEMENT]
+            tokens.update(
+                conn.execute(
+                    f"""SELECT id, token FROM messages
+                    WHERE state = 'leased' AND id IN ({", ".join("?" * len(chunk))})""",
+                    chunk,
+                ).fetchall()
+            )
+        return {d.id for d in deliveries if tokens.get(d.id) == d.token}
 
     def requeue(self, deliveries: Sequence[Delivery], *, started: bool = False) -> int:
         """Give messages back to their place in line; ``started=False`` uncounts the delivery."""
@@ -620,6 +694,18 @@ def _reserve_sql(queues: int) -> str:
             lease_until = ?1, deliveries = deliveries + 1
         WHERE seq IN (SELECT seq FROM ({pick}))
         RETURNING {rowcheck.RETURNED}"""
+
+
+class _NotAllHeld(Exception):
+    """A delivery of a fenced settle was not held: roll back and check each one."""
+
+
+def _in(ids: set[str] | None, id: str) -> bool:
+    return ids is None or id in ids
+
+
+def _write_nothing(conn: sqlite3.Connection, held: set[str]) -> None:
+    pass
 
 
 @functools.lru_cache(maxsize=32)

@@ -5,7 +5,7 @@ Each worker process (or a thread, in tests) runs one ``Consumer``::
     reserve a batch ──> for each delivery: run it with the Runner
           ^                 │  outcome (record + ack / retry / dead) is pending
           │                 v
-          └──── flush: store records, then settle in the broker
+          └──── flush: store records, then settle in the broker (``settle``)
 
 Batches adapt to the work: up to ``prefetch`` deliveries while tasks are short,
 one at a time once they are long, so that a process never sits on long tasks
@@ -42,6 +42,7 @@ from gopherq.brokers.base import Delivery
 from gopherq.errors import BrokerError
 from gopherq.message import Message
 from gopherq.runner import Outcome, Runner
+from gopherq.worker.settle import Finished, Settler
 from gopherq.worker.slots import Slot
 
 if TYPE_CHECKING:
@@ -109,12 +110,13 @@ class Consumer:
         self.slot = slot or Slot.allocate(1, self.prefetch)[0]
         self.reserve_timeout = reserve_timeout
         self.tasks_run = 0
-        self._runner = Runner(app, worker=self.name, cancelled=self.slot.cancelled)
+        self._runner = Runner(app, worker=self.name, cancelled=self.slot.cancelled, fenced=True)
         self._stopping = False
         self._recycle = False
         self._average: float | None = None  # runtime of all tasks (EMA)
         self._averages: dict[str, float] = {}  # runtime by task name (EMA)
-        self._pending: list[tuple[Delivery, Outcome]] = []
+        self._settler = Settler(app, self.name)
+        self._pending: list[Finished] = []
         self._pending_since = 0.0
         self._held: dict[str, Delivery] = {}  # id -> delivery, for lease renewal
         self._held_lock = threading.Lock()
@@ -233,7 +235,7 @@ class Consumer:
         self._log(delivery, name, outcome, elapsed)
         if not self._pending:
             self._pending_since = started + elapsed
-        self._pending.append((delivery, outcome))
+        self._pending.append(Finished(delivery, name, outcome))
         self.tasks_run += 1
         self._check_recycle()
         if time.monotonic() - self._pending_since >= FLUSH_AFTER:
@@ -264,39 +266,25 @@ class Consumer:
 
     def _flush(self) -> bool:
         """Store the pending records, publish the buffered events, then settle the
-        deliveries; False if that failed.
+        deliveries (``Settler``: only those still held); False if that failed.
 
-        Safe to repeat after a failure: storing a record again replaces it, the
-        events went out (or wait in their buffer), and the broker ignores a
-        settle whose token it no longer holds. Events of successes wait for
-        more (see ``gopherq.events.hub``); those of a retry or dead letter go
-        before the settle, so that a task's next attempt never shows first.
+        Safe to repeat after a failure: the settler finishes what the failed
+        attempt left, storing a record again replaces it, and the events went out
+        (or wait in their buffer).
         """
         if not self._pending:
             return True
         pending = self._pending
         try:
-            records = [o.record for _, o in pending if o.record is not None]
-            if records:
-                self.backend.store(records)
-            self.app.events.flush(only_due=all(o.action == "ack" for _, o in pending))
-            acks = [d for d, o in pending if o.action in ("ack", "cancel")]
-            if acks:
-                self.broker.ack(acks)
-            for delivery, outcome in pending:
-                if outcome.action == "retry":
-                    self.broker.retry(delivery, outcome.countdown, outcome.error)
-                elif outcome.action == "dead":
-                    reason = outcome.reason.value if outcome.reason else "UNKNOWN"
-                    self.broker.dead(delivery, reason, outcome.error)
+            self._settler.settle(pending)
         except Exception:
             logger.exception("worker %s: could not settle %d tasks", self.name, len(pending))
             return False
         self._pending = []
         self._backoff = 0.0
         with self._held_lock:
-            for delivery, _ in pending:
-                self._held.pop(delivery.id, None)
+            for finished in pending:
+                self._held.pop(finished.delivery.id, None)
         self.slot.settle()
         return True
 

@@ -50,6 +50,7 @@ from gopherq.redaction import printable_lines
 from gopherq.runner import Outcome, Runner
 from gopherq.worker.consumer import Consumer, Exit, worker_name
 from gopherq.worker.presence import Presence
+from gopherq.worker.settle import Finished, Settler
 from gopherq.worker.slots import Holding, Running, Slot
 
 if TYPE_CHECKING:
@@ -135,6 +136,7 @@ class Worker:
         )
         self.cancel_grace = settings.cancel_grace
         self.name = worker_name()
+        self._settler = Settler(app, self.name)
         self._pid = 0
         self._next_cancel_poll = 0.0
         self._children: dict[int, _Child] = {}  # pid -> child
@@ -372,27 +374,18 @@ class Worker:
         outcome = Runner(self.app, worker=child.name).killed(
             running.delivery, task_name=running.task, retries=running.retries, error=error
         )
-        self._settle(running.delivery, outcome)
+        self._settle(running.delivery, running.task, outcome)
 
     def _settle_cancelled(self, child: _Child, running: Running) -> None:
         outcome = Runner(self.app, worker=child.name).stopped(
             running.delivery, task_name=running.task, retries=running.retries
         )
-        self._settle(running.delivery, outcome)
+        self._settle(running.delivery, running.task, outcome)
 
-    def _settle(self, delivery: Delivery, outcome: Outcome) -> None:
-        """Store the outcome of a killed child's task, publish its events, then settle
-        it in the broker."""
-        if outcome.record is not None:
-            self.app.backend.store([outcome.record])
-        self.app.events.flush()
-        if outcome.action == "retry":
-            self.app.broker.retry(delivery, outcome.countdown, outcome.error)
-        elif outcome.action == "dead":
-            reason = outcome.reason.value if outcome.reason else "TIME_LIMIT"
-            self.app.broker.dead(delivery, reason, outcome.error)
-        else:
-            self.app.broker.ack([delivery])
+    def _settle(self, delivery: Delivery, task: str, outcome: Outcome) -> None:
+        """Settle a killed child's task as the consumer settles its own: the record
+        only while the lease is still held (see ``gopherq.worker.settle``)."""
+        self._settler.settle([Finished(delivery, task, outcome)])
 
     def _watch_cancels(self) -> None:
         """Kill a child whose cancelled task outlived ``cancel_grace``; every

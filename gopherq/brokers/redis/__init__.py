@@ -117,7 +117,7 @@ import functools
 import secrets
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from gopherq.brokers.base import (
     Broker,
@@ -127,7 +127,15 @@ from gopherq.brokers.base import (
     Envelope,
     QueueStats,
 )
-from gopherq.brokers.redis.connection import Call, Client, Connection, Script, script, unpack
+from gopherq.brokers.redis.connection import (
+    Call,
+    Client,
+    Connection,
+    RedisURL,
+    Script,
+    script,
+    unpack,
+)
 from gopherq.errors import ConfigurationError
 from gopherq.states import State
 
@@ -152,6 +160,19 @@ PRECISE_POLL = 0.005
 """Seconds between reserves in the last ``HZ_SLACK`` before a due time."""
 REGISTER_EVERY = 60.0
 """Seconds between re-adding a queue to the known-queue set from one process."""
+
+
+class HeldRecord(NamedTuple):
+    """A finished delivery for ``settle_held``, with its job record as the script takes it."""
+
+    delivery: Delivery
+    ack: bool
+    key: str | None
+    """The record's key; None: no record to store."""
+    fields: tuple[Any, Any, Any, Any]
+    """The record's blob, time to live in ms, inline flag and created time
+    (``settle_held.lua``); all '' without a record."""
+
 
 _STATES = {b"r": State.QUEUED, b"s": State.SCHEDULED, b"l": State.STARTED, b"d": State.DEAD}
 
@@ -290,7 +311,53 @@ class RedisBroker(Broker):
 
     def extend(self, deliveries: Sequence[Delivery]) -> int:
         """Renew leases for ``lease_seconds`` from now; returns how many were still held."""
-        return self._settle(script("extend"), deliveries, (self._lease,))
+        return len(self.held(deliveries))
+
+    def held(self, deliveries: Sequence[Delivery]) -> set[str]:
+        """The ids still leased under their token, whose leases are renewed (one round
+        trip)."""
+        results = self._settle_each(script("extend"), deliveries, (self._lease,))
+        return {id.decode() for result in results for id in result}
+
+    def shares_server(self, config: RedisURL) -> bool:
+        """True if ``config`` names this broker's Redis server and database, and not a
+        cluster: one script may then touch keys of both (see ``settle_held``)."""
+        own = self._conn.config
+        return not own.cluster and not config.cluster and own.client_url == config.client_url
+
+    def settle_held(
+        self,
+        items: Sequence[HeldRecord],
+        index_keys: tuple[str, str],
+        index_args: tuple[Any, Any, Any],
+    ) -> set[str]:
+        """Store the job records of the deliveries still held and ack them (or renew
+        their leases) in one step: ``settle_held.lua``, one call per queue and chunk,
+        all in one round trip. Returns the held ids.
+
+        The result store (``gopherq.results.redis``) passes each record as its key
+        and script fields, with its indexes' keys and arguments (see the script);
+        only where ``shares_server`` said yes.
+        """
+        by_queue: dict[str, list[HeldRecord]] = {}
+        for item in items:
+            by_queue.setdefault(item.delivery.queue, []).append(item)
+        settle = script("settle_held")
+        calls: list[Call] = []
+        for queue, group in by_queue.items():
+            for start in range(0, len(group), SETTLE_CHUNK):
+                keys = [self._base(queue), *index_keys]
+                args: list[Any] = [self._lease, *index_args]
+                for item in group[start : start + SETTLE_CHUNK]:
+                    d = item.delivery
+                    args += (d.id, d.token, "1" if item.ack else "0", *item.fields)
+                    if item.key is not None:
+                        keys.append(item.key)
+                calls.append((settle, keys, args))
+        if not calls:
+            return set()
+        results = self._conn.call(lambda c: self._conn.run_many(c, calls))
+        return {id.decode() for result in results for id in unpack(result)}
 
     def requeue(self, deliveries: Sequence[Delivery], *, started: bool = False) -> int:
         """Give messages back to their place in line; ``started=False`` uncounts the
@@ -578,8 +645,15 @@ class RedisBroker(Broker):
     ) -> int:
         """Run a settling script over ``deliveries``, one call per queue and chunk, all in
         one round trip; returns the sum of the counts."""
+        return sum(self._settle_each(script_, deliveries, head))
+
+    def _settle_each(
+        self, script_: Script, deliveries: Sequence[Delivery], head: tuple[Any, ...]
+    ) -> list[Any]:
+        """Run a settling script over ``deliveries``, one call per queue and chunk, all in
+        one round trip; returns each call's reply."""
         if not deliveries:
-            return 0
+            return []
         by_queue: dict[str, list[Delivery]] = {}
         for delivery in deliveries:
             by_queue.setdefault(delivery.queue, []).append(delivery)
@@ -590,7 +664,8 @@ class RedisBroker(Broker):
                 for delivery in chunk:
                     args += (delivery.id, delivery.token)
                 calls.append((script_, [self._base(queue)], args))
-        return sum(self._conn.call(lambda c: self._conn.run_many(c, calls)))
+        results: list[Any] = self._conn.call(lambda c: self._conn.run_many(c, calls))
+        return results
 
     def _run(self, script_: Script, queue: str, args: Sequence[Any]) -> Any:
         keys = [self._base(queue)]

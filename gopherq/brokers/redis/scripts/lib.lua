@@ -32,6 +32,7 @@
 --   P:result:{id}:done   list    one completion token (the record when small) that
 --                                every waiter BLMOVEs in place; lives a minute at most
 --   P:{_}:result-expiry  zset    id -> expiry time, for counting what expired
+--   P:once:{key}         string  a done-marker of gopherq.once, until its time to live
 --
 -- Script flags (Redis 7 shebang, each script's first line; script() in connection.py
 -- keeps it first): every script that drains, settles, gives back, dead-letters,
@@ -247,6 +248,22 @@ local function tidy(q, now, ttl)
   end
   drop_old_dead(q, now, ttl)
   return moved, next_eta, next_expiry
+end
+
+-- Store one job record under key and wake its waiters (the result backend's layout
+-- above): a finished record (ttl_ms not '') gets its time to live and a completion
+-- token (a list of one entry, the record itself when inline is '1', else empty) that
+-- lives done_ms; an unfinished one has neither. A token never outlives its record.
+local function store_result(key, blob, ttl_ms, done_ms, inline)
+  local done = key .. ':done'
+  redis.call('DEL', done)
+  if ttl_ms == '' then
+    redis.call('SET', key, blob)
+  else
+    redis.call('SET', key, blob, 'PX', ttl_ms)
+    redis.call('RPUSH', done, inline == '1' and blob or '')
+    redis.call('PEXPIRE', done, done_ms)
+  end
 end
 
 -- A script's array reply as one msgpack string where the server has cmsgpack (Redis
