@@ -12,8 +12,10 @@ import time
 from collections.abc import Sequence
 
 from gopherq import GopherQ
+from gopherq.brokers import Broker
 from gopherq.errors import BrokerUnavailable
 from gopherq.results import JobRecord
+from gopherq.results.base import Settling
 from gopherq.results.sqlite import SQLiteResultBackend
 from gopherq.states import State
 
@@ -26,10 +28,19 @@ class StartFailing(SQLiteResultBackend):
     failed = 0  # per process: a forked child starts from the supervisor's 0
 
     def store(self, records: Sequence[JobRecord]) -> None:
+        self._fail_at_start(records)
+        super().store(records)
+
+    def store_held(self, broker: Broker, items: Sequence[Settling]) -> set[str] | None:
+        # A worker stores STARTED records fenced: in one step with the broker's check.
+        self._fail_at_start([i.record for i in items if i.record is not None])
+        return super().store_held(broker, items)
+
+    @staticmethod
+    def _fail_at_start(records: Sequence[JobRecord]) -> None:
         if any(r.state is State.STARTED for r in records) and StartFailing.failed < FAILURES:
             StartFailing.failed += 1
             raise BrokerUnavailable("result store down (injected)")
-        super().store(records)
 
 
 app = GopherQ("e2e-store", backend=StartFailing(os.environ["GOPHERQ_BROKER_URL"]))
