@@ -501,18 +501,7 @@ def test_worker_log_lines_escape_control_characters(tmp_path: Path) -> None:
         app.send_task(NASTY)  # not registered: dead-lettered, and logged
     finally:
         app.close()
-    env = {**os.environ, "GOPHERQ_BROKER_URL": url}
-    env.pop("GOPHERQ_EAGER", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "gopherq", "-A", "logapp", "worker", "--burst", "-c", "1"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = _burst_worker(tmp_path, "logapp", url, "-c", "1")
     # Line breaks stay in logs (tracebacks): the rest is escaped.
     assert "task q\\x1b[31mred\\x0d\n\\x07\\u202eevil[" in _clean(done.stderr), done.stderr
 
@@ -560,11 +549,19 @@ def test_root_warning_only_for_root(
 @pytest.mark.skipif(os.geteuid() != 0, reason="the warning is for a worker running as root")
 def test_a_worker_started_as_root_warns_once(tmp_path: Path) -> None:
     (tmp_path / "rootapp.py").write_text(APP_SOURCE)
-    env = {**os.environ, "GOPHERQ_BROKER_URL": f"sqlite:///{tmp_path / 'q.db'}"}
+    done = _burst_worker(tmp_path, "rootapp", f"sqlite:///{tmp_path / 'q.db'}", "-c", "2")
+    assert done.stderr.count(ROOT_WARNING) == 1, done.stderr
+
+
+def _burst_worker(
+    cwd: Path, module: str, url: str, *options: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``gopherq worker --burst`` on ``module`` in ``cwd`` until the queues are empty."""
+    env = {**os.environ, "GOPHERQ_BROKER_URL": url}
     env.pop("GOPHERQ_EAGER", None)
     done = subprocess.run(
-        [sys.executable, "-m", "gopherq", "-A", "rootapp", "worker", "--burst", "-c", "2"],
-        cwd=tmp_path,
+        [sys.executable, "-m", "gopherq", "-A", module, "worker", "--burst", *options],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -572,4 +569,4 @@ def test_a_worker_started_as_root_warns_once(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stderr.count(ROOT_WARNING) == 1, done.stderr
+    return done
