@@ -14,6 +14,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 from gopherq import GopherQ, current_task
 
@@ -77,3 +78,9 @@ def stalls(seconds: float) -> str:
         raise RuntimeError("stopped past the lease")
     note("done")
     return "ran through"
+
+
+@app.task
+def echo(*args: Any, **kwargs: Any) -> int:
+    """Takes any arguments (the hostile messages' task); returns how many it got."""
+    return len(args) + len(kwargs)
