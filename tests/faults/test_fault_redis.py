@@ -109,10 +109,16 @@ def test_maxmemory_noeviction_drains(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def fill(run: FaultRun) -> int:
-    """Send padded messages until Redis refuses them for want of memory; how many."""
+    """Send padded messages until Redis refuses them for want of memory, then lower
+    ``maxmemory`` to below what Redis holds (the memory of connections' buffers comes
+    and goes, but stays under that margin): until messages go, every write that
+    needs memory fails. Returns how many messages went in."""
     padding = "x" * 2000
     before = len(run.sent)
     with pytest.raises(BrokerError, match=r"(?i)memory"):
         for _ in range(1000):  # to the limit (a few hundred messages)
             run.send_work(10, "quiet", 0.005, padding)
+    with client(run) as admin:
+        used = int(admin.info("memory")["used_memory"])
+        admin.config_set("maxmemory", used - 100_000)  # about 40 messages' worth
     return len(run.sent) - before
