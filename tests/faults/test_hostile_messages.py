@@ -171,6 +171,31 @@ def bodies(draw: st.DrawFn) -> Body:
     return body
 
 
+def with_fields(**fields: Any) -> Body:
+    """A valid envelope with ``fields`` put in (packed, unless given as bytes)."""
+    packs = {name: value if isinstance(value, bytes) else packed(value)
+             for name, value in fields.items()}  # fmt: skip
+    return lambda id: pack_map(base_fields(id) | packs)
+
+
+SEEDS: list[Body] = [
+    with_fields(task="tasks.echo" + "x" * 16_000),  # overflowed a worker's slot half
+    with_fields(task="tasks.echo" + "x" * 40_000),  # killed the child writing its slot
+    with_fields(created=math.nan),  # broke the Redis result index on every flush
+    with_fields(eta=math.inf, expires=-math.inf, timeout=math.nan),
+    with_fields(args=[msgpack.Timestamp(0, 0), msgpack.Timestamp(-(2**34), 5)]),
+    with_fields(args=b"\x91\xd6\xff\x00\x00"),  # a Timestamp cut short
+    with_fields(args=[msgpack.ExtType(99, b"?")]),  # an unknown extension type
+    with_fields(args=b"\x91" * 3000 + b"\xc0"),
+    with_fields(id="i" * 20_000, queue="q" * 20_000, key="k" * 20_000),
+    with_fields(headers={"h" * 20_000: "v" * 20_000, "traceparent": 5}),
+    with_fields(attempt=2**64 - 1, priority=2**63, retries=-(2**63)),
+    with_fields(v=True, task=b"\xa3\xff\xfe\xfd"),
+    lambda id: base_body(id)[:-3],
+]
+"""Bodies known to have hurt a worker, in every batch beside the generated ones."""
+
+
 # Entries planted in the broker's storage: an envelope that is fine, or not, under
 # broker-side fields that are wrong.
 ODD_COLUMN = st.one_of(
@@ -279,7 +304,7 @@ def generate(strategy: st.SearchStrategy[T], count: int) -> list[T]:
 def test_hostile_messages_never_stop_a_worker(
     broker: str, round: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    generated = generate(bodies(), BATCH)
+    generated = SEEDS + generate(bodies(), BATCH)
     planted = generate(planted_entries(), PLANTED)
     with open_fault_run(broker, tmp_path, monkeypatch) as run:
         sent: dict[str, bytes] = {}
