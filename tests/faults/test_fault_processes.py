@@ -93,7 +93,7 @@ def test_sigterm_drains(fault_run: FaultRun) -> None:
 def test_double_sigint(fault_run: FaultRun) -> None:
     run = fault_run
     worker = run.worker("-c", "2", lease_seconds="2")
-    run.send_work(scaled(10, 500), "work", 0.5)
+    run.send_work(scaled(10, 100), "work", 0.5)
     run.wait_progress(2)
     run.busy_child(worker)
     run.fault()
