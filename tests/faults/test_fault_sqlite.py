@@ -53,7 +53,7 @@ def fill_disk(path: Path) -> None:
 
 
 def test_disk_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with small_disk(tmp_path / "disk", "4M") as disk:
+    with small_disk(tmp_path / "disk", f"{scaled(4, 32)}M") as disk:
         url = f"sqlite:///{disk / 'gopherq.db'}"
         with open_fault_run("sqlite", tmp_path, monkeypatch, url=url) as run:
             worker = run.worker("-c", "2")
