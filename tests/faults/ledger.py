@@ -92,6 +92,9 @@ class FaultRun(Run):
         self.ledger = path / "ledger.log"
         self.sent: list[str] = []
         self.fault_at: float | None = None
+        self._read = 0  # bytes of the ledger parsed so far
+        self._lines: list[list[Any]] = []
+        self._done: collections.Counter[str] = collections.Counter()
 
     def send_work(self, count: int, task: str = "work", *args: Any, batch: int = 500) -> list[str]:
         """Send ``count`` tasks ``tasks.<task>(*args)`` in batches of ``batch``; their ids."""
@@ -111,14 +114,30 @@ class FaultRun(Run):
 
     def lines(self, event: str | None = None) -> list[list[Any]]:
         """The ledger's lines ``[event, id, pid, attempt, time]``, of one event or all."""
-        if not self.ledger.exists():
-            return []
-        lines = [json.loads(line) for line in self.ledger.read_text().splitlines()]
-        return [line for line in lines if event is None or line[0] == event]
+        self._catch_up()
+        return [line for line in self._lines if event is None or line[0] == event]
 
     def completed(self) -> collections.Counter[str]:
         """How many times each task id completed."""
-        return collections.Counter(line[1] for line in self.lines("done"))
+        self._catch_up()
+        return self._done.copy()
+
+    def _catch_up(self) -> None:
+        """Parse the whole lines appended to the ledger since the last call (the
+        scenarios poll it, and a full run's ledger has tens of thousands)."""
+        try:
+            with self.ledger.open("rb") as ledger:
+                ledger.seek(self._read)
+                data = ledger.read()
+        except FileNotFoundError:
+            return
+        whole = data[: data.rfind(b"\n") + 1]
+        self._read += len(whole)
+        for text in whole.splitlines():
+            line = json.loads(text)
+            self._lines.append(line)
+            if line[0] == "done":
+                self._done[line[1]] += 1
 
     def children(self, worker: subprocess.Popen[bytes]) -> list[int]:
         """The pids of ``worker``'s live child processes."""
