@@ -89,13 +89,13 @@ def test_maxmemory_noeviction_drains(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert fill(run) > 100
         run.fault()
         # Events would need memory too: this is about the broker's own scripts.
-        options = {"lease_seconds": "1", "events": "off"}
+        options = {"lease_seconds": "2", "events": "off"}
         first = run.worker("-c", "2", **options)
         run.wait_progress(len(run.completed()) + 4)
         os.killpg(first.pid, signal.SIGKILL)  # its leases expire while Redis is full
         first.wait(5)
         fill(run)  # what it acked freed some memory: full again
-        time.sleep(1.5)
+        time.sleep(2.5)  # past its leases
         second = run.worker("-c", "2", **options)
         run.wait_progress(len(run.completed()) + 4)
         assert stop(second) == 0, run.log()  # gives back what it prefetched
