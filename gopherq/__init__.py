@@ -29,6 +29,7 @@ from gopherq.errors import (
     ResultTimeout,
     Retry,
     SerializationError,
+    SignatureError,
     SoftTimeLimitExceeded,
     TaskCancelled,
     TaskError,
@@ -37,6 +38,7 @@ from gopherq.errors import (
 )
 from gopherq.events import Event
 from gopherq.middleware import Middleware
+from gopherq.once import once
 from gopherq.result import AsyncResult
 from gopherq.results.base import Progress
 from gopherq.states import DeadReason, Priority, State
@@ -68,6 +70,7 @@ __all__ = [
     "Retry",
     "SerializationError",
     "Signature",
+    "SignatureError",
     "SoftTimeLimitExceeded",
     "State",
     "Task",
@@ -79,4 +82,5 @@ __all__ = [
     "TimeLimitExceeded",
     "__version__",
     "current_task",
+    "once",
 ]

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gopherq.brokers.base import redact_url
 from gopherq.errors import DecodeError
+from gopherq.redaction import redact_text, redact_url
 from gopherq.results.base import JobRecord
 from gopherq.states import Priority, State
 
@@ -68,7 +68,7 @@ def task_name(codec: Codec, body: bytes) -> str | None:
     its task name.
     """
     try:
-        data = codec.unpack(body)
+        data = codec.peek(body)
     except DecodeError:
         return None
     name = data.get("task") if isinstance(data, dict) else None
@@ -147,7 +147,8 @@ def check_health(app: GopherQ) -> Health:
     try:
         app.broker.ping()
     except Exception as exc:  # a health check reports, it does not raise
-        return Health(redact_url(app.broker_url), False, time.perf_counter() - start, str(exc))
+        error = redact_text(str(exc))  # a library's message may quote the URL
+        return Health(redact_url(app.broker_url), False, time.perf_counter() - start, error)
     return Health(redact_url(app.broker_url), True, time.perf_counter() - start)
 
 

@@ -5,24 +5,25 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+import math
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, Protocol, TypeVar, overload
 
 from gopherq.brokers import DEFAULT_URL, Broker, Cancellation, Envelope, open_broker
-from gopherq.brokers.base import redact_url
 from gopherq.errors import ConfigurationError, NotRegistered, TaskCancelled
 from gopherq.events import EventBackend, Events, event_backend_for, open_event_backend
 from gopherq.events.emitter import EventEmitter
 from gopherq.events.hub import H
-from gopherq.message import Message, new_id
+from gopherq.message import MAX_TIMESTAMP, Message, field_problem, new_id
 from gopherq.middleware import Middleware, MiddlewareStack
+from gopherq.redaction import redact_url
 from gopherq.result import AsyncResult
 from gopherq.results import ErrorInfo, JobRecord, ResultBackend, open_backend
 from gopherq.runner import run_eagerly
 from gopherq.schedules import CatchUp, Entry, Schedules
-from gopherq.serializer import Codec
 from gopherq.settings import Settings
+from gopherq.signing import codec_for
 from gopherq.states import Priority, State
 from gopherq.task import AsyncTask, BaseTask, P, R, Signature, Task, make_options
 
@@ -72,7 +73,8 @@ class GopherQ:
             settings["events"] = event_backend.url
         self.name = name
         self.settings = Settings.load(settings)
-        self.codec = Codec(self.settings.max_message_size)
+        self.codec = codec_for(self.settings)
+        """Encodes and decodes messages; signs and verifies them when signing is on."""
         self.tasks: dict[str, BaseTask[Any, Any]] = {}
         self._broker = broker if isinstance(broker, Broker) else None
         self._backend = backend if isinstance(backend, ResultBackend) else None
@@ -365,7 +367,7 @@ class GopherQ:
             created=now,
         )
         if opts:  # most sends have none: .delay() and .s() never do
-            _apply_send_options(message, opts, now)
+            _apply_send_options(message, opts, now, self.settings.max_eta)
         return message
 
     def _decoded(self, cancellation: Cancellation) -> Message:
@@ -402,13 +404,24 @@ def _unknown(*args: Any, **kwargs: Any) -> Any:
     raise NotRegistered("this task is not registered in this process")
 
 
-def _apply_send_options(message: Message, opts: Mapping[str, Any], now: float) -> None:
-    """Per-call send options over the task's defaults (see ``BaseTask.apply_async``)."""
+def _apply_send_options(
+    message: Message, opts: Mapping[str, Any], now: float, max_eta: float
+) -> None:
+    """Per-call send options over the task's defaults (see ``BaseTask.apply_async``).
+
+    Raises ``ValueError`` for a value the worker would refuse at decode time (it
+    would dead-letter the message), and for an ``eta`` more than ``max_eta``
+    seconds away.
+    """
     message.id = opts.get("task_id") or message.id
-    eta = _timestamp(opts.get("eta"), now)
+    eta = _timestamp(opts.get("eta"), now, what="eta")
     countdown = opts.get("countdown")
     if countdown is not None:
-        eta = now + float(countdown)
+        eta = _timestamp(float(countdown), now, relative=True, what="countdown")
+    if eta is not None and eta - now > max_eta:
+        raise ValueError(
+            f"eta is {eta - now:.0f} seconds away, beyond the max_eta setting of {max_eta:.0f}"
+        )
     message.eta = eta if eta is not None and eta > now else None
     if "expires" in opts:
         message.expires = _timestamp(opts["expires"], now, relative=True)
@@ -420,18 +433,42 @@ def _apply_send_options(message: Message, opts: Mapping[str, Any], now: float) -
     message.timeout = opts.get("timeout")
     message.key = opts.get("key")
     message.headers = dict(opts.get("headers") or {})
+    for name, option in _CHECKED_OPTIONS:
+        problem = field_problem(name, getattr(message, name))
+        if problem:
+            raise ValueError(f"send option {option} {problem}")
 
 
-def _timestamp(value: Any, now: float, *, relative: bool = False) -> float | None:
-    """Unix seconds from a datetime, a timedelta, or a number (relative seconds if ``relative``)."""
+# The envelope fields that send options set and ``_timestamp`` does not check.
+_CHECKED_OPTIONS = (
+    ("id", "task_id"),
+    ("queue", "queue"),
+    ("retries", "retries"),
+    ("timeout", "timeout"),
+    ("key", "key"),
+    ("headers", "headers"),
+)
+
+
+def _timestamp(
+    value: Any, now: float, *, relative: bool = False, what: str = "expires"
+) -> float | None:
+    """Unix seconds from a datetime, a timedelta, or a number (relative seconds if
+    ``relative``); ``ValueError`` if not finite or past what an envelope holds."""
     if value is None:
         return None
     if isinstance(value, dt.datetime):
         # A naive datetime means local time, as everywhere in the standard library.
         moment: dt.datetime = value if value.tzinfo else value.astimezone()
-        return moment.timestamp()
-    if isinstance(value, dt.timedelta):
-        return now + value.total_seconds()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return now + float(value) if relative else float(value)
-    raise TypeError(f"expected a datetime, timedelta or number of seconds, not {value!r}")
+        seconds = moment.timestamp()
+    elif isinstance(value, dt.timedelta):
+        seconds = now + value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = now + float(value) if relative else float(value)
+    else:
+        raise TypeError(f"expected a datetime, timedelta or number of seconds, not {value!r}")
+    if not math.isfinite(seconds):
+        raise ValueError(f"{what} is not a finite number: {value!r}")
+    if seconds > MAX_TIMESTAMP:
+        raise ValueError(f"{what} is past the year 9999: {value!r}")
+    return max(seconds, 0.0)  # a time before 1970 has passed as surely as any

@@ -320,7 +320,7 @@ class Beat:
         except BrokerError as exc:  # it stays pending, and is sent again
             logger.warning("beat: %s at %d not sent yet: %s", entry.name, tick, exc)
             return False
-        except (TypeError, GopherQError) as exc:  # bad arguments, too large: never sendable
+        except (TypeError, ValueError, GopherQError) as exc:  # bad arguments: never sendable
             logger.error("beat: %s at %d cannot be sent, skipped: %s", entry.name, tick, exc)
             return True
         logger.info("beat: sent %s (%s) for %d", entry.name, entry.task, tick)

@@ -35,19 +35,33 @@ from gopherq.cli_support import (
     with_app,
 )
 from gopherq.errors import GopherQError, TaskFailed
+from gopherq.redaction import printable, printable_lines, redact_text
 from gopherq.states import State
 
 
 class _Group(click.Group):
-    """A group that turns gopherq's errors into one line and exit code 1."""
+    """A group that turns gopherq's errors into one line and exit code 1.
+
+    Every error message may quote data or a library's text: URLs in it are
+    redacted and control characters escaped (docs/security.md).
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.ClickException as exc:  # the commands' own, and usage errors
+            exc.message = printable_lines(redact_text(exc.message))
+            raise
         except TaskFailed as exc:
-            raise click.ClickException(f"task {exc.task_id} failed: {exc}") from None
+            raise click.ClickException(_one_line(f"task {exc.task_id} failed: {exc}")) from None
         except GopherQError as exc:
-            raise click.ClickException(f"{exc}".partition("\n")[0] or repr(exc)) from None
+            message = f"{exc}".partition("\n")[0] or repr(exc)
+            raise click.ClickException(_one_line(message)) from None
+
+
+def _one_line(message: str) -> str:
+    """An error message fit for the terminal: URLs redacted, control characters escaped."""
+    return printable(redact_text(message))
 
 
 _yes_option = click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -138,7 +152,7 @@ def submit(
         result = app.send_task(
             name, args, kwargs, priority=priority, countdown=countdown, queue=queue
         )
-    except TypeError as exc:  # the arguments do not fit the task
+    except (TypeError, ValueError) as exc:  # the arguments do not fit, an option is out of bounds
         raise click.ClickException(str(exc)) from None
     click.echo(result.id)
     if wait:
@@ -166,11 +180,11 @@ def status(app: GopherQ, id: str, as_json: bool) -> None:
         info["progress"] = progress_text(**info["progress"])
     width = max(map(len, info))
     for key, value in info.items():
-        click.echo(f"{key + ':':<{width + 1}}  {value}")
+        click.echo(f"{key + ':':<{width + 1}}  {printable(str(value))}")
     if error:
-        click.echo(f"{'error:':<{width + 1}}  {error['type']}: {error['message']}")
+        click.echo(f"{'error:':<{width + 1}}  {printable(error['type'] + ': ' + error['message'])}")
         if error["traceback"]:
-            click.echo("\n" + error["traceback"].rstrip())
+            click.echo("\n" + printable_lines(error["traceback"].rstrip()))
 
 
 @main.command()
@@ -332,9 +346,9 @@ def health(app: GopherQ, as_json: bool) -> None:
     if as_json:
         print_json(dataclasses.asdict(result))
     elif result.ok:
-        click.echo(f"ok: {result.broker} answered in {result.latency * 1000:.1f} ms")
+        click.echo(printable(f"ok: {result.broker} answered in {result.latency * 1000:.1f} ms"))
     else:
-        click.echo(f"broker {result.broker} does not answer: {result.error}", err=True)
+        click.echo(printable(f"broker {result.broker} does not answer: {result.error}"), err=True)
     if not result.ok:
         sys.exit(1)
 

@@ -26,6 +26,7 @@ from gopherq.cli_support import (
     with_app,
 )
 from gopherq.events import EVENT_TYPES, Event
+from gopherq.redaction import printable
 from gopherq.results.base import JobRecord
 from gopherq.states import State
 
@@ -165,7 +166,7 @@ def _print_event(event: Event, as_json: bool) -> None:
     pairs = " ".join(f"{k}={_value(k, v)}" for k, v in fields.items() if v is not None)
     head = f"{event.id}  {event.task}  " if event.id is not None else ""
     stamp = when(event.time) + f".{int(event.time * 1000) % 1000:03d}"
-    click.echo(f"{stamp}  {event.type:<16}  {head}{pairs}")
+    click.echo(printable(f"{stamp}  {event.type:<16}  {head}{pairs}"))
 
 
 def _value(key: str, value: Any) -> str:

@@ -17,6 +17,7 @@ import click
 from gopherq.app import GopherQ
 from gopherq.errors import GopherQError
 from gopherq.loader import load_app
+from gopherq.redaction import printable
 from gopherq.states import Priority
 
 
@@ -101,7 +102,7 @@ def cell(value: Any) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return str(value)
+    return printable(str(value))
 
 
 def when(timestamp: float | None) -> str:
@@ -125,6 +126,8 @@ def json_arg(kind: type[list[Any]] | type[dict[str, Any]]) -> Callable[..., Any]
             parsed = json.loads(value)
         except json.JSONDecodeError as exc:
             raise click.BadParameter(f"not valid JSON: {exc}") from None
+        except RecursionError:
+            raise click.BadParameter("JSON nested too deeply") from None
         if not isinstance(parsed, kind):
             raise click.BadParameter(f"expected a JSON {'array' if kind is list else 'object'}")
         return parsed

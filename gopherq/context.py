@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gopherq.errors import Retry, TaskError
-from gopherq.results.base import Progress
+from gopherq.results.base import Progress, ResultBackend
 
 
 class JobControl(Protocol):
@@ -28,6 +28,9 @@ class JobControl(Protocol):
 
     def cancelled(self, context: TaskContext) -> bool:
         """Whether a cancel of the task was requested."""
+
+    def result_backend(self) -> ResultBackend:
+        """The running app's result store."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,11 @@ class TaskContext:
         process through shared memory (about twice a second).
         """
         return self._control().cancelled(self)
+
+    @property
+    def result_backend(self) -> ResultBackend:
+        """The result store of the app running this task (``gopherq.once`` uses it)."""
+        return self._control().result_backend()
 
     def _control(self) -> JobControl:
         if self.control is None:

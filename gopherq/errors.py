@@ -5,10 +5,11 @@
     GopherQError
     ├── ConfigurationError        bad settings, unknown task options, app not found
     ├── BrokerError               the broker failed an operation
-    │   └── BrokerUnavailable     the broker cannot be reached
+    │   └── BrokerUnavailable     not now: unreachable, disk full, lock held; try later
     ├── SerializationError        a value msgpack cannot carry (names the argument path)
     │   ├── PayloadTooLarge       the encoded message exceeds ``max_message_size``
     │   └── DecodeError           bytes that are not a valid gopherq message
+    │       └── SignatureError    unsigned or badly signed, with message signing on
     ├── TaskError
     │   ├── NotRegistered         no task of that name in the app
     │   ├── TaskFailed            the task raised; carries the remote type, message, traceback
@@ -38,7 +39,8 @@ class BrokerError(GopherQError):
 
 
 class BrokerUnavailable(BrokerError):
-    """The broker cannot be reached."""
+    """The broker cannot serve this now, and trying later may work: it cannot be
+    reached, its disk is full, its lock stayed held, an I/O error."""
 
 
 class SerializationError(GopherQError):
@@ -59,6 +61,11 @@ class PayloadTooLarge(SerializationError):
 
 class DecodeError(SerializationError):
     """Bytes that are not a valid gopherq message."""
+
+
+class SignatureError(DecodeError):
+    """With message signing on: a message unsigned, signed with an unknown key, or
+    altered since it was signed (dead-lettered ``SIGNATURE_INVALID``)."""
 
 
 class TaskError(GopherQError):

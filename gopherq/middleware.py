@@ -114,7 +114,7 @@ class Middleware:
         """
 
     def on_retry(self, app: GopherQ, message: Message, outcome: Outcome) -> None:
-        """The run ends in a retry at ``outcome.eta``."""
+        """The run ends in a retry ``outcome.countdown`` seconds from now."""
 
     def on_dead(self, app: GopherQ, message: Message, outcome: Outcome) -> None:
         """The run ends in the dead letters, for ``outcome.reason``."""

@@ -1,13 +1,16 @@
 """Running one message: decode, find the task, call it, decide what happens next.
 
 The worker and eager mode share this. It never touches the broker: it returns
-an ``Outcome`` (ack, retry at a time, or dead-letter with a reason) plus the job
-record to store, and the caller settles both, in batches where it can.
+an ``Outcome`` (ack, retry after a countdown, or dead-letter with a reason) plus
+the job record to store, and the caller settles both, in batches where it can.
+A retry carries a countdown, not a time: the broker adds its own clock, so a
+worker whose clock is off does not shift the backoff.
 
 Record states after a dead letter tell apart why: ``FAILED`` when the task ran
 and failed with no retries left (``MAX_RETRIES``, ``TIME_LIMIT``), ``EXPIRED``
 when it was not started in time, ``DEAD`` when it could not run at all
-(``DECODE_ERROR``, ``UNKNOWN_TASK``, ``BAD_ARGS``, ``WORKER_LOST``, ``REJECTED``).
+(``DECODE_ERROR``, ``SIGNATURE_INVALID``, ``UNKNOWN_TASK``, ``BAD_ARGS``, ``WORKER_LOST``,
+``REJECTED``).
 
 A cancelled task is not a dead letter: its outcome is ``cancel`` (settled like
 an ack) with a ``CANCELLED`` record, whether it was cancelled before it started
@@ -17,6 +20,7 @@ or while it ran, however it then returned.
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 import threading
 import time
@@ -33,6 +37,7 @@ from gopherq.errors import (
     NotRegistered,
     Reject,
     Retry,
+    SignatureError,
     SoftTimeLimitExceeded,
     TaskCancelled,
     TimeLimitExceeded,
@@ -40,7 +45,7 @@ from gopherq.errors import (
 from gopherq.message import Message
 from gopherq.results.base import ErrorInfo, JobRecord
 from gopherq.states import DeadReason, State
-from gopherq.tracker import JobTracker, never_cancelled
+from gopherq.tracker import JobTracker, StoreBackoff, never_cancelled
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
@@ -64,8 +69,8 @@ class Outcome:
 
     action: Action
     record: JobRecord | None
-    eta: float = 0.0
-    """For ``retry``: unix seconds of the next attempt."""
+    countdown: float = 0.0
+    """For ``retry``: seconds from now (the broker's clock) until the next attempt."""
     reason: DeadReason | None = None
     """For ``dead``: why."""
     error: str = ""
@@ -82,6 +87,9 @@ class Runner:
     ``cancelled(id)`` tells whether a cancel of a task was requested (the
     worker's supervisor learns it from the broker); it is asked before a task
     starts, by ``current_task().cancelled``, and once the task returns.
+    ``fenced`` (a worker's runner): the records a task stores while it runs
+    (STARTED, progress, checkpoints) are stored only while its delivery is held
+    (see ``gopherq.tracker``).
     """
 
     def __init__(
@@ -89,11 +97,15 @@ class Runner:
         app: GopherQ,
         worker: str | None = None,
         cancelled: Callable[[str], bool] = never_cancelled,
+        *,
+        fenced: bool = False,
     ) -> None:
         self.app = app
         self.worker = worker
         self.cancelled = cancelled
+        self.fenced = fenced
         self.max_deliveries = app.settings.max_deliveries
+        self._store_backoff = StoreBackoff()  # shared by this runner's runs
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def run(
@@ -112,7 +124,9 @@ class Runner:
                 message = self.app.codec.decode(delivery.body)
             except DecodeError as exc:
                 message = Message(id=delivery.id, task="?", queue=delivery.queue, created=started)
-                failure = (DeadReason.DECODE_ERROR, exc)
+                signed = isinstance(exc, SignatureError)  # signing on, signature wrong
+                reason = DeadReason.SIGNATURE_INVALID if signed else DeadReason.DECODE_ERROR
+                failure = (reason, exc)
         task = self.app.tasks.get(message.task)
         if failure is None:
             failure = self._cannot_run(delivery, message, started)
@@ -123,6 +137,8 @@ class Runner:
             rerun=delivery.attempt > 0 or delivery.deliveries > 1,
             keep=task is not None and not task.options.ignore_result,
             cancelled=self.cancelled,
+            backoff=self._store_backoff,
+            delivery=delivery if self.fenced else None,
         )
         context = TaskContext(
             id=message.id,
@@ -213,10 +229,10 @@ class Runner:
         exc = TimeLimitExceeded(error)
         task = self.app.tasks.get(task_name)
         if task is not None and delivery.attempt < context.retries:
-            eta = tracker.started + task.options.retry_delay_for(delivery.attempt)
+            countdown = task.options.retry_delay_for(delivery.attempt)
             info = _error_info(exc)
             record = tracker.record(context, State.RETRYING, error=info)
-            outcome = Outcome("retry", record, eta=eta, error=_one_line(exc))
+            outcome = Outcome("retry", record, countdown=countdown, error=_one_line(exc))
         else:
             outcome = self._dead(context, tracker, DeadReason.TIME_LIMIT, exc)
         if self.app.middleware:
@@ -274,10 +290,10 @@ class Runner:
     ) -> Outcome:
         """Retry if asked to (``requested``) or if ``exc`` is retryable, while retries last."""
         if (requested or task.options.should_retry(exc)) and context.retries_left > 0:
-            if countdown is None:
+            if countdown is None or not math.isfinite(countdown):
                 countdown = task.options.retry_delay_for(context.attempt)
             record = tracker.record(context, State.RETRYING, error=_error_info(exc))
-            return Outcome("retry", record, eta=time.time() + countdown, error=_one_line(exc))
+            return Outcome("retry", record, countdown=countdown, error=_one_line(exc))
         return self._dead(context, tracker, DeadReason.MAX_RETRIES, exc)
 
     def _cancel(self, context: TaskContext, tracker: JobTracker, why: str) -> Outcome:

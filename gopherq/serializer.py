@@ -9,6 +9,10 @@ Extension types carry what msgpack lacks; bytes travel natively::
     4     UUID                 16 bytes
     5     Decimal              text
 
+msgpack's own Timestamp extension (code -1), which JavaScript encoders use for
+every ``Date``, is decoded too, into an aware UTC ``datetime``; gopherq itself
+sends datetimes as code 1 or 2, which keep their offset or naivety.
+
 Decoding never runs code (no pickle): unknown extension codes are rejected, and
 the input size and nesting depth are bounded. Map keys that are tuples travel
 as arrays and come back as tuples.
@@ -92,6 +96,7 @@ _UNPACK: dict[str, Any] = {
     "ext_hook": _decode_ext,
     "raw": False,
     "strict_map_key": False,
+    "timestamp": 3,  # the Timestamp extension (code -1) as an aware UTC datetime
     "use_list": True,
 }
 
@@ -150,6 +155,8 @@ class Codec:
 
     def unpack(self, data: bytes) -> Any:
         """Decode bytes made by ``pack``; raise ``DecodeError`` on anything else."""
+        if not data:  # msgpack says "incomplete input": say what it is (a broker entry's)
+            raise DecodeError("not valid msgpack: empty body, the broker entry holds no message")
         if len(data) > self.max_message_size:
             raise DecodeError(f"{len(data)} bytes is above the limit of {self.max_message_size}")
         try:
@@ -164,6 +171,11 @@ class Codec:
         if _depth_exceeds(value, MAX_DEPTH):
             raise DecodeError(f"nesting deeper than {MAX_DEPTH} levels")
         return value
+
+    def peek(self, data: bytes) -> Any:
+        """The envelope map in a message body, not validated (for display); raise
+        ``DecodeError`` if unreadable."""
+        return self.unpack(data)
 
     def encode(self, message: Message) -> bytes:
         """Encode a message; raise ``PayloadTooLarge`` above the size limit."""

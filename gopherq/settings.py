@@ -21,10 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from gopherq.errors import ConfigurationError
+from gopherq.redaction import redact_url
 
 ENV_PREFIX = "GOPHERQ_"
 # Environment variables that are not settings (read by the CLI and tests).
 _ENV_NOT_SETTINGS = frozenset({"GOPHERQ_APP", "GOPHERQ_REQUIRE_SERVICES"})
+# Settings that hold URLs, which may carry passwords: redacted in repr.
+_URL_SETTINGS = frozenset({"broker_url", "result_backend", "events"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,9 @@ class Settings:
     default_queue: str = "default"
     max_message_size: int = 1024 * 1024
     """Largest encoded message in bytes; larger ones raise ``PayloadTooLarge``."""
+    max_eta: float = 365 * 86400.0
+    """Furthest ahead, in seconds, a task may be sent to run (``eta``, ``countdown``);
+    further raises ``ValueError`` at send time."""
     result_expires: float = 86400.0
     """Seconds a finished job record is kept."""
     lease_seconds: float = 30.0
@@ -72,9 +78,27 @@ class Settings:
     """Seconds between a worker's ``worker-heartbeat`` events."""
     beat_lease_seconds: float = 10.0
     """The leading beat's lease: another beat takes over within this after it dies."""
+    signing_keys: Mapping[str, Any] | None = dataclasses.field(default=None, repr=False)
+    """Message signing (off when empty): key id to secret (str or bytes, at least 16
+    bytes) for HMAC-SHA256; every key verifies. JSON in the environment."""
+    signing_key: str | None = None
+    """The id of the key in ``signing_keys`` that signs; optional with only one key."""
     beat_schedule: Mapping[str, Mapping[str, Any]] | None = None
     """Periodic entries by name, such as ``{"nightly": {"task": "shop.report", "cron":
     "0 3 * * *"}}`` (see docs/beat.md); JSON in the environment."""
+
+    def __repr__(self) -> str:
+        # Not the generated repr: URLs may carry passwords, and fields marked
+        # repr=False (secrets) are left out.
+        shown = []
+        for spec in dataclasses.fields(self):
+            if not spec.repr:
+                continue
+            value = getattr(self, spec.name)
+            if spec.name in _URL_SETTINGS and isinstance(value, str):
+                value = redact_url(value)
+            shown.append(f"{spec.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     @classmethod
     def load(

@@ -80,3 +80,4 @@ class DeadReason(StrEnum):
     TIME_LIMIT = "TIME_LIMIT"  # killed by its hard time limit with no retries left
     WORKER_LOST = "WORKER_LOST"  # its worker died more than max_deliveries times
     REJECTED = "REJECTED"  # the task raised Reject
+    SIGNATURE_INVALID = "SIGNATURE_INVALID"  # signing is on: unsigned, unknown key or altered

@@ -10,12 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import inspect
+import math
 import random
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
 from gopherq.errors import ConfigurationError
+from gopherq.message import field_problem
 from gopherq.states import Priority
 
 if TYPE_CHECKING:
@@ -88,6 +90,11 @@ def make_options(
     values = dict(overrides)
     values.setdefault("name", f"{fn.__module__}.{fn.__qualname__}")
     values.setdefault("queue", default_queue)
+    # Here rather than as a dead letter at the worker, which refuses these at decode.
+    for key, field_name in (("name", "task"), ("queue", "queue")):
+        problem = field_problem(field_name, values[key])
+        if problem:
+            raise ConfigurationError(f"task {key} {problem}")
     if "priority" in values:
         values["priority"] = _priority(values["priority"])
     if values.get("backoff", "exponential") not in BACKOFFS:
@@ -99,8 +106,8 @@ def make_options(
         values["expires"] = _seconds("expires", values["expires"])
     for key in ("retries", "retry_delay", "max_retry_delay", "timeout", "soft_timeout"):
         value = values.get(key)
-        if value is not None and (isinstance(value, bool) or value < 0):
-            raise ConfigurationError(f"task option {key} must be a non-negative number")
+        if value is not None and (isinstance(value, bool) or not 0 <= value < math.inf):
+            raise ConfigurationError(f"task option {key} must be a finite non-negative number")
     return TaskOptions(**values)
 
 
@@ -123,9 +130,9 @@ def _seconds(key: str, value: Any) -> float | None:
         return None
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
-    raise ConfigurationError(f"task option {key} takes seconds or a timedelta")
+    raise ConfigurationError(f"task option {key} takes a finite number of seconds or a timedelta")
 
 
 class BaseTask(Generic[P, R]):

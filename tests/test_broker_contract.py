@@ -213,9 +213,10 @@ def test_stale_token_settles_nothing(make_broker: MakeBroker) -> None:
     assert fresh.deliveries == 2
 
     assert first.ack([stale]) == 0
-    assert first.retry(stale, time.time(), "late") is False
+    assert first.retry(stale, 0, "late") is False
     assert first.dead(stale, "REJECTED", "late") is False
     assert first.extend([stale]) == 0
+    assert first.held([stale, fresh]) == {fresh.id}
     assert first.requeue([stale]) == 0
     assert first.locate(message.id) is State.STARTED
     assert first.dead_letters() == []
@@ -226,19 +227,19 @@ def test_retry_counts_an_attempt_and_waits_for_eta(broker: Broker) -> None:
     message = envelope()
     enqueue(broker, message)
     [got] = broker.reserve(["default"], 1, 0)
-    assert broker.retry(got, time.time() + 0.3, "ValueError: boom") is True
+    assert broker.retry(got, 0.3, "ValueError: boom") is True
     assert broker.locate(message.id) is State.SCHEDULED
     assert broker.reserve(["default"], 10, 0) == []
     [again] = broker.reserve(["default"], 10, 5)
     assert (again.id, again.attempt, again.deliveries) == (message.id, 1, 1)
     assert again.token != got.token
-    assert broker.retry(got, time.time(), "stale") is False
+    assert broker.retry(got, 0, "stale") is False
 
 
 def test_retry_now_is_ready_at_once(broker: Broker) -> None:
     enqueue(broker, envelope())
     [got] = broker.reserve(["default"], 1, 0)
-    assert broker.retry(got, time.time() - 1, "again")
+    assert broker.retry(got, -1, "again")
     [again] = broker.reserve(["default"], 1, 0)
     assert again.attempt == 1
 
@@ -249,7 +250,7 @@ def test_retry_wakes_a_blocked_reserve_at_its_eta(make_broker: MakeBroker) -> No
     [got] = broker.reserve(["default"], 1, 0)
     join = reserve_in_thread(broker, ["default"], 10)
     time.sleep(0.1)
-    broker.retry(got, time.time() + 0.1, "again")
+    broker.retry(got, 0.1, "again")
     again, took = join()
     assert ids_of(again) == [got.id]
     assert took < 1.5
@@ -259,7 +260,7 @@ def test_dead_keeps_reason_error_and_attempt(broker: Broker) -> None:
     message = envelope("mail", 1, body=b"\x01\x02")
     enqueue(broker, message)
     [got] = broker.reserve(["mail"], 1, 0)
-    broker.retry(got, time.time() - 1, "first failure")
+    broker.retry(got, -1, "first failure")
     [got] = broker.reserve(["mail"], 1, 0)
     before = time.time()
     assert broker.dead(got, "MAX_RETRIES", "ValueError: boom") is True
@@ -354,6 +355,21 @@ def test_extend_keeps_the_lease(make_broker: MakeBroker) -> None:
     assert broker.reserve(["default"], 1, 0) == []
     assert broker.locate(got.id) is State.STARTED
     assert broker.ack([got]) == 1
+
+
+def test_held_tells_which_leases_are_held_and_renews_them(make_broker: MakeBroker) -> None:
+    broker = make_broker(lease_seconds=0.4)
+    enqueue(broker, envelope(), envelope())
+    first, second = broker.reserve(["default"], 2, 0)
+    forged = Delivery(first.id, first.queue, first.priority, b"", 0, 1, "forged")
+    assert broker.held([]) == set()
+    assert broker.held([first, forged, second]) == {first.id, second.id}
+    time.sleep(0.25)
+    assert broker.held([first]) == {first.id}  # and renewed, as extend does
+    [again] = broker.reserve(["default"], 1, 5)  # once a lease runs out
+    [lost] = [d for d in (first, second) if d.id == again.id]
+    assert broker.held([lost]) == set()
+    assert broker.held([again]) == {again.id}
 
 
 def test_expired_lease_is_redelivered(make_broker: MakeBroker) -> None:
@@ -509,11 +525,62 @@ def test_idempotency_key_held_until_the_message_is_gone(broker: Broker) -> None:
     enqueue(broker, first)
     [got] = broker.reserve(["default"], 1, 0)
     assert broker.enqueue([envelope(key="k")]) == [first.id]  # leased
-    broker.dead(got, "REJECTED", "no")
-    assert broker.enqueue([envelope(key="k")]) == [first.id]  # dead
-    assert broker.purge_dead() == 1
+    assert broker.ack([got]) == 1
     fresh = envelope(key="k")
     assert broker.enqueue([fresh]) == [fresh.id]
+
+
+def test_idempotency_key_names_one_message_within_its_queue(broker: Broker) -> None:
+    a, b = envelope("a", key="k"), envelope("b", key="k")
+    assert broker.enqueue([a, b]) == [a.id, b.id]
+    assert broker.enqueue([envelope("a", key="k"), envelope("b", key="k")]) == [a.id, b.id]
+    assert broker.enqueue([envelope("a", key="k")]) == [a.id]
+    stats = broker.stats()
+    assert (stats["a"].ready, stats["b"].ready) == (1, 1)
+    assert ids_of(broker.reserve(["a", "b"], 10, 0)) == [a.id, b.id]
+
+
+def test_a_dead_letter_releases_its_idempotency_key(broker: Broker) -> None:
+    first = envelope(key="k")
+    enqueue(broker, first)
+    [got] = broker.reserve(["default"], 1, 0)
+    assert broker.dead(got, "MAX_RETRIES", "ValueError: boom")
+    fresh = envelope(key="k")
+    assert broker.enqueue([fresh]) == [fresh.id]  # sent again while the first is dead
+    assert broker.locate(first.id) is State.DEAD
+    assert broker.enqueue([envelope(key="k")]) == [fresh.id]
+    assert ids_of(broker.reserve(["default"], 10, 0)) == [fresh.id]
+
+
+def test_requeue_dead_takes_the_key_again(broker: Broker) -> None:
+    first = envelope(key="k")
+    enqueue(broker, first)
+    [got] = broker.reserve(["default"], 1, 0)
+    broker.dead(got, "REJECTED", "no")
+    assert broker.requeue_dead([first.id]) == 1
+    assert broker.enqueue([envelope(key="k")]) == [first.id]
+    assert ids_of(broker.reserve(["default"], 10, 0)) == [first.id]
+
+
+@pytest.mark.parametrize("by_id", [True, False])
+def test_requeue_dead_leaves_dead_one_whose_key_is_held_again(broker: Broker, by_id: bool) -> None:
+    first, plain = envelope(key="k"), envelope()
+    enqueue(broker, first, plain)
+    for got in broker.reserve(["default"], 2, 0):
+        broker.dead(got, "REJECTED", "no")
+    fresh = envelope(key="k")
+    assert broker.enqueue([fresh]) == [fresh.id]
+    # The live message stands for the job: requeueing the dead one would run it twice.
+    assert broker.requeue_dead([first.id, plain.id] if by_id else None) == 1
+    assert broker.locate(first.id) is State.DEAD
+    assert [d.id for d in broker.dead_letters()] == [first.id]
+    assert broker.enqueue([envelope(key="k")]) == [fresh.id]
+    got = broker.reserve(["default"], 10, 0)
+    assert ids_of(got) == [fresh.id, plain.id]
+    assert broker.ack(got) == 2
+    # Once the key is free, the dead letter can take it.
+    assert broker.requeue_dead([first.id] if by_id else None) == 1
+    assert broker.enqueue([envelope(key="k")]) == [first.id]
 
 
 def test_idempotency_key_of_a_scheduled_message(broker: Broker) -> None:
@@ -599,7 +666,7 @@ def test_cancel_removes_a_scheduled_message(broker: Broker) -> None:
 def test_cancel_reports_the_attempt_of_a_retried_message(broker: Broker) -> None:
     enqueue(broker, envelope())
     [got] = broker.reserve(["default"], 1, 0)
-    assert broker.retry(got, time.time() + 60, "ValueError: boom")
+    assert broker.retry(got, 60, "ValueError: boom")
     assert broker.cancel([got.id]) == [
         Cancellation(got.id, "default", State.SCHEDULED, got.body, 1)
     ]
@@ -723,10 +790,10 @@ def test_the_mark_survives_retry(broker: Broker) -> None:
     enqueue(broker, envelope())
     [got] = broker.reserve(["default"], 1, 0)
     broker.cancel([got.id])
-    assert broker.retry(got, time.time() + 0.2, "ValueError: boom")
+    assert broker.retry(got, 0.2, "ValueError: boom")
     [again] = broker.reserve(["default"], 1, 5)
     assert (again.id, again.attempt, again.cancelled) == (got.id, 1, True)
-    assert broker.retry(again, time.time() - 1, "again")
+    assert broker.retry(again, -1, "again")
     [third] = broker.reserve(["default"], 1, 0)
     assert (third.attempt, third.cancelled) == (2, True)
     assert broker.ack([third]) == 1

@@ -205,6 +205,22 @@ def test_submit_arguments_that_do_not_fit(cli: Cli) -> None:
     assert ok(cli("stats")) == "no queues yet\n"
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--countdown", "inf"], "Error: countdown is not a finite number: inf"),
+        (["--countdown", "1e10"], "beyond the max_eta setting of 31536000"),
+        (["--queue", "q" * 200], "Error: send option queue is 200 characters long, above"),
+    ],
+)
+def test_submit_options_outside_the_envelope_limits(
+    cli: Cli, args: list[str], message: str
+) -> None:
+    assert message in failed(cli("submit", "add", "--args", "[1, 2]", *args))
+    assert "task name is 300 characters long" in failed(cli("submit", "n" * 300))
+    assert ok(cli("stats")) == "no queues yet\n"
+
+
 def test_submit_unregistered_name_warns_and_suggests(cli: Cli) -> None:
     result = cli("submit", "greet", "--args", '["ann"]')
     assert result.exit_code == 0

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gopherq import GopherQ, Reject, State
+from gopherq import GopherQ, Reject, State, current_task
+from gopherq import runner as runner_module
 from gopherq.brokers import Delivery, Envelope
 from gopherq.brokers.memory import MemoryBroker
 from gopherq.errors import BrokerUnavailable
 from gopherq.message import Message, new_id
+from gopherq.results.base import JobRecord
+from gopherq.results.memory import MemoryResultBackend
 from gopherq.worker import Consumer, Exit, Worker
+from gopherq.worker import consumer as consumer_module
 from gopherq.worker.consumer import SHORT_TASK
 from gopherq.worker.slots import Holding, Slot
 
@@ -152,6 +158,45 @@ def test_worker_lost_after_max_deliveries() -> None:
     drain(app)
     assert dead_reasons(app) == {result.id: "WORKER_LOST"}
     assert result.state is State.DEAD
+
+
+class _SkewedClock:
+    """The ``time`` module as a worker whose clock is ``skew`` seconds off sees it."""
+
+    def __init__(self, skew: float) -> None:
+        self.skew = skew
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    def time(self) -> float:
+        return time.time() + self.skew
+
+
+@pytest.mark.parametrize("skew", [3600.0, -3600.0])
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_retry_is_due_by_the_brokers_clock_not_the_workers(
+    kind: str, skew: float, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "memory://" if kind == "memory" else f"sqlite:///{tmp_path / 'q.db'}"
+    app = GopherQ("t", broker=url)
+    runs: list[float] = []
+
+    @app.task(retries=1)
+    def flaky() -> str:
+        runs.append(time.monotonic())
+        if len(runs) == 1:
+            raise current_task().retry(countdown=0.3)
+        return "done"
+
+    result = flaky.delay()
+    for module in (runner_module, consumer_module):
+        monkeypatch.setattr(module, "time", _SkewedClock(skew))
+    with consuming(app):
+        # An hour ahead, an eta from the worker's clock would wait an hour; an hour
+        # behind, it would run at once.
+        assert result.get(timeout=10) == "done"
+    assert runs[1] - runs[0] >= 0.3 - 0.01
 
 
 def test_priority_order(app: GopherQ) -> None:
@@ -364,6 +409,118 @@ def test_survives_broker_errors(caplog: pytest.LogCaptureFixture) -> None:
     assert "could not settle" in caplog.text
 
 
+class StartFailingBackend(MemoryResultBackend):
+    """Fails to store STARTED records (and reads) while ``failures`` lasts, like a
+    result store that is down just as tasks start."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.calls = 0
+
+    def store(self, records: Sequence[JobRecord]) -> None:
+        if any(r.state is State.STARTED for r in records):
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise BrokerUnavailable("result store down")
+        super().store(records)
+
+
+def test_a_store_failing_at_task_start_does_not_stop_the_consumer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    backend = StartFailingBackend(failures=3)
+    app = GopherQ("t", broker="memory://", backend=backend)
+
+    @app.task(timeout=30)  # a hard time limit: its start is always stored first
+    def limited(x: int) -> int:
+        current_task().progress(1, 2)  # best effort too, while the store fails
+        return x
+
+    results = [limited.delay(i) for i in range(8)]
+    with caplog.at_level(logging.INFO, "gopherq.worker"):
+        drain(app)
+    assert [r.get(timeout=1) for r in results] == list(range(8))
+    records = [r.record() for r in results]
+    assert all(r is not None and r.attempts == 1 for r in records)  # each ran once
+    assert app.broker.dead_letters() == []
+    warnings = [r for r in caplog.records if "could not store" in r.message]
+    assert len(warnings) == 1, caplog.text  # one per outage
+
+
+def test_a_store_failing_to_read_a_previous_record_does_not_stop_the_consumer() -> None:
+    app = GopherQ("t", broker="memory://")
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    def down(id: str) -> None:
+        raise BrokerUnavailable("result store down")
+
+    result = add.delay(1, 2)
+    app.broker.requeue(app.broker.reserve(["default"], 1, 0), started=True)  # a rerun
+    app.backend.get = down  # type: ignore[method-assign]
+    drain(app)
+    del app.backend.get
+    assert result.get(timeout=1) == 3
+
+
+def test_a_runner_that_raises_gives_the_delivery_back_counted(app: GopherQ) -> None:
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    result = add.delay(1, 2)
+    consumer = Consumer(app, ["default"], burst=True, reserve_timeout=0.05)
+    run = consumer._runner.run
+    seen: list[int] = []
+
+    def fails_once(delivery: Delivery, *args: Any, **kwargs: Any) -> Any:
+        seen.append(delivery.deliveries)
+        if len(seen) == 1:
+            raise RuntimeError("a bug in the runner")
+        return run(delivery, *args, **kwargs)
+
+    consumer._runner.run = fails_once  # type: ignore[method-assign]
+    assert consumer.run() is Exit.DRAINED  # the consumer lived on
+    assert result.get(timeout=1) == 3
+    assert seen == [1, 2]  # given back counted, as if its process had died
+
+
+class SettleFailingBroker(MemoryBroker):
+    """Never settles: its ack always fails."""
+
+    def ack(self, deliveries: Sequence[Delivery]) -> int:
+        raise BrokerUnavailable("down")
+
+
+def test_a_stopping_consumer_backs_off_then_gives_up_settling(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(consumer_module, "SETTLE_ON_STOP", 1.0, raising=False)
+    app = GopherQ("t", broker=SettleFailingBroker(), backend="memory://")
+    ran = threading.Event()
+
+    @app.task
+    def quick() -> None:
+        ran.set()
+
+    quick.delay()
+    consumer = Consumer(app, ["default"], reserve_timeout=0.05)
+    thread = threading.Thread(target=consumer.run, daemon=True)
+    with caplog.at_level(logging.INFO, "gopherq.worker"):
+        thread.start()
+        assert ran.wait(5)
+        consumer.stop()
+        thread.join(20)  # generous: the bound is about a second
+        assert not thread.is_alive()
+    failures = [r for r in caplog.records if "could not settle" in r.message]
+    assert 1 <= len(failures) <= 20, len(failures)
+    assert "ran but not settled" in caplog.text
+    assert app.broker.stats()["default"].running == 1  # left to its lease
+
+
 def test_slot_round_trip() -> None:
     slot, other = Slot.allocate(2, 4)
     batch = [Delivery(new_id(), "q", 2, b"body", 0, 1, f"t{i}") for i in range(4)]
@@ -406,7 +563,7 @@ def test_slot_survives_a_writer_killed_mid_write() -> None:
 
 def test_slot_trims_a_batch_too_large_to_record() -> None:
     slot = Slot.allocate(1, 1)[0]
-    batch = [Delivery("x" * 600, "q", 2, b"", 0, 1, "tok") for _ in range(5)]
+    batch = [Delivery("x" * 200, "q", 2, b"", 0, 1, "tok") for _ in range(5)]
     slot.hold(batch)
     assert 0 < len(slot.read().unstarted) < 5
 

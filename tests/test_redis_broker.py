@@ -85,6 +85,21 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> RedisBroker:
     fakeredis = pytest.importorskip("fakeredis")
     server = fakeredis.FakeServer()
     monkeypatch.setattr(Connection, "_open", lambda self: fakeredis.FakeRedis(server=server))
+    # fakeredis reads no shebang line (script flags), as Redis before 7: it refuses a
+    # script with one here as Redis 6 does, and the broker goes on without flags.
+    from fakeredis._helpers import SimpleError
+    from fakeredis.commands_mixins.scripting_mixin import ScriptingCommandsMixin
+
+    real_load = ScriptingCommandsMixin.script_load
+
+    def script_load(self: Any, *args: bytes) -> Any:
+        if args and args[0].startswith(b"#!"):
+            raise SimpleError(
+                "Error compiling script (new function): user_script:1: unexpected symbol near '#'"
+            )
+        return real_load(self, *args)
+
+    monkeypatch.setattr(ScriptingCommandsMixin, "script_load", script_load)
     return RedisBroker("redis://fake:6379/0?prefix=t")
 
 
@@ -171,10 +186,24 @@ def test_every_script_opens_with_its_layout() -> None:
     assert {p.stem for p in SCRIPTS.glob("*.lua")} == {*SCRIPT_NAMES, "lib"}
     for name in SCRIPT_NAMES:
         text = (SCRIPTS / f"{name}.lua").read_text()
+        if text.startswith("#!lua"):  # flags (Redis 7), see lib.lua
+            text = text.split("\n", 1)[1]
         assert text.startswith(f"-- {name}: "), name
         header = text.split("\n\n")[0]
         assert "KEYS" in header and "ARGV" in header and "key layout: lib.lua" in header, name
     assert "P:{q}:ready" in (SCRIPTS / "lib.lua").read_text()
+
+
+def test_scripts_that_free_or_move_memory_run_at_maxmemory() -> None:
+    """Flags (a Redis 7 shebang, kept the first line): see lib.lua."""
+    grows = {"enqueue": "#!lua\n", "cancel_requested": "#!lua flags=no-writes\n"}
+    for name in SCRIPT_NAMES:
+        source = script(name).source
+        if name.startswith("result_"):
+            assert not source.startswith("#!"), name
+        else:
+            assert source.startswith(grows.get(name, "#!lua flags=allow-oom\n")), name
+            assert source.count("#!") == 1, name
 
 
 def test_a_script_carries_only_the_helpers_it_uses() -> None:
@@ -209,13 +238,25 @@ def test_fakeredis_round_trip(fake: RedisBroker) -> None:
     assert fake.enqueue(batch) == [e.id for e in batch]
     got = fake.reserve(["default"], 10, 0)
     assert [d.priority for d in got] == [0, 2, 3]
-    assert fake.retry(got[0], time.time() - 1, "again")
+    assert fake.retry(got[0], -1, "again")
     assert fake.dead(got[1], "REJECTED", "no")
     assert fake.ack(got) == 1
     [again] = fake.reserve(["default"], 10, 0)
     assert (again.id, again.attempt) == (got[0].id, 1)
     stats = fake.stats()["default"]
     assert (stats.ready, stats.running, stats.dead) == (0, 1, 1)
+
+
+def test_a_redis_without_script_flags_runs_the_scripts_without(
+    fake: RedisBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis before 7 (here fakeredis, see the fixture) refuses a shebang line."""
+    with caplog.at_level(logging.WARNING, logger="gopherq.redis"):
+        [id] = fake.enqueue([envelope()])
+        [delivery] = fake.reserve(["default"], 1, 0)
+        assert delivery.id == id and fake.ack([delivery]) == 1
+    assert "takes no script flags" in caplog.text
+    assert fake._conn._command(script("ack"), [], [])[1] == script("ack").plain_sha
 
 
 def test_big_batches_go_in_chunks_in_one_round_trip(
@@ -290,6 +331,48 @@ def test_dead_letters_are_kept_by_count(shared_url: str) -> None:
     broker.close()
 
 
+def test_a_dead_letter_from_before_the_key_release_does_not_hold_its_key(
+    shared_url: str,
+) -> None:
+    """Dead letters of earlier releases kept their key in P:{q}:keys: it is stale."""
+    broker = RedisBroker(shared_url)
+    client = redis.Redis.from_url(shared_url.partition("?")[0])
+    first = envelope(key="k")
+    broker.enqueue([first])
+    [got] = broker.reserve(["default"], 1, 0)
+    assert broker.dead(got, "REJECTED", "no")
+    client.hset(f"{broker._base('default')}:keys", "k", first.id)  # as dead.lua once left it
+    fresh = envelope(key="k")
+    assert broker.enqueue([fresh]) == [fresh.id]
+    client.close()
+    broker.close()
+
+
+def test_requeue_all_dead_passes_over_those_whose_key_is_held(
+    shared_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_broker_module, "ADMIN_BATCH", 2)
+    broker = RedisBroker(shared_url)
+    keyed = [envelope(key=f"k{n}") for n in range(3)]  # the oldest dead letters
+    plain = [envelope() for _ in range(3)]
+    broker.enqueue(keyed + plain)
+    for delivery in broker.reserve(["default"], 10, 0):
+        assert broker.dead(delivery, "REJECTED", "no")
+    broker.enqueue([envelope(key=f"k{n}") for n in range(3)])  # live holders of the keys
+    assert broker.requeue_dead() == 3
+    assert {d.id for d in broker.dead_letters()} == {e.id for e in keyed}
+    broker.close()
+
+
+def test_a_dead_letters_error_text_is_bounded(shared: RedisBroker) -> None:
+    """Dead letters are stored even at maxmemory: what one adds is bounded."""
+    shared.enqueue([envelope("q")])
+    [delivery] = shared.reserve(["q"], 1, 0)
+    assert shared.dead(delivery, "REJECTED", "e" * (redis_broker_module.ERROR_MAX + 1))
+    [letter] = shared.dead_letters("q")
+    assert letter.error == "e" * redis_broker_module.ERROR_MAX
+
+
 def test_times_are_whole_units(shared_url: str) -> None:
     """Scores and the died field are integers (see lib.lua: Redis formats and parses a
     fractional score on every insert into a small zset), on the scale of seqs."""
@@ -340,6 +423,25 @@ def test_idle_consumers_wake_in_a_chain(shared_url: str) -> None:
     assert len(took) == 3
     assert max(took) < 0.2 + 1.5
     for broker in brokers:
+        broker.close()
+
+
+def test_every_queue_with_ready_work_keeps_its_wake_token(shared_url: str) -> None:
+    """A reserve of [a, b] whose BLPOP takes a's token, then takes only b's better
+    message, leaves a a token: a worker blocked on a alone must not sleep on a's work."""
+    producer, both, only_a = (RedisBroker(shared_url) for _ in range(3))
+    client = redis.Redis.from_url(shared_url.partition("?")[0])
+    assert both.reserve(["a", "b"], 1, 0) == []  # nothing due: the next reserve blocks first
+    producer.enqueue([envelope("a", priority=4)])
+    producer.enqueue([envelope("b", priority=0)])
+    assert client.llen(producer._base("a") + ":wake") == 1
+    [taken] = both.reserve(["a", "b"], 1, 10)  # BLPOP pops a:wake, its first key
+    assert taken.queue == "b"
+    assert client.llen(producer._base("a") + ":wake") == 1
+    assert client.llen(producer._base("b") + ":wake") == 0  # nothing ready: no stale token
+    assert [d.queue for d in only_a.reserve(["a"], 1, 10)] == ["a"]
+    client.close()
+    for broker in (producer, both, only_a):
         broker.close()
 
 
@@ -448,6 +550,81 @@ def test_warns_when_redis_may_evict(
     [warning] = caplog.records
     assert "allkeys-lru" in warning.getMessage() and "noeviction" in warning.getMessage()
     broker.close()
+
+
+def used_memory(client: redis.Redis) -> int:
+    return int(client.info("memory")["used_memory"])
+
+
+def test_a_full_redis_drains(start_redis: Callable[..., services.RedisServer]) -> None:
+    """At maxmemory under noeviction, enqueue is refused (BrokerUnavailable, nothing
+    stored), while taking, giving back, retrying, dead-lettering, resuming, expired
+    leases and acks all still run: everything stored drains and memory frees."""
+    server = start_redis("--maxmemory", "3mb", "--maxmemory-policy", "noeviction")
+    broker = RedisBroker(server.url, lease_seconds=0.3)
+    client = redis.Redis.from_url(server.url)
+    empty = used_memory(client)
+    broker.pause("q")
+    stored: set[str] = set()
+    with pytest.raises(BrokerUnavailable, match=r"full \(maxmemory\)"):
+        for _ in range(10_000):
+            batch = [envelope("q", body=b"x" * 2000) for _ in range(20)]
+            broker.enqueue(batch)
+            stored |= {e.id for e in batch}
+    assert len(stored) > 200
+    full = used_memory(client)
+    assert broker.stats()["q"].ready == len(stored)  # the refused batch left nothing
+    broker.resume("q")
+    held = broker.reserve(["q"], 150, 0)
+    assert broker.requeue(held[:50]) == 50
+    assert broker.retry(held[50], 0, "again")  # at once, as an eta or a countdown
+    assert broker.dead(held[51], "REJECTED", "no")
+    time.sleep(0.5)  # the other leases expire: reserve makes them ready again
+    done: set[str] = {held[51].id}
+    while True:
+        deliveries = broker.reserve(["q"], 100, 0)
+        if not deliveries:
+            break
+        assert broker.extend(deliveries[:1]) == 1
+        assert broker.ack(deliveries) == len(deliveries)
+        done |= {d.id for d in deliveries}
+    assert done == stored
+    stats = broker.stats()["q"]
+    assert (stats.ready, stats.scheduled, stats.running, stats.dead) == (0, 0, 0, 1)
+    assert broker.purge_dead("q") == 1
+    assert sorted(client.keys("*")) == [b"gq:{_}:queues", b"gq:{q}:seq"]
+    assert used_memory(client) < (empty + full) / 2  # most of what the messages took
+    broker.enqueue([envelope("q")])  # room again
+    client.close()
+    broker.close()
+
+
+def test_a_worker_drains_a_full_redis(start_redis: Callable[..., services.RedisServer]) -> None:
+    """A real consumer (events in the full Redis too, which it cannot store) drains it;
+    job records go elsewhere (see docs/brokers.md on records in a full Redis)."""
+    from gopherq import GopherQ
+    from gopherq.worker import Consumer, Exit
+
+    server = start_redis("--maxmemory", "3mb", "--maxmemory-policy", "noeviction")
+    app = GopherQ("full", broker=server.url, backend="memory://", lease_seconds=0.3)
+    ran: list[int] = []
+
+    @app.task(name="note")
+    def note(n: int, pad: str) -> None:
+        ran.append(n)
+
+    sent = 0
+    with pytest.raises(BrokerUnavailable, match=r"full \(maxmemory\)"):
+        for sent in range(10_000):  # how many were sent
+            note.delay(sent, "x" * 2000)
+    assert app.broker.reserve(["default"], 50, 0)  # leases that expire unsettled
+    time.sleep(0.5)
+    consumer = Consumer(app, ["default"], burst=True, reserve_timeout=0.2)
+    assert consumer.run() is Exit.DRAINED
+    assert sorted(ran) == list(range(sent))
+    stats = app.broker.stats()["default"]
+    assert (stats.ready, stats.scheduled, stats.running, stats.dead) == (0, 0, 0, 0)
+    note.delay(0, "")  # room again
 
 
 def test_scripts_reload_after_script_flush(

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from gopherq.results import ErrorInfo, JobRecord, ResultBackend
-from gopherq.results.base import Progress
+from gopherq.brokers import Broker, Envelope
+from gopherq.results import ErrorInfo, JobRecord, ResultBackend, open_backend
+from gopherq.results.base import Progress, Settling
 from gopherq.states import State
 
 MakeBackend = Callable[..., ResultBackend]
@@ -185,3 +188,77 @@ def test_jobs_leave_out_expired_records(make_backend: MakeBackend) -> None:
     assert len(backend.jobs()) == 1
     time.sleep(0.3)
     assert backend.jobs() == []
+
+
+def test_store_held_stores_and_acks_only_what_the_broker_holds(
+    make_broker: Callable[..., Broker], backend: ResultBackend
+) -> None:
+    """In one step with the broker, or not at all (None: the caller checks first)."""
+    broker = make_broker()
+    broker.enqueue([Envelope(id, "default", 2, b"") for id in ("done", "again", "lost")])
+    leased = {d.id: d for d in broker.reserve(["default"], 3, 0)}
+    lost = dataclasses.replace(leased["lost"], token="stale")
+    done, again = record(State.SUCCEEDED), record(State.RETRYING)
+    stale = record(State.FAILED)
+    items = [
+        Settling(leased["done"], dataclasses.replace(done, id="done"), ack=True),
+        Settling(leased["again"], dataclasses.replace(again, id="again"), ack=False),
+        Settling(lost, dataclasses.replace(stale, id="lost"), ack=True),
+    ]
+    held = backend.store_held(broker, items)
+    if held is None:  # not one store with the broker (memory, a cluster)
+        assert backend.get("done") is None
+        assert broker.stats()["default"].running == 3
+        return
+    assert held == {"done", "again"}
+    assert backend.get("done") == dataclasses.replace(done, id="done")
+    assert backend.get("again") == dataclasses.replace(again, id="again")
+    assert backend.get("lost") is None
+    assert broker.locate("done") is None  # acked
+    assert broker.locate("again") is State.STARTED  # still leased, for its retry
+    assert broker.retry(leased["again"], time.time() + 60, "later")
+    assert broker.locate("lost") is State.STARTED  # left to its holder
+    assert backend.wait("done", 5) == dataclasses.replace(done, id="done")
+    assert [r.id for r in backend.jobs()][:2] in (["again", "done"], ["done", "again"])
+
+
+def test_store_held_with_another_store_does_nothing(
+    make_broker: Callable[..., Broker], tmp_path: Path
+) -> None:
+    broker = make_broker()
+    broker.enqueue([Envelope("x", "default", 2, b"")])
+    [delivery] = broker.reserve(["default"], 1, 0)
+    other = open_backend(f"sqlite:///{tmp_path / 'other.db'}")
+    try:
+        assert other.store_held(broker, [Settling(delivery, record(), ack=True)]) is None
+    finally:
+        other.close()
+    assert broker.locate("x") is State.STARTED
+
+
+def test_marks_are_set_seen_by_other_handles_and_expire(make_backend: MakeBackend) -> None:
+    first, second = make_backend(), make_backend()
+    assert not first.marked("charge:1")
+    first.mark("charge:1", 60)
+    assert second.marked("charge:1")
+    assert not second.marked("charge:2")
+    first.mark("short", 0.2)
+    assert second.marked("short")
+    time.sleep(0.3)
+    assert not second.marked("short")
+    second.mark("short", 60)  # set again after it expired
+    assert first.marked("short")
+
+
+def test_marks_live_apart_from_records(backend: ResultBackend) -> None:
+    job = record()
+    backend.store([job])
+    backend.mark(job.id, 60)
+    assert backend.get(job.id) == job
+    assert backend.delete(job.id)
+    assert backend.marked(job.id)
+    assert not backend.marked("odd {key}: é\x00")
+    backend.mark("odd {key}: é\x00", 60)
+    assert backend.marked("odd {key}: é\x00")
+    backend.cleanup()
+    assert backend.marked("odd {key}: é\x00")

@@ -26,9 +26,10 @@ from pathlib import Path
 import pytest
 
 from gopherq.brokers import Envelope, open_broker
-from gopherq.brokers._sqlite_file import ChangeWaiter
+from gopherq.brokers._sqlite_file import ChangeWaiter, Database
+from gopherq.brokers._sqlite_file import _error as _sqlite_error
 from gopherq.brokers.sqlite import SQLiteBroker
-from gopherq.errors import BrokerUnavailable, ConfigurationError
+from gopherq.errors import BrokerError, BrokerUnavailable, ConfigurationError
 from gopherq.results import JobRecord
 from gopherq.results.sqlite import SQLiteResultBackend
 from gopherq.states import State
@@ -177,7 +178,11 @@ def test_kill_9_loses_nothing_and_leases_come_back(tmp_path: Path) -> None:
     holder = FORK.Process(target=hold_leases, args=(url, held_log))
     producer.start()
     holder.start()
-    wait_until(lambda: len(lines(produced)) >= 30 and held_log.exists(), 30, "both children")
+    # The holder writes its log in one go, but a reader may see the file before its
+    # content: wait for every line, not for the file.
+    wait_until(
+        lambda: len(lines(produced)) >= 30 and len(lines(held_log)) == 30, 30, "both children"
+    )
     assert producer.pid is not None and holder.pid is not None
     os.kill(producer.pid, signal.SIGKILL)
     os.kill(holder.pid, signal.SIGKILL)
@@ -374,3 +379,131 @@ def test_a_file_from_before_the_cancel_mark_is_migrated_on_open(tmp_path: Path) 
         assert (marked.id, marked.cancelled, plain.cancelled) == ("a", True, False)
     finally:
         broker.close()
+
+
+# (f) Errors: "try later" (BrokerUnavailable) apart from "broken" (BrokerError).
+
+
+@pytest.mark.parametrize(
+    ("code", "unavailable"),
+    [
+        (sqlite3.SQLITE_FULL, True),
+        (sqlite3.SQLITE_IOERR, True),
+        (sqlite3.SQLITE_IOERR | (3 << 8), True),  # SQLITE_IOERR_WRITE: an extended code
+        (sqlite3.SQLITE_BUSY, True),
+        (sqlite3.SQLITE_LOCKED, True),
+        (sqlite3.SQLITE_CANTOPEN, True),
+        (sqlite3.SQLITE_CONSTRAINT, False),
+        (sqlite3.SQLITE_ERROR, False),
+        (None, False),  # an error raised by the sqlite3 module itself
+    ],
+)
+def test_sqlite_errors_map_by_their_result_code(code: int | None, unavailable: bool) -> None:
+    exc = sqlite3.OperationalError("some failure")
+    exc.sqlite_errorcode = code  # type: ignore[attr-defined]
+    mapped = _sqlite_error("/x.db", exc)
+    assert isinstance(mapped, BrokerError)
+    assert isinstance(mapped, BrokerUnavailable) is unavailable
+    assert "some failure" in str(mapped)
+
+
+def fill_until_full(broker: SQLiteBroker) -> tuple[list[str], BrokerError]:
+    """Enqueue 4 KiB messages until the file is full; the ids stored, and the error."""
+    stored: list[str] = []
+    for n in range(100_000):
+        try:
+            broker.enqueue([Envelope(f"m{n}", "default", 2, bytes(4096))])
+        except BrokerError as exc:
+            return stored, exc
+        stored.append(f"m{n}")
+    raise AssertionError("the file never filled up")
+
+
+def test_a_full_database_is_unavailable_not_broken(tmp_path: Path) -> None:
+    broker = SQLiteBroker(url_of(tmp_path / "q.db"))
+    broker.ping()
+    # This connection's cap on the file's size: writes past it fail with SQLITE_FULL.
+    pages = broker._db.connection().execute("PRAGMA page_count").fetchone()[0]
+    broker._db.connection().execute(f"PRAGMA max_page_count = {pages + 20}")
+    stored, error = fill_until_full(broker)
+    assert isinstance(error, BrokerUnavailable), error
+    assert stored
+    # Once there is room again, nothing committed is lost and work goes on.
+    broker._db.connection().execute("PRAGMA max_page_count = 1073741823")
+    got = broker.reserve(["default"], 1000, 0)
+    assert [d.id for d in got] == stored
+    assert broker.ack(got) == len(stored)
+    broker.enqueue([envelope("after")])
+    assert [d.id for d in broker.reserve(["default"], 10, 0)] == ["after"]
+    broker.close()
+
+
+def test_a_full_disk_is_unavailable_not_broken(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        broker = SQLiteBroker(url_of(mount / "q.db"))
+        broker.ping()
+        stored, error = fill_until_full(broker)
+        assert isinstance(error, BrokerUnavailable), error
+        assert stored
+        # Trying later works: once there is room, nothing committed is lost.
+        subprocess.run(["mount", "-o", "remount,size=8M", str(mount)], check=True)
+        got = broker.reserve(["default"], 1000, 0)
+        assert [d.id for d in got] == stored
+        assert broker.ack(got) == len(stored)
+        broker.close()
+        assert integrity(mount / "q.db") == "ok"
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_write_lock_held_too_long_is_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Database, "BUSY_TIMEOUT", 0.2)
+    broker = SQLiteBroker(url_of(tmp_path / "q.db"))
+    broker.ping()
+    holder = sqlite3.connect(tmp_path / "q.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(BrokerUnavailable, match="locked"):
+            broker.enqueue([envelope("waits")])
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    broker.enqueue([envelope("goes")])
+    broker.close()
+
+
+def test_a_file_with_keys_held_across_queues_is_migrated_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    opened = SQLiteBroker(url_of(path))
+    opened.ping()
+    opened.close()
+    with sqlite3.connect(path) as conn:  # the key index as releases before made it
+        conn.execute("DROP INDEX messages_queue_key")
+        conn.execute("CREATE UNIQUE INDEX messages_key ON messages (key) WHERE key IS NOT NULL")
+        conn.execute(
+            "INSERT INTO messages (id, queue, priority, state, run_at, key, body, reason, died)"
+            " VALUES ('dead', 'a', 2, 'dead', 0, 'k', x'00', 'REJECTED', 1e12)"
+        )
+    for _ in range(2):  # a second open finds nothing left to do
+        broker = SQLiteBroker(url_of(path))
+        fresh = [Envelope("in-a", "a", 2, b"", key="k"), Envelope("in-b", "b", 2, b"", key="k")]
+        assert broker.enqueue(fresh) == ["in-a", "in-b"]
+        broker.close()
+    with sqlite3.connect(path) as conn:
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert "messages_key" not in indexes
+    assert "messages_queue_key" in indexes

@@ -28,7 +28,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
+from gopherq.brokers._sqlite_guard import prepare_file
 from gopherq.errors import BrokerError, BrokerUnavailable, ConfigurationError
+from gopherq.redaction import redact_url
 
 # Longest single sleep even with inotify: a safety net against missed events (a
 # file system that does not report them); one extra query a second costs nothing.
@@ -151,12 +153,13 @@ def sqlite_path(url: str) -> str:
     path = rest.partition("?")[0]
     if scheme.lower() != "sqlite" or not sep or not path.startswith("/") or len(path) < 2:
         raise ConfigurationError(
-            f"bad SQLite URL {url!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db"
+            f"bad SQLite URL {redact_url(url)!r}: use sqlite:///relative/path.db or "
+            "sqlite:////absolute/path.db"
         )
     path = path[1:]
     if path == ":memory:" or path.startswith("file:"):
         raise ConfigurationError(
-            f"bad SQLite URL {url!r}: processes share the store through a file; "
+            f"bad SQLite URL {redact_url(url)!r}: processes share the store through a file; "
             "use memory:// for an in-process broker"
         )
     return os.path.abspath(os.path.expanduser(path))
@@ -166,8 +169,10 @@ class Database:
     """Connections to one SQLite file: one per process and thread, opened lazily.
 
     ``write()`` is a ``BEGIN IMMEDIATE`` transaction, ``read()`` a connection for
-    single statements; both turn SQLite errors into ``BrokerError`` (or
-    ``BrokerUnavailable`` when the file cannot be opened or read). ``schema``
+    single statements; both turn SQLite errors into ``BrokerError``, or into
+    ``BrokerUnavailable`` when trying later may work: the file cannot be opened
+    or read, the disk is full, an I/O error, the lock held past ``BUSY_TIMEOUT``
+    (see ``_UNAVAILABLE``). ``schema``
     statements (``CREATE ... IF NOT EXISTS``) run once when objects are missing.
 
     Migrations: ``added`` lists columns added to a table after files were
@@ -176,11 +181,13 @@ class Database:
     a table that exists without one of them gets it (``ALTER TABLE ... ADD
     COLUMN``, appended after its other columns) before the ``schema`` statements
     run, so that those may use it. There is no version number: the file is shared
-    by several stores, each checking its own tables.
+    by several stores, each checking its own tables. ``dropped`` names indexes of
+    earlier releases that files created before still have: they are dropped in the
+    same step.
     """
 
     BUSY_TIMEOUT = 30.0
-    """Seconds a writer waits for the write lock before failing with ``BrokerError``."""
+    """Seconds a writer waits for the write lock before failing with ``BrokerUnavailable``."""
     PRAGMAS = (
         "PRAGMA journal_mode = WAL",
         "PRAGMA synchronous = NORMAL",  # see the module docstring: durability
@@ -189,7 +196,11 @@ class Database:
     )
 
     def __init__(
-        self, path: str, schema: Sequence[str], added: Sequence[tuple[str, str, str]] = ()
+        self,
+        path: str,
+        schema: Sequence[str],
+        added: Sequence[tuple[str, str, str]] = (),
+        dropped: Sequence[str] = (),
     ) -> None:
         if sqlite3.sqlite_version_info < MIN_SQLITE:
             raise ConfigurationError(
@@ -199,6 +210,7 @@ class Database:
         self.path = path
         self._schema = schema
         self._added = added
+        self._dropped = frozenset(dropped)
         self._names = {stmt.split("EXISTS", 1)[1].split()[0] for stmt in schema}
         self._pid = os.getpid()
         self._slots: dict[int, _Slot] = {}  # by thread ident, for this process
@@ -275,6 +287,7 @@ class Database:
         self._pid = os.getpid()
 
     def _open(self) -> sqlite3.Connection:
+        prepare_file(self.path)  # created 0600; no symlink planted by another user
         try:
             conn = sqlite3.connect(
                 self.path,
@@ -289,11 +302,13 @@ class Database:
             for pragma in self.PRAGMAS:
                 conn.execute(pragma)
             present = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-            if not self._names <= present or self._missing_columns(conn):
+            if not self._names <= present or self._dropped & present or self._missing_columns(conn):
                 conn.execute("BEGIN IMMEDIATE")
                 # Again under the write lock: another process may have migrated meanwhile.
                 for table, column, definition in self._missing_columns(conn):
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                for index in self._dropped:
+                    conn.execute(f"DROP INDEX IF EXISTS {index}")
                 for stmt in self._schema:
                     conn.execute(stmt)
                 conn.execute("COMMIT")
@@ -330,15 +345,29 @@ class _Slot:
             self.waiter.close()
 
 
+# Primary result codes that say "not now" rather than "this operation is wrong": the
+# caller may try again later (a worker backs off, a producer may hold the message).
 _UNAVAILABLE = frozenset(
-    {sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_PERM}
+    {
+        sqlite3.SQLITE_CANTOPEN,  # the file or its directory is missing or unreadable
+        sqlite3.SQLITE_NOTADB,
+        sqlite3.SQLITE_PERM,
+        sqlite3.SQLITE_IOERR,  # every extended I/O error (IOERR_WRITE, IOERR_FSYNC, ...)
+        sqlite3.SQLITE_FULL,  # disk (or max_page_count) full
+        sqlite3.SQLITE_BUSY,  # the lock was held by another process past BUSY_TIMEOUT
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_PROTOCOL,  # a WAL lock race that did not settle
+    }
 )
 _DATABASES: weakref.WeakSet[Database] = weakref.WeakSet()
 _INHERITED: list[dict[int, _Slot]] = []  # a child's copies of its parent's connections
 
 
 def _error(path: str, exc: sqlite3.Error) -> BrokerError:
-    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    """``exc`` as ``BrokerUnavailable`` when its primary result code is in ``_UNAVAILABLE``
+    (extended codes carry it in their low byte), else as ``BrokerError``."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
     kind = BrokerUnavailable if code in _UNAVAILABLE else BrokerError
     return kind(f"SQLite {path}: {exc}")
 

@@ -22,15 +22,25 @@ where it is, marked: its worker learns of the mark through ``cancel_requested``
 and stops the task, and should the message come back to ready anyway (its
 worker died, or gave it back), the mark travels with it and the next reserve
 hands it out with ``cancelled=True``, not to be run.
+
+Idempotency keys are per queue: a key names one live message within its queue
+(ready, scheduled or leased), and the same key in another queue is another
+message. While a message holds its key, an enqueue with that key to that queue
+stores nothing and returns the holder's id. The key is free again once the
+message is acked, cancelled, deleted or purged, and also once it is
+dead-lettered, so that a keyed job that died can be sent again. ``requeue_dead``
+takes the key back; a dead letter whose key another live message holds
+meanwhile stays a dead letter (that message stands for the job).
 """
 
 from __future__ import annotations
 
-import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gopherq.redaction import UrlRepr
+from gopherq.redaction import redact_url as redact_url  # noqa: PLC0414  # its former home
 from gopherq.states import State
 
 
@@ -45,7 +55,8 @@ class Envelope:
     eta: float | None = None
     """Unix seconds before which the message is not runnable."""
     key: str | None = None
-    """Idempotency key: while a message with this key exists, enqueue returns its id."""
+    """Idempotency key: while a live message of this queue holds it, enqueue returns
+    that message's id (see the module docstring)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +117,7 @@ class QueueStats:
     paused: bool = False
 
 
-class Broker(ABC):
+class Broker(UrlRepr, ABC):
     """Moves messages between producers and workers. See the module docstring."""
 
     url: str
@@ -133,9 +144,12 @@ class Broker(ABC):
         """Forget finished messages; returns how many were still held by their token."""
 
     @abstractmethod
-    def retry(self, delivery: Delivery, eta: float, error: str) -> bool:
-        """Schedule the message again at ``eta`` with ``attempt + 1``.
+    def retry(self, delivery: Delivery, countdown: float, error: str) -> bool:
+        """Schedule the message again ``countdown`` seconds from now, with ``attempt + 1``.
 
+        "Now" is the broker's clock (Redis ``TIME``, the SQLite host's clock), never
+        the caller's: a worker whose clock is off cannot shift the backoff. A
+        ``countdown`` of 0 or less makes it ready at once, at the back of the line.
         Returns False, doing nothing, if the lease was lost.
         """
 
@@ -146,6 +160,16 @@ class Broker(ABC):
     @abstractmethod
     def extend(self, deliveries: Sequence[Delivery]) -> int:
         """Renew leases of running work; returns how many were still held."""
+
+    @abstractmethod
+    def held(self, deliveries: Sequence[Delivery]) -> set[str]:
+        """The ids, among ``deliveries``, still leased under their token; renews those
+        leases as ``extend`` does, so the answer stays true for a lease more.
+
+        A worker asks this before storing job records (when the result store is
+        not the broker's own): an outcome whose lease was lost must not be stored
+        over the record of the worker that now holds the message.
+        """
 
     @abstractmethod
     def requeue(self, deliveries: Sequence[Delivery], *, started: bool = False) -> int:
@@ -200,7 +224,11 @@ class Broker(ABC):
 
     @abstractmethod
     def requeue_dead(self, ids: Sequence[str] | None = None, queue: str | None = None) -> int:
-        """Make dead letters ready again with attempt 0: these ids, else all (of ``queue``)."""
+        """Make dead letters ready again with attempt 0: these ids, else all (of ``queue``).
+
+        Each takes its idempotency key back; one whose key another live message holds
+        stays a dead letter and is not counted.
+        """
 
     @abstractmethod
     def purge_dead(self, queue: str | None = None) -> int:
@@ -221,13 +249,3 @@ class Broker(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections. The broker may be used again afterwards (reconnects)."""
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***``: safe to log or print."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

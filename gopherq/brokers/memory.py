@@ -5,9 +5,9 @@ instance between threads to share its messages.
 
 Supports the whole broker contract: batch enqueue, delayed messages (``eta``),
 strict priority with FIFO within a priority, leases with tokens and renewal,
-idempotency keys, cancellation (a leased message carries its cancel mark through
-requeue, lease expiry and retry), pause and resume, dead letters with a time to
-live, and a blocking ``reserve`` that sleeps on a condition until an enqueue,
+idempotency keys (per queue), cancellation (a leased message carries its cancel
+mark through requeue, lease expiry and retry), pause and resume, dead letters
+with a time to live, and a blocking ``reserve`` that sleeps on a condition until an enqueue,
 requeue or resume, the next due ``eta`` or the next lease expiry (no polling).
 
 URL: ``memory://`` (the rest is ignored).
@@ -24,7 +24,7 @@ is skipped when it surfaces)::
     _scheduled   heap of (eta, seq, id) of delayed messages
     _leases      heap of (lease_until, id) of leased messages
     _dead        queue -> {id: _Message} in the order they died
-    _keys        idempotency key -> id
+    _keys        (queue, idempotency key) -> id of the live message holding it
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ class MemoryBroker(Broker):
         self._scheduled: list[tuple[float, int, str]] = []
         self._leases: list[tuple[float, str]] = []
         self._dead: dict[str, dict[str, _Message]] = {}
-        self._keys: dict[str, str] = {}
+        self._keys: dict[tuple[str, str], str] = {}
         self._paused: set[str] = set()
         self._seq = itertools.count()
 
@@ -128,14 +128,14 @@ class MemoryBroker(Broker):
             now = time.time()
             self._tidy(now)
             for env in envelopes:
-                held = self._keys.get(env.key) if env.key is not None else None
+                held = self._keys.get((env.queue, env.key)) if env.key is not None else None
                 ids.append(env.id if held is None else held)
                 if held is not None or env.id in self._messages:
                     continue
                 message = _Message(env.id, env.queue, env.priority, env.body, env.key)
                 self._messages[env.id] = message
                 if env.key is not None:
-                    self._keys[env.key] = env.id
+                    self._keys[env.queue, env.key] = env.id
                 self._ready.setdefault(env.queue, [])
                 self._place(message, env.eta, now)
             self._changed.notify_all()
@@ -167,15 +167,17 @@ class MemoryBroker(Broker):
                     count += 1
         return count
 
-    def retry(self, delivery: Delivery, eta: float, error: str) -> bool:
-        """Schedule the message at ``eta`` with ``attempt + 1``; ``error`` is not kept."""
+    def retry(self, delivery: Delivery, countdown: float, error: str) -> bool:
+        """Schedule the message ``countdown`` seconds from now with ``attempt + 1``;
+        ``error`` is not kept."""
         with self._changed:
             message = self._held(delivery)
             if message is None:
                 return False
             message.attempt += 1
             message.deliveries = 0
-            self._place(message, eta, time.time())
+            now = time.time()
+            self._place(message, now + countdown, now)
             self._changed.notify_all()
         return True
 
@@ -187,21 +189,26 @@ class MemoryBroker(Broker):
                 return False
             message.state, message.token, message.seq = State.DEAD, "", next(self._seq)
             message.cancelled = False
+            self._release_key(message)  # it keeps the key, to take again if requeued
             message.reason, message.error, message.died = reason, error, time.time()
             self._dead.setdefault(message.queue, {})[message.id] = message
         return True
 
     def extend(self, deliveries: Sequence[Delivery]) -> int:
         """Renew leases for ``lease_seconds`` from now; returns how many were still held."""
-        count = 0
+        return len(self.held(deliveries))
+
+    def held(self, deliveries: Sequence[Delivery]) -> set[str]:
+        """The ids still leased under their token, whose leases are renewed."""
+        ids: set[str] = set()
         with self._changed:
             until = time.time() + self.lease_seconds
             for delivery in deliveries:
                 if (message := self._held(delivery)) is not None:
                     message.lease_until = until
                     heapq.heappush(self._leases, (until, message.id))
-                    count += 1
-        return count
+                    ids.add(message.id)
+        return ids
 
     def requeue(self, deliveries: Sequence[Delivery], *, started: bool = False) -> int:
         """Give messages back to their place in line; ``started=False`` uncounts the delivery."""
@@ -320,6 +327,8 @@ class MemoryBroker(Broker):
                     for m in found
                     if m is not None and m.state is State.DEAD and queue in (None, m.queue)
                 ]
+            # One whose key another live message took meanwhile stays a dead letter.
+            chosen = [m for m in chosen if self._take_key(m)]
             for message in chosen:
                 del self._dead[message.queue][message.id]
                 message.attempt = message.deliveries = 0
@@ -448,7 +457,18 @@ class MemoryBroker(Broker):
 
     def _forget(self, message: _Message) -> None:
         del self._messages[message.id]
-        if message.key is not None and self._keys.get(message.key) == message.id:
-            del self._keys[message.key]
+        self._release_key(message)
         if message.state is State.DEAD:
             del self._dead[message.queue][message.id]
+
+    def _release_key(self, message: _Message) -> None:
+        """Free the message's idempotency key if it holds it."""
+        if message.key is not None and self._keys.get((message.queue, message.key)) == message.id:
+            del self._keys[message.queue, message.key]
+
+    def _take_key(self, message: _Message) -> bool:
+        """Make the message hold its idempotency key again; False if another holds it."""
+        if message.key is None:
+            return True
+        holder = self._keys.setdefault((message.queue, message.key), message.id)
+        return holder == message.id

@@ -4,7 +4,7 @@ Many producer and worker processes on one machine share one database file.
 
 Supports the whole broker contract: batch enqueue in one transaction, delayed
 messages (``eta``), strict priority with FIFO within a priority across several
-queues, leases with per-delivery tokens and renewal, idempotency keys,
+queues, leases with per-delivery tokens and renewal, idempotency keys (per queue),
 cancellation (a leased message carries its cancel mark through requeue, lease
 expiry and retry), pause and resume, dead letters with a time to live, and a
 blocking ``reserve`` that sleeps on a change notification (inotify on the
@@ -39,6 +39,11 @@ leaves inherited ones untouched.
 
 Time: leases and etas use this machine's ``time.time()``; every process using
 the file runs on the same machine, so they share one clock.
+
+Rows written by others: a program that writes the ``messages`` table directly
+(not through this broker) may leave values of the wrong type or range. None of
+them stops a reserve or blocks the queue, and each such message ends run or
+dead-lettered ``DECODE_ERROR`` with a reason: see ``_sqlite_rows``.
 """
 
 from __future__ import annotations
@@ -47,9 +52,9 @@ import functools
 import math
 import sqlite3
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Container, Sequence
 
+from gopherq.brokers import _sqlite_rows as rowcheck
 from gopherq.brokers._sqlite_file import Database, sqlite_path
 from gopherq.brokers.base import (
     Broker,
@@ -66,7 +71,8 @@ from gopherq.states import State
 RECOVER_EVERY = 1.0
 # Shortest sleep in a blocking reserve, so a due time that is just passing cannot spin.
 MIN_SLEEP = 0.001
-# Ids per statement of cancel and cancel_requested (well below SQLite's 32,766 variables).
+# Ids per statement of cancel, cancel_requested and settle_held (well below SQLite's
+# 32,766 variables).
 IDS_PER_STATEMENT = 500
 
 _LOCATED = {
@@ -97,7 +103,9 @@ class SQLiteBroker(Broker):
     #     deliveries   times this attempt was reserved
     #     token        random per delivery while leased, else NULL
     #     lease_until  while leased: when the lease expires
-    #     key          idempotency key, unique while the message exists
+    #     key          idempotency key, unique within its queue among messages that
+    #                  are not dead (a dead letter keeps it, to take it again when
+    #                  requeued, but does not hold it)
     #     reason, error, died   while dead: why, the error text, and when
     #     cancelled    1 once a cancel was requested while it was leased: kept by
     #                  requeue, lease expiry and retry, cleared when it dies
@@ -148,14 +156,17 @@ class SQLiteBroker(Broker):
         # dead letters newest first, and their time to live
         """CREATE INDEX IF NOT EXISTS messages_dead
             ON messages (died, queue) WHERE state = 'dead'""",
-        """CREATE UNIQUE INDEX IF NOT EXISTS messages_key
-            ON messages (key) WHERE key IS NOT NULL""",
+        """CREATE UNIQUE INDEX IF NOT EXISTS messages_queue_key
+            ON messages (queue, key) WHERE key IS NOT NULL AND state != 'dead'""",
         # cancel_requested reads this (few rows: the marked ones) and never the table
         """CREATE INDEX IF NOT EXISTS messages_cancelled
             ON messages (id) WHERE cancelled = 1""",
     )
     # Columns added since the first release, for files created before (see Database).
     ADDED = (("messages", "cancelled", "INTEGER NOT NULL DEFAULT 0"),)
+    # Indexes of earlier releases, dropped from files created before: ``messages_key``
+    # held a key across every queue and while dead (``messages_queue_key`` replaces it).
+    DROPPED = ("messages_key",)
 
     _INSERT = """INSERT INTO messages (id, queue, priority, state, run_at, key, body)
         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"""
@@ -165,6 +176,8 @@ class SQLiteBroker(Broker):
         WHERE state = 'leased' AND lease_until <= ?"""
     _EXPIRE_DEAD = "DELETE FROM messages WHERE state = 'dead' AND died <= ?"
     _HELD = "id = ? AND token = ? AND state = 'leased'"
+    _KEY_HOLDER = """SELECT id FROM messages
+        WHERE queue = ? AND key = ? AND state != 'dead'"""
 
     def __init__(
         self,
@@ -177,8 +190,9 @@ class SQLiteBroker(Broker):
         self.path = sqlite_path(url)
         self.lease_seconds = lease_seconds
         self.dead_letter_ttl = dead_letter_ttl
-        self._db = Database(self.path, self.SCHEMA, self.ADDED)
+        self._db = Database(self.path, self.SCHEMA, self.ADDED, self.DROPPED)
         self._next_recover = 0.0
+        self._sweep_from = 0  # seq where the recovery tick next looks for stray rows
         self._known_queues: set[str] = set()
         self._last_died = 0.0
 
@@ -207,9 +221,7 @@ class SQLiteBroker(Broker):
                 for env, row in zip(envelopes, rows, strict=True):
                     held = None
                     if conn.execute(self._INSERT, row).rowcount == 0 and env.key is not None:
-                        held = conn.execute(
-                            "SELECT id FROM messages WHERE key = ?", (env.key,)
-                        ).fetchone()
+                        held = conn.execute(self._KEY_HOLDER, (env.queue, env.key)).fetchone()
                     ids.append(env.id if held is None else held[0])
         self._known_queues |= new_queues
         return ids
@@ -245,17 +257,18 @@ class SQLiteBroker(Broker):
                 f"DELETE FROM messages WHERE {self._HELD}", [(d.id, d.token) for d in deliveries]
             ).rowcount
 
-    def retry(self, delivery: Delivery, eta: float, error: str) -> bool:
-        """Schedule the message at ``eta`` (at the back of the line) with ``attempt + 1``."""
+    def retry(self, delivery: Delivery, countdown: float, error: str) -> bool:
+        """Schedule the message ``countdown`` seconds from now (at the back of the line)
+        with ``attempt + 1``."""
         with self._db.write() as conn:
             now = time.time()
-            state = "scheduled" if eta > now else "ready"
+            state = "scheduled" if countdown > 0 else "ready"
             return bool(
                 conn.execute(
                     f"""UPDATE messages SET state = ?, run_at = ?, attempt = attempt + 1,
                         deliveries = 0, token = NULL, lease_until = NULL, error = ?
                     WHERE {self._HELD}""",
-                    (state, max(eta, now), error, delivery.id, delivery.token),
+                    (state, now + max(countdown, 0.0), error, delivery.id, delivery.token),
                 ).rowcount
             )
 
@@ -283,6 +296,79 @@ class SQLiteBroker(Broker):
                 f"UPDATE messages SET lease_until = ? WHERE {self._HELD}",
                 [(until, d.id, d.token) for d in deliveries],
             ).rowcount
+
+    def held(self, deliveries: Sequence[Delivery]) -> set[str]:
+        """The ids still leased under their token, whose leases are renewed (one
+        transaction)."""
+        return self.settle_held(deliveries, (), _write_nothing)
+
+    def settle_held(
+        self,
+        deliveries: Sequence[Delivery],
+        acks: Container[str],
+        write: Callable[[sqlite3.Connection, set[str]], None],
+    ) -> set[str]:
+        """In one transaction: ack the ``deliveries`` still held whose id is in ``acks``,
+        renew the leases of the other held ones, and ``write(conn, held ids)`` (the
+        caller's statements: the result store's records in this file).
+
+        Returns the held ids. What ``write`` does commits only with the settle: a
+        record is never stored for a delivery whose lease was lost.
+        """
+        if not deliveries:
+            return set()
+        try:  # first as if every one were held (the common case): the statements of ack
+            return self._settle_held(deliveries, acks, write, None)
+        except _NotAllHeld:  # rolled back: again, checking each token first
+            return self._settle_held(deliveries, acks, write, set())
+
+    def _settle_held(
+        self,
+        deliveries: Sequence[Delivery],
+        acks: Container[str],
+        write: Callable[[sqlite3.Connection, set[str]], None],
+        held: set[str] | None,
+    ) -> set[str]:
+        """``settle_held`` assuming every delivery held (``held`` None; raises
+        ``_NotAllHeld`` if one is not), or reading which are first."""
+        with self._db.write() as conn:
+            if held is not None:
+                held.update(self._holding(conn, deliveries))
+            done = [(d.id, d.token) for d in deliveries if d.id in acks and _in(held, d.id)]
+            until = time.time() + self.lease_seconds
+            kept = [
+                (until, d.id, d.token) for d in deliveries if d.id not in acks and _in(held, d.id)
+            ]
+            changed = 0
+            if done:
+                changed += conn.executemany(
+                    f"DELETE FROM messages WHERE {self._HELD}", done
+                ).rowcount
+            if kept:
+                renew = f"UPDATE messages SET lease_until = ? WHERE {self._HELD}"
+                changed += conn.executemany(renew, kept).rowcount
+            if held is None:
+                if changed < len(deliveries):
+                    raise _NotAllHeld
+                held = {d.id for d in deliveries}
+            write(conn, held)
+        return held
+
+    def _holding(self, conn: sqlite3.Connection, deliveries: Sequence[Delivery]) -> set[str]:
+        """The ids of ``deliveries`` leased under their token (read in the caller's
+        transaction)."""
+        tokens: dict[str, str] = {}
+        ids = [d.id for d in deliveries]
+        for start in range(0, len(ids), IDS_PER_STATEMENT):
+            chunk = ids[start : start + IDS_PER_STATEMENT]
+            tokens.update(
+                conn.execute(
+                    f"""SELECT id, token FROM messages
+                    WHERE state = 'leased' AND id IN ({", ".join("?" * len(chunk))})""",
+                    chunk,
+                ).fetchall()
+            )
+        return {d.id for d in deliveries if tokens.get(d.id) == d.token}
 
     def requeue(self, deliveries: Sequence[Delivery], *, started: bool = False) -> int:
         """Give messages back to their place in line; ``started=False`` uncounts the delivery."""
@@ -420,8 +506,12 @@ class SQLiteBroker(Broker):
         return [DeadLetter(*row) for row in rows]
 
     def requeue_dead(self, ids: Sequence[str] | None = None, queue: str | None = None) -> int:
-        """Make dead letters ready with attempt 0: ``ids`` (of ``queue``), else all (of it)."""
-        set_ready = """UPDATE messages SET state = 'ready', run_at = ?, attempt = 0,
+        """Make dead letters ready with attempt 0: ``ids`` (of ``queue``), else all (of it).
+
+        One whose idempotency key another live message holds stays dead (``OR IGNORE``
+        skips the rows that would break ``messages_queue_key``).
+        """
+        set_ready = """UPDATE OR IGNORE messages SET state = 'ready', run_at = ?, attempt = 0,
             deliveries = 0, reason = NULL, error = NULL, died = NULL WHERE state = 'dead'"""
         in_queue = " AND queue = ?" if queue is not None else ""
         by_queue: tuple[str, ...] = (queue,) if queue is not None else ()
@@ -457,19 +547,23 @@ class SQLiteBroker(Broker):
         A due eta or an expired lease reads as QUEUED, and a dead letter past its
         time to live as gone, as ``reserve`` would find them.
         """
+        now = time.time()
         with self._db.read() as conn:
+            # Compared in SQL, where a value of another type (a row written by others)
+            # compares without error.
             row = conn.execute(
-                "SELECT state, run_at, lease_until, died FROM messages WHERE id = ?", (id,)
+                """SELECT state, run_at <= ?2, lease_until <= ?2, died <= ?3
+                FROM messages WHERE id = ?1""",
+                (id, now, now - self.dead_letter_ttl),
             ).fetchone()
         if row is None:
             return None
-        state, run_at, lease_until, died = row
-        now = time.time()
-        if (state == "scheduled" and run_at <= now) or (state == "leased" and lease_until <= now):
+        state, due, expired, old = row
+        if (state == "scheduled" and due) or (state == "leased" and expired):
             return State.QUEUED
-        if state == "dead" and died <= now - self.dead_letter_ttl:
+        if state == "dead" and old:
             return None
-        return _LOCATED[state]
+        return _LOCATED.get(state)
 
     def ping(self) -> None:
         """Return if the file opens and answers a query; raise ``BrokerUnavailable`` otherwise."""
@@ -495,18 +589,32 @@ class SQLiteBroker(Broker):
             self._tidy(conn, now, queues)
             if not queues:
                 return [], math.inf
-            rows = conn.execute(
-                _reserve_sql(len(queues)), (now + self.lease_seconds, limit, *queues)
-            )
-            taken = sorted(rows, key=lambda row: (row[2], row[7], row[8]))
-            if taken:
-                return [_delivery(row) for row in taken], now
+            lease_until = now + self.lease_seconds
+            try:
+                rows = conn.execute(
+                    _reserve_sql(len(queues)), (lease_until, limit, *queues)
+                ).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "UTF-8" not in str(exc):
+                    raise
+                rows = rowcheck.drop_undecodable_ids(conn, lease_until, now)
+            if rows:
+                try:
+                    rows.sort(key=rowcheck.line_order)
+                except TypeError:  # a priority or run time that is not a number
+                    rows.sort(key=rowcheck.lenient_line_order)
+                try:
+                    return [rowcheck.delivery(row) for row in rows], now
+                except rowcheck.Malformed:
+                    taken = rowcheck.repair(conn, rows, now)
+                    if taken:
+                        return taken, now
             return [], self._next_due(conn, queues, now)
 
     def _tidy(self, conn: sqlite3.Connection, now: float, queues: list[str] | None = None) -> int:
         """Promote due etas of ``queues`` (None: all) and, every ``RECOVER_EVERY`` seconds or
-        when ``queues`` is None, expired leases and old dead letters. Returns how many
-        messages became ready."""
+        when ``queues`` is None, expired leases, old dead letters and the next window of
+        stray rows (``_sqlite_rows.sweep``). Returns how many messages became ready."""
         if queues is None:
             moved: int = conn.execute(
                 self._PROMOTE.format("SELECT name FROM queues"), (now,)
@@ -518,6 +626,7 @@ class SQLiteBroker(Broker):
             self._next_recover = now + RECOVER_EVERY
             moved += conn.execute(self._RECOVER, (now,)).rowcount
             conn.execute(self._EXPIRE_DEAD, (now - self.dead_letter_ttl,))
+            self._sweep_from = rowcheck.sweep(conn, self._sweep_from, now)
         return moved
 
     def _peek(self, queues: list[str]) -> float:
@@ -533,9 +642,11 @@ class SQLiteBroker(Broker):
         ready, eta, lease = conn.execute(_due_sql(len(queues)), queues).fetchone()
         if ready:
             return now
-        due = math.inf if eta is None else float(eta)
+        # A time that is not a number (a row written by others, which the sweep will
+        # dead-letter) reads as the next recovery tick: it never makes a reserve fail.
+        due = math.inf if eta is None else rowcheck.time_or(eta, self._next_recover)
         if lease is not None:
-            due = min(due, max(lease, self._next_recover))
+            due = min(due, max(rowcheck.time_or(lease, self._next_recover), self._next_recover))
         return due
 
 
@@ -582,14 +693,19 @@ def _reserve_sql(queues: int) -> str:
     return f"""UPDATE messages SET state = 'leased', token = lower(hex(randomblob(8))),
             lease_until = ?1, deliveries = deliveries + 1
         WHERE seq IN (SELECT seq FROM ({pick}))
-        RETURNING id, queue, priority, body, attempt, deliveries, token, run_at, seq,
-            cancelled"""
+        RETURNING {rowcheck.RETURNED}"""
 
 
-def _delivery(row: tuple[Any, ...]) -> Delivery:
-    """A row of the reserve statement's ``RETURNING`` as a ``Delivery``."""
-    id, queue, priority, body, attempt, deliveries, token, _, _, cancelled = row
-    return Delivery(id, queue, priority, body, attempt, deliveries, token, cancelled == 1)
+class _NotAllHeld(Exception):
+    """A delivery of a fenced settle was not held: roll back and check each one."""
+
+
+def _in(ids: set[str] | None, id: str) -> bool:
+    return ids is None or id in ids
+
+
+def _write_nothing(conn: sqlite3.Connection, held: set[str]) -> None:
+    pass
 
 
 @functools.lru_cache(maxsize=32)

@@ -19,6 +19,7 @@ from gopherq.brokers import REDIS_SCHEMES
 from gopherq.errors import ConfigurationError
 from gopherq.events.base import EVENT_TYPES, START, Event, EventBackend, EventType, check_types
 from gopherq.events.hub import Events, Listener, Subscription
+from gopherq.redaction import redact_url
 
 __all__ = [
     "EVENT_TYPES",
@@ -79,6 +80,6 @@ def event_backend_for(setting: str | bool | None, broker_url: str) -> str | None
 
 def _unsupported(url: str) -> ConfigurationError:
     return ConfigurationError(
-        f"unsupported event backend URL {url!r}; use sqlite:///path, redis://..., memory://, "
-        "'broker' (the broker's store) or 'off'"
+        f"unsupported event backend URL {redact_url(url)!r}; use sqlite:///path, redis://..., "
+        "memory://, 'broker' (the broker's store) or 'off'"
     )

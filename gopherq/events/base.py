@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from gopherq.errors import ConfigurationError, DecodeError
+from gopherq.redaction import UrlRepr
 
 START = "0"
 """The cursor before every event."""
@@ -142,7 +143,7 @@ def cursor_number(cursor: str) -> int:
     return number
 
 
-class EventBackend(ABC):
+class EventBackend(UrlRepr, ABC):
     """An ordered log of events, read by cursor. See the module docstring."""
 
     url: str

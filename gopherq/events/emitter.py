@@ -80,7 +80,8 @@ class EventEmitter(Middleware):
             extra["was"] = State.STARTED.value
         elif outcome.action == "retry":
             kind = EventType.TASK_RETRIED
-            extra["eta"] = outcome.eta
+            # An estimate by this worker's clock (the broker's decides when it runs).
+            extra["eta"] = time.time() + outcome.countdown
         else:
             reason = outcome.reason or DeadReason.REJECTED
             kind = _DEAD_TYPES.get(reason, EventType.TASK_DEAD)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from gopherq.brokers import REDIS_SCHEMES
-from gopherq.brokers.base import redact_url
 from gopherq.errors import ConfigurationError
+from gopherq.redaction import redact_url
 from gopherq.results.base import ErrorInfo, JobRecord, ResultBackend
 
 __all__ = ["ErrorInfo", "JobRecord", "ResultBackend", "open_backend"]

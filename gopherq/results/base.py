@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from gopherq.brokers.base import Broker, Delivery
 from gopherq.errors import DecodeError
+from gopherq.redaction import UrlRepr
 from gopherq.states import State
 
 
@@ -114,7 +116,17 @@ class JobRecord:
             raise DecodeError(f"malformed job record: {exc}") from exc
 
 
-class ResultBackend(ABC):
+class Settling(NamedTuple):
+    """A finished delivery, its record (if any) and whether it is to be acked."""
+
+    delivery: Delivery
+    record: JobRecord | None
+    ack: bool
+    """True: ack it (a success or a cancel); False: renew its lease (the worker
+    retries or dead-letters it next)."""
+
+
+class ResultBackend(UrlRepr, ABC):
     """Stores job records by id; records expire ``expires`` seconds after they finish."""
 
     url: str
@@ -149,6 +161,41 @@ class ResultBackend(ABC):
         Backends override this; the base raises ``NotImplementedError``.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot list jobs yet")
+
+    @abstractmethod
+    def mark(self, key: str, ttl: float) -> None:
+        """Set the done-marker ``key`` for ``ttl`` seconds (``gopherq.once``); setting it
+        again restarts its time to live. Markers live apart from job records."""
+
+    @abstractmethod
+    def marked(self, key: str) -> bool:
+        """Whether the done-marker ``key`` is set and has not expired."""
+
+    def store_held(self, broker: Broker, items: Sequence[Settling]) -> set[str] | None:
+        """Fenced store and ack, in one atomic step where this is ``broker``'s own store.
+
+        Of ``items``, those whose delivery the broker still holds (token-checked)
+        get their record stored and are acked, or have their lease renewed; the
+        others are left alone. Returns the held ids. Returns None, having done
+        nothing, where this store cannot share a step with ``broker`` (another
+        kind, another file or server, a Redis Cluster): the caller then asks
+        ``broker.held`` first and stores after (see ``gopherq.worker.settle``).
+        """
+        return None
+
+    def store_fenced(self, broker: Broker, items: Sequence[Settling]) -> tuple[set[str], bool]:
+        """Store the records of the ``items`` whose delivery ``broker`` still holds:
+        ``store_held`` where it can, else ``broker.held`` (renewing those leases) and
+        then ``store``. Returns the held ids, and whether the held ``ack`` items were
+        acked too (only by ``store_held``)."""
+        held = self.store_held(broker, items)
+        if held is not None:
+            return held, True
+        held = broker.held([i.delivery for i in items])
+        records = [i.record for i in items if i.record is not None and i.delivery.id in held]
+        if records:
+            self.store(records)
+        return held, False
 
     @abstractmethod
     def delete(self, id: str) -> bool:

@@ -30,6 +30,7 @@ class MemoryResultBackend(ResultBackend):
         self.expires = expires
         self._changed = threading.Condition()
         self._records: dict[str, tuple[JobRecord, float]] = {}  # id -> (record, expiry)
+        self._marks: dict[str, float] = {}  # done-marker key -> expiry
 
     def store(self, records: Sequence[JobRecord]) -> None:
         """Insert or replace records; a finished one starts its time to live."""
@@ -86,7 +87,19 @@ class MemoryResultBackend(ResultBackend):
             expired = [id for id, (_, expiry) in self._records.items() if expiry <= now]
             for id in expired:
                 del self._records[id]
+            for key in [key for key, expiry in self._marks.items() if expiry <= now]:
+                del self._marks[key]
         return len(expired)
+
+    def mark(self, key: str, ttl: float) -> None:
+        """Set the done-marker ``key`` for ``ttl`` seconds."""
+        with self._changed:
+            self._marks[key] = time.time() + ttl
+
+    def marked(self, key: str) -> bool:
+        """Whether the done-marker ``key`` is set and unexpired."""
+        with self._changed:
+            return self._marks.get(key, 0.0) > time.time()
 
     def close(self) -> None:
         """Nothing to release; the store stays usable."""

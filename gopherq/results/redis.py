@@ -33,6 +33,12 @@ what it found so far. Ids leave the index with their records: the expired ones
 when ``store`` trims the expiry index (or ``cleanup`` runs), and those ``jobs``
 finds gone.
 
+Where the broker is the Redis broker on the same server (not a cluster),
+``store_held`` stores the records of a worker's finished deliveries and acks
+them in one script per queue (``settle_held.lua`` of the broker), token-checked.
+Done-markers of ``gopherq.once`` are plain keys, ``P:once:{key}``, with a time
+to live.
+
 URL: any Redis broker URL (``redis://``, ``rediss://``, ``unix://``,
 ``redis+cluster://``); the ``prefix`` query option applies here too.
 
@@ -51,9 +57,11 @@ from typing import Any
 
 import msgpack
 
+from gopherq.brokers.base import Broker
+from gopherq.brokers.redis import HeldRecord, RedisBroker
 from gopherq.brokers.redis.connection import Call, Client, Connection, script
 from gopherq.errors import DecodeError
-from gopherq.results.base import JobRecord, ResultBackend
+from gopherq.results.base import JobRecord, ResultBackend, Settling
 from gopherq.states import State
 
 DONE_TTL = 60.0
@@ -68,6 +76,7 @@ JOBS_SCAN = 10_000
 """Most index entries one ``jobs`` call reads: the window its filters search."""
 JOBS_WINDOW = 200
 """Ids one round trip of ``jobs`` reads (at least ``limit`` without filters)."""
+_NO_RECORD = ("", "", "", "")
 
 
 class RedisResultBackend(ResultBackend):
@@ -88,24 +97,54 @@ class RedisResultBackend(ResultBackend):
         if not records:
             return
         now = time.time()
-        ttl_ms = max(int(self.expires * 1000), 1)
-        done_ms = min(ttl_ms, int(DONE_TTL * 1000))
+        done_ms = self._done_ms()
         store = script("result_store")
         calls: list[Call] = []
         for record in records:
-            blob = msgpack.packb(record.to_map(), use_bin_type=True)
-            if record.created is not None:
-                calls.append(("ZADD", [self._jobs_key], (record.created, record.id)))
+            blob, ttl_ms, inline, created = self._fields(record)
+            if created:
+                calls.append(("ZADD", [self._jobs_key], (created, record.id)))
             else:  # keep the first store time
                 calls.append(("ZADD", [self._jobs_key], ("NX", now, record.id)))
-            if record.state.finished:
-                inline = 1 if len(blob) <= INLINE_MAX else 0
-                calls.append((store, [self._key(record.id)], (blob, ttl_ms, done_ms, inline)))
+            calls.append((store, [self._key(record.id)], (blob, ttl_ms, done_ms, inline)))
+            if ttl_ms:
                 calls.append(("ZADD", [self._expiry_key], (now + self.expires, record.id)))
             else:  # no time to live: unfinished records stay
-                calls.append((store, [self._key(record.id)], (blob, "", done_ms, 0)))
                 calls.append(("ZREM", [self._expiry_key], (record.id,)))
         self._conn.call(lambda c: self._conn.run_many(c, calls))
+        self._trim(now)
+
+    def store_held(self, broker: Broker, items: Sequence[Settling]) -> set[str] | None:
+        """Records and acks of the deliveries still held, in one script per queue with
+        the broker, when it is a Redis broker on this server (not a cluster); else None."""
+        if not (isinstance(broker, RedisBroker) and broker.shares_server(self._conn.config)):
+            return None
+        now = time.time()
+        held = [
+            HeldRecord(i.delivery, i.ack, None, _NO_RECORD)
+            if i.record is None
+            else HeldRecord(i.delivery, i.ack, self._key(i.record.id), self._fields(i.record))
+            for i in items
+        ]
+        index_args = (self._done_ms(), repr(now), repr(now + self.expires))
+        ids = broker.settle_held(held, (self._jobs_key, self._expiry_key), index_args)
+        self._trim(now)
+        return ids
+
+    def _fields(self, record: JobRecord) -> tuple[bytes, str, str, str]:
+        """A record as ``result_store.lua`` and ``settle_held.lua`` take it: its blob,
+        time to live in ms ('' while unfinished), inline flag, created time ('' unset)."""
+        blob = msgpack.packb(record.to_map(), use_bin_type=True)
+        created = "" if record.created is None else repr(float(record.created))
+        if not record.state.finished:
+            return blob, "", "0", created
+        ttl_ms = str(max(int(self.expires * 1000), 1))
+        return blob, ttl_ms, "1" if len(blob) <= INLINE_MAX else "0", created
+
+    def _done_ms(self) -> int:
+        return min(max(int(self.expires * 1000), 1), int(DONE_TTL * 1000))
+
+    def _trim(self, now: float) -> None:
         if now >= self._next_trim:
             self._next_trim = now + CLEANUP_EVERY
             self.cleanup()
@@ -226,6 +265,19 @@ class RedisResultBackend(ResultBackend):
         while removed := self._conn.call(forget):
             count += removed
         return count
+
+    def mark(self, key: str, ttl: float) -> None:
+        """Set the done-marker ``key`` (``P:once:{key}``) for ``ttl`` seconds."""
+        ms = max(math.ceil(ttl * 1000), 1)
+        self._conn.call(lambda c: self._conn.run(c, "SET", [self._mark_key(key)], ("1", "PX", ms)))
+
+    def marked(self, key: str) -> bool:
+        """Whether the done-marker ``key`` is set (Redis expires it)."""
+        found = self._conn.call(lambda c: self._conn.run(c, "EXISTS", [self._mark_key(key)], ()))
+        return bool(found)
+
+    def _mark_key(self, key: str) -> str:
+        return f"{self.prefix}:once:{{{key}}}"
 
     def close(self) -> None:
         """Close this process's connections; the next call reconnects."""

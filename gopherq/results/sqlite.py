@@ -10,6 +10,10 @@ per process and thread; see ``gopherq.brokers.sqlite`` for durability).
 (inotify on the ``-wal`` file) and wakes within milliseconds of the commit that
 stores the record; it falls back to polling where inotify is missing.
 
+Where the broker is the SQLite broker of the same file, ``store_held`` stores the
+records of a worker's finished deliveries and acks them in one transaction,
+token-checked (``SQLiteBroker.settle_held``).
+
 URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
 
 Options:
@@ -21,6 +25,8 @@ Options:
 from __future__ import annotations
 
 import math
+import os
+import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -28,8 +34,10 @@ from typing import Any
 import msgpack
 
 from gopherq.brokers._sqlite_file import Database, sqlite_path
+from gopherq.brokers.base import Broker
+from gopherq.brokers.sqlite import SQLiteBroker
 from gopherq.errors import DecodeError
-from gopherq.results.base import JobRecord, ResultBackend
+from gopherq.results.base import JobRecord, ResultBackend, Settling
 from gopherq.states import State
 
 # How often store() deletes expired records, per process, and at most how many.
@@ -47,6 +55,8 @@ class SQLiteResultBackend(ResultBackend):
     #               (created) first
     #   expires_at  when a finished record expires; NULL while unfinished
     #   record      msgpack of JobRecord.to_map(), the whole truth
+    #
+    # marks: done-markers of gopherq.once, by key, until expires_at
     SCHEMA = (
         """CREATE TABLE IF NOT EXISTS results (
             id TEXT PRIMARY KEY,
@@ -63,6 +73,10 @@ class SQLiteResultBackend(ResultBackend):
         "CREATE INDEX IF NOT EXISTS results_finished ON results (finished)",
         "CREATE INDEX IF NOT EXISTS results_created ON results (created)",
         "CREATE INDEX IF NOT EXISTS results_expires_at ON results (expires_at)",
+        """CREATE TABLE IF NOT EXISTS marks (
+            key TEXT PRIMARY KEY,
+            expires_at REAL NOT NULL
+        ) WITHOUT ROWID""",
     )
 
     _UPSERT = """INSERT INTO results (id, state, task, queue, created, finished, expires_at, record)
@@ -84,6 +98,27 @@ class SQLiteResultBackend(ResultBackend):
         live."""
         if not records:
             return
+        with self._db.write() as conn:
+            self._write(conn, records)
+
+    def store_held(self, broker: Broker, items: Sequence[Settling]) -> set[str] | None:
+        """Records and acks of the deliveries still held, in one transaction with the
+        broker, when it is the SQLite broker of this very file; else None."""
+        if not (isinstance(broker, SQLiteBroker) and _same_file(broker.path, self.path)):
+            return None
+        self._db.connection()  # opened once: the results table exists in the file
+
+        def write(conn: sqlite3.Connection, held: set[str]) -> None:
+            records = [i.record for i in items if i.record is not None and i.delivery.id in held]
+            if records:
+                self._write(conn, records)
+
+        acks = {i.delivery.id for i in items if i.ack}
+        return broker.settle_held([i.delivery for i in items], acks, write)
+
+    def _write(self, conn: sqlite3.Connection, records: Sequence[JobRecord]) -> None:
+        """Upsert ``records`` within the caller's write transaction (and, every few
+        minutes, delete expired ones)."""
         now = time.time()
         rows = [
             (
@@ -98,15 +133,14 @@ class SQLiteResultBackend(ResultBackend):
             )
             for r in records
         ]
-        with self._db.write() as conn:
-            conn.executemany(self._UPSERT, rows)
-            if now >= self._next_cleanup:
-                self._next_cleanup = now + CLEANUP_EVERY
-                conn.execute(
-                    """DELETE FROM results WHERE rowid IN (SELECT rowid FROM results
-                    WHERE expires_at <= ? LIMIT ?)""",
-                    (now, CLEANUP_BATCH),
-                )
+        conn.executemany(self._UPSERT, rows)
+        if now >= self._next_cleanup:
+            self._next_cleanup = now + CLEANUP_EVERY
+            conn.execute(
+                """DELETE FROM results WHERE rowid IN (SELECT rowid FROM results
+                WHERE expires_at <= ? LIMIT ?)""",
+                (now, CLEANUP_BATCH),
+            )
 
     def get(self, id: str) -> JobRecord | None:
         """The record of ``id``, or None if unknown or expired."""
@@ -161,14 +195,38 @@ class SQLiteResultBackend(ResultBackend):
     def cleanup(self) -> int:
         """Delete expired records; returns how many."""
         with self._db.write() as conn:
-            count: int = conn.execute(
-                "DELETE FROM results WHERE expires_at <= ?", (time.time(),)
-            ).rowcount
+            now = time.time()
+            conn.execute("DELETE FROM marks WHERE expires_at <= ?", (now,))
+            count: int = conn.execute("DELETE FROM results WHERE expires_at <= ?", (now,)).rowcount
             return count
+
+    def mark(self, key: str, ttl: float) -> None:
+        """Set the done-marker ``key`` for ``ttl`` seconds."""
+        with self._db.write() as conn:
+            conn.execute(
+                """INSERT INTO marks (key, expires_at) VALUES (?, ?)
+                ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at""",
+                (key, time.time() + ttl),
+            )
+
+    def marked(self, key: str) -> bool:
+        """Whether the done-marker ``key`` is set and unexpired."""
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM marks WHERE key = ? AND expires_at > ?", (key, time.time())
+            ).fetchone()
+        return row is not None
 
     def close(self) -> None:
         """Close this process's connections; the next call reopens them."""
         self._db.close()
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return a == b or os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _decode(blob: bytes) -> JobRecord:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from gopherq.errors import ConfigurationError
+from gopherq.message import MAX_KEY, MAX_TIMESTAMP, field_problem
 from gopherq.schedules.cron import Cron, Every, Schedule
 from gopherq.states import Priority
 
@@ -62,6 +63,16 @@ class Entry:
             raise ConfigurationError(f"bad periodic entry name {self.name!r}")
         if not self.task:
             raise ConfigurationError(f"periodic entry {self.name!r}: no task")
+        # What its messages carry must fit the envelope, or every tick is dead-lettered.
+        if len(self.name) > MAX_NAME:
+            raise ConfigurationError(
+                f"periodic entry name is {len(self.name)} characters long, above the limit"
+                f" of {MAX_NAME} (it is part of its messages' idempotency keys)"
+            )
+        for what, value in (("task", self.task), ("queue", self.queue)):
+            problem = field_problem(what, value)
+            if problem:
+                raise ConfigurationError(f"periodic entry {self.name!r}: {what} {problem}")
         if (self.cron is None) == (self.every is None):
             raise ConfigurationError(f"periodic entry {self.name!r}: give cron or every, not both")
         if self.catch_up not in CATCH_UPS:
@@ -197,3 +208,7 @@ def tick_id(entry: str, tick: int) -> str:
 def tick_key(entry: str, tick: int) -> str:
     """The idempotency key of ``entry``'s tick at Unix second ``tick``."""
     return f"beat:{entry}:{tick}"
+
+
+MAX_NAME = MAX_KEY - len(tick_key("", int(MAX_TIMESTAMP)))
+"""Longest entry name, in characters: the idempotency keys of its ticks must fit."""

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from gopherq.brokers import REDIS_SCHEMES, Broker
 from gopherq.errors import ConfigurationError
+from gopherq.redaction import UrlRepr, redact_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,7 @@ class Claim:
     fingerprint: str
 
 
-class ScheduleStore(ABC):
+class ScheduleStore(UrlRepr, ABC):
     """Where beats meet: see the module docstring."""
 
     url: str
@@ -166,4 +167,4 @@ def open_store(broker: Broker, namespace: str) -> ScheduleStore:
         from gopherq.schedules.redis import RedisScheduleStore
 
         return RedisScheduleStore(broker.url, namespace)
-    raise ConfigurationError(f"no schedule store for broker {broker.url!r}")
+    raise ConfigurationError(f"no schedule store for broker {redact_url(broker.url)!r}")

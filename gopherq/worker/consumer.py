@@ -5,7 +5,7 @@ Each worker process (or a thread, in tests) runs one ``Consumer``::
     reserve a batch ──> for each delivery: run it with the Runner
           ^                 │  outcome (record + ack / retry / dead) is pending
           │                 v
-          └──── flush: store records, then settle in the broker
+          └──── flush: store records, then settle in the broker (``settle``)
 
 Batches adapt to the work: up to ``prefetch`` deliveries while tasks are short,
 one at a time once they are long, so that a process never sits on long tasks
@@ -16,6 +16,12 @@ are flushed at the end of each batch, as soon as the oldest one waited
 other work. A daemon thread renews the leases of everything the consumer
 holds, so a long task is never redelivered for being long. What the consumer
 holds is mirrored in its ``Slot`` for the supervisor.
+
+No broker or store fault and no message ends ``run``: a failed reserve or
+settle is retried after a pause that grows to 5 s (``gopherq.backoff``; kept while
+stopping, until ``SETTLE_ON_STOP`` runs out: the leases then cover what it
+holds), and a delivery the runner could not take to an outcome goes back to
+the queue, counted as a delivery, as if its process had died.
 """
 
 from __future__ import annotations
@@ -31,10 +37,12 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from gopherq.backoff import next_backoff
 from gopherq.brokers.base import Delivery
 from gopherq.errors import BrokerError
 from gopherq.message import Message
 from gopherq.runner import Outcome, Runner
+from gopherq.worker.settle import Finished, Settler
 from gopherq.worker.slots import Slot
 
 if TYPE_CHECKING:
@@ -50,8 +58,8 @@ FLUSH_AFTER = 0.02
 """Seconds a finished outcome may wait for others before it is flushed anyway."""
 EMA_WEIGHT = 0.3
 """Weight of the newest runtime in the moving averages."""
-MAX_BACKOFF = 5.0
-"""Longest pause between attempts while the broker fails."""
+SETTLE_ON_STOP = 10.0
+"""Seconds a stopping consumer keeps trying to settle what it ran while that fails."""
 
 
 class Exit(enum.IntEnum):
@@ -102,17 +110,19 @@ class Consumer:
         self.slot = slot or Slot.allocate(1, self.prefetch)[0]
         self.reserve_timeout = reserve_timeout
         self.tasks_run = 0
-        self._runner = Runner(app, worker=self.name, cancelled=self.slot.cancelled)
+        self._runner = Runner(app, worker=self.name, cancelled=self.slot.cancelled, fenced=True)
         self._stopping = False
         self._recycle = False
         self._average: float | None = None  # runtime of all tasks (EMA)
         self._averages: dict[str, float] = {}  # runtime by task name (EMA)
-        self._pending: list[tuple[Delivery, Outcome]] = []
+        self._settler = Settler(app, self.name)
+        self._pending: list[Finished] = []
         self._pending_since = 0.0
         self._held: dict[str, Delivery] = {}  # id -> delivery, for lease renewal
         self._held_lock = threading.Lock()
         self._done = threading.Event()  # wakes the lease thread at exit
         self._backoff = 0.0
+        self._give_up_at: float | None = None  # stopping, settles failing: when to give up
 
     def stop(self) -> None:
         """Finish the running task, give back the rest, and return from ``run``."""
@@ -133,6 +143,8 @@ class Consumer:
     def _loop(self) -> Exit:
         while True:
             if self._pending and not self._flush():
+                if self._stopping and self._settles_given_up():
+                    return Exit.STOPPED
                 self._pause()  # the broker or backend is failing; keep what we hold
                 continue
             if self._stopping:
@@ -180,6 +192,9 @@ class Consumer:
                 self._give_back(list(waiting), stopping=True)
                 break
             delivery = waiting.popleft()
+            # Counted as started from here on: a process that dies on this delivery,
+            # even in decoding it, must not give it back uncounted (max_deliveries).
+            self.slot.start()
             message = self._peek(delivery)
             long = self._is_long(message)
             if waiting and long:
@@ -207,14 +222,20 @@ class Consumer:
         name = message.task if message else "?"
         started = time.monotonic()
         self.slot.begin(delivery, name, retries, timeout, started)
-        outcome = self._runner.run(delivery, message, announce=long)
+        try:
+            outcome = self._runner.run(delivery, message, announce=long)
+        except Exception:  # a bug or a hook that raised: no outcome, but the process lives on
+            logger.exception("worker %s: could not run task %s[%s]", self.name, name, delivery.id)
+            self.slot.end()
+            self._return(delivery)
+            return
         elapsed = time.monotonic() - started
         self.slot.end()
         self._learn(name if task is not None else None, elapsed)
         self._log(delivery, name, outcome, elapsed)
         if not self._pending:
             self._pending_since = started + elapsed
-        self._pending.append((delivery, outcome))
+        self._pending.append(Finished(delivery, name, outcome))
         self.tasks_run += 1
         self._check_recycle()
         if time.monotonic() - self._pending_since >= FLUSH_AFTER:
@@ -245,39 +266,25 @@ class Consumer:
 
     def _flush(self) -> bool:
         """Store the pending records, publish the buffered events, then settle the
-        deliveries; False if that failed.
+        deliveries (``Settler``: only those still held); False if that failed.
 
-        Safe to repeat after a failure: storing a record again replaces it, the
-        events went out (or wait in their buffer), and the broker ignores a
-        settle whose token it no longer holds. Events of successes wait for
-        more (see ``gopherq.events.hub``); those of a retry or dead letter go
-        before the settle, so that a task's next attempt never shows first.
+        Safe to repeat after a failure: the settler finishes what the failed
+        attempt left, storing a record again replaces it, and the events went out
+        (or wait in their buffer).
         """
         if not self._pending:
             return True
         pending = self._pending
         try:
-            records = [o.record for _, o in pending if o.record is not None]
-            if records:
-                self.backend.store(records)
-            self.app.events.flush(only_due=all(o.action == "ack" for _, o in pending))
-            acks = [d for d, o in pending if o.action in ("ack", "cancel")]
-            if acks:
-                self.broker.ack(acks)
-            for delivery, outcome in pending:
-                if outcome.action == "retry":
-                    self.broker.retry(delivery, outcome.eta, outcome.error)
-                elif outcome.action == "dead":
-                    reason = outcome.reason.value if outcome.reason else "UNKNOWN"
-                    self.broker.dead(delivery, reason, outcome.error)
+            self._settler.settle(pending)
         except Exception:
             logger.exception("worker %s: could not settle %d tasks", self.name, len(pending))
             return False
         self._pending = []
         self._backoff = 0.0
         with self._held_lock:
-            for delivery, _ in pending:
-                self._held.pop(delivery.id, None)
+            for finished in pending:
+                self._held.pop(finished.delivery.id, None)
         self.slot.settle()
         return True
 
@@ -298,6 +305,16 @@ class Consumer:
                 self._held.pop(delivery.id, None)
         self.slot.release()
 
+    def _return(self, delivery: Delivery) -> None:
+        """Requeue a started delivery that has no outcome, counted (its lease covers a
+        failure): as if its process had died, so that ``max_deliveries`` ends a loop."""
+        try:
+            self.broker.requeue([delivery], started=True)
+        except Exception as exc:
+            logger.error("worker %s: could not give back task %s: %s", self.name, delivery.id, exc)
+        with self._held_lock:
+            self._held.pop(delivery.id, None)
+
     def _check_recycle(self) -> None:
         if self.max_tasks is not None and self.tasks_run >= self.max_tasks:
             self._recycle = True
@@ -306,11 +323,29 @@ class Consumer:
             self._recycle = True
 
     def _pause(self) -> None:
-        """Back off after a failure (0.1 s doubling to ``MAX_BACKOFF``), waking on stop."""
-        self._backoff = min(max(self._backoff * 2, 0.1), MAX_BACKOFF)
+        """Back off after a failure (0.1 s doubling to 5 s, see ``next_backoff``); a stop that
+        comes meanwhile ends this pause, not the next ones."""
+        self._backoff = next_backoff(self._backoff)
         until = time.monotonic() + self._backoff
-        while not self._stopping and (left := until - time.monotonic()) > 0:
+        stopping = self._stopping
+        while (stopping or not self._stopping) and (left := until - time.monotonic()) > 0:
             time.sleep(min(left, 0.05))
+
+    def _settles_given_up(self) -> bool:
+        """Whether a stopping consumer should stop trying to settle: after
+        ``SETTLE_ON_STOP`` seconds, logged once (the leases return what it holds)."""
+        now = time.monotonic()
+        if self._give_up_at is None:
+            self._give_up_at = now + SETTLE_ON_STOP
+        if now < self._give_up_at:
+            return False
+        logger.error(
+            "worker %s: stopping with %d tasks ran but not settled; "
+            "their leases will return them, to run again",
+            self.name,
+            len(self._pending),
+        )
+        return True
 
     def _renew_leases(self) -> None:
         """Lease thread: renew what this consumer holds every third of a lease."""
@@ -339,7 +374,7 @@ class Consumer:
                 "task %s[%s] failed, retry in %.1fs: %s%s",
                 task,
                 delivery.id,
-                max(outcome.eta - time.time(), 0.0),
+                max(outcome.countdown, 0.0),
                 outcome.error,
                 trace,
             )

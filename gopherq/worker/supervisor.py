@@ -20,6 +20,14 @@ writes to, so a signal wakes it at once; otherwise it wakes every ``TICK`` for
 a few cheap shared-memory reads. It never runs tasks and holds no lease. On
 Linux the children get SIGTERM if the supervisor itself dies, so none runs on
 unsupervised.
+
+A child the supervisor kills is killed for one delivery, recorded with the
+kill: the child may have finished that task and begun another between the
+reading of its slot and the signal, so the task the kill was for is settled by
+id (``TIME_LIMIT`` or ``CANCELLED``) wherever the slot shows it, and what else
+the child held goes back uncounted. Only a child that died by itself has its
+started deliveries counted towards ``max_deliveries``. No step of the loop
+ends the supervisor by raising: an error is logged, and the next tick retries.
 """
 
 from __future__ import annotations
@@ -31,16 +39,18 @@ import select
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
 from gopherq.brokers.base import Delivery
 from gopherq.errors import ConfigurationError
+from gopherq.redaction import printable_lines
 from gopherq.runner import Outcome, Runner
 from gopherq.worker.consumer import Consumer, Exit, worker_name
 from gopherq.worker.presence import Presence
+from gopherq.worker.settle import Finished, Settler
 from gopherq.worker.slots import Holding, Running, Slot
 
 if TYPE_CHECKING:
@@ -59,14 +69,24 @@ _HANDLED = {*_STOP_SIGNALS, signal.SIGCHLD}
 _PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 
+@dataclass(frozen=True, slots=True)
+class _Kill:
+    """Why the supervisor SIGKILLed a child, and for which delivery."""
+
+    running: Running
+    """The task the kill was for, as the slot showed it then."""
+    cancelled: bool
+    """A cancel not obeyed within ``cancel_grace``; else its hard time limit."""
+
+
 @dataclass(slots=True)
 class _Child:
     index: int
     """Its slot; a replacement child takes over the slot."""
     pid: int
     born: float
-    killed: bool = False
-    """SIGKILLed by the supervisor: hard time limit, or a cancel not obeyed in time."""
+    kill: _Kill | None = None
+    """Set when the supervisor SIGKILLed it: hard time limit, or a cancel not obeyed."""
     notified: frozenset[str] = frozenset()
     """Ids of its tasks it was told were cancelled."""
     stopping: str | None = None
@@ -77,6 +97,10 @@ class _Child:
     @property
     def name(self) -> str:
         return worker_name(self.pid)
+
+    @property
+    def killed(self) -> bool:
+        return self.kill is not None
 
 
 class Worker:
@@ -112,6 +136,7 @@ class Worker:
         )
         self.cancel_grace = settings.cancel_grace
         self.name = worker_name()
+        self._settler = Settler(app, self.name)
         self._pid = 0
         self._next_cancel_poll = 0.0
         self._children: dict[int, _Child] = {}  # pid -> child
@@ -123,6 +148,7 @@ class Worker:
         self._next_deadline = float("inf")
         self._pipe = (-1, -1)
         self._presence = Presence(app, self.name, self.concurrency, self.queues)
+        self._failing: set[str] = set()  # steps of the loop that raised last time
 
     def run(self) -> int:
         """Fork the children and supervise them until stopped or drained; the exit code."""
@@ -132,6 +158,7 @@ class Worker:
             logger.error("memory:// lives in one process; workers need sqlite:///... or another")
             return 2
         self.name, self._pid = worker_name(), os.getpid()
+        warn_if_root(self.name)
         self._presence = Presence(self.app, self.name, self.concurrency, self.queues)
         self._slots = Slot.allocate(self.concurrency, self.app.settings.prefetch)
         self._pipe = os.pipe()
@@ -151,14 +178,12 @@ class Worker:
             self._presence.start()
             while self._children or self._respawns:
                 self._sleep()
-                self._reap()
-                self._handle_signals()
-                self._enforce_time_limits()
-                self._watch_cancels()
-                self._respawn_due()
-                if self._presence.due():
-                    children = self._children.values()
-                    self._presence.beat([(c.name, self._slots[c.index].read()) for c in children])
+                self._step(self._reap)
+                self._step(self._handle_signals)
+                self._step(self._enforce_time_limits)
+                self._step(self._watch_cancels)
+                self._step(self._respawn_due)
+                self._step(self._beat)
             self._presence.stop()
             logger.info("worker %s stopped", self.name)
             return 1 if self._forced else 0
@@ -169,6 +194,24 @@ class Worker:
             for fd in self._pipe:
                 os.close(fd)
             self.app.close()
+
+    def _step(self, step: Callable[[], None]) -> None:
+        """Run one step of the loop: an error is logged (once until the step works
+        again) and never ends the supervisor; the next tick runs the step again."""
+        name = step.__name__
+        try:
+            step()
+        except Exception:
+            if name not in self._failing:
+                logger.exception("worker %s: supervisor step %s failed", self.name, name)
+                self._failing.add(name)
+            return
+        self._failing.discard(name)
+
+    def _beat(self) -> None:
+        if self._presence.due():
+            children = self._children.values()
+            self._presence.beat([(c.name, self._slots[c.index].read()) for c in children])
 
     # Children.
 
@@ -239,11 +282,15 @@ class Worker:
                 self._exited(child, os.waitstatus_to_exitcode(status))
 
     def _exited(self, child: _Child, code: int) -> None:
+        """Settle what a child that exited held, and schedule its replacement."""
         slot = self._slots[child.index]
-        holding = slot.read()
+        holding = slot.read(final=True)  # a delivery it began but never recorded counts
         how = f"signal {_signal_name(-code)}" if code < 0 else f"exit code {code}"
         self._presence.exited(holding)
-        self._give_back(child, holding, how)
+        try:
+            self._give_back(child, holding, how)
+        except Exception:  # (a middleware hook): the child is replaced all the same
+            logger.exception("worker %s: could not give back tasks (leases will)", child.name)
         slot.clear()
         if code == Exit.DRAINED and self.burst:
             logger.debug("worker %s: queues empty, process exited", child.name)
@@ -251,7 +298,7 @@ class Worker:
         if code == Exit.RECYCLE:
             logger.info("worker %s: process recycled", child.name)
         elif code != Exit.STOPPED or not self._stopping:
-            running = holding.running
+            running = child.kill.running if child.kill else holding.running
             during = f" running {running.task}[{running.delivery.id}]" if running else ""
             logger.warning("worker %s: process died (%s)%s", child.name, how, during)
         if self._stopping:
@@ -271,10 +318,15 @@ class Worker:
         """Settle what a dead child held: now, not when its leases run out."""
         if not holding:
             return
+        if child.kill is not None:
+            self._give_back_killed(child, child.kill, holding)
+            return
         started = list(holding.finished)
         running = holding.running
         try:
-            if running is not None:
+            if running is not None and not running.recorded:
+                pass  # too large to record: its lease brings it back, counted
+            elif running is not None:
                 if running.delivery.id == child.stopping:
                     self._settle_cancelled(child, running)
                 elif running.deadline is not None and time.monotonic() >= running.deadline:
@@ -289,6 +341,31 @@ class Worker:
         except Exception:
             logger.exception("worker %s: could not give back tasks (leases will)", child.name)
 
+    def _give_back_killed(self, child: _Child, kill: _Kill, holding: Holding) -> None:
+        """Settle the task a kill was for by id, wherever the slot shows it (running,
+        or finished but not settled); what else the child held was not at fault
+        and goes back uncounted."""
+        target = kill.running
+        started = list(holding.finished)
+        if holding.running is not None and holding.running.recorded:
+            started.append(holding.running.delivery)
+        rest = [d for d in started if not _same(d, target.delivery)]
+        try:
+            if target.recorded and len(rest) < len(started):
+                if kill.cancelled:
+                    self._settle_cancelled(child, target)
+                else:
+                    self._settle_time_limit(child, target)
+        except Exception:
+            logger.exception(
+                "worker %s: could not settle a killed task (its lease will)", child.name
+            )
+        try:
+            if rest or holding.unstarted:
+                self.app.broker.requeue([*rest, *holding.unstarted], started=False)
+        except Exception:
+            logger.exception("worker %s: could not give back tasks (leases will)", child.name)
+
     def _settle_time_limit(self, child: _Child, running: Running) -> None:
         error = (
             f"task {running.task} ran past its hard time limit "
@@ -297,27 +374,18 @@ class Worker:
         outcome = Runner(self.app, worker=child.name).killed(
             running.delivery, task_name=running.task, retries=running.retries, error=error
         )
-        self._settle(running.delivery, outcome)
+        self._settle(running.delivery, running.task, outcome)
 
     def _settle_cancelled(self, child: _Child, running: Running) -> None:
         outcome = Runner(self.app, worker=child.name).stopped(
             running.delivery, task_name=running.task, retries=running.retries
         )
-        self._settle(running.delivery, outcome)
+        self._settle(running.delivery, running.task, outcome)
 
-    def _settle(self, delivery: Delivery, outcome: Outcome) -> None:
-        """Store the outcome of a killed child's task, publish its events, then settle
-        it in the broker."""
-        if outcome.record is not None:
-            self.app.backend.store([outcome.record])
-        self.app.events.flush()
-        if outcome.action == "retry":
-            self.app.broker.retry(delivery, outcome.eta, outcome.error)
-        elif outcome.action == "dead":
-            reason = outcome.reason.value if outcome.reason else "TIME_LIMIT"
-            self.app.broker.dead(delivery, reason, outcome.error)
-        else:
-            self.app.broker.ack([delivery])
+    def _settle(self, delivery: Delivery, task: str, outcome: Outcome) -> None:
+        """Settle a killed child's task as the consumer settles its own: the record
+        only while the lease is still held (see ``gopherq.worker.settle``)."""
+        self._settler.settle([Finished(delivery, task, outcome)])
 
     def _watch_cancels(self) -> None:
         """Kill a child whose cancelled task outlived ``cancel_grace``; every
@@ -346,7 +414,7 @@ class Worker:
                     child.pid,
                 )
                 os.kill(child.pid, signal.SIGKILL)  # reaped and settled CANCELLED next
-                child.killed = True
+                child.kill = _Kill(running, cancelled=True)
 
     def _notify_cancels(self, holdings: list[tuple[_Child, Holding]], now: float) -> None:
         """Ask the broker which held tasks were cancelled (one call for all children),
@@ -392,7 +460,7 @@ class Worker:
                 child.pid,
             )
             os.kill(child.pid, signal.SIGKILL)  # only this child; reaped and settled next
-            child.killed = True
+            child.kill = _Kill(running, cancelled=False)
 
     # Signals and shutdown.
 
@@ -447,6 +515,11 @@ class Worker:
             pass
 
 
+def _same(a: Delivery, b: Delivery) -> bool:
+    """Whether two deliveries are one: the same message under the same lease."""
+    return a.id == b.id and a.token == b.token
+
+
 def _cancellable(holding: Holding) -> list[Delivery]:
     """What a child holds that a cancel can still stop: the running task and the
     prefetched ones."""
@@ -485,6 +558,26 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(message)s"))
+        handler.setFormatter(_PrintableFormatter("%(asctime)s [%(levelname)s] %(message)s"))
         root.addHandler(handler)
     root.setLevel(number)
+
+
+class _PrintableFormatter(logging.Formatter):
+    """Escapes control characters (all but line breaks): task names and errors in log
+    lines come from whoever can write to the broker, and the log may be a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable_lines(super().format(record))
+
+
+def warn_if_root(name: str) -> None:
+    """Warn that a worker runs as root: its tasks run with every privilege (see
+    docs/security.md). Called once, when the worker starts."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        logger.warning(
+            "worker %s is running as root: every task (and so anyone who can write to "
+            "the broker) can do anything on this machine; run workers as an unprivileged "
+            "user (see docs/security.md)",
+            name,
+        )

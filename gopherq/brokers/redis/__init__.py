@@ -66,7 +66,30 @@ received: they come back when their lease expires. Everything Redis kept is
 there when it returns; scripts are loaded again after a restart.
 
 Redis must not evict keys: at first connect the broker logs a warning when
-``maxmemory-policy`` is not ``noeviction``.
+``maxmemory-policy`` is not ``noeviction``. Full (``maxmemory``): enqueue is refused
+whole (``BrokerUnavailable``, "full (maxmemory)", not repeated), while every script
+that takes, settles, gives back, dead-letters, tidies, purges, deletes or resumes
+still runs (Redis 7 script flag ``allow-oom``, see lib.lua): those move or free
+messages, so workers drain what is stored and memory frees. They grow memory only
+by a few fields per message (lease token, deliveries) and a dead letter's error
+text, kept to ``ERROR_MAX`` characters. A Redis before 7 takes no script flags:
+the scripts then run without (a warning says so), refused at maxmemory as before.
+
+Entries written by others: a foreign producer writing these keys directly may
+leave an id in a sorted set with no message hash, a key that is not a hash, a hash
+with no body, fields that are not whole numbers (priority, attempt, deliveries,
+seq), a wrong state letter, odd scores, an id that is not UTF-8. No script fails
+on them and no message is lost: tidy puts such a message in line like any other
+(an id with no hash as a stub hash), and reserve repairs its hash (body ``''`` if
+none; priority 2, attempt 0, deliveries 0 where unusable; an id that is not UTF-8
+moves to ``bad-id-<hex of its bytes>``) and hands it out, deliveries counted. Its
+worker then runs it, or dead-letters it ``DECODE_ERROR`` with the reason ("empty
+body, the broker entry holds no message" when it had none), where an operator sees
+it and its retention ends it. Stub rather than drop: a planted id is a message someone
+meant to send, and dead letters are where the operator looks. ``stats``,
+``locate``, ``cancel``, ``delete`` and ``dead_letters`` find such entries by the
+sorted set that holds them when their state letter is wrong. A queue's own keys
+(sorted sets, wake list, seq) of the wrong type are not repaired.
 
 URLs (redis-py's own query options, such as ``socket_timeout``, pass through)::
 
@@ -94,7 +117,7 @@ import functools
 import secrets
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from gopherq.brokers.base import (
     Broker,
@@ -104,7 +127,15 @@ from gopherq.brokers.base import (
     Envelope,
     QueueStats,
 )
-from gopherq.brokers.redis.connection import Call, Client, Connection, Script, script, unpack
+from gopherq.brokers.redis.connection import (
+    Call,
+    Client,
+    Connection,
+    RedisURL,
+    Script,
+    script,
+    unpack,
+)
 from gopherq.errors import ConfigurationError
 from gopherq.states import State
 
@@ -114,6 +145,8 @@ ENQUEUE_CHUNK = 1000
 """Messages per enqueue script call: bounds how long one call holds Redis."""
 SETTLE_CHUNK = 1000
 """Deliveries per ack, extend or requeue script call."""
+ERROR_MAX = 10_000
+"""Characters of a dead letter's error text kept (dead letters are stored at maxmemory)."""
 ADMIN_BATCH = 1000
 """Messages one purge or requeue_dead call moves; the broker calls again until done."""
 TIDY_BATCH = 1000
@@ -127,6 +160,19 @@ PRECISE_POLL = 0.005
 """Seconds between reserves in the last ``HZ_SLACK`` before a due time."""
 REGISTER_EVERY = 60.0
 """Seconds between re-adding a queue to the known-queue set from one process."""
+
+
+class HeldRecord(NamedTuple):
+    """A finished delivery for ``settle_held``, with its job record as the script takes it."""
+
+    delivery: Delivery
+    ack: bool
+    key: str | None
+    """The record's key; None: no record to store."""
+    fields: tuple[Any, Any, Any, Any]
+    """The record's blob, time to live in ms, inline flag and created time
+    (``settle_held.lua``); all '' without a record."""
+
 
 _STATES = {b"r": State.QUEUED, b"s": State.SCHEDULED, b"l": State.STARTED, b"d": State.DEAD}
 
@@ -248,20 +294,70 @@ class RedisBroker(Broker):
         """Forget finished messages (one round trip); returns how many were still held."""
         return self._settle(script("ack"), deliveries, ())
 
-    def retry(self, delivery: Delivery, eta: float, error: str) -> bool:
-        """Schedule the message at ``eta`` with ``attempt + 1``; ``error`` is not kept."""
-        args = (delivery.id, delivery.token, repr(float(eta)))
+    def retry(self, delivery: Delivery, countdown: float, error: str) -> bool:
+        """Schedule the message ``countdown`` seconds after Redis ``TIME`` with
+        ``attempt + 1``; ``error`` is not kept."""
+        # Bounded as the ttl is: a time beyond ~30,000 years has no integer score.
+        args = (delivery.id, delivery.token, repr(min(float(countdown), 1e12)))
         return bool(self._run(script("retry"), delivery.queue, args))
 
     def dead(self, delivery: Delivery, reason: str, error: str) -> bool:
-        """Move the message to its queue's dead letters, then apply retention by age
-        (``dead_letter_ttl``) and count (``dead_letter_max``)."""
+        """Move the message to its queue's dead letters (``error`` cut to ``ERROR_MAX``
+        characters), then apply retention by age (``dead_letter_ttl``) and count
+        (``dead_letter_max``)."""
+        error = error[:ERROR_MAX]  # stored even at maxmemory: bounded
         args = (delivery.id, delivery.token, reason, error, self._ttl, self.dead_letter_max)
         return bool(self._run(script("dead"), delivery.queue, args))
 
     def extend(self, deliveries: Sequence[Delivery]) -> int:
         """Renew leases for ``lease_seconds`` from now; returns how many were still held."""
-        return self._settle(script("extend"), deliveries, (self._lease,))
+        return len(self.held(deliveries))
+
+    def held(self, deliveries: Sequence[Delivery]) -> set[str]:
+        """The ids still leased under their token, whose leases are renewed (one round
+        trip)."""
+        results = self._settle_each(script("extend"), deliveries, (self._lease,))
+        return {id.decode() for result in results for id in result}
+
+    def shares_server(self, config: RedisURL) -> bool:
+        """True if ``config`` names this broker's Redis server and database, and not a
+        cluster: one script may then touch keys of both (see ``settle_held``)."""
+        own = self._conn.config
+        return not own.cluster and not config.cluster and own.client_url == config.client_url
+
+    def settle_held(
+        self,
+        items: Sequence[HeldRecord],
+        index_keys: tuple[str, str],
+        index_args: tuple[Any, Any, Any],
+    ) -> set[str]:
+        """Store the job records of the deliveries still held and ack them (or renew
+        their leases) in one step: ``settle_held.lua``, one call per queue and chunk,
+        all in one round trip. Returns the held ids.
+
+        The result store (``gopherq.results.redis``) passes each record as its key
+        and script fields, with its indexes' keys and arguments (see the script);
+        only where ``shares_server`` said yes.
+        """
+        by_queue: dict[str, list[HeldRecord]] = {}
+        for item in items:
+            by_queue.setdefault(item.delivery.queue, []).append(item)
+        settle = script("settle_held")
+        calls: list[Call] = []
+        for queue, group in by_queue.items():
+            for start in range(0, len(group), SETTLE_CHUNK):
+                keys = [self._base(queue), *index_keys]
+                args: list[Any] = [self._lease, *index_args]
+                for item in group[start : start + SETTLE_CHUNK]:
+                    d = item.delivery
+                    args += (d.id, d.token, "1" if item.ack else "0", *item.fields)
+                    if item.key is not None:
+                        keys.append(item.key)
+                calls.append((settle, keys, args))
+        if not calls:
+            return set()
+        results = self._conn.call(lambda c: self._conn.run_many(c, calls))
+        return {id.decode() for result in results for id in unpack(result)}
 
     def requeue(self, deliveries: Sequence[Delivery], *, started: bool = False) -> int:
         """Give messages back to their place in line; ``started=False`` uncounts the
@@ -345,13 +441,7 @@ class RedisBroker(Broker):
 
     def resume(self, queue: str) -> None:
         """Hand out messages from ``queue`` again, waking blocked reserves."""
-        base = self._base(queue)
-        calls: list[Call] = [
-            ("DEL", [base + ":paused"], []),
-            ("LPUSH", [base + ":wake"], [1]),
-            ("LTRIM", [base + ":wake"], [0, 0]),
-        ]
-        self._conn.call(lambda c: self._conn.run_many(c, calls))
+        self._run(script("resume"), queue, ())
 
     def purge(self, queue: str) -> int:
         """Delete ready and scheduled messages of ``queue``; leased ones stay."""
@@ -371,7 +461,7 @@ class RedisBroker(Broker):
         results = self._run_each(script("dead_letters"), queues, (self._ttl, first, count))
         letters = [
             DeadLetter(
-                raw[j].decode(),
+                raw[j].decode(errors="replace"),  # a foreign writer's id may be any bytes
                 q,
                 int(raw[j + 1]),
                 raw[j + 2],
@@ -389,17 +479,32 @@ class RedisBroker(Broker):
         return letters[offset : offset + limit]
 
     def requeue_dead(self, ids: Sequence[str] | None = None, queue: str | None = None) -> int:
-        """Make dead letters ready with attempt 0: ``ids`` (of ``queue``), else all (of it)."""
+        """Make dead letters ready with attempt 0: ``ids`` (of ``queue``), else all (of it).
+
+        One whose idempotency key another live message holds stays dead.
+        """
         queues = [queue] if queue is not None else self._known()
         requeue = script("requeue_dead")
         if ids is None:
-            return sum(self._drain(requeue, q, (self._ttl, "all", ADMIN_BATCH)) for q in queues)
+            return sum(self._requeue_all_dead(q) for q in queues)
         unique = list(dict.fromkeys(ids))
         total = 0
         for start in range(0, len(unique), ADMIN_BATCH):
             chunk = unique[start : start + ADMIN_BATCH]
-            total += sum(self._run_each(requeue, queues, (self._ttl, "ids", *chunk)))
+            total += sum(r[0] for r in self._run_each(requeue, queues, (self._ttl, "ids", *chunk)))
         return total
+
+    def _requeue_all_dead(self, queue: str) -> int:
+        """Requeue every dead letter of ``queue``, ``ADMIN_BATCH`` per call, passing over
+        those left dead (their key is held)."""
+        moved = skipped = 0
+        while True:
+            args = (self._ttl, "all", ADMIN_BATCH, skipped)
+            done, looked = (int(n) for n in self._run(script("requeue_dead"), queue, args))
+            moved += done
+            skipped += looked - done
+            if looked < ADMIN_BATCH:
+                return moved
 
     def purge_dead(self, queue: str | None = None) -> int:
         """Delete dead letters of ``queue`` (or all); returns how many."""
@@ -446,7 +551,7 @@ class RedisBroker(Broker):
     ) -> tuple[list[Delivery], float]:
         """One pass: the deliveries, and seconds until something may become runnable."""
         if not self._conn.cluster or len(queues) == 1:
-            return _taken(self._conn.run(client, *self._take(queues, limit)), queues)
+            return self._taken(client, self._conn.run(client, *self._take(queues, limit)), queues)
         # Cluster, several slots: tidy and peek at every queue, then take best first.
         reserve = script("reserve")
         token = secrets.token_hex(8)
@@ -459,7 +564,7 @@ class RedisBroker(Broker):
         for _, i in order:
             args = (limit - len(taken), self._lease, f"{token}.{i}", self._ttl)
             raw = unpack(self._conn.run(client, reserve, [self._base(queues[i])], args))
-            taken += _deliveries(raw, [queues[i]])
+            taken += self._deliveries(client, raw, [queues[i]])
             due = min(due, _seconds(raw[2]))
             if len(taken) >= limit:
                 break
@@ -494,7 +599,7 @@ class RedisBroker(Broker):
         wakes = [self._base(q) + ":wake" for q in queues]
         block: Call = ("BLPOP", wakes, [repr(max(seconds, 0.001))])
         _, raw = self._conn.run_blocking(client, [block, self._take(queues, limit)])
-        return _taken(raw, queues)
+        return self._taken(client, raw, queues)
 
     def _poll_until_due(
         self, client: Client, queues: list[str], limit: int, seconds: float
@@ -513,13 +618,42 @@ class RedisBroker(Broker):
         args = (limit, self._lease, secrets.token_hex(8), self._ttl)
         return script("reserve"), [self._base(q) for q in queues], args
 
+    def _taken(self, client: Client, reply: Any, queues: list[str]) -> tuple[list[Delivery], float]:
+        """The deliveries of a reserve script's reply, and the seconds until its ``due``."""
+        raw = unpack(reply)
+        return self._deliveries(client, raw, queues), _seconds(raw[2])
+
+    def _deliveries(self, client: Client, raw: list[Any], queues: list[str]) -> list[Delivery]:
+        """The deliveries in a reserve script's (unpacked) reply. An id that is not
+        UTF-8 (a foreign writer's: see the module docstring) is renamed first."""
+        try:
+            return _deliveries(raw, queues)
+        except UnicodeDecodeError:
+            pass
+        rename = script("rename")
+        for j in range(3, len(raw), 7):
+            try:
+                raw[j].decode()
+            except UnicodeDecodeError:
+                keys = [self._base(queues[abs(raw[j + 1]) - 1])]
+                args = (raw[j], raw[j + 6], "bad-id-" + raw[j].hex())
+                raw[j] = self._conn.run(client, rename, keys, args)
+        return [d for d in _deliveries(raw, queues) if d.id]  # '': its lease was lost
+
     def _settle(
         self, script_: Script, deliveries: Sequence[Delivery], head: tuple[Any, ...]
     ) -> int:
         """Run a settling script over ``deliveries``, one call per queue and chunk, all in
         one round trip; returns the sum of the counts."""
+        return sum(self._settle_each(script_, deliveries, head))
+
+    def _settle_each(
+        self, script_: Script, deliveries: Sequence[Delivery], head: tuple[Any, ...]
+    ) -> list[Any]:
+        """Run a settling script over ``deliveries``, one call per queue and chunk, all in
+        one round trip; returns each call's reply."""
         if not deliveries:
-            return 0
+            return []
         by_queue: dict[str, list[Delivery]] = {}
         for delivery in deliveries:
             by_queue.setdefault(delivery.queue, []).append(delivery)
@@ -530,7 +664,8 @@ class RedisBroker(Broker):
                 for delivery in chunk:
                     args += (delivery.id, delivery.token)
                 calls.append((script_, [self._base(queue)], args))
-        return sum(self._conn.call(lambda c: self._conn.run_many(c, calls)))
+        results: list[Any] = self._conn.call(lambda c: self._conn.run_many(c, calls))
+        return results
 
     def _run(self, script_: Script, queue: str, args: Sequence[Any]) -> Any:
         keys = [self._base(queue)]
@@ -577,12 +712,6 @@ def _deliveries(raw: list[Any], queues: list[str]) -> list[Delivery]:
         )
         for j in range(3, len(raw), 7)
     ]
-
-
-def _taken(reply: Any, queues: list[str]) -> tuple[list[Delivery], float]:
-    """The deliveries of a reserve script's reply, and the seconds until its ``due``."""
-    raw = unpack(reply)
-    return _deliveries(raw, queues), _seconds(raw[2])
 
 
 def _seconds(raw: bytes) -> float:

@@ -17,7 +17,10 @@ although those would not define the ``lib.lua`` helpers again on every call
 (each script carries only those it uses, which leaves a few percent): once
 memory is full (maxmemory) Redis refuses outright any function that may write,
 where a script may still run the commands that free memory: acks and deletes
-would fail just when they are needed.
+would fail just when they are needed. Scripts declare their flags in a Redis 7
+shebang line (``#!lua flags=allow-oom``, the first line of a script file, kept
+first by ``script``): see lib.lua. An out-of-memory refusal raises
+``BrokerUnavailable`` ("try later"), not repeated.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -44,8 +47,8 @@ import redis.exceptions as rex
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from gopherq.brokers.base import redact_url
 from gopherq.errors import BrokerError, BrokerUnavailable, ConfigurationError
+from gopherq.redaction import redact_url
 
 logger = logging.getLogger("gopherq.redis")
 
@@ -83,8 +86,8 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 class RedisURL:
     """A parsed gopherq Redis URL."""
 
-    url: str
-    client_url: str
+    url: str = field(repr=False)
+    client_url: str = field(repr=False)
     """The URL redis-py gets: our scheme mapped to its own, our options removed."""
     cluster: bool
     prefix: str
@@ -95,7 +98,10 @@ class RedisURL:
 
 def parse_url(url: str) -> RedisURL:
     """Parse ``redis://``, ``rediss://``, ``unix://`` and ``redis+cluster://`` URLs."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # a malformed IPv6 host
+        raise ConfigurationError(f"bad Redis URL {redact_url(url)!r}: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise ConfigurationError(
@@ -104,7 +110,9 @@ def parse_url(url: str) -> RedisURL:
         )
     query = parse_qsl(parts.query, keep_blank_values=True)
     if any(k == "protocol" and v != "2" for k, v in query):
-        raise ConfigurationError(f"bad Redis URL {url!r}: gopherq speaks RESP2 (protocol=2)")
+        raise ConfigurationError(
+            f"bad Redis URL {redact_url(url)!r}: gopherq speaks RESP2 (protocol=2)"
+        )
     own = {k: v for k, v in query if k in OWN_OPTIONS}
     prefix = own.get("prefix", DEFAULT_PREFIX)
     if not prefix or any(c in prefix for c in "{}*?[]"):
@@ -130,6 +138,9 @@ class Script:
     name: str
     source: str
     sha: str
+    plain: str
+    """``source`` without its shebang line (flags), for Redis before 7."""
+    plain_sha: str
 
 
 @functools.cache
@@ -137,8 +148,15 @@ def script(name: str) -> Script:
     """The script ``scripts/<name>.lua`` with the shared helpers it uses in front."""
     folder = resources.files("gopherq.brokers.redis").joinpath("scripts")
     own = folder.joinpath(name + ".lua").read_text(encoding="utf-8")
-    source = _with_helpers(folder.joinpath("lib.lua").read_text(encoding="utf-8"), own)
-    return Script(name, source, hashlib.sha1(source.encode()).hexdigest())
+    # A shebang line (#!lua flags=..., Redis 7) must stay the first line of the source.
+    shebang, own = own.split("\n", 1) if own.startswith("#!") else ("", own)
+    plain = _with_helpers(folder.joinpath("lib.lua").read_text(encoding="utf-8"), own)
+    source = shebang + "\n" + plain if shebang else plain
+    return Script(name, source, _sha(source), plain, _sha(plain))
+
+
+def _sha(source: str) -> str:
+    return hashlib.sha1(source.encode()).hexdigest()
 
 
 _DEFINITION = re.compile(r"^local (?:function )?(\w+)", re.MULTILINE)
@@ -169,7 +187,8 @@ def _with_helpers(lib: str, own: str) -> str:
 SCRIPT_NAMES = (
     "enqueue", "reserve", "ack", "retry", "dead", "extend", "requeue", "stats", "purge",
     "dead_letters", "requeue_dead", "purge_dead", "delete", "locate",
-    "result_store", "result_token", "cancel", "cancel_requested",
+    "result_store", "result_token", "cancel", "cancel_requested", "resume", "rename",
+    "settle_held",
 )  # fmt: skip
 
 Call: TypeAlias = "tuple[Script | str, Sequence[str], Sequence[Any]]"
@@ -186,6 +205,7 @@ class Connection:
         self._client: Client | None = None
         self._idle: list[redis.connection.AbstractConnection] = []  # see send()
         self._policy_checked = False
+        self._flags = True  # the server takes script flags (Redis 7); see load_scripts
         timeout = _query_float(self.config.client_url, "socket_timeout")
         timeout = DEFAULTS["socket_timeout"] if timeout is None else timeout
         # Blocking calls return before the socket timeout would call the server gone.
@@ -221,9 +241,14 @@ class Connection:
                     self.config.client_url, retry=Retry(NoBackoff(), 1), **options
                 )
             # No hidden retries: a repeated reserve could lease messages nobody receives.
-            return redis.Redis.from_url(
+            client = redis.Redis.from_url(
                 self.config.client_url, retry=Retry(NoBackoff(), 0), **options
             )
+            # redis-py refuses an unknown URL option only when it makes a connection, with
+            # a TypeError on every call: make one (unconnected) now, to fail here instead.
+            pool = client.connection_pool
+            pool.connection_class(**pool.connection_kwargs)
+            return client
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"bad Redis URL {self.config.safe}: {exc}") from exc
 
@@ -245,6 +270,14 @@ class Connection:
                 if not retry or last:
                     raise BrokerUnavailable(f"Redis {self.config.safe}: {exc}") from exc
                 time.sleep(BACKOFF[min(attempt, len(BACKOFF) - 1)])
+            except rex.OutOfMemoryError as exc:
+                # Not repeated: memory frees only as workers finish messages (the scripts
+                # that drain run at maxmemory, see lib.lua), not within a retry's budget.
+                raise BrokerUnavailable(
+                    f"Redis {self.config.safe} is full (maxmemory) and refuses to store "
+                    "more until workers finish some messages; try again later "
+                    f"(or raise maxmemory): {exc}"
+                ) from exc
             except rex.RedisError as exc:
                 raise BrokerError(f"Redis {self.config.safe}: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
@@ -261,12 +294,12 @@ class Connection:
 
         Calls that failed with NOSCRIPT run again after the scripts are loaded.
         """
-        commands = [_command(*call) for call in calls]
+        commands = [self._command(*call) for call in calls]
         results = self.send(client, commands)
         missing = [i for i, r in enumerate(results) if isinstance(r, rex.NoScriptError)]
         if missing:
-            self.load_scripts(client)
-            again = self.send(client, [commands[i] for i in missing])
+            self.load_scripts(client)  # may find the server takes no flags: commands anew
+            again = self.send(client, [self._command(*calls[i]) for i in missing])
             for i, result in zip(missing, again, strict=True):
                 results[i] = result
         for result in results:
@@ -329,9 +362,38 @@ class Connection:
             idle.append(connection)
 
     def load_scripts(self, client: Client) -> None:
-        """SCRIPT LOAD every script (on every primary of a cluster)."""
+        """SCRIPT LOAD every script (on every primary of a cluster).
+
+        Redis before 7 reads no shebang line (a compile error at the ``#``): when a
+        script with flags is refused but loads without them, every script goes
+        without, as before flags existed (see lib.lua), and a warning says what that
+        costs. A script refused both ways raises.
+        """
         for name in SCRIPT_NAMES:
-            client.script_load(script(name).source)
+            script_ = script(name)
+            if self._flags and script_.plain != script_.source:
+                try:
+                    client.script_load(script_.source)
+                    continue
+                except rex.ResponseError:
+                    client.script_load(script_.plain)
+                    self._flags = False
+                    logger.warning(
+                        "Redis %s takes no script flags (Redis 7 does): when it is full "
+                        "(maxmemory), workers may be refused taking and finishing messages",
+                        self.config.safe,
+                    )
+                    continue
+            client.script_load(script_.source if self._flags else script_.plain)
+
+    def _command(
+        self, script_: Script | str, keys: Sequence[str], args: Sequence[Any]
+    ) -> list[Any]:
+        """The command line of a call: EVALSHA with its keys and arguments, or a command."""
+        if isinstance(script_, str):
+            return [script_, *keys, *args]
+        sha = script_.sha if self._flags else script_.plain_sha
+        return ["EVALSHA", sha, len(keys), *keys, *args]
 
     def _check_policy(self) -> None:
         """Warn once per process when Redis may evict keys (gopherq's messages)."""
@@ -373,13 +435,6 @@ def unpack(reply: Any) -> Any:
     """A script's array reply, which ``reply()`` (lib.lua) sends as one msgpack string
     where the server has cmsgpack (strings come back as bytes, as from RESP)."""
     return msgpack.unpackb(reply, raw=True) if isinstance(reply, bytes) else reply
-
-
-def _command(script_: Script | str, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
-    """The command line of a call: EVALSHA with its keys and arguments, or a command."""
-    if isinstance(script_, str):
-        return [script_, *keys, *args]
-    return ["EVALSHA", script_.sha, len(keys), *keys, *args]
 
 
 def _reply(connection: Any) -> Any:

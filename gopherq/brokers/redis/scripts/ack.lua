@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- ack: forget finished messages of one queue (key layout: lib.lua).
 --
 -- KEYS  [1] the queue's key base P:{q}
@@ -8,7 +9,7 @@ local q = queue(1)
 local gone = {}
 for j = 1, #ARGV, 2 do
   local id = ARGV[j]
-  local f = redis.call('HMGET', q.msg .. id, 'st', 't', 'k') -- held(), and the key at once
+  local f = redis.pcall('HMGET', q.msg .. id, 'st', 't', 'k') -- held(), and the key at once
   if f[1] == 'l' and f[2] == ARGV[j + 1] then
     forget(q, id, f[3])
     gone[#gone + 1] = id

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- cancel: remove ready and scheduled messages of one queue, mark leased ones
 -- (key layout: lib.lua).
 --
@@ -17,18 +18,18 @@ local out = {}
 for j = 2, #ARGV do
   local id = ARGV[j]
   local m = q.msg .. id
-  local f = redis.call('HMGET', m, 'st', 'b', 'a', 'k')
-  local state = f[1]
+  local f = redis.pcall('HMGET', m, 'st', 'b', 'a', 'k')
+  local state = state_of(q, id, f[1])
   if state == 'r' or state == 's' or state == 'l' then
     if state == 'l' then
-      redis.call('HSET', m, 'c', '1')
+      redis.pcall('HSET', m, 'c', '1') -- a planted key that is not a hash: expiry ends it
     else
       forget(q, id, f[4])
       local ids = gone[state]
       ids[#ids + 1] = id
     end
     local o = #out
-    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = id, state, f[2], tonumber(f[3] or 0)
+    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = id, state, f[2] or '', whole(f[3] or 0) or 0
   end
 end
 for state, ids in pairs(gone) do

@@ -1,3 +1,4 @@
+#!lua flags=no-writes
 -- cancel_requested: which messages of one queue carry the cancel mark
 -- (key layout: lib.lua).
 --
@@ -8,7 +9,7 @@
 local q = queue(1)
 local out = {}
 for j = 1, #ARGV do
-  if redis.call('HEXISTS', q.msg .. ARGV[j], 'c') == 1 then
+  if redis.pcall('HEXISTS', q.msg .. ARGV[j], 'c') == 1 then
     out[#out + 1] = ARGV[j]
   end
 end

@@ -1,10 +1,12 @@
+#!lua flags=allow-oom
 -- dead: move a leased message to its queue's dead letters (key layout: lib.lua).
 --
 -- KEYS  [1] the queue's key base P:{q}
 -- ARGV  [1] id  [2] token  [3] reason  [4] error text  [5] dead-letter ttl (seconds)
 --       [6] most dead letters kept in this queue
 -- The died time is strictly after the newest dead letter's, so "newest first" is
--- exact. Then retention: letters older than the ttl go, and the oldest beyond the
+-- exact. The idempotency key is released (the hash keeps it in k, for requeue_dead
+-- to take again), so the job can be sent anew. Then retention: letters older than the ttl go, and the oldest beyond the
 -- count (at most 1000 per call). Returns 1, or 0 if the lease was lost.
 
 local q = queue(1)
@@ -17,9 +19,13 @@ local m = q.msg .. id
 local newest = redis.call('ZRANGE', q.dead, -1, -1, 'WITHSCORES')
 local died = now
 if #newest > 0 then
-  died = math.max(now, tonumber(newest[2]) + 1)
+  died = math.max(now, (whole(newest[2]) or now) + 1) -- a planted score may be inf
 end
 redis.call('ZREM', q.leased, id)
+local key = redis.call('HGET', m, 'k')
+if key and redis.call('HGET', q.keys, key) == id then
+  redis.call('HDEL', q.keys, key)
+end
 redis.call('HSET', m, 'st', 'd', 'r', ARGV[3], 'e', ARGV[4], 'x', int(died))
 redis.call('HDEL', m, 't', 'c')
 redis.call('ZADD', q.dead, int(died), id)

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- dead_letters: a page of one queue's dead letters, newest first (key layout: lib.lua).
 --
 -- KEYS  [1] the queue's key base P:{q}
@@ -7,14 +8,21 @@
 local q = queue(1)
 drop_old_dead(q, now_units(), tonumber(ARGV[1]))
 local offset = tonumber(ARGV[2])
-local page = redis.call('ZREVRANGE', q.dead, offset, offset + tonumber(ARGV[3]) - 1)
+local last = offset + tonumber(ARGV[3]) - 1
+local page = redis.call('ZREVRANGE', q.dead, offset, last, 'WITHSCORES')
 local out = {}
-for _, id in ipairs(page) do
-  local f = redis.call('HMGET', q.msg .. id, 'p', 'b', 'a', 'r', 'e', 'x')
-  if f[2] then
-    local o = #out
-    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = id, tonumber(f[1]), f[2], tonumber(f[3] or 0)
-    out[o + 5], out[o + 6], out[o + 7] = f[4] or '', f[5] or '', num(seconds_of(tonumber(f[6])))
+for j = 1, #page, 2 do
+  -- Every letter is listed, a foreign writer's too (a hash missing, not a hash, or
+  -- with fields that are no numbers), as stats counts it: with what can be read.
+  local f = redis.pcall('HMGET', q.msg .. page[j], 'p', 'b', 'a', 'r', 'e', 'x')
+  if f.err then
+    f = {}
   end
+  local died = whole(f[6]) or whole(page[j + 1]) or 0
+  local o = #out
+  out[o + 1], out[o + 2], out[o + 3] = page[j], whole(f[1]) or DEFAULT_PRIORITY, f[2] or ''
+  out[o + 4], out[o + 5] = whole(f[3] or 0) or 0, f[4] or 'DECODE_ERROR'
+  out[o + 6] = f[5] or (f[2] and '' or 'broker entry has no body')
+  out[o + 7] = num(seconds_of(died))
 end
 return out

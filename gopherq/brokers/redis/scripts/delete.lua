@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- delete: remove one message of one queue wherever it is (key layout: lib.lua).
 --
 -- KEYS  [1] the queue's key base P:{q}
@@ -7,11 +8,11 @@
 local q = queue(1)
 tidy(q, now_units(), tonumber(ARGV[1]))
 local id = ARGV[2]
-local state = redis.call('HGET', q.msg .. id, 'st')
-if not state then
+if not state_of(q, id, redis.pcall('HGET', q.msg .. id, 'st')) then
   return 0
 end
-local place = {r = q.ready, s = q.delayed, l = q.leased, d = q.dead}
-redis.call('ZREM', place[state], id)
+for _, place in ipairs({q.ready, q.delayed, q.leased, q.dead}) do
+  redis.call('ZREM', place, id) -- every place: a planted id may be in several
+end
 forget(q, id)
 return 1

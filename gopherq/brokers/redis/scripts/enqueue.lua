@@ -1,3 +1,4 @@
+#!lua
 -- enqueue: store a batch of messages of one queue (key layout: lib.lua).
 --
 -- KEYS  [1] the queue's key base P:{q}
@@ -31,8 +32,9 @@ for i = 0, n - 1 do
   local holder = false
   if key ~= '' then
     holder = redis.call('HGET', q.keys, key)
-    if holder and redis.call('EXISTS', q.msg .. holder) == 0 then
-      holder = false -- a stale entry: its message is gone
+    local st = holder and redis.call('HGET', q.msg .. holder, 'st')
+    if holder and (not st or st == 'd') then
+      holder = false -- a stale entry: its message is gone, or dead (before dead.lua freed keys)
     end
   end
   if holder then

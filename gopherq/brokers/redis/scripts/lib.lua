@@ -20,12 +20,29 @@
 --                          r reason, e error, x died in units (while dead),
 --                          c '1' once cancel found it leased (requeue, expiry, retry keep it)
 --
+-- A message entry a foreign writer planted or spoiled (an id in a zset with no hash,
+-- a key that is not a hash, a hash with no b, fields that are not whole numbers) is
+-- never an error: tidy puts it in line like any other (an id with no hash as a stub
+-- hash) and reserve repairs its hash (b '' if none, p 2, a and d 0 when unusable)
+-- and hands it out, so that its worker runs it or dead-letters it with a reason.
+--
 -- The result backend (gopherq/results/redis.py; scripts result_*.lua) keeps, per id:
 --
 --   P:result:{id}        string  the job record (msgpack); expires once finished
 --   P:result:{id}:done   list    one completion token (the record when small) that
 --                                every waiter BLMOVEs in place; lives a minute at most
 --   P:{_}:result-expiry  zset    id -> expiry time, for counting what expired
+--   P:once:{key}         string  a done-marker of gopherq.once, until its time to live
+--
+-- Script flags (Redis 7 shebang, each script's first line; script() in connection.py
+-- keeps it first): every script that drains, settles, gives back, dead-letters,
+-- tidies or resumes is allow-oom, so that at maxmemory under noeviction the workers
+-- still take, finish and free what is stored (those scripts move messages between
+-- places or delete them; only a repaired entry or a dead letter's error text grows).
+-- enqueue has no flags: Redis refuses it whole at maxmemory (OOM), nothing written.
+-- cancel_requested only reads (no-writes). The result scripts have no shebang: Redis
+-- refuses their first write that may grow memory (a job record) at maxmemory.
+-- Redis before 7 reads no shebang: Connection.load_scripts then loads them without.
 --
 -- Scripts get one KEYS entry per queue: its base P:{q} (every key above is the
 -- base plus a suffix, all in the base's slot; declaring the base routes the call
@@ -43,6 +60,8 @@ local PRIORITY_STEP = 281474976710656 -- 2^48
 local EPOCH = 1704067200 -- 2024-01-01T00:00:00Z
 local UNITS = 100000 -- units per second
 local BATCH = 1000 -- most messages one tidy step moves from each place
+local DEFAULT_PRIORITY = 2 -- of a message whose p is unusable (gopherq.message's default)
+local WHOLE = 9007199254740992 -- 2^53: whole numbers below it are exact
 
 local function now_units()
   local t = redis.call('TIME')
@@ -71,6 +90,17 @@ local function int(x)
   return string.format('%d', x)
 end
 
+-- A field's text (or a number) as a whole number, or nil if it is none (absent,
+-- text, a fraction, inf, nan, beyond 2^53): how the scripts read what a foreign
+-- writer may have put in a message's hash or a zset score.
+local function whole(x)
+  local n = tonumber(x)
+  if n and n % 1 == 0 and n > -WHOLE and n < WHOLE then -- n % 1: nan for inf and nan
+    return n
+  end
+  return nil
+end
+
 local function queue(i)
   local base = KEYS[i]
   return {
@@ -84,8 +114,8 @@ end
 -- (a big batch just now): SET ... GET writes and reads the last seq at once.
 local function take_seqs(q, now, n)
   local first = now
-  local last = tonumber(redis.call('SET', q.seq, int(first + n - 1), 'GET') or 0)
-  if last >= first then
+  local last = tonumber(redis.call('SET', q.seq, int(first + n - 1), 'GET') or 0) or 0
+  if last >= first and last < WHOLE then -- a foreign writer's seq may be text or inf
     first = last + 1
     redis.call('SET', q.seq, int(first + n - 1))
   end
@@ -93,7 +123,11 @@ local function take_seqs(q, now, n)
 end
 
 local function score(priority, seq)
-  local p = math.min(math.max(math.floor(tonumber(priority)), 0), 31)
+  local p = tonumber(priority)
+  if not p or p % 1 ~= 0 then -- text, a fraction, inf or nan: a foreign writer's
+    p = DEFAULT_PRIORITY
+  end
+  p = math.min(math.max(p, 0), 31)
   return p * PRIORITY_STEP + seq
 end
 
@@ -120,17 +154,19 @@ local function zadd_all(key, pairs)
   end
 end
 
--- Put a message in line as ready at seq; false if its hash is gone.
+-- Put a message in line as ready at seq (now if seq is no whole number). A hash gone
+-- (or a key that is not a hash) comes back as a stub, which reserve repairs (see the
+-- layout above): a message that went into a zset ends run or dead-lettered.
 local function make_ready(q, id, seq)
   local m = q.msg .. id
-  local priority = redis.call('HGET', m, 'p')
-  if not priority then
-    return false
+  local priority = redis.pcall('HGET', m, 'p')
+  if type(priority) == 'table' then -- an error reply: the key is not a hash
+    redis.call('DEL', m)
   end
+  seq = whole(seq) or now_units()
   redis.call('HSET', m, 'st', 'r', 's', int(seq))
   redis.call('HDEL', m, 't')
   redis.call('ZADD', q.ready, int(score(priority, seq)), id)
-  return true
 end
 
 -- Delete a message's hash and its idempotency key (the caller removes it from its zset).
@@ -138,9 +174,9 @@ end
 local function forget(q, id, key)
   local m = q.msg .. id
   if key == nil then
-    key = redis.call('HGET', m, 'k')
+    key = redis.pcall('HGET', m, 'k') -- pcall: a key that is not a hash goes as well
   end
-  if key and redis.call('HGET', q.keys, key) == id then
+  if type(key) == 'string' and redis.call('HGET', q.keys, key) == id then
     redis.call('HDEL', q.keys, key)
   end
   redis.call('DEL', m)
@@ -148,8 +184,22 @@ end
 
 -- Is the message leased under this token?
 local function held(q, id, token)
-  local f = redis.call('HMGET', q.msg .. id, 'st', 't')
+  local f = redis.pcall('HMGET', q.msg .. id, 'st', 't') -- a key not a hash: not held
   return f[1] == 'l' and f[2] == token
+end
+
+-- The state letter (r, s, l, d) of a message: its st, or where a foreign writer's
+-- entry with some other st (or none) is, by the zset that holds its id; nil if none.
+local function state_of(q, id, st)
+  if st == 'r' or st == 's' or st == 'l' or st == 'd' then
+    return st
+  end
+  for _, place in ipairs({{'r', q.ready}, {'s', q.delayed}, {'l', q.leased}, {'d', q.dead}}) do
+    if redis.call('ZSCORE', place[2], id) then
+      return place[1]
+    end
+  end
+  return nil
 end
 
 -- now in units, ttl in seconds (as the scripts' callers pass it).
@@ -180,10 +230,9 @@ local function tidy(q, now, ttl)
     local ids = {}
     for j = 1, #due, 2 do
       ids[#ids + 1] = due[j]
-      if make_ready(q, due[j], tonumber(due[j + 1])) then
-        moved = moved + 1
-      end
+      make_ready(q, due[j], due[j + 1])
     end
+    moved = moved + #ids
     zrem_all(q.delayed, ids)
     next_eta = first_score(q.delayed)
   end
@@ -191,16 +240,30 @@ local function tidy(q, now, ttl)
   if next_expiry and next_expiry <= now then
     local expired = redis.call('ZRANGEBYSCORE', q.leased, '-inf', int(now), 'LIMIT', 0, BATCH)
     for _, id in ipairs(expired) do
-      local seq = redis.call('HGET', q.msg .. id, 's')
-      if seq and make_ready(q, id, tonumber(seq)) then
-        moved = moved + 1
-      end
+      make_ready(q, id, redis.pcall('HGET', q.msg .. id, 's'))
     end
+    moved = moved + #expired
     zrem_all(q.leased, expired)
     next_expiry = first_score(q.leased)
   end
   drop_old_dead(q, now, ttl)
   return moved, next_eta, next_expiry
+end
+
+-- Store one job record under key and wake its waiters (the result backend's layout
+-- above): a finished record (ttl_ms not '') gets its time to live and a completion
+-- token (a list of one entry, the record itself when inline is '1', else empty) that
+-- lives done_ms; an unfinished one has neither. A token never outlives its record.
+local function store_result(key, blob, ttl_ms, done_ms, inline)
+  local done = key .. ':done'
+  redis.call('DEL', done)
+  if ttl_ms == '' then
+    redis.call('SET', key, blob)
+  else
+    redis.call('SET', key, blob, 'PX', ttl_ms)
+    redis.call('RPUSH', done, inline == '1' and blob or '')
+    redis.call('PEXPIRE', done, done_ms)
+  end
 end
 
 -- A script's array reply as one msgpack string where the server has cmsgpack (Redis

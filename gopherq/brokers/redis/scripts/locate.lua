@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- locate: where one message of one queue is, after tidying it (key layout: lib.lua).
 --
 -- KEYS  [1] the queue's key base P:{q}
@@ -7,4 +8,4 @@
 
 local q = queue(1)
 tidy(q, now_units(), tonumber(ARGV[1]))
-return redis.call('HGET', q.msg .. ARGV[2], 'st') or ''
+return state_of(q, ARGV[2], redis.pcall('HGET', q.msg .. ARGV[2], 'st')) or ''

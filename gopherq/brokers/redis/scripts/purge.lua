@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- purge: delete ready and scheduled messages of one queue; leased ones stay
 -- (key layout: lib.lua).
 --

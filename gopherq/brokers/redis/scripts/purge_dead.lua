@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- purge_dead: delete dead letters of one queue, oldest first (key layout: lib.lua).
 --
 -- KEYS  [1] the queue's key base P:{q}

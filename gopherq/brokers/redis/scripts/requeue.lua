@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- requeue: give leased messages of one queue back as ready, in their old place in
 -- line (key layout: lib.lua).
 --
@@ -16,7 +17,7 @@ for j = 2, #ARGV, 2 do
     if uncount then
       redis.call('HINCRBY', m, 'd', -1)
     end
-    make_ready(q, id, tonumber(redis.call('HGET', m, 's')))
+    make_ready(q, id, redis.call('HGET', m, 's'))
     gone[#gone + 1] = id
   end
 end

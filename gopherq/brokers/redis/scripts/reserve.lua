@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- reserve: lease up to ARGV[1] runnable messages from one or more queues, best first
 -- (key layout: lib.lua).
 --
@@ -7,15 +8,50 @@
 --       the token tells its deliveries apart)  [4] dead-letter ttl
 -- Per queue, first tidy: due etas and expired leases become ready, old dead letters go.
 -- Then take the lowest scores (priority, then seq) across the unpaused queues and
--- lease each: st = l, t = token, d + 1, into the leased zset until now + lease.
--- Wake tokens: a queue left with nothing runnable loses its token (it is stale); a
--- queue left with ready messages that this call took from or refilled gets one, so
--- that the next blocked reserve wakes (a chain: one wake per batch taken).
+-- lease each: st = l, t = token, d + 1, into the leased zset until now + lease. A
+-- message a foreign writer spoiled is repaired first (see repair below) and handed
+-- out all the same: its worker runs it or dead-letters it with a reason.
+-- Wake tokens: a queue left with nothing runnable loses its token (it is stale); an
+-- unpaused queue left with ready messages keeps one, so that the next blocked reserve
+-- wakes (a chain: one wake per batch taken). That holds for every queue of the call,
+-- not only those it took from: the BLPOP in front may have taken the token of a queue
+-- whose messages this call then left for another's better ones.
+-- allow-oom: at maxmemory a reserve must still run, or nothing drains (it moves
+-- messages from zset to zset; only a repaired entry grows, by a few fields).
 -- Returns {moved, head, due, then 7 per delivery: id, queue index, priority, body,
 -- attempt, deliveries, token} (packed by reply(), lib.lua): moved = how many became
 -- ready; head = the best score still ready in an unpaused queue ('' if none); due =
 -- seconds until the next eta or lease expiry of these queues ('' if none). The queue
 -- index is negative when the message carries the cancel mark (field c).
+
+-- A count field's text (a, d) as a number when it is one Redis takes for an integer
+-- (HINCRBY: digits only) and not negative; else nil.
+local function count(x)
+  local n = tonumber(x)
+  if n and n >= 0 and int(n) == x then
+    return n
+  end
+  return nil
+end
+
+-- Make a spoiled message's hash m sound again (f: its HMGET fields b, p, a, d, c, or
+-- an error reply when m is not a hash, which goes): b '' when absent, which its
+-- worker dead-letters DECODE_ERROR; p 2 when not a whole number, a and d 0 when not
+-- counts, s now when not a whole number. Every later script then finds sound fields.
+-- Returns f as it now is, priority, attempt and deliveries before this one.
+local function repair(m, f, now)
+  if f.err then
+    redis.call('DEL', m)
+    f = {}
+  end
+  local priority = whole(f[2]) or DEFAULT_PRIORITY
+  local attempt, seen = f[3] and count(f[3]) or 0, f[4] and count(f[4]) or 0
+  local seq = whole(redis.call('HGET', m, 's')) or now
+  local body = f[1] or ''
+  redis.call('HSET', m, 'b', body, 'p', int(priority), 'a', int(attempt), 'd', int(seen),
+    's', int(seq))
+  return {body, false, false, false, f[5]}, priority, attempt, seen
+end
 
 local limit = tonumber(ARGV[1])
 local now = now_units()
@@ -24,14 +60,13 @@ local lease_text = int(lease_end) -- formatted once, not by Redis for every ZADD
 local token = ARGV[3]
 local ttl = tonumber(ARGV[4])
 local n = #KEYS
-local queues, paused, moved, active = {}, {}, {}, {}
+local queues, paused, active = {}, {}, {}
 local moved_total, due = 0, nil
 for i = 1, n do
   local q = queue(i)
   queues[i] = q
-  local next_eta, next_expiry
-  moved[i], next_eta, next_expiry = tidy(q, now, ttl)
-  moved_total = moved_total + moved[i]
+  local moved, next_eta, next_expiry = tidy(q, now, ttl)
+  moved_total = moved_total + moved
   for _, at in ipairs({next_eta or false, next_expiry or false}) do
     if at and (not due or at < due) then
       due = at
@@ -75,27 +110,32 @@ elseif limit > 0 and #active > 1 then
 end
 
 local out = {moved_total, '', ''}
-local took, leases = {}, {}
+local leases = {}
 for _, p in ipairs(picked) do
   local q, id = queues[p[1]], p[2]
   local m = q.msg .. id
-  local f = redis.call('HMGET', m, 'b', 'p', 'a', 'd', 'c')
-  if f[1] then
-    local deliveries = tonumber(f[4] or 0) + 1
-    -- '1' for a first delivery (the rule) costs no formatting at all.
-    redis.call('HSET', m, 'st', 'l', 't', token, 'd', f[4] and int(deliveries) or '1')
-    leases[p[1]] = leases[p[1]] or {}
-    local l = leases[p[1]]
-    l[#l + 1], l[#l + 2] = lease_text, id
-    local o = #out
-    local index = p[1]
-    if f[5] then
-      index = -index
-    end
-    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = id, index, tonumber(f[2]), f[1]
-    out[o + 5], out[o + 6], out[o + 7] = tonumber(f[3] or 0), deliveries, token
-    took[p[1]] = true
+  local f = redis.pcall('HMGET', m, 'b', 'p', 'a', 'd', 'c') -- pcall: see repair
+  -- Checked inline, with no call in the common case (a and d absent): every message.
+  local priority, attempt, seen = tonumber(f[2]), 0, 0
+  if f[3] then attempt = count(f[3]) end
+  if f[4] then seen = count(f[4]) end
+  if not (f[1] and priority and attempt and seen) or priority % 1 ~= 0
+    or priority >= WHOLE or priority <= -WHOLE then
+    f, priority, attempt, seen = repair(m, f, now)
   end
+  local deliveries = seen + 1
+  -- '1' for a first delivery (the rule) costs no formatting at all.
+  redis.call('HSET', m, 'st', 'l', 't', token, 'd', seen > 0 and int(deliveries) or '1')
+  leases[p[1]] = leases[p[1]] or {}
+  local l = leases[p[1]]
+  l[#l + 1], l[#l + 2] = lease_text, id
+  local o = #out
+  local index = p[1]
+  if f[5] then
+    index = -index
+  end
+  out[o + 1], out[o + 2], out[o + 3], out[o + 4] = id, index, priority, f[1]
+  out[o + 5], out[o + 6], out[o + 7] = attempt, deliveries, token
 end
 for i, batch in pairs(leases) do
   zadd_all(queues[i].leased, batch)
@@ -114,9 +154,7 @@ for i = 1, n do
     if not head or first < head then
       head = first
     end
-    if took[i] or moved[i] > 0 then
-      wake(q)
-    end
+    wake(q)
   end
 end
 if head then out[2] = num(head) end

@@ -8,13 +8,5 @@
 -- entry) that wakes every waiter; an unfinished one has neither. One script, so a
 -- token never outlives its record or lacks its time to live. Returns 1.
 
-local done = KEYS[1] .. ':done'
-redis.call('DEL', done)
-if ARGV[2] == '' then
-  redis.call('SET', KEYS[1], ARGV[1])
-else
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  redis.call('RPUSH', done, ARGV[4] == '1' and ARGV[1] or '')
-  redis.call('PEXPIRE', done, ARGV[3])
-end
+store_result(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 return 1

@@ -1,7 +1,8 @@
+#!lua flags=allow-oom
 -- retry: schedule a leased message again with attempt + 1 (key layout: lib.lua).
 --
 -- KEYS  [1] the queue's key base P:{q}
--- ARGV  [1] id  [2] token  [3] eta (unix seconds)
+-- ARGV  [1] id  [2] token  [3] countdown (seconds from now, by Redis TIME)
 -- An eta in the future puts it in the delayed zset (waking blocked reserves when it
 -- is now the earliest, so they shorten their sleep); otherwise it is ready at once,
 -- at the back of its priority. Returns 1, or 0 if the lease was lost.
@@ -13,7 +14,7 @@ if not held(q, id, ARGV[2]) then
 end
 local now = now_units()
 local m = q.msg .. id
-local eta = units_from(tonumber(ARGV[3]))
+local eta = now + math.ceil(tonumber(ARGV[3]) * UNITS)
 redis.call('ZREM', q.leased, id)
 redis.call('HINCRBY', m, 'a', 1)
 redis.call('HDEL', m, 'd')

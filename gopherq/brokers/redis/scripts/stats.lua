@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- stats: counts of one queue, after tidying it (key layout: lib.lua).
 --
 -- KEYS  [1] the queue's key base P:{q}
