@@ -104,9 +104,13 @@ MAP_FIELD = st.one_of(
     st.dictionaries(HUGE_INT | st.binary(max_size=8), VALUE, max_size=2).map(packed),
     RAW_VALUE,
 )
-# A small positive time limit would only kill its process (a fault of its own, tested
-# elsewhere): ``timeout`` gets every other number.
-TIMEOUT_FIELD = (ODD_FLOAT | HUGE_INT).filter(lambda t: not 0 < t < 60).map(packed) | RAW_VALUE
+# A time limit from 0 to a minute would only kill its process (a fault of its own,
+# tested elsewhere): ``timeout`` gets every other number.
+TIMEOUT_FIELD = st.one_of(
+    (ODD_FLOAT | HUGE_INT).filter(lambda t: not 0 <= t < 60).map(packed),
+    VALUE.filter(lambda v: isinstance(v, bool) or not isinstance(v, int | float)).map(packed),
+    DEEP, BAD_UTF8, RAW_EXT,
+)  # fmt: skip
 FIELDS: dict[str, st.SearchStrategy[bytes]] = {
     "v": INT_FIELD,
     "id": TEXT_FIELD,
