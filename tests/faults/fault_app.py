@@ -84,3 +84,10 @@ def stalls(seconds: float) -> str:
 def echo(*args: Any, **kwargs: Any) -> int:
     """Takes any arguments (the hostile messages' task); returns how many it got."""
     return len(args) + len(kwargs)
+
+
+@app.task(timeout=0.3)
+def hangs() -> None:
+    """Runs past its hard time limit, every time: its process is killed."""
+    note("start")
+    time.sleep(30)

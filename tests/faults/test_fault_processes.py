@@ -125,6 +125,27 @@ def test_crash_every_time_ends_worker_lost(fault_run: FaultRun) -> None:
     assert stop(worker) == 0, run.log()
 
 
+def test_hard_time_limits_among_short_tasks(fault_run: FaultRun) -> None:
+    run = fault_run
+    worker = run.worker("-c", "2")
+    run.wait_ready(worker)
+    run.fault()
+    hanging, healthy = [], []
+    for _ in range(scaled(4, 40)):  # the killed processes were running short tasks just before
+        healthy += run.send_work(10, "work", 0.01)
+        hanging += run.send_work(1, "hangs")
+    run.wait_drained(healthy)
+    letters = run.producer.broker.dead_letters
+    wait_for(lambda: len(letters(limit=1000)) == len(hanging), 30, run.log)
+    assert {d.id: d.reason for d in letters(limit=1000)} == dict.fromkeys(hanging, "TIME_LIMIT")
+    assert all(run.producer.result(id).state is State.FAILED for id in hanging)
+    starts = [line[1] for line in run.lines("start") if line[1] in hanging]
+    assert sorted(starts) == sorted(hanging), run.log()  # each ran once: no retry
+    run.check("hard time limits", kills=len(hanging), expected=healthy,
+              recovery_bound=scaled(30, 120))  # fmt: skip
+    assert stop(worker) == 0, run.log()
+
+
 def test_random_child_kills_during_a_long_run(fault_run: FaultRun) -> None:
     run = fault_run
     count = scaled(300, 10_000)
