@@ -6,7 +6,6 @@ from ``app.events`` (see docs/events.md).
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -25,6 +24,7 @@ from gopherq.cli_support import (
     when,
     with_app,
 )
+from gopherq.display import to_json
 from gopherq.events import EVENT_TYPES, Event
 from gopherq.redaction import printable
 from gopherq.results.base import JobRecord
@@ -49,7 +49,7 @@ def jobs(
     as_json: bool,
 ) -> None:
     """List job records, newest first: what ran, when, where, how it ended."""
-    records = app.jobs(state=state, task=task, queue=queue, limit=limit)
+    records = admin.job_records(app, state=state, task=task, queue=queue, limit=limit)
     if as_json:
         print_json([admin.record_info(app, record) for record in records])
         return
@@ -159,14 +159,13 @@ def _listen(app: GopherQ, since: str) -> None:
 def _print_event(event: Event, as_json: bool) -> None:
     if as_json:
         line = {**event.to_map(), "cursor": event.cursor}
-        click.echo(json.dumps(line, default=str, ensure_ascii=False))
+        click.echo(to_json(line))
         return
     fields = {"queue": event.queue, "worker": event.worker, "attempt": event.attempt}
     fields.update(event.extra)
     pairs = " ".join(f"{k}={_value(k, v)}" for k, v in fields.items() if v is not None)
     head = f"{event.id}  {event.task}  " if event.id is not None else ""
-    stamp = when(event.time) + f".{int(event.time * 1000) % 1000:03d}"
-    click.echo(printable(f"{stamp}  {event.type:<16}  {head}{pairs}"))
+    click.echo(printable(f"{when(event.time, ms=True)}  {event.type:<16}  {head}{pairs}"))
 
 
 def _value(key: str, value: Any) -> str:

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from test_cli import Cli, cli, failed, ok
 
-from gopherq import current_task
+from gopherq import State, current_task
+from gopherq.result import AsyncResult
+from gopherq.results.base import JobRecord
 from gopherq.worker import Consumer
 
 __all__ = ["cli"]  # the fixture, with the broker kinds below
@@ -47,6 +49,22 @@ def test_jobs(cli: Cli) -> None:
     assert [(r["id"], r["result"], r["state"]) for r in records] == [(last, 7, "SUCCEEDED")]
     assert ok(cli("jobs", "--queue", "nowhere")).strip() == "no jobs"
     assert "Invalid value" in failed(cli("jobs", "--state", "done"), code=2)
+
+
+def test_a_task_whose_worker_died_reads_queued_everywhere(cli: Cli) -> None:
+    """Its record still says STARTED on the dead worker; the broker has it ready again."""
+    app = cli.app
+    id = app.send_task("add", [1, 2]).id
+    (delivery,) = app.broker.reserve(["math"], 1, 1.0)
+    app.backend.store([JobRecord(id, "add", State.STARTED, "math", attempts=1, worker="dead@host")])
+    assert app.broker.requeue([delivery], started=True) == 1  # what recovery does
+    assert AsyncResult(id, app).state is State.QUEUED
+    assert json.loads(ok(cli("status", id, "--json")))["state"] == "QUEUED"
+    assert "state:" in (text := ok(cli("status", id))) and "QUEUED" in text
+    (row,) = ok(cli("jobs")).splitlines()[1:]
+    assert row.split()[:3] == [id, "add", "QUEUED"]
+    assert json.loads(ok(cli("jobs", "--json")))[0]["state"] == "QUEUED"
+    assert ok(cli("jobs", "--state", "started")).strip() == "no jobs"
 
 
 def test_events(cli: Cli) -> None:
