@@ -6,6 +6,7 @@ from ``app.events`` (see docs/events.md).
 
 from __future__ import annotations
 
+import itertools
 import sys
 from typing import Any
 
@@ -105,9 +106,9 @@ def _detail(record: JobRecord) -> str:
     "-n",
     "--limit",
     type=click.IntRange(min=0),
-    default=20,
-    show_default=True,
-    help="How many of the newest events to print first.",
+    default=None,
+    help="How many events to print: the newest N (default 20), or with --since the first"
+    " N after the cursor (default all).",
 )
 @click.option("--listen", is_flag=True, help="Run the app's @app.on callbacks; print nothing.")
 @json_option
@@ -117,21 +118,30 @@ def events(
     follow: bool,
     types: tuple[str, ...],
     since: str | None,
-    limit: int,
+    limit: int | None,
     listen: bool,
     as_json: bool,
 ) -> None:
     """Print task and worker events: the newest, or those after --since; --follow tails.
 
-    With --json, one JSON object a line (NDJSON), each with its cursor.
+    With --json, one JSON object a line (NDJSON), each with its cursor. With
+    --since and -n, the first N events after the cursor, and on stderr the cursor
+    to pass for the next page.
     """
     selected = types or None
     if listen:
         _listen(app, since or "now")
         return
+    if since is not None and limit is not None:
+        if follow:
+            raise click.UsageError(
+                "-n with --since pages through events: it does not combine with --follow"
+            )
+        _page(app, selected, since, limit, as_json)
+        return
     try:
         if since is None:
-            newest = app.events.last(limit, selected)
+            newest = app.events.last(20 if limit is None else limit, selected)
             for event in newest:
                 _print_event(event, as_json)
             if not follow:
@@ -143,6 +153,22 @@ def events(
                 sys.stdout.flush()
     except KeyboardInterrupt:
         pass
+
+
+def _page(
+    app: GopherQ, types: tuple[str, ...] | None, since: str, limit: int, as_json: bool
+) -> None:
+    """The first ``limit`` events after ``since``; if more follow, say where they start."""
+    subscription = app.events.subscribe(types, since=since, timeout=0)
+    try:
+        found = list(itertools.islice(subscription, limit + 1))
+    finally:
+        subscription.close()
+    for event in found[:limit]:
+        _print_event(event, as_json)
+    if len(found) > limit:
+        after = found[limit - 1].cursor if limit else since
+        click.echo(f"more events: --since {after}", err=True)
 
 
 def _listen(app: GopherQ, since: str) -> None:

@@ -86,6 +86,21 @@ def test_events(cli: Cli) -> None:
         for line in ok(cli("events", "--since", after, "--json")).splitlines()
     ] == [lines[-1]["cursor"]]
     assert "Invalid value" in failed(cli("events", "-t", "task-fialed"), code=2)
+    assert "does not combine with --follow" in failed(
+        cli("events", "--since", "0", "-n", "2", "--follow"), code=2
+    )
+
+
+def test_events_since_pages_with_n(cli: Cli) -> None:
+    run_all(cli)
+    every = ok(cli("events", "--since", "0", "--json")).splitlines()
+    page = cli("events", "--since", "0", "-n", "2", "--json")
+    assert ok(page).splitlines() == every[:2]
+    after = json.loads(every[1])["cursor"]
+    assert page.stderr == f"more events: --since {after}\n"
+    rest = cli("events", "--since", after, "-n", str(len(every)), "--json")
+    assert ok(rest).splitlines() == every[2:]
+    assert rest.stderr == ""  # the last page
 
 
 def test_status_shows_progress(cli: Cli) -> None:
