@@ -24,6 +24,11 @@
         ├── Retry                 run the task again later
         ├── Reject                dead-letter the message now, without retrying
         └── RateLimited           not now: put the message back for later
+
+A bad value passed to one call (``apply_async(priority="urgent")``, a queue name
+too long) raises the built-in ``ValueError`` (``TypeError`` for a wrong type), as
+Python's own functions do; ``ConfigurationError`` is for unknown names and for
+bad declarations (task options, settings, periodic entries). See docs/tasks.md.
 """
 
 from __future__ import annotations
