@@ -1,13 +1,19 @@
-"""What the benchmark scripts share: worker processes, percentiles, memory, tables."""
+"""What the benchmark scripts share: worker processes, a private Redis, percentiles,
+memory, tables."""
 
 from __future__ import annotations
 
+import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -17,6 +23,55 @@ def start_gopherq_worker(module: str, concurrency: int, queue: str) -> subproces
     """``python -m gopherq worker -A module -c N -Q queue`` in this directory."""
     argv = [sys.executable, "-m", "gopherq", "worker", "-A", module, "-l", "WARNING"]
     return subprocess.Popen([*argv, "-c", str(concurrency), "-Q", queue], cwd=HERE)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def redis_url(url: str | None, db: int = 13) -> Iterator[str]:
+    """``url`` if one is given; else start a private ``redis-server`` for the run, on a
+    free loopback port with no persistence, yield ``redis://127.0.0.1:PORT/db`` and
+    stop it at the end. A benchmark so never writes to a Redis that others use."""
+    if url is not None:
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not on PATH: install it, or pass --url")
+    import redis
+
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="gqbench-redis-") as folder:
+        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", folder]
+        argv += ["--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction"]
+        server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            client = redis.Redis(port=port)
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise SystemExit(f"redis-server on port {port} did not start") from None
+                    time.sleep(0.02)
+            client.close()
+            yield f"redis://127.0.0.1:{port}/{db}"
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def database(url: str, db: int) -> str:
+    """``url`` with its Redis database number replaced by ``db``."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{db}"))
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> None:

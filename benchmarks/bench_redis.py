@@ -26,9 +26,12 @@ redis-py ``LPUSH`` calls of a body the size of a gopherq message, the floor for
 one round trip per call on this machine; the enqueue figure is also given as a
 fraction of it.
 
-gopherq runs on ``--url`` (database 13 by default) under a key prefix of its own,
-Celery on ``--celery-url`` (database 14) under a ``global_keyprefix`` of its own;
-the keys of both are deleted at the end (SCAN and DEL, never FLUSHDB).
+Without ``--url`` it starts a ``redis-server`` of its own on a free loopback port
+(no persistence) and stops it at the end. gopherq runs on ``--url`` (database 13
+of the private server by default) under a key prefix of its own, Celery on
+``--celery-url`` (database 14 of the same server by default) under a
+``global_keyprefix`` of its own; the keys of both are deleted at the end (SCAN
+and DEL, never FLUSHDB).
 """
 
 from __future__ import annotations
@@ -50,7 +53,9 @@ import redis
 import redis.utils
 from _common import (
     HERE,
+    database,
     latency_summary,
+    redis_url,
     rss_mib,
     start_gopherq_worker,
     stop_worker,
@@ -283,9 +288,11 @@ def main() -> int:
     parser.add_argument("--bulk", type=int, default=20_000, help="tasks sent in batches")
     parser.add_argument("--round-trips", type=int, default=300, help="sequential round trips")
     parser.add_argument("-c", "--concurrency", type=int, default=2, help="worker processes")
-    parser.add_argument("--url", default="redis://127.0.0.1:6379/13", help="Redis for gopherq")
     parser.add_argument(
-        "--celery-url", default="redis://127.0.0.1:6379/14", help="Redis for Celery"
+        "--url", default=None, help="Redis for gopherq (default: a private redis-server)"
+    )
+    parser.add_argument(
+        "--celery-url", default=None, help="Redis for Celery (default: database 14 of --url's)"
     )
     parser.add_argument(
         "--events",
@@ -295,6 +302,14 @@ def main() -> int:
     )
     options = parser.parse_args()
     os.environ["GOPHERQ_EVENTS"] = "broker" if options.events == "on" else "off"
+    with redis_url(options.url) as url:
+        options.url = url
+        options.celery_url = options.celery_url or database(url, 14)
+        return run(options)
+
+
+def run(options: argparse.Namespace) -> int:
+    """Run gopherq (and Celery) on the Redis of ``options.url``; print; delete the keys."""
 
     run = uuid.uuid4().hex[:8]
     prefix = f"gqbench-{run}"

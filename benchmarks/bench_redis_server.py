@@ -26,7 +26,6 @@ import argparse
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,18 +33,12 @@ import time
 from pathlib import Path
 
 import redis
+from _common import free_port
 
 from gopherq import GopherQ
 
 BATCH = 1000
 PREFETCH = 16
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class CountedRedis:

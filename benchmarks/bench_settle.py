@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from _common import table
+from _common import database, redis_url, table
 
 from gopherq import GopherQ, State
 from gopherq.brokers import Envelope
@@ -107,7 +107,7 @@ def delete_prefix(url: str) -> None:
         connection.close()
 
 
-def run(batches: int, size: int, redis_url: str) -> dict[str, dict[str, float]]:
+def run(batches: int, size: int, url: str) -> dict[str, dict[str, float]]:
     """Every set-up's figures."""
     figures: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="gopherq-bench-") as tmp:
@@ -116,8 +116,8 @@ def run(batches: int, size: int, redis_url: str) -> dict[str, dict[str, float]]:
             figures["sqlite"] = measure(app, batches, size, count)
         app.close()
     prefix = f"gqbench{uuid.uuid4().hex[:8]}"
-    own = with_prefix(redis_url, prefix)
-    foreign = with_prefix(redis_url.rsplit("/", 1)[0] + "/14", prefix)
+    own = with_prefix(url, prefix)
+    foreign = with_prefix(database(url, 14), prefix)
     setups: list[tuple[str, str]] = [("redis", own), ("redis-foreign", foreign)]
     try:
         for name, backend in setups:
@@ -126,8 +126,8 @@ def run(batches: int, size: int, redis_url: str) -> dict[str, dict[str, float]]:
                 figures[name] = measure(app, batches, size, count)
             app.close()
     finally:
-        for url in (own, foreign):
-            delete_prefix(url)
+        for keys in (own, foreign):
+            delete_prefix(keys)
     return figures
 
 
@@ -136,10 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=500, help="batches settled per set-up")
     parser.add_argument("--batch", type=int, default=16, help="deliveries per batch")
-    parser.add_argument("--url", default="redis://127.0.0.1:6379/13", help="Redis (db 14 too)")
+    parser.add_argument(
+        "--url",
+        default=None,
+        help="Redis, database 13 and 14 too (default: a private redis-server for the run)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     options = parser.parse_args(argv)
-    figures = run(options.batches, options.batch, options.url)
+    with redis_url(options.url) as url:
+        figures = run(options.batches, options.batch, url)
     if options.json:
         print(json.dumps(figures, indent=2))
         return 0

@@ -33,8 +33,10 @@ from gopherq.errors import (
     SoftTimeLimitExceeded,
     TaskCancelled,
     TaskError,
+    TaskExpired,
     TaskFailed,
     TimeLimitExceeded,
+    WorkerLost,
 )
 from gopherq.events import Event
 from gopherq.middleware import Middleware
@@ -77,9 +79,11 @@ __all__ = [
     "TaskCancelled",
     "TaskContext",
     "TaskError",
+    "TaskExpired",
     "TaskFailed",
     "TaskOptions",
     "TimeLimitExceeded",
+    "WorkerLost",
     "__version__",
     "current_task",
     "once",

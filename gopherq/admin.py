@@ -7,6 +7,7 @@ the broker's admin methods, which the callers use directly.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import time
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from gopherq.errors import DecodeError
 from gopherq.redaction import redact_text, redact_url
+from gopherq.result import job_state
 from gopherq.results.base import JobRecord
 from gopherq.states import Priority, State
 
@@ -116,13 +118,41 @@ def similar_tasks(app: GopherQ, name: str) -> list[str]:
 def job_status(app: GopherQ, id: str) -> dict[str, Any]:
     """What is known of task ``id``: its job record with the result decoded.
 
-    Without a record (not run yet, or results ignored) the state comes from the
-    broker; an unknown id is ``PENDING``, as ``AsyncResult.state`` reports it.
+    The state is ``AsyncResult.state``'s (``result.job_state``): without a record
+    (not run yet, or results ignored) it comes from the broker, an unknown id is
+    ``PENDING``, and a STARTED record whose worker died shows where the broker
+    holds the message now.
     """
     record = app.backend.get(id)
     if record is None:
-        return {"id": id, "state": (app.broker.locate(id) or State.PENDING).value}
-    return record_info(app, record)
+        return {"id": id, "state": job_state(app, id, None).value}
+    return record_info(app, current(app, record))
+
+
+def job_records(
+    app: GopherQ,
+    *,
+    state: State | str | None = None,
+    task: str | None = None,
+    queue: str | None = None,
+    limit: int = 100,
+) -> list[JobRecord]:
+    """``app.jobs(...)`` with each state as ``AsyncResult.state`` reports it.
+
+    A record that the filter matched as STARTED but whose message is back in the
+    queue (its worker died) is left out of a STARTED listing.
+    """
+    records = [current(app, r) for r in app.jobs(state=state, task=task, queue=queue, limit=limit)]
+    if state is None:
+        return records
+    wanted = State(state.upper()) if isinstance(state, str) else state
+    return [r for r in records if r.state is wanted]
+
+
+def current(app: GopherQ, record: JobRecord) -> JobRecord:
+    """``record`` with its state as ``AsyncResult.state`` reports it (see ``job_state``)."""
+    state = job_state(app, record.id, record)
+    return record if state is record.state else dataclasses.replace(record, state=state)
 
 
 def record_info(app: GopherQ, record: JobRecord) -> dict[str, Any]:

@@ -428,7 +428,10 @@ def _apply_send_options(
     message.queue = opts.get("queue") or message.queue
     priority = opts.get("priority")
     if priority is not None:
-        message.priority = int(Priority.parse(priority))
+        try:
+            message.priority = int(Priority.parse(priority))
+        except ValueError as exc:  # a bad value of a call: ValueError (docs/tasks.md)
+            raise ValueError(f"send option priority: {exc}") from None
     message.retries = opts.get("retries")
     message.timeout = opts.get("timeout")
     message.key = opts.get("key")

@@ -54,6 +54,7 @@ from types import FrameType
 from typing import Any
 
 from gopherq.app import GopherQ
+from gopherq.display import local_time
 from gopherq.errors import BrokerError, GopherQError
 from gopherq.events import Event, EventType
 from gopherq.schedules.entry import Entry, tick_id, tick_key
@@ -318,12 +319,14 @@ class Beat:
                 priority=entry.priority,
             )
         except BrokerError as exc:  # it stays pending, and is sent again
-            logger.warning("beat: %s at %d not sent yet: %s", entry.name, tick, exc)
+            logger.warning("beat: %s at %s not sent yet: %s", entry.name, local_time(tick), exc)
             return False
         except (TypeError, ValueError, GopherQError) as exc:  # bad arguments: never sendable
-            logger.error("beat: %s at %d cannot be sent, skipped: %s", entry.name, tick, exc)
+            logger.error(
+                "beat: %s at %s cannot be sent, skipped: %s", entry.name, local_time(tick), exc
+            )
             return True
-        logger.info("beat: sent %s (%s) for %d", entry.name, entry.task, tick)
+        logger.info("beat: sent %s (%s) for %s", entry.name, entry.task, local_time(tick))
         return True
 
     def _recover_pending(self) -> None:
@@ -337,7 +340,9 @@ class Beat:
             id = tick_id(name, state.tick)
             if self.app.broker.locate(id) is None and self.app.backend.get(id) is None:
                 logger.info(
-                    "beat: sending %s for %d again (claimed, not confirmed)", name, state.tick
+                    "beat: sending %s for %s again (claimed, not confirmed)",
+                    name,
+                    local_time(state.tick),
                 )
                 resend.append((entry, state.tick))
             else:

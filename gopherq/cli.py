@@ -12,7 +12,6 @@ standard input is not a terminal. Errors are one line on stderr and exit 1
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from typing import Any
 
@@ -34,6 +33,7 @@ from gopherq.cli_support import (
     when,
     with_app,
 )
+from gopherq.display import to_json
 from gopherq.errors import GopherQError, TaskFailed
 from gopherq.redaction import printable, printable_lines, redact_text
 from gopherq.states import State
@@ -156,7 +156,7 @@ def submit(
         raise click.ClickException(str(exc)) from None
     click.echo(result.id)
     if wait:
-        click.echo(json.dumps(result.get(timeout=timeout), default=str, ensure_ascii=False))
+        click.echo(to_json(result.get(timeout=timeout)))
 
 
 @main.command()
@@ -175,7 +175,7 @@ def status(app: GopherQ, id: str, as_json: bool) -> None:
             info[key] = when(info[key])
     for key in ("result", "checkpoint"):
         if key in info:
-            info[key] = json.dumps(info[key], default=str, ensure_ascii=False)
+            info[key] = to_json(info[key])
     if "progress" in info:
         info["progress"] = progress_text(**info["progress"])
     width = max(map(len, info))

@@ -66,11 +66,18 @@ def schedules_list(app: GopherQ, as_json: bool) -> None:
 @schedules.command("add")
 @click.argument("name")
 @click.option("--task", "task", required=True, help="Task name.")
-@click.option("--cron", default=None, help="Cron expression (6 fields: seconds first).")
+@click.option(
+    "--cron",
+    default=None,
+    help="Cron expression: 5 fields (minute hour day month weekday), "
+    "or 6 with seconds first; see docs/beat.md.",
+)
 @click.option("--every", default=None, help="Interval: 30, 30s, 5m, 1h30m, 1d.")
 @click.option("--args", "args", callback=json_arg(list), help="Positional arguments: JSON array.")
 @click.option("--kwargs", "kwargs", callback=json_arg(dict), help="Keyword arguments: JSON object.")
-@click.option("--tz", default="UTC", show_default=True, help="Time zone of the cron expression.")
+@click.option(
+    "--tz", default="UTC", show_default=True, help="IANA time zone of the cron expression."
+)
 @click.option("--queue", default=None, help="Queue (default: the task's).")
 @priority_option
 @click.option("--catch-up", type=click.Choice(CATCH_UPS), default="latest", show_default=True)

@@ -6,7 +6,7 @@ from ``app.events`` (see docs/events.md).
 
 from __future__ import annotations
 
-import json
+import itertools
 import sys
 from typing import Any
 
@@ -25,6 +25,7 @@ from gopherq.cli_support import (
     when,
     with_app,
 )
+from gopherq.display import to_json
 from gopherq.events import EVENT_TYPES, Event
 from gopherq.redaction import printable
 from gopherq.results.base import JobRecord
@@ -49,7 +50,7 @@ def jobs(
     as_json: bool,
 ) -> None:
     """List job records, newest first: what ran, when, where, how it ended."""
-    records = app.jobs(state=state, task=task, queue=queue, limit=limit)
+    records = admin.job_records(app, state=state, task=task, queue=queue, limit=limit)
     if as_json:
         print_json([admin.record_info(app, record) for record in records])
         return
@@ -105,9 +106,9 @@ def _detail(record: JobRecord) -> str:
     "-n",
     "--limit",
     type=click.IntRange(min=0),
-    default=20,
-    show_default=True,
-    help="How many of the newest events to print first.",
+    default=None,
+    help="How many events to print: the newest N (default 20), or with --since the first"
+    " N after the cursor (default all).",
 )
 @click.option("--listen", is_flag=True, help="Run the app's @app.on callbacks; print nothing.")
 @json_option
@@ -117,21 +118,30 @@ def events(
     follow: bool,
     types: tuple[str, ...],
     since: str | None,
-    limit: int,
+    limit: int | None,
     listen: bool,
     as_json: bool,
 ) -> None:
     """Print task and worker events: the newest, or those after --since; --follow tails.
 
-    With --json, one JSON object a line (NDJSON), each with its cursor.
+    With --json, one JSON object a line (NDJSON), each with its cursor. With
+    --since and -n, the first N events after the cursor, and on stderr the cursor
+    to pass for the next page.
     """
     selected = types or None
     if listen:
         _listen(app, since or "now")
         return
+    if since is not None and limit is not None:
+        if follow:
+            raise click.UsageError(
+                "-n with --since pages through events: it does not combine with --follow"
+            )
+        _page(app, selected, since, limit, as_json)
+        return
     try:
         if since is None:
-            newest = app.events.last(limit, selected)
+            newest = app.events.last(20 if limit is None else limit, selected)
             for event in newest:
                 _print_event(event, as_json)
             if not follow:
@@ -143,6 +153,22 @@ def events(
                 sys.stdout.flush()
     except KeyboardInterrupt:
         pass
+
+
+def _page(
+    app: GopherQ, types: tuple[str, ...] | None, since: str, limit: int, as_json: bool
+) -> None:
+    """The first ``limit`` events after ``since``; if more follow, say where they start."""
+    subscription = app.events.subscribe(types, since=since, timeout=0)
+    try:
+        found = list(itertools.islice(subscription, limit + 1))
+    finally:
+        subscription.close()
+    for event in found[:limit]:
+        _print_event(event, as_json)
+    if len(found) > limit:
+        after = found[limit - 1].cursor if limit else since
+        click.echo(f"more events: --since {after}", err=True)
 
 
 def _listen(app: GopherQ, since: str) -> None:
@@ -159,14 +185,13 @@ def _listen(app: GopherQ, since: str) -> None:
 def _print_event(event: Event, as_json: bool) -> None:
     if as_json:
         line = {**event.to_map(), "cursor": event.cursor}
-        click.echo(json.dumps(line, default=str, ensure_ascii=False))
+        click.echo(to_json(line))
         return
     fields = {"queue": event.queue, "worker": event.worker, "attempt": event.attempt}
     fields.update(event.extra)
     pairs = " ".join(f"{k}={_value(k, v)}" for k, v in fields.items() if v is not None)
     head = f"{event.id}  {event.task}  " if event.id is not None else ""
-    stamp = when(event.time) + f".{int(event.time * 1000) % 1000:03d}"
-    click.echo(printable(f"{stamp}  {event.type:<16}  {head}{pairs}"))
+    click.echo(printable(f"{when(event.time, ms=True)}  {event.type:<16}  {head}{pairs}"))
 
 
 def _value(key: str, value: Any) -> str:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
 
 from gopherq.app import GopherQ
+from gopherq.display import local_time, to_json
 from gopherq.errors import GopherQError
 from gopherq.loader import load_app
 from gopherq.redaction import printable
@@ -68,8 +68,8 @@ def with_app(fn: Callable[..., None]) -> Callable[..., None]:
 
 
 def print_json(data: Any) -> None:
-    """Print ``data`` as indented JSON (unknown types as their ``str``)."""
-    click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    """Print ``data`` as indented JSON (bytes, datetimes: see ``gopherq.display``)."""
+    click.echo(to_json(data, indent=2))
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], empty: str) -> None:
@@ -105,10 +105,9 @@ def cell(value: Any) -> str:
     return printable(str(value))
 
 
-def when(timestamp: float | None) -> str:
-    if timestamp is None:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+def when(timestamp: float | None, *, ms: bool = False) -> str:
+    """A time for a table: ISO 8601 local time with its offset, '-' for None."""
+    return "-" if timestamp is None else local_time(timestamp, ms=ms)
 
 
 def shorten(text: str, width: int = 60) -> str:

@@ -16,11 +16,19 @@
     │   ├── ResultTimeout         ``AsyncResult.get`` waited longer than its timeout
     │   ├── SoftTimeLimitExceeded raised inside a task when its soft time limit passes
     │   ├── TimeLimitExceeded     the task's hard time limit killed it
-    │   └── TaskCancelled         the task was cancelled (its record's error)
+    │   ├── TaskCancelled         the task was cancelled (its record's error)
+    │   ├── TaskExpired           not started before its expiry time (record EXPIRED)
+    │   └── WorkerLost            its worker died running it (a ``task-retried`` event,
+    │                             or dead-lettered ``WORKER_LOST`` past ``max_deliveries``)
     └── ControlFlow               raised by task code to steer the worker, not errors
         ├── Retry                 run the task again later
         ├── Reject                dead-letter the message now, without retrying
         └── RateLimited           not now: put the message back for later
+
+A bad value passed to one call (``apply_async(priority="urgent")``, a queue name
+too long) raises the built-in ``ValueError`` (``TypeError`` for a wrong type), as
+Python's own functions do; ``ConfigurationError`` is for unknown names and for
+bad declarations (task options, settings, periodic entries). See docs/tasks.md.
 """
 
 from __future__ import annotations
@@ -105,6 +113,17 @@ class TimeLimitExceeded(TaskError):
 
 class TaskCancelled(TaskError):
     """The task was cancelled: before it started, or while it ran."""
+
+
+class TaskExpired(TaskError):
+    """The task was not started before its expiry time (``expires``): its record's error
+    when it ends EXPIRED."""
+
+
+class WorkerLost(TaskError):
+    """The worker running the task died (or its lease ran out): the error type of the
+    ``task-retried`` event that redelivers it, and of its record when it is dead-lettered
+    ``WORKER_LOST`` after ``max_deliveries``."""
 
 
 class ControlFlow(GopherQError):

@@ -17,6 +17,21 @@ R = TypeVar("R")
 _FAILED_STATES = frozenset({State.FAILED, State.DEAD, State.CANCELLED, State.EXPIRED})
 
 
+def job_state(app: GopherQ, id: str, record: JobRecord | None) -> State:
+    """The state of task ``id`` given its job ``record`` (None if nothing is stored).
+
+    The one rule behind ``AsyncResult.state``, ``gopherq status`` and ``gopherq
+    jobs``: a record's state holds unless it is STARTED, which only the broker can
+    confirm (a worker that died or stopped leaves its record STARTED while the
+    message goes back to the queue); without a record the broker says where the
+    message is, and an unknown id is PENDING.
+    """
+    if record is not None and record.state is not State.STARTED:
+        return record.state
+    located = app.broker.locate(id)
+    return located or (record.state if record is not None else State.PENDING)
+
+
 class AsyncResult(Generic[R]):
     """The outcome of one task, looked up in the result backend by id."""
 
@@ -37,11 +52,7 @@ class AsyncResult(Generic[R]):
         A STARTED record is checked with the broker, which knows when the task
         went back to the queue because its worker died or stopped.
         """
-        record = self.record()
-        if record is not None and record.state is not State.STARTED:
-            return record.state
-        located = self.app.broker.locate(self.id)
-        return located or (record.state if record is not None else State.PENDING)
+        return job_state(self.app, self.id, self.record())
 
     @property
     def progress(self) -> Progress | None:

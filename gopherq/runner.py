@@ -40,7 +40,9 @@ from gopherq.errors import (
     SignatureError,
     SoftTimeLimitExceeded,
     TaskCancelled,
+    TaskExpired,
     TimeLimitExceeded,
+    WorkerLost,
 )
 from gopherq.message import Message
 from gopherq.results.base import ErrorInfo, JobRecord
@@ -168,13 +170,13 @@ class Runner:
     ) -> tuple[DeadReason, BaseException] | None:
         """Why a decoded message must not run (before its arguments are checked), or None."""
         if delivery.deliveries > self.max_deliveries:
-            error = RuntimeError(
+            error = WorkerLost(
                 f"its worker died {delivery.deliveries - 1} times running it "
                 f"(max_deliveries={self.max_deliveries})"
             )
             return DeadReason.WORKER_LOST, error
         if message.expires is not None and now > message.expires:
-            return DeadReason.EXPIRED, RuntimeError("not started before it expired")
+            return DeadReason.EXPIRED, TaskExpired("not started before it expired")
         try:
             self.app.get_task(message.task)
         except NotRegistered as exc:

@@ -110,6 +110,15 @@ def _frozen(items: list[Any]) -> tuple[Any, ...]:
     return tuple(_frozen(item) if isinstance(item, list) else item for item in items)
 
 
+def _describe(exc: Exception) -> str:
+    """What a msgpack decoding error means; some carry no text (FormatError, StackError)."""
+    if isinstance(exc, msgpack.FormatError):
+        return "the reserved byte 0xc1, which starts no msgpack value"
+    if isinstance(exc, msgpack.StackError):
+        return "values nested too deeply for the decoder"
+    return str(exc) or f"{type(exc).__name__} from the msgpack decoder"
+
+
 def _depth_exceeds(value: Any, limit: int) -> bool:
     """Whether anything lies more than ``limit`` arrays and maps deep in ``value``."""
     if isinstance(value, dict):
@@ -167,7 +176,7 @@ class Codec:
         except DecodeError:
             raise
         except Exception as exc:  # msgpack raises several unrelated types
-            raise DecodeError(f"not valid msgpack: {exc}") from exc
+            raise DecodeError(f"not valid msgpack: {_describe(exc)}") from exc
         if _depth_exceeds(value, MAX_DEPTH):
             raise DecodeError(f"nesting deeper than {MAX_DEPTH} levels")
         return value

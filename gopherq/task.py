@@ -12,7 +12,7 @@ import difflib
 import inspect
 import math
 import random
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
@@ -84,8 +84,7 @@ def make_options(
     """Validate ``@app.task(...)`` keywords and build the options; raise on unknown ones."""
     for key in overrides:
         if key not in OPTION_NAMES and key != "name":
-            close = difflib.get_close_matches(key, OPTION_NAMES, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(key, OPTION_NAMES)
             raise ConfigurationError(f"unknown task option {key!r} for {fn.__qualname__}{hint}")
     values = dict(overrides)
     values.setdefault("name", f"{fn.__module__}.{fn.__qualname__}")
@@ -109,6 +108,19 @@ def make_options(
         if value is not None and (isinstance(value, bool) or not 0 <= value < math.inf):
             raise ConfigurationError(f"task option {key} must be a finite non-negative number")
     return TaskOptions(**values)
+
+
+def did_you_mean(name: str, names: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the known name ``name`` most likely means, or ''.
+
+    A known name that ``name`` contains as whole words comes first, the longest
+    (``default_retry_delay`` means ``retry_delay``, not the closer spelling
+    ``max_retry_delay``); else the closest spelling.
+    """
+    known = sorted(names)
+    inside = [n for n in known if f"_{n}_" in f"_{name}_" and n != name]
+    close = [max(inside, key=len)] if inside else difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _priority(value: Any) -> int:
@@ -241,9 +253,9 @@ class Signature(Generic[R]):
     def __post_init__(self) -> None:
         if not self.options.keys() <= SEND_OPTIONS:
             name = sorted(self.options.keys() - SEND_OPTIONS)[0]
-            close = difflib.get_close_matches(name, SEND_OPTIONS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigurationError(f"unknown send option {name!r}{hint}")
+            raise ConfigurationError(
+                f"unknown send option {name!r}{did_you_mean(name, SEND_OPTIONS)}"
+            )
 
     def set(self, **options: Any) -> Signature[R]:
         """A copy with more send options (``queue=``, ``countdown=``, ...)."""

@@ -65,6 +65,28 @@ def test_bad_option_values(app: GopherQ, options: dict[str, Any]) -> None:
         app.task(**options)(lambda: None)
 
 
+@pytest.mark.parametrize(
+    ("option", "meant"),
+    [("default_retry_delay", "retry_delay"), ("retry_dealy", "retry_delay"), ("qeue", "queue")],
+)
+def test_unknown_option_suggests_what_it_means(app: GopherQ, option: str, meant: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"did you mean '{meant}'"):
+        app.task(**{option: 1})(lambda: None)
+
+
+@pytest.mark.parametrize("priority", ["urgent", 9, 1.5])
+def test_a_bad_priority_of_one_call_is_a_value_error(app: GopherQ, priority: Any) -> None:
+    @app.task
+    def f() -> None:
+        pass
+
+    with pytest.raises(ValueError, match=r"^send option priority: ") as info:
+        f.apply_async(priority=priority)
+    assert not isinstance(info.value, ConfigurationError)  # that one is for declarations
+    with pytest.raises(ValueError, match=r"^send option priority: "):
+        app.send_task("f", priority=priority)
+
+
 def test_unknown_setting_has_hint() -> None:
     with pytest.raises(ConfigurationError, match="did you mean 'prefetch'"):
         GopherQ("x", prefetsh=3)

@@ -286,3 +286,14 @@ def test_dynamic_names_must_not_clash(app: GopherQ) -> None:
     with pytest.raises(ConfigurationError, match="exists"):
         app.schedules.add("other", "ping", every=1)
     assert [i.entry.name for i in app.schedules.list()] == ["other", "ping"]
+
+
+def test_sent_ticks_are_logged_as_local_iso_times(
+    app: GopherQ, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    app.add_periodic("ping", every=10)
+    caplog.set_level("INFO", logger="gopherq.beat")
+    run(clock, T0 + 10, beat(app, clock))
+    stamp = dt.datetime.fromtimestamp(T0 + 10).astimezone().isoformat(sep=" ")
+    assert f"beat: sent ping (ping) for {stamp}" in caplog.text
+    assert str(T0 + 10) not in caplog.text

@@ -8,6 +8,7 @@ from one command to the next.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +28,10 @@ from conftest import broker_url
 from gopherq import GopherQ, State
 from gopherq import cli as cli_module
 from gopherq.brokers import Envelope
+from gopherq.display import to_json
 from gopherq.errors import BrokerError, BrokerUnavailable
 from gopherq.loader import load_app
+from gopherq.results.base import JobRecord
 
 APP_SOURCE = '''
 from gopherq import GopherQ
@@ -53,6 +57,9 @@ def boom() -> None:
 def greet(name: str) -> str:
     return f"hello {name}"
 '''
+
+
+T = 1_735_725_600.0  # 2025-01-01 10:00 UTC
 
 
 class Cli:
@@ -260,6 +267,35 @@ def test_submit_wait_times_out(cli: Cli) -> None:
 def test_status_of_an_unknown_id(cli: Cli) -> None:
     assert json.loads(ok(cli("status", "nope", "--json"))) == {"id": "nope", "state": "PENDING"}
     assert ok(cli("status", "nope")) == "id:     nope\nstate:  PENDING\n"
+
+
+def test_status_json_bytes_and_datetimes_and_zoned_times(cli: Cli) -> None:
+    app = cli.app
+    id = app.send_task("add", [1, 2]).id
+    value = {"raw": b"\xff", "at": dt.datetime(2025, 1, 1), "day": dt.date(2025, 1, 2)}
+    record = JobRecord(id, "add", State.SUCCEEDED, "math", result=app.codec.pack(value))
+    app.backend.store([replace(record, attempts=1, created=T, started=T, finished=T + 1)])
+    info = json.loads(ok(cli("status", id, "--json")))
+    assert info["result"] == {
+        "raw": {"$bytes": "/w=="},
+        "at": "2025-01-01T00:00:00",
+        "day": "2025-01-02",
+    }
+    assert info["created"] == T  # timestamps stay unix seconds in JSON
+    text = ok(cli("status", id))
+    zoned = dt.datetime.fromtimestamp(T).astimezone().isoformat(sep=" ")
+    assert f"created:   {zoned}" in text
+    assert '"$bytes": "/w=="' in text
+    assert zoned in ok(cli("jobs"))
+
+
+def test_json_for_values_json_lacks() -> None:
+    value = {b"k": (1, {2}), 3: uuid.UUID(int=1), (1, 2): dt.timedelta(seconds=1.5)}
+    assert json.loads(to_json(value)) == {
+        '{"$bytes": "aw=="}': [1, [2]],
+        "3": "00000000-0000-0000-0000-000000000001",
+        "[1, 2]": 1.5,
+    }
 
 
 # stats, pause, resume, purge

@@ -46,12 +46,20 @@ def test_add_list_pause_resume_remove(cli: Cli) -> None:
     assert "declared in code" in failed(cli("schedules", "remove", "nightly"))
 
 
+def test_add_help_describes_five_field_cron(cli: Cli) -> None:
+    text = " ".join(ok(cli("schedules", "add", "--help", app=False)).split())
+    assert "5 fields (minute hour day month weekday), or 6 with seconds first" in text
+
+
 def test_bad_input_is_one_line(cli: Cli) -> None:
     both = cli("schedules", "add", "x", "--task", "add", "--every", "5", "--cron", "* * * * *")
     assert "give --cron or --every" in failed(both, code=2)
     add = ("schedules", "add", "x", "--task", "add")
     assert "bad cron expression" in failed(cli(*add, "--cron", "61 * * * *"))
     assert "unknown time zone" in failed(cli(*add, "--cron", "* * * * *", "--tz", "Nowhere"))
+    assert "unknown time zone 'Mars/Olympus'" in failed(
+        cli(*add, "--every", "5", "--tz", "Mars/Olympus", "--args", "[1, 2]")
+    )
     assert "missing a required argument" in failed(cli(*add, "--every", "5", "--args", "[1]"))
     assert "no periodic entry named 'nope'" in failed(cli("schedules", "pause", "nope"))
     ok(cli(*add, "--every", "5", "--args", "[1, 2]"))

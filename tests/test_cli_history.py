@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from test_cli import Cli, cli, failed, ok
 
-from gopherq import current_task
+from gopherq import State, current_task
+from gopherq.result import AsyncResult
+from gopherq.results.base import JobRecord
 from gopherq.worker import Consumer
 
 __all__ = ["cli"]  # the fixture, with the broker kinds below
@@ -49,6 +51,22 @@ def test_jobs(cli: Cli) -> None:
     assert "Invalid value" in failed(cli("jobs", "--state", "done"), code=2)
 
 
+def test_a_task_whose_worker_died_reads_queued_everywhere(cli: Cli) -> None:
+    """Its record still says STARTED on the dead worker; the broker has it ready again."""
+    app = cli.app
+    id = app.send_task("add", [1, 2]).id
+    (delivery,) = app.broker.reserve(["math"], 1, 1.0)
+    app.backend.store([JobRecord(id, "add", State.STARTED, "math", attempts=1, worker="dead@host")])
+    assert app.broker.requeue([delivery], started=True) == 1  # what recovery does
+    assert AsyncResult(id, app).state is State.QUEUED
+    assert json.loads(ok(cli("status", id, "--json")))["state"] == "QUEUED"
+    assert "state:" in (text := ok(cli("status", id))) and "QUEUED" in text
+    (row,) = ok(cli("jobs")).splitlines()[1:]
+    assert row.split()[:3] == [id, "add", "QUEUED"]
+    assert json.loads(ok(cli("jobs", "--json")))[0]["state"] == "QUEUED"
+    assert ok(cli("jobs", "--state", "started")).strip() == "no jobs"
+
+
 def test_events(cli: Cli) -> None:
     first, boom, last = run_all(cli)
     text = ok(cli("events", "-n", "2")).splitlines()
@@ -68,6 +86,21 @@ def test_events(cli: Cli) -> None:
         for line in ok(cli("events", "--since", after, "--json")).splitlines()
     ] == [lines[-1]["cursor"]]
     assert "Invalid value" in failed(cli("events", "-t", "task-fialed"), code=2)
+    assert "does not combine with --follow" in failed(
+        cli("events", "--since", "0", "-n", "2", "--follow"), code=2
+    )
+
+
+def test_events_since_pages_with_n(cli: Cli) -> None:
+    run_all(cli)
+    every = ok(cli("events", "--since", "0", "--json")).splitlines()
+    page = cli("events", "--since", "0", "-n", "2", "--json")
+    assert ok(page).splitlines() == every[:2]
+    after = json.loads(every[1])["cursor"]
+    assert page.stderr == f"more events: --since {after}\n"
+    rest = cli("events", "--since", after, "-n", str(len(every)), "--json")
+    assert ok(rest).splitlines() == every[2:]
+    assert rest.stderr == ""  # the last page
 
 
 def test_status_shows_progress(cli: Cli) -> None:

@@ -185,7 +185,8 @@ def test_new_ids_are_unique_and_sortable() -> None:
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
-        (b"\xc1", "not valid msgpack"),
+        (b"\xc1", "not valid msgpack: the reserved byte 0xc1, which starts no msgpack value"),
+        (b"\x91\xc1", "not valid msgpack: the reserved byte 0xc1"),
         (b"\x92\x01", "not valid msgpack"),
         (b"", "not valid msgpack"),
         (raw(envelope()) + b"\x00", "not valid msgpack"),
@@ -226,7 +227,7 @@ def test_nesting_depth_is_bounded() -> None:
     assert codec.unpack(codec.pack(nested(MAX_DEPTH))) == nested(MAX_DEPTH)
     with pytest.raises(DecodeError, match="nesting deeper"):
         codec.unpack(raw(nested(MAX_DEPTH + 1)))
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="not valid msgpack: values nested too deeply"):
         codec.unpack(b"\x91" * 100_000)  # far deeper than msgpack's own limit
 
 

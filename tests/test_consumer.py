@@ -19,7 +19,7 @@ from gopherq import GopherQ, Reject, State, current_task
 from gopherq import runner as runner_module
 from gopherq.brokers import Delivery, Envelope
 from gopherq.brokers.memory import MemoryBroker
-from gopherq.errors import BrokerUnavailable
+from gopherq.errors import BrokerUnavailable, WorkerLost
 from gopherq.message import Message, new_id
 from gopherq.results.base import JobRecord
 from gopherq.results.memory import MemoryResultBackend
@@ -143,6 +143,9 @@ def test_each_dead_letter_reason(app: GopherQ) -> None:
         record = app.backend.get(id)
         assert record is not None, id
         assert record.state is state, id
+    record = app.backend.get(expired)
+    assert record is not None and record.error is not None
+    assert record.error.type == "TaskExpired"
 
 
 def test_worker_lost_after_max_deliveries() -> None:
@@ -158,6 +161,9 @@ def test_worker_lost_after_max_deliveries() -> None:
     drain(app)
     assert dead_reasons(app) == {result.id: "WORKER_LOST"}
     assert result.state is State.DEAD
+    record = app.backend.get(result.id)
+    assert record is not None and record.error is not None
+    assert record.error.type == WorkerLost.__name__ == "WorkerLost"  # as its task-retried events
 
 
 class _SkewedClock:

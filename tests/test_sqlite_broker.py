@@ -407,6 +407,32 @@ def test_sqlite_errors_map_by_their_result_code(code: int | None, unavailable: b
     assert "some failure" in str(mapped)
 
 
+def test_a_path_that_cannot_be_opened_names_the_cause(tmp_path: Path) -> None:
+    with pytest.raises(BrokerUnavailable) as info:
+        SQLiteBroker(url_of(tmp_path)).ping()
+    assert str(info.value) == (
+        f"SQLite {tmp_path}: unable to open database file: it is a directory, not a file"
+    )
+    with pytest.raises(BrokerUnavailable, match="cannot create the file: No such file"):
+        SQLiteBroker(url_of(tmp_path / "missing" / "q.db")).ping()
+
+
+def test_a_directory_this_user_cannot_write_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As root every directory is writable: what a user sees is checked with os.access.
+    (tmp_path / "q.db").touch()
+    monkeypatch.setattr(os, "access", lambda path, mode: path != str(tmp_path))
+    exc = sqlite3.OperationalError("attempt to write a readonly database")
+    exc.sqlite_errorcode = 1544  # type: ignore[attr-defined]  # SQLITE_READONLY_DIRECTORY
+    message = str(_sqlite_error(str(tmp_path / "q.db"), exc))
+    assert message == (
+        f"SQLite {tmp_path}/q.db: attempt to write a readonly database: the directory "
+        f"{tmp_path} is not writable by this user (SQLite creates the -wal and -shm files "
+        "beside the database)"
+    )
+
+
 def fill_until_full(broker: SQLiteBroker) -> tuple[list[str], BrokerError]:
     """Enqueue 4 KiB messages until the file is full; the ids stored, and the error."""
     stored: list[str] = []

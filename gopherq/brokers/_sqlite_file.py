@@ -360,6 +360,8 @@ _UNAVAILABLE = frozenset(
         sqlite3.SQLITE_PROTOCOL,  # a WAL lock race that did not settle
     }
 )
+# Result codes whose text names no cause: ``_file_problem`` looks for one.
+_FILE_PROBLEMS = frozenset({sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY})
 _DATABASES: weakref.WeakSet[Database] = weakref.WeakSet()
 _INHERITED: list[dict[int, _Slot]] = []  # a child's copies of its parent's connections
 
@@ -369,7 +371,26 @@ def _error(path: str, exc: sqlite3.Error) -> BrokerError:
     (extended codes carry it in their low byte), else as ``BrokerError``."""
     code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
     kind = BrokerUnavailable if code in _UNAVAILABLE else BrokerError
-    return kind(f"SQLite {path}: {exc}")
+    cause = _file_problem(path) if code in _FILE_PROBLEMS else ""
+    return kind(f"SQLite {path}: {exc}" + (f": {cause}" if cause else ""))
+
+
+def _file_problem(path: str) -> str:
+    """Why SQLite may not open or write ``path``, which its own text ("unable to open
+    database file") leaves out; '' when no cause is seen."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return "it is a directory, not a file"
+    if not os.path.isdir(directory):
+        return f"the directory {directory} does not exist"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return (
+            f"the directory {directory} is not writable by this user "
+            "(SQLite creates the -wal and -shm files beside the database)"
+        )
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        return "this user may not read and write the file"
+    return ""
 
 
 def _before_fork() -> None:

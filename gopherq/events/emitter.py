@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gopherq.context import TaskContext
+from gopherq.errors import WorkerLost
 from gopherq.events.base import NO_EXTRA, Event, EventType
 from gopherq.events.hub import Events
 from gopherq.message import Message
@@ -102,7 +103,12 @@ class EventEmitter(Middleware):
     def on_lost(self, app: GopherQ, message: Message, worker: str, error: str) -> None:
         """``task-retried`` with reason ``WORKER_LOST``: it is redelivered at once."""
         now = time.time()
-        extra = {"error_type": "WorkerLost", "error": error, "eta": now, "reason": "WORKER_LOST"}
+        extra = {
+            "error_type": WorkerLost.__name__,
+            "error": error,
+            "eta": now,
+            "reason": "WORKER_LOST",
+        }
         event = Event(
             EventType.TASK_RETRIED,
             now,

@@ -22,7 +22,7 @@ from typing import Any, Literal, cast
 
 from gopherq.errors import ConfigurationError
 from gopherq.message import MAX_KEY, MAX_TIMESTAMP, field_problem
-from gopherq.schedules.cron import Cron, Every, Schedule
+from gopherq.schedules.cron import Cron, Every, Schedule, zone
 from gopherq.states import Priority
 
 CatchUp = Literal["latest", "all", "none"]
@@ -80,6 +80,7 @@ class Entry:
                 f"periodic entry {self.name!r}: catch_up must be one of {', '.join(CATCH_UPS)}"
             )
         try:
+            zone(self.tz)  # with an interval too: a zone that means nothing is a mistake
             schedule: Schedule = Cron(self.cron, self.tz) if self.cron else Every(self.every or 0)
         except ConfigurationError as exc:
             raise ConfigurationError(f"periodic entry {self.name!r}: {exc}") from None
