@@ -14,10 +14,14 @@ import msgpack
 from click.testing import CliRunner
 
 from gopherq import protocol
+from gopherq.brokers import Envelope
+from gopherq.brokers import redis as redis_broker
+from gopherq.brokers.redis import RedisBroker
 from gopherq.brokers.sqlite import SQLiteBroker
 from gopherq.cli import main
 from gopherq.message import ENVELOPE_VERSION
 from gopherq.results.base import JobRecord
+from gopherq.results.redis import RedisResultBackend
 from gopherq.results.sqlite import SQLiteResultBackend
 from gopherq.states import State
 
@@ -50,6 +54,18 @@ def test_the_pages_sql_is_the_brokers() -> None:
     assert set(columns) == {"id", "queue", "priority", "state", "run_at", "key", "body", "name"}
     for column, kind in columns.items():
         assert f"{column} {kind}" in schema, column
+
+
+def test_the_pages_redis_keys_are_the_brokers() -> None:
+    broker = RedisBroker("redis://127.0.0.1:1/0?prefix=P")  # never connects
+    backend = RedisResultBackend("redis://127.0.0.1:1/0?prefix=P")
+    assert f"`SADD    {broker._queues_key}  <queue>`".replace("`", "") in PAGE
+    assert f"EVALSHA <sha1 of the script>  1  {broker._base('<queue>')}  " in PAGE
+    assert f"`GET {backend._key('<id>')}`" in PAGE
+    envelope = Envelope("id", "mail", 1, b"body", eta=1.5, key="k")
+    assert redis_broker._enqueue_fields(envelope) == ("id", 1, "1.5", "k", b"body")
+    assert "| `ARGV` | 5 per message" in PAGE
+    assert redis_broker.ENQUEUE_CHUNK == 1000 and "at most 1,000 messages per call" in PAGE
 
 
 def test_the_pages_record_fields_are_the_records() -> None:
