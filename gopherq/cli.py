@@ -21,6 +21,7 @@ from gopherq import admin
 from gopherq.app import GopherQ
 from gopherq.cli_beat import beat, schedules
 from gopherq.cli_history import events, jobs
+from gopherq.cli_protocol import protocol
 from gopherq.cli_support import (
     CliContext,
     json_arg,
@@ -81,6 +82,7 @@ main.add_command(jobs)
 main.add_command(events)
 main.add_command(beat)
 main.add_command(schedules)
+main.add_command(protocol)
 
 
 @main.command()

@@ -11,6 +11,7 @@ flushed, restarted or reconfigured.
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 import multiprocessing
 import re
@@ -23,12 +24,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 import redis
 import services
 from redis.crc import key_slot
 from test_broker_contract import envelope, ids_of
 
+from gopherq import protocol
 from gopherq.brokers import Broker, Envelope, open_broker
 from gopherq.brokers import redis as redis_broker_module
 from gopherq.brokers.redis import RedisBroker
@@ -228,6 +231,51 @@ def test_every_script_compiles(shared_url: str) -> None:
             assert client.script_load(script(name).source) == script(name).sha
     finally:
         client.close()
+
+
+def test_the_shipped_enqueue_script_is_the_one_the_broker_runs() -> None:
+    """docs/protocol.md: producers in other languages run the package's
+    redis-enqueue.lua, which must stay the broker's own enqueue script."""
+    assert protocol.shipped_redis_enqueue_script() == script("enqueue").source, (
+        "gopherq/protocol/redis-enqueue.lua is stale: write it again with "
+        "python -m gopherq protocol redis-enqueue-script > gopherq/protocol/redis-enqueue.lua"
+    )
+
+
+def test_a_foreign_producer_enqueues_with_the_shipped_script(shared_url: str) -> None:
+    """The Redis enqueue of docs/protocol.md, by a plain client: SADD, then EVALSHA of
+    the shipped file with KEYS and ARGV as documented (after NOSCRIPT: SCRIPT LOAD)."""
+    prefix = parse_url(shared_url).prefix
+    source = protocol.shipped_redis_enqueue_script().encode()
+    sha = hashlib.sha1(source).hexdigest()
+    client = redis.Redis.from_url(shared_url.partition("?")[0])
+    broker = RedisBroker(shared_url)
+    try:
+        client.sadd(f"{prefix}:{{_}}:queues", "mail")
+
+        def evalsha(*argv: Any) -> Any:
+            try:
+                return client.evalsha(sha, 1, f"{prefix}:{{mail}}", *argv)
+            except redis.exceptions.NoScriptError:
+                assert client.script_load(source) == sha
+                return client.evalsha(sha, 1, f"{prefix}:{{mail}}", *argv)
+
+        later = repr(time.time() + 3600)
+        assert evalsha("a", "3", "", "", b"\x81\xa1v\x01") == b"a"
+        assert evalsha("b", "0", "", "k", b"B") == b"b"
+        assert evalsha("c", "2", later, "", b"C") == b"c"
+        # A batch replies with its exceptions only: (position, holder) pairs, in msgpack.
+        batch = ("d", "1", "", "", b"D", "e", "4", "", "k", b"E", "a", "2", "", "", b"A2")
+        assert msgpack.unpackb(evalsha(*batch)) == [2, "b"]
+        assert broker.stats()["mail"].scheduled == 1
+        taken = broker.reserve(["mail"], 10, 0)
+        assert [(d.id, d.priority, d.body) for d in taken] == [
+            ("b", 0, b"B"), ("d", 1, b"D"), ("a", 3, b"\x81\xa1v\x01"),
+        ]  # fmt: skip
+        assert broker.locate("c") is State.SCHEDULED
+    finally:
+        client.close()
+        broker.close()
 
 
 # fakeredis: the scripts without a server.

@@ -7,6 +7,7 @@ beside this file, so that tests see what ran, where and when.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import os
 import signal
@@ -131,3 +132,22 @@ def touch(name: str) -> str:
     Path(__file__).with_name(name).touch()
     note("touch", name)
     return name
+
+
+@app.task
+def describe(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Its arguments back, with the Python type each arrived as: what a producer in
+    another language checks (tests/e2e/node)."""
+    return {
+        "args": list(args),
+        "kwargs": kwargs,
+        "types": [_kind(a) for a in args],
+        "kwtypes": {k: _kind(v) for k, v in kwargs.items()},
+    }
+
+
+def _kind(value: Any) -> str:
+    """A value's type name; an aware datetime's with its UTC offset."""
+    if isinstance(value, datetime.datetime) and value.tzinfo is not None:
+        return "datetime" + value.strftime("%z")
+    return type(value).__name__
