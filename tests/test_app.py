@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -75,9 +80,72 @@ def test_environment_overrides_code(monkeypatch: pytest.MonkeyPatch) -> None:
     assert GopherQ("x", broker="sqlite:///nowhere.db").broker_url == "memory://"
 
 
-def test_default_broker_is_sqlite_and_memory_when_eager() -> None:
-    assert GopherQ("x").broker_url == "sqlite:///./gopherq.db"
+def test_default_broker_is_sqlite_and_memory_when_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GOPHERQ_BROKER_URL", raising=False)
+    monkeypatch.delenv("GOPHERQ_EAGER", raising=False)
+    assert GopherQ("x").broker_url == f"sqlite:///{Path(__file__).parent / 'gopherq.db'}"
     assert GopherQ("x", eager=True).broker_url == "memory://"
+
+
+def test_default_database_is_beside_the_module_whatever_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A producer and a worker started in other directories share one file."""
+    for var in ("GOPHERQ_BROKER_URL", "GOPHERQ_EAGER", "GOPHERQ_RESULT_BACKEND"):
+        monkeypatch.delenv(var, raising=False)
+    package = tmp_path / "proj" / "shop"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "app.py").write_text("from gopherq import GopherQ\napp = GopherQ('shop')\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.syspath_prepend(str(tmp_path / "proj"))
+    for cwd in (tmp_path, elsewhere):
+        monkeypatch.chdir(cwd)
+        sys.modules.pop("shop.app", None)
+        app = importlib.import_module("shop.app").app
+        assert app.broker_url == f"sqlite:///{package / 'gopherq.db'}"
+        assert str(package / "gopherq.db") in repr(app)
+    sys.modules.pop("shop.app", None)
+    sys.modules.pop("shop", None)
+
+
+def test_default_database_of_a_script_and_of_python_c(tmp_path: Path) -> None:
+    script = tmp_path / "bin" / "job.py"
+    script.parent.mkdir()
+    script.write_text("from gopherq import GopherQ\nprint(GopherQ('s').broker_url)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOPHERQ_")}
+    ran = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ran.stdout.strip() == f"sqlite:///{script.parent / 'gopherq.db'}", ran.stderr
+    code = "from gopherq import GopherQ; print(GopherQ('s').broker_url)"
+    ran = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ran.stdout.strip() == f"sqlite:///{tmp_path / 'gopherq.db'}", ran.stderr
+
+
+def test_relative_sqlite_urls_are_from_the_cwd_and_shown_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GOPHERQ_BROKER_URL", raising=False)
+    monkeypatch.delenv("GOPHERQ_RESULT_BACKEND", raising=False)
+    monkeypatch.chdir(tmp_path)
+    app = GopherQ("x", broker="sqlite:///data/q.db?x=1", backend="sqlite:///r.db")
+    assert app.broker_url == f"sqlite:///{tmp_path / 'data' / 'q.db'}?x=1"
+    assert app.settings.result_backend == f"sqlite:///{tmp_path / 'r.db'}"
+    assert GopherQ("x", broker="redis://h:1/0").broker_url == "redis://h:1/0"
 
 
 def test_delay_enqueues_message_with_routing(app: GopherQ) -> None:
