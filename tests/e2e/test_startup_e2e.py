@@ -86,6 +86,16 @@ def test_a_broker_down_at_start_is_tried_for_connect_timeout(run: Run, burst: bo
     assert " ready: " not in log
 
 
+def test_a_result_store_down_at_start_is_checked_too(run: Run) -> None:
+    url = f"redis://127.0.0.1:{services.free_port()}/0"
+    code, log = finished(run, "--burst", "--connect-timeout", "1", result_backend=url)
+    assert code == 1, log
+    [line] = error_lines(log)
+    assert url in line
+    assert " ready: " not in log
+    assert f"results:    {url}" in log
+
+
 def test_a_broker_that_comes_up_within_connect_timeout_is_used(run: Run, tmp_path: Path) -> None:
     server = services.RedisServer(tmp_path / "redis")  # its port is chosen, not listened on
     worker = run.worker("-c", "1", "--connect-timeout", "60", broker_url=server.url)
