@@ -9,7 +9,6 @@ import pytest
 
 from gopherq import GopherQ
 from gopherq.errors import BrokerUnavailable
-from gopherq.worker import startup
 from gopherq.worker.startup import StartupError, check_stores
 
 
@@ -17,7 +16,7 @@ from gopherq.worker.startup import StartupError, check_stores
 def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The pauses ``check_stores`` would take, taken at once."""
     pauses: list[float] = []
-    monkeypatch.setattr(startup.time, "sleep", pauses.append)
+    monkeypatch.setattr("gopherq.worker.startup.time.sleep", pauses.append)
     return pauses
 
 
@@ -64,7 +63,7 @@ def test_a_sqlite_directory_not_writable_is_permanent(
     """Root may write anywhere, so the directory's access check is faked."""
     app = GopherQ("t", broker=f"sqlite:///{tmp_path / 'q.db'}")
     failing_ping(app, monkeypatch, failures=1)
-    monkeypatch.setattr(startup.os, "access", lambda path, mode: False)
+    monkeypatch.setattr("gopherq.worker.startup.os.access", lambda path, mode: False)
     with pytest.raises(StartupError, match=f"directory {tmp_path} is not writable by this user"):
         check_stores(app, connect_timeout=3600)
     assert no_sleep == []
