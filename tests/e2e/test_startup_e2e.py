@@ -202,3 +202,20 @@ def test_producer_and_worker_in_other_directories_share_the_default_database(
     assert "SUCCEEDED" in status.stdout, status.stderr
     assert not (web / "gopherq.db").exists()
     assert not (work / "gopherq.db").exists()
+
+
+def test_nothing_is_logged_after_stopped_even_when_events_cannot_be_published(
+    run: Run, tmp_path: Path
+) -> None:
+    """The supervisor's last events (worker-offline) fail to go out with Redis gone:
+    that warning comes before ``stopped``, which stays the last line."""
+    server = services.RedisServer(tmp_path / "redis").start()
+    try:
+        worker = run.worker("-c", "1", broker_url=server.url)
+        run.wait_ready(worker)
+    finally:
+        server.stop()
+    assert stop(worker, timeout=60) == 0, run.log()
+    lines = run.log().rstrip().splitlines()
+    assert any("could not publish" in line for line in lines), run.log()
+    assert lines[-1].endswith(" stopped"), run.log()
