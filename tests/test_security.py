@@ -34,7 +34,7 @@ from gopherq.loader import load_app
 from gopherq.message import Message
 from gopherq.redaction import redact_text, redact_url
 from gopherq.results import ErrorInfo, JobRecord
-from gopherq.worker.supervisor import warn_if_root
+from gopherq.worker.startup import warn_if_root
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="planting a link owned by another user needs root (lchown)"

@@ -70,6 +70,18 @@ def warn_if_no_tasks(app: GopherQ) -> None:
     )
 
 
+def warn_if_root(name: str) -> None:
+    """Warn that a worker runs as root: its tasks run with every privilege (see
+    docs/security.md). Called once, when the worker starts."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        logger.warning(
+            "worker %s is running as root: every task (and so anyone who can write to "
+            "the broker) can do anything on this machine; run workers as an unprivileged "
+            "user (see docs/security.md)",
+            name,
+        )
+
+
 def check_stores(app: GopherQ, connect_timeout: float) -> None:
     """Return once the broker and the result store answer.
 

@@ -52,7 +52,13 @@ from gopherq.worker.consumer import Consumer, Exit, worker_name
 from gopherq.worker.presence import Presence
 from gopherq.worker.settle import Finished, Settler
 from gopherq.worker.slots import Holding, Running, Slot
-from gopherq.worker.startup import StartupError, banner, check_stores, warn_if_no_tasks
+from gopherq.worker.startup import (
+    StartupError,
+    banner,
+    check_stores,
+    warn_if_no_tasks,
+    warn_if_root,
+)
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
@@ -587,15 +593,3 @@ class _PrintableFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return printable_lines(super().format(record))
-
-
-def warn_if_root(name: str) -> None:
-    """Warn that a worker runs as root: its tasks run with every privilege (see
-    docs/security.md). Called once, when the worker starts."""
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        logger.warning(
-            "worker %s is running as root: every task (and so anyone who can write to "
-            "the broker) can do anything on this machine; run workers as an unprivileged "
-            "user (see docs/security.md)",
-            name,
-        )
