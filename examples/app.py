@@ -6,7 +6,7 @@ Run a worker for it from this directory::
 
 and send tasks from Python (``from app import add; add.delay(2, 3).get()``)
 or from the shell (``gopherq -A app submit math.add --args '[2, 3]' --wait``).
-The broker is ``./gopherq.db`` unless ``GOPHERQ_BROKER_URL`` says otherwise.
+The broker is ``gopherq.db`` beside this file unless ``GOPHERQ_BROKER_URL`` says otherwise.
 """
 
 from __future__ import annotations

@@ -115,6 +115,19 @@ def similar_tasks(app: GopherQ, name: str) -> list[str]:
     return suffixed or difflib.get_close_matches(name, app.tasks, n=3)
 
 
+def known_queues(app: GopherQ) -> set[str]:
+    """Queues a worker of ``app`` consumes by default (the default queue and those of
+    its registered tasks) and those the broker knows (with messages, or paused)."""
+    names = {app.settings.default_queue} | {t.options.queue for t in app.tasks.values()}
+    return names | set(app.broker.stats())
+
+
+def task_queue(app: GopherQ, name: str, queue: str | None) -> str:
+    """The queue a task sent by ``name`` goes to: ``queue``, else the task's own."""
+    task = app.tasks.get(name)
+    return queue or (task.options.queue if task else app.settings.default_queue)
+
+
 def job_status(app: GopherQ, id: str) -> dict[str, Any]:
     """What is known of task ``id``: its job record with the result decoded.
 

@@ -3,14 +3,25 @@ and middleware."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import inspect
 import math
+import os
+import sys
 import time
+import warnings
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, Protocol, TypeVar, overload
 
-from gopherq.brokers import DEFAULT_URL, Broker, Cancellation, Envelope, open_broker
+from gopherq.brokers import (
+    Broker,
+    Cancellation,
+    Envelope,
+    absolute_url,
+    default_url,
+    open_broker,
+)
 from gopherq.errors import ConfigurationError, NotRegistered, TaskCancelled
 from gopherq.events import EventBackend, Events, event_backend_for, open_event_backend
 from gopherq.events.emitter import EventEmitter
@@ -46,11 +57,16 @@ class TaskDecorator(Protocol):
 class GopherQ:
     """A gopherq application.
 
-    ``GopherQ("myapp")`` uses the embedded SQLite broker ``./gopherq.db``;
-    pass ``broker="redis://..."`` or a ``Broker`` instance to use another.
+    ``GopherQ("myapp")`` uses the embedded SQLite broker ``gopherq.db`` in the
+    directory of the module that creates the app (see ``home``), so that its
+    producers and workers share it whatever their current directory; pass
+    ``broker="redis://..."`` or a ``Broker`` instance to use another. A relative
+    SQLite URL is relative to the current directory when the app is created.
     Results and events go to the broker's own store unless ``backend`` and
     ``events`` (a URL, an ``EventBackend``, or ``None`` for none) say otherwise.
     ``middleware`` hooks into sending and running (see ``gopherq.middleware``).
+    ``include`` names modules that declare tasks, imported when a worker (or any
+    ``gopherq`` command) loads the app (see ``import_tasks``).
     Other keywords are settings (see ``gopherq.settings.Settings``);
     ``GOPHERQ_*`` environment variables override them.
     """
@@ -62,6 +78,7 @@ class GopherQ:
         backend: str | ResultBackend | None = None,
         *,
         middleware: Iterable[Middleware] = (),
+        include: Iterable[str] = (),
         **settings: Any,
     ) -> None:
         if isinstance(broker, str):
@@ -72,10 +89,17 @@ class GopherQ:
         if isinstance(event_backend, EventBackend):
             settings["events"] = event_backend.url
         self.name = name
-        self.settings = Settings.load(settings)
+        self.home = _defining_directory(sys._getframe(1))
+        """The directory of the module that created the app (of the script for
+        ``__main__``; the current directory for an interactive session or
+        ``python -c``): where the default ``gopherq.db`` lives."""
+        self.settings = _absolute_urls(Settings.load(settings))
         self.codec = codec_for(self.settings)
         """Encodes and decodes messages; signs and verifies them when signing is on."""
         self.tasks: dict[str, BaseTask[Any, Any]] = {}
+        self.include = list(include)
+        """Modules imported by ``import_tasks``, for the tasks they declare."""
+        self._discover: list[tuple[tuple[str, ...], str]] = []
         self._broker = broker if isinstance(broker, Broker) else None
         self._backend = backend if isinstance(backend, ResultBackend) else None
         if isinstance(event_backend, EventBackend):
@@ -104,7 +128,7 @@ class GopherQ:
             return self._broker.url
         if self.settings.broker_url:
             return self.settings.broker_url
-        return "memory://" if self.settings.eager else DEFAULT_URL
+        return "memory://" if self.settings.eager else default_url(self.home)
 
     @property
     def broker(self) -> Broker:
@@ -185,6 +209,8 @@ class GopherQ:
             kind: type[BaseTask[Any, Any]] = AsyncTask if inspect.iscoroutinefunction(fn) else Task
             task = kind(self, fn, opts)
             self.tasks[opts.name] = task
+            if fn.__module__ == "__main__" and "name" not in options:
+                self._warn_main(fn, opts.name)
             return task
 
         if fn is not None:
@@ -192,6 +218,48 @@ class GopherQ:
                 raise TypeError("pass options as @app.task(...), not with the function")
             return register(fn)
         return register
+
+    def autodiscover_tasks(
+        self, packages: Iterable[str], related_name: str = "tasks", *, force: bool = False
+    ) -> None:
+        """Have ``import_tasks`` import the ``related_name`` module of each package
+        (``shop.tasks`` for ``"shop"``) where there is one, as Celery's does.
+
+        Lazy, so that the app's own module can call it while those packages still
+        import it; ``force=True`` imports them now.
+        """
+        self._discover.append((tuple(packages), related_name))
+        if force:
+            self.import_tasks()
+
+    def import_tasks(self) -> list[str]:
+        """Import the modules of ``include`` and those ``autodiscover_tasks`` finds,
+        registering their tasks; the names of the modules imported.
+
+        Loading the app with ``-A`` (the worker, every ``gopherq`` command) calls it.
+        A module listed in ``include`` that cannot be found raises
+        ``ConfigurationError``; a package without the related module is skipped.
+        """
+        from gopherq.loader import import_task_modules
+
+        return import_task_modules(self.name, self.include, self._discover)
+
+    def _warn_main(self, fn: Callable[..., Any], name: str) -> None:
+        """Warn that a task of the script being run is named ``__main__.*``: a worker
+        imports that module under its real name and knows the task by another."""
+        if self.settings.eager or self.broker_url.startswith("memory:"):
+            return  # run in this process only: the name cannot go astray
+        message = (
+            f"task {name!r} is declared in the script being run (__main__): a worker "
+            "that imports this module registers it under the module's name, so it will "
+            "dead-letter these messages UNKNOWN_TASK; declare the task in an importable "
+            "module, or give it a name: @app.task(name=...)"
+        )
+        code = getattr(fn, "__code__", None)
+        if code is None:
+            warnings.warn(message, stacklevel=4)
+        else:
+            warnings.warn_explicit(message, UserWarning, code.co_filename, code.co_firstlineno)
 
     def get_task(self, name: str) -> BaseTask[Any, Any]:
         """The registered task ``name``; raises ``NotRegistered``."""
@@ -389,6 +457,28 @@ class GopherQ:
 
     def __repr__(self) -> str:
         return f"<GopherQ {self.name} broker={redact_url(self.broker_url)}>"
+
+
+def _defining_directory(frame: Any) -> str:
+    """The directory of the module whose code runs in ``frame`` (its ``__file__``);
+    the current directory where the module has no file (a REPL, ``python -c``)."""
+    path = frame.f_globals.get("__file__")
+    if isinstance(path, str) and path and not path.startswith("<"):
+        return os.path.dirname(os.path.abspath(path))
+    return os.getcwd()
+
+
+def _absolute_urls(settings: Settings) -> Settings:
+    """``settings`` with relative SQLite paths made absolute now, so that they are
+    shown as the file they name and a later ``chdir`` keeps that file."""
+    changes: dict[str, Any] = {
+        name: absolute_url(url)
+        for name in ("broker_url", "result_backend")
+        if isinstance(url := getattr(settings, name), str) and url
+    }
+    if all(getattr(settings, name) == url for name, url in changes.items()):
+        return settings
+    return dataclasses.replace(settings, **changes)
 
 
 class _RemoteTask(BaseTask[Any, Any]):

@@ -35,8 +35,8 @@ from gopherq.cli_support import (
     with_app,
 )
 from gopherq.display import to_json
-from gopherq.errors import GopherQError, TaskFailed
-from gopherq.redaction import printable, printable_lines, redact_text
+from gopherq.errors import GopherQError, ResultTimeout, TaskFailed
+from gopherq.redaction import printable, printable_lines, redact_text, redact_url
 from gopherq.states import State
 
 
@@ -85,28 +85,76 @@ main.add_command(schedules)
 main.add_command(protocol)
 
 
+SUBMIT_WAIT = 60.0
+"""Seconds ``submit --wait`` waits by default."""
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _queue_list(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
+    """``-Q a,b -Q c`` as ``[a, b, c]``: repeated options merge, duplicates go."""
+    names = [name.strip() for option in value for name in option.split(",")]
+    return list(dict.fromkeys(name for name in names if name))
+
+
 @main.command()
-@click.option("-c", "--concurrency", type=int, default=None, help="Worker processes (CPU count).")
-@click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume.")
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes (CPU count).",
+)
+@click.option(
+    "-Q",
+    "--queues",
+    multiple=True,
+    callback=_queue_list,
+    help="Queues to consume: comma-separated, or repeat -Q.",
+)
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
-@click.option("-l", "--loglevel", default="INFO", show_default=True, help="Log level.")
 @click.option(
-    "--max-tasks-per-child", type=int, default=None, help="Recycle a process after N tasks."
+    "-l",
+    "--loglevel",
+    type=click.Choice(_LOG_LEVELS, case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    help="Log level; WARNING hides the banner and the per-task lines.",
 )
 @click.option(
-    "--max-memory-per-child", type=int, default=None, help="Recycle a process above N KiB RSS."
+    "--max-tasks-per-child",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Recycle a process after N tasks.",
 )
-@click.option("--shutdown-timeout", type=float, default=None, help="Seconds to finish on SIGTERM.")
+@click.option(
+    "--max-memory-per-child",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Recycle a process above N KiB RSS.",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds to finish on SIGTERM.",
+)
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds to keep trying a broker that is down at start, then exit 1 (30).",
+)
 @with_app
 def worker(
     app: GopherQ,
     concurrency: int | None,
-    queues: str | None,
+    queues: list[str],
     burst: bool,
     loglevel: str,
     max_tasks_per_child: int | None,
     max_memory_per_child: int | None,
     shutdown_timeout: float | None,
+    connect_timeout: float | None,
 ) -> None:
     """Run a prefork worker."""
     from gopherq.worker import Worker
@@ -114,12 +162,13 @@ def worker(
     code = Worker(
         app,
         concurrency=concurrency,
-        queues=[q.strip() for q in queues.split(",") if q.strip()] if queues else None,
+        queues=queues or None,
         burst=burst,
         loglevel=loglevel,
         max_tasks_per_child=max_tasks_per_child,
         max_memory_per_child=max_memory_per_child,
         shutdown_timeout=shutdown_timeout,
+        connect_timeout=connect_timeout,
     ).run()
     click.get_current_context().exit(code)
 
@@ -132,7 +181,13 @@ def worker(
 @click.option("--countdown", type=click.FloatRange(min=0), help="Seconds to wait before running.")
 @click.option("--queue", default=None, help="Queue (default: the task's).")
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
-@click.option("--timeout", type=float, default=None, help="With --wait: give up after S seconds.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=SUBMIT_WAIT,
+    show_default=True,
+    help="With --wait: give up after S seconds.",
+)
 @with_app
 def submit(
     app: GopherQ,
@@ -143,13 +198,20 @@ def submit(
     countdown: float | None,
     queue: str | None,
     wait: bool,
-    timeout: float | None,
+    timeout: float,
 ) -> None:
     """Send task NAME; print its id, and with --wait its result as JSON."""
     if name not in app.tasks:
         similar = admin.similar_tasks(app, name)
         hint = f"; did you mean {' or '.join(map(repr, similar))}?" if similar else ""
         click.echo(f"warning: no task {name!r} is registered in app {app.name}{hint}", err=True)
+    target = admin.task_queue(app, name, queue)
+    if queue is not None and not app.settings.eager and queue not in admin.known_queues(app):
+        click.echo(
+            f"warning: no worker of app {app.name} consumes queue {queue!r} by default and "
+            f"the broker has no message of it: start one with -Q {queue}",
+            err=True,
+        )
     try:
         result = app.send_task(
             name, args, kwargs, priority=priority, countdown=countdown, queue=queue
@@ -158,7 +220,16 @@ def submit(
         raise click.ClickException(str(exc)) from None
     click.echo(result.id)
     if wait:
-        click.echo(to_json(result.get(timeout=timeout)))
+        try:
+            value = result.get(timeout=timeout)
+        except ResultTimeout as exc:
+            if result.state in (State.QUEUED, State.SCHEDULED, State.PENDING):
+                raise click.ClickException(
+                    f"{exc}: no worker may be consuming queue {target!r}; start one "
+                    f"(gopherq worker -A ... -Q {target}) or wait longer with --timeout"
+                ) from None
+            raise
+        click.echo(to_json(value))
 
 
 @main.command()
@@ -235,6 +306,7 @@ def stats(app: GopherQ, as_json: bool) -> None:
     if as_json:
         print_json([dataclasses.asdict(q) for q in queues.values()])
         return
+    click.echo(printable(f"broker: {redact_url(app.broker_url)}"), err=True)
     rows = [(q.name, q.ready, q.scheduled, q.running, q.dead, q.paused) for q in queues.values()]
     table(("queue", "ready", "scheduled", "running", "dead", "paused"), rows, "no queues yet")
 
@@ -323,9 +395,19 @@ def purge(app: GopherQ, queue: str, yes: bool) -> None:
 
 @main.command()
 @click.argument("queue")
+@click.option("--create", is_flag=True, help="Pause QUEUE even if nothing knows it yet.")
 @with_app
-def pause(app: GopherQ, queue: str) -> None:
-    """Stop workers taking messages from QUEUE; sending still works."""
+def pause(app: GopherQ, queue: str, create: bool) -> None:
+    """Stop workers taking messages from QUEUE; sending still works.
+
+    A queue that neither the app's tasks nor the broker know (a typo?) is
+    refused unless ``--create`` is given.
+    """
+    if not create and queue not in admin.known_queues(app):
+        raise click.ClickException(
+            f"unknown queue {queue!r}: no task of app {app.name} is declared on it and "
+            "the broker has no message of it; pass --create to pause it anyway"
+        )
     app.broker.pause(queue)
     click.echo(f"paused {queue}")
 

@@ -6,8 +6,9 @@
    ``GOPHERQ_EAGER=1``, ...), so that an operator can point a deployed app
    elsewhere without touching its code, as ``CELERY_BROKER_URL`` does.
 
-An unknown name, in code or in the environment, raises ``ConfigurationError``
-with the closest known name.
+An unknown name in code raises ``ConfigurationError`` with the closest known
+name. An unknown ``GOPHERQ_*`` variable is ignored with a warning (once per
+process, with the closest name): other tools may use the prefix too.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from gopherq.errors import ConfigurationError
 from gopherq.redaction import redact_url
+
+logger = logging.getLogger("gopherq.settings")
 
 ENV_PREFIX = "GOPHERQ_"
 # Environment variables that are not settings (read by the CLI and tests).
@@ -35,7 +39,8 @@ class Settings:
     """Every setting gopherq reads, with its default."""
 
     broker_url: str | None = None
-    """Broker URL; ``None`` means ``sqlite:///./gopherq.db`` (``memory://`` when eager)."""
+    """Broker URL; ``None`` means ``gopherq.db`` beside the module that creates the app
+    (``memory://`` when eager). A relative SQLite path is from the current directory."""
     result_backend: str | None = None
     """Result backend URL; ``None`` means the broker's own store."""
     eager: bool = False
@@ -57,6 +62,9 @@ class Settings:
     concurrency: int | None = None
     """Worker processes; ``None`` means the CPU count."""
     shutdown_timeout: float = 30.0
+    connect_timeout: float = 30.0
+    """Seconds a starting worker keeps trying a broker (or result store) that is down
+    before it exits 1; errors that trying again cannot fix end it at once."""
     """Seconds running tasks get to finish after SIGTERM."""
     cancel_grace: float = 10.0
     """Seconds a running task gets to stop after a cancel before its process is killed."""
@@ -117,17 +125,33 @@ class Settings:
             name = var.removeprefix(ENV_PREFIX).lower()
             if name.startswith("test_"):
                 continue  # GOPHERQ_TEST_* locate services for the test suite
-            _check_known(name, names, source="environment variable " + var)
+            if name not in names:
+                _warn_unknown(var, name, names)
+                continue
             values[name] = _parse(raw, names[name], var)
         return cls(**values)
 
 
 def _check_known(name: str, names: Mapping[str, Any], *, source: str) -> None:
-    if name in names:
-        return
+    if name not in names:
+        raise ConfigurationError(f"unknown {source} {name!r}{_hint(name, names)}")
+
+
+def _hint(name: str, names: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, names, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ConfigurationError(f"unknown {source} {name!r}{hint}")
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+_warned: set[str] = set()  # unknown variables already warned about in this process
+
+
+def _warn_unknown(var: str, name: str, names: Iterable[str]) -> None:
+    if var in _warned:
+        return
+    _warned.add(var)
+    logger.warning(
+        "ignoring environment variable %s: no setting %r%s", var, name, _hint(name, names)
+    )
 
 
 # The runtime types each kind in a setting's annotation admits.

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
+import os
+import subprocess
+import sys
+import textwrap
 import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +26,7 @@ from gopherq import (
     current_task,
 )
 from gopherq.errors import TaskError
+from gopherq.loader import load_app
 
 
 @pytest.fixture
@@ -97,9 +106,72 @@ def test_environment_overrides_code(monkeypatch: pytest.MonkeyPatch) -> None:
     assert GopherQ("x", broker="sqlite:///nowhere.db").broker_url == "memory://"
 
 
-def test_default_broker_is_sqlite_and_memory_when_eager() -> None:
-    assert GopherQ("x").broker_url == "sqlite:///./gopherq.db"
+def test_default_broker_is_sqlite_and_memory_when_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GOPHERQ_BROKER_URL", raising=False)
+    monkeypatch.delenv("GOPHERQ_EAGER", raising=False)
+    assert GopherQ("x").broker_url == f"sqlite:///{Path(__file__).parent / 'gopherq.db'}"
     assert GopherQ("x", eager=True).broker_url == "memory://"
+
+
+def test_default_database_is_beside_the_module_whatever_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A producer and a worker started in other directories share one file."""
+    for var in ("GOPHERQ_BROKER_URL", "GOPHERQ_EAGER", "GOPHERQ_RESULT_BACKEND"):
+        monkeypatch.delenv(var, raising=False)
+    package = tmp_path / "proj" / "shop"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "app.py").write_text("from gopherq import GopherQ\napp = GopherQ('shop')\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.syspath_prepend(str(tmp_path / "proj"))
+    for cwd in (tmp_path, elsewhere):
+        monkeypatch.chdir(cwd)
+        sys.modules.pop("shop.app", None)
+        app = importlib.import_module("shop.app").app
+        assert app.broker_url == f"sqlite:///{package / 'gopherq.db'}"
+        assert str(package / "gopherq.db") in repr(app)
+    sys.modules.pop("shop.app", None)
+    sys.modules.pop("shop", None)
+
+
+def test_default_database_of_a_script_and_of_python_c(tmp_path: Path) -> None:
+    script = tmp_path / "bin" / "job.py"
+    script.parent.mkdir()
+    script.write_text("from gopherq import GopherQ\nprint(GopherQ('s').broker_url)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOPHERQ_")}
+    ran = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ran.stdout.strip() == f"sqlite:///{script.parent / 'gopherq.db'}", ran.stderr
+    code = "from gopherq import GopherQ; print(GopherQ('s').broker_url)"
+    ran = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ran.stdout.strip() == f"sqlite:///{tmp_path / 'gopherq.db'}", ran.stderr
+
+
+def test_relative_sqlite_urls_are_from_the_cwd_and_shown_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GOPHERQ_BROKER_URL", raising=False)
+    monkeypatch.delenv("GOPHERQ_RESULT_BACKEND", raising=False)
+    monkeypatch.chdir(tmp_path)
+    app = GopherQ("x", broker="sqlite:///data/q.db?x=1", backend="sqlite:///r.db")
+    assert app.broker_url == f"sqlite:///{tmp_path / 'data' / 'q.db'}?x=1"
+    assert app.settings.result_backend == f"sqlite:///{tmp_path / 'r.db'}"
+    assert GopherQ("x", broker="redis://h:1/0").broker_url == "redis://h:1/0"
 
 
 def test_delay_enqueues_message_with_routing(app: GopherQ) -> None:
@@ -229,3 +301,98 @@ def test_current_task_outside_a_task() -> None:
 
 def test_result_of_unknown_id_is_pending(app: GopherQ) -> None:
     assert app.result("nope").state is State.PENDING
+
+
+# Finding the tasks: include=, autodiscover_tasks, and tasks of __main__.
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An importable directory; modules it adds are forgotten afterwards."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = set(sys.modules)
+    yield tmp_path
+    for name in set(sys.modules) - before:
+        del sys.modules[name]
+
+
+def write(path: Path, source: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(source))
+
+
+def test_include_and_autodiscover_import_task_modules_when_the_app_is_loaded(
+    project: Path,
+) -> None:
+    prefix = f"p{uuid.uuid4().hex[:8]}"
+    write(project / f"{prefix}shop" / "__init__.py", "")
+    write(
+        project / f"{prefix}shop" / "app.py",
+        f"""
+        from gopherq import GopherQ
+        app = GopherQ("shop", broker="memory://", include=["{prefix}shop.orders"])
+        app.autodiscover_tasks(["{prefix}billing", "{prefix}empty"])
+        """,
+    )
+    task_module = """
+        from {prefix}shop.app import app
+        @app.task(name="{name}")
+        def run() -> None: ...
+        """
+    write(
+        project / f"{prefix}shop" / "orders.py",
+        task_module.format(prefix=prefix, name="orders.run"),
+    )
+    write(project / f"{prefix}billing" / "__init__.py", "")
+    write(
+        project / f"{prefix}billing" / "tasks.py",
+        task_module.format(prefix=prefix, name="billing.run"),
+    )
+    write(project / f"{prefix}empty" / "__init__.py", "")  # no tasks module: skipped
+    app = importlib.import_module(f"{prefix}shop.app").app
+    assert app.tasks == {}  # lazy: the packages may import the app module
+    assert load_app(f"{prefix}shop.app") is app
+    assert sorted(app.tasks) == ["billing.run", "orders.run"]
+    assert app.import_tasks() == [f"{prefix}shop.orders", f"{prefix}billing.tasks"]
+
+
+def test_a_missing_included_module_is_a_configuration_error(project: Path) -> None:
+    app = GopherQ("shop", broker="memory://", include=["no_such_module_xyz.tasks"])
+    with pytest.raises(ConfigurationError, match=r"no_such_module_xyz\.tasks.*include="):
+        app.import_tasks()
+    app.autodiscover_tasks(["no_such_package_xyz"])
+    app.include.clear()
+    with pytest.raises(ConfigurationError, match=r"no_such_package_xyz.*autodiscover_tasks"):
+        app.import_tasks()
+
+
+def test_a_task_of_main_warns_that_workers_will_not_find_it(tmp_path: Path) -> None:
+    script = tmp_path / "job.py"
+    script.write_text(
+        textwrap.dedent("""
+        import warnings
+        from gopherq import GopherQ
+        warnings.simplefilter("always")
+        app = GopherQ("s", broker="sqlite:///q.db")
+        @app.task
+        def lost() -> None: ...
+        @app.task(name="found")
+        def named() -> None: ...
+        eager = GopherQ("e", eager=True)
+        @eager.task
+        def inline() -> None: ...
+        """)
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOPHERQ_")}
+    ran = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stderr.count("UserWarning") == 1, ran.stderr
+    assert f"{script}:6: UserWarning: task '__main__.lost' is declared in the script" in ran.stderr
+    assert "UNKNOWN_TASK" in ran.stderr

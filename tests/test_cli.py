@@ -27,10 +27,12 @@ from conftest import broker_url
 
 from gopherq import GopherQ, State
 from gopherq import cli as cli_module
+from gopherq import settings as settings_module
 from gopherq.brokers import Envelope
 from gopherq.display import to_json
 from gopherq.errors import BrokerError, BrokerUnavailable
 from gopherq.loader import load_app
+from gopherq.redaction import redact_url
 from gopherq.results.base import JobRecord
 
 APP_SOURCE = '''
@@ -436,6 +438,102 @@ def test_broker_errors_are_one_line(cli: Cli, monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(cli.app.broker, "stats", broken)
     assert failed(cli("stats")) == "Error: database is locked"
+
+
+# Start-up options and misconfiguration.
+
+
+@pytest.fixture
+def worker_options(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The options ``gopherq worker`` gives ``Worker`` (which is not run)."""
+    from gopherq import worker as worker_package
+
+    seen: dict[str, Any] = {}
+
+    class FakeWorker:
+        def __init__(self, app: GopherQ, **options: Any) -> None:
+            seen.update(options)
+
+        def run(self) -> int:
+            return 0
+
+    monkeypatch.setattr(worker_package, "Worker", FakeWorker)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("-c", "0"),
+        ("-c", "-2"),
+        ("--shutdown-timeout", "-5"),
+        ("--connect-timeout", "-1"),
+        ("--max-tasks-per-child", "0"),
+        ("-l", "bogus"),
+    ],
+)
+def test_bad_worker_options_are_usage_errors(
+    cli: Cli, worker_options: dict[str, Any], args: tuple[str, ...]
+) -> None:
+    error = failed(cli("worker", *args), code=2)
+    assert error.startswith("Error: Invalid value for"), error
+    assert not worker_options  # no worker was made
+
+
+def test_repeated_queue_options_merge(cli: Cli, worker_options: dict[str, Any]) -> None:
+    ok(cli("worker", "-Q", "a,b", "-Q", "c", "-Q", " a ,,d", "-l", "warning"))
+    assert worker_options["queues"] == ["a", "b", "c", "d"]
+    assert worker_options["loglevel"] == "WARNING"
+    ok(cli("worker", "--connect-timeout", "2.5"))
+    assert worker_options["queues"] is None  # the app's queues
+    assert worker_options["connect_timeout"] == 2.5
+
+
+def test_pause_of_an_unknown_queue_refuses_unless_create(cli: Cli) -> None:
+    error = failed(cli("pause", "mathh"))
+    assert "unknown queue 'mathh'" in error
+    assert "--create" in error
+    assert "mathh" not in cli.app.broker.stats()
+    assert ok(cli("pause", "math")) == "paused math\n"  # a task is declared on it
+    assert ok(cli("pause", "mathh", "--create")) == "paused mathh\n"
+    assert cli.app.broker.stats()["mathh"].paused
+    assert ok(cli("pause", "mathh")) == "paused mathh\n"  # the broker knows it now
+
+
+def test_submit_to_a_queue_nothing_knows_warns(cli: Cli) -> None:
+    result = cli("submit", "add", "--args", "[1, 2]", "--queue", "nobody")
+    assert result.exit_code == 0, result.output
+    assert "warning: no worker of app cli-test consumes queue 'nobody'" in result.stderr
+    quiet = cli("submit", "add", "--args", "[1, 2]", "--queue", "math")
+    assert quiet.stderr == ""
+
+
+def test_submit_wait_without_a_worker_names_the_queue(cli: Cli) -> None:
+    result = cli("submit", "add", "--args", "[1, 2]", "--wait", "--timeout", "0.2")
+    error = failed(result)
+    assert "did not finish within 0.2s (state QUEUED)" in error
+    assert "no worker may be consuming queue 'math'" in error
+    assert "give up after S seconds. [default: 60.0;" in " ".join(
+        ok(cli("submit", "--help")).split()
+    )
+
+
+def test_stats_and_health_show_the_absolute_broker(cli: Cli) -> None:
+    url = cli.app.broker_url
+    result = cli("stats")
+    assert result.stdout == "no queues yet\n"
+    assert result.stderr == f"broker: {redact_url(url)}\n"
+    assert redact_url(url) in ok(cli("health"))
+
+
+def test_an_unknown_gopherq_variable_does_not_break_commands(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GOPHERQ_PREFECH", "3")  # another tool's, or a typo
+    monkeypatch.setattr(settings_module, "_warned", set())
+    if cli.module in sys.modules:
+        del sys.modules[cli.module]  # the app reads the environment again
+    assert "add" in ok(cli("tasks"))
 
 
 # End to end: a real worker on SQLite.

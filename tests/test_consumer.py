@@ -609,3 +609,38 @@ def test_worker_defaults_to_every_declared_queue() -> None:
     assert worker.concurrency == 3
     assert Worker(app, queues=["x"], concurrency=1).queues == ["x"]
     assert Worker(app, loglevel=None).run() == 2  # memory:// cannot be shared by processes
+
+
+def test_refused_messages_are_one_warning_line_and_successes_debug(
+    app: GopherQ, caplog: pytest.LogCaptureFixture
+) -> None:
+    """UNKNOWN_TASK and Reject say why in one line, with no traceback of gopherq's code;
+    a success is one DEBUG line with its runtime, as Celery's INFO line reads."""
+
+    @app.task
+    def refuse() -> None:
+        raise Reject("not for us")
+
+    @app.task
+    def ok() -> int:
+        return 1
+
+    unknown = app.send_task("nowhere.at_all")
+    rejected = refuse.delay()
+    done = ok.delay()
+    with caplog.at_level(logging.DEBUG, "gopherq.worker"):
+        drain(app)
+    lines = {r.getMessage(): r.levelno for r in caplog.records if r.name == "gopherq.worker"}
+    unknown_line = (
+        f"task nowhere.at_all[{unknown.id}] dead-lettered (UNKNOWN_TASK): "
+        "NotRegistered: no task named 'nowhere.at_all' is registered in t"
+    )
+    assert lines[unknown_line] == logging.WARNING
+    rejected_line = (
+        f"task {refuse.name}[{rejected.id}] dead-lettered (REJECTED): Reject: not for us"
+    )
+    assert lines[rejected_line] == logging.WARNING
+    [success] = [m for m in lines if m.startswith(f"task {ok.name}[{done.id}] succeeded in ")]
+    assert lines[success] == logging.DEBUG
+    assert success.endswith("s")
+    assert "Traceback" not in caplog.text

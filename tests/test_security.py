@@ -34,7 +34,7 @@ from gopherq.loader import load_app
 from gopherq.message import Message
 from gopherq.redaction import redact_text, redact_url
 from gopherq.results import ErrorInfo, JobRecord
-from gopherq.worker.supervisor import warn_if_root
+from gopherq.worker.startup import warn_if_root
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="planting a link owned by another user needs root (lchown)"
@@ -419,13 +419,13 @@ def test_worker_logs_hide_the_password(tmp_path: Path) -> None:
         while time.monotonic() < deadline:
             line = worker.stderr.readline()
             lines.append(line)
-            if "reserve failed" in line or not line:
+            if "cannot connect" in line or not line:  # the check before ready
                 break
     finally:
         worker.send_signal(signal.SIGTERM)
         rest = worker.communicate(timeout=60)[1]
     output = "".join(lines) + rest
-    assert "reserve failed" in output, output
+    assert "cannot connect" in output, output
     assert "Redis redis://user:***@127.0.0.1:" in output, output
     _no_secret(output)
 

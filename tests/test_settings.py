@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import pytest
 
+from gopherq import settings as settings_module
 from gopherq.errors import ConfigurationError
 from gopherq.settings import Settings
 
@@ -133,9 +135,22 @@ def test_events_may_be_switched_off_or_on_with_a_bool() -> None:
     assert event_backend_for(True, "amqp://h//") is None  # no event backend there
 
 
-def test_unknown_environment_variable_suggests_the_closest() -> None:
-    with pytest.raises(ConfigurationError, match=r"GOPHERQ_PREFECH.*did you mean 'prefetch'"):
-        Settings.load({}, {"GOPHERQ_PREFECH": "3"})
+def test_unknown_environment_variable_is_ignored_with_one_warning(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other tools use the prefix too: a variable that is not a setting breaks nothing."""
+    monkeypatch.setattr(settings_module, "_warned", set())
+    environ = {"GOPHERQ_PREFECH": "3", "GOPHERQ_LEASE_SECONDS": "5"}
+    with caplog.at_level(logging.WARNING, logger="gopherq.settings"):
+        first = Settings.load({}, environ)
+        Settings.load({}, environ)
+    assert first.lease_seconds == 5
+    assert first.prefetch == Settings().prefetch
+    [record] = caplog.records
+    assert record.getMessage() == (
+        "ignoring environment variable GOPHERQ_PREFECH: no setting 'prefech'; "
+        "did you mean 'prefetch'?"
+    )
 
 
 def test_unknown_name_without_a_close_match() -> None:

@@ -12,6 +12,8 @@ URL                                broker
 
 from __future__ import annotations
 
+import os
+
 from gopherq.brokers.base import (
     Broker,
     Cancellation,
@@ -24,6 +26,9 @@ from gopherq.brokers.base import (
 from gopherq.errors import ConfigurationError
 
 DEFAULT_URL = "sqlite:///./gopherq.db"
+"""The default SQLite broker before resolution: an app puts ``gopherq.db`` beside the
+module that defines it (see ``default_url``)."""
+DEFAULT_FILE = "gopherq.db"
 REDIS_SCHEMES = frozenset({"redis", "rediss", "unix", "redis+cluster", "rediss+cluster"})
 
 __all__ = [
@@ -34,8 +39,33 @@ __all__ = [
     "Delivery",
     "Envelope",
     "QueueStats",
+    "absolute_url",
+    "default_url",
     "open_broker",
 ]
+
+
+def default_url(directory: str) -> str:
+    """The default broker URL of an app whose home is ``directory``: its ``gopherq.db``."""
+    return "sqlite:///" + os.path.join(os.path.abspath(directory), DEFAULT_FILE)
+
+
+def absolute_url(url: str) -> str:
+    """``url`` with a relative SQLite path made absolute (from the current directory,
+    as it would be opened now), query kept; any other URL as it is.
+
+    A URL that is not a valid SQLite URL is left for ``open_broker`` to refuse.
+    """
+    if url.partition("://")[0].lower() != "sqlite":
+        return url
+    from gopherq.brokers._sqlite_file import sqlite_path
+
+    try:
+        path = sqlite_path(url)
+    except ConfigurationError:
+        return url
+    question, query = url.partition("?")[1:]
+    return f"sqlite:///{path}{question}{query}"
 
 
 def open_broker(

@@ -42,6 +42,7 @@ from gopherq.brokers.base import Delivery
 from gopherq.errors import BrokerError
 from gopherq.message import Message
 from gopherq.runner import Outcome, Runner
+from gopherq.states import DeadReason
 from gopherq.worker.settle import Finished, Settler
 from gopherq.worker.slots import Slot
 
@@ -361,11 +362,20 @@ class Consumer:
                 logger.exception("worker %s: could not renew %d leases", self.name, len(held))
 
     def _log(self, delivery: Delivery, task: str, outcome: Outcome, elapsed: float) -> None:
+        """One line per task: DEBUG for a success (at INFO it costs some 15% of a drain
+        of short tasks, see docs/worker.md), WARNING for a retry or a message that
+        will not run (no traceback: it would show gopherq's code), ERROR for a failure."""
         if outcome.action == "ack":
-            logger.debug("task %s[%s] succeeded in %.4fs", task, delivery.id, elapsed)
+            logger.debug("task %s[%s] succeeded in %.3fs", task, delivery.id, elapsed)
             return
         if outcome.action == "cancel":
             logger.info("task %s[%s] %s", task, delivery.id, outcome.error.partition(": ")[2])
+            return
+        reason = outcome.reason
+        if outcome.action == "dead" and reason in _NOT_RUN:
+            logger.warning(
+                "task %s[%s] dead-lettered (%s): %s", task, delivery.id, reason, outcome.error
+            )
             return
         error = outcome.record.error if outcome.record else None
         trace = f"\n{error.traceback.rstrip()}" if error and error.traceback else ""
@@ -379,15 +389,28 @@ class Consumer:
                 trace,
             )
         else:
-            reason = outcome.reason.value if outcome.reason else "?"
             logger.error(
                 "task %s[%s] dead-lettered (%s): %s%s",
                 task,
                 delivery.id,
-                reason,
+                reason.value if reason else "?",
                 outcome.error,
                 trace,
             )
+
+
+_NOT_RUN = frozenset(
+    {
+        DeadReason.UNKNOWN_TASK,
+        DeadReason.REJECTED,
+        DeadReason.DECODE_ERROR,
+        DeadReason.SIGNATURE_INVALID,
+        DeadReason.BAD_ARGS,
+        DeadReason.EXPIRED,
+    }
+)
+"""Dead-letter reasons logged as one WARNING line: the message was refused (by the
+worker, or by the task raising ``Reject``), no code of the task failed."""
 
 
 def worker_name(pid: int | None = None) -> str:

@@ -52,6 +52,13 @@ from gopherq.worker.consumer import Consumer, Exit, worker_name
 from gopherq.worker.presence import Presence
 from gopherq.worker.settle import Finished, Settler
 from gopherq.worker.slots import Holding, Running, Slot
+from gopherq.worker.startup import (
+    StartupError,
+    banner,
+    check_stores,
+    warn_if_no_tasks,
+    warn_if_root,
+)
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
@@ -108,6 +115,9 @@ class Worker:
 
     Options left ``None`` come from the app's settings. ``queues`` defaults to
     the default queue plus every queue a registered task is declared on.
+    Before forking, ``run()`` logs a banner and checks the broker and result
+    store (``gopherq.worker.startup``): it returns 1 when they cannot work, or
+    stay down for ``connect_timeout`` seconds.
     ``run()`` must be called from the main thread; it returns the exit code.
     """
 
@@ -122,6 +132,7 @@ class Worker:
         max_tasks_per_child: int | None = None,
         max_memory_per_child: int | None = None,
         shutdown_timeout: float | None = None,
+        connect_timeout: float | None = None,
     ) -> None:
         settings = app.settings
         self.app = app
@@ -133,6 +144,9 @@ class Worker:
         self.max_memory_per_child = max_memory_per_child or settings.max_memory_per_child
         self.shutdown_timeout = (
             settings.shutdown_timeout if shutdown_timeout is None else shutdown_timeout
+        )
+        self.connect_timeout = (
+            settings.connect_timeout if connect_timeout is None else connect_timeout
         )
         self.cancel_grace = settings.cancel_grace
         self.name = worker_name()
@@ -158,7 +172,16 @@ class Worker:
             logger.error("memory:// lives in one process; workers need sqlite:///... or another")
             return 2
         self.name, self._pid = worker_name(), os.getpid()
+        logger.info(
+            "%s", banner(self.app, self.name, self.queues, self.concurrency, burst=self.burst)
+        )
         warn_if_root(self.name)
+        warn_if_no_tasks(self.app)
+        try:
+            check_stores(self.app, self.connect_timeout)
+        except StartupError as exc:
+            logger.error("worker %s cannot start: %s", self.name, exc)
+            return 1
         self._presence = Presence(self.app, self.name, self.concurrency, self.queues)
         self._slots = Slot.allocate(self.concurrency, self.app.settings.prefetch)
         self._pipe = os.pipe()
@@ -184,9 +207,7 @@ class Worker:
                 self._step(self._watch_cancels)
                 self._step(self._respawn_due)
                 self._step(self._beat)
-            self._presence.stop()
-            logger.info("worker %s stopped", self.name)
-            return 1 if self._forced else 0
+            self._step(self._presence.stop)
         finally:
             signal.set_wakeup_fd(previous_fd)
             for sig, handler in previous.items():
@@ -194,6 +215,9 @@ class Worker:
             for fd in self._pipe:
                 os.close(fd)
             self.app.close()
+        # Last, once everything that may log (the stop hooks, closing the stores) ran.
+        logger.info("worker %s stopped", self.name)
+        return 1 if self._forced else 0
 
     def _step(self, step: Callable[[], None]) -> None:
         """Run one step of the loop: an error is logged (once until the step works
@@ -569,15 +593,3 @@ class _PrintableFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return printable_lines(super().format(record))
-
-
-def warn_if_root(name: str) -> None:
-    """Warn that a worker runs as root: its tasks run with every privilege (see
-    docs/security.md). Called once, when the worker starts."""
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        logger.warning(
-            "worker %s is running as root: every task (and so anyone who can write to "
-            "the broker) can do anything on this machine; run workers as an unprivileged "
-            "user (see docs/security.md)",
-            name,
-        )
