@@ -8,9 +8,10 @@ import inspect
 import math
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from typing import Any, Protocol, TypeVar, overload
+from typing import Any, Concatenate, Literal, Protocol, TypeVar, overload
 
 from gopherq.brokers import DEFAULT_URL, Broker, Cancellation, Envelope, open_broker
+from gopherq.context import TaskContext
 from gopherq.errors import ConfigurationError, NotRegistered, TaskCancelled
 from gopherq.events import EventBackend, Events, event_backend_for, open_event_backend
 from gopherq.events.emitter import EventEmitter
@@ -18,9 +19,9 @@ from gopherq.events.hub import H
 from gopherq.message import MAX_TIMESTAMP, Message, field_problem, new_id
 from gopherq.middleware import Middleware, MiddlewareStack
 from gopherq.redaction import redact_url
-from gopherq.result import AsyncResult
+from gopherq.result import AsyncResult, EagerResult
 from gopherq.results import ErrorInfo, JobRecord, ResultBackend, open_backend
-from gopherq.runner import run_eagerly
+from gopherq.runner import run_eagerly, run_inline
 from gopherq.schedules import CatchUp, Entry, Schedules
 from gopherq.settings import Settings
 from gopherq.signing import codec_for
@@ -41,6 +42,19 @@ class TaskDecorator(Protocol):
 
     @overload
     def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+class BoundTaskDecorator(Protocol):
+    """What ``@app.task(bind=True, ...)`` returns: the function takes the task's
+    ``TaskContext`` first, and the task's parameters are the rest."""
+
+    @overload
+    def __call__(  # type: ignore[overload-overlap]  # a coroutine function is callable too
+        self, fn: Callable[Concatenate[TaskContext, P], Coroutine[Any, Any, R]], /
+    ) -> AsyncTask[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[Concatenate[TaskContext, P], R], /) -> Task[P, R]: ...
 
 
 class GopherQ:
@@ -166,6 +180,11 @@ class GopherQ:
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
     @overload
+    def task(
+        self, fn: None = None, /, *, bind: Literal[True], **options: Any
+    ) -> BoundTaskDecorator: ...
+
+    @overload
     def task(self, fn: None = None, /, **options: Any) -> TaskDecorator: ...
 
     def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
@@ -174,16 +193,21 @@ class GopherQ:
         Options: ``name``, ``queue``, ``priority``, ``retries``, ``backoff``,
         ``retry_delay``, ``max_retry_delay``, ``jitter``, ``autoretry_for``,
         ``dont_autoretry_for``, ``timeout``, ``soft_timeout``, ``expires``,
-        ``ignore_result``. An unknown option raises ``ConfigurationError``.
+        ``ignore_result``. An unknown option raises ``ConfigurationError``; Celery's
+        names work where they mean the same (``max_retries``) and say what gopherq
+        has where they do not (see docs/celery.md). ``bind=True`` passes the
+        task's ``TaskContext`` (``current_task()``) as the first argument.
         """
+        declared = dict(options)
+        bind = bool(declared.pop("bind", False))
 
         def register(fn: Callable[..., Any]) -> BaseTask[Any, Any]:
-            opts = make_options(fn, options, self.settings.default_queue)
+            opts = make_options(fn, declared, self.settings.default_queue)
             existing = self.tasks.get(opts.name)
-            if existing is not None and existing.fn is not fn:
+            if existing is not None and getattr(existing.fn, "__wrapped__", existing.fn) is not fn:
                 raise ConfigurationError(f"a task named {opts.name!r} is already registered")
             kind: type[BaseTask[Any, Any]] = AsyncTask if inspect.iscoroutinefunction(fn) else Task
-            task = kind(self, fn, opts)
+            task = kind(self, fn, opts, bind=bind)
             self.tasks[opts.name] = task
             return task
 
@@ -274,6 +298,14 @@ class GopherQ:
         if middleware:
             middleware.after_enqueue(self, messages, ids)
         return [AsyncResult(id, self) for id in ids]
+
+    def apply(self, signature: Signature[R]) -> EagerResult[R]:
+        """Run one signature here and now, through the codec as a worker would, retrying
+        at once; what ``task.apply()`` calls. Its records are not stored: the
+        ``EagerResult`` holds the last. Send options that schedule (``countdown``,
+        ``eta``) are ignored; the enqueue hooks of middleware are not called."""
+        message = self._message(signature)
+        return EagerResult(message.id, run_inline(self, message), self)
 
     def send_task(
         self,
