@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import difflib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gopherq.errors import DecodeError
 from gopherq.redaction import redact_text, redact_url
 from gopherq.results.base import JobRecord
+from gopherq.routes import declared_queues
 from gopherq.states import Priority, State
 
 if TYPE_CHECKING:
@@ -158,3 +160,14 @@ def first_line(text: str | None) -> str:
         if line.strip():
             return line.strip()
     return ""
+
+
+def known_queues(app: GopherQ) -> list[str]:
+    """Every queue the broker holds messages of, plus the app's: the default queue and
+    those its registered tasks are declared on (or routed to)."""
+    return sorted(set(app.broker.stats()) | set(declared_queues(app)))
+
+
+def purge_all(app: GopherQ, queues: Sequence[str]) -> dict[str, int]:
+    """Delete the ready and scheduled messages of ``queues``; how many, per queue."""
+    return {name: app.broker.purge(name) for name in queues}

@@ -3,6 +3,7 @@ and middleware."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import inspect
 import math
@@ -21,12 +22,22 @@ from gopherq.middleware import Middleware, MiddlewareStack
 from gopherq.redaction import redact_url
 from gopherq.result import AsyncResult, EagerResult
 from gopherq.results import ErrorInfo, JobRecord, ResultBackend, open_backend
+from gopherq.routes import Routes
 from gopherq.runner import run_eagerly, run_inline
 from gopherq.schedules import CatchUp, Entry, Schedules
-from gopherq.settings import Settings
+from gopherq.settings import Settings, merged, settings_from_object
 from gopherq.signing import codec_for
 from gopherq.states import Priority, State
-from gopherq.task import AsyncTask, BaseTask, P, R, Signature, Task, make_options
+from gopherq.task import (
+    AsyncTask,
+    BaseTask,
+    P,
+    R,
+    Signature,
+    Task,
+    default_name,
+    make_options,
+)
 
 T = TypeVar("T")
 TaskT = TypeVar("TaskT", bound=BaseTask[Any, Any])
@@ -108,6 +119,57 @@ class GopherQ:
         self.schedules = Schedules(self, self.settings.beat_schedule)
         """Periodic entries: declared in code and settings, and dynamic ones kept in the
         broker (see ``gopherq.schedules`` and ``gopherq beat``)."""
+
+    def config_from_object(self, source: Any, *, namespace: str | None = None) -> None:
+        """Take settings from an object, as Celery's ``config_from_object`` does.
+
+        ``source``: a mapping, a module, a class or other object, or the dotted
+        name of one (``"proj.celeryconfig"``, ``"django.conf:settings"``). Names
+        are settings' names in either case (``broker_url`` or ``BROKER_URL``);
+        with ``namespace="CELERY"`` only ``CELERY_*`` names are read, without
+        the prefix. They go over ``GopherQ(...)``'s keywords; ``GOPHERQ_*``
+        variables still win. An unknown name raises ``ConfigurationError`` with
+        the name to use (see ``gopherq.settings.settings_from_object``).
+
+        Call it before the app connects (its first send, result or worker) and
+        before declaring tasks when it sets ``task_routes`` or ``default_queue``:
+        later, a change that cannot take effect raises ``ConfigurationError``.
+        """
+        settings = merged(self.settings, settings_from_object(source, namespace=namespace))
+        changed = {
+            spec.name
+            for spec in dataclasses.fields(settings)
+            if getattr(settings, spec.name) != getattr(self.settings, spec.name)
+        }
+        connected = self._broker is not None or self._backend is not None or self.events.opened
+        late = changed & _CONNECTION_SETTINGS if connected else set()
+        if self.tasks:
+            late |= changed & {"task_routes", "default_queue"}
+        if late:
+            raise ConfigurationError(
+                f"config_from_object: {', '.join(sorted(late))} can no longer change "
+                "(the app has connected or declared tasks); call it first, right after "
+                "GopherQ(...)"
+            )
+        self.settings = settings
+        self.codec = codec_for(settings)
+        if "beat_schedule" in changed:
+            self.schedules.declare_settings(settings.beat_schedule)
+        self._reconfigure_events()
+
+    def _reconfigure_events(self) -> None:
+        """Point the (unopened) events at what the settings now say; the event emitter
+        is installed first while events are on, and only then."""
+        url = event_backend_for(self.settings.events, self.broker_url)
+        if url == self.events.url:
+            return
+        emitters = [m for m in self.middleware if isinstance(m, EventEmitter)]
+        self.events.url = url
+        if url is None:
+            for emitter in emitters:
+                self.middleware.remove(emitter)
+        elif not emitters:
+            self.middleware.insert_first(EventEmitter(self.events))
 
     # Connections, opened on first use so that a forked worker opens its own.
 
@@ -202,7 +264,8 @@ class GopherQ:
         bind = bool(declared.pop("bind", False))
 
         def register(fn: Callable[..., Any]) -> BaseTask[Any, Any]:
-            opts = make_options(fn, declared, self.settings.default_queue)
+            routed = self.routes.match(declared.get("name") or default_name(fn))
+            opts = make_options(fn, {**routed, **declared}, self.settings.default_queue)
             existing = self.tasks.get(opts.name)
             if existing is not None and getattr(existing.fn, "__wrapped__", existing.fn) is not fn:
                 raise ConfigurationError(f"a task named {opts.name!r} is already registered")
@@ -216,6 +279,16 @@ class GopherQ:
                 raise TypeError("pass options as @app.task(...), not with the function")
             return register(fn)
         return register
+
+    @property
+    def routes(self) -> Routes:
+        """The task routes in force (setting ``task_routes``; see ``gopherq.routes``)."""
+        table = self.settings.task_routes
+        if self._routes is None or self._routes.table is not table:
+            self._routes = Routes(table)
+        return self._routes
+
+    _routes: Routes | None = None
 
     def get_task(self, name: str) -> BaseTask[Any, Any]:
         """The registered task ``name``; raises ``NotRegistered``."""
@@ -423,13 +496,27 @@ class GopherQ:
         return f"<GopherQ {self.name} broker={redact_url(self.broker_url)}>"
 
 
+# What the open connections were made with: they cannot change once open.
+_CONNECTION_SETTINGS = frozenset(
+    {
+        "broker_url",
+        "result_backend",
+        "events",
+        "lease_seconds",
+        "dead_letter_ttl",
+        "result_expires",
+        "events_max_age",
+        "events_max_count",
+    }
+)
+
+
 class _RemoteTask(BaseTask[Any, Any]):
     """Stands for a task known only by name, for ``send_task``."""
 
     def __init__(self, app: GopherQ, name: str) -> None:
-        super().__init__(
-            app, _unknown, make_options(_unknown, {"name": name}, app.settings.default_queue)
-        )
+        options = {**app.routes.match(name), "name": name}
+        super().__init__(app, _unknown, make_options(_unknown, options, app.settings.default_queue))
 
 
 def _unknown(*args: Any, **kwargs: Any) -> Any:

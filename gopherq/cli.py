@@ -20,6 +20,7 @@ import click
 
 from gopherq import admin
 from gopherq.app import GopherQ
+from gopherq.celery_names import CLI_HINTS
 from gopherq.cli_beat import beat, schedules
 from gopherq.cli_history import events, jobs
 from gopherq.cli_support import (
@@ -27,6 +28,7 @@ from gopherq.cli_support import (
     json_arg,
     json_option,
     print_json,
+    print_version,
     priority_option,
     progress_text,
     shorten,
@@ -45,6 +47,15 @@ class _Group(click.Group):
     Every error message may quote data or a library's text: URLs in it are
     redacted and control characters escaped (docs/security.md).
     """
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """Celery's subcommands that gopherq lacks say what it has instead."""
+        name = args[0] if args else ""
+        if name not in self.commands and name in CLI_HINTS:
+            raise click.UsageError(f"no command {name!r} (Celery's): {CLI_HINTS[name]}", ctx)
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -68,6 +79,15 @@ _yes_option = click.option("-y", "--yes", is_flag=True, help="Do not ask for con
 
 
 @click.group(cls=_Group)
+@click.option(
+    "-V",
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=print_version,
+    help="Print the version and exit.",
+)
 @click.option(
     "-A", "--app", "app_spec", envvar="GOPHERQ_APP", help="The app: module[:attr] [GOPHERQ_APP]."
 )
@@ -95,6 +115,9 @@ main.add_command(schedules)
     "--max-memory-per-child", type=int, default=None, help="Recycle a process above N KiB RSS."
 )
 @click.option("--shutdown-timeout", type=float, default=None, help="Seconds to finish on SIGTERM.")
+@click.option(
+    "-B", "--beat", is_flag=True, help="Run the beat in this worker too (for development)."
+)
 @with_app
 def worker(
     app: GopherQ,
@@ -105,6 +128,7 @@ def worker(
     max_tasks_per_child: int | None,
     max_memory_per_child: int | None,
     shutdown_timeout: float | None,
+    beat: bool,
 ) -> None:
     """Run a prefork worker."""
     from gopherq.worker import Worker
@@ -118,6 +142,7 @@ def worker(
         max_tasks_per_child=max_tasks_per_child,
         max_memory_per_child=max_memory_per_child,
         shutdown_timeout=shutdown_timeout,
+        beat=beat,
     ).run()
     click.get_current_context().exit(code)
 
@@ -310,13 +335,25 @@ def _of(queue: str | None) -> str:
 
 
 @main.command()
-@click.argument("queue")
+@click.argument("queue", required=False)
+@click.option("--all", "every", is_flag=True, help="Every queue (known to the broker or the app).")
 @_yes_option
 @with_app
-def purge(app: GopherQ, queue: str, yes: bool) -> None:
-    """Delete the ready and scheduled messages of QUEUE (running ones stay)."""
-    _confirm(yes, f"Delete every waiting message of queue {queue!r}?")
-    click.echo(f"deleted {app.broker.purge(queue)}")
+def purge(app: GopherQ, queue: str | None, every: bool, yes: bool) -> None:
+    """Delete the ready and scheduled messages of QUEUE, or of every queue with --all
+    (running ones stay)."""
+    if (queue is not None) == every:
+        raise click.UsageError("give a QUEUE or --all (not both)")
+    if queue is not None:
+        _confirm(yes, f"Delete every waiting message of queue {queue!r}?")
+        click.echo(f"deleted {app.broker.purge(queue)}")
+        return
+    names = admin.known_queues(app)
+    _confirm(yes, f"Delete every waiting message of every queue ({', '.join(names)})?")
+    deleted = admin.purge_all(app, names)
+    for name, count in deleted.items():
+        click.echo(f"{name}: deleted {count}")
+    click.echo(f"deleted {sum(deleted.values())}")
 
 
 @main.command()

@@ -102,7 +102,7 @@ def make_options(
         if key not in OPTION_NAMES and key != "name":
             where = f" for {fn.__qualname__}"
             raise unknown("task option", key, OPTION_NAMES, TASK_OPTION_HINTS, where)
-    values.setdefault("name", f"{fn.__module__}.{fn.__qualname__}")
+    values.setdefault("name", default_name(fn))
     values.setdefault("queue", default_queue)
     # Here rather than as a dead letter at the worker, which refuses these at decode.
     for key, field_name in (("name", "task"), ("queue", "queue")):
@@ -123,6 +123,11 @@ def make_options(
         if value is not None and (isinstance(value, bool) or not 0 <= value < math.inf):
             raise ConfigurationError(f"task option {key} must be a finite non-negative number")
     return TaskOptions(**values)
+
+
+def default_name(fn: Callable[..., Any]) -> str:
+    """The name a task registers under unless ``name=`` says otherwise."""
+    return f"{fn.__module__}.{fn.__qualname__}"
 
 
 def _priority(value: Any) -> int:
