@@ -20,7 +20,7 @@ from gopherq import (
 )
 from gopherq.errors import ResultTimeout, TaskError
 from gopherq.results import ErrorInfo, JobRecord
-from gopherq.worker import Consumer
+from gopherq.worker import Consumer, Worker
 
 
 @pytest.fixture
@@ -314,3 +314,215 @@ def test_celery_send_option_aliases(app: GopherQ) -> None:
         f.apply_async(retry=True)
     with pytest.raises(ConfigurationError, match="the same"):
         f.s().set(retries=1, max_retries=2)
+
+
+# task_routes.
+
+
+def test_routes_set_the_queue_and_priority_of_matching_tasks() -> None:
+    app = GopherQ(
+        "routes",
+        broker="memory://",
+        task_routes={
+            "shop.mail.urgent": {"queue": "urgent", "priority": "high"},
+            "shop.mail.*": {"queue": "mail"},
+            "shop.*": "shop",  # a queue name alone, as Celery allows
+        },
+    )
+
+    @app.task(name="shop.mail.urgent")
+    def urgent() -> None:
+        pass
+
+    @app.task(name="shop.mail.send")
+    def send() -> None:
+        pass
+
+    @app.task(name="shop.report")
+    def report() -> None:
+        pass
+
+    @app.task(name="shop.mail.pinned", queue="pinned")  # the decorator wins over routes
+    def pinned() -> None:
+        pass
+
+    @app.task(name="other")
+    def other() -> None:
+        pass
+
+    assert (urgent.options.queue, urgent.options.priority) == ("urgent", 1)
+    assert send.options.queue == "mail"  # first matching pattern wins
+    assert report.options.queue == "shop"
+    assert pinned.options.queue == "pinned"
+    assert other.options.queue == "default"
+    send.apply_async(queue="elsewhere")  # an explicit queue at send time wins
+    app.send_task("shop.mail.remote")  # not registered here: routed at send time
+    assert set(app.broker.stats()) == {"elsewhere", "mail"}
+    assert Worker(app).queues == ["default", "mail", "pinned", "shop", "urgent"]
+
+
+@pytest.mark.parametrize(
+    ("routes", "message"),
+    [
+        ({"a.*": {"queue": "q", "routing_key": "x"}}, "gopherq routes by queue only"),
+        ({"a.*": {"queu": "q"}}, "did you mean 'queue'"),
+        ({"a.*": {"priority": "urgent"}}, "unknown priority"),
+        ({"a.*": {"queue": ""}}, "queue"),
+        ({"a.*": {"queue": None}}, "queue is missing"),
+        ({"a.*": 3}, "must be a queue name or a map"),
+    ],
+)
+def test_bad_routes_fail_when_the_app_is_made(routes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        GopherQ("routes", broker="memory://", task_routes=routes)
+
+
+def test_routes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOPHERQ_TASK_ROUTES", '{"jobs.*": {"queue": "jobs"}}')
+    app = GopherQ("routes", broker="memory://")
+
+    @app.task(name="jobs.run")
+    def run() -> None:
+        pass
+
+    assert run.options.queue == "jobs"
+
+
+# config_from_object.
+
+CONFIG_MODULE = """
+import os
+from datetime import timedelta
+
+REDIS_HOST = "127.0.0.1"  # a helper constant: passed over
+BROKER_URL = "memory://"  # Celery's old upper case
+result_expires = 60.0
+task_routes = {"mail.*": {"queue": "mail"}}
+
+
+class Config:
+    default_queue = "work"
+    max_deliveries = 2
+"""
+
+
+@pytest.fixture
+def config_module(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    name = f"celeryconfig_{id(tmp_path)}"
+    (tmp_path / f"{name}.py").write_text(CONFIG_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+def test_config_from_a_module_by_name(config_module: str) -> None:
+    app = GopherQ("config")
+    app.config_from_object(config_module)
+    assert app.broker_url == "memory://"
+    assert app.settings.result_expires == 60.0
+    assert app.settings.default_queue == "default"
+    app.config_from_object(f"{config_module}:Config")  # a class in it, by name
+    assert (app.settings.default_queue, app.settings.max_deliveries) == ("work", 2)
+    assert app.settings.result_expires == 60.0  # what the first call set stays
+    app.config_from_object(f"{config_module}.Config")  # the dotted form too
+
+    @app.task(name="mail.send")
+    def send() -> None:
+        pass
+
+    @app.task(name="report")
+    def report() -> None:
+        pass
+
+    assert (send.options.queue, report.options.queue) == ("mail", "work")
+
+
+def test_config_from_an_object_or_a_mapping() -> None:
+    class Settings:
+        eager = True
+        prefetch = 4
+        helper = "passed over"
+
+    app = GopherQ("config", broker="memory://")
+    app.config_from_object(Settings)
+    assert app.settings.eager and app.settings.prefetch == 4
+    app.config_from_object({"prefetch": 8})
+    assert app.settings.prefetch == 8
+
+
+def test_config_with_a_namespace() -> None:
+    django_like = {"CELERY_EAGER": True, "CELERY_PREFETCH": 2, "DEBUG": True, "INSTALLED": []}
+    app = GopherQ("config", broker="memory://")
+    app.config_from_object(type("S", (), django_like), namespace="CELERY")
+    assert app.settings.eager and app.settings.prefetch == 2
+    with pytest.raises(ConfigurationError, match="unknown setting 'nope'"):
+        app.config_from_object({"CELERY_NOPE": 1}, namespace="CELERY")
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ({"brokr_url": "memory://"}, "did you mean 'broker_url'"),
+        ({"anything": 1}, "unknown setting 'anything'"),  # a mapping holds settings only
+        ({"task_always_eager": True}, "'task_always_eager' is Celery's: gopherq has eager"),
+        (type("C", (), {"worker_concurrency": 2}), "gopherq has concurrency"),
+        (type("C", (), {"prefetc": 2}), "did you mean 'prefetch'"),  # close to a setting
+        ({"prefetch": "many"}, "setting 'prefetch' must be int"),
+        ("no_such_module_here", "cannot import settings from 'no_such_module_here'"),
+        ("os:no_such_attr", "no 'no_such_attr'"),
+    ],
+)
+def test_config_errors_name_the_setting(source: Any, message: str) -> None:
+    app = GopherQ("config", broker="memory://")
+    with pytest.raises(ConfigurationError, match=message):
+        app.config_from_object(source)
+    assert app.settings.prefetch == 16  # nothing was applied
+
+
+def test_environment_still_wins_over_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOPHERQ_PREFETCH", "3")
+    app = GopherQ("config", broker="memory://")
+    app.config_from_object({"prefetch": 8, "max_deliveries": 9})
+    assert (app.settings.prefetch, app.settings.max_deliveries) == (3, 9)
+
+
+def test_config_after_connecting_refuses_what_cannot_change(app: GopherQ) -> None:
+    app.broker.stats()  # connected
+    with pytest.raises(ConfigurationError, match="broker_url can no longer change"):
+        app.config_from_object({"broker_url": "sqlite:///elsewhere.db"})
+    app.config_from_object({"prefetch": 2})  # read when used: still fine
+    assert app.settings.prefetch == 2
+
+    @app.task
+    def f() -> None:
+        pass
+
+    with pytest.raises(ConfigurationError, match="task_routes can no longer change"):
+        app.config_from_object({"task_routes": {"*": "all"}})
+
+
+def test_config_switches_events_and_the_beat_schedule() -> None:
+    app = GopherQ("config", broker="memory://", events=False)
+    assert not app.events.enabled and not app.middleware
+    app.config_from_object({"events": "memory://"})
+    assert app.events.enabled and len(app.middleware) == 1
+    app.config_from_object({"events": False})
+    assert not app.events.enabled and not app.middleware
+
+    @app.task(name="report")
+    def report() -> None:
+        pass
+
+    app.config_from_object({"beat_schedule": {"nightly": {"task": "report", "every": 60}}})
+    app.config_from_object({"beat_schedule": {"hourly": {"task": "report", "every": 3600}}})
+    names = {info.entry.name for info in app.schedules.list()}
+    assert names == {"hourly"}
+
+
+# Settings.
+
+
+def test_celery_setting_names_say_what_gopherq_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigurationError, match="gopherq has default_queue"):
+        GopherQ("settings", task_default_queue="q")
+    with pytest.raises(ConfigurationError, match="did you mean 'broker_url'"):
+        GopherQ("settings", brokerurl="memory://")
