@@ -9,9 +9,10 @@ import inspect
 import math
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from typing import Any, Concatenate, Literal, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, Protocol, TypeVar, overload
 
 from gopherq.brokers import DEFAULT_URL, Broker, Cancellation, Envelope, open_broker
+from gopherq.celery_names import APP_ATTRIBUTE_HINTS, no_attribute
 from gopherq.context import TaskContext
 from gopherq.errors import ConfigurationError, NotRegistered, TaskCancelled
 from gopherq.events import EventBackend, Events, event_backend_for, open_event_backend
@@ -494,6 +495,11 @@ class GopherQ:
 
     def __repr__(self) -> str:
         return f"<GopherQ {self.name} broker={redact_url(self.broker_url)}>"
+
+    if not TYPE_CHECKING:  # at run time only: mypy must still see unknown attributes
+
+        def __getattr__(self, name: str) -> Any:
+            raise no_attribute(self, name, APP_ATTRIBUTE_HINTS)
 
 
 # What the open connections were made with: they cannot change once open.

@@ -124,6 +124,70 @@ CLI_HINTS: Mapping[str, str] = {
 }
 """Celery subcommands ``gopherq`` lacks, and what it has instead."""
 
+CLI_OPTION_HINTS: Mapping[str, str] = {
+    "-P": "one pool, prefork (-c processes; async def tasks run on an event loop in each)",
+    "--pool": "one pool, prefork (-c processes; async def tasks run on an event loop in each)",
+    "--autoscale": "no autoscaling: set the processes with -c",
+    "-E": "events on by default (setting events)",
+    "--task-events": "events on by default (setting events)",
+    "-n": "workers named host:pid",
+    "--hostname": "workers named host:pid",
+    "--detach": "no daemon mode: run it under a service manager (systemd, supervisord)",
+    "--pidfile": "no daemon mode: run it under a service manager (systemd, supervisord)",
+    "-f": "logs on standard error, for the service manager to keep",
+    "--logfile": "logs on standard error, for the service manager to keep",
+    "-s": "no schedule file: beats keep their state in the broker",
+    "--schedule": "no schedule file: beats keep their state in the broker",
+    "--time-limit": "the task option timeout",
+    "--soft-time-limit": "the task option soft_timeout",
+    "--prefetch-multiplier": "the setting prefetch (messages per process)",
+    "--without-gossip": "no gossip to turn off",
+    "--without-mingle": "no mingle to turn off",
+    "--without-heartbeat": "heartbeats as events (setting worker_heartbeat)",
+}
+"""Celery command-line options ``gopherq`` lacks, and what it has instead."""
+
+APP_ATTRIBUTE_HINTS: Mapping[str, str] = {
+    "conf": "settings (read only: set them with GopherQ(...) keywords or config_from_object)",
+    "AsyncResult": "result(id)",
+    "control": "cancel(ids), and broker.pause(queue) / broker.resume(queue)",
+    "autodiscover_tasks": "include=[...] (GopherQ(..., include=['shop.tasks']))",
+    "signature": "task.s(...)",
+    "Task": "middleware (gopherq.Middleware) for behaviour shared by tasks",
+}
+"""Celery app attributes gopherq names differently, and what it has instead."""
+
+TASK_ATTRIBUTE_HINTS: Mapping[str, str] = {
+    "max_retries": "options.retries",
+    "default_retry_delay": "options.retry_delay",
+    "time_limit": "options.timeout",
+    "soft_time_limit": "options.soft_timeout",
+    "queue": "options.queue",
+    "priority": "options.priority",
+    "request": "current_task() inside the task (or bind=True)",
+    "retry": "raise current_task().retry(...) inside the task",
+    "update_state": "current_task().progress(...) inside the task",
+    "si": "s(...) (no argument is ever passed on from another task)",
+    "AsyncResult": "app.result(id)",
+    "map": "app.send_many([task.s(x) for x in items])",
+    "starmap": "app.send_many([task.s(*x) for x in items])",
+    "chunks": "app.send_many([task.s(x) for x in items])",
+    "on_failure": "middleware after_execute, or app.on('task-failed')",
+    "on_success": "middleware after_execute, or app.on('task-succeeded')",
+    "on_retry": "middleware after_execute, or app.on('task-retried')",
+    "after_return": "middleware after_execute",
+}
+"""Celery task attributes gopherq names differently, and what it has instead."""
+
+
+def no_attribute(obj: object, name: str, hints: Mapping[str, str]) -> AttributeError:
+    """The ``AttributeError`` for ``obj.name``: what gopherq has, when it is Celery's."""
+    kind = type(obj).__name__
+    hint = hints.get(name)
+    if hint is not None:
+        return AttributeError(f"{kind} has no {name!r} (Celery's); gopherq has {hint}")
+    return AttributeError(f"{kind!r} object has no attribute {name!r}")
+
 
 def unknown(
     kind: str,

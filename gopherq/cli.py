@@ -20,7 +20,7 @@ import click
 
 from gopherq import admin
 from gopherq.app import GopherQ
-from gopherq.celery_names import CLI_HINTS
+from gopherq.celery_names import CLI_HINTS, CLI_OPTION_HINTS
 from gopherq.cli_beat import beat, schedules
 from gopherq.cli_history import events, jobs
 from gopherq.cli_support import (
@@ -61,6 +61,9 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except click.ClickException as exc:  # the commands' own, and usage errors
+            if isinstance(exc, click.NoSuchOption) and exc.option_name in CLI_OPTION_HINTS:
+                exc.message += f" ({exc.option_name} is Celery's: gopherq has "
+                exc.message += f"{CLI_OPTION_HINTS[exc.option_name]})"
             exc.message = printable_lines(redact_text(exc.message))
             raise
         except TaskFailed as exc:

@@ -10,6 +10,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
+from gopherq.celery_names import no_attribute
 from gopherq.errors import Retry, TaskError
 from gopherq.results.base import Progress, ResultBackend
 
@@ -105,10 +106,7 @@ class TaskContext:
     if not TYPE_CHECKING:  # at run time only: mypy must still see unknown attributes
 
         def __getattr__(self, name: str) -> Any:
-            hint = _CELERY_HINTS.get(name)
-            if hint is None:
-                raise AttributeError(f"'TaskContext' object has no attribute {name!r}")
-            raise AttributeError(f"TaskContext has no {name!r} (Celery's); gopherq has {hint}")
+            raise no_attribute(self, name, _CELERY_HINTS)
 
     def _control(self) -> JobControl:
         if self.control is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, overload
 
+from gopherq.celery_names import no_attribute
 from gopherq.errors import ResultTimeout, TaskFailed
 from gopherq.results.base import JobRecord, Progress
 from gopherq.states import State
@@ -177,7 +178,7 @@ class AsyncResult(Generic[R]):
     if not TYPE_CHECKING:  # at run time only: mypy must still see unknown attributes
 
         def __getattr__(self, name: str) -> Any:
-            raise _no_attribute(self, name)
+            raise no_attribute(self, name, _ATTRIBUTE_HINTS)
 
 
 class EagerResult(Generic[R]):
@@ -252,7 +253,7 @@ class EagerResult(Generic[R]):
     if not TYPE_CHECKING:
 
         def __getattr__(self, name: str) -> Any:
-            raise _no_attribute(self, name)
+            raise no_attribute(self, name, _ATTRIBUTE_HINTS)
 
 
 def _outcome(id: str, record: JobRecord, app: GopherQ, propagate: bool) -> Any:
@@ -310,13 +311,3 @@ _ATTRIBUTE_HINTS = {
     "worker": "record().worker",
     "queue": "record().queue",
 }
-
-
-def _no_attribute(result: object, name: str) -> AttributeError:
-    kind = type(result).__name__
-    hint = _ATTRIBUTE_HINTS.get(name)
-    if hint is not None:
-        return AttributeError(f"{kind} has no {name!r} (Celery's); gopherq has {hint}")
-    if name.startswith("__"):
-        return AttributeError(name)
-    return AttributeError(f"{kind!r} object has no attribute {name!r}")

@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 from gopherq.celery_names import (
     SEND_OPTION_ALIASES,
     SEND_OPTION_HINTS,
+    TASK_ATTRIBUTE_HINTS,
     TASK_OPTION_ALIASES,
     TASK_OPTION_HINTS,
+    no_attribute,
     resolve_aliases,
     unknown,
 )
@@ -247,6 +249,11 @@ class BaseTask(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<task {self.name}>"
+
+    if not TYPE_CHECKING:  # at run time only: mypy must still see unknown attributes
+
+        def __getattr__(self, name: str) -> Any:
+            raise no_attribute(self, name, TASK_ATTRIBUTE_HINTS)
 
 
 def _bound(fn: Callable[..., Any], context: Callable[[], TaskContext]) -> Callable[..., Any]:

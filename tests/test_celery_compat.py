@@ -526,3 +526,17 @@ def test_celery_setting_names_say_what_gopherq_has(monkeypatch: pytest.MonkeyPat
         GopherQ("settings", task_default_queue="q")
     with pytest.raises(ConfigurationError, match="did you mean 'broker_url'"):
         GopherQ("settings", brokerurl="memory://")
+
+
+def test_celery_app_and_task_attributes_say_what_gopherq_has(app: GopherQ) -> None:
+    @app.task
+    def f() -> None:
+        pass
+
+    with pytest.raises(AttributeError, match="gopherq has settings"):
+        app.conf  # type: ignore[attr-defined]  # noqa: B018
+    with pytest.raises(AttributeError, match=r"gopherq has options\.retries"):
+        f.max_retries  # type: ignore[attr-defined]  # noqa: B018
+    with pytest.raises(AttributeError, match="'Task' object has no attribute 'nope'"):
+        f.nope  # type: ignore[attr-defined]  # noqa: B018
+    assert not hasattr(app, "nope")

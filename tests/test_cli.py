@@ -482,6 +482,13 @@ def test_celery_subcommands_say_what_gopherq_has(command: str, hint: str) -> Non
     assert hint in result.stderr
 
 
+@pytest.mark.parametrize(("option", "hint"), [("-P", "prefork"), ("--autoscale", "-c")])
+def test_celery_worker_options_say_what_gopherq_has(cli: Cli, option: str, hint: str) -> None:
+    error = failed(cli("worker", option, "x"), code=2)
+    assert f"({option} is Celery's: gopherq has" in error
+    assert hint in error
+
+
 def test_worker_takes_beat_flag(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     made: list[dict[str, Any]] = []
 
