@@ -18,7 +18,53 @@ R = TypeVar("R")
 _FAILED_STATES = frozenset({State.FAILED, State.DEAD, State.CANCELLED, State.EXPIRED})
 
 
-class AsyncResult(Generic[R]):
+class _CeleryNames(Generic[R]):
+    """Celery's names for what a result shows, shared by ``AsyncResult`` and
+    ``EagerResult`` (see docs/celery.md)."""
+
+    __slots__ = ()
+    id: str
+    app: GopherQ
+
+    def record(self) -> JobRecord | None:
+        """The job record (subclasses say where it comes from)."""
+        raise NotImplementedError
+
+    @property
+    def state(self) -> State:
+        """The task's state (subclasses say how it is known)."""
+        raise NotImplementedError
+
+    @property
+    def task_id(self) -> str:
+        """The task id (Celery's name for ``id``)."""
+        return self.id
+
+    @property
+    def status(self) -> State:
+        """Celery's name for ``state``: the same value."""
+        return self.state
+
+    @property
+    def result(self) -> R | TaskFailed | None:
+        """What the task left, without waiting (Celery's ``result``): the return value
+        once SUCCEEDED; a ``TaskFailed`` (type, message, traceback) once it failed,
+        was dead-lettered, cancelled or expired, or while it waits to retry; None
+        otherwise. The exception is described, never rebuilt from stored data."""
+        return cast("R | TaskFailed | None", _celery_result(self.id, self.record(), self.app))
+
+    @property
+    def traceback(self) -> str | None:
+        """The traceback text of the task's last failure, or None."""
+        return _traceback(self.record())
+
+    if not TYPE_CHECKING:  # at run time only: mypy must still see unknown attributes
+
+        def __getattr__(self, name: str) -> Any:
+            raise no_attribute(self, name, _ATTRIBUTE_HINTS)
+
+
+class AsyncResult(_CeleryNames[R]):
     """The outcome of one task, looked up in the result backend by id."""
 
     __slots__ = ("app", "id")
@@ -103,30 +149,7 @@ class AsyncResult(Generic[R]):
         """Delete the stored record."""
         self.app.backend.delete(self.id)
 
-    # Celery's names (see docs/celery.md).
-
-    @property
-    def task_id(self) -> str:
-        """The task id (Celery's name for ``id``)."""
-        return self.id
-
-    @property
-    def status(self) -> State:
-        """Celery's name for ``state``: the same value."""
-        return self.state
-
-    @property
-    def result(self) -> R | TaskFailed | None:
-        """What the task left, without waiting (Celery's ``result``): the return value
-        once SUCCEEDED; a ``TaskFailed`` (type, message, traceback) once it failed,
-        was dead-lettered, cancelled or expired, or while it waits to retry; None
-        otherwise. The exception is described, never rebuilt from stored data."""
-        return cast("R | TaskFailed | None", _celery_result(self.id, self.record(), self.app))
-
-    @property
-    def traceback(self) -> str | None:
-        """The traceback text of the task's last failure, or None."""
-        return _traceback(self.record())
+    # Celery's names (see docs/celery.md; more in _CeleryNames).
 
     @overload
     def wait(
@@ -175,13 +198,8 @@ class AsyncResult(Generic[R]):
     def __hash__(self) -> int:
         return hash(self.id)
 
-    if not TYPE_CHECKING:  # at run time only: mypy must still see unknown attributes
 
-        def __getattr__(self, name: str) -> Any:
-            raise no_attribute(self, name, _ATTRIBUTE_HINTS)
-
-
-class EagerResult(Generic[R]):
+class EagerResult(_CeleryNames[R]):
     """The outcome of ``task.apply()``: the task already ran, here, and its record is
     held in memory (no result backend is read or written)."""
 
@@ -197,29 +215,9 @@ class EagerResult(Generic[R]):
         return self._record
 
     @property
-    def task_id(self) -> str:
-        """The task id (Celery's name for ``id``)."""
-        return self.id
-
-    @property
     def state(self) -> State:
         """How the run ended: SUCCEEDED, FAILED, DEAD, CANCELLED or EXPIRED."""
         return self._record.state
-
-    @property
-    def status(self) -> State:
-        """Celery's name for ``state``: the same value."""
-        return self._record.state
-
-    @property
-    def result(self) -> R | TaskFailed | None:
-        """The return value, or the ``TaskFailed`` describing the failure."""
-        return cast("R | TaskFailed | None", _celery_result(self.id, self._record, self.app))
-
-    @property
-    def traceback(self) -> str | None:
-        """The traceback text of the failure, or None."""
-        return _traceback(self._record)
 
     def ready(self) -> bool:
         """Always True: the task has run."""
@@ -249,11 +247,6 @@ class EagerResult(Generic[R]):
 
     def __repr__(self) -> str:
         return f"<EagerResult {self.id} {self._record.state.value}>"
-
-    if not TYPE_CHECKING:
-
-        def __getattr__(self, name: str) -> Any:
-            raise no_attribute(self, name, _ATTRIBUTE_HINTS)
 
 
 def _outcome(id: str, record: JobRecord, app: GopherQ, propagate: bool) -> Any:

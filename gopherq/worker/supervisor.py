@@ -263,25 +263,13 @@ class Worker:
         """Run the beat in the forked child (``-B``), then exit; it stops on SIGTERM."""
         from gopherq.beat import Beat
 
-        code = 1
-        try:
-            signal.set_wakeup_fd(-1)
-            for fd in self._pipe:
-                os.close(fd)
-            _die_with_parent(self._pid)
-            for sig in _HANDLED:
-                signal.signal(sig, signal.SIG_DFL)
+        def run() -> int:
+            for sig in _STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)  # until the beat installs its own
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            code = Beat(self.app, loglevel=None).run()  # its own SIGTERM handler
-        except BaseException:
-            logger.exception("worker %s: beat process failed", self.name)
-        finally:
-            try:
-                self.app.close()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
+            return Beat(self.app, loglevel=None).run()
+
+        self._in_child(run)
 
     def _beat_exited(self, code: int) -> None:
         """The beat process ended: replace it unless the worker is stopping."""
@@ -313,13 +301,8 @@ class Worker:
 
     def _child_main(self, index: int, mask: set[int | signal.Signals]) -> NoReturn:
         """Run a consumer in the forked child, then exit without returning to the caller."""
-        code = 1
-        try:
-            signal.set_wakeup_fd(-1)
-            for fd in self._pipe:
-                os.close(fd)
-            _die_with_parent(self._pid)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+        def run() -> int:
             consumer = Consumer(
                 self.app,
                 self.queues,
@@ -336,7 +319,21 @@ class Worker:
                 signal.signal(sig, stop)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             logger.debug("worker %s: process started", consumer.name)
-            code = int(consumer.run())
+            return int(consumer.run())
+
+        self._in_child(run)
+
+    def _in_child(self, run: Callable[[], int]) -> NoReturn:
+        """In a forked child: cut it loose from the supervisor's wakeup pipe and signal
+        handling, have it die with the supervisor, call ``run`` and exit with its code."""
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            for fd in self._pipe:
+                os.close(fd)
+            _die_with_parent(self._pid)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            code = run()
         except BaseException:
             logger.exception("worker process %d failed", os.getpid())
         finally:
