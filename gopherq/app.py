@@ -121,7 +121,9 @@ class GopherQ:
         """Periodic entries: declared in code and settings, and dynamic ones kept in the
         broker (see ``gopherq.schedules`` and ``gopherq beat``)."""
 
-    def config_from_object(self, source: Any, *, namespace: str | None = None) -> None:
+    def config_from_object(
+        self, source: Any, *, namespace: str | None = None, silent: bool = False
+    ) -> None:
         """Take settings from an object, as Celery's ``config_from_object`` does.
 
         ``source``: a mapping, a module, a class or other object, or the dotted
@@ -135,8 +137,10 @@ class GopherQ:
         Call it before the app connects (its first send, result or worker) and
         before declaring tasks when it sets ``task_routes`` or ``default_queue``:
         later, a change that cannot take effect raises ``ConfigurationError``.
+        With ``silent``, a dotted name that cannot be imported changes nothing.
         """
-        settings = merged(self.settings, settings_from_object(source, namespace=namespace))
+        values = settings_from_object(source, namespace=namespace, silent=silent)
+        settings = merged(self.settings, values)
         changed = {
             spec.name
             for spec in dataclasses.fields(settings)

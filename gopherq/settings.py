@@ -144,7 +144,9 @@ def merged(settings: Settings, values: Mapping[str, Any]) -> Settings:
     return Settings.load({**given, **values})
 
 
-def settings_from_object(source: Any, *, namespace: str | None = None) -> dict[str, Any]:
+def settings_from_object(
+    source: Any, *, namespace: str | None = None, silent: bool = False
+) -> dict[str, Any]:
     """The settings an object holds, for ``GopherQ.config_from_object``.
 
     ``source`` is a mapping, a module, a class or any object, or the dotted name
@@ -154,10 +156,16 @@ def settings_from_object(source: Any, *, namespace: str | None = None) -> dict[s
     Every key of a mapping, and every name under a namespace, must be a setting.
     An object's other attributes (imports, helper constants) are passed over,
     unless their name is a setting's misspelled or Celery's: those raise
-    ``ConfigurationError`` with the name to use.
+    ``ConfigurationError`` with the name to use. With ``silent``, a dotted name that
+    cannot be imported holds no settings.
     """
     if isinstance(source, str):
-        source = _import_object(source)
+        try:
+            source = _import_object(source)
+        except ConfigurationError:
+            if silent:
+                return {}
+            raise
     strict = isinstance(source, Mapping) or namespace is not None
     if isinstance(source, Mapping):
         items = list(source.items())

@@ -540,3 +540,18 @@ def test_celery_app_and_task_attributes_say_what_gopherq_has(app: GopherQ) -> No
     with pytest.raises(AttributeError, match="'Task' object has no attribute 'nope'"):
         f.nope  # type: ignore[attr-defined]  # noqa: B018
     assert not hasattr(app, "nope")
+
+
+def test_config_silent_passes_over_a_missing_module() -> None:
+    app = GopherQ("config", broker="memory://")
+    app.config_from_object("no_such_config_module", silent=True)
+    assert app.settings.prefetch == 16
+
+
+def test_beat_event_queue_follows_routes() -> None:
+    from gopherq.beat import Beat
+    from gopherq.schedules import Entry
+
+    app = GopherQ("routes", broker="memory://", task_routes={"remote.*": "remote"})
+    entry = Entry(name="n", task="remote.report", every=60)
+    assert Beat(app)._queue(entry) == "remote"
