@@ -151,7 +151,6 @@ APP_ATTRIBUTE_HINTS: Mapping[str, str] = {
     "conf": "settings (read only: set them with GopherQ(...) keywords or config_from_object)",
     "AsyncResult": "result(id)",
     "control": "cancel(ids), and broker.pause(queue) / broker.resume(queue)",
-    "autodiscover_tasks": "include=[...] (GopherQ(..., include=['shop.tasks']))",
     "signature": "task.s(...)",
     "Task": "middleware (gopherq.Middleware) for behaviour shared by tasks",
 }

@@ -274,7 +274,7 @@ class Worker:
     def _beat_exited(self, code: int) -> None:
         """The beat process ended: replace it unless the worker is stopping."""
         self._beat_pid = 0
-        if self._stopping:
+        if self._stopping or self._signals:  # (Ctrl-C reaches the beat and us at once)
             return
         how = f"signal {_signal_name(-code)}" if code < 0 else f"exit code {code}"
         logger.warning("worker %s: beat process died (%s); restarting it", self.name, how)
