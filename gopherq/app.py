@@ -272,7 +272,7 @@ class GopherQ:
             routed = self.routes.match(declared.get("name") or default_name(fn))
             opts = make_options(fn, {**routed, **declared}, self.settings.default_queue)
             existing = self.tasks.get(opts.name)
-            if existing is not None and getattr(existing.fn, "__wrapped__", existing.fn) is not fn:
+            if existing is not None and _declared_fn(existing) is not fn:
                 raise ConfigurationError(f"a task named {opts.name!r} is already registered")
             kind: type[BaseTask[Any, Any]] = AsyncTask if inspect.iscoroutinefunction(fn) else Task
             task = kind(self, fn, opts, bind=bind)
@@ -527,6 +527,12 @@ class _RemoteTask(BaseTask[Any, Any]):
     def __init__(self, app: GopherQ, name: str) -> None:
         options = {**app.routes.match(name), "name": name}
         super().__init__(app, _unknown, make_options(_unknown, options, app.settings.default_queue))
+
+
+def _declared_fn(task: BaseTask[Any, Any]) -> Callable[..., Any]:
+    """The function ``task`` was declared with (``bind=True`` wraps it)."""
+    declared: Callable[..., Any] = getattr(task.fn, "__wrapped__") if task.bind else task.fn  # noqa: B009
+    return declared
 
 
 def _unknown(*args: Any, **kwargs: Any) -> Any:

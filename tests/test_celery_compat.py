@@ -555,3 +555,17 @@ def test_beat_event_queue_follows_routes() -> None:
     app = GopherQ("routes", broker="memory://", task_routes={"remote.*": "remote"})
     entry = Entry(name="n", task="remote.report", every=60)
     assert Beat(app)._queue(entry) == "remote"
+
+
+def test_a_bound_function_registers_again_as_the_same_task(app: GopherQ) -> None:
+    def describe(self: TaskContext) -> str:
+        return self.name
+
+    first = app.task(bind=True, name="describe")(describe)
+    second = app.task(bind=True, name="describe")(describe)  # a module imported twice
+    assert second.name == first.name == "describe"
+    with pytest.raises(ConfigurationError, match="already registered"):
+
+        @app.task(bind=True, name="describe")
+        def other(self: TaskContext) -> str:
+            return ""
