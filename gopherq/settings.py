@@ -186,6 +186,10 @@ def settings_from_object(
         name = key[len(prefix) :].lower()
         if name in names:
             values[name] = value
+        elif not prefix and name.startswith("celery_"):
+            raise ConfigurationError(
+                f"setting {key!r}: pass namespace='CELERY' to read names prefixed CELERY_"
+            )
         elif strict or name in SETTING_HINTS or difflib.get_close_matches(name, names, n=1):
             _check_known(name, names, source="setting")
     return values

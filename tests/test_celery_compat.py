@@ -469,6 +469,7 @@ def test_config_with_a_namespace() -> None:
         ({"prefetch": "many"}, "setting 'prefetch' must be int"),
         ("no_such_module_here", "cannot import settings from 'no_such_module_here'"),
         ("os:no_such_attr", "no 'no_such_attr'"),
+        (type("C", (), {"CELERY_BROKER_URL": "x"}), "pass namespace='CELERY'"),
     ],
 )
 def test_config_errors_name_the_setting(source: Any, message: str) -> None:
