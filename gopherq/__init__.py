@@ -41,7 +41,7 @@ from gopherq.errors import (
 from gopherq.events import Event
 from gopherq.middleware import Middleware
 from gopherq.once import once
-from gopherq.result import AsyncResult
+from gopherq.result import AsyncResult, EagerResult
 from gopherq.results.base import Progress
 from gopherq.states import DeadReason, Priority, State
 from gopherq.task import AsyncTask, BaseTask, Signature, Task, TaskOptions
@@ -58,6 +58,7 @@ __all__ = [
     "ControlFlow",
     "DeadReason",
     "DecodeError",
+    "EagerResult",
     "Event",
     "GopherQ",
     "GopherQError",

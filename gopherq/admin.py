@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from gopherq.errors import DecodeError
 from gopherq.redaction import redact_text, redact_url
 from gopherq.result import job_state
 from gopherq.results.base import JobRecord
+from gopherq.routes import declared_queues
 from gopherq.states import Priority, State
 
 if TYPE_CHECKING:
@@ -115,13 +117,6 @@ def similar_tasks(app: GopherQ, name: str) -> list[str]:
     return suffixed or difflib.get_close_matches(name, app.tasks, n=3)
 
 
-def known_queues(app: GopherQ) -> set[str]:
-    """Queues a worker of ``app`` consumes by default (the default queue and those of
-    its registered tasks) and those the broker knows (with messages, or paused)."""
-    names = {app.settings.default_queue} | {t.options.queue for t in app.tasks.values()}
-    return names | set(app.broker.stats())
-
-
 def task_queue(app: GopherQ, name: str, queue: str | None) -> str:
     """The queue a task sent by ``name`` goes to: ``queue``, else the task's own."""
     task = app.tasks.get(name)
@@ -201,3 +196,14 @@ def first_line(text: str | None) -> str:
         if line.strip():
             return line.strip()
     return ""
+
+
+def known_queues(app: GopherQ) -> list[str]:
+    """Every queue the broker knows (with messages, or paused), plus the app's: the
+    default queue and those its registered tasks are declared on (or routed to)."""
+    return sorted(set(app.broker.stats()) | set(declared_queues(app)))
+
+
+def purge_all(app: GopherQ, queues: Sequence[str]) -> dict[str, int]:
+    """Delete the ready and scheduled messages of ``queues``; how many, per queue."""
+    return {name: app.broker.purge(name) for name in queues}

@@ -12,7 +12,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from typing import Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, Protocol, TypeVar, overload
 
 from gopherq.brokers import (
     Broker,
@@ -22,6 +22,8 @@ from gopherq.brokers import (
     default_url,
     open_broker,
 )
+from gopherq.celery_names import APP_ATTRIBUTE_HINTS, no_attribute
+from gopherq.context import TaskContext
 from gopherq.errors import ConfigurationError, NotRegistered, TaskCancelled
 from gopherq.events import EventBackend, Events, event_backend_for, open_event_backend
 from gopherq.events.emitter import EventEmitter
@@ -29,14 +31,24 @@ from gopherq.events.hub import H
 from gopherq.message import MAX_TIMESTAMP, Message, field_problem, new_id
 from gopherq.middleware import Middleware, MiddlewareStack
 from gopherq.redaction import redact_url
-from gopherq.result import AsyncResult
+from gopherq.result import AsyncResult, EagerResult
 from gopherq.results import ErrorInfo, JobRecord, ResultBackend, open_backend
-from gopherq.runner import run_eagerly
+from gopherq.routes import Routes
+from gopherq.runner import run_eagerly, run_inline
 from gopherq.schedules import CatchUp, Entry, Schedules
-from gopherq.settings import Settings
+from gopherq.settings import Settings, merged, settings_from_object
 from gopherq.signing import codec_for
 from gopherq.states import Priority, State
-from gopherq.task import AsyncTask, BaseTask, P, R, Signature, Task, make_options
+from gopherq.task import (
+    AsyncTask,
+    BaseTask,
+    P,
+    R,
+    Signature,
+    Task,
+    default_name,
+    make_options,
+)
 
 T = TypeVar("T")
 TaskT = TypeVar("TaskT", bound=BaseTask[Any, Any])
@@ -52,6 +64,19 @@ class TaskDecorator(Protocol):
 
     @overload
     def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+class BoundTaskDecorator(Protocol):
+    """What ``@app.task(bind=True, ...)`` returns: the function takes the task's
+    ``TaskContext`` first, and the task's parameters are the rest."""
+
+    @overload
+    def __call__(  # type: ignore[overload-overlap]  # a coroutine function is callable too
+        self, fn: Callable[Concatenate[TaskContext, P], Coroutine[Any, Any, R]], /
+    ) -> AsyncTask[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[Concatenate[TaskContext, P], R], /) -> Task[P, R]: ...
 
 
 class GopherQ:
@@ -118,6 +143,61 @@ class GopherQ:
         self.schedules = Schedules(self, self.settings.beat_schedule)
         """Periodic entries: declared in code and settings, and dynamic ones kept in the
         broker (see ``gopherq.schedules`` and ``gopherq beat``)."""
+
+    def config_from_object(
+        self, source: Any, *, namespace: str | None = None, silent: bool = False
+    ) -> None:
+        """Take settings from an object, as Celery's ``config_from_object`` does.
+
+        ``source``: a mapping, a module, a class or other object, or the dotted
+        name of one (``"proj.celeryconfig"``, ``"django.conf:settings"``). Names
+        are settings' names in either case (``broker_url`` or ``BROKER_URL``);
+        with ``namespace="CELERY"`` only ``CELERY_*`` names are read, without
+        the prefix. They go over ``GopherQ(...)``'s keywords; ``GOPHERQ_*``
+        variables still win. An unknown name raises ``ConfigurationError`` with
+        the name to use (see ``gopherq.settings.settings_from_object``).
+
+        Call it before the app connects (its first send, result or worker) and
+        before declaring tasks when it sets ``task_routes`` or ``default_queue``:
+        later, a change that cannot take effect raises ``ConfigurationError``.
+        With ``silent``, a dotted name that cannot be imported changes nothing.
+        """
+        values = settings_from_object(source, namespace=namespace, silent=silent)
+        settings = _absolute_urls(merged(self.settings, values))
+        changed = {
+            spec.name
+            for spec in dataclasses.fields(settings)
+            if getattr(settings, spec.name) != getattr(self.settings, spec.name)
+        }
+        connected = self._broker is not None or self._backend is not None or self.events.opened
+        late = changed & _CONNECTION_SETTINGS if connected else set()
+        if self.tasks:
+            late |= changed & {"task_routes", "default_queue"}
+        if late:
+            raise ConfigurationError(
+                f"config_from_object: {', '.join(sorted(late))} can no longer change "
+                "(the app has connected or declared tasks); call it first, right after "
+                "GopherQ(...)"
+            )
+        self.settings = settings
+        self.codec = codec_for(settings)
+        if "beat_schedule" in changed:
+            self.schedules.declare_settings(settings.beat_schedule)
+        self._reconfigure_events()
+
+    def _reconfigure_events(self) -> None:
+        """Point the (unopened) events at what the settings now say; the event emitter
+        is installed first while events are on, and only then."""
+        url = event_backend_for(self.settings.events, self.broker_url)
+        if url == self.events.url:
+            return
+        emitters = [m for m in self.middleware if isinstance(m, EventEmitter)]
+        self.events.url = url
+        if url is None:
+            for emitter in emitters:
+                self.middleware.remove(emitter)
+        elif not emitters:
+            self.middleware.insert_first(EventEmitter(self.events))
 
     # Connections, opened on first use so that a forked worker opens its own.
 
@@ -190,6 +270,11 @@ class GopherQ:
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
     @overload
+    def task(
+        self, fn: None = None, /, *, bind: Literal[True], **options: Any
+    ) -> BoundTaskDecorator: ...
+
+    @overload
     def task(self, fn: None = None, /, **options: Any) -> TaskDecorator: ...
 
     def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
@@ -198,16 +283,22 @@ class GopherQ:
         Options: ``name``, ``queue``, ``priority``, ``retries``, ``backoff``,
         ``retry_delay``, ``max_retry_delay``, ``jitter``, ``autoretry_for``,
         ``dont_autoretry_for``, ``timeout``, ``soft_timeout``, ``expires``,
-        ``ignore_result``. An unknown option raises ``ConfigurationError``.
+        ``ignore_result``. An unknown option raises ``ConfigurationError``; Celery's
+        names work where they mean the same (``max_retries``) and say what gopherq
+        has where they do not (see docs/celery.md). ``bind=True`` passes the
+        task's ``TaskContext`` (``current_task()``) as the first argument.
         """
+        declared = dict(options)
+        bind = bool(declared.pop("bind", False))
 
         def register(fn: Callable[..., Any]) -> BaseTask[Any, Any]:
-            opts = make_options(fn, options, self.settings.default_queue)
+            routed = self.routes.match(declared.get("name") or default_name(fn))
+            opts = make_options(fn, {**routed, **declared}, self.settings.default_queue)
             existing = self.tasks.get(opts.name)
-            if existing is not None and existing.fn is not fn:
+            if existing is not None and _declared_fn(existing) is not fn:
                 raise ConfigurationError(f"a task named {opts.name!r} is already registered")
             kind: type[BaseTask[Any, Any]] = AsyncTask if inspect.iscoroutinefunction(fn) else Task
-            task = kind(self, fn, opts)
+            task = kind(self, fn, opts, bind=bind)
             self.tasks[opts.name] = task
             if fn.__module__ == "__main__" and "name" not in options:
                 self._warn_main(fn, opts.name)
@@ -260,6 +351,16 @@ class GopherQ:
             warnings.warn(message, stacklevel=4)
         else:
             warnings.warn_explicit(message, UserWarning, code.co_filename, code.co_firstlineno)
+
+    @property
+    def routes(self) -> Routes:
+        """The task routes in force (setting ``task_routes``; see ``gopherq.routes``)."""
+        table = self.settings.task_routes
+        if self._routes is None or self._routes.table is not table:
+            self._routes = Routes(table)
+        return self._routes
+
+    _routes: Routes | None = None
 
     def get_task(self, name: str) -> BaseTask[Any, Any]:
         """The registered task ``name``; raises ``NotRegistered``."""
@@ -342,6 +443,14 @@ class GopherQ:
         if middleware:
             middleware.after_enqueue(self, messages, ids)
         return [AsyncResult(id, self) for id in ids]
+
+    def apply(self, signature: Signature[R]) -> EagerResult[R]:
+        """Run one signature here and now, through the codec as a worker would, retrying
+        at once; what ``task.apply()`` calls. Its records are not stored: the
+        ``EagerResult`` holds the last. Send options that schedule (``countdown``,
+        ``eta``) are ignored; the enqueue hooks of middleware are not called."""
+        message = self._message(signature)
+        return EagerResult(message.id, run_inline(self, message), self)
 
     def send_task(
         self,
@@ -458,6 +567,26 @@ class GopherQ:
     def __repr__(self) -> str:
         return f"<GopherQ {self.name} broker={redact_url(self.broker_url)}>"
 
+    if not TYPE_CHECKING:  # at run time only: mypy must still see unknown attributes
+
+        def __getattr__(self, name: str) -> Any:
+            raise no_attribute(self, name, APP_ATTRIBUTE_HINTS)
+
+
+# What the open connections were made with: they cannot change once open.
+_CONNECTION_SETTINGS = frozenset(
+    {
+        "broker_url",
+        "result_backend",
+        "events",
+        "lease_seconds",
+        "dead_letter_ttl",
+        "result_expires",
+        "events_max_age",
+        "events_max_count",
+    }
+)
+
 
 def _defining_directory(frame: Any) -> str:
     """The directory of the module whose code runs in ``frame`` (its ``__file__``);
@@ -485,9 +614,14 @@ class _RemoteTask(BaseTask[Any, Any]):
     """Stands for a task known only by name, for ``send_task``."""
 
     def __init__(self, app: GopherQ, name: str) -> None:
-        super().__init__(
-            app, _unknown, make_options(_unknown, {"name": name}, app.settings.default_queue)
-        )
+        options = {**app.routes.match(name), "name": name}
+        super().__init__(app, _unknown, make_options(_unknown, options, app.settings.default_queue))
+
+
+def _declared_fn(task: BaseTask[Any, Any]) -> Callable[..., Any]:
+    """The function ``task`` was declared with (``bind=True`` wraps it)."""
+    declared: Callable[..., Any] = getattr(task.fn, "__wrapped__") if task.bind else task.fn  # noqa: B009
+    return declared
 
 
 def _unknown(*args: Any, **kwargs: Any) -> Any:

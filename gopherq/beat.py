@@ -303,8 +303,10 @@ class Beat:
     def _queue(self, entry: Entry) -> str:
         """The queue a tick of ``entry`` goes to."""
         task = self.app.tasks.get(entry.task)
-        default = task.options.queue if task is not None else self.app.settings.default_queue
-        return entry.queue or default
+        if task is not None:
+            return entry.queue or task.options.queue
+        routed = self.app.routes.match(entry.task).get("queue")
+        return entry.queue or routed or self.app.settings.default_queue
 
     def _send(self, entry: Entry, tick: int) -> bool:
         """Send one tick; False if the broker failed (it stays pending, to retry)."""

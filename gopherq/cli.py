@@ -19,6 +19,7 @@ import click
 
 from gopherq import admin
 from gopherq.app import GopherQ
+from gopherq.celery_names import CLI_HINTS, CLI_OPTION_HINTS
 from gopherq.cli_beat import beat, schedules
 from gopherq.cli_history import events, jobs
 from gopherq.cli_protocol import protocol
@@ -27,6 +28,7 @@ from gopherq.cli_support import (
     json_arg,
     json_option,
     print_json,
+    print_version,
     priority_option,
     progress_text,
     shorten,
@@ -47,10 +49,22 @@ class _Group(click.Group):
     redacted and control characters escaped (docs/security.md).
     """
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """Celery's subcommands that gopherq lacks say what it has instead."""
+        name = args[0] if args else ""
+        if name not in self.commands and name in CLI_HINTS:
+            raise click.UsageError(f"no command {name!r} (Celery's): {CLI_HINTS[name]}", ctx)
+        return super().resolve_command(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except click.ClickException as exc:  # the commands' own, and usage errors
+            if isinstance(exc, click.NoSuchOption) and exc.option_name in CLI_OPTION_HINTS:
+                exc.message += f" ({exc.option_name} is Celery's: gopherq has "
+                exc.message += f"{CLI_OPTION_HINTS[exc.option_name]})"
             exc.message = printable_lines(redact_text(exc.message))
             raise
         except TaskFailed as exc:
@@ -69,6 +83,15 @@ _yes_option = click.option("-y", "--yes", is_flag=True, help="Do not ask for con
 
 
 @click.group(cls=_Group)
+@click.option(
+    "-V",
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=print_version,
+    help="Print the version and exit.",
+)
 @click.option(
     "-A", "--app", "app_spec", envvar="GOPHERQ_APP", help="The app: module[:attr] [GOPHERQ_APP]."
 )
@@ -144,6 +167,9 @@ def _queue_list(ctx: click.Context, param: click.Parameter, value: tuple[str, ..
     default=None,
     help="Seconds to keep trying a broker that is down at start, then exit 1 (30).",
 )
+@click.option(
+    "-B", "--beat", is_flag=True, help="Run the beat in this worker too (for development)."
+)
 @with_app
 def worker(
     app: GopherQ,
@@ -155,6 +181,7 @@ def worker(
     max_memory_per_child: int | None,
     shutdown_timeout: float | None,
     connect_timeout: float | None,
+    beat: bool,
 ) -> None:
     """Run a prefork worker."""
     from gopherq.worker import Worker
@@ -169,6 +196,7 @@ def worker(
         max_memory_per_child=max_memory_per_child,
         shutdown_timeout=shutdown_timeout,
         connect_timeout=connect_timeout,
+        beat=beat,
     ).run()
     click.get_current_context().exit(code)
 
@@ -384,13 +412,25 @@ def _of(queue: str | None) -> str:
 
 
 @main.command()
-@click.argument("queue")
+@click.argument("queue", required=False)
+@click.option("--all", "every", is_flag=True, help="Every queue (known to the broker or the app).")
 @_yes_option
 @with_app
-def purge(app: GopherQ, queue: str, yes: bool) -> None:
-    """Delete the ready and scheduled messages of QUEUE (running ones stay)."""
-    _confirm(yes, f"Delete every waiting message of queue {queue!r}?")
-    click.echo(f"deleted {app.broker.purge(queue)}")
+def purge(app: GopherQ, queue: str | None, every: bool, yes: bool) -> None:
+    """Delete the ready and scheduled messages of QUEUE, or of every queue with --all
+    (running ones stay)."""
+    if (queue is not None) == every:
+        raise click.UsageError("give a QUEUE or --all (not both)")
+    if queue is not None:
+        _confirm(yes, f"Delete every waiting message of queue {queue!r}?")
+        click.echo(f"deleted {app.broker.purge(queue)}")
+        return
+    names = admin.known_queues(app)
+    _confirm(yes, f"Delete every waiting message of every queue ({', '.join(names)})?")
+    deleted = admin.purge_all(app, names)
+    for name, count in deleted.items():
+        click.echo(f"{name}: deleted {count}")
+    click.echo(f"deleted {sum(deleted.values())}")
 
 
 @main.command()

@@ -7,6 +7,7 @@ this module only parses and prints.
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -62,6 +63,18 @@ def with_app(fn: Callable[..., None]) -> Callable[..., None]:
         fn(context.app(), **kwargs)
 
     return app_option(run)
+
+
+def print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """``--version``: the installed package's version (its source's when not installed)."""
+    if not value or ctx.resilient_parsing:
+        return
+    try:
+        version = importlib.metadata.version("gopherq")
+    except importlib.metadata.PackageNotFoundError:
+        from gopherq import __version__ as version
+    click.echo(f"gopherq {version}")
+    ctx.exit()
 
 
 # Output.

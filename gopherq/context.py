@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
+from gopherq.celery_names import no_attribute
 from gopherq.errors import Retry, TaskError
 from gopherq.results.base import Progress, ResultBackend
 
@@ -53,13 +54,15 @@ class TaskContext:
         """Retries still available after this execution."""
         return max(self.retries - self.attempt, 0)
 
-    def retry(self, countdown: float | None = None, exc: BaseException | None = None) -> Retry:
-        """The exception to raise to run this task again.
+    def retry(self, countdown: float | None = None, exc: BaseException | None = None) -> NoReturn:
+        """Run this task again: raises ``Retry``.
 
-        ``raise current_task().retry(countdown=5)``; without ``countdown`` the
+        ``raise current_task().retry(countdown=5)`` (the ``raise`` reads well and
+        keeps type checkers aware that the task stops here; ``retry()`` raises by
+        itself, as Celery's ``self.retry()`` does). Without ``countdown`` the
         task's backoff policy picks the delay. Counts against ``retries``.
         """
-        return Retry(countdown=countdown, exc=exc)
+        raise Retry(countdown=countdown, exc=exc)
 
     def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
         """Report how far the task got: ``progress(3, 10, "resizing")``.
@@ -100,11 +103,27 @@ class TaskContext:
         """The result store of the app running this task (``gopherq.once`` uses it)."""
         return self._control().result_backend()
 
+    if not TYPE_CHECKING:  # at run time only: mypy must still see unknown attributes
+
+        def __getattr__(self, name: str) -> Any:
+            raise no_attribute(self, name, _CELERY_HINTS)
+
     def _control(self) -> JobControl:
         if self.control is None:
             raise TaskError(f"task {self.id} has no job control (built outside a runner)")
         return self.control
 
+
+# What Celery's bound task (``self`` with bind=True) offers that the context names otherwise.
+_CELERY_HINTS = {
+    "request": "the context itself: .id, .name, .queue, .attempt (Celery's "
+    "request.retries), .retries (Celery's max_retries), .worker",
+    "max_retries": "retries",
+    "update_state": "progress(done, total, message)",
+    "send_event": "progress(), or app.events.publish()",
+    "apply_async": "the task object's apply_async",
+    "delay": "the task object's delay",
+}
 
 _current: ContextVar[TaskContext | None] = ContextVar("gopherq_current_task", default=None)
 

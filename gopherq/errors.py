@@ -133,7 +133,7 @@ class ControlFlow(GopherQError):
 class Retry(ControlFlow):
     """Run the task again, after ``countdown`` seconds (or the task's backoff).
 
-    Raise the one ``current_task().retry(...)`` returns.
+    What ``current_task().retry(...)`` raises.
     """
 
     def __init__(self, countdown: float | None = None, exc: BaseException | None = None) -> None:

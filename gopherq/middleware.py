@@ -159,6 +159,17 @@ class MiddlewareStack(Middleware):
         self._members.append(middleware)
         self._reversed = self._members[::-1]
 
+    def insert_first(self, middleware: Middleware) -> None:
+        """Add ``middleware`` first (the event emitter's place)."""
+        self.add(middleware)
+        self._members.insert(0, self._members.pop())
+        self._reversed = self._members[::-1]
+
+    def remove(self, middleware: Middleware) -> None:
+        """Take ``middleware`` out; ``ValueError`` if it is not installed."""
+        self._members.remove(middleware)
+        self._reversed = self._members[::-1]
+
     def __bool__(self) -> bool:
         return bool(self._members)
 

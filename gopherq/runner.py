@@ -353,6 +353,20 @@ def _alarm(seconds: float) -> Iterator[None]:
 
 def run_eagerly(app: GopherQ, message: Message) -> str:
     """Run a message inline, through the codec, retrying at once; store its record."""
+    run_inline(app, message, store=lambda record: app.backend.store([record]))
+    return message.id
+
+
+def run_inline(
+    app: GopherQ, message: Message, *, store: Callable[[JobRecord], None] | None = None
+) -> JobRecord:
+    """Run a message here, through the codec, retrying at once; the record it ended with.
+
+    Each record the runs produce goes to ``store`` when given (eager mode stores
+    them in the result backend; ``task.apply()`` keeps only the last). An
+    ``ignore_result`` task that succeeds leaves no record: a SUCCEEDED one
+    without a value stands for it.
+    """
     body = app.codec.encode(message)
     runner = Runner(app, worker="eager")
     attempt = 0
@@ -368,11 +382,17 @@ def run_eagerly(app: GopherQ, message: Message) -> str:
                 token="eager",
             )
             outcome = runner.run(delivery)
-            if outcome.record is not None:
-                app.backend.store([outcome.record])
+            if outcome.record is not None and store is not None:
+                store(outcome.record)
             app.events.flush()
             if outcome.action != "retry":
-                return message.id
+                return outcome.record or JobRecord(
+                    id=message.id,
+                    task=message.task,
+                    state=State.SUCCEEDED,
+                    queue=message.queue,
+                    attempts=attempt + 1,
+                )
             attempt += 1
     finally:
         runner.close()

@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
+import types
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gopherq.celery_names import SETTING_HINTS, did_you_mean, unknown
 from gopherq.errors import ConfigurationError
 from gopherq.redaction import redact_url
+from gopherq.routes import Routes
 
 logger = logging.getLogger("gopherq.settings")
 
@@ -94,6 +98,13 @@ class Settings:
     beat_schedule: Mapping[str, Mapping[str, Any]] | None = None
     """Periodic entries by name, such as ``{"nightly": {"task": "shop.report", "cron":
     "0 3 * * *"}}`` (see docs/beat.md); JSON in the environment."""
+    task_routes: Mapping[str, Any] | None = None
+    """Default queue (and priority) of tasks by name or glob pattern, first match wins:
+    ``{"shop.mail.*": {"queue": "mail"}}`` (see ``gopherq.routes``); JSON in the
+    environment."""
+
+    def __post_init__(self) -> None:
+        Routes(self.task_routes)  # raises ConfigurationError on a bad route
 
     def __repr__(self) -> str:
         # Not the generated repr: URLs may carry passwords, and fields marked
@@ -132,14 +143,89 @@ class Settings:
         return cls(**values)
 
 
-def _check_known(name: str, names: Mapping[str, Any], *, source: str) -> None:
+def merged(settings: Settings, values: Mapping[str, Any]) -> Settings:
+    """``settings`` with ``values`` given in code over them; ``GOPHERQ_*`` variables
+    still win, as they do over ``GopherQ(...)``'s keywords."""
+    given = {
+        spec.name: getattr(settings, spec.name)
+        for spec in dataclasses.fields(settings)
+        if getattr(settings, spec.name) != spec.default
+    }
+    return Settings.load({**given, **values})
+
+
+def settings_from_object(
+    source: Any, *, namespace: str | None = None, silent: bool = False
+) -> dict[str, Any]:
+    """The settings an object holds, for ``GopherQ.config_from_object``.
+
+    ``source`` is a mapping, a module, a class or any object, or the dotted name
+    of one (``"proj.celeryconfig"``, ``"proj.settings:Config"``). Names are read
+    in either case (``BROKER_URL`` is ``broker_url``); with ``namespace``
+    (``"CELERY"``) only names starting ``CELERY_`` are read, without the prefix.
+    Every key of a mapping, and every name under a namespace, must be a setting.
+    An object's other attributes (imports, helper constants) are passed over,
+    unless their name is a setting's misspelled or Celery's: those raise
+    ``ConfigurationError`` with the name to use. With ``silent``, a dotted name that
+    cannot be imported holds no settings.
+    """
+    if isinstance(source, str):
+        try:
+            source = _import_object(source)
+        except ConfigurationError:
+            if silent:
+                return {}
+            raise
+    strict = isinstance(source, Mapping) or namespace is not None
+    if isinstance(source, Mapping):
+        items = list(source.items())
+    else:
+        items = [
+            (name, getattr(source, name))
+            for name in dir(source)
+            if not name.startswith("_")
+            and not isinstance(getattr(source, name), (type, types.ModuleType))
+            and not callable(getattr(source, name))
+        ]
+    prefix = f"{namespace.upper()}_" if namespace else ""
+    names = {f.name for f in dataclasses.fields(Settings)}
+    values: dict[str, Any] = {}
+    for key, value in items:
+        if not isinstance(key, str) or not key.upper().startswith(prefix):
+            continue
+        name = key[len(prefix) :].lower()
+        if name in names:
+            values[name] = value
+        elif not prefix and name.startswith("celery_"):
+            raise ConfigurationError(
+                f"setting {key!r}: pass namespace='CELERY' to read names prefixed CELERY_"
+            )
+        elif strict or name in SETTING_HINTS or difflib.get_close_matches(name, names, n=1):
+            _check_known(name, names, source="setting")
+    return values
+
+
+def _import_object(dotted: str) -> Any:
+    """The module ``a.b``, or the attribute ``a.b:attr`` (or ``a.b.attr``) of one."""
+    module_name, _, attr = dotted.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        parent, _, last = module_name.rpartition(".")
+        if attr or not parent or exc.name != module_name:
+            raise ConfigurationError(f"cannot import settings from {dotted!r}: {exc}") from None
+        module, attr = importlib.import_module(parent), last
+    if not attr:
+        return module
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ConfigurationError(f"cannot import settings from {dotted!r}: no {attr!r}") from None
+
+
+def _check_known(name: str, names: Collection[str], *, source: str) -> None:
     if name not in names:
-        raise ConfigurationError(f"unknown {source} {name!r}{_hint(name, names)}")
-
-
-def _hint(name: str, names: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, names, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+        raise unknown(source, name, names, SETTING_HINTS)
 
 
 _warned: set[str] = set()  # unknown variables already warned about in this process
@@ -150,7 +236,7 @@ def _warn_unknown(var: str, name: str, names: Iterable[str]) -> None:
         return
     _warned.add(var)
     logger.warning(
-        "ignoring environment variable %s: no setting %r%s", var, name, _hint(name, names)
+        "ignoring environment variable %s: no setting %r%s", var, name, did_you_mean(name, names)
     )
 
 

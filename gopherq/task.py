@@ -8,21 +8,32 @@ so that mypy rejects a ``.delay()`` whose arguments do not fit, and
 from __future__ import annotations
 
 import datetime as dt
-import difflib
+import functools
 import inspect
 import math
 import random
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
+from gopherq.celery_names import (
+    SEND_OPTION_ALIASES,
+    SEND_OPTION_HINTS,
+    TASK_ATTRIBUTE_HINTS,
+    TASK_OPTION_ALIASES,
+    TASK_OPTION_HINTS,
+    no_attribute,
+    resolve_aliases,
+    unknown,
+)
+from gopherq.context import TaskContext, _current
 from gopherq.errors import ConfigurationError
-from gopherq.message import field_problem
+from gopherq.message import field_problem, new_id
 from gopherq.states import Priority
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
-    from gopherq.result import AsyncResult
+    from gopherq.result import AsyncResult, EagerResult
 
 MAX_SHAPES = 64
 """Most argument shapes a task remembers as fitting (see ``BaseTask.check_arguments``)."""
@@ -81,13 +92,19 @@ OPTION_NAMES = frozenset(TaskOptions.__dataclass_fields__) - {"name"}
 def make_options(
     fn: Callable[..., Any], overrides: Mapping[str, Any], default_queue: str
 ) -> TaskOptions:
-    """Validate ``@app.task(...)`` keywords and build the options; raise on unknown ones."""
-    for key in overrides:
+    """Validate ``@app.task(...)`` keywords and build the options; raise on unknown ones.
+
+    Celery's ``max_retries``, ``time_limit`` and ``soft_time_limit`` are aliases
+    (see ``gopherq.celery_names``); ``acks_late=True`` says what gopherq always does.
+    """
+    values = resolve_aliases("task option", overrides, TASK_OPTION_ALIASES)
+    if values.get("acks_late") is True:
+        del values["acks_late"]
+    for key in values:
         if key not in OPTION_NAMES and key != "name":
-            hint = did_you_mean(key, OPTION_NAMES)
-            raise ConfigurationError(f"unknown task option {key!r} for {fn.__qualname__}{hint}")
-    values = dict(overrides)
-    values.setdefault("name", f"{fn.__module__}.{fn.__qualname__}")
+            where = f" for {fn.__qualname__}"
+            raise unknown("task option", key, OPTION_NAMES, TASK_OPTION_HINTS, where)
+    values.setdefault("name", default_name(fn))
     values.setdefault("queue", default_queue)
     # Here rather than as a dead letter at the worker, which refuses these at decode.
     for key, field_name in (("name", "task"), ("queue", "queue")):
@@ -110,17 +127,9 @@ def make_options(
     return TaskOptions(**values)
 
 
-def did_you_mean(name: str, names: Iterable[str]) -> str:
-    """``"; did you mean 'x'?"`` for the known name ``name`` most likely means, or ''.
-
-    A known name that ``name`` contains as whole words comes first, the longest
-    (``default_retry_delay`` means ``retry_delay``, not the closer spelling
-    ``max_retry_delay``); else the closest spelling.
-    """
-    known = sorted(names)
-    inside = [n for n in known if f"_{n}_" in f"_{name}_" and n != name]
-    close = [max(inside, key=len)] if inside else difflib.get_close_matches(name, known, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+def default_name(fn: Callable[..., Any]) -> str:
+    """The name a task registers under unless ``name=`` says otherwise."""
+    return f"{fn.__module__}.{fn.__qualname__}"
 
 
 def _priority(value: Any) -> int:
@@ -150,11 +159,21 @@ def _seconds(key: str, value: Any) -> float | None:
 class BaseTask(Generic[P, R]):
     """What sync and async tasks share: sending, signatures, options."""
 
-    def __init__(self, app: GopherQ, fn: Callable[P, Any], options: TaskOptions) -> None:
+    def __init__(
+        self,
+        app: GopherQ,
+        fn: Callable[..., Any],
+        options: TaskOptions,
+        *,
+        bind: bool = False,
+    ) -> None:
         self.app = app
-        self.fn = fn
+        self.fn: Callable[P, Any] = _bound(fn, self.context) if bind else fn
+        """What runs: the function, or with ``bind`` a wrapper passing it the context."""
         self.options = options
-        self.signature = inspect.signature(fn)
+        self.bind = bind
+        """Whether the function takes the task's ``TaskContext`` first (``bind=True``)."""
+        self.signature = inspect.signature(self.fn)
         self._fitting: set[int | tuple[int, tuple[str, ...]]] = set()
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
@@ -166,6 +185,16 @@ class BaseTask(Generic[P, R]):
     def name(self) -> str:
         """The registered name (``module.function`` unless given)."""
         return self.options.name
+
+    def context(self) -> TaskContext:
+        """What a ``bind=True`` task gets first: ``current_task()`` while a worker (or
+        eager mode, or ``apply``) runs this task; called directly, a context with a
+        fresh id and no job control (``progress`` and ``checkpoint`` raise)."""
+        running = _current.get()
+        if running is not None and running.name == self.name:
+            return running
+        options = self.options
+        return TaskContext(new_id(), options.name, options.queue, 0, options.retries)
 
     def check_arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         """Raise ``TypeError`` unless the function accepts these arguments.
@@ -201,12 +230,60 @@ class BaseTask(Generic[P, R]):
         """
         return self.app.send(Signature(self, tuple(args), dict(kwargs or {}), options))
 
+    def apply(
+        self,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> EagerResult[R]:
+        """Run the task here and now, as Celery's ``apply`` does: through msgpack as a
+        worker would (arguments and result must travel), retrying at once, and
+        return an ``EagerResult`` with the outcome. No broker or result backend
+        is needed. Takes ``apply_async``'s options; ``countdown`` and ``eta`` are
+        ignored."""
+        return self.app.apply(Signature(self, tuple(args), dict(kwargs or {}), options))
+
     def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
         """A signature: this task with arguments, to send later or in a batch."""
         return Signature(self, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<task {self.name}>"
+
+    if not TYPE_CHECKING:  # at run time only: mypy must still see unknown attributes
+
+        def __getattr__(self, name: str) -> Any:
+            raise no_attribute(self, name, TASK_ATTRIBUTE_HINTS)
+
+
+def _bound(fn: Callable[..., Any], context: Callable[[], TaskContext]) -> Callable[..., Any]:
+    """``fn`` with the task context passed first, its signature shown without it (the
+    arguments a message carries are checked against that)."""
+    signature = inspect.signature(fn)
+    parameters = list(signature.parameters.values())
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if not parameters or parameters[0].kind not in positional:
+        raise ConfigurationError(
+            f"bind=True: {fn.__qualname__} must take the task context as its first parameter"
+        )
+    wrapper: Any  # a function that is given a __signature__
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            return await fn(context(), *args, **kwargs)
+
+        wrapper = run_async
+    else:
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            return fn(context(), *args, **kwargs)
+
+        wrapper = run
+    wrapper.__signature__ = signature.replace(parameters=parameters[1:])
+    bound: Callable[..., Any] = wrapper
+    return bound
 
 
 class Task(BaseTask[P, R]):
@@ -252,10 +329,11 @@ class Signature(Generic[R]):
 
     def __post_init__(self) -> None:
         if not self.options.keys() <= SEND_OPTIONS:
-            name = sorted(self.options.keys() - SEND_OPTIONS)[0]
-            raise ConfigurationError(
-                f"unknown send option {name!r}{did_you_mean(name, SEND_OPTIONS)}"
-            )
+            options = resolve_aliases("send option", self.options, SEND_OPTION_ALIASES)
+            if not options.keys() <= SEND_OPTIONS:
+                name = sorted(options.keys() - SEND_OPTIONS)[0]
+                raise unknown("send option", name, SEND_OPTIONS, SEND_OPTION_HINTS)
+            object.__setattr__(self, "options", options)  # frozen: set once, here
 
     def set(self, **options: Any) -> Signature[R]:
         """A copy with more send options (``queue=``, ``countdown=``, ...)."""

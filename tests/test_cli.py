@@ -9,6 +9,7 @@ from one command to the next.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 import json
 import os
 import signal
@@ -337,6 +338,22 @@ def test_purge_asks_and_refuses_off_a_terminal(cli: Cli, monkeypatch: pytest.Mon
     assert cli.app.broker.stats()["math"].ready == 0
 
 
+def test_purge_all_queues(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    cli.app.send_task("add", [1, 2])  # to its queue, math
+    cli.app.send_task("greet", ["ann"], queue="elsewhere")
+    cli.app.send_task("greet", ["bob"], countdown=60)  # scheduled, in default
+    assert "pass --yes" in failed(cli("purge", "--all"), code=2)
+    monkeypatch.setattr(cli_module, "_interactive", lambda: True)
+    answer = cli("purge", "--all", input="n\n")
+    assert answer.exit_code == 1
+    assert "(default, elsewhere, math)" in answer.output
+    output = ok(cli("purge", "--all", input="y\n"))
+    assert output.endswith("default: deleted 1\nelsewhere: deleted 1\nmath: deleted 1\ndeleted 3\n")
+    assert all(q.ready == q.scheduled == 0 for q in cli.app.broker.stats().values())
+    assert "QUEUE or --all" in failed(cli("purge"), code=2)
+    assert "QUEUE or --all" in failed(cli("purge", "math", "--all"), code=2)
+
+
 # dead letters
 
 
@@ -576,3 +593,47 @@ def test_submit_wait_with_a_real_worker(tmp_path: Path) -> None:
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
+
+
+# What Celery users type.
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version(flag: str) -> None:
+    result = CliRunner().invoke(cli_module.main, [flag])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"gopherq {importlib.metadata.version('gopherq')}\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "hint"),
+    [("inspect", "'stats', 'jobs' and 'status ID'"), ("control", "'cancel'"), ("call", "submit")],
+)
+def test_celery_subcommands_say_what_gopherq_has(command: str, hint: str) -> None:
+    result = CliRunner().invoke(cli_module.main, [command, "active"])
+    assert result.exit_code == 2
+    assert f"no command {command!r} (Celery's): gopherq has" in result.stderr
+    assert hint in result.stderr
+
+
+@pytest.mark.parametrize(("option", "hint"), [("-P", "prefork"), ("--autoscale", "-c")])
+def test_celery_worker_options_say_what_gopherq_has(cli: Cli, option: str, hint: str) -> None:
+    error = failed(cli("worker", option, "x"), code=2)
+    assert f"({option} is Celery's: gopherq has" in error
+    assert hint in error
+
+
+def test_worker_takes_beat_flag(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[dict[str, Any]] = []
+
+    class FakeWorker:
+        def __init__(self, app: GopherQ, **options: Any) -> None:
+            made.append(options)
+
+        def run(self) -> int:
+            return 0
+
+    monkeypatch.setattr("gopherq.worker.Worker", FakeWorker)
+    ok(cli("worker", "-B"))
+    ok(cli("worker"))
+    assert [options["beat"] for options in made] == [True, False]

@@ -82,6 +82,11 @@ class Events:
             self._backend = self._open(self.url)
         return self._backend
 
+    @property
+    def opened(self) -> bool:
+        """Whether the backend was opened (after which ``url`` no longer changes it)."""
+        return self._backend is not None
+
     def open(self) -> None:
         """Open the backend now, if events are on (a worker does, before it starts threads)."""
         if self.enabled:

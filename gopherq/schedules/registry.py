@@ -64,8 +64,17 @@ class Schedules:
         self._store: ScheduleStore | None = None
         self._declared: dict[str, tuple[Entry, Source]] = {}
         self._ignored: set[str] = set()
-        for name, spec in (beat_schedule or {}).items():
-            self.declare(Entry.from_map(name, spec), "settings")
+        self.declare_settings(beat_schedule)
+
+    def declare_settings(self, beat_schedule: Mapping[str, Any] | None) -> None:
+        """Declare the entries of a ``beat_schedule`` setting, in place of those of the
+        previous one (``app.config_from_object`` may bring a new one)."""
+        entries = [Entry.from_map(name, spec) for name, spec in (beat_schedule or {}).items()]
+        for name, (_, source) in list(self._declared.items()):
+            if source == "settings":
+                del self._declared[name]
+        for entry in entries:
+            self.declare(entry, "settings")
 
     @property
     def store(self) -> ScheduleStore:

@@ -12,8 +12,10 @@
         │   cancelled one, requeue what else the child held; fork a replacement
         ├── every ``worker_heartbeat`` seconds: the middleware's heartbeat
         │   (the event emitter's ``worker-heartbeat``), with counts from the slots
-        └── SIGTERM/SIGINT: children finish their task and give back the
-            rest, within ``shutdown_timeout``; a second signal kills them now
+        ├── SIGTERM/SIGINT: children finish their task and give back the
+        │   rest, within ``shutdown_timeout``; a second signal kills them now
+        └── with ``beat`` (``gopherq worker -B``, for development): one more
+            child runs ``gopherq.beat.Beat``; replaced if it dies, stopped last
 
 The supervisor sleeps in ``select`` on a pipe that ``signal.set_wakeup_fd``
 writes to, so a signal wakes it at once; otherwise it wakes every ``TICK`` for
@@ -47,6 +49,7 @@ from typing import TYPE_CHECKING, NoReturn
 from gopherq.brokers.base import Delivery
 from gopherq.errors import ConfigurationError
 from gopherq.redaction import printable_lines
+from gopherq.routes import declared_queues
 from gopherq.runner import Outcome, Runner
 from gopherq.worker.consumer import Consumer, Exit, worker_name
 from gopherq.worker.presence import Presence
@@ -71,6 +74,10 @@ CANCEL_POLL = 0.5
 """Seconds between the supervisor's checks for cancelled tasks, while children hold any."""
 RESPAWN_DELAY = 1.0
 """Wait before replacing a child that died young outside any task (a crash loop)."""
+BEAT_STOP_TIMEOUT = 10.0
+"""Seconds the ``-B`` beat process gets to give its lease up and exit when the worker stops."""
+_BEAT = -1
+"""The slot index that stands for the ``-B`` beat process when forking."""
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _HANDLED = {*_STOP_SIGNALS, signal.SIGCHLD}
 _PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
@@ -114,10 +121,11 @@ class Worker:
     """A prefork worker: ``concurrency`` processes consuming ``queues`` of ``app``.
 
     Options left ``None`` come from the app's settings. ``queues`` defaults to
-    the default queue plus every queue a registered task is declared on.
-    Before forking, ``run()`` logs a banner and checks the broker and result
-    store (``gopherq.worker.startup``): it returns 1 when they cannot work, or
-    stay down for ``connect_timeout`` seconds.
+    the default queue plus every queue a registered task is declared on (or
+    routed to: see ``gopherq.routes``). ``beat`` runs the beat in a child process
+    as well (``gopherq worker -B``). Before forking, ``run()`` logs a banner and
+    checks the broker and result store (``gopherq.worker.startup``): it returns 1
+    when they cannot work, or stay down for ``connect_timeout`` seconds.
     ``run()`` must be called from the main thread; it returns the exit code.
     """
 
@@ -133,11 +141,12 @@ class Worker:
         max_memory_per_child: int | None = None,
         shutdown_timeout: float | None = None,
         connect_timeout: float | None = None,
+        beat: bool = False,
     ) -> None:
         settings = app.settings
         self.app = app
         self.concurrency = max(concurrency or settings.concurrency or os.cpu_count() or 1, 1)
-        self.queues = list(queues or _default_queues(app))
+        self.queues = list(queues or declared_queues(app))
         self.burst = burst
         self.loglevel = loglevel
         self.max_tasks_per_child = max_tasks_per_child or settings.max_tasks_per_child
@@ -149,6 +158,9 @@ class Worker:
             settings.connect_timeout if connect_timeout is None else connect_timeout
         )
         self.cancel_grace = settings.cancel_grace
+        self.beat = beat
+        """Run the beat in a child process too (``gopherq worker -B``, for development)."""
+        self._beat_pid = 0
         self.name = worker_name()
         self._settler = Settler(app, self.name)
         self._pid = 0
@@ -192,6 +204,13 @@ class Worker:
         try:
             for index in range(self.concurrency):
                 self._spawn(index)
+            if self.beat:
+                logger.warning(
+                    "worker %s: -B runs the beat in this worker, for development; in "
+                    "production run 'gopherq beat' on its own (any number may run: one leads)",
+                    self.name,
+                )
+                self._spawn(_BEAT)
             logger.info(
                 "worker %s ready: %d processes, queues %s",
                 self.name,
@@ -206,9 +225,10 @@ class Worker:
                 self._step(self._enforce_time_limits)
                 self._step(self._watch_cancels)
                 self._step(self._respawn_due)
-                self._step(self._beat)
+                self._step(self._heartbeat)
             self._step(self._presence.stop)
         finally:
+            self._stop_beat()
             signal.set_wakeup_fd(previous_fd)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -232,7 +252,7 @@ class Worker:
             return
         self._failing.discard(name)
 
-    def _beat(self) -> None:
+    def _heartbeat(self) -> None:
         if self._presence.due():
             children = self._children.values()
             self._presence.beat([(c.name, self._slots[c.index].read()) for c in children])
@@ -240,6 +260,7 @@ class Worker:
     # Children.
 
     def _spawn(self, index: int) -> None:
+        """Fork the consumer of slot ``index`` (or, for ``_BEAT``, the beat)."""
         # Block the signals we handle across fork: the child must not run the
         # supervisor's handlers before it installs its own.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
@@ -252,20 +273,59 @@ class Worker:
             self._respawns.append((time.monotonic() + RESPAWN_DELAY, index))
             pid = -1
         if pid == 0:
+            if index == _BEAT:
+                self._beat_main(mask)
             self._child_main(index, mask)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        if pid > 0:
+        if pid > 0 and index == _BEAT:
+            self._beat_pid = pid
+        elif pid > 0:
             self._children[pid] = _Child(index, pid, time.monotonic())
+
+    def _beat_main(self, mask: set[int | signal.Signals]) -> NoReturn:
+        """Run the beat in the forked child (``-B``), then exit; it stops on SIGTERM."""
+        from gopherq.beat import Beat
+
+        def run() -> int:
+            for sig in _STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)  # until the beat installs its own
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            return Beat(self.app, loglevel=None).run()
+
+        self._in_child(run)
+
+    def _beat_exited(self, code: int) -> None:
+        """The beat process ended: replace it unless the worker is stopping."""
+        self._beat_pid = 0
+        if self._stopping or self._signals:  # (Ctrl-C reaches the beat and us at once)
+            return
+        how = f"signal {_signal_name(-code)}" if code < 0 else f"exit code {code}"
+        logger.warning("worker %s: beat process died (%s); restarting it", self.name, how)
+        self._respawns.append((time.monotonic() + RESPAWN_DELAY, _BEAT))
+
+    def _stop_beat(self) -> None:
+        """Stop the beat process and wait for it (it gives its lease up), killing it if it
+        has not exited within ``BEAT_STOP_TIMEOUT``."""
+        pid, self._beat_pid = self._beat_pid, 0
+        if not pid:
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)  # not reaped yet, so the pid is still ours
+            deadline = time.monotonic() + BEAT_STOP_TIMEOUT
+            while os.waitpid(pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() >= deadline:
+                    logger.warning("worker %s: beat process did not stop; killing it", self.name)
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    return
+                time.sleep(0.05)
+        except ChildProcessError:
+            pass
 
     def _child_main(self, index: int, mask: set[int | signal.Signals]) -> NoReturn:
         """Run a consumer in the forked child, then exit without returning to the caller."""
-        code = 1
-        try:
-            signal.set_wakeup_fd(-1)
-            for fd in self._pipe:
-                os.close(fd)
-            _die_with_parent(self._pid)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+        def run() -> int:
             consumer = Consumer(
                 self.app,
                 self.queues,
@@ -282,7 +342,21 @@ class Worker:
                 signal.signal(sig, stop)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             logger.debug("worker %s: process started", consumer.name)
-            code = int(consumer.run())
+            return int(consumer.run())
+
+        self._in_child(run)
+
+    def _in_child(self, run: Callable[[], int]) -> NoReturn:
+        """In a forked child: cut it loose from the supervisor's wakeup pipe and signal
+        handling, have it die with the supervisor, call ``run`` and exit with its code."""
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            for fd in self._pipe:
+                os.close(fd)
+            _die_with_parent(self._pid)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            code = run()
         except BaseException:
             logger.exception("worker process %d failed", os.getpid())
         finally:
@@ -304,6 +378,8 @@ class Worker:
             child = self._children.pop(pid, None)
             if child is not None:
                 self._exited(child, os.waitstatus_to_exitcode(status))
+            elif pid == self._beat_pid:
+                self._beat_exited(os.waitstatus_to_exitcode(status))
 
     def _exited(self, child: _Child, code: int) -> None:
         """Settle what a child that exited held, and schedule its replacement."""
@@ -524,6 +600,8 @@ class Worker:
     def _kill_all(self, sig: signal.Signals) -> None:
         for pid in self._children:
             os.kill(pid, sig)  # not yet reaped, so the pid is still ours
+        if self._beat_pid:
+            os.kill(self._beat_pid, sig)
 
     def _sleep(self) -> None:
         """Wait for a signal, or until the next deadline, respawn or ``TICK``."""
@@ -567,11 +645,6 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return str(number)
-
-
-def _default_queues(app: GopherQ) -> list[str]:
-    names = {app.settings.default_queue} | {task.options.queue for task in app.tasks.values()}
-    return sorted(names)
 
 
 def configure_logging(level: str) -> None:

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from gopherq import AsyncResult, AsyncTask, GopherQ, Task, current_task
+from gopherq import (
+    AsyncResult,
+    AsyncTask,
+    EagerResult,
+    GopherQ,
+    State,
+    Task,
+    TaskContext,
+    TaskFailed,
+    current_task,
+)
 
 app = GopherQ("typing", broker="memory://")
 
@@ -23,6 +33,36 @@ def greet(name: str, *, punctuation: str = "!") -> str:
 @app.task
 async def fetch(url: str) -> bytes:
     return url.encode()
+
+
+@app.task(bind=True, max_retries=3)
+def bound(self: TaskContext, x: int) -> str:
+    if self.attempt == 0:
+        raise self.retry(countdown=1)
+    return f"{self.id}: {x}"
+
+
+@app.task(bind=True, queue="io")
+async def bound_fetch(self: TaskContext, url: str, *, tries: int = 1) -> bytes:
+    return url.encode() * tries
+
+
+def celery_names() -> None:
+    result = add.delay(1, 2)
+    status: State = result.status
+    value: int | TaskFailed | None = result.result
+    trace: str | None = result.traceback
+    revoked: bool = result.revoke(terminate=True)
+    waited: int = result.wait(timeout=1)
+    maybe: int | TaskFailed = result.wait(timeout=1, propagate=False)
+    eager: EagerResult[int] = add.apply((1, 2), retries=1)
+    eager_value: int = eager.get()
+    bound_text: str = bound.delay(1).get()
+    bound_task: Task[[int], str] = bound
+    fetched: bytes = bound_fetch.delay("u", tries=2).get()
+    async_bound: AsyncTask[[str], bytes] = bound_fetch
+    print(status, value, trace, revoked, waited, maybe, eager_value, bound_text, bound_task)
+    print(fetched, async_bound)
 
 
 def check() -> None:
