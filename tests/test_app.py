@@ -76,10 +76,16 @@ def test_bad_option_values(app: GopherQ, options: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     ("option", "meant"),
-    [("default_retry_delay", "retry_delay"), ("retry_dealy", "retry_delay"), ("qeue", "queue")],
+    [
+        ("default_retry_delay", "gopherq has retry_delay"),  # Celery's name: its hint
+        ("max_retry_dealy", "did you mean 'max_retry_delay'"),
+        ("retry_dealy", "did you mean 'retry_delay'"),
+        ("qeue", "did you mean 'queue'"),
+        ("retry_delay_base", "did you mean 'retry_delay'"),  # contains a known name
+    ],
 )
 def test_unknown_option_suggests_what_it_means(app: GopherQ, option: str, meant: str) -> None:
-    with pytest.raises(ConfigurationError, match=f"did you mean '{meant}'"):
+    with pytest.raises(ConfigurationError, match=meant):
         app.task(**{option: 1})(lambda: None)
 
 
