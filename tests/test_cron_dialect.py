@@ -34,6 +34,7 @@ from gopherq.schedules.cron_dialect import DAYS, MONTHS
 
 ZONES = ["Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Asia/Kathmandu"]
 YEAR = 365 * 86400
+TICKS = 10  # compared per example
 
 
 def changes(zone: str) -> tuple[int, ...]:
@@ -85,6 +86,20 @@ def test_a_day_of_month_starting_with_star_and_a_weekday_is_and() -> None:
     ]
 
 
+def test_the_day_rule_reads_the_first_character_as_cron_does() -> None:
+    # the same days, spelled two ways: a field starting with * makes it AND
+    assert days("0 12 *,10 * 2", (2024, 1, 1), 2) == [
+        "Tue 2024-01-02 12:00",
+        "Tue 2024-01-09 12:00",
+    ]
+    assert days("0 12 10,* * 2", (2024, 1, 1), 2) == [
+        "Mon 2024-01-01 12:00",
+        "Tue 2024-01-02 12:00",
+    ]
+    # six fields: the same rule, seconds first
+    assert days("0 30 9 */2 * 1", (2024, 1, 2), 1) == ["Mon 2024-01-15 09:30"]
+
+
 def test_both_days_restricted_is_or() -> None:
     # the first seven days, and every Monday: not "the first Monday"
     assert days("0 0 1-7 * mon", (2024, 1, 7), 3) == [
@@ -105,6 +120,8 @@ def test_both_days_restricted_is_or() -> None:
 def test_last_nth_and_nearest_weekday() -> None:
     assert days("0 0 L * *", (2024, 1, 31), 2) == ["Thu 2024-02-29 00:00", "Sun 2024-03-31 00:00"]
     assert days("0 0 * * 5L", (2024, 1, 1), 2) == ["Fri 2024-01-26 00:00", "Fri 2024-02-23 00:00"]
+    assert days("0 0 * * friL", (2024, 1, 1), 2) == days("0 0 * * 5L", (2024, 1, 1), 2)
+    assert days("0 0 1,L * *", (2024, 1, 1), 2) == ["Wed 2024-01-31 00:00", "Thu 2024-02-01 00:00"]
     assert days("0 0 * * fri#5,1#1", (2024, 1, 1), 4) == [
         "Mon 2024-02-05 00:00",
         "Mon 2024-03-04 00:00",
@@ -217,12 +234,18 @@ def field(terms: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     return st.just("*") | st.lists(terms, min_size=1, max_size=3).map(",".join)
 
 
-MINUTES, HOURS = field(term((0, 59))), field(term((0, 23)))
+def restricted(terms: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """Mostly a list, so that fixed times (cron's DST rules) and OR days come up often."""
+    return st.lists(terms, min_size=1, max_size=3).map(",".join) | field(terms)
+
+
+MINUTES, HOURS = restricted(term((0, 59))), restricted(term((0, 23)))
 MONTH_FIELD = st.just("*") | field(term((1, 12), MONTHS))
-DOM_FIELD = field(term((1, 31)) | st.just("L"))
+# */n with a day of week is where cron's AND differs from croniter's OR
+DOM_FIELD = restricted(term((1, 31)) | st.just("L")) | st.integers(2, 31).map("*/{}".format)
 NTH = st.builds("{}#{}".format, st.integers(0, 7), st.integers(1, 5))
 LAST = st.builds("{}L".format, st.integers(0, 7))
-DOW_FIELD = field(term((0, 7), DAYS) | NTH | LAST)
+DOW_FIELD = restricted(term((0, 7), DAYS) | NTH | LAST)
 
 
 @st.composite
@@ -235,10 +258,12 @@ def expressions(draw: st.DrawFn) -> str:
 
 @st.composite
 def starts(draw: st.DrawFn, zone: str) -> int:
-    """Any second from 2000 to 2037, or within a day before one of the zone's offset changes."""
+    """Any second from 2000 to 2036, or up to 15 minutes or a day before one of the zone's
+    offset changes (so that dense expressions reach it too)."""
     near_a_change = draw(st.booleans())
     if near_a_change and changes(zone):
-        return draw(st.sampled_from(changes(zone))) - draw(st.integers(1, 86400))
+        before = draw(st.integers(1, 900) | st.integers(1, 86400))
+        return draw(st.sampled_from(changes(zone))) - before
     return draw(st.integers(946684800, 2_100_000_000))
 
 
@@ -288,8 +313,8 @@ def test_random_expressions_agree_with_cronsim(data: st.DataObject, expr: str, z
         with pytest.raises((CronSimError, StopIteration)):
             next(CronSim(expr, dt.datetime.fromtimestamp(start, ZoneInfo(zone))))
         return
-    got = _first(cron, start, 6)
-    until = got[-1] if len(got) == 6 else start + 20 * YEAR
+    got = _first(cron, start, TICKS)
+    until = got[-1] if len(got) == TICKS else start + 20 * YEAR
     compare(expr, zone, got, cronsim_ticks(expr, zone, start, until))
 
 

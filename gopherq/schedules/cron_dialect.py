@@ -39,8 +39,10 @@ ALIASES = {
 MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 
-_TERM = re.compile(r"^(?:(?P<star>\*)|(?P<low>\w+)(?:-(?P<high>\w+))?)(?:/(?P<step>\d+))?$")
-_NTH = re.compile(r"^(?P<day>\w+)#(?P<nth>\d+)$")
+_TERM = re.compile(
+    r"^(?:(?P<star>\*)|(?P<low>\w+)(?:-(?P<high>\w+))?)(?:/(?P<step>\d+))?$", re.ASCII
+)
+_NTH = re.compile(r"^(?P<day>\w+)#(?P<nth>\d+)$", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class _Field:
         """A number or a name in ``term``, checked against the field's range."""
         if text in self.names:
             return self.names.index(text) + self.first_name
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):
             raise _bad(self, term, self._expected())
         number = int(text)
         if not self.low <= number <= self.high:
