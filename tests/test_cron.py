@@ -198,16 +198,16 @@ def test_tick_ids_are_deterministic_version_8_and_time_ordered() -> None:
 
 
 @cache
-def transitions(zone: str) -> tuple[int, ...]:
-    """Instants (2016-2035) at which ``zone``'s UTC offset changes."""
+def transitions(zone: str, first: int = 2016, years: int = 20) -> tuple[int, ...]:
+    """Instants (from ``first``, for ``years`` years) at which ``zone``'s UTC offset changes."""
     tz = ZoneInfo(zone)
-    start = int(dt.datetime(2016, 1, 1, tzinfo=dt.UTC).timestamp())
+    start = int(dt.datetime(first, 1, 1, tzinfo=dt.UTC).timestamp())
     found: list[int] = []
 
     def offset(t: int) -> dt.timedelta | None:
         return dt.datetime.fromtimestamp(t, tz).utcoffset()
 
-    for day in range(start, start + 20 * 365 * 86400, 86400):
+    for day in range(start, start + years * 365 * 86400, 86400):
         lo, hi = day, day + 86400
         if offset(lo) != offset(hi):
             while hi - lo > 1:

@@ -20,8 +20,11 @@ That map never goes backwards as local time goes forward, so ticks strictly
 increase, and both questions are answered from the largest local time reached
 so far, without scanning.
 
-Five fields are standard cron (minute resolution); six fields put *seconds
-first* (``*/10 * * * * *``: every ten seconds), as Quartz and Spring do.
+Which local times match is the cron dialect of ``gopherq.schedules.cron_dialect``
+(Debian cron, plus seconds, ``L``, ``W`` and ``#``): it rewrites an expression
+as one or more croniter expressions, and a local time matches when any of them
+does. Five fields are standard cron (minute resolution); six fields put
+*seconds first* (``*/10 * * * * *``: every ten seconds), as Quartz and Spring do.
 
 Intervals: ``every`` seconds, on multiples of ``every`` since the Unix epoch
 (UTC), so that every beat computes the same ticks without sharing a start.
@@ -37,6 +40,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
 
 from gopherq.errors import ConfigurationError
+from gopherq.schedules.cron_dialect import parse
+
+_CRONITER_ERRORS = (CroniterBadCronError, CroniterBadDateError, CroniterError, ValueError)
 
 ONE_SECOND = dt.timedelta(seconds=1)
 
@@ -91,32 +97,58 @@ class Cron(Schedule):
         self.expr = " ".join(expr.split())
         self.tz = tz
         self.zone = zone(tz)
-        self._seconds = len(self.expr.split()) == 6
         try:
-            croniter(self.expr, dt.datetime(2000, 1, 1), second_at_beginning=self._seconds)
-            self.next_after(0)  # an expression that never matches fails here
-        except (CroniterBadCronError, CroniterBadDateError, CroniterError, ValueError) as exc:
+            parsed = parse(self.expr)
+        except ConfigurationError as exc:
             raise ConfigurationError(f"bad cron expression {expr!r}: {exc}") from None
+        self._seconds = parsed.seconds
+        # Parts that can never match (day 31 in February, in an OR with a day of
+        # week that can) are left out; the expression is bad only if all of them are.
+        try:
+            self._parts = tuple(p for p in parsed.expressions if self._matches_ever(p))
+        except _CRONITER_ERRORS as exc:
+            raise ConfigurationError(f"bad cron expression {expr!r}: {exc}") from None
+        if not self._parts:
+            raise ConfigurationError(f"bad cron expression {expr!r}: it never matches")
 
     def next_after(self, t: float) -> int:
         """The first tick strictly after ``t``."""
-        local = self._iter(self._reached(math.floor(t))).get_next(dt.datetime)
-        return self._instant(local)
+        start = self._reached(math.floor(t))
+        nexts, error = [], None
+        for part in self._parts:
+            try:
+                nexts.append(self._iter(part, start).get_next(dt.datetime))
+            except CroniterBadDateError as exc:  # none within croniter's search window
+                error = exc
+        if not nexts:
+            raise error or CroniterBadDateError("no next tick")
+        return self._instant(min(nexts))
 
     def latest_at(self, t: float) -> int | None:
         """The last tick at or before ``t``."""
-        try:
-            local = self._iter(self._reached(math.floor(t)) + ONE_SECOND).get_prev(dt.datetime)
-        except CroniterBadDateError:
-            return None
-        return self._instant(local)
+        start = self._reached(math.floor(t)) + ONE_SECOND
+        prevs = []
+        for part in self._parts:
+            try:
+                prevs.append(self._iter(part, start).get_prev(dt.datetime))
+            except CroniterBadDateError:
+                continue
+        return self._instant(max(prevs)) if prevs else None
 
     @property
     def fingerprint(self) -> str:
         return f"cron {self.expr} {self.tz}"
 
-    def _iter(self, start: dt.datetime) -> croniter:
-        return croniter(self.expr, start, second_at_beginning=self._seconds)
+    def _iter(self, part: str, start: dt.datetime) -> croniter:
+        # AND: the dialect has already turned cron's OR of days into separate parts.
+        return croniter(part, start, day_or=False, second_at_beginning=self._seconds)
+
+    def _matches_ever(self, part: str) -> bool:
+        try:
+            self._iter(part, dt.datetime(1970, 1, 1)).get_next(dt.datetime)
+        except CroniterBadDateError:
+            return False
+        return True
 
     def _wall(self, t: int) -> dt.datetime:
         """The naive local wall-clock time at instant ``t``."""
