@@ -220,6 +220,8 @@ def _out_of_bounds(name: str, value: Any) -> str:
         return f"holds {len(value)} {unit}, above the limit of {high:.0f}"
     if not math.isfinite(value):
         return f"is not a finite number: {value!r}"
+    if low == _POSITIVE and value <= 0:
+        return f"must be a positive number of seconds, not {value!r}"
     return f"is out of range {low:.0f}-{high:.0f}: {value!r}"
 
 
@@ -227,6 +229,7 @@ _OPTIONAL = ("eta", "expires", "retries", "timeout", "key", "deps", "parent", "r
 _REQUIRED = frozenset({"id", "task"})
 _TEXT, _LIST, _MAP, _INT, _NUMBER = (str,), (list,), (dict,), (int,), (int, float)
 _TIME = (_NUMBER, False, 0, MAX_TIMESTAMP)
+_POSITIVE = math.ulp(0.0)  # the least number above 0: a hard time limit of 0 kills at once
 _SPEC: dict[str, tuple[tuple[Any, ...], bool, float, float]] = {
     # Field: (types, sized, least, most). Sized fields are bounded by their length
     # (characters, items), numbers by their value.
@@ -240,7 +243,7 @@ _SPEC: dict[str, tuple[tuple[Any, ...], bool, float, float]] = {
     "expires": _TIME,
     "attempt": (_INT, False, 0, MAX_COUNT),
     "retries": (_INT, False, 0, MAX_COUNT),
-    "timeout": _TIME,
+    "timeout": (_NUMBER, False, _POSITIVE, MAX_TIMESTAMP),
     "key": (_TEXT, True, 0, MAX_KEY),
     "deps": (_LIST, True, 0, MAX_DEPS),
     "parent": (_TEXT, True, 0, MAX_ID),

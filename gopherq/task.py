@@ -124,6 +124,9 @@ def make_options(
         value = values.get(key)
         if value is not None and (isinstance(value, bool) or not 0 <= value < math.inf):
             raise ConfigurationError(f"task option {key} must be a finite non-negative number")
+    for key in ("timeout", "soft_timeout"):  # 0 would kill (or interrupt) every run at once
+        if values.get(key) == 0:
+            raise ConfigurationError(f"task option {key} must be positive (leave it out: no limit)")
     return TaskOptions(**values)
 
 

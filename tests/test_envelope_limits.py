@@ -145,8 +145,17 @@ def test_non_finite_numbers_are_refused(field: str, value: float) -> None:
 def test_times_are_bounded(field: str) -> None:
     assert getattr(codec.decode(raw(envelope(**{field: MAX_TIMESTAMP}))), field) == MAX_TIMESTAMP
     assert "is out of range" in decode_error(**{field: MAX_TIMESTAMP + 1})
-    assert "is out of range" in decode_error(**{field: -1.0})
+    below = "must be a positive number" if field == "timeout" else "is out of range"
+    assert below in decode_error(**{field: -1.0})
     assert "is out of range" in decode_error(**{field: 2**64 - 1})
+
+
+@pytest.mark.parametrize("value", [0, 0.0, -0.0])
+def test_a_hard_time_limit_of_zero_is_refused(value: float) -> None:
+    """It would have the supervisor kill the process at once: not a limit anyone means."""
+    error = decode_error(timeout=value)
+    assert error == f"envelope field 'timeout' must be a positive number of seconds, not {value!r}"
+    assert codec.decode(raw(envelope(timeout=0.001))).timeout == 0.001
 
 
 @pytest.mark.parametrize("field", ["attempt", "retries"])
@@ -354,3 +363,10 @@ def test_the_consumer_dead_letters_messages_over_the_limits(kind: str, tmp_path:
         assert error in letters[id].error
         assert app.result(id).state is State.DEAD
     app.close()
+
+
+@pytest.mark.parametrize("option", ["timeout", "soft_timeout", "time_limit"])
+def test_a_task_time_limit_of_zero_is_refused(option: str) -> None:
+    app = GopherQ("t", broker="memory://")
+    with pytest.raises(ConfigurationError, match="must be positive"):
+        app.task(**{option: 0})(lambda: None)
