@@ -502,8 +502,9 @@ def test_worker_log_lines_escape_control_characters(tmp_path: Path) -> None:
     finally:
         app.close()
     done = _burst_worker(tmp_path, "logapp", url, "-c", "1")
-    # Line breaks stay in logs (tracebacks): the rest is escaped.
-    assert "task q\\x1b[31mred\\x0d\n\\x07\\u202eevil[" in _clean(done.stderr), done.stderr
+    # The formatter keeps line breaks (tracebacks) and escapes the rest; the worker's
+    # task lines escape line breaks too, so a name cannot forge a log line.
+    assert "task q\\x1b[31mred\\x0d\\x0a\\x07\\u202eevil[" in _clean(done.stderr), done.stderr
 
 
 # Hostile --args.

@@ -41,6 +41,7 @@ from gopherq.backoff import next_backoff
 from gopherq.brokers.base import Delivery
 from gopherq.errors import BrokerError
 from gopherq.message import Message
+from gopherq.redaction import printable
 from gopherq.runner import Outcome, Runner
 from gopherq.states import DeadReason
 from gopherq.worker.settle import Finished, Settler
@@ -368,13 +369,16 @@ class Consumer:
         if outcome.action == "ack":
             logger.debug("task %s[%s] succeeded in %.3fs", task, delivery.id, elapsed)
             return
+        # Names, ids and error text come from the message: one line each, whatever they
+        # hold (the log formatter keeps line breaks, for tracebacks).
+        task, id = printable(task), printable(delivery.id)
         if outcome.action == "cancel":
-            logger.info("task %s[%s] %s", task, delivery.id, outcome.error.partition(": ")[2])
+            logger.info("task %s[%s] %s", task, id, printable(outcome.error.partition(": ")[2]))
             return
         reason = outcome.reason
         if outcome.action == "dead" and reason in _NOT_RUN:
             logger.warning(
-                "task %s[%s] dead-lettered (%s): %s", task, delivery.id, reason, outcome.error
+                "task %s[%s] dead-lettered (%s): %s", task, id, reason, printable(outcome.error)
             )
             return
         error = outcome.record.error if outcome.record else None
@@ -383,18 +387,18 @@ class Consumer:
             logger.warning(
                 "task %s[%s] failed, retry in %.1fs: %s%s",
                 task,
-                delivery.id,
+                id,
                 max(outcome.countdown, 0.0),
-                outcome.error,
+                printable(outcome.error),
                 trace,
             )
         else:
             logger.error(
                 "task %s[%s] dead-lettered (%s): %s%s",
                 task,
-                delivery.id,
+                id,
                 reason.value if reason else "?",
-                outcome.error,
+                printable(outcome.error),
                 trace,
             )
 
