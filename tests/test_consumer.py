@@ -527,6 +527,31 @@ def test_a_stopping_consumer_backs_off_then_gives_up_settling(
     assert app.broker.stats()["default"].running == 1  # left to its lease
 
 
+class DownBroker(MemoryBroker):
+    """A broker that never answers a reserve."""
+
+    def reserve(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+        raise BrokerUnavailable("down")
+
+
+@pytest.mark.parametrize("broker", [DownBroker, SettleFailingBroker])
+def test_a_burst_consumer_gives_up_on_a_failing_broker(
+    broker: type[MemoryBroker], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A burst run never waits forever: after ``connect_timeout`` of failures on end
+    (reserving, or settling what it ran), it returns UNAVAILABLE."""
+    app = GopherQ("t", broker=broker(), backend="memory://", connect_timeout=0.5)
+
+    @app.task
+    def quick() -> None:
+        pass
+
+    quick.delay()
+    consumer = Consumer(app, ["default"], burst=True, reserve_timeout=0.05)
+    assert consumer.run() is Exit.UNAVAILABLE
+    assert "a burst run gives up" in caplog.text
+
+
 def test_slot_round_trip() -> None:
     slot, other = Slot.allocate(2, 4)
     batch = [Delivery(new_id(), "q", 2, b"body", 0, 1, f"t{i}") for i in range(4)]

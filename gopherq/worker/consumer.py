@@ -73,6 +73,8 @@ class Exit(enum.IntEnum):
     """Burst mode: the queues were empty."""
     RECYCLE = 4
     """``max_tasks`` or ``max_memory`` reached: replace this process."""
+    UNAVAILABLE = 5
+    """Burst mode: the broker or result store kept failing for ``connect_timeout``."""
 
 
 class Consumer:
@@ -124,6 +126,7 @@ class Consumer:
         self._held_lock = threading.Lock()
         self._done = threading.Event()  # wakes the lease thread at exit
         self._backoff = 0.0
+        self._failing_since: float | None = None  # monotonic start of the current outage
         self._give_up_at: float | None = None  # stopping, settles failing: when to give up
 
     def stop(self) -> None:
@@ -147,6 +150,8 @@ class Consumer:
             if self._pending and not self._flush():
                 if self._stopping and self._settles_given_up():
                     return Exit.STOPPED
+                if self._burst_given_up():
+                    return Exit.UNAVAILABLE
                 self._pause()  # the broker or backend is failing; keep what we hold
                 continue
             if self._stopping:
@@ -161,13 +166,18 @@ class Consumer:
                 batch = self.broker.reserve(self.queues, self._limit(), timeout)
             except BrokerError as exc:  # an outage: one line each time, no traceback
                 logger.error("worker %s: reserve failed: %s", self.name, exc)
+                if self._burst_given_up():
+                    return Exit.UNAVAILABLE
                 self._pause()
                 continue
             except Exception:
                 logger.exception("worker %s: reserve failed", self.name)
+                if self._burst_given_up():
+                    return Exit.UNAVAILABLE
                 self._pause()
                 continue
             self._backoff = 0.0
+            self._failing_since = None
             if batch:
                 self._run_batch(batch)
             elif events.pending:
@@ -284,6 +294,7 @@ class Consumer:
             return False
         self._pending = []
         self._backoff = 0.0
+        self._failing_since = None
         with self._held_lock:
             for finished in pending:
                 self._held.pop(finished.delivery.id, None)
@@ -332,6 +343,24 @@ class Consumer:
         stopping = self._stopping
         while (stopping or not self._stopping) and (left := until - time.monotonic()) > 0:
             time.sleep(min(left, 0.05))
+
+    def _burst_given_up(self) -> bool:
+        """Whether a burst consumer should stop waiting for a failing broker or store:
+        once it failed for ``connect_timeout`` seconds on end (a burst run never waits
+        forever; a long-running worker keeps trying)."""
+        if not self.burst:
+            return False
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        if now - self._failing_since < self.app.settings.connect_timeout:
+            return False
+        logger.error(
+            "worker %s: the broker kept failing for %ss; a burst run gives up",
+            self.name,
+            self.app.settings.connect_timeout,
+        )
+        return True
 
     def _settles_given_up(self) -> bool:
         """Whether a stopping consumer should stop trying to settle: after

@@ -171,6 +171,7 @@ class Worker:
         self._signals = 0  # SIGTERM/SIGINT received
         self._stop_deadline: float | None = None
         self._forced = False
+        self._unavailable = False  # a burst child gave up on a failing broker
         self._next_deadline = float("inf")
         self._pipe = (-1, -1)
         self._presence = Presence(app, self.name, self.concurrency, self.queues)
@@ -237,7 +238,7 @@ class Worker:
             self.app.close()
         # Last, once everything that may log (the stop hooks, closing the stores) ran.
         logger.info("worker %s stopped", self.name)
-        return 1 if self._forced else 0
+        return 1 if self._forced or self._unavailable else 0
 
     def _step(self, step: Callable[[], None]) -> None:
         """Run one step of the loop: an error is logged (once until the step works
@@ -394,6 +395,9 @@ class Worker:
         slot.clear()
         if code == Exit.DRAINED and self.burst:
             logger.debug("worker %s: queues empty, process exited", child.name)
+            return
+        if code == Exit.UNAVAILABLE and self.burst:
+            self._unavailable = True  # it said why; the worker exits 1 once all are done
             return
         if code == Exit.RECYCLE:
             logger.info("worker %s: process recycled", child.name)

@@ -219,3 +219,25 @@ def test_nothing_is_logged_after_stopped_even_when_events_cannot_be_published(
     lines = run.log().rstrip().splitlines()
     assert any("could not publish" in line for line in lines), run.log()
     assert lines[-1].endswith(" stopped"), run.log()
+
+
+def test_a_burst_worker_gives_up_on_a_broker_that_goes_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--burst`` never waits forever: a broker lost after ``ready`` ends the run with
+    exit code 1 once it stayed down for ``connect_timeout``."""
+    for name in list(os.environ):
+        if name.startswith("GOPHERQ_"):
+            monkeypatch.delenv(name)
+    server = services.RedisServer(tmp_path / "redis").start()
+    run = Run(tmp_path, services.with_prefix(server.url))
+    try:
+        run.send("nap", 1.0)
+        worker = run.worker("--burst", "-c", "1", connect_timeout="2")
+        run.wait_ready(worker)
+        server.stop()  # while the task runs: its settle and the next reserve fail
+        assert worker.wait(60) == 1, run.log()
+        assert "a burst run gives up" in run.log()
+    finally:
+        run.close()
+        server.stop()
