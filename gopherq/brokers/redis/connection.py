@@ -203,7 +203,9 @@ class Connection:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._client: Client | None = None
-        self._idle: list[redis.connection.AbstractConnection] = []  # see send()
+        # The hot path's own connections (see send): every one made, and those free now.
+        self._connections: list[redis.connection.AbstractConnection] = []
+        self._idle: list[redis.connection.AbstractConnection] = []
         self._policy_checked = False
         self._flags = True  # the server takes script flags (Redis 7); see load_scripts
         timeout = _query_float(self.config.client_url, "socket_timeout")
@@ -219,9 +221,8 @@ class Connection:
     def client(self) -> Client:
         """This process's client, created on first use."""
         if self._pid != os.getpid():
-            # Inherited across fork: drop it without closing (the sockets are the parent's).
-            self._client, self._pid, self._policy_checked = None, os.getpid(), False
-            self._idle = []
+            self._forget()
+            self._policy_checked = False
         client = self._client
         if client is None:
             with self._lock:
@@ -246,8 +247,7 @@ class Connection:
             )
             # redis-py refuses an unknown URL option only when it makes a connection, with
             # a TypeError on every call: make one (unconnected) now, to fail here instead.
-            pool = client.connection_pool
-            pool.connection_class(**pool.connection_kwargs)
+            self._idle.append(self._connect(client))
             return client
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"bad Redis URL {self.config.safe}: {exc}") from exc
@@ -329,9 +329,11 @@ class Connection:
         connection directly; redis-py still opens it (URL options, TLS, AUTH, SELECT)
         and parses the replies (in C, with hiredis). hiredis packs the requests, as it
         does inside redis-py, but without redis-py's wrapping (its checks of every
-        argument cost about 2 us of a small call). Each thread takes a connection from
-        ``_idle`` (list pop and append are atomic) and puts it back; a failed exchange
-        disconnects it, and its next use reconnects.
+        argument cost about 2 us of a small call). The connections are this object's
+        own, made with the pool's class and options but not taken from the pool (see
+        the module docstring): each thread takes one from ``_idle`` (list pop and
+        append are atomic) and puts it back; a failed exchange disconnects it, and its
+        next use reconnects.
         """
         if type(client) is not redis.Redis:  # a cluster, or a test double
             if len(commands) == 1:
@@ -348,10 +350,8 @@ class Connection:
         try:
             connection = idle.pop()
         except IndexError:
-            connection = client.connection_pool.get_connection()
+            connection = self._connect(client)
         try:
-            if not connection.is_connected:
-                connection.connect()  # type: ignore[no-untyped-call]  # AUTH, SELECT, TLS
             request = b"".join([hiredis.pack_command(tuple(command)) for command in commands])
             connection.send_packed_command([request], False)  # type: ignore[no-untyped-call]
             return [_reply(connection) for _ in commands]
@@ -417,13 +417,32 @@ class Connection:
                 "/".join(evicting),
             )
 
+    def _connect(self, client: redis.Redis) -> redis.connection.AbstractConnection:
+        """A new connection of the hot path, unconnected: the first command connects it."""
+        pool = client.connection_pool
+        connection: redis.connection.AbstractConnection
+        connection = pool.connection_class(**pool.connection_kwargs)
+        self._connections.append(connection)
+        return connection
+
+    def _forget(self) -> None:
+        """After a fork: drop the parent's client and connections without closing them.
+
+        Their sockets are the parent's, still in use there; redis-py closes only the
+        child's copy of a socket when the objects go (no shutdown from another pid).
+        """
+        self._client, self._pid, self._connections, self._idle = None, os.getpid(), [], []
+
     def close(self) -> None:
         """Close this process's connections; the next call opens new ones."""
         if self._pid != os.getpid():
-            self._client, self._pid, self._idle = None, os.getpid(), []
+            self._forget()
             return
         with self._lock:
-            client, self._client, self._idle = self._client, None, []
+            client, self._client = self._client, None
+            connections, self._connections, self._idle = self._connections, [], []
+        for connection in connections:  # also one that a thread uses now: its call fails
+            connection.disconnect()  # type: ignore[no-untyped-call]
         if client is not None:
             client.close()
 
