@@ -35,10 +35,10 @@ from _common import database, redis_url, table
 
 from gopherq import GopherQ, State
 from gopherq.brokers import Envelope
-from gopherq.brokers._sqlite_file import Database
-from gopherq.brokers.redis.connection import Connection
 from gopherq.results.base import JobRecord
 from gopherq.runner import Outcome
+from gopherq.stores.redis import Connection
+from gopherq.stores.sqlite import Database
 from gopherq.worker.settle import Finished, Settler
 
 

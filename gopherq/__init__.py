@@ -39,10 +39,12 @@ from gopherq.errors import (
     WorkerLost,
 )
 from gopherq.events import Event
-from gopherq.middleware import Middleware
+from gopherq.message import Message
+from gopherq.middleware import Middleware, WorkerInfo, WorkerStats
 from gopherq.once import once
 from gopherq.result import AsyncResult, EagerResult
 from gopherq.results.base import Progress
+from gopherq.runner import Outcome
 from gopherq.states import DeadReason, Priority, State
 from gopherq.task import AsyncTask, BaseTask, Signature, Task, TaskOptions
 
@@ -62,8 +64,10 @@ __all__ = [
     "Event",
     "GopherQ",
     "GopherQError",
+    "Message",
     "Middleware",
     "NotRegistered",
+    "Outcome",
     "PayloadTooLarge",
     "Priority",
     "Progress",
@@ -84,7 +88,9 @@ __all__ = [
     "TaskFailed",
     "TaskOptions",
     "TimeLimitExceeded",
+    "WorkerInfo",
     "WorkerLost",
+    "WorkerStats",
     "__version__",
     "current_task",
     "once",

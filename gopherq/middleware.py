@@ -5,9 +5,22 @@ default. Install with ``GopherQ(..., middleware=[...])`` or
 ``app.add_middleware(mw)``. The event emitter is one (installed while events
 are on); metrics and tracing fit the same hooks::
 
+    from gopherq import GopherQ, Message, Middleware, Outcome, TaskContext
+
     class Timing(Middleware):
-        def after_execute(self, app, message, outcome, runtime):
+        def after_execute(
+            self,
+            app: GopherQ,
+            message: Message,
+            context: TaskContext,
+            outcome: Outcome,
+            runtime: float,
+        ) -> None:
             histogram.labels(message.task, outcome.action).observe(runtime)
+
+Every type a hook's signature names is exported by ``gopherq`` (and by this
+module): ``GopherQ``, ``Message``, ``TaskContext``, ``Outcome``, ``Progress``,
+``State``, ``WorkerInfo`` and ``WorkerStats``.
 
 Where they run:
 
@@ -52,11 +65,23 @@ from typing import TYPE_CHECKING
 from gopherq.context import TaskContext
 from gopherq.message import Message
 from gopherq.results.base import Progress
+from gopherq.runner import Outcome
 from gopherq.states import State
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
-    from gopherq.runner import Outcome
+
+__all__ = [
+    "Message",
+    "Middleware",
+    "MiddlewareStack",
+    "Outcome",
+    "Progress",
+    "State",
+    "TaskContext",
+    "WorkerInfo",
+    "WorkerStats",
+]
 
 logger = logging.getLogger("gopherq.middleware")
 

@@ -70,7 +70,9 @@ class Outcome:
     """
 
     action: Action
+    """``ack`` (success), ``retry``, ``dead`` (dead-lettered) or ``cancel``."""
     record: JobRecord | None
+    """The job record stored for the run, if any (a task that stores no results has none)."""
     countdown: float = 0.0
     """For ``retry``: seconds from now (the broker's clock) until the next attempt."""
     reason: DeadReason | None = None

@@ -254,7 +254,7 @@ def redis_test_url() -> str:
 
 def delete_keys(url: str) -> int:
     """Delete the keys of the prefix ``url`` names (SCAN, never FLUSHDB); how many."""
-    from gopherq.brokers.redis.connection import Connection
+    from gopherq.stores.redis import Connection
 
     connection = Connection(url)
     try:

@@ -35,12 +35,12 @@ from gopherq import protocol
 from gopherq.brokers import Broker, Envelope, open_broker
 from gopherq.brokers import redis as redis_broker_module
 from gopherq.brokers.redis import RedisBroker
-from gopherq.brokers.redis import connection as connection_module
-from gopherq.brokers.redis.connection import SCRIPT_NAMES, Connection, parse_url, script
 from gopherq.errors import BrokerUnavailable, ConfigurationError
 from gopherq.results import JobRecord, open_backend
 from gopherq.results.redis import RedisResultBackend
 from gopherq.states import State
+from gopherq.stores import redis as connection_module
+from gopherq.stores.redis import SCRIPT_NAMES, Connection, parse_url, script
 
 pytestmark = pytest.mark.timeout(60)
 SCRIPTS = Path(redis_broker_module.__file__).parent / "scripts"

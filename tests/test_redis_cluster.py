@@ -30,9 +30,9 @@ from test_broker_contract import envelope, ids_of
 
 from gopherq.brokers import Broker, open_broker
 from gopherq.brokers.redis import RedisBroker
-from gopherq.brokers.redis.connection import script
 from gopherq.results import ResultBackend, open_backend
 from gopherq.results.redis import RedisResultBackend
+from gopherq.stores.redis import script
 
 # Both contract suites, run again here with this module's fixtures (below).
 for _module in (test_broker_contract, test_result_backend_contract):

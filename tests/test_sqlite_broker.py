@@ -26,13 +26,13 @@ from pathlib import Path
 import pytest
 
 from gopherq.brokers import Envelope, open_broker
-from gopherq.brokers._sqlite_file import ChangeWaiter, Database
-from gopherq.brokers._sqlite_file import _error as _sqlite_error
 from gopherq.brokers.sqlite import SQLiteBroker
 from gopherq.errors import BrokerError, BrokerUnavailable, ConfigurationError
 from gopherq.results import JobRecord
 from gopherq.results.sqlite import SQLiteResultBackend
 from gopherq.states import State
+from gopherq.stores.sqlite import ChangeWaiter, Database
+from gopherq.stores.sqlite import _error as _sqlite_error
 
 FORK = multiprocessing.get_context("fork")
 

@@ -58,7 +58,7 @@ def absolute_url(url: str) -> str:
     """
     if url.partition("://")[0].lower() != "sqlite":
         return url
-    from gopherq.brokers._sqlite_file import sqlite_path
+    from gopherq.stores.sqlite import sqlite_path
 
     try:
         path = sqlite_path(url)

@@ -8,9 +8,9 @@ queues, leases with per-delivery tokens and renewal, idempotency keys (per queue
 cancellation (a leased message carries its cancel mark through requeue, lease
 expiry and retry), pause and resume, dead letters with a time to live, and a
 blocking ``reserve`` that sleeps on a change notification (inotify on the
-``-wal`` file, see ``_sqlite_file``) and wakes within about a millisecond of a
-commit by any process, or at the next due ``eta`` or lease expiry. Where inotify
-is missing it polls (5 ms to 100 ms).
+``-wal`` file, see ``gopherq.stores.sqlite``) and wakes within about a
+millisecond of a commit by any process, or at the next due ``eta`` or lease
+expiry. Where inotify is missing it polls (5 ms to 100 ms).
 
 URL: ``sqlite:///`` followed by the path of the database file, relative to the
 working directory (``sqlite:///./gopherq.db``, ``sqlite:///data/q.db``) or
@@ -55,7 +55,6 @@ import time
 from collections.abc import Callable, Container, Sequence
 
 from gopherq.brokers import _sqlite_rows as rowcheck
-from gopherq.brokers._sqlite_file import Database, sqlite_path
 from gopherq.brokers.base import (
     Broker,
     Cancellation,
@@ -66,6 +65,7 @@ from gopherq.brokers.base import (
 )
 from gopherq.errors import BrokerUnavailable
 from gopherq.states import State
+from gopherq.stores.sqlite import Database, sqlite_path
 
 # How often reserve looks for expired leases and old dead letters, per process.
 RECOVER_EVERY = 1.0

@@ -50,9 +50,9 @@ from typing import Any
 
 import msgpack
 
-from gopherq.brokers.redis.connection import Call, Client, Connection
 from gopherq.errors import DecodeError
 from gopherq.events.base import Event, EventBackend, cursor_number
+from gopherq.stores.redis import Call, Client, Connection
 
 SEQ = 1_000_000
 """Cursor = stream id ``ms-seq`` as ``ms * SEQ + seq``."""

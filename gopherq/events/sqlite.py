@@ -11,7 +11,7 @@ every event up to N. Retention never deletes the newest row, so numbers are
 never reused and a saved cursor never skips new events.
 
 A blocked ``read`` sleeps on the file's change notification (inotify on the
-``-wal`` file; see ``gopherq.brokers._sqlite_file``) and wakes within
+``-wal`` file; see ``gopherq.stores.sqlite``) and wakes within
 milliseconds of the commit that adds events; it polls where inotify is
 missing. Readers decode rows and filter by type themselves.
 
@@ -29,8 +29,8 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 
-from gopherq.brokers._sqlite_file import Database, sqlite_path
 from gopherq.events.base import Event, EventBackend, cursor_number, pack_events, unpack_events
+from gopherq.stores.sqlite import Database, sqlite_path
 
 CLEANUP_EVERY = 1.0
 """Seconds between retention passes of one publishing process."""

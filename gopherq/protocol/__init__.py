@@ -36,7 +36,7 @@ REDIS_ENQUEUE_SCRIPT = "redis-enqueue.lua"
 
 def redis_enqueue_script() -> str:
     """The Redis enqueue script as the broker runs it: self-contained, shebang first."""
-    from gopherq.brokers.redis.connection import script
+    from gopherq.stores.redis import script
 
     return script("enqueue").source
 

@@ -59,10 +59,10 @@ import msgpack
 
 from gopherq.brokers.base import Broker
 from gopherq.brokers.redis import HeldRecord, RedisBroker
-from gopherq.brokers.redis.connection import Call, Client, Connection, script
 from gopherq.errors import DecodeError
 from gopherq.results.base import JobRecord, ResultBackend, Settling
 from gopherq.states import State
+from gopherq.stores.redis import Call, Client, Connection, script
 
 DONE_TTL = 60.0
 """Longest life of a completion token: it is only needed by waiters already blocked."""

@@ -33,12 +33,12 @@ from typing import Any
 
 import msgpack
 
-from gopherq.brokers._sqlite_file import Database, sqlite_path
 from gopherq.brokers.base import Broker
 from gopherq.brokers.sqlite import SQLiteBroker
 from gopherq.errors import DecodeError
 from gopherq.results.base import JobRecord, ResultBackend, Settling
 from gopherq.states import State
+from gopherq.stores.sqlite import Database, sqlite_path
 
 # How often store() deletes expired records, per process, and at most how many.
 CLEANUP_EVERY = 300.0

@@ -28,8 +28,8 @@ from typing import Any
 
 import redis.exceptions as rex
 
-from gopherq.brokers.redis.connection import Client, Connection
 from gopherq.schedules.store import Claim, EntryState, Lease, ScheduleStore
+from gopherq.stores.redis import Client, Connection
 
 _ACQUIRE = """
 -- KEYS lease; ARGV owner, ttl in milliseconds

@@ -12,8 +12,8 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from gopherq.brokers._sqlite_file import Database, sqlite_path
 from gopherq.schedules.store import Claim, EntryState, Lease, ScheduleStore
+from gopherq.stores.sqlite import Database, sqlite_path
 
 
 class SQLiteScheduleStore(ScheduleStore):

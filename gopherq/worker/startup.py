@@ -161,7 +161,7 @@ def _sqlite_urls(app: GopherQ) -> list[str]:
 def _sqlite_directory_problem(url: str) -> str | None:
     """What is wrong with the directory of a SQLite URL's file, if anything: missing,
     or not writable (the ``-wal`` and ``-shm`` files beside the file go there)."""
-    from gopherq.brokers._sqlite_file import sqlite_path
+    from gopherq.stores.sqlite import sqlite_path
 
     try:
         directory = os.path.dirname(sqlite_path(url))

@@ -26,7 +26,7 @@ import pytest
 import services
 from harness import Run, on_each_broker, run  # noqa: F401  (run: a fixture)
 
-from gopherq.brokers.redis.connection import parse_url
+from gopherq.stores.redis import parse_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 

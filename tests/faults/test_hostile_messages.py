@@ -33,8 +33,8 @@ from ledger import BROKERS, FaultRun, open_fault_run, scaled
 
 from gopherq import State
 from gopherq.brokers import Envelope
-from gopherq.brokers.redis.connection import Connection
 from gopherq.message import new_id
+from gopherq.stores.redis import Connection
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(scaled(120, 1800))]
 

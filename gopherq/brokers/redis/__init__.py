@@ -127,7 +127,9 @@ from gopherq.brokers.base import (
     Envelope,
     QueueStats,
 )
-from gopherq.brokers.redis.connection import (
+from gopherq.errors import ConfigurationError
+from gopherq.states import State
+from gopherq.stores.redis import (
     Call,
     Client,
     Connection,
@@ -136,8 +138,6 @@ from gopherq.brokers.redis.connection import (
     script,
     unpack,
 )
-from gopherq.errors import ConfigurationError
-from gopherq.states import State
 
 __all__ = ["RedisBroker"]
 

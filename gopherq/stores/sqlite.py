@@ -1,4 +1,4 @@
-"""The SQLite file under the broker and the result backend (they share it).
+"""The SQLite file that the broker, result backend, event log and schedule store share.
 
 ``Database`` holds connections, one per process and thread, opened lazily and
 never used across ``fork``. ``ChangeWaiter`` sleeps until the file may have
@@ -28,9 +28,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from gopherq.brokers._sqlite_guard import prepare_file
 from gopherq.errors import BrokerError, BrokerUnavailable, ConfigurationError
 from gopherq.redaction import redact_url
+from gopherq.stores.sqlite_guard import prepare_file
 
 # Longest single sleep even with inotify: a safety net against missed events (a
 # file system that does not report them); one extra query a second costs nothing.

@@ -1,6 +1,7 @@
 """Talking to Redis: URLs, per-process clients, Lua scripts, errors and retries.
 
-Shared by the Redis broker and the Redis result backend. A ``Connection`` parses
+Shared by the Redis broker, result backend, event log and schedule store (see
+``gopherq.stores``). A ``Connection`` parses
 its URL once and opens its client (a ``redis.Redis`` pool, or a
 ``redis.cluster.RedisCluster``) lazily, in the process that uses it: a forked
 child never touches its parent's sockets, it opens its own on first use.
@@ -145,8 +146,13 @@ class Script:
 
 @functools.cache
 def script(name: str) -> Script:
-    """The script ``scripts/<name>.lua`` with the shared helpers it uses in front."""
-    folder = resources.files("gopherq.brokers.redis").joinpath("scripts")
+    """The script ``gopherq/brokers/redis/scripts/<name>.lua`` with the shared helpers it
+    uses in front.
+
+    The scripts stay beside the Redis broker, whose key layout (``lib.lua``) they
+    act on; they are read as package data, without importing the broker.
+    """
+    folder = resources.files("gopherq").joinpath("brokers").joinpath("redis").joinpath("scripts")
     own = folder.joinpath(name + ".lua").read_text(encoding="utf-8")
     # A shebang line (#!lua flags=..., Redis 7) must stay the first line of the source.
     shebang, own = own.split("\n", 1) if own.startswith("#!") else ("", own)
