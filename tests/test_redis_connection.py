@@ -4,8 +4,8 @@
 docstring of ``gopherq.stores.redis``); these tests hold it to what that owes:
 the pool stays whole for redis-py's own calls, ``close`` closes every connection
 made, a failed exchange reconnects, and a forked child neither uses nor closes
-its parent's sockets. CI runs them again with the oldest redis-py and hiredis
-that setup.cfg allows (``.ci/redis-py-oldest``).
+its parent's sockets. CI runs them again with the oldest and the newest redis-py
+and hiredis that setup.cfg allows (``.ci/redis-py-range``).
 """
 
 from __future__ import annotations

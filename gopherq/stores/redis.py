@@ -28,9 +28,9 @@ and the next call reconnects it; after a fork the child drops them unclosed
 (``_forget``: redis-py closes only the child's copy of a socket, never shuts down
 the parent's) and makes its own. Those three methods and two attributes are not
 redis-py's documented API, so setup.cfg holds redis-py to the range CI runs the
-Redis tests on: the newest release below 9 in the main run, the lowest versions
-named (redis 5.0, hiredis 3.2, the oldest redis-py 8 parses with) in
-``.ci/redis-py-oldest``. A new major redis-py is allowed after it passes there.
+Redis tests on (``.ci/redis-py-range``): the lowest versions it names (redis 5.0;
+hiredis 3.2, the oldest redis-py 8 parses with) and the newest releases below
+redis-py 9. A new major redis-py is allowed after it passes there.
 
 Scripts are run with EVALSHA only. After NOSCRIPT (Redis restarted, or its
 script cache was flushed) every script is loaded again (SCRIPT LOAD, on every
