@@ -170,6 +170,18 @@ def _queue_list(ctx: click.Context, param: click.Parameter, value: tuple[str, ..
 @click.option(
     "-B", "--beat", is_flag=True, help="Run the beat in this worker too (for development)."
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve /metrics, /live and /ready on this port (0: any free port, logged).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the metrics port listens on (0.0.0.0: every interface).",
+)
 @with_app
 def worker(
     app: GopherQ,
@@ -182,6 +194,8 @@ def worker(
     shutdown_timeout: float | None,
     connect_timeout: float | None,
     beat: bool,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run a prefork worker."""
     from gopherq.worker import Worker
@@ -197,6 +211,8 @@ def worker(
         shutdown_timeout=shutdown_timeout,
         connect_timeout=connect_timeout,
         beat=beat,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
     ).run()
     click.get_current_context().exit(code)
 

@@ -12,6 +12,8 @@
         │   cancelled one, requeue what else the child held; fork a replacement
         ├── every ``worker_heartbeat`` seconds: the middleware's heartbeat
         │   (the event emitter's ``worker-heartbeat``), with counts from the slots
+        ├── with ``metrics_port``: a thread serves /metrics, /live and /ready
+        │   (``gopherq.observability``); a dead child's counts are kept
         ├── SIGTERM/SIGINT: children finish their task and give back the
         │   rest, within ``shutdown_timeout``; a second signal kills them now
         └── with ``beat`` (``gopherq worker -B``, for development): one more
@@ -65,6 +67,9 @@ from gopherq.worker.startup import (
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
+    from gopherq.brokers.base import Broker
+    from gopherq.observability.metrics import WorkerMetrics, WorkerView
+    from gopherq.observability.server import MetricsServer
 
 logger = logging.getLogger("gopherq.worker")
 
@@ -76,6 +81,8 @@ RESPAWN_DELAY = 1.0
 """Wait before replacing a child that died young outside any task (a crash loop)."""
 BEAT_STOP_TIMEOUT = 10.0
 """Seconds the ``-B`` beat process gets to give its lease up and exit when the worker stops."""
+LIVE_STALE = 30.0
+"""Seconds without a round of the supervisor loop after which ``/live`` answers 503."""
 _BEAT = -1
 """The slot index that stands for the ``-B`` beat process when forking."""
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -126,7 +133,10 @@ class Worker:
     as well (``gopherq worker -B``). Before forking, ``run()`` logs a banner and
     checks the broker and result store (``gopherq.worker.startup``): it returns 1
     when they cannot work, or stay down for ``connect_timeout`` seconds.
-    ``run()`` must be called from the main thread; it returns the exit code.
+    ``metrics_port`` serves Prometheus metrics and health probes on
+    ``metrics_host`` (docs/observability.md); ``run()`` returns 1 at once when
+    the port is taken. ``run()`` must be called from the main thread; it
+    returns the exit code.
     """
 
     def __init__(
@@ -142,6 +152,8 @@ class Worker:
         shutdown_timeout: float | None = None,
         connect_timeout: float | None = None,
         beat: bool = False,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         settings = app.settings
         self.app = app
@@ -175,6 +187,12 @@ class Worker:
         self._pipe = (-1, -1)
         self._presence = Presence(app, self.name, self.concurrency, self.queues)
         self._failing: set[str] = set()  # steps of the loop that raised last time
+        self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
+        self._metrics: WorkerMetrics | None = None
+        self._server: MetricsServer | None = None
+        self._probe: Broker | None = None  # the probes' own broker connection
+        self._tick: float | None = None  # time.monotonic() of the loop's last round
 
     def run(self) -> int:
         """Fork the children and supervise them until stopped or drained; the exit code."""
@@ -189,10 +207,7 @@ class Worker:
         )
         warn_if_root(self.name)
         warn_if_no_tasks(self.app)
-        try:
-            check_stores(self.app, self.connect_timeout)
-        except StartupError as exc:
-            logger.error("worker %s cannot start: %s", self.name, exc)
+        if not self._can_start():
             return 1
         self._presence = Presence(self.app, self.name, self.concurrency, self.queues)
         self._slots = Slot.allocate(self.concurrency, self.app.settings.prefetch)
@@ -219,6 +234,7 @@ class Worker:
             )
             self._presence.start()
             while self._children or self._respawns:
+                self._tick = time.monotonic()
                 self._sleep()
                 self._step(self._reap)
                 self._step(self._handle_signals)
@@ -229,6 +245,7 @@ class Worker:
             self._step(self._presence.stop)
         finally:
             self._stop_beat()
+            self._close_metrics()
             signal.set_wakeup_fd(previous_fd)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -238,6 +255,23 @@ class Worker:
         # Last, once everything that may log (the stop hooks, closing the stores) ran.
         logger.info("worker %s stopped", self.name)
         return 1 if self._forced else 0
+
+    def _can_start(self) -> bool:
+        """Bind the metrics port (if any), then check the stores; False, logged in one
+        line, when the worker cannot start."""
+        try:
+            self._open_metrics()
+        except OSError as exc:
+            where = f"{self.metrics_host}:{self.metrics_port}"
+            logger.error("worker %s cannot start: metrics port %s: %s", self.name, where, exc)
+            return False
+        try:
+            check_stores(self.app, self.connect_timeout)
+        except StartupError as exc:
+            logger.error("worker %s cannot start: %s", self.name, exc)
+            self._close_metrics()
+            return False
+        return True
 
     def _step(self, step: Callable[[], None]) -> None:
         """Run one step of the loop: an error is logged (once until the step works
@@ -251,6 +285,71 @@ class Worker:
                 self._failing.add(name)
             return
         self._failing.discard(name)
+
+    # Metrics and probes.
+
+    def _open_metrics(self) -> None:
+        """With a metrics port: bind it (OSError if taken), count tasks (the middleware,
+        inherited by the children) and serve from a thread."""
+        if self.metrics_port is None:
+            return
+        from gopherq.brokers import open_broker
+        from gopherq.observability.metrics import WorkerMetrics
+        from gopherq.observability.server import BrokerCheck, MetricsServer
+
+        metrics = WorkerMetrics(self.app, self.queues, self.concurrency)
+        probe = open_broker(self.app.broker_url)  # opens its connection in the probe thread
+        broker = BrokerCheck(probe.ping)
+
+        def ready() -> str | None:
+            missing = self.concurrency - len(self._children)
+            if missing > 0 or self._stopping:
+                return f"{max(missing, 0)} of {self.concurrency} processes are not running"
+            return broker()
+
+        registry = metrics.registry(self._metrics_view)
+        try:
+            server = MetricsServer(
+                self.metrics_host, self.metrics_port, registry, self._live, ready
+            )
+        except OSError:
+            probe.close()
+            raise
+        self._metrics, self._server, self._probe = metrics, server, probe
+        metrics.attach_supervisor()
+        self.app.middleware.add(metrics.middleware)
+        server.start()
+        url = f"http://{self.metrics_host}:{server.port}/metrics"
+        logger.info("worker %s: metrics on %s", self.name, url)
+
+    def _close_metrics(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
+        if self._metrics is not None:
+            self.app.middleware.remove(self._metrics.middleware)
+            self._metrics = None
+
+    def _live(self) -> str | None:
+        tick = self._tick
+        if tick is not None and time.monotonic() - tick > LIVE_STALE:
+            return f"the supervisor loop has not run for {time.monotonic() - tick:.0f}s"
+        return None  # (before its first round the worker is starting: live)
+
+    def _metrics_view(self) -> WorkerView:
+        """Processes alive and the tasks they run, for a scrape (in the server's thread)."""
+        from gopherq.observability.metrics import WorkerView
+
+        running: dict[str, int] = {}
+        for child in list(self._children.values()):
+            holding = self._slots[child.index].read()
+            if holding.running is not None:
+                queue = holding.running.delivery.queue
+                running[queue] = running.get(queue, 0) + 1
+        return WorkerView(children=len(self._children), running=running)
 
     def _heartbeat(self) -> None:
         if self._presence.due():
@@ -287,6 +386,8 @@ class Worker:
         from gopherq.beat import Beat
 
         def run() -> int:
+            if self._metrics is not None:
+                self._metrics.middleware.detach()  # it runs no tasks
             for sig in _STOP_SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)  # until the beat installs its own
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -326,6 +427,8 @@ class Worker:
         """Run a consumer in the forked child, then exit without returning to the caller."""
 
         def run() -> int:
+            if self._metrics is not None:
+                self._metrics.middleware.attach(index)
             consumer = Consumer(
                 self.app,
                 self.queues,
@@ -392,6 +495,9 @@ class Worker:
         except Exception:  # (a middleware hook): the child is replaced all the same
             logger.exception("worker %s: could not give back tasks (leases will)", child.name)
         slot.clear()
+        if self._metrics is not None:
+            replaced = not self._stopping and not (code == Exit.DRAINED and self.burst)
+            self._metrics.exited(child.index, _restart_cause(child, code) if replaced else None)
         if code == Exit.DRAINED and self.burst:
             logger.debug("worker %s: queues empty, process exited", child.name)
             return
@@ -627,6 +733,14 @@ def _cancellable(holding: Holding) -> list[Delivery]:
     prefetched ones."""
     running = [holding.running.delivery] if holding.running is not None else []
     return running + list(holding.unstarted)
+
+
+def _restart_cause(child: _Child, code: int) -> str:
+    """Why a child that exited is replaced, as ``gopherq_worker_child_restarts_total``
+    labels it."""
+    if child.kill is not None:
+        return "cancelled" if child.kill.cancelled else "time_limit"
+    return "recycled" if code == Exit.RECYCLE else "died"
 
 
 def _die_with_parent(parent: int) -> None:
