@@ -8,6 +8,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -15,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gopherq import GopherQ
 from gopherq.brokers import Delivery
 from gopherq.context import TaskContext
+from gopherq.errors import BrokerUnavailable
 from gopherq.message import Message, new_id
 from gopherq.observability import counters, server
 from gopherq.observability.counters import ACK, RETRY, UNKNOWN, CounterTable, dead_column
@@ -22,8 +25,9 @@ from gopherq.observability.metrics import TaskMetrics, WorkerMetrics, WorkerView
 from gopherq.observability.server import BrokerCheck, MetricsServer
 from gopherq.runner import Outcome
 from gopherq.states import DeadReason
+from gopherq.worker import Worker, supervisor
 from gopherq.worker.consumer import Exit
-from gopherq.worker.slots import Running
+from gopherq.worker.slots import Running, Slot
 from gopherq.worker.supervisor import _Child, _Kill, _restart_cause
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -292,7 +296,7 @@ def test_the_broker_check_pings_at_most_every_few_seconds(
         if failing[0]:
             raise ConnectionError("refused by redis://:secret@host")
 
-    check = BrokerCheck(ping)
+    check = BrokerCheck(SimpleNamespace(ping=ping))
     assert check() is None
     failing[0] = True
     assert check() is None  # the cached answer
@@ -301,3 +305,41 @@ def test_the_broker_check_pings_at_most_every_few_seconds(
     assert error is not None and error.startswith("the broker does not answer: refused")
     assert "secret" not in error
     assert len(pings) == 2
+
+
+def test_the_workers_probes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The supervisor's checks, without forking: slots, stopping, the broker, the loop."""
+    monkeypatch.setattr(server, "PING_EVERY", 0.0)  # every probe pings
+    app = GopherQ("m", broker=f"sqlite:///{tmp_path / 'q.db'}")
+    worker = Worker(app, concurrency=2, metrics_port=0)
+    worker._slots = Slot.allocate(2, 1)
+    worker._open_metrics()
+    assert worker._server is not None and worker._probe is not None
+    base = f"http://127.0.0.1:{worker._server.port}"
+    try:
+        assert get(f"{base}/ready")[::2] == (503, "2 of 2 processes are not running\n")
+        for index in range(2):
+            worker._children[1000 + index] = _Child(index, 1000 + index, 0.0)
+        assert get(f"{base}/ready")[::2] == (200, "ok\n")
+        assert get(f"{base}/live")[::2] == (200, "ok\n")  # not looping yet: starting
+        worker._tick = time.monotonic() - supervisor.LIVE_STALE - 1
+        status, _, text = get(f"{base}/live")
+        assert status == 503 and text.startswith("the supervisor loop has not run for 3")
+        worker._signals = 1
+        assert get(f"{base}/ready")[::2] == (503, "the worker is stopping\n")
+        worker._signals = 0
+
+        def down() -> None:
+            raise BrokerUnavailable("SQLite broker: disk I/O error")
+
+        monkeypatch.setattr(worker._probe, "ping", down)
+        status, _, text = get(f"{base}/ready")
+        assert (status, text) == (
+            503,
+            "the broker does not answer: SQLite broker: disk I/O error\n",
+        )
+        assert any(m is worker._metrics.middleware for m in app.middleware)  # type: ignore[union-attr]
+    finally:
+        worker._close_metrics()
+    assert not app.middleware or all(not isinstance(m, TaskMetrics) for m in app.middleware)
+    app.close()

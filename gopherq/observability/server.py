@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
@@ -37,12 +38,19 @@ Check = Callable[[], str | None]
 """A probe: None when all is well, else why not."""
 
 
+class Pingable(Protocol):
+    """What ``BrokerCheck`` asks: a broker."""
+
+    def ping(self) -> None:
+        """Return if it answers; raise otherwise."""
+
+
 class BrokerCheck:
-    """Whether the broker answers ``ping``, asked at most every ``PING_EVERY`` seconds
+    """Whether ``broker`` answers ``ping``, asked at most every ``PING_EVERY`` seconds
     (one probe at a time; give it a connection of its own, not the supervisor's)."""
 
-    def __init__(self, ping: Callable[[], None]) -> None:
-        self._ping = ping
+    def __init__(self, broker: Pingable) -> None:
+        self.broker = broker
         self._lock = threading.Lock()
         self._next = 0.0
         self._error: str | None = None
@@ -51,7 +59,7 @@ class BrokerCheck:
         with self._lock:
             if time.monotonic() >= self._next:
                 try:
-                    self._ping()
+                    self.broker.ping()
                     self._error = None
                 except Exception as exc:  # a probe reports, it does not raise
                     text = redact_text(str(exc)).partition("\n")[0] or type(exc).__name__

@@ -299,12 +299,14 @@ class Worker:
 
         metrics = WorkerMetrics(self.app, self.queues, self.concurrency)
         probe = open_broker(self.app.broker_url)  # opens its connection in the probe thread
-        broker = BrokerCheck(probe.ping)
+        broker = BrokerCheck(probe)
 
         def ready() -> str | None:
             missing = self.concurrency - len(self._children)
-            if missing > 0 or self._stopping:
-                return f"{max(missing, 0)} of {self.concurrency} processes are not running"
+            if self._stopping or self._signals:
+                return "the worker is stopping"
+            if missing > 0:
+                return f"{missing} of {self.concurrency} processes are not running"
             return broker()
 
         registry = metrics.registry(self._metrics_view)
