@@ -21,11 +21,12 @@ from gopherq.errors import BrokerUnavailable
 from gopherq.message import Message, new_id
 from gopherq.observability import counters, server
 from gopherq.observability.counters import ACK, RETRY, UNKNOWN, CounterTable, dead_column
+from gopherq.observability.endpoint import LIVE_STALE
 from gopherq.observability.metrics import TaskMetrics, WorkerMetrics, WorkerView
 from gopherq.observability.server import BrokerCheck, MetricsServer
 from gopherq.runner import Outcome
 from gopherq.states import DeadReason
-from gopherq.worker import Worker, supervisor
+from gopherq.worker import Worker
 from gopherq.worker.consumer import Exit
 from gopherq.worker.slots import Running, Slot
 from gopherq.worker.supervisor import _Child, _Kill, _restart_cause
@@ -308,21 +309,22 @@ def test_the_broker_check_pings_at_most_every_few_seconds(
 
 
 def test_the_workers_probes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The supervisor's checks, without forking: slots, stopping, the broker, the loop."""
+    """The supervisor's endpoint, without forking: slots, stopping, the broker, the loop."""
     monkeypatch.setattr(server, "PING_EVERY", 0.0)  # every probe pings
     app = GopherQ("m", broker=f"sqlite:///{tmp_path / 'q.db'}")
     worker = Worker(app, concurrency=2, metrics_port=0)
     worker._slots = Slot.allocate(2, 1)
-    worker._open_metrics()
-    assert worker._server is not None and worker._probe is not None
-    base = f"http://127.0.0.1:{worker._server.port}"
+    assert worker._can_start()
+    endpoint = worker._endpoint
+    assert endpoint is not None
+    base = endpoint.url.removesuffix("/metrics")
     try:
         assert get(f"{base}/ready")[::2] == (503, "2 of 2 processes are not running\n")
         for index in range(2):
             worker._children[1000 + index] = _Child(index, 1000 + index, 0.0)
         assert get(f"{base}/ready")[::2] == (200, "ok\n")
         assert get(f"{base}/live")[::2] == (200, "ok\n")  # not looping yet: starting
-        worker._tick = time.monotonic() - supervisor.LIVE_STALE - 1
+        worker._tick = time.monotonic() - LIVE_STALE - 1
         status, _, text = get(f"{base}/live")
         assert status == 503 and text.startswith("the supervisor loop has not run for 3")
         worker._signals = 1
@@ -332,14 +334,12 @@ def test_the_workers_probes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         def down() -> None:
             raise BrokerUnavailable("SQLite broker: disk I/O error")
 
-        monkeypatch.setattr(worker._probe, "ping", down)
+        monkeypatch.setattr(endpoint._probe, "ping", down)
         status, _, text = get(f"{base}/ready")
-        assert (status, text) == (
-            503,
-            "the broker does not answer: SQLite broker: disk I/O error\n",
-        )
-        assert any(m is worker._metrics.middleware for m in app.middleware)  # type: ignore[union-attr]
+        assert status == 503
+        assert text == "the broker does not answer: SQLite broker: disk I/O error\n"
+        assert endpoint.metrics.middleware in list(app.middleware)
     finally:
-        worker._close_metrics()
-    assert not app.middleware or all(not isinstance(m, TaskMetrics) for m in app.middleware)
+        worker._close_endpoint()
+    assert not any(isinstance(m, TaskMetrics) for m in app.middleware)
     app.close()

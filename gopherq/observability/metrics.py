@@ -116,12 +116,17 @@ class TaskMetrics(Middleware):
 
 @dataclass(frozen=True, slots=True)
 class WorkerView:
-    """The supervisor's processes as a scrape sees them."""
+    """The supervisor's state as a scrape or a probe sees it."""
 
     children: int
     """Consumer processes alive."""
     running: Mapping[str, int] = field(default_factory=dict)
     """Tasks running now, by queue."""
+    expected: int = 0
+    """Consumer processes it runs when none is missing."""
+    stopping: bool = False
+    tick: float | None = None
+    """``time.monotonic()`` of the supervisor loop's last round (None: not started)."""
 
 
 class WorkerMetrics:

@@ -67,9 +67,8 @@ from gopherq.worker.startup import (
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
-    from gopherq.brokers.base import Broker
-    from gopherq.observability.metrics import WorkerMetrics, WorkerView
-    from gopherq.observability.server import MetricsServer
+    from gopherq.observability.endpoint import WorkerEndpoint
+    from gopherq.observability.metrics import WorkerView
 
 logger = logging.getLogger("gopherq.worker")
 
@@ -81,8 +80,6 @@ RESPAWN_DELAY = 1.0
 """Wait before replacing a child that died young outside any task (a crash loop)."""
 BEAT_STOP_TIMEOUT = 10.0
 """Seconds the ``-B`` beat process gets to give its lease up and exit when the worker stops."""
-LIVE_STALE = 30.0
-"""Seconds without a round of the supervisor loop after which ``/live`` answers 503."""
 _BEAT = -1
 """The slot index that stands for the ``-B`` beat process when forking."""
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -189,9 +186,7 @@ class Worker:
         self._failing: set[str] = set()  # steps of the loop that raised last time
         self.metrics_port = metrics_port
         self.metrics_host = metrics_host
-        self._metrics: WorkerMetrics | None = None
-        self._server: MetricsServer | None = None
-        self._probe: Broker | None = None  # the probes' own broker connection
+        self._endpoint: WorkerEndpoint | None = None  # with metrics_port
         self._tick: float | None = None  # time.monotonic() of the loop's last round
 
     def run(self) -> int:
@@ -245,7 +240,7 @@ class Worker:
             self._step(self._presence.stop)
         finally:
             self._stop_beat()
-            self._close_metrics()
+            self._close_endpoint()
             signal.set_wakeup_fd(previous_fd)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -259,17 +254,30 @@ class Worker:
     def _can_start(self) -> bool:
         """Bind the metrics port (if any), then check the stores; False, logged in one
         line, when the worker cannot start."""
-        try:
-            self._open_metrics()
-        except OSError as exc:
-            where = f"{self.metrics_host}:{self.metrics_port}"
-            logger.error("worker %s cannot start: metrics port %s: %s", self.name, where, exc)
-            return False
+        if self.metrics_port is not None:
+            from gopherq.observability.endpoint import WorkerEndpoint
+
+            host, port = self.metrics_host, self.metrics_port
+            try:
+                self._endpoint = WorkerEndpoint(
+                    self.app,
+                    self.queues,
+                    self.concurrency,
+                    host=host,
+                    port=port,
+                    view=self._metrics_view,
+                )
+            except OSError as exc:
+                logger.error(
+                    "worker %s cannot start: metrics port %s:%d: %s", self.name, host, port, exc
+                )
+                return False
+            logger.info("worker %s: metrics on %s", self.name, self._endpoint.url)
         try:
             check_stores(self.app, self.connect_timeout)
         except StartupError as exc:
             logger.error("worker %s cannot start: %s", self.name, exc)
-            self._close_metrics()
+            self._close_endpoint()
             return False
         return True
 
@@ -286,63 +294,8 @@ class Worker:
             return
         self._failing.discard(name)
 
-    # Metrics and probes.
-
-    def _open_metrics(self) -> None:
-        """With a metrics port: bind it (OSError if taken), count tasks (the middleware,
-        inherited by the children) and serve from a thread."""
-        if self.metrics_port is None:
-            return
-        from gopherq.brokers import open_broker
-        from gopherq.observability.metrics import WorkerMetrics
-        from gopherq.observability.server import BrokerCheck, MetricsServer
-
-        metrics = WorkerMetrics(self.app, self.queues, self.concurrency)
-        probe = open_broker(self.app.broker_url)  # opens its connection in the probe thread
-        broker = BrokerCheck(probe)
-
-        def ready() -> str | None:
-            missing = self.concurrency - len(self._children)
-            if self._stopping or self._signals:
-                return "the worker is stopping"
-            if missing > 0:
-                return f"{missing} of {self.concurrency} processes are not running"
-            return broker()
-
-        registry = metrics.registry(self._metrics_view)
-        try:
-            server = MetricsServer(
-                self.metrics_host, self.metrics_port, registry, self._live, ready
-            )
-        except OSError:
-            probe.close()
-            raise
-        self._metrics, self._server, self._probe = metrics, server, probe
-        metrics.attach_supervisor()
-        self.app.middleware.add(metrics.middleware)
-        server.start()
-        url = f"http://{self.metrics_host}:{server.port}/metrics"
-        logger.info("worker %s: metrics on %s", self.name, url)
-
-    def _close_metrics(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        if self._probe is not None:
-            self._probe.close()
-            self._probe = None
-        if self._metrics is not None:
-            self.app.middleware.remove(self._metrics.middleware)
-            self._metrics = None
-
-    def _live(self) -> str | None:
-        tick = self._tick
-        if tick is not None and time.monotonic() - tick > LIVE_STALE:
-            return f"the supervisor loop has not run for {time.monotonic() - tick:.0f}s"
-        return None  # (before its first round the worker is starting: live)
-
     def _metrics_view(self) -> WorkerView:
-        """Processes alive and the tasks they run, for a scrape (in the server's thread)."""
+        """What the metrics endpoint shows of this supervisor (read in its thread)."""
         from gopherq.observability.metrics import WorkerView
 
         running: dict[str, int] = {}
@@ -351,7 +304,13 @@ class Worker:
             if holding.running is not None:
                 queue = holding.running.delivery.queue
                 running[queue] = running.get(queue, 0) + 1
-        return WorkerView(children=len(self._children), running=running)
+        stopping = self._stopping or self._signals > 0
+        return WorkerView(len(self._children), running, self.concurrency, stopping, self._tick)
+
+    def _close_endpoint(self) -> None:
+        if self._endpoint is not None:
+            self._endpoint.close()
+            self._endpoint = None
 
     def _heartbeat(self) -> None:
         if self._presence.due():
@@ -388,8 +347,8 @@ class Worker:
         from gopherq.beat import Beat
 
         def run() -> int:
-            if self._metrics is not None:
-                self._metrics.middleware.detach()  # it runs no tasks
+            if self._endpoint is not None:
+                self._endpoint.in_child(None)  # it runs no tasks
             for sig in _STOP_SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)  # until the beat installs its own
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -429,8 +388,8 @@ class Worker:
         """Run a consumer in the forked child, then exit without returning to the caller."""
 
         def run() -> int:
-            if self._metrics is not None:
-                self._metrics.middleware.attach(index)
+            if self._endpoint is not None:
+                self._endpoint.in_child(index)
             consumer = Consumer(
                 self.app,
                 self.queues,
@@ -497,9 +456,9 @@ class Worker:
         except Exception:  # (a middleware hook): the child is replaced all the same
             logger.exception("worker %s: could not give back tasks (leases will)", child.name)
         slot.clear()
-        if self._metrics is not None:
+        if self._endpoint is not None:
             replaced = not self._stopping and not (code == Exit.DRAINED and self.burst)
-            self._metrics.exited(child.index, _restart_cause(child, code) if replaced else None)
+            self._endpoint.exited(child.index, _restart_cause(child, code) if replaced else None)
         if code == Exit.DRAINED and self.burst:
             logger.debug("worker %s: queues empty, process exited", child.name)
             return
