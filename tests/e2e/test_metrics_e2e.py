@@ -118,6 +118,38 @@ def test_exact_counts_across_a_killed_process(run: Run) -> None:
     assert stop(worker) == 0, run.log()
 
 
+def test_time_limits_and_recycling_are_counted(run: Run) -> None:
+    worker = run.worker("-c", "2", "--metrics-port", "0", "--max-tasks-per-child", "3")
+    base = metrics_url(run)
+    run.wait_ready(worker)
+    hang = run.send("hang")  # killed twice by its 0.5 s limit: retried, then failed
+    results = [run.send("add", i, 1) for i in range(7)]
+    assert [r.get(timeout=60) for r in results] == list(range(1, 8)), run.log()
+    wait_for(run.producer.broker.dead_letters, 60, run.log)
+    assert hang.state.value == "FAILED"
+
+    def settled() -> bool:
+        samples = scrape(base)
+        restarts = "gopherq_worker_child_restarts_total"
+        return (
+            value(samples, restarts, cause="time_limit") == 2
+            and value(samples, "gopherq_worker_children") == 2
+        )
+
+    wait_for(settled, 30, run.log)
+    samples = scrape(base)
+    assert tasks(samples, "tasks.hang") == {"retried": 1, "failed": 1}  # by the supervisor
+    assert tasks(samples, "tasks.add") == {"succeeded": 7}
+    letters = value(samples, "gopherq_dead_letters_total", queue="default", reason="TIME_LIMIT")
+    assert letters == 1
+    duration = "gopherq_task_duration_seconds_count"
+    assert value(samples, duration, task="tasks.hang", queue="default") == 0  # unknown
+    recycled = value(samples, "gopherq_worker_child_restarts_total", cause="recycled")
+    assert recycled >= 2  # 7 tasks, at most 3 per process
+    assert value(samples, "gopherq_worker_child_restarts_total", cause="died") == 0
+    assert stop(worker) == 0, run.log()
+
+
 def test_in_progress_and_not_ready_while_stopping(run: Run) -> None:
     worker = run.worker("-c", "1", "--metrics-port", "0", lease_seconds="60")
     base = metrics_url(run)
