@@ -21,7 +21,7 @@ from gopherq.errors import BrokerUnavailable
 from gopherq.message import Message, new_id
 from gopherq.observability import counters, server
 from gopherq.observability.counters import ACK, RETRY, UNKNOWN, CounterTable, dead_column
-from gopherq.observability.endpoint import LIVE_STALE
+from gopherq.observability.endpoint import LIVE_STALE, WorkerEndpoint
 from gopherq.observability.metrics import TaskMetrics, WorkerMetrics, WorkerView
 from gopherq.observability.server import BrokerCheck, MetricsServer
 from gopherq.runner import Outcome
@@ -343,3 +343,19 @@ def test_the_workers_probes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         worker._close_endpoint()
     assert not any(isinstance(m, TaskMetrics) for m in app.middleware)
     app.close()
+
+
+def test_an_ipv6_endpoint(tmp_path: Path) -> None:
+    app = GopherQ("m", broker=f"sqlite:///{tmp_path / 'q.db'}")
+    try:
+        endpoint = WorkerEndpoint(
+            app, ["default"], 1, host="::1", port=0, view=lambda: WorkerView(children=1)
+        )
+    except OSError as exc:  # no IPv6 loopback here
+        pytest.skip(f"no IPv6 loopback: {exc}")
+    try:
+        assert endpoint.url.startswith("http://[::1]:")
+        assert get(endpoint.url)[0] == 200
+    finally:
+        endpoint.close()
+        app.close()

@@ -50,7 +50,8 @@ class WorkerEndpoint:
         except OSError:
             self._probe.close()
             raise
-        self.url = f"http://{host}:{self.server.port}/metrics"
+        where = f"[{host}]" if ":" in host else host  # an IPv6 address
+        self.url = f"http://{where}:{self.server.port}/metrics"
         self.metrics.attach_supervisor()
         app.middleware.add(self.metrics.middleware)
         self.server.start()
