@@ -191,6 +191,7 @@ def test_the_exposition_splits_dead_letters_into_outcomes() -> None:
                 app, message, context(message), outcome("dead", reason), 0.01
             )
     metrics.exited(0, "died")
+    assert metrics.table._cells[0] == 0  # folded: the block is free for the replacement
     metrics.exited(0, "recycled")
     metrics.exited(0, None)
     samples = exposition(metrics, WorkerView(children=1, running={"other": 1}))
