@@ -19,10 +19,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def start_gopherq_worker(module: str, concurrency: int, queue: str) -> subprocess.Popen[bytes]:
-    """``python -m gopherq worker -A module -c N -Q queue`` in this directory."""
+def start_gopherq_worker(
+    module: str, concurrency: int, queue: str, extra: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """``python -m gopherq worker -A module -c N -Q queue *extra`` in this directory."""
     argv = [sys.executable, "-m", "gopherq", "worker", "-A", module, "-l", "WARNING"]
-    return subprocess.Popen([*argv, "-c", str(concurrency), "-Q", queue], cwd=HERE)
+    return subprocess.Popen([*argv, "-c", str(concurrency), "-Q", queue, *extra], cwd=HERE)
 
 
 def free_port() -> int:

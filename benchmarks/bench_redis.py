@@ -5,6 +5,7 @@
     pip install -e '.[bench]'
     python benchmarks/bench_redis.py [--celery] [--json] [--tasks N] [--bulk N]
                                      [--round-trips N] [-c N] [--url URL] [--celery-url URL]
+                                     [--worker-args '--metrics-port 0']
 
 Each task does one Redis ``INCR`` on a counter and returns. With a real worker
 subprocess (``python -m gopherq worker -c 2``; with ``--celery`` also
@@ -40,11 +41,12 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,7 +105,7 @@ class Side:
     close: Callable[[], None]
 
 
-def gopherq_side(url: str, concurrency: int) -> Side:
+def gopherq_side(url: str, concurrency: int, extra: Sequence[str] = ()) -> Side:
     os.environ["GOPHERQ_BROKER_URL"] = url
     bench = make_app()
     incr, incr_get = bench.get_task("bench.incr"), bench.get_task("bench.incr_get")
@@ -112,7 +114,7 @@ def gopherq_side(url: str, concurrency: int) -> Side:
         delay=incr.delay,
         send_batch=lambda n: bench.send_many([incr.s() for _ in range(n)]),
         round_trip=lambda: incr_get.delay().get(timeout=30),
-        start_worker=lambda: start_gopherq_worker("bench_redis", concurrency, QUEUE),
+        start_worker=lambda: start_gopherq_worker("bench_redis", concurrency, QUEUE, extra),
         close=bench.close,
     )
 
@@ -300,6 +302,7 @@ def main() -> int:
         default="off",
         help="gopherq's lifecycle events (off: like Celery, which sends no task-sent events)",
     )
+    parser.add_argument("--worker-args", default="", help="more gopherq worker options")
     options = parser.parse_args()
     os.environ["GOPHERQ_EVENTS"] = "broker" if options.events == "on" else "off"
     with redis_url(options.url) as url:
@@ -335,7 +338,8 @@ def run(options: argparse.Namespace) -> int:
     }
     try:
         report["bare_lpush_per_s"] = bare_loop(options.url, f"{prefix}:bare", options.tasks)
-        side = gopherq_side(with_query(options.url, prefix=prefix), options.concurrency)
+        extra = shlex.split(options.worker_args)
+        side = gopherq_side(with_query(options.url, prefix=prefix), options.concurrency, extra)
         report["gopherq"] = measure(side, options.tasks, options.bulk, options.round_trips)
         if options.celery:
             side = celery_side(options.celery_url, f"{prefix}:", options.concurrency)

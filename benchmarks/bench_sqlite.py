@@ -6,6 +6,7 @@
                                       [--events on|off]
     python benchmarks/bench_sqlite.py --compare-events [--repeat N] [--tasks N]
                                       [--drain-task noop|echo] [--json]
+    python benchmarks/bench_sqlite.py --compare-metrics [--repeat N] [--tasks N] ...
 
 Measures, on a fresh SQLite file in a temporary directory:
 
@@ -21,6 +22,8 @@ worker RSS   supervisor plus children, after the round trips (psutil)
 ``--repeat`` times each on a fresh file, and reports the medians and their
 ratio. There the queue is paused while the worker starts, so that the figure
 is the drain alone: ``noop`` (no result stored) or ``echo`` (a result each).
+``--compare-metrics`` does the same with the worker's Prometheus metrics off,
+then on (``--metrics-port 0``). ``--worker-args`` adds options to the worker.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +75,13 @@ def make_app() -> GopherQ:
 app = make_app()  # what the worker loads: ``-A bench_sqlite``
 
 
-def start_worker(concurrency: int) -> subprocess.Popen[bytes]:
+WORKER_ARGS: list[str] = []
+"""Options added to every worker's command line (``--worker-args``)."""
+
+
+def start_worker(concurrency: int, extra: Sequence[str] = ()) -> subprocess.Popen[bytes]:
     """``gopherq worker -A bench_sqlite -c N`` in this directory."""
-    return start_gopherq_worker("bench_sqlite", concurrency, QUEUE)
+    return start_gopherq_worker("bench_sqlite", concurrency, QUEUE, [*WORKER_ARGS, *extra])
 
 
 def outstanding(bench: GopherQ) -> int:
@@ -113,7 +122,7 @@ def run(tasks: int, round_trips: int, concurrency: int) -> dict[str, Any]:
     }
 
 
-def paused_drain(tasks: int, concurrency: int, task: str) -> float:
+def paused_drain(tasks: int, concurrency: int, task: str, extra: Sequence[str] = ()) -> float:
     """Tasks/s of a worker draining ``tasks`` queued ``task`` messages, start-up excluded."""
     bench = make_app()
     signature = bench.get_task(f"bench.{task}").s
@@ -121,7 +130,7 @@ def paused_drain(tasks: int, concurrency: int, task: str) -> float:
         count = min(1000, tasks - first)
         bench.send_many([signature() if task == "noop" else signature(i) for i in range(count)])
     bench.broker.pause(QUEUE)
-    worker = start_worker(concurrency)
+    worker = start_worker(concurrency, extra)
     try:
         time.sleep(1.5)  # the children reach their first (empty) reserve
         start = time.perf_counter()
@@ -132,21 +141,26 @@ def paused_drain(tasks: int, concurrency: int, task: str) -> float:
         bench.close()
 
 
-def compare_events(tasks: int, concurrency: int, repeat: int, task: str) -> dict[str, Any]:
-    """Drain rates with events off and on, alternating, each on a fresh file."""
+def compare_drains(
+    tasks: int, concurrency: int, repeat: int, task: str, feature: str = "events"
+) -> dict[str, Any]:
+    """Drain rates with ``feature`` (events, or metrics) off and on, alternating, each
+    on a fresh file."""
     rates: dict[str, list[float]] = {"off": [], "on": []}
     for _ in range(repeat):
         for mode in ("off", "on"):
             with tempfile.TemporaryDirectory(prefix="gopherq-bench-") as tmp:
                 os.environ["GOPHERQ_BROKER_URL"] = f"sqlite:///{Path(tmp) / 'bench.db'}"
-                os.environ["GOPHERQ_EVENTS"] = "broker" if mode == "on" else "off"
-                rates[mode].append(paused_drain(tasks, concurrency, task))
+                if feature == "events":
+                    os.environ["GOPHERQ_EVENTS"] = "broker" if mode == "on" else "off"
+                extra = ["--metrics-port", "0"] if feature == "metrics" and mode == "on" else []
+                rates[mode].append(paused_drain(tasks, concurrency, task, extra))
     off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
     return {
         "tasks": tasks,
         "task": task,
         "concurrency": concurrency,
-        "drain_per_s": {"events_off": off, "events_on": on},
+        "drain_per_s": {f"{feature}_off": off, f"{feature}_on": on},
         "runs": rates,
         "ratio": on / off,
         "cpus": os.cpu_count(),
@@ -182,18 +196,24 @@ def main() -> int:
     parser.add_argument(
         "--compare-events", action="store_true", help="drain with events off, then on"
     )
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each, --compare-events")
+    parser.add_argument(
+        "--compare-metrics", action="store_true", help="drain with metrics off, then on"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each, --compare-*")
     parser.add_argument("--drain-task", choices=["noop", "echo"], default="noop")
+    parser.add_argument("--worker-args", default="", help="more worker options, one string")
     options = parser.parse_args()
-    if options.compare_events:
-        figures = compare_events(
-            options.tasks, options.concurrency, options.repeat, options.drain_task
+    WORKER_ARGS[:] = shlex.split(options.worker_args)
+    if options.compare_events or options.compare_metrics:
+        feature = "metrics" if options.compare_metrics else "events"
+        figures = compare_drains(
+            options.tasks, options.concurrency, options.repeat, options.drain_task, feature
         )
         rates = figures["drain_per_s"]
         text = (
             f"drain of {options.tasks:,} {options.drain_task} tasks, worker -c "
-            f"{options.concurrency}, median of {options.repeat}: events off "
-            f"{rates['events_off']:,.0f}/s, on {rates['events_on']:,.0f}/s, "
+            f"{options.concurrency}, median of {options.repeat}: {feature} off "
+            f"{rates[f'{feature}_off']:,.0f}/s, on {rates[f'{feature}_on']:,.0f}/s, "
             f"ratio {figures['ratio']:.2f}"
         )
         print(json.dumps(figures, indent=2) if options.json else text)

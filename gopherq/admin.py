@@ -65,6 +65,30 @@ class Health:
     error: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Heartbeats:
+    """Which workers sent a ``worker-heartbeat`` event lately."""
+
+    checked: bool
+    """False when it could not be told: events are off, or could not be read (``error``)."""
+    window: float
+    """Seconds looked back."""
+    workers: tuple[str, ...] = ()
+    """Names of the workers with a heartbeat within ``window``, newest first."""
+    last: float | None = None
+    """Seconds since the newest heartbeat of any worker (None: none retained)."""
+    error: str = ""
+
+    @property
+    def recent(self) -> bool:
+        """Whether some worker sent a heartbeat within ``window``."""
+        return bool(self.workers)
+
+
+HEARTBEATS_READ = 100
+"""Newest heartbeat events that ``recent_heartbeats`` reads."""
+
+
 def task_name(codec: Codec, body: bytes) -> str | None:
     """The task name in an encoded message, or None if it cannot be read.
 
@@ -188,6 +212,22 @@ def check_health(app: GopherQ) -> Health:
         error = redact_text(str(exc))  # a library's message may quote the URL
         return Health(redact_url(app.broker_url), False, time.perf_counter() - start, error)
     return Health(redact_url(app.broker_url), True, time.perf_counter() - start)
+
+
+def recent_heartbeats(app: GopherQ, window: float | None = None) -> Heartbeats:
+    """The workers that sent a heartbeat in the last ``window`` seconds (by default
+    three ``worker_heartbeat`` intervals), from the newest ``HEARTBEATS_READ`` events."""
+    window = 3 * app.settings.worker_heartbeat if window is None else window
+    if not app.events.enabled:
+        return Heartbeats(False, window, error="events are off: heartbeats are not recorded")
+    try:
+        beats = app.events.last(HEARTBEATS_READ, "worker-heartbeat")
+    except Exception as exc:  # a health check reports, it does not raise
+        return Heartbeats(False, window, error=redact_text(str(exc)) or type(exc).__name__)
+    now = time.time()
+    names = [e.worker for e in reversed(beats) if e.worker and now - e.time <= window]
+    last = max(now - beats[-1].time, 0.0) if beats else None
+    return Heartbeats(True, window, tuple(dict.fromkeys(names)), last)
 
 
 def first_line(text: str | None) -> str:

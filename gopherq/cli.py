@@ -170,6 +170,18 @@ def _queue_list(ctx: click.Context, param: click.Parameter, value: tuple[str, ..
 @click.option(
     "-B", "--beat", is_flag=True, help="Run the beat in this worker too (for development)."
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve /metrics, /live and /ready on this port (0: any free port, logged).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the metrics port listens on (0.0.0.0: every interface).",
+)
 @with_app
 def worker(
     app: GopherQ,
@@ -182,6 +194,8 @@ def worker(
     shutdown_timeout: float | None,
     connect_timeout: float | None,
     beat: bool,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run a prefork worker."""
     from gopherq.worker import Worker
@@ -197,6 +211,8 @@ def worker(
         shutdown_timeout=shutdown_timeout,
         connect_timeout=connect_timeout,
         beat=beat,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
     ).run()
     click.get_current_context().exit(code)
 
@@ -462,19 +478,50 @@ def resume(app: GopherQ, queue: str) -> None:
 
 
 @main.command()
+@click.option(
+    "--require-worker",
+    is_flag=True,
+    help="Exit 1 also when no worker sent a heartbeat lately (3 worker_heartbeat intervals).",
+)
 @json_option
 @with_app
-def health(app: GopherQ, as_json: bool) -> None:
-    """Exit 0 if the broker answers, 1 if not."""
+def health(app: GopherQ, require_worker: bool, as_json: bool) -> None:
+    """Exit 0 if the broker answers, 1 if not; report the workers' recent heartbeats."""
     result = admin.check_health(app)
+    beats = admin.recent_heartbeats(app) if result.ok else None
     if as_json:
-        print_json(dataclasses.asdict(result))
+        report = dataclasses.asdict(result)
+        report["heartbeats"] = _heartbeats_map(beats) if beats else None
+        print_json(report)
     elif result.ok:
         click.echo(printable(f"ok: {result.broker} answered in {result.latency * 1000:.1f} ms"))
     else:
         click.echo(printable(f"broker {result.broker} does not answer: {result.error}"), err=True)
-    if not result.ok:
+    if beats is not None and not as_json:
+        line = _heartbeats_line(beats)
+        click.echo(line, err=require_worker and not beats.recent)
+    if not result.ok or (require_worker and not (beats and beats.recent)):
         sys.exit(1)
+
+
+def _heartbeats_map(beats: admin.Heartbeats) -> dict[str, Any]:
+    report = dataclasses.asdict(beats)
+    report["recent"] = beats.recent
+    report["workers"] = list(beats.workers)
+    return report
+
+
+def _heartbeats_line(beats: admin.Heartbeats) -> str:
+    window = f"{beats.window:g}s"
+    if not beats.checked:
+        return printable(f"workers: unknown ({beats.error})")
+    if beats.recent:
+        names = ", ".join(beats.workers)
+        return printable(
+            f"workers: {len(beats.workers)} sent a heartbeat in the last {window}: {names}"
+        )
+    last = f"; the last {beats.last:.0f}s ago" if beats.last is not None else ""
+    return f"workers: none sent a heartbeat in the last {window}{last}"
 
 
 @main.command()

@@ -12,6 +12,8 @@
         │   cancelled one, requeue what else the child held; fork a replacement
         ├── every ``worker_heartbeat`` seconds: the middleware's heartbeat
         │   (the event emitter's ``worker-heartbeat``), with counts from the slots
+        ├── with ``metrics_port``: a thread serves /metrics, /live and /ready
+        │   (``gopherq.observability``); a dead child's counts are kept
         ├── SIGTERM/SIGINT: children finish their task and give back the
         │   rest, within ``shutdown_timeout``; a second signal kills them now
         └── with ``beat`` (``gopherq worker -B``, for development): one more
@@ -65,6 +67,8 @@ from gopherq.worker.startup import (
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
+    from gopherq.observability.endpoint import WorkerEndpoint
+    from gopherq.observability.metrics import WorkerView
 
 logger = logging.getLogger("gopherq.worker")
 
@@ -126,7 +130,10 @@ class Worker:
     as well (``gopherq worker -B``). Before forking, ``run()`` logs a banner and
     checks the broker and result store (``gopherq.worker.startup``): it returns 1
     when they cannot work, or stay down for ``connect_timeout`` seconds.
-    ``run()`` must be called from the main thread; it returns the exit code.
+    ``metrics_port`` serves Prometheus metrics and health probes on
+    ``metrics_host`` (docs/observability.md); ``run()`` returns 1 at once when
+    the port is taken. ``run()`` must be called from the main thread; it
+    returns the exit code.
     """
 
     def __init__(
@@ -142,6 +149,8 @@ class Worker:
         shutdown_timeout: float | None = None,
         connect_timeout: float | None = None,
         beat: bool = False,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         settings = app.settings
         self.app = app
@@ -176,6 +185,10 @@ class Worker:
         self._pipe = (-1, -1)
         self._presence = Presence(app, self.name, self.concurrency, self.queues)
         self._failing: set[str] = set()  # steps of the loop that raised last time
+        self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
+        self._endpoint: WorkerEndpoint | None = None  # with metrics_port
+        self._tick: float | None = None  # time.monotonic() of the loop's last round
 
     def run(self) -> int:
         """Fork the children and supervise them until stopped or drained; the exit code."""
@@ -190,10 +203,7 @@ class Worker:
         )
         warn_if_root(self.name)
         warn_if_no_tasks(self.app)
-        try:
-            check_stores(self.app, self.connect_timeout)
-        except StartupError as exc:
-            logger.error("worker %s cannot start: %s", self.name, exc)
+        if not self._can_start():
             return 1
         self._presence = Presence(self.app, self.name, self.concurrency, self.queues)
         self._slots = Slot.allocate(self.concurrency, self.app.settings.prefetch)
@@ -220,6 +230,7 @@ class Worker:
             )
             self._presence.start()
             while self._children or self._respawns:
+                self._tick = time.monotonic()
                 self._sleep()
                 self._step(self._reap)
                 self._step(self._handle_signals)
@@ -230,6 +241,7 @@ class Worker:
             self._step(self._presence.stop)
         finally:
             self._stop_beat()
+            self._close_endpoint()
             signal.set_wakeup_fd(previous_fd)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -239,6 +251,36 @@ class Worker:
         # Last, once everything that may log (the stop hooks, closing the stores) ran.
         logger.info("worker %s stopped", self.name)
         return 1 if self._forced or self._unavailable else 0
+
+    def _can_start(self) -> bool:
+        """Bind the metrics port (if any), then check the stores; False, logged in one
+        line, when the worker cannot start."""
+        if self.metrics_port is not None:
+            from gopherq.observability.endpoint import WorkerEndpoint
+
+            host, port = self.metrics_host, self.metrics_port
+            try:
+                self._endpoint = WorkerEndpoint(
+                    self.app,
+                    self.queues,
+                    self.concurrency,
+                    host=host,
+                    port=port,
+                    view=self._metrics_view,
+                )
+            except OSError as exc:
+                logger.error(
+                    "worker %s cannot start: metrics port %s:%d: %s", self.name, host, port, exc
+                )
+                return False
+            logger.info("worker %s: metrics on %s", self.name, self._endpoint.url)
+        try:
+            check_stores(self.app, self.connect_timeout)
+        except StartupError as exc:
+            logger.error("worker %s cannot start: %s", self.name, exc)
+            self._close_endpoint()
+            return False
+        return True
 
     def _step(self, step: Callable[[], None]) -> None:
         """Run one step of the loop: an error is logged (once until the step works
@@ -252,6 +294,24 @@ class Worker:
                 self._failing.add(name)
             return
         self._failing.discard(name)
+
+    def _metrics_view(self) -> WorkerView:
+        """What the metrics endpoint shows of this supervisor (read in its thread)."""
+        from gopherq.observability.metrics import WorkerView
+
+        running: dict[str, int] = {}
+        for child in list(self._children.values()):
+            holding = self._slots[child.index].read()
+            if holding.running is not None:
+                queue = holding.running.delivery.queue
+                running[queue] = running.get(queue, 0) + 1
+        stopping = self._stopping or self._signals > 0
+        return WorkerView(len(self._children), running, self.concurrency, stopping, self._tick)
+
+    def _close_endpoint(self) -> None:
+        if self._endpoint is not None:
+            self._endpoint.close()
+            self._endpoint = None
 
     def _heartbeat(self) -> None:
         if self._presence.due():
@@ -288,6 +348,8 @@ class Worker:
         from gopherq.beat import Beat
 
         def run() -> int:
+            if self._endpoint is not None:
+                self._endpoint.in_child(None)  # it runs no tasks
             for sig in _STOP_SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)  # until the beat installs its own
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -327,6 +389,8 @@ class Worker:
         """Run a consumer in the forked child, then exit without returning to the caller."""
 
         def run() -> int:
+            if self._endpoint is not None:
+                self._endpoint.in_child(index)
             consumer = Consumer(
                 self.app,
                 self.queues,
@@ -393,6 +457,9 @@ class Worker:
         except Exception:  # (a middleware hook): the child is replaced all the same
             logger.exception("worker %s: could not give back tasks (leases will)", child.name)
         slot.clear()
+        if self._endpoint is not None:
+            replaced = not self._stopping and not (code == Exit.DRAINED and self.burst)
+            self._endpoint.exited(child.index, _restart_cause(child, code) if replaced else None)
         if code == Exit.DRAINED and self.burst:
             logger.debug("worker %s: queues empty, process exited", child.name)
             return
@@ -631,6 +698,14 @@ def _cancellable(holding: Holding) -> list[Delivery]:
     prefetched ones."""
     running = [holding.running.delivery] if holding.running is not None else []
     return running + list(holding.unstarted)
+
+
+def _restart_cause(child: _Child, code: int) -> str:
+    """Why a child that exited is replaced, as ``gopherq_worker_child_restarts_total``
+    labels it."""
+    if child.kill is not None:
+        return "cancelled" if child.kill.cancelled else "time_limit"
+    return "recycled" if code == Exit.RECYCLE else "died"
 
 
 def _die_with_parent(parent: int) -> None:
