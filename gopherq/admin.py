@@ -3,6 +3,10 @@
 Each function takes an app and returns records or maps that the CLI (and later
 the HTTP API) only has to format. Nothing here changes state except through
 the broker's admin methods, which the callers use directly.
+
+An admin operation the broker does not implement (see ``BrokerAdmin``) raises
+``NotSupported``, which names the broker and the operation: the CLI shows it as
+its one-line error.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gopherq.errors import DecodeError
+from gopherq.errors import DecodeError, NotSupported
 from gopherq.redaction import redact_text, redact_url
 from gopherq.result import job_state
 from gopherq.results.base import JobRecord
@@ -240,8 +244,14 @@ def first_line(text: str | None) -> str:
 
 def known_queues(app: GopherQ) -> list[str]:
     """Every queue the broker knows (with messages, or paused), plus the app's: the
-    default queue and those its registered tasks are declared on (or routed to)."""
-    return sorted(set(app.broker.stats()) | set(declared_queues(app)))
+    default queue and those its registered tasks are declared on (or routed to).
+
+    Only the app's when the broker does not implement ``stats``."""
+    try:
+        known = set(app.broker.stats())
+    except NotSupported:
+        known = set()
+    return sorted(known | set(declared_queues(app)))
 
 
 def purge_all(app: GopherQ, queues: Sequence[str]) -> dict[str, int]:

@@ -57,6 +57,7 @@ from gopherq.app import GopherQ
 from gopherq.display import local_time
 from gopherq.errors import BrokerError, GopherQError
 from gopherq.events import Event, EventType
+from gopherq.result import located
 from gopherq.schedules.entry import Entry, tick_id, tick_key
 from gopherq.schedules.plan import CATCH_UP_LIMIT, plan
 from gopherq.schedules.store import Claim, EntryState, ScheduleStore
@@ -333,14 +334,16 @@ class Beat:
 
     def _recover_pending(self) -> None:
         """Send the ticks claimed before (by a leader that died, or a failed send) unless
-        their message is in the broker or has a job record: then it was sent."""
+        their message is in the broker or has a job record: then it was sent. (On a
+        broker that cannot ``locate``, a tick still queued is sent again and stored
+        once: its idempotency key names the queued one.)"""
         resend, sent = [], []
         for name, state in self._states.items():
             entry = self._entries.get(name)
             if not state.pending or state.tick is None or entry is None:
                 continue
             id = tick_id(name, state.tick)
-            if self.app.broker.locate(id) is None and self.app.backend.get(id) is None:
+            if located(self.app, id) is None and self.app.backend.get(id) is None:
                 logger.info(
                     "beat: sending %s for %s again (claimed, not confirmed)",
                     name,

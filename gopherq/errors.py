@@ -5,7 +5,8 @@
     GopherQError
     ├── ConfigurationError        bad settings, unknown task options, app not found
     ├── BrokerError               the broker failed an operation
-    │   └── BrokerUnavailable     not now: unreachable, disk full, lock held; try later
+    │   ├── BrokerUnavailable     not now: unreachable, disk full, lock held; try later
+    │   └── NotSupported          an optional operation this broker does not implement
     ├── SerializationError        a value msgpack cannot carry (names the argument path)
     │   ├── PayloadTooLarge       the encoded message exceeds ``max_message_size``
     │   └── DecodeError           bytes that are not a valid gopherq message
@@ -49,6 +50,24 @@ class BrokerError(GopherQError):
 class BrokerUnavailable(BrokerError):
     """The broker cannot serve this now, and trying later may work: it cannot be
     reached, its disk is full, its lock stayed held, an I/O error."""
+
+
+class NotSupported(BrokerError, NotImplementedError):
+    """The broker does not implement this optional operation (``BrokerAdmin``: stats,
+    pause, dead-letter listing, cancel, ...); trying later will not help.
+
+    Also a ``NotImplementedError``, which is what it means to Python code.
+    """
+
+    def __init__(self, broker: str, operation: str) -> None:
+        super().__init__(
+            f"{broker} does not support {operation}(): an optional broker operation "
+            "it does not implement (see docs/brokers.md, Writing a broker)"
+        )
+        self.broker = broker
+        """Which broker: its class and redacted URL."""
+        self.operation = operation
+        """The method's name, as in ``BrokerAdmin``."""
 
 
 class SerializationError(GopherQError):

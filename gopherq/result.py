@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, overload
 
 from gopherq.celery_names import no_attribute
-from gopherq.errors import ResultTimeout, TaskFailed
+from gopherq.errors import NotSupported, ResultTimeout, TaskFailed
 from gopherq.results.base import JobRecord, Progress
 from gopherq.states import State
 
@@ -29,8 +29,16 @@ def job_state(app: GopherQ, id: str, record: JobRecord | None) -> State:
     """
     if record is not None and record.state is not State.STARTED:
         return record.state
-    located = app.broker.locate(id)
-    return located or (record.state if record is not None else State.PENDING)
+    return located(app, id) or (record.state if record is not None else State.PENDING)
+
+
+def located(app: GopherQ, id: str) -> State | None:
+    """Where the broker holds message ``id`` (``Broker.locate``); None if it is gone,
+    or if the broker cannot say (it implements the hot path alone)."""
+    try:
+        return app.broker.locate(id)
+    except NotSupported:
+        return None
 
 
 class _CeleryNames(Generic[R]):
@@ -143,7 +151,7 @@ class AsyncResult(_CeleryNames[R]):
         while record is None or not record.state.finished:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                state = record.state if record else self.app.broker.locate(self.id)
+                state = record.state if record else located(self.app, self.id)
                 raise ResultTimeout(
                     f"task {self.id} did not finish within {timeout}s "
                     f"(state {(state or State.PENDING).value})"

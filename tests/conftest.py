@@ -8,11 +8,16 @@ from typing import Generic, TypeVar
 
 import pytest
 import services
+from minimal_broker import DictBroker
 
 from gopherq.brokers import Broker, open_broker
 from gopherq.results import ResultBackend, open_backend
 
 BROKER_KINDS = ["memory", "sqlite", "redis"]
+MINIMAL = "minimal"
+"""The broker of the hot path alone (tests/minimal_broker.py): a kind for the contract
+suite's hot-path tests, not one of ``BROKER_KINDS``."""
+IN_PROCESS = frozenset({"memory", MINIMAL})
 
 T = TypeVar("T")
 
@@ -21,6 +26,8 @@ def broker_url(kind: str, tmp_path: Path) -> str:
     """A fresh, private URL of broker ``kind`` for one test."""
     if kind == "memory":
         return "memory://"
+    if kind == MINIMAL:
+        return "minimal://"
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'gopherq.db'}"
     if kind == "redis":
@@ -42,9 +49,9 @@ def broker_kind(request: pytest.FixtureRequest) -> str:
 
 
 class _Opener(Generic[T]):
-    """Opens handles on one store of ``kind``; memory kinds hand back the first handle.
+    """Opens handles on one store of ``kind``; in-process kinds hand back the first handle.
 
-    Each ``memory://`` broker or backend is its own store, so tests that need two
+    Each ``memory://`` (or minimal) broker or backend is its own store, so tests that need two
     handles on one store (two "workers") get the same instance twice; asking it
     for different options is an error.
     """
@@ -55,7 +62,7 @@ class _Opener(Generic[T]):
         self.first_options: dict[str, float] = {}
 
     def __call__(self, **options: float) -> T:
-        if self.kind == "memory" and self.opened:
+        if self.kind in IN_PROCESS and self.opened:
             if options != self.first_options:
                 raise ValueError(
                     f"the memory store was opened with {self.first_options}, not {options}"
@@ -70,7 +77,8 @@ class _Opener(Generic[T]):
 @pytest.fixture
 def make_broker(broker_kind: str, tmp_path: Path) -> Iterator[Callable[..., Broker]]:
     """Open brokers of the current kind on one shared store; all closed at the end."""
-    opener = _Opener(broker_kind, broker_url(broker_kind, tmp_path), open_broker)
+    open_ = DictBroker if broker_kind == MINIMAL else open_broker
+    opener = _Opener(broker_kind, broker_url(broker_kind, tmp_path), open_)
     yield opener
     for broker in opener.opened:
         broker.close()

@@ -11,8 +11,10 @@ import datetime as dt
 import pytest
 
 import gopherq.schedules.plan
-from gopherq import ConfigurationError, GopherQ
+from gopherq import ConfigurationError, GopherQ, State
 from gopherq.beat import CHANGE_POLL, Beat
+from gopherq.brokers import Broker
+from gopherq.brokers.memory import MemoryBroker
 from gopherq.schedules import Claim, tick_id, tick_key
 
 T0 = 1_700_000_000  # a multiple of 10; minutes start at T0 + 40
@@ -33,7 +35,11 @@ def clock() -> Clock:
 
 @pytest.fixture
 def app(clock: Clock) -> GopherQ:
-    app = GopherQ("beat-test", broker="memory://")
+    return beat_app(clock, "memory://")
+
+
+def beat_app(clock: Clock, broker: str | Broker) -> GopherQ:
+    app = GopherQ("beat-test", broker=broker)
 
     @app.task(name="ping")
     def ping(n: int = 0) -> int:
@@ -195,6 +201,28 @@ def test_a_claimed_tick_that_was_sent_is_not_sent_again(app: GopherQ, clock: Clo
     b = beat(app, clock)
     run(clock, T0 + 4, b)
     assert [t for _, t in sent(app)] == [T0 + 1, T0 + 3, T0 + 4]  # T0 + 1 once
+    assert not store.states()["ping"].pending
+
+
+class CannotLocate(MemoryBroker):
+    """A broker without ``locate`` (an optional operation)."""
+
+    def locate(self, id: str) -> State | None:
+        raise self.not_supported("locate")
+
+
+def test_a_claimed_tick_still_queued_is_stored_once_by_a_broker_that_cannot_locate(
+    clock: Clock,
+) -> None:
+    app = beat_app(clock, CannotLocate())
+    app.add_periodic("ping", every=1)
+    store = app.schedules.store
+    store.acquire("dead", 3.0)
+    store.claim("dead", [Claim("ping", None, T0 + 1, True, T0, "every 1")])
+    app.send_task("ping", task_id=tick_id("ping", T0 + 1), key=tick_key("ping", T0 + 1))
+    clock.t = T0 + 3.6
+    run(clock, T0 + 4, beat(app, clock))
+    assert [t for _, t in sent(app)] == [T0 + 1, T0 + 3, T0 + 4]  # sent again, stored once
     assert not store.states()["ping"].pending
 
 

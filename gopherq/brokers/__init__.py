@@ -16,6 +16,7 @@ import os
 
 from gopherq.brokers.base import (
     Broker,
+    BrokerAdmin,
     Cancellation,
     DeadLetter,
     Delivery,
@@ -34,6 +35,7 @@ REDIS_SCHEMES = frozenset({"redis", "rediss", "unix", "redis+cluster", "rediss+c
 __all__ = [
     "DEFAULT_URL",
     "Broker",
+    "BrokerAdmin",
     "Cancellation",
     "DeadLetter",
     "Delivery",

@@ -5,6 +5,10 @@ processes and machines at once, and every state change is atomic in the broker.
 The broker sees message bodies as opaque bytes: only the routing fields of
 ``Envelope`` cross the seam.
 
+``Broker``'s abstract methods are the hot path, all a new broker must implement;
+``BrokerAdmin`` (which ``Broker`` extends) holds the optional rest, with defaults:
+cancel, counts, pause, purge, dead letters, lookup.
+
 A message is in one of four places::
 
     scheduled --(eta reached)--> ready --(reserve)--> leased --(ack)--> gone
@@ -38,10 +42,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from gopherq.errors import NotSupported
 from gopherq.redaction import UrlRepr
 from gopherq.redaction import redact_url as redact_url  # noqa: PLC0414  # its former home
 from gopherq.states import State
+
+_PURGE_PAGE = 500
+"""Dead letters listed per step of the default ``purge_dead``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +126,122 @@ class QueueStats:
     paused: bool = False
 
 
-class Broker(UrlRepr, ABC):
-    """Moves messages between producers and workers. See the module docstring."""
+class BrokerAdmin(UrlRepr):
+    """The optional part of the broker contract: what operators, tools and ``cancel``
+    ask of a broker beyond moving messages.
+
+    Every method has a default, so a new broker starts with ``Broker``'s hot path
+    alone and adds these one by one. A default either builds the operation on the
+    broker's other methods (``purge_dead``: what ``dead_letters`` lists, deleted
+    through ``delete``) or, where nothing can stand in for it, raises
+    ``NotSupported`` naming the broker and the operation (the CLI shows it as a
+    one-line error). ``cancel_requested``'s default is "none": a broker without
+    ``cancel`` marks nothing. A broker that implements ``cancel`` must implement
+    ``cancel_requested`` too (checked when the class is defined), or its workers
+    would never stop a cancelled task.
+
+    The built-in brokers implement every method, each atomically.
+    """
+
+    __slots__ = ()
+    url: str
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cancels = cls.cancel is not BrokerAdmin.cancel
+        if cancels and cls.cancel_requested is BrokerAdmin.cancel_requested:
+            raise TypeError(
+                f"{cls.__name__} implements cancel but not cancel_requested: "
+                "its workers would never see a cancel"
+            )
+
+    def not_supported(self, operation: str) -> NotSupported:
+        """The error for ``operation``, which this broker does not implement."""
+        return NotSupported(f"{type(self).__name__} ({redact_url(self.url)})", operation)
+
+    # Cancelling.
+
+    def cancel(self, ids: Sequence[str]) -> list[Cancellation]:
+        """Cancel messages (see the module docstring): a ready or scheduled one is
+        removed with its idempotency key, a leased one is marked.
+
+        Returns one ``Cancellation`` per message found ready, scheduled or leased;
+        dead letters and unknown ids are left alone and left out. Cancelling a
+        marked message again reports it again and changes nothing.
+        """
+        raise self.not_supported("cancel")
+
+    def cancel_requested(self, deliveries: Sequence[Delivery]) -> set[str]:
+        """The ids, among these leased deliveries, whose message is marked cancelled.
+
+        Default: none, which is right for a broker that does not implement ``cancel``.
+        """
+        return set()
+
+    # Administration.
+
+    def stats(self) -> dict[str, QueueStats]:
+        """Counts per known queue."""
+        raise self.not_supported("stats")
+
+    def pause(self, queue: str) -> None:
+        """Stop handing out messages from ``queue``; enqueue still works."""
+        raise self.not_supported("pause")
+
+    def resume(self, queue: str) -> None:
+        """Undo ``pause``."""
+        raise self.not_supported("resume")
+
+    def purge(self, queue: str) -> int:
+        """Delete ready and scheduled messages of ``queue``; returns how many."""
+        raise self.not_supported("purge")
+
+    def dead_letters(
+        self, queue: str | None = None, offset: int = 0, limit: int = 100
+    ) -> list[DeadLetter]:
+        """Dead letters, newest first, of one queue or all."""
+        raise self.not_supported("dead_letters")
+
+    def requeue_dead(self, ids: Sequence[str] | None = None, queue: str | None = None) -> int:
+        """Make dead letters ready again with attempt 0: these ids, else all (of ``queue``).
+
+        Each takes its idempotency key back; one whose key another live message holds
+        stays a dead letter and is not counted.
+        """
+        raise self.not_supported("requeue_dead")
+
+    def purge_dead(self, queue: str | None = None) -> int:
+        """Delete dead letters of ``queue`` (or all); returns how many.
+
+        Default: deletes what ``dead_letters`` lists, a page at a time, through
+        ``delete`` (so it needs both). Not one atomic step: a message dead-lettered
+        meanwhile may stay.
+        """
+        deleted = skipped = 0
+        while letters := self.dead_letters(queue, skipped, _PURGE_PAGE):
+            for letter in letters:
+                if self.delete(letter.id):
+                    deleted += 1
+                else:  # gone meanwhile, or not deletable: do not list it again
+                    skipped += 1
+        return deleted
+
+    def delete(self, id: str) -> bool:
+        """Remove one message wherever it is; True if it existed."""
+        raise self.not_supported("delete")
+
+    def locate(self, id: str) -> State | None:
+        """Where a message is: QUEUED, SCHEDULED, STARTED (leased) or DEAD; None if gone."""
+        raise self.not_supported("locate")
+
+
+class Broker(BrokerAdmin, ABC):
+    """Moves messages between producers and workers. See the module docstring.
+
+    The abstract methods are the hot path: what a worker and a producer need, and
+    all a new broker must implement. The rest, inherited from ``BrokerAdmin``, have
+    defaults (see docs/brokers.md, Writing a broker).
+    """
 
     url: str
 
@@ -183,64 +306,6 @@ class Broker(UrlRepr, ABC):
     @abstractmethod
     def recover(self) -> int:
         """Make expired leases and due scheduled messages ready; returns how many moved."""
-
-    @abstractmethod
-    def cancel(self, ids: Sequence[str]) -> list[Cancellation]:
-        """Cancel messages (see the module docstring): a ready or scheduled one is
-        removed with its idempotency key, a leased one is marked.
-
-        Returns one ``Cancellation`` per message found ready, scheduled or leased;
-        dead letters and unknown ids are left alone and left out. Cancelling a
-        marked message again reports it again and changes nothing.
-        """
-
-    @abstractmethod
-    def cancel_requested(self, deliveries: Sequence[Delivery]) -> set[str]:
-        """The ids, among these leased deliveries, whose message is marked cancelled."""
-
-    # Administration.
-
-    @abstractmethod
-    def stats(self) -> dict[str, QueueStats]:
-        """Counts per known queue."""
-
-    @abstractmethod
-    def pause(self, queue: str) -> None:
-        """Stop handing out messages from ``queue``; enqueue still works."""
-
-    @abstractmethod
-    def resume(self, queue: str) -> None:
-        """Undo ``pause``."""
-
-    @abstractmethod
-    def purge(self, queue: str) -> int:
-        """Delete ready and scheduled messages of ``queue``; returns how many."""
-
-    @abstractmethod
-    def dead_letters(
-        self, queue: str | None = None, offset: int = 0, limit: int = 100
-    ) -> list[DeadLetter]:
-        """Dead letters, newest first, of one queue or all."""
-
-    @abstractmethod
-    def requeue_dead(self, ids: Sequence[str] | None = None, queue: str | None = None) -> int:
-        """Make dead letters ready again with attempt 0: these ids, else all (of ``queue``).
-
-        Each takes its idempotency key back; one whose key another live message holds
-        stays a dead letter and is not counted.
-        """
-
-    @abstractmethod
-    def purge_dead(self, queue: str | None = None) -> int:
-        """Delete dead letters of ``queue`` (or all); returns how many."""
-
-    @abstractmethod
-    def delete(self, id: str) -> bool:
-        """Remove one message wherever it is; True if it existed."""
-
-    @abstractmethod
-    def locate(self, id: str) -> State | None:
-        """Where a message is: QUEUED, SCHEDULED, STARTED (leased) or DEAD; None if gone."""
 
     @abstractmethod
     def ping(self) -> None:

@@ -259,7 +259,7 @@ class MemoryBroker(Broker):
                 if (message := self._messages.get(d.id)) is not None and message.cancelled
             }
 
-    # Administration.
+    # Administration: the rest of BrokerAdmin (cancel is above).
 
     def stats(self) -> dict[str, QueueStats]:
         """Counts per queue ever seen or paused, by name."""

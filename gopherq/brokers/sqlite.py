@@ -433,7 +433,7 @@ class SQLiteBroker(Broker):
                 marked.update(row[0] for row in rows)
         return marked
 
-    # Administration.
+    # Administration: the rest of BrokerAdmin (cancel is above).
 
     def stats(self) -> dict[str, QueueStats]:
         """Counts per queue ever seen or paused, by name.

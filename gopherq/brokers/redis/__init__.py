@@ -421,7 +421,7 @@ class RedisBroker(Broker):
         results = self._conn.call(lambda c: self._conn.run_many(c, calls))
         return {id.decode() for result in results for id in unpack(result)}
 
-    # Administration.
+    # Administration: the rest of BrokerAdmin (cancel is above).
 
     def stats(self) -> dict[str, QueueStats]:
         """Counts per known queue (seen by enqueue or pause); due etas and expired leases
