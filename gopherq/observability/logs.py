@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from typing import Any
+from typing import Any, TextIO
 
 from opentelemetry import trace
 
@@ -51,11 +51,16 @@ def configure_logging(level: str, log_format: str = "console") -> None:
         )
     root = logging.getLogger()
     if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.addFilter(TaskFields())
-        handler.setFormatter(JsonFormatter() if log_format == "json" else ConsoleFormatter())
-        root.addHandler(handler)
+        root.addHandler(log_handler(log_format))
     root.setLevel(number)
+
+
+def log_handler(log_format: str, stream: TextIO | None = None) -> logging.Handler:
+    """A handler writing to ``stream`` (stderr) in ``log_format``, with ``TaskFields``."""
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(TaskFields())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else ConsoleFormatter())
+    return handler
 
 
 class TaskFields(logging.Filter):

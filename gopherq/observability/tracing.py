@@ -266,4 +266,3 @@ def _version() -> str:
     from gopherq import __version__
 
     return __version__
-

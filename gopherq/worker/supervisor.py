@@ -47,7 +47,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
 from gopherq.brokers.base import Delivery
-from gopherq.observability.logs import configure_logging  # also importable from here, as before
+from gopherq.observability.logs import configure_logging
 from gopherq.routes import declared_queues
 from gopherq.runner import Outcome, Runner
 from gopherq.worker.consumer import Consumer, Exit, worker_name
@@ -64,6 +64,9 @@ from gopherq.worker.startup import (
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
+
+__all__ = ["Worker", "configure_logging"]
+"""``configure_logging`` lives in ``gopherq.observability.logs``; still importable from here."""
 
 logger = logging.getLogger("gopherq.worker")
 
