@@ -6,6 +6,8 @@
                                       [--events on|off]
     python benchmarks/bench_sqlite.py --compare-events [--repeat N] [--tasks N]
                                       [--drain-task noop|echo] [--json]
+    python benchmarks/bench_sqlite.py --compare-tracing [--repeat N] [--tasks N]
+                                      [--drain-task noop|echo] [--json]
 
 Measures, on a fresh SQLite file in a temporary directory:
 
@@ -21,6 +23,10 @@ worker RSS   supervisor plus children, after the round trips (psutil)
 ``--repeat`` times each on a fresh file, and reports the medians and their
 ratio. There the queue is paused while the worker starts, so that the figure
 is the drain alone: ``noop`` (no result stored) or ``echo`` (a result each).
+``--compare-tracing`` does the same with tracing off, on with no TracerProvider
+(the no-op API: what an app pays by default), and on with the OpenTelemetry SDK
+and an in-memory exporter in the worker processes (and the sender), and reports
+the ratios of the last two to the first.
 """
 
 from __future__ import annotations
@@ -46,14 +52,37 @@ from _common import (
 )
 from _common import table as format_table
 
-from gopherq import GopherQ
+from gopherq import GopherQ, Middleware
 
 QUEUE = "bench"
+SDK = "BENCH_TRACING_SDK"
+"""Set (to 1) in the environment: worker processes set up the OpenTelemetry SDK."""
+
+
+class InMemoryTracing(Middleware):
+    """Sets up the OpenTelemetry SDK with an in-memory exporter in each worker process."""
+
+    def worker_process_init(self, app: GopherQ) -> None:
+        from opentelemetry import trace
+
+        trace.set_tracer_provider(in_memory_provider())
+
+
+def in_memory_provider() -> Any:
+    """An SDK TracerProvider exporting to memory, as each span ends."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    return provider
 
 
 def make_app() -> GopherQ:
     """The benchmark app. Its broker comes from ``GOPHERQ_BROKER_URL``."""
-    app = GopherQ("bench", default_queue=QUEUE)
+    sdk = [InMemoryTracing()] if os.environ.get(SDK) else []
+    app = GopherQ("bench", default_queue=QUEUE, middleware=sdk)
 
     @app.task(name="bench.noop", ignore_result=True)
     def noop() -> None:
@@ -116,6 +145,10 @@ def run(tasks: int, round_trips: int, concurrency: int) -> dict[str, Any]:
 def paused_drain(tasks: int, concurrency: int, task: str) -> float:
     """Tasks/s of a worker draining ``tasks`` queued ``task`` messages, start-up excluded."""
     bench = make_app()
+    if os.environ.get(SDK):  # the sender traces too, so that messages carry a parent
+        from gopherq.observability.tracing import TracingMiddleware
+
+        bench.add_middleware(TracingMiddleware(in_memory_provider()))
     signature = bench.get_task(f"bench.{task}").s
     for first in range(0, tasks, 1000):
         count = min(1000, tasks - first)
@@ -132,15 +165,32 @@ def paused_drain(tasks: int, concurrency: int, task: str) -> float:
         bench.close()
 
 
+def compare_drains(
+    modes: dict[str, dict[str, str]], tasks: int, concurrency: int, repeat: int, task: str
+) -> dict[str, list[float]]:
+    """Drain rates under each mode (environment variables to set), the modes taking
+    turns, ``repeat`` times each, each on a fresh file."""
+    rates: dict[str, list[float]] = {mode: [] for mode in modes}
+    saved = dict(os.environ)
+    try:
+        for _ in range(repeat):
+            for mode, environ in modes.items():
+                with tempfile.TemporaryDirectory(prefix="gopherq-bench-") as tmp:
+                    os.environ["GOPHERQ_BROKER_URL"] = f"sqlite:///{Path(tmp) / 'bench.db'}"
+                    os.environ.update(environ)
+                    rates[mode].append(paused_drain(tasks, concurrency, task))
+                    for name in environ:
+                        os.environ.pop(name)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return rates
+
+
 def compare_events(tasks: int, concurrency: int, repeat: int, task: str) -> dict[str, Any]:
     """Drain rates with events off and on, alternating, each on a fresh file."""
-    rates: dict[str, list[float]] = {"off": [], "on": []}
-    for _ in range(repeat):
-        for mode in ("off", "on"):
-            with tempfile.TemporaryDirectory(prefix="gopherq-bench-") as tmp:
-                os.environ["GOPHERQ_BROKER_URL"] = f"sqlite:///{Path(tmp) / 'bench.db'}"
-                os.environ["GOPHERQ_EVENTS"] = "broker" if mode == "on" else "off"
-                rates[mode].append(paused_drain(tasks, concurrency, task))
+    modes = {"off": {"GOPHERQ_EVENTS": "off"}, "on": {"GOPHERQ_EVENTS": "broker"}}
+    rates = compare_drains(modes, tasks, concurrency, repeat, task)
     off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
     return {
         "tasks": tasks,
@@ -149,6 +199,27 @@ def compare_events(tasks: int, concurrency: int, repeat: int, task: str) -> dict
         "drain_per_s": {"events_off": off, "events_on": on},
         "runs": rates,
         "ratio": on / off,
+        "cpus": os.cpu_count(),
+    }
+
+
+def compare_tracing(tasks: int, concurrency: int, repeat: int, task: str) -> dict[str, Any]:
+    """Drain rates with tracing off, on with the no-op API, and on with the SDK."""
+    modes = {
+        "off": {"GOPHERQ_TRACING": "off"},
+        "noop": {"GOPHERQ_TRACING": "on"},
+        "sdk": {"GOPHERQ_TRACING": "on", SDK: "1"},
+    }
+    rates = compare_drains(modes, tasks, concurrency, repeat, task)
+    medians = {mode: statistics.median(runs) for mode, runs in rates.items()}
+    return {
+        "tasks": tasks,
+        "task": task,
+        "concurrency": concurrency,
+        "drain_per_s": medians,
+        "runs": rates,
+        "ratio_noop": medians["noop"] / medians["off"],
+        "ratio_sdk": medians["sdk"] / medians["off"],
         "cpus": os.cpu_count(),
     }
 
@@ -182,9 +253,26 @@ def main() -> int:
     parser.add_argument(
         "--compare-events", action="store_true", help="drain with events off, then on"
     )
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each, --compare-events")
+    parser.add_argument(
+        "--compare-tracing", action="store_true", help="drain with tracing off, no-op, SDK"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each comparison")
     parser.add_argument("--drain-task", choices=["noop", "echo"], default="noop")
     options = parser.parse_args()
+    if options.compare_tracing:
+        figures = compare_tracing(
+            options.tasks, options.concurrency, options.repeat, options.drain_task
+        )
+        rates = figures["drain_per_s"]
+        text = (
+            f"drain of {options.tasks:,} {options.drain_task} tasks, worker -c "
+            f"{options.concurrency}, median of {options.repeat}: tracing off "
+            f"{rates['off']:,.0f}/s, no-op API {rates['noop']:,.0f}/s (ratio "
+            f"{figures['ratio_noop']:.2f}), SDK in memory {rates['sdk']:,.0f}/s (ratio "
+            f"{figures['ratio_sdk']:.2f})"
+        )
+        print(json.dumps(figures, indent=2) if options.json else text)
+        return 0
     if options.compare_events:
         figures = compare_events(
             options.tasks, options.concurrency, options.repeat, options.drain_task

@@ -27,6 +27,7 @@ a foreign producer that are not a valid trace context are ignored.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar, Token
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import (
     NoOpTracerProvider,
@@ -80,7 +82,9 @@ class TracingMiddleware(Middleware):
 
     def tracer(self) -> Tracer | None:
         """The tracer in force; None while no TracerProvider is set (the no-op API)."""
-        provider = self._given or trace.get_tracer_provider()
+        provider = self._given or _global_provider()
+        if provider is None:
+            return None
         if provider is not self._provider:
             self._provider = provider
             noop = isinstance(provider, (ProxyTracerProvider, NoOpTracerProvider))
@@ -168,10 +172,26 @@ class TracingMiddleware(Middleware):
 
     def worker_process_shutdown(self, app: GopherQ) -> None:
         """Export what the provider still buffers before the process exits."""
-        provider = self._given or trace.get_tracer_provider()
+        provider = self._given or _global_provider()
         flush = getattr(provider, "force_flush", None)
         if callable(flush):
             flush(_FLUSH_MILLIS)
+
+
+def _global_provider() -> TracerProvider | None:
+    """The global TracerProvider, or None while none is set.
+
+    ``trace.get_tracer_provider()`` looks the environment up on every call until a
+    provider is set: the no-op hot path would pay that twice a task. So while the
+    API's own global is None (and no provider is named in the environment) this is
+    one attribute read; if the attribute were ever renamed, the public call decides.
+    """
+    if _NO_PROVIDER_IN_ENV and getattr(trace, "_TRACER_PROVIDER", True) is None:
+        return None
+    return trace.get_tracer_provider()
+
+
+_NO_PROVIDER_IN_ENV = OTEL_PYTHON_TRACER_PROVIDER not in os.environ
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +218,9 @@ def _attributes(operation: str, message: Message, attempt: int) -> dict[str, str
 
 def _end(span: Span, outcome: Outcome) -> None:
     """Set the outcome on ``span`` (the error of a failed attempt) and end it."""
+    if outcome.action == "ack":  # the commonest: status UNSET says it
+        span.end()
+        return
     span.set_attribute("gopherq.task.outcome", outcome.action)
     if outcome.action in ("retry", "dead"):
         error = outcome.record.error if outcome.record is not None else None

@@ -90,7 +90,6 @@ def test_one_trace_from_the_producer_to_the_worker(run: Run) -> None:
         "messaging.message.id": added.id,
         "gopherq.task.name": "tasks.add",
         "gopherq.task.attempt": 0,
-        "gopherq.task.outcome": "ack",
     }
 
     runs = sorted(by_id[flaky.id], key=lambda s: s["attributes"]["gopherq.task.attempt"])
