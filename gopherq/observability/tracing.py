@@ -239,13 +239,13 @@ def _end(span: Span, outcome: Outcome) -> None:
     span.end()
 
 
-def _carry(message: Message, carrier: Mapping[str, str]) -> None:
+def _carry(message: Message, carrier: dict[str, str]) -> None:
     """Add the injected ``carrier`` to the message's headers, if they stay within the
     envelope's limits (else the message would be refused at the worker): else
     only ``traceparent``, else nothing."""
     headers = message.headers
     if not headers and sum(len(k) + len(v) for k, v in carrier.items()) < _SMALL_HEADERS:
-        message.headers = dict(carrier)
+        message.headers = carrier
         return
     for keep in (carrier, {k: v for k, v in carrier.items() if k == "traceparent"}):
         merged = {**headers, **keep}
