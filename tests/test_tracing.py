@@ -293,13 +293,17 @@ def test_beat_ticks_start_their_own_traces(
 ) -> None:
     app = traced_app(provider)
     app.add_periodic("add", every=1, args=(1, 2), name="tick")
-    clock = [1_700_000_000.5]
-    beat = Beat(app, loglevel=None, clock=lambda: clock[0])
-    app.schedules.store.clock = beat._clock  # type: ignore[attr-defined]
-    app.schedules.clock = beat._clock
+    now = [1_700_000_000.5]
+
+    def clock() -> float:
+        return now[0]
+
+    beat = Beat(app, loglevel=None, clock=clock)
+    app.schedules.store.clock = clock  # type: ignore[attr-defined]
+    app.schedules.clock = clock
     for _ in range(3):
         beat.step()
-        clock[0] += 1
+        now[0] += 1
     sends = spans(exporter, "send default")
     assert len(sends) >= 2
     assert all(s.parent is None for s in sends)

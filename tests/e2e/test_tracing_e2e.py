@@ -60,7 +60,7 @@ def test_one_trace_from_the_producer_to_the_worker(run: Run) -> None:
         assert added.get(timeout=WAIT) == 5
         assert flaky.get(timeout=WAIT) == 2
         assert [producer.result(m.id).get(timeout=WAIT) for m in junk] == [2] * len(junk)
-        wait_for(lambda: len(worker_spans(run.path)) >= 3 + len(junk), WAIT, run.log)
+        wait_for(lambda: len(worker_spans(run.path)) >= 4 + len(junk), WAIT, run.log)
         assert stop(worker) == 0, run.log()
     finally:
         producer.close()
