@@ -56,7 +56,6 @@ log_format_option = click.option(
     "--log-format",
     type=click.Choice(LOG_FORMATS, case_sensitive=False),
     default=None,
-    callback=lambda ctx, param, value: value.lower() if value else None,
     help="console (default) or json: one object per line; setting log_format.",
 )
 
