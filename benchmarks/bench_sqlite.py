@@ -6,6 +6,8 @@
                                       [--events on|off]
     python benchmarks/bench_sqlite.py --compare-events [--repeat N] [--tasks N]
                                       [--drain-task noop|echo] [--json]
+    python benchmarks/bench_sqlite.py --compare-tracing [--repeat N] [--tasks N]
+                                      [--drain-task noop|echo] [--json]
     python benchmarks/bench_sqlite.py --compare-metrics [--repeat N] [--tasks N] ...
 
 Measures, on a fresh SQLite file in a temporary directory:
@@ -22,8 +24,12 @@ worker RSS   supervisor plus children, after the round trips (psutil)
 ``--repeat`` times each on a fresh file, and reports the medians and their
 ratio. There the queue is paused while the worker starts, so that the figure
 is the drain alone: ``noop`` (no result stored) or ``echo`` (a result each).
-``--compare-metrics`` does the same with the worker's Prometheus metrics off,
-then on (``--metrics-port 0``). ``--worker-args`` adds options to the worker.
+``--compare-tracing`` does the same with tracing off, on with no TracerProvider
+(the no-op API: what an app pays by default), and on with the OpenTelemetry SDK
+and an in-memory exporter in the worker processes (and the sender), and reports
+the ratios of the last two to the first. ``--compare-metrics`` drains with the
+worker's Prometheus metrics off, then on (``--metrics-port 0``).
+``--worker-args`` adds options to every worker.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +57,37 @@ from _common import (
 )
 from _common import table as format_table
 
-from gopherq import GopherQ
+from gopherq import GopherQ, Middleware
 
 QUEUE = "bench"
+SDK = "BENCH_TRACING_SDK"
+"""Set (to 1) in the environment: worker processes set up the OpenTelemetry SDK."""
+
+
+class InMemoryTracing(Middleware):
+    """Sets up the OpenTelemetry SDK with an in-memory exporter in each worker process."""
+
+    def worker_process_init(self, app: GopherQ) -> None:
+        from opentelemetry import trace
+
+        trace.set_tracer_provider(in_memory_provider())
+
+
+def in_memory_provider() -> Any:
+    """An SDK TracerProvider exporting to memory, as each span ends."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    return provider
 
 
 def make_app() -> GopherQ:
     """The benchmark app. Its broker comes from ``GOPHERQ_BROKER_URL``."""
-    app = GopherQ("bench", default_queue=QUEUE)
+    sdk = [InMemoryTracing()] if os.environ.get(SDK) else []
+    app = GopherQ("bench", default_queue=QUEUE, middleware=sdk)
 
     @app.task(name="bench.noop", ignore_result=True)
     def noop() -> None:
@@ -125,6 +154,10 @@ def run(tasks: int, round_trips: int, concurrency: int) -> dict[str, Any]:
 def paused_drain(tasks: int, concurrency: int, task: str, extra: Sequence[str] = ()) -> float:
     """Tasks/s of a worker draining ``tasks`` queued ``task`` messages, start-up excluded."""
     bench = make_app()
+    if os.environ.get(SDK):  # the sender traces too, so that messages carry a parent
+        from gopherq.observability.tracing import TracingMiddleware
+
+        bench.add_middleware(TracingMiddleware(in_memory_provider()))
     signature = bench.get_task(f"bench.{task}").s
     for first in range(0, tasks, 1000):
         count = min(1000, tasks - first)
@@ -142,19 +175,46 @@ def paused_drain(tasks: int, concurrency: int, task: str, extra: Sequence[str] =
 
 
 def compare_drains(
-    tasks: int, concurrency: int, repeat: int, task: str, feature: str = "events"
+    modes: dict[str, dict[str, str]],
+    tasks: int,
+    concurrency: int,
+    repeat: int,
+    task: str,
+    *,
+    worker_args: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, list[float]]:
+    """Drain rates under each mode (environment variables to set, and worker options
+    in ``worker_args``), the modes taking turns, ``repeat`` times each, each on a
+    fresh file."""
+    rates: dict[str, list[float]] = {mode: [] for mode in modes}
+    saved = dict(os.environ)
+    try:
+        for _ in range(repeat):
+            for mode, environ in modes.items():
+                with tempfile.TemporaryDirectory(prefix="gopherq-bench-") as tmp:
+                    os.environ["GOPHERQ_BROKER_URL"] = f"sqlite:///{Path(tmp) / 'bench.db'}"
+                    os.environ.update(environ)
+                    extra = (worker_args or {}).get(mode, ())
+                    rates[mode].append(paused_drain(tasks, concurrency, task, extra))
+                    for name in environ:
+                        os.environ.pop(name)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return rates
+
+
+def compare_on_off(
+    feature: str, tasks: int, concurrency: int, repeat: int, task: str
 ) -> dict[str, Any]:
-    """Drain rates with ``feature`` (events, or metrics) off and on, alternating, each
-    on a fresh file."""
-    rates: dict[str, list[float]] = {"off": [], "on": []}
-    for _ in range(repeat):
-        for mode in ("off", "on"):
-            with tempfile.TemporaryDirectory(prefix="gopherq-bench-") as tmp:
-                os.environ["GOPHERQ_BROKER_URL"] = f"sqlite:///{Path(tmp) / 'bench.db'}"
-                if feature == "events":
-                    os.environ["GOPHERQ_EVENTS"] = "broker" if mode == "on" else "off"
-                extra = ["--metrics-port", "0"] if feature == "metrics" and mode == "on" else []
-                rates[mode].append(paused_drain(tasks, concurrency, task, extra))
+    """Drain rates with ``feature`` (events, or metrics) off and on, alternating."""
+    if feature == "events":
+        modes = {"off": {"GOPHERQ_EVENTS": "off"}, "on": {"GOPHERQ_EVENTS": "broker"}}
+        rates = compare_drains(modes, tasks, concurrency, repeat, task)
+    else:
+        worker_args = {"on": ["--metrics-port", "0"]}
+        modes = {"off": {}, "on": {}}
+        rates = compare_drains(modes, tasks, concurrency, repeat, task, worker_args=worker_args)
     off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
     return {
         "tasks": tasks,
@@ -163,6 +223,27 @@ def compare_drains(
         "drain_per_s": {f"{feature}_off": off, f"{feature}_on": on},
         "runs": rates,
         "ratio": on / off,
+        "cpus": os.cpu_count(),
+    }
+
+
+def compare_tracing(tasks: int, concurrency: int, repeat: int, task: str) -> dict[str, Any]:
+    """Drain rates with tracing off, on with the no-op API, and on with the SDK."""
+    modes = {
+        "off": {"GOPHERQ_TRACING": "off"},
+        "noop": {"GOPHERQ_TRACING": "on"},
+        "sdk": {"GOPHERQ_TRACING": "on", SDK: "1"},
+    }
+    rates = compare_drains(modes, tasks, concurrency, repeat, task)
+    medians = {mode: statistics.median(runs) for mode, runs in rates.items()}
+    return {
+        "tasks": tasks,
+        "task": task,
+        "concurrency": concurrency,
+        "drain_per_s": medians,
+        "runs": rates,
+        "ratio_noop": medians["noop"] / medians["off"],
+        "ratio_sdk": medians["sdk"] / medians["off"],
         "cpus": os.cpu_count(),
     }
 
@@ -197,17 +278,34 @@ def main() -> int:
         "--compare-events", action="store_true", help="drain with events off, then on"
     )
     parser.add_argument(
+        "--compare-tracing", action="store_true", help="drain with tracing off, no-op, SDK"
+    )
+    parser.add_argument(
         "--compare-metrics", action="store_true", help="drain with metrics off, then on"
     )
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each, --compare-*")
-    parser.add_argument("--drain-task", choices=["noop", "echo"], default="noop")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each comparison")
     parser.add_argument("--worker-args", default="", help="more worker options, one string")
+    parser.add_argument("--drain-task", choices=["noop", "echo"], default="noop")
     options = parser.parse_args()
     WORKER_ARGS[:] = shlex.split(options.worker_args)
+    if options.compare_tracing:
+        figures = compare_tracing(
+            options.tasks, options.concurrency, options.repeat, options.drain_task
+        )
+        rates = figures["drain_per_s"]
+        text = (
+            f"drain of {options.tasks:,} {options.drain_task} tasks, worker -c "
+            f"{options.concurrency}, median of {options.repeat}: tracing off "
+            f"{rates['off']:,.0f}/s, no-op API {rates['noop']:,.0f}/s (ratio "
+            f"{figures['ratio_noop']:.2f}), SDK in memory {rates['sdk']:,.0f}/s (ratio "
+            f"{figures['ratio_sdk']:.2f})"
+        )
+        print(json.dumps(figures, indent=2) if options.json else text)
+        return 0
     if options.compare_events or options.compare_metrics:
         feature = "metrics" if options.compare_metrics else "events"
-        figures = compare_drains(
-            options.tasks, options.concurrency, options.repeat, options.drain_task, feature
+        figures = compare_on_off(
+            feature, options.tasks, options.concurrency, options.repeat, options.drain_task
         )
         rates = figures["drain_per_s"]
         text = (

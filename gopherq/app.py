@@ -30,6 +30,7 @@ from gopherq.events.emitter import EventEmitter
 from gopherq.events.hub import H
 from gopherq.message import MAX_TIMESTAMP, Message, field_problem, new_id
 from gopherq.middleware import Middleware, MiddlewareStack
+from gopherq.observability.tracing import TracingMiddleware
 from gopherq.redaction import redact_url
 from gopherq.result import AsyncResult, EagerResult
 from gopherq.results import ErrorInfo, JobRecord, ResultBackend, open_backend
@@ -138,6 +139,8 @@ class GopherQ:
         """The installed middleware, the event emitter first while events are on."""
         if self.events.enabled:
             self.middleware.add(EventEmitter(self.events))
+        if self.settings.tracing:
+            self.middleware.add(TracingMiddleware())
         for member in middleware:
             self.middleware.add(member)
         self.schedules = Schedules(self, self.settings.beat_schedule)
@@ -184,6 +187,8 @@ class GopherQ:
         if "beat_schedule" in changed:
             self.schedules.declare_settings(settings.beat_schedule)
         self._reconfigure_events()
+        if "tracing" in changed:
+            self._reconfigure_tracing()
 
     def _reconfigure_events(self) -> None:
         """Point the (unopened) events at what the settings now say; the event emitter
@@ -198,6 +203,14 @@ class GopherQ:
                 self.middleware.remove(emitter)
         elif not emitters:
             self.middleware.insert_first(EventEmitter(self.events))
+
+    def _reconfigure_tracing(self) -> None:
+        """Install or remove the built-in ``TracingMiddleware`` as ``tracing`` now says."""
+        tracing = [m for m in self.middleware if isinstance(m, TracingMiddleware)]
+        if self.settings.tracing and not tracing:
+            self.middleware.add(TracingMiddleware())
+        for member in tracing if not self.settings.tracing else ():
+            self.middleware.remove(member)
 
     # Connections, opened on first use so that a forked worker opens its own.
 
@@ -433,13 +446,22 @@ class GopherQ:
         messages = [self._message(sig) for sig in signatures]
         middleware = self.middleware
         if middleware:
-            middleware.before_enqueue(self, messages)
+            try:
+                middleware.before_enqueue(self, messages)
+            except BaseException as exc:
+                middleware.on_enqueue_error(self, messages, exc)
+                raise
         if self.settings.eager:
             if middleware:
                 middleware.after_enqueue(self, messages, [m.id for m in messages])
             return [AsyncResult(run_eagerly(self, message), self) for message in messages]
-        envelopes = [self._envelope(message) for message in messages]
-        ids = self.broker.enqueue(envelopes)
+        try:
+            envelopes = [self._envelope(message) for message in messages]
+            ids = self.broker.enqueue(envelopes)
+        except BaseException as exc:
+            if middleware:
+                middleware.on_enqueue_error(self, messages, exc)
+            raise
         if middleware:
             middleware.after_enqueue(self, messages, ids)
         return [AsyncResult(id, self) for id in ids]

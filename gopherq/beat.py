@@ -57,11 +57,11 @@ from gopherq.app import GopherQ
 from gopherq.display import local_time
 from gopherq.errors import BrokerError, GopherQError
 from gopherq.events import Event, EventType
+from gopherq.observability.logs import configure_logging
 from gopherq.result import located
 from gopherq.schedules.entry import Entry, tick_id, tick_key
 from gopherq.schedules.plan import CATCH_UP_LIMIT, plan
 from gopherq.schedules.store import Claim, EntryState, ScheduleStore
-from gopherq.worker.supervisor import configure_logging
 
 logger = logging.getLogger("gopherq.beat")
 
@@ -85,11 +85,13 @@ class Beat:
         *,
         lease_seconds: float | None = None,
         loglevel: str | None = "INFO",
+        log_format: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.app = app
         self.lease_seconds = lease_seconds or app.settings.beat_lease_seconds
         self.loglevel = loglevel
+        self.log_format = log_format or app.settings.log_format
         self.name = f"beat@{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         """This beat's lease token: unique per run."""
         self._clock = clock
@@ -123,7 +125,7 @@ class Beat:
         """Lead or follow until ``stop()`` (or SIGTERM/SIGINT in the main thread);
         give the lease up and return the exit code: 0, or 2 for a ``memory://`` broker."""
         if self.loglevel:
-            configure_logging(self.loglevel)
+            configure_logging(self.loglevel, self.log_format)
         if self.app.broker_url.partition("://")[0] == "memory":
             logger.error("memory:// lives in one process; beat needs sqlite:///... or another")
             return 2

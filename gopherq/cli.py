@@ -27,6 +27,7 @@ from gopherq.cli_support import (
     CliContext,
     json_arg,
     json_option,
+    log_format_option,
     print_json,
     print_version,
     priority_option,
@@ -143,6 +144,7 @@ def _queue_list(ctx: click.Context, param: click.Parameter, value: tuple[str, ..
     show_default=True,
     help="Log level; WARNING hides the banner and the per-task lines.",
 )
+@log_format_option
 @click.option(
     "--max-tasks-per-child",
     type=click.IntRange(min=1),
@@ -189,6 +191,7 @@ def worker(
     queues: list[str],
     burst: bool,
     loglevel: str,
+    log_format: str | None,
     max_tasks_per_child: int | None,
     max_memory_per_child: int | None,
     shutdown_timeout: float | None,
@@ -206,6 +209,7 @@ def worker(
         queues=queues or None,
         burst=burst,
         loglevel=loglevel,
+        log_format=log_format,
         max_tasks_per_child=max_tasks_per_child,
         max_memory_per_child=max_memory_per_child,
         shutdown_timeout=shutdown_timeout,

@@ -11,6 +11,7 @@ from gopherq.app import GopherQ
 from gopherq.cli_support import (
     json_arg,
     json_option,
+    log_format_option,
     print_json,
     priority_option,
     table,
@@ -22,15 +23,17 @@ from gopherq.schedules import CATCH_UPS
 
 @click.command()
 @click.option("-l", "--loglevel", default="INFO", show_default=True, help="Log level.")
+@log_format_option
 @click.option(
     "--lease", type=click.FloatRange(min=0.5), default=None, help="Leader lease in seconds."
 )
 @with_app
-def beat(app: GopherQ, loglevel: str, lease: float | None) -> None:
+def beat(app: GopherQ, loglevel: str, log_format: str | None, lease: float | None) -> None:
     """Send the app's periodic tasks; any number may run, one leads."""
     from gopherq.beat import Beat
 
-    click.get_current_context().exit(Beat(app, lease_seconds=lease, loglevel=loglevel).run())
+    beat = Beat(app, lease_seconds=lease, loglevel=loglevel, log_format=log_format)
+    click.get_current_context().exit(beat.run())
 
 
 @click.group()

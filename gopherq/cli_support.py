@@ -19,6 +19,7 @@ from gopherq.display import local_time, to_json
 from gopherq.errors import GopherQError
 from gopherq.loader import load_app
 from gopherq.redaction import printable
+from gopherq.settings import LOG_FORMATS
 from gopherq.states import Priority
 
 
@@ -50,6 +51,12 @@ priority_option = click.option(
         [p.name.lower() for p in Priority] + [str(int(p)) for p in Priority], case_sensitive=False
     ),
     help="Priority: a name or 0 (critical) to 4 (bulk).",
+)
+log_format_option = click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS, case_sensitive=False),
+    default=None,
+    help="console (default) or json: one object per line; setting log_format.",
 )
 
 

@@ -24,29 +24,35 @@ module): ``GopherQ``, ``Message``, ``TaskContext``, ``Outcome``, ``Progress``,
 
 Where they run:
 
-=====================  ========================================================
-hook                   called
-=====================  ========================================================
-``before_enqueue``     by ``send_many`` before the broker call; raising vetoes
-                       the whole batch (the error reaches the caller)
-``after_enqueue``      after the broker call, with the ids it returned (a live
-                       idempotency key returns the first id, not the message's)
-``before_execute``     in the worker process, before the task function runs
-``after_execute``      after every run: success, retry, dead letter or cancel,
-                       as the ``Outcome`` says; also for a task killed by its
-                       hard time limit or after a cancel (in the supervisor)
-                       and one that could not run
-``on_retry``           after ``after_execute``, for a retry outcome
-``on_dead``            after ``after_execute``, for a dead-letter outcome
-``on_cancel``          in the cancelling process, when a queued or scheduled
-                       message was cancelled (it never reaches a worker)
-``on_progress``        when the task reports progress
-``on_lost``            in the supervisor, when a process died running the task
-                       (it is redelivered, or dead-lettered ``WORKER_LOST``)
-``worker_start``       in the supervisor, once its processes are up
-``worker_heartbeat``   in the supervisor, every ``worker_heartbeat`` seconds
-``worker_stop``        in the supervisor, after a graceful stop
-=====================  ========================================================
+===========================  ==================================================
+hook                         called
+===========================  ==================================================
+``before_enqueue``           by ``send_many`` before the broker call; raising vetoes
+                             the whole batch (the error reaches the caller)
+``after_enqueue``            after the broker call, with the ids it returned (a live
+                             idempotency key returns the first id, not the message's)
+``on_enqueue_error``         instead of ``after_enqueue`` when the batch was not sent
+                             (a ``before_enqueue`` hook refused it, or the broker failed)
+``before_execute``           in the worker process, before the task function runs
+``after_execute``            after every run: success, retry, dead letter or cancel,
+                             as the ``Outcome`` says; also for a task killed by its
+                             hard time limit or after a cancel (in the supervisor)
+                             and one that could not run
+``on_retry``                 after ``after_execute``, for a retry outcome
+``on_dead``                  after ``after_execute``, for a dead-letter outcome
+``on_cancel``                in the cancelling process, when a queued or scheduled
+                             message was cancelled (it never reaches a worker)
+``on_progress``              when the task reports progress
+``on_lost``                  in the supervisor, when a process died running the task
+                             (it is redelivered, or dead-lettered ``WORKER_LOST``)
+``worker_process_init``      in each worker process (and the ``-B`` beat process)
+                             right after the fork, before it takes any task: where
+                             per-process clients start (an OpenTelemetry TracerProvider)
+``worker_process_shutdown``  in each worker process as it exits (not when killed)
+``worker_start``             in the supervisor, once its processes are up
+``worker_heartbeat``         in the supervisor, every ``worker_heartbeat`` seconds
+``worker_stop``              in the supervisor, after a graceful stop
+===========================  ==================================================
 
 "before" hooks run in the order the middleware was added, "after" hooks (and
 the others) in reverse, so that the first middleware wraps all the others. An
@@ -121,6 +127,12 @@ class Middleware:
     def after_enqueue(self, app: GopherQ, messages: Sequence[Message], ids: Sequence[str]) -> None:
         """Messages were sent; ``ids[i]`` is what the broker returned for ``messages[i]``."""
 
+    def on_enqueue_error(
+        self, app: GopherQ, messages: Sequence[Message], error: BaseException
+    ) -> None:
+        """The batch was not sent: a ``before_enqueue`` hook (maybe not this one's, which
+        may not have run) refused it, or the broker call raised ``error``."""
+
     def before_execute(self, app: GopherQ, message: Message, context: TaskContext) -> None:
         """The task is about to run in this process."""
 
@@ -155,6 +167,13 @@ class Middleware:
     def on_lost(self, app: GopherQ, message: Message, worker: str, error: str) -> None:
         """The process ``worker`` died running ``message`` (only its id, task, queue and
         attempt are known); it goes back to the queue."""
+
+    def worker_process_init(self, app: GopherQ) -> None:
+        """This process was just forked by a worker's supervisor to run tasks (or the
+        ``-B`` beat); clients that must not be shared across a fork start here."""
+
+    def worker_process_shutdown(self, app: GopherQ) -> None:
+        """This worker process is about to exit (flush what it buffers)."""
 
     def worker_start(self, app: GopherQ, worker: WorkerInfo) -> None:
         """A worker's processes are up."""
@@ -213,6 +232,14 @@ class MiddlewareStack(Middleware):
         """Run every ``after_enqueue``, last added first."""
         _each(self._reversed, "after_enqueue", lambda m: m.after_enqueue(app, messages, ids))
 
+    def on_enqueue_error(
+        self, app: GopherQ, messages: Sequence[Message], error: BaseException
+    ) -> None:
+        """Run every ``on_enqueue_error``, last added first."""
+        _each(
+            self._reversed, "on_enqueue_error", lambda m: m.on_enqueue_error(app, messages, error)
+        )
+
     def before_execute(self, app: GopherQ, message: Message, context: TaskContext) -> None:
         """Run every ``before_execute`` in order."""
         _each(self._members, "before_execute", lambda m: m.before_execute(app, message, context))
@@ -255,6 +282,14 @@ class MiddlewareStack(Middleware):
     def on_lost(self, app: GopherQ, message: Message, worker: str, error: str) -> None:
         """Run every ``on_lost``, last added first."""
         _each(self._reversed, "on_lost", lambda m: m.on_lost(app, message, worker, error))
+
+    def worker_process_init(self, app: GopherQ) -> None:
+        """Run every ``worker_process_init`` in order."""
+        _each(self._members, "worker_process_init", lambda m: m.worker_process_init(app))
+
+    def worker_process_shutdown(self, app: GopherQ) -> None:
+        """Run every ``worker_process_shutdown``, last added first."""
+        _each(self._reversed, "worker_process_shutdown", lambda m: m.worker_process_shutdown(app))
 
     def worker_start(self, app: GopherQ, worker: WorkerInfo) -> None:
         """Run every ``worker_start`` in order."""

@@ -36,6 +36,8 @@ ENV_PREFIX = "GOPHERQ_"
 _ENV_NOT_SETTINGS = frozenset({"GOPHERQ_APP", "GOPHERQ_REQUIRE_SERVICES"})
 # Settings that hold URLs, which may carry passwords: redacted in repr.
 _URL_SETTINGS = frozenset({"broker_url", "result_backend", "events"})
+LOG_FORMATS = ("console", "json")
+"""The values of ``log_format``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +105,21 @@ class Settings:
     ``{"shop.mail.*": {"queue": "mail"}}`` (see ``gopherq.routes``); JSON in the
     environment."""
 
+    tracing: bool = True
+    """OpenTelemetry spans for sending and running tasks, with the trace context carried
+    in the message headers (see docs/observability.md). They cost nothing to speak of
+    until a TracerProvider is set (the OpenTelemetry SDK)."""
+    log_format: str = "console"
+    """How ``gopherq worker`` and ``gopherq beat`` log: ``console`` (text lines) or
+    ``json`` (one object per line, with the running task's fields)."""
+
     def __post_init__(self) -> None:
         Routes(self.task_routes)  # raises ConfigurationError on a bad route
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigurationError(
+                f"setting 'log_format' must be one of {', '.join(LOG_FORMATS)}, "
+                f"not {self.log_format!r}"
+            )
 
     def __repr__(self) -> str:
         # Not the generated repr: URLs may carry passwords, and fields marked

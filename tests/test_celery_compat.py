@@ -502,7 +502,7 @@ def test_config_after_connecting_refuses_what_cannot_change(app: GopherQ) -> Non
 
 
 def test_config_switches_events_and_the_beat_schedule() -> None:
-    app = GopherQ("config", broker="memory://", events=False)
+    app = GopherQ("config", broker="memory://", events=False, tracing=False)
     assert not app.events.enabled and not app.middleware
     app.config_from_object({"events": "memory://"})
     assert app.events.enabled and len(app.middleware) == 1

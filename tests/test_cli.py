@@ -487,6 +487,7 @@ def worker_options(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         ("--connect-timeout", "-1"),
         ("--max-tasks-per-child", "0"),
         ("-l", "bogus"),
+        ("--log-format", "xml"),
     ],
 )
 def test_bad_worker_options_are_usage_errors(
@@ -504,6 +505,12 @@ def test_repeated_queue_options_merge(cli: Cli, worker_options: dict[str, Any]) 
     ok(cli("worker", "--connect-timeout", "2.5"))
     assert worker_options["queues"] is None  # the app's queues
     assert worker_options["connect_timeout"] == 2.5
+    assert worker_options["log_format"] is None  # the setting's
+
+
+def test_log_format_option(cli: Cli, worker_options: dict[str, Any]) -> None:
+    ok(cli("worker", "--log-format", "JSON"))
+    assert worker_options["log_format"] == "json"
 
 
 def test_pause_of_an_unknown_queue_refuses_unless_create(cli: Cli) -> None:

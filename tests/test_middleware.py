@@ -105,3 +105,81 @@ def test_before_enqueue_can_refuse(app: GopherQ) -> None:
     with pytest.raises(PermissionError):
         add.delay(1, 2)
     assert app.broker.stats() == {} or app.broker.stats()["default"].ready == 0
+
+
+class Lifecycle(Middleware):
+    """Records the enqueue-error and process hooks."""
+
+    def __init__(self, name: str, calls: list[str]) -> None:
+        self.name, self.calls = name, calls
+
+    def on_enqueue_error(
+        self, app: GopherQ, messages: Sequence[Message], error: BaseException
+    ) -> None:
+        self.calls.append(f"{self.name}.on_enqueue_error {type(error).__name__}")
+
+    def worker_process_init(self, app: GopherQ) -> None:
+        self.calls.append(f"{self.name}.worker_process_init")
+
+    def worker_process_shutdown(self, app: GopherQ) -> None:
+        self.calls.append(f"{self.name}.worker_process_shutdown")
+
+
+def test_a_batch_not_sent_reaches_on_enqueue_error(
+    app: GopherQ, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    class Refuse(Middleware):
+        def before_enqueue(self, app: GopherQ, messages: Sequence[Message]) -> None:
+            raise PermissionError("no")
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    app.add_middleware(Lifecycle("a", calls))
+    app.add_middleware(Lifecycle("b", calls))
+
+    def down(envelopes: Any) -> list[str]:
+        raise ConnectionError("broker down")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(app.broker, "enqueue", down)
+        with pytest.raises(ConnectionError):
+            add.delay(1, 2)
+    refuse = Refuse()
+    app.add_middleware(refuse)
+    with pytest.raises(PermissionError):
+        add.delay(1, 2)
+    app.middleware.remove(refuse)
+    assert calls == [
+        "b.on_enqueue_error ConnectionError",
+        "a.on_enqueue_error ConnectionError",
+        "b.on_enqueue_error PermissionError",
+        "a.on_enqueue_error PermissionError",
+    ]
+    calls.clear()
+    add.delay(1, 2)  # sent: no error hook
+    assert calls == []
+
+
+def test_process_hooks_run_in_order_and_survive_a_failure(caplog: Any) -> None:
+    calls: list[str] = []
+
+    class Broken(Middleware):
+        def worker_process_init(self, app: GopherQ) -> None:
+            raise RuntimeError("no collector")
+
+    app = GopherQ("t", broker="memory://", events=None, tracing=False)
+    for member in (Lifecycle("a", calls), Broken(), Lifecycle("b", calls)):
+        app.add_middleware(member)
+    app.middleware.worker_process_init(app)
+    app.middleware.worker_process_shutdown(app)
+    assert calls == [
+        "a.worker_process_init",
+        "b.worker_process_init",
+        "b.worker_process_shutdown",
+        "a.worker_process_shutdown",
+    ]
+    assert "no collector" in caplog.text

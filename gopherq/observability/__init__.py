@@ -1,5 +1,6 @@
-"""Observability: Prometheus metrics of the worker (prefork-correct), traces, logs.
+"""Observability: Prometheus metrics of the worker (prefork-correct), traces and logs
+that join up.
 
-Each module is imported only where its feature is switched on, so that a worker
-without metrics or tracing pays nothing for them.
+Each module stands alone and is reached through the middleware hooks or the
+process set-up, so that the hot path pays nothing for what is not in use.
 """

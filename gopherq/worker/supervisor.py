@@ -49,8 +49,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
 from gopherq.brokers.base import Delivery
-from gopherq.errors import ConfigurationError
-from gopherq.redaction import printable_lines
+from gopherq.observability.logs import configure_logging
 from gopherq.routes import declared_queues
 from gopherq.runner import Outcome, Runner
 from gopherq.worker.consumer import Consumer, Exit, worker_name
@@ -69,6 +68,9 @@ if TYPE_CHECKING:
     from gopherq.app import GopherQ
     from gopherq.observability.endpoint import WorkerEndpoint
     from gopherq.observability.metrics import WorkerView
+
+__all__ = ["Worker", "configure_logging"]
+"""``configure_logging`` lives in ``gopherq.observability.logs``; still importable from here."""
 
 logger = logging.getLogger("gopherq.worker")
 
@@ -144,6 +146,7 @@ class Worker:
         queues: Sequence[str] | None = None,
         burst: bool = False,
         loglevel: str | None = "INFO",
+        log_format: str | None = None,
         max_tasks_per_child: int | None = None,
         max_memory_per_child: int | None = None,
         shutdown_timeout: float | None = None,
@@ -158,6 +161,7 @@ class Worker:
         self.queues = list(queues or declared_queues(app))
         self.burst = burst
         self.loglevel = loglevel
+        self.log_format = log_format or settings.log_format
         self.max_tasks_per_child = max_tasks_per_child or settings.max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child or settings.max_memory_per_child
         self.shutdown_timeout = (
@@ -193,7 +197,7 @@ class Worker:
     def run(self) -> int:
         """Fork the children and supervise them until stopped or drained; the exit code."""
         if self.loglevel:
-            configure_logging(self.loglevel)
+            configure_logging(self.loglevel, self.log_format)
         if self.app.broker_url.partition("://")[0] == "memory":
             logger.error("memory:// lives in one process; workers need sqlite:///... or another")
             return 2
@@ -413,7 +417,9 @@ class Worker:
 
     def _in_child(self, run: Callable[[], int]) -> NoReturn:
         """In a forked child: cut it loose from the supervisor's wakeup pipe and signal
-        handling, have it die with the supervisor, call ``run`` and exit with its code."""
+        handling, have it die with the supervisor, run the middleware's
+        ``worker_process_init``, call ``run``, run ``worker_process_shutdown`` and exit
+        with its code."""
         code = 1
         try:
             signal.set_wakeup_fd(-1)
@@ -421,11 +427,15 @@ class Worker:
                 os.close(fd)
             _die_with_parent(self._pid)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            if self.app.middleware:
+                self.app.middleware.worker_process_init(self.app)
             code = run()
         except BaseException:
             logger.exception("worker process %d failed", os.getpid())
         finally:
             try:
+                if self.app.middleware:
+                    self.app.middleware.worker_process_shutdown(self.app)
                 self.app.close()
             finally:
                 sys.stdout.flush()
@@ -724,24 +734,3 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return str(number)
-
-
-def configure_logging(level: str) -> None:
-    """Log to stderr at ``level`` (a name such as ``INFO``), unless logging is set up."""
-    number = logging.getLevelName(level.upper())
-    if not isinstance(number, int):
-        raise ConfigurationError(f"unknown log level {level!r}")
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(_PrintableFormatter("%(asctime)s [%(levelname)s] %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(number)
-
-
-class _PrintableFormatter(logging.Formatter):
-    """Escapes control characters (all but line breaks): task names and errors in log
-    lines come from whoever can write to the broker, and the log may be a terminal."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return printable_lines(super().format(record))
