@@ -20,6 +20,7 @@ from gopherq.brokers.base import (
     DeadLetter,
     Delivery,
     Envelope,
+    QueueDepth,
     QueueStats,
     redact_url,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "DeadLetter",
     "Delivery",
     "Envelope",
+    "QueueDepth",
     "QueueStats",
     "absolute_url",
     "default_url",

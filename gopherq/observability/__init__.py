@@ -1,0 +1,1 @@
+"""Observability: Prometheus metrics, the broker exporter, tracing and log formatting."""
