@@ -700,9 +700,13 @@ _STATS = """
 
 # queue, state, priority, count, oldest run_at. Due etas and expired leases are few and
 # read from the table (for their priority); everything else from the state indexes.
+# The oldest ready run_at of a priority is the first entry of its range in
+# messages_ready, one seek per group: min(run_at) in the grouping scan itself would
+# read the column of every row, doubling the time of a scrape over a million rows.
 _DEPTHS = """
-    SELECT queue, 'ready', priority, count(*), min(run_at) FROM messages
-        WHERE state = 'ready' GROUP BY queue, priority
+    SELECT queue, 'ready', priority, count(*), (SELECT min(run_at) FROM messages AS first
+            WHERE state = 'ready' AND first.queue = m.queue AND first.priority = m.priority)
+        FROM messages AS m WHERE state = 'ready' GROUP BY queue, priority
     UNION ALL
     SELECT queue, 'scheduled', NULL, count(*), NULL FROM messages
         WHERE state = 'scheduled' AND run_at > ?1 GROUP BY queue
