@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -100,6 +101,18 @@ def test_a_due_eta_counts_as_ready_at_its_priority(broker: Broker) -> None:
     depth = broker.queue_depths()["q"]
     assert (dict(depth.ready), depth.scheduled) == ({1: 1}, 0)
     assert depth.oldest_age is not None and depth.oldest_age > 0
+
+
+def test_an_expired_lease_counts_as_ready_at_its_priority(
+    make_broker: Callable[..., Broker],
+) -> None:
+    broker = make_broker(lease_seconds=0.05)
+    broker.enqueue([envelope("held", "q", priority=3)])
+    [delivery] = broker.reserve(["q"], 1, 0)
+    assert delivery.id == "held"
+    assert counts(broker.queue_depths()["q"]) == ({}, 0, 1, 0, False)
+    time.sleep(0.1)  # the lease expires: its worker is gone
+    assert counts(broker.queue_depths()["q"]) == ({3: 1}, 0, 0, 0, False)
 
 
 def test_the_default_queue_depths_is_built_on_stats() -> None:
