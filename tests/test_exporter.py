@@ -96,8 +96,7 @@ def test_queue_depths_agree_with_stats(broker: Broker) -> None:
 
 def test_a_due_eta_counts_as_ready_at_its_priority(broker: Broker) -> None:
     broker.enqueue([envelope("soon", "q", priority=1, eta=time.time() + 0.05)])
-    assert broker.queue_depths()["q"].scheduled == 1
-    time.sleep(0.1)
+    time.sleep(0.1)  # due: no worker has made it ready yet
     depth = broker.queue_depths()["q"]
     assert (dict(depth.ready), depth.scheduled) == ({1: 1}, 0)
     assert depth.oldest_age is not None and depth.oldest_age > 0
@@ -110,7 +109,6 @@ def test_an_expired_lease_counts_as_ready_at_its_priority(
     broker.enqueue([envelope("held", "q", priority=3)])
     [delivery] = broker.reserve(["q"], 1, 0)
     assert delivery.id == "held"
-    assert counts(broker.queue_depths()["q"]) == ({}, 0, 1, 0, False)
     time.sleep(0.1)  # the lease expires: its worker is gone
     assert counts(broker.queue_depths()["q"]) == ({3: 1}, 0, 0, 0, False)
 

@@ -160,7 +160,7 @@ def _queue_families(depths: list[QueueDepth]) -> list[GaugeMetricFamily]:
         labels=queue,
     )
     for depth in depths:
-        for priority, count in sorted(depth.ready.items(), key=lambda kv: _order(kv[0])):
+        for priority, count in sorted(depth.ready.items(), key=_by_priority):
             ready.add_metric([depth.name, priority_label(priority)], count)
         scheduled.add_metric([depth.name], depth.scheduled)
         running.add_metric([depth.name], depth.running)
@@ -176,14 +176,14 @@ def priority_label(priority: int | None) -> str:
     number; '' for a broker that cannot tell priorities apart."""
     if priority is None:
         return ""
-    try:
-        return Priority(priority).name.lower()
-    except ValueError:
-        return str(priority)
+    return _PRIORITY_NAMES.get(priority) or str(priority)
 
 
-def _order(priority: int | None) -> int:
-    return -1 if priority is None else priority
+_PRIORITY_NAMES = {p.value: p.name.lower() for p in Priority}
+
+
+def _by_priority(item: tuple[int | None, int]) -> int:
+    return -1 if item[0] is None else item[0]
 
 
 def registry_for(app: GopherQ, *, cache_seconds: float = CACHE_SECONDS) -> CollectorRegistry:
