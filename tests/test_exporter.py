@@ -188,11 +188,13 @@ class CountingBroker(MemoryBroker):
     def __init__(self) -> None:
         super().__init__()
         self.calls = 0
+        self.threads: set[int] = set()
         self.release = threading.Event()
         self.release.set()
 
     def queue_depths(self) -> dict[str, QueueDepth]:
         self.calls += 1
+        self.threads.add(threading.get_ident())
         self.release.wait(10)
         return super().queue_depths()
 
@@ -215,6 +217,32 @@ def test_scrapes_within_the_cache_time_share_one_query() -> None:
     now[0] += 1.0
     list(collector.collect())
     assert broker.calls == 2
+
+
+def test_every_query_runs_on_one_thread_whichever_thread_scrapes() -> None:
+    """The HTTP server scrapes on a new thread each time; a SQLite broker opens a
+    connection per thread, so the queries keep to one."""
+    broker = CountingBroker()
+    collector = BrokerCollector(app_on(broker), cache_seconds=0)
+    done = threading.Event()
+
+    def scrape(scraped: threading.Event) -> None:
+        list(collector.collect())
+        scraped.set()
+        done.wait(10)  # alive until the end, so that no two scrapers share an ident
+
+    scrapers = []
+    for _ in range(3):
+        scraped = threading.Event()
+        scrapers.append(threading.Thread(target=scrape, args=(scraped,)))
+        scrapers[-1].start()
+        assert scraped.wait(10)
+    done.set()
+    for thread in scrapers:
+        thread.join(10)
+    assert broker.calls == 3
+    assert len(broker.threads) == 1
+    assert threading.get_ident() not in broker.threads
 
 
 def publish(app: GopherQ, kind: EventType, worker: str, at: float) -> None:

@@ -36,6 +36,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -89,6 +90,10 @@ class BrokerCollector(Collector):
         self._lock = threading.Lock()
         self._roll = WorkerRoll(app) if app.events.enabled else None
         self._last: tuple[float, Snapshot] | None = None
+        # The HTTP server answers each scrape on a new thread; the queries run on this
+        # one, so that they reuse one connection (SQLite opens one per thread, with its
+        # own page cache: a fresh one would read the indexes from the file again).
+        self._querier = ThreadPoolExecutor(1, thread_name_prefix="gopherq-exporter")
 
     def snapshot(self) -> Snapshot:
         """The broker's state: cached if younger than ``cache_seconds``, else queried.
@@ -99,7 +104,7 @@ class BrokerCollector(Collector):
             now = self._clock()
             if self._last is not None and now - self._last[0] < self.cache_seconds:
                 return self._last[1]
-            snapshot = self._query()
+            snapshot = self._querier.submit(self._query).result()
             self._last = (self._clock(), snapshot)
             return snapshot
 
