@@ -18,6 +18,7 @@ from gopherq import GopherQ
 from gopherq.brokers import Broker, Envelope, QueueDepth
 from gopherq.brokers.memory import MemoryBroker
 from gopherq.events import Event, EventType
+from gopherq.observability import workers
 from gopherq.observability.exporter import BrokerCollector, registry_for
 from gopherq.observability.workers import MISSED_BEATS, WorkerRoll
 
@@ -264,6 +265,17 @@ def test_workers_online_follow_their_events() -> None:
     publish(app, EventType.WORKER_HEARTBEAT, "w1", now)
     assert roll.online(now) == 2
     assert roll.online(now + MISSED_BEATS * 5.0 + 1) == 0
+
+
+def test_a_long_log_is_caught_up_with_over_several_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(workers, "READ_LIMIT", 1)
+    monkeypatch.setattr(workers, "MAX_READS", 2)
+    app = app_on(MemoryBroker())
+    roll = WorkerRoll(app)
+    for name in ("w1", "w2", "w3"):
+        publish(app, EventType.WORKER_ONLINE, name, time.time())
+    assert roll.online() == 2
+    assert roll.online() == 3
 
 
 def test_workers_online_in_the_exposition() -> None:

@@ -24,6 +24,9 @@ MISSED_BEATS = 3
 """Heartbeats a worker may miss before it counts as gone (killed, or cut off)."""
 READ_LIMIT = 1000
 """Events per read while catching up."""
+MAX_READS = 100
+"""Reads per ``online`` call at most: a log written faster than it is read is caught
+up with over several calls, never in one that does not end."""
 
 
 class WorkerRoll:
@@ -48,7 +51,7 @@ class WorkerRoll:
 
     def _catch_up(self) -> None:
         backend = self.app.events.backend
-        while True:
+        for _ in range(MAX_READS):
             events, cursor = backend.read(self._cursor, types=WORKER_EVENTS, limit=READ_LIMIT)
             for event in events:
                 if event.worker is None:
