@@ -15,7 +15,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gopherq import GopherQ
-from gopherq.brokers import Broker, Envelope, QueueDepth
+from gopherq.brokers import Broker, Envelope, QueueDepth, QueueStats
 from gopherq.brokers.memory import MemoryBroker
 from gopherq.events import Event, EventType
 from gopherq.observability import workers
@@ -116,7 +116,12 @@ def test_an_expired_lease_counts_as_ready_at_its_priority(
 
 def test_the_default_queue_depths_is_built_on_stats() -> None:
     class StatsOnly(MemoryBroker):
-        queue_depths = Broker.queue_depths  # the contract's default, not the memory broker's
+        """A broker with ``stats`` and the contract's default ``queue_depths``."""
+
+        def stats(self) -> dict[str, QueueStats]:
+            return {name: d.stats() for name, d in MemoryBroker.queue_depths(self).items()}
+
+        queue_depths = Broker.queue_depths
 
     broker = StatsOnly()
     known_workload(broker)

@@ -133,6 +133,11 @@ class QueueDepth:
     """Seconds the oldest ready message has waited since it became runnable (enqueued,
     or its eta reached); None when none is ready or the broker cannot tell."""
 
+    def stats(self) -> QueueStats:
+        """The counts of ``Broker.stats``."""
+        ready = sum(self.ready.values())
+        return QueueStats(self.name, ready, self.scheduled, self.running, self.dead, self.paused)
+
 
 class Broker(UrlRepr, ABC):
     """Moves messages between producers and workers. See the module docstring."""

@@ -266,37 +266,25 @@ class MemoryBroker(Broker):
 
     def stats(self) -> dict[str, QueueStats]:
         """Counts per queue ever seen or paused, by name."""
-        with self._changed:
-            self._tidy(time.time())
-            counts = Counter((m.queue, m.state) for m in self._messages.values())
-            return {
-                queue: QueueStats(
-                    queue,
-                    ready=counts[queue, State.QUEUED],
-                    scheduled=counts[queue, State.SCHEDULED],
-                    running=counts[queue, State.STARTED],
-                    dead=counts[queue, State.DEAD],
-                    paused=queue in self._paused,
-                )
-                for queue in sorted(self._ready)
-            }
+        return {name: depth.stats() for name, depth in self.queue_depths().items()}
 
     def queue_depths(self) -> dict[str, QueueDepth]:
         """``stats`` with ready counts per priority and the oldest ready message's age."""
         with self._changed:
             now = time.time()
             self._tidy(now)
-            counts = Counter((m.queue, m.state) for m in self._messages.values())
-            ready: dict[str, Counter[int | None]] = {}
+            counts: Counter[tuple[str, State]] = Counter()
+            ready: dict[str, Counter[int | None]] = {q: Counter() for q in self._ready}
             oldest: dict[str, float] = {}
             for m in self._messages.values():
+                counts[m.queue, m.state] += 1
                 if m.state is State.QUEUED:
-                    ready.setdefault(m.queue, Counter())[m.priority] += 1
+                    ready[m.queue][m.priority] += 1
                     oldest[m.queue] = min(oldest.get(m.queue, m.ready_at), m.ready_at)
             return {
                 queue: QueueDepth(
                     queue,
-                    dict(ready.get(queue, {})),
+                    dict(ready[queue]),
                     scheduled=counts[queue, State.SCHEDULED],
                     running=counts[queue, State.STARTED],
                     dead=counts[queue, State.DEAD],
