@@ -142,12 +142,16 @@ def test_the_gauges_after_a_known_workload(broker: Broker) -> None:
 
     assert value(samples, "gopherq_broker_up") == 1
     assert value(samples, "gopherq_workers_online") == 0
-    ready = {k: v for k, v in samples.items() if k[0] == "gopherq_queue_ready"}
-    assert ready == {
-        ("gopherq_queue_ready", (("priority", "critical"), ("queue", "a"))): 2,
-        ("gopherq_queue_ready", (("priority", "normal"), ("queue", "a"))): 3,
-        ("gopherq_queue_ready", (("priority", "normal"), ("queue", "b"))): 2,
+    ready = {
+        dict(labels)["queue"] + " " + dict(labels)["priority"]: v
+        for (name, labels), v in samples.items()
+        if name == "gopherq_queue_ready" and v
     }
+    assert ready == {"a critical": 2, "a normal": 3, "b normal": 2}
+    # Every queue has a series for each named priority, 0 where none is ready.
+    for queue in "abc":
+        for priority in ("critical", "high", "normal", "low", "bulk"):
+            assert ("gopherq_queue_ready", (("priority", priority), ("queue", queue))) in samples
     expected = {  # per queue: scheduled, running, dead, paused
         "a": (1, 0, 0, 0),
         "b": (0, 1, 1, 0),

@@ -35,7 +35,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -165,7 +165,7 @@ def _queue_families(depths: list[QueueDepth]) -> list[GaugeMetricFamily]:
         labels=queue,
     )
     for depth in depths:
-        for priority, count in sorted(depth.ready.items(), key=_by_priority):
+        for priority, count in _every_priority(depth.ready):
             ready.add_metric([depth.name, priority_label(priority)], count)
         scheduled.add_metric([depth.name], depth.scheduled)
         running.add_metric([depth.name], depth.running)
@@ -187,8 +187,14 @@ def priority_label(priority: int | None) -> str:
 _PRIORITY_NAMES = {p.value: p.name.lower() for p in Priority}
 
 
-def _by_priority(item: tuple[int | None, int]) -> int:
-    return -1 if item[0] is None else item[0]
+def _every_priority(ready: Mapping[int | None, int]) -> list[tuple[int | None, int]]:
+    """Ready counts of the five named priorities, 0 where none is ready (so that a
+    drained queue's series read 0 rather than vanish), then of any others; from a
+    broker that cannot tell priorities apart, its one count."""
+    if None in ready:
+        return [(None, ready[None])]
+    named: list[tuple[int | None, int]] = [(p, ready.get(p, 0)) for p in _PRIORITY_NAMES]
+    return named + sorted((p, n) for p, n in ready.items() if p not in _PRIORITY_NAMES)
 
 
 def registry_for(app: GopherQ, *, cache_seconds: float = CACHE_SECONDS) -> CollectorRegistry:
