@@ -21,6 +21,7 @@ from gopherq import admin
 from gopherq.app import GopherQ
 from gopherq.celery_names import CLI_HINTS, CLI_OPTION_HINTS
 from gopherq.cli_beat import beat, schedules
+from gopherq.cli_exporter import exporter
 from gopherq.cli_history import events, jobs
 from gopherq.cli_protocol import protocol
 from gopherq.cli_support import (
@@ -107,6 +108,7 @@ main.add_command(events)
 main.add_command(beat)
 main.add_command(schedules)
 main.add_command(protocol)
+main.add_command(exporter)
 
 
 SUBMIT_WAIT = 60.0

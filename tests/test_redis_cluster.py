@@ -119,6 +119,8 @@ def test_bulk_enqueue_across_nodes_in_one_call(cluster_broker: RedisBroker) -> N
     assert cluster_broker.enqueue(batch) == [e.id for e in batch]
     stats = cluster_broker.stats()
     assert [stats[q].ready for q in "abc"] == [400, 400, 400]
+    depths = cluster_broker.queue_depths()  # one script per queue, on each queue's node
+    assert [dict(depths[q].ready) for q in "abc"] == [{2: 400}, {1: 400}, {0: 400}]
     got = cluster_broker.reserve(["a", "b", "c"], 1000, 0)
     assert [d.queue for d in got] == ["c"] * 400 + ["b"] * 400 + ["a"] * 200
     assert cluster_broker.ack(got) == 1000

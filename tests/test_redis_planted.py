@@ -286,3 +286,15 @@ def test_a_spoiled_seq_counter(planted: Planted, seq: str) -> None:
     planted.drain()
     assert planted.ran == ["first", "second"]
     planted.assert_clean()
+
+
+def test_queue_depths_count_planted_scores(planted: Planted) -> None:
+    """Every ready entry is counted, whatever its score: a fractional one (no priority
+    range holds it exactly) and those after it at the default priority."""
+    planted.message("old", good_fields(planted, "old", "old"), "ready", READY_SCORE)
+    planted.message("odd", good_fields(planted, "odd", "odd"), "ready", 3 * 2**48 + 0.5)
+    planted.message("late", good_fields(planted, "late", "late"), "ready", 4 * 2**48 + 9)
+    depth = planted.broker.queue_depths()[QUEUE]
+    assert dict(depth.ready) == {2: 3}
+    assert depth.oldest_age is not None
+    assert depth.oldest_age > 86400  # seq 1: the first unit of 2024

@@ -21,6 +21,7 @@ from gopherq.brokers.base import (
     DeadLetter,
     Delivery,
     Envelope,
+    QueueDepth,
     QueueStats,
     redact_url,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "DeadLetter",
     "Delivery",
     "Envelope",
+    "QueueDepth",
     "QueueStats",
     "absolute_url",
     "default_url",

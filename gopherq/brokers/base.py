@@ -40,8 +40,8 @@ meanwhile stays a dead letter (that message stands for the job).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from gopherq.errors import NotSupported
@@ -126,6 +126,27 @@ class QueueStats:
     paused: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """One queue as a monitoring scrape sees it (``Broker.queue_depths``)."""
+
+    name: str
+    ready: Mapping[int | None, int] = field(default_factory=dict)
+    """Ready messages by priority (priorities with none left out). The key None holds
+    those of a broker that cannot tell priorities apart."""
+    scheduled: int = 0
+    running: int = 0
+    dead: int = 0
+    paused: bool = False
+    oldest_age: float | None = None
+    """Seconds the oldest ready message has waited since it became runnable (enqueued,
+    or its eta reached); None when none is ready or the broker cannot tell."""
+
+    def stats(self) -> QueueStats:
+        """The counts of ``Broker.stats``."""
+        ready = sum(self.ready.values())
+        return QueueStats(self.name, ready, self.scheduled, self.running, self.dead, self.paused)
+
 class BrokerAdmin(UrlRepr):
     """The optional part of the broker contract: what operators, tools and ``cancel``
     ask of a broker beyond moving messages.
@@ -183,6 +204,26 @@ class BrokerAdmin(UrlRepr):
     def stats(self) -> dict[str, QueueStats]:
         """Counts per known queue."""
         raise self.not_supported("stats")
+
+    def queue_depths(self) -> dict[str, QueueDepth]:
+        """``stats`` broken down for monitoring, for every known queue at once: ready
+        counts per priority and the age of the oldest ready message.
+
+        The scrape of ``gopherq exporter``: a broker answers it in one query, or one
+        call per queue in one round trip. This default, built on ``stats``, reports
+        ready under priority None and no age (and needs ``stats``).
+        """
+        return {
+            name: QueueDepth(
+                name,
+                {None: stats.ready} if stats.ready else {},
+                stats.scheduled,
+                stats.running,
+                stats.dead,
+                stats.paused,
+            )
+            for name, stats in self.stats().items()
+        }
 
     def pause(self, queue: str) -> None:
         """Stop handing out messages from ``queue``; enqueue still works."""

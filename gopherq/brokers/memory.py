@@ -45,6 +45,7 @@ from gopherq.brokers.base import (
     DeadLetter,
     Delivery,
     Envelope,
+    QueueDepth,
     QueueStats,
 )
 from gopherq.states import State
@@ -63,6 +64,8 @@ class _Message:
     seq: int = 0
     """Place in line: requeue and lease expiry put a message back there."""
     eta: float = 0.0
+    ready_at: float = 0.0
+    """When it became runnable (enqueued, retried, requeued from the dead, or its eta)."""
     attempt: int = 0
     deliveries: int = 0
     token: str = ""
@@ -263,17 +266,30 @@ class MemoryBroker(Broker):
 
     def stats(self) -> dict[str, QueueStats]:
         """Counts per queue ever seen or paused, by name."""
+        return {name: depth.stats() for name, depth in self.queue_depths().items()}
+
+    def queue_depths(self) -> dict[str, QueueDepth]:
+        """``stats`` with ready counts per priority and the oldest ready message's age."""
         with self._changed:
-            self._tidy(time.time())
-            counts = Counter((m.queue, m.state) for m in self._messages.values())
+            now = time.time()
+            self._tidy(now)
+            counts: Counter[tuple[str, State]] = Counter()
+            ready: dict[str, Counter[int | None]] = {q: Counter() for q in self._ready}
+            oldest: dict[str, float] = {}
+            for m in self._messages.values():
+                counts[m.queue, m.state] += 1
+                if m.state is State.QUEUED:
+                    ready[m.queue][m.priority] += 1
+                    oldest[m.queue] = min(oldest.get(m.queue, m.ready_at), m.ready_at)
             return {
-                queue: QueueStats(
+                queue: QueueDepth(
                     queue,
-                    ready=counts[queue, State.QUEUED],
+                    dict(ready[queue]),
                     scheduled=counts[queue, State.SCHEDULED],
                     running=counts[queue, State.STARTED],
                     dead=counts[queue, State.DEAD],
                     paused=queue in self._paused,
+                    oldest_age=max(now - oldest[queue], 0.0) if queue in oldest else None,
                 )
                 for queue in sorted(self._ready)
             }
@@ -333,6 +349,7 @@ class MemoryBroker(Broker):
                 del self._dead[message.queue][message.id]
                 message.attempt = message.deliveries = 0
                 message.reason = message.error = ""
+                message.ready_at = time.time()
                 self._push_ready(message, next(self._seq))
             self._changed.notify_all()
         return len(chosen)
@@ -374,8 +391,9 @@ class MemoryBroker(Broker):
     def _place(self, message: _Message, eta: float | None, now: float) -> None:
         """Schedule ``message`` if ``eta`` is in the future, else make it ready."""
         message.token = ""
+        message.ready_at = now
         if eta is not None and eta > now:
-            message.state, message.eta = State.SCHEDULED, eta
+            message.state, message.eta, message.ready_at = State.SCHEDULED, eta, eta
             heapq.heappush(self._scheduled, (eta, next(self._seq), message.id))
         else:
             self._push_ready(message, next(self._seq))

@@ -125,6 +125,7 @@ from gopherq.brokers.base import (
     DeadLetter,
     Delivery,
     Envelope,
+    QueueDepth,
     QueueStats,
 )
 from gopherq.errors import ConfigurationError
@@ -158,6 +159,8 @@ HZ_SLACK = 0.1
 which Redis ends only at its next hz tick (every 100 ms at the default hz 10)."""
 PRECISE_POLL = 0.005
 """Seconds between reserves in the last ``HZ_SLACK`` before a due time."""
+UNITS = 100_000
+"""Time units per second in the scripts (``UNITS`` in lib.lua)."""
 REGISTER_EVERY = 60.0
 """Seconds between re-adding a queue to the known-queue set from one process."""
 
@@ -432,6 +435,20 @@ class RedisBroker(Broker):
             q: QueueStats(q, int(r[0]), int(r[1]), int(r[2]), int(r[3]), bool(r[4]))
             for q, r in zip(queues, results, strict=True)
         }
+
+    def queue_depths(self) -> dict[str, QueueDepth]:
+        """``stats`` with ready counts per priority and the oldest ready message's age:
+        ``depths.lua`` once per known queue, all in one round trip (per cluster node)."""
+        queues = sorted(self._known())
+        results = self._run_each(script("depths"), queues, (self._ttl,))
+        depths: dict[str, QueueDepth] = {}
+        for q, r in zip(queues, results, strict=True):
+            ready: dict[int | None, int] = {}
+            for j in range(5, len(r), 2):
+                ready[int(r[j])] = ready.get(int(r[j]), 0) + int(r[j + 1])
+            age = None if int(r[4]) < 0 else int(r[4]) / UNITS
+            depths[q] = QueueDepth(q, ready, int(r[0]), int(r[1]), int(r[2]), bool(r[3]), age)
+        return depths
 
     def pause(self, queue: str) -> None:
         """Stop handing out messages from ``queue``."""

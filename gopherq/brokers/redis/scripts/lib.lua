@@ -250,6 +250,18 @@ local function tidy(q, now, ttl)
   return moved, next_eta, next_expiry
 end
 
+-- Tidy a queue, then count it as stats reports it (now in units, ttl in seconds).
+-- Returns due etas and expired leases that tidy left for later (beyond its batch),
+-- which count as ready; then scheduled, running and dead messages and the paused flag.
+local function tidy_counts(q, now, ttl)
+  tidy(q, now, ttl)
+  local due = redis.call('ZCOUNT', q.delayed, '-inf', int(now))
+  local expired = redis.call('ZCOUNT', q.leased, '-inf', int(now))
+  return due + expired, redis.call('ZCARD', q.delayed) - due,
+    redis.call('ZCARD', q.leased) - expired, redis.call('ZCARD', q.dead),
+    redis.call('EXISTS', q.paused)
+end
+
 -- Store one job record under key and wake its waiters (the result backend's layout
 -- above): a finished record (ttl_ms not '') gets its time to live and a completion
 -- token (a list of one entry, the record itself when inline is '1', else empty) that

@@ -7,14 +7,5 @@
 -- leases that tidy left for later (beyond its batch) count as ready.
 
 local q = queue(1)
-local now = now_units()
-tidy(q, now, tonumber(ARGV[1]))
-local due = redis.call('ZCOUNT', q.delayed, '-inf', int(now))
-local expired = redis.call('ZCOUNT', q.leased, '-inf', int(now))
-return {
-  redis.call('ZCARD', q.ready) + due + expired,
-  redis.call('ZCARD', q.delayed) - due,
-  redis.call('ZCARD', q.leased) - expired,
-  redis.call('ZCARD', q.dead),
-  redis.call('EXISTS', q.paused),
-}
+local left, scheduled, running, dead, paused = tidy_counts(q, now_units(), tonumber(ARGV[1]))
+return {redis.call('ZCARD', q.ready) + left, scheduled, running, dead, paused}
