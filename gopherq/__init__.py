@@ -48,8 +48,7 @@ from gopherq.results.base import Progress
 from gopherq.runner import Outcome
 from gopherq.states import DeadReason, Priority, State
 from gopherq.task import AsyncTask, BaseTask, Signature, Task, TaskOptions
-
-__version__ = "0.1.0"
+from gopherq.version import __version__
 
 __all__ = [
     "AsyncResult",

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gopherq.errors import DecodeError, NotSupported
+from gopherq.observability.workers import MISSED_BEATS
 from gopherq.redaction import redact_text, redact_url
 from gopherq.result import job_state
 from gopherq.results.base import JobRecord
@@ -220,8 +221,9 @@ def check_health(app: GopherQ) -> Health:
 
 def recent_heartbeats(app: GopherQ, window: float | None = None) -> Heartbeats:
     """The workers that sent a heartbeat in the last ``window`` seconds (by default
-    three ``worker_heartbeat`` intervals), from the newest ``HEARTBEATS_READ`` events."""
-    window = 3 * app.settings.worker_heartbeat if window is None else window
+    ``MISSED_BEATS`` heartbeat intervals, the exporter's rule for a worker online),
+    from the newest ``HEARTBEATS_READ`` events."""
+    window = MISSED_BEATS * app.settings.worker_heartbeat if window is None else window
     if not app.events.enabled:
         return Heartbeats(False, window, error="events are off: heartbeats are not recorded")
     try:

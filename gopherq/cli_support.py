@@ -79,7 +79,7 @@ def print_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
     try:
         version = importlib.metadata.version("gopherq")
     except importlib.metadata.PackageNotFoundError:
-        from gopherq import __version__ as version
+        from gopherq.version import __version__ as version
     click.echo(f"gopherq {version}")
     ctx.exit()
 

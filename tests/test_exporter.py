@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -17,9 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from gopherq import GopherQ
 from gopherq.brokers import Broker, Envelope, QueueDepth, QueueStats
 from gopherq.brokers.memory import MemoryBroker
+from gopherq.errors import BrokerUnavailable
 from gopherq.events import Event, EventType
 from gopherq.observability import workers
-from gopherq.observability.exporter import BrokerCollector, registry_for
+from gopherq.observability.exporter import BrokerCollector, registry_for, serve
 from gopherq.observability.workers import MISSED_BEATS, WorkerRoll
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -291,3 +294,29 @@ def test_workers_online_in_the_exposition() -> None:
     app = app_on(MemoryBroker())
     publish(app, EventType.WORKER_ONLINE, "w1", time.time())
     assert value(scrape(app), "gopherq_workers_online") == 1
+
+
+class DownBroker(MemoryBroker):
+    def ping(self) -> None:
+        raise BrokerUnavailable("down")
+
+
+@pytest.mark.parametrize(("broker", "ready"), [(MemoryBroker, 200), (DownBroker, 503)])
+def test_the_exporter_serves_probes_beside_its_metrics(
+    broker: type[MemoryBroker], ready: int
+) -> None:
+    """``/live`` while it answers; ``/ready`` 503 while the broker does not."""
+    app = GopherQ("t", broker=broker(), backend="memory://", events=False)
+    server = serve(app, 0)
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        assert urllib.request.urlopen(f"{base}/live", timeout=10).status == 200
+        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as reply:
+            assert b"gopherq_broker_up" in reply.read()
+        try:
+            status = urllib.request.urlopen(f"{base}/ready", timeout=10).status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        assert status == ready
+    finally:
+        server.close()

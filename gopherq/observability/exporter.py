@@ -40,19 +40,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gopherq.brokers.base import QueueDepth
 from gopherq.errors import ConfigurationError
+from gopherq.observability.server import BrokerCheck, MetricsServer, all_well, cannot_serve
 from gopherq.observability.workers import WorkerRoll
 from gopherq.redaction import redact_text
 from gopherq.states import Priority
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
-
     from gopherq.app import GopherQ
 
 logger = logging.getLogger("gopherq.exporter")
@@ -206,22 +205,21 @@ def registry_for(app: GopherQ, *, cache_seconds: float = CACHE_SECONDS) -> Colle
 
 def serve(
     app: GopherQ, port: int, host: str = DEFAULT_HOST, *, cache_seconds: float = CACHE_SECONDS
-) -> WSGIServer:
-    """Serve ``/metrics`` for ``app`` on ``host:port`` from a background thread; returns
-    the server (``server_port`` is the port bound, for ``port`` 0).
+) -> MetricsServer:
+    """Serve ``/metrics``, ``/live`` and ``/ready`` for ``app`` on ``host:port`` from a
+    background thread; returns the server (``port`` is the port bound, for ``port`` 0).
 
-    A port in use raises ``ConfigurationError`` with one line saying so.
+    ``/ready`` answers 503 while the broker does not. A port in use raises
+    ``ConfigurationError`` with one line saying so.
     """
     registry = registry_for(app, cache_seconds=cache_seconds)
     try:
-        server, _ = start_http_server(port, host, registry)
+        server = MetricsServer(host, port, registry, all_well, BrokerCheck(app.broker))
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise ConfigurationError(
-                f"cannot serve metrics on {host}:{port}: the port is in use "
-                "(another exporter?); choose another with --port"
-            ) from None
-        raise ConfigurationError(f"cannot serve metrics on {host}:{port}: {exc}") from None
+        hint = "; choose another with --port" if exc.errno == errno.EADDRINUSE else ""
+        in_use = " (another exporter?)" if hint else ""
+        raise ConfigurationError(cannot_serve(host, port, exc) + in_use + hint) from None
+    server.start()
     return server
 
 
@@ -238,10 +236,10 @@ def run(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    on_ready(f"http://{host}:{server.server_port}/metrics")
+    where = f"[{host}]" if ":" in host else host  # an IPv6 address
+    on_ready(f"http://{where}:{server.port}/metrics")
     try:
         stop.wait()
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
         app.close()

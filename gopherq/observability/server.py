@@ -1,13 +1,14 @@
-"""The worker's HTTP endpoint: ``/metrics``, ``/live`` and ``/ready``.
+"""The HTTP endpoint of a worker or an exporter: ``/metrics``, ``/live``, ``/ready``.
 
-Served by a thread of the supervisor (never by the children, which may be
-busy or dead): prometheus-client's own ``start_http_server`` serves only the
-exposition, and probes need answers of their own::
+Served by a thread of the worker's supervisor (never by the children, which may
+be busy or dead) or of ``gopherq exporter``: prometheus-client's own
+``start_http_server`` serves only the exposition, and probes need answers of
+their own::
 
     GET /metrics   200, the Prometheus text exposition of the registry
     GET /live      200 "ok", or 503 and why: the supervisor loop stopped ticking
-    GET /ready     200 "ok", or 503 and why: the broker does not answer, or a
-                   process slot is empty
+    GET /ready     200 "ok", or 503 and why: the broker does not answer, or (a
+                   worker) a process slot is empty
     anything else  404
 
 A check returns None when all is well, else the reason (one line).
@@ -15,6 +16,7 @@ A check returns None when all is well, else the reason (one line).
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import threading
@@ -66,6 +68,17 @@ class BrokerCheck:
                     self._error = f"the broker does not answer: {text}"
                 self._next = time.monotonic() + PING_EVERY
             return self._error
+
+
+def cannot_serve(host: str, port: int, exc: OSError) -> str:
+    """One line saying why ``host:port`` cannot be served: mostly a port in use."""
+    why = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+    return f"cannot serve metrics on {host}:{port}: {why}"
+
+
+def all_well() -> str | None:
+    """The check of a process that is live whenever it can answer."""
+    return None
 
 
 class MetricsServer:

@@ -286,6 +286,6 @@ def _extract(headers: Mapping[str, Any]) -> otel_context.Context:
 
 
 def _version() -> str:
-    from gopherq import __version__
+    from gopherq.version import __version__
 
     return __version__

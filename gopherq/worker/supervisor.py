@@ -261,6 +261,7 @@ class Worker:
         line, when the worker cannot start."""
         if self.metrics_port is not None:
             from gopherq.observability.endpoint import WorkerEndpoint
+            from gopherq.observability.server import cannot_serve
 
             host, port = self.metrics_host, self.metrics_port
             try:
@@ -273,9 +274,7 @@ class Worker:
                     view=self._metrics_view,
                 )
             except OSError as exc:
-                logger.error(
-                    "worker %s cannot start: metrics port %s:%d: %s", self.name, host, port, exc
-                )
+                logger.error("worker %s cannot start: %s", self.name, cannot_serve(host, port, exc))
                 return False
             logger.info("worker %s: metrics on %s", self.name, self._endpoint.url)
         try:
