@@ -194,7 +194,7 @@ def test_due_messages_run_in_eta_order(broker: Broker) -> None:
     now = time.time()
     later, sooner = envelope(eta=now + 0.2), envelope(eta=now + 0.1)
     enqueue(broker, later, sooner)
-    time.sleep(0.25)
+    time.sleep(max(now + 0.5 - time.time(), 0))  # both due, with room for a busy machine
     assert ids_of(broker.reserve(["default"], 10, 0)) == [sooner.id, later.id]
 
 
@@ -590,7 +590,9 @@ def test_idempotency_key_names_one_message_within_its_queue(broker: Broker) -> N
     assert broker.enqueue([envelope("a", key="k"), envelope("b", key="k")]) == [a.id, b.id]
     assert broker.enqueue([envelope("a", key="k")]) == [a.id]
     assert admin_view(lambda: [broker.stats()[q].ready for q in "ab"]) == [1, 1]
-    assert ids_of(broker.reserve(["a", "b"], 10, 0)) == [a.id, b.id]
+    # One message per queue; their order across queues is not this test's (on a
+    # Redis Cluster the two queues' enqueues run on two nodes at once).
+    assert sorted(ids_of(broker.reserve(["a", "b"], 10, 0))) == sorted([a.id, b.id])
 
 
 def test_a_dead_letter_releases_its_idempotency_key(broker: Broker) -> None:
