@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gopherq import GopherQ, Middleware, current_task
 from gopherq.beat import Beat
@@ -261,6 +262,23 @@ def test_a_valid_parent_with_junk_tracestate_keeps_the_parent(
     runs = spans(exporter, "process default")
     assert len(runs) == 4
     assert {f"{r.context.trace_id:032x}" for r in runs} == {TRACEPARENT.split("-")[1]}
+
+
+def test_a_propagator_set_by_the_user_reads_the_headers(
+    provider: TracerProvider, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker reads W3C headers itself only while the default propagator is set."""
+
+    class Renamed(TraceContextTextMapPropagator):
+        """W3C trace context under another header name."""
+
+        _TRACEPARENT_HEADER_NAME = "x-parent"
+
+    monkeypatch.setattr(propagate, "get_global_textmap", Renamed)
+    app = traced_app(provider)
+    run_one(app, Message(id=new_id(), task="add", args=[1, 2], headers={"x-parent": TRACEPARENT}))
+    (run,) = spans(exporter, "process default")
+    assert f"{run.context.trace_id:032x}" == TRACEPARENT.split("-")[1]
 
 
 def test_a_run_that_never_started_still_gets_a_span_in_the_trace(
