@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gopherq import GopherQ, Middleware, current_task
 from gopherq.beat import Beat
@@ -251,6 +252,49 @@ def test_junk_trace_headers_of_any_type_are_ignored(
     assert run.parent is None  # a trace of its own
 
 
+@pytest.mark.parametrize("junk", JUNK, ids=lambda v: f"{type(v).__name__}:{v!r:.20}")
+def test_a_junk_traceparent_alone_is_ignored(
+    provider: TracerProvider, exporter: InMemorySpanExporter, junk: Any
+) -> None:
+    app = traced_app(provider)
+    assert run_one(
+        app, Message(id=new_id(), task="add", args=[1, 2], headers={"traceparent": junk})
+    )
+    (run,) = spans(exporter, "process default")
+    assert run.parent is None
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        TRACEPARENT,
+        TRACEPARENT[:-2] + "00",  # not sampled: the parent-based sampler drops the run
+        f" {TRACEPARENT}\t",
+        "01" + TRACEPARENT[2:] + "-a-later-version-field",
+    ],
+)
+def test_every_traceparent_form_of_the_specification_gives_the_parent(
+    provider: TracerProvider, exporter: InMemorySpanExporter, traceparent: str
+) -> None:
+    app = traced_app(provider)
+    for headers in (
+        {"traceparent": traceparent},
+        {"traceparent": traceparent, "tracestate": "a=b"},
+    ):
+        message = Message(id=new_id(), task="add", args=[1, 2], headers=headers)
+        with trace.use_span(trace.INVALID_SPAN):
+            before = len(spans(exporter))
+            run_one(app, message)
+        runs = spans(exporter)[before:]
+        if traceparent.endswith("-00"):
+            assert runs == []
+        else:
+            (run,) = runs
+            assert run.parent is not None and run.parent.is_remote
+            assert context_of(run)[:36] == TRACEPARENT[:36]
+            assert f"{run.parent.span_id:016x}" == TRACEPARENT.split("-")[2]
+
+
 def test_a_valid_parent_with_junk_tracestate_keeps_the_parent(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
@@ -261,6 +305,23 @@ def test_a_valid_parent_with_junk_tracestate_keeps_the_parent(
     runs = spans(exporter, "process default")
     assert len(runs) == 4
     assert {f"{r.context.trace_id:032x}" for r in runs} == {TRACEPARENT.split("-")[1]}
+
+
+def test_a_propagator_set_by_the_user_reads_the_headers(
+    provider: TracerProvider, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker reads W3C headers itself only while the default propagator is set."""
+
+    class Renamed(TraceContextTextMapPropagator):
+        """W3C trace context under another header name."""
+
+        _TRACEPARENT_HEADER_NAME = "x-parent"
+
+    monkeypatch.setattr(propagate, "get_global_textmap", Renamed)
+    app = traced_app(provider)
+    run_one(app, Message(id=new_id(), task="add", args=[1, 2], headers={"x-parent": TRACEPARENT}))
+    (run,) = spans(exporter, "process default")
+    assert f"{run.context.trace_id:032x}" == TRACEPARENT.split("-")[1]
 
 
 def test_a_run_that_never_started_still_gets_a_span_in_the_trace(

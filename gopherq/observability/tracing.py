@@ -28,6 +28,7 @@ a foreign producer that are not a valid trace context are ignored.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar, Token
@@ -36,18 +37,24 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
-from opentelemetry.propagators.textmap import Getter
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import Getter, TextMapPropagator
 from opentelemetry.trace import (
+    NonRecordingSpan,
     NoOpTracerProvider,
     ProxyTracerProvider,
     Span,
+    SpanContext,
     SpanKind,
     Status,
     StatusCode,
+    TraceFlags,
     Tracer,
     TracerProvider,
 )
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gopherq.context import TaskContext
 from gopherq.message import MAX_HEADER_KEY, MAX_HEADERS, Message, field_problem
@@ -79,6 +86,7 @@ class TracingMiddleware(Middleware):
         self._tracer: Tracer | None = None
         self._sending: dict[int, list[Span]] = {}  # id(batch) -> its spans, until sent
         self._running: ContextVar[_Running | None] = ContextVar("gopherq_span", default=None)
+        self._names: dict[str, str] = {}  # queue -> its span name "process {queue}"
 
     def tracer(self) -> Tracer | None:
         """The tracer in force; None while no TracerProvider is set (the no-op API)."""
@@ -134,13 +142,22 @@ class TracingMiddleware(Middleware):
             return
         parent = _extract(message.headers)
         span = tracer.start_span(
-            f"process {message.queue}",
+            self._process_name(message.queue),
             context=parent,
             kind=SpanKind.CONSUMER,
             attributes=_attributes("process", message, context.attempt),
         )
+        # attach, not use_span: the span is current until after_execute (another
+        # hook), and use_span's exception recording is done by _end.
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         self._running.set(_Running(context, span, token, self._running.get()))
+
+    def _process_name(self, queue: str) -> str:
+        """``process {queue}``, built once per queue (a worker has few queues)."""
+        name = self._names.get(queue)
+        if name is None:
+            name = self._names[queue] = f"process {queue}"
+        return name
 
     def after_execute(
         self,
@@ -162,7 +179,7 @@ class TracingMiddleware(Middleware):
             if tracer is None:
                 return
             span = tracer.start_span(
-                f"process {message.queue}",
+                self._process_name(message.queue),
                 context=_extract(message.headers),
                 kind=SpanKind.CONSUMER,
                 attributes=_attributes("process", message, context.attempt),
@@ -194,7 +211,7 @@ def _global_provider() -> TracerProvider | None:
 _NO_PROVIDER_IN_ENV = OTEL_PYTHON_TRACER_PROVIDER not in os.environ
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: its __init__ would cost a task twice as much
 class _Running:
     """A ``process`` span open in this context, and the one it hides (eager runs nest)."""
 
@@ -272,6 +289,7 @@ class _TextHeaders(Getter[Mapping[str, Any]]):
 
 _GETTER = _TextHeaders()
 _EMPTY = otel_context.Context()
+_TRACECONTEXT = TraceContextTextMapPropagator()
 
 
 def _extract(headers: Mapping[str, Any]) -> otel_context.Context:
@@ -280,9 +298,59 @@ def _extract(headers: Mapping[str, Any]) -> otel_context.Context:
     if not headers:
         return _EMPTY
     try:
+        if _w3c_only(propagate.get_global_textmap()) and "baggage" not in headers:
+            # What the default propagator would do, without its composite and
+            # baggage passes, and for the commonest header without its general parser.
+            traceparent = headers.get("traceparent")
+            if traceparent is None:
+                return _EMPTY
+            if "tracestate" not in headers and isinstance(traceparent, str):
+                parent = _parent_of(traceparent)
+                if parent is not None:
+                    return parent
+            return _TRACECONTEXT.extract(headers, getter=_GETTER)
         return propagate.extract(headers, getter=_GETTER)
     except Exception:  # a third-party propagator's bug must not stop the task
         return _EMPTY
+
+
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+"""A version 00 ``traceparent`` as W3C producers (this one included) write it."""
+
+
+def _parent_of(traceparent: str) -> otel_context.Context | None:
+    """The context of a plain version 00 ``traceparent`` (twice as fast as the
+    propagator); None for any other form, left to the propagator."""
+    match = _TRACEPARENT.fullmatch(traceparent)
+    if match is None:
+        return None
+    trace_id, span_id = int(match[1], 16), int(match[2], 16)
+    if not trace_id or not span_id:  # invalid by the specification: a new trace
+        return _EMPTY
+    flags = TraceFlags(int(match[3], 16))
+    parent = SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags)
+    return trace.set_span_in_context(NonRecordingSpan(parent), _EMPTY)
+
+
+_W3C = (TraceContextTextMapPropagator, W3CBaggagePropagator)
+_default_textmap: list[TextMapPropagator] = []  # the global propagator last found default
+
+
+def _w3c_only(textmap: TextMapPropagator) -> bool:
+    """Whether ``textmap`` is the API's default propagator (W3C trace context and
+    baggage) or the trace context one alone: then only these headers matter."""
+    if _default_textmap and _default_textmap[0] is textmap:
+        return True
+    if type(textmap) is TraceContextTextMapPropagator:
+        default = True
+    elif type(textmap) is CompositePropagator:
+        kinds = tuple(type(p) for p in getattr(textmap, "_propagators", ()))
+        default = kinds in (_W3C, _W3C[:1])
+    else:
+        default = False
+    if default:
+        _default_textmap[:] = [textmap]
+    return default
 
 
 def _version() -> str:
