@@ -28,7 +28,6 @@ a foreign producer that are not a valid trace context are ignored.
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar, Token
@@ -42,15 +41,12 @@ from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter, TextMapPropagator
 from opentelemetry.trace import (
-    NonRecordingSpan,
     NoOpTracerProvider,
     ProxyTracerProvider,
     Span,
-    SpanContext,
     SpanKind,
     Status,
     StatusCode,
-    TraceFlags,
     Tracer,
     TracerProvider,
 )
@@ -300,36 +296,13 @@ def _extract(headers: Mapping[str, Any]) -> otel_context.Context:
     try:
         if _w3c_only(propagate.get_global_textmap()) and "baggage" not in headers:
             # What the default propagator would do, without its composite and
-            # baggage passes, and for the commonest header without its general parser.
-            traceparent = headers.get("traceparent")
-            if traceparent is None:
+            # baggage passes.
+            if "traceparent" not in headers:
                 return _EMPTY
-            if "tracestate" not in headers and isinstance(traceparent, str):
-                parent = _parent_of(traceparent)
-                if parent is not None:
-                    return parent
             return _TRACECONTEXT.extract(headers, getter=_GETTER)
         return propagate.extract(headers, getter=_GETTER)
     except Exception:  # a third-party propagator's bug must not stop the task
         return _EMPTY
-
-
-_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
-"""A version 00 ``traceparent`` as W3C producers (this one included) write it."""
-
-
-def _parent_of(traceparent: str) -> otel_context.Context | None:
-    """The context of a plain version 00 ``traceparent`` (twice as fast as the
-    propagator); None for any other form, left to the propagator."""
-    match = _TRACEPARENT.fullmatch(traceparent)
-    if match is None:
-        return None
-    trace_id, span_id = int(match[1], 16), int(match[2], 16)
-    if not trace_id or not span_id:  # invalid by the specification: a new trace
-        return _EMPTY
-    flags = TraceFlags(int(match[3], 16))
-    parent = SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags)
-    return trace.set_span_in_context(NonRecordingSpan(parent), _EMPTY)
 
 
 _W3C = (TraceContextTextMapPropagator, W3CBaggagePropagator)
