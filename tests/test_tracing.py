@@ -252,6 +252,49 @@ def test_junk_trace_headers_of_any_type_are_ignored(
     assert run.parent is None  # a trace of its own
 
 
+@pytest.mark.parametrize("junk", JUNK, ids=lambda v: f"{type(v).__name__}:{v!r:.20}")
+def test_a_junk_traceparent_alone_is_ignored(
+    provider: TracerProvider, exporter: InMemorySpanExporter, junk: Any
+) -> None:
+    app = traced_app(provider)
+    assert run_one(
+        app, Message(id=new_id(), task="add", args=[1, 2], headers={"traceparent": junk})
+    )
+    (run,) = spans(exporter, "process default")
+    assert run.parent is None
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        TRACEPARENT,
+        TRACEPARENT[:-2] + "00",  # not sampled: the parent-based sampler drops the run
+        f" {TRACEPARENT}\t",
+        "01" + TRACEPARENT[2:] + "-a-later-version-field",
+    ],
+)
+def test_every_traceparent_form_of_the_specification_gives_the_parent(
+    provider: TracerProvider, exporter: InMemorySpanExporter, traceparent: str
+) -> None:
+    app = traced_app(provider)
+    for headers in (
+        {"traceparent": traceparent},
+        {"traceparent": traceparent, "tracestate": "a=b"},
+    ):
+        message = Message(id=new_id(), task="add", args=[1, 2], headers=headers)
+        with trace.use_span(trace.INVALID_SPAN):
+            before = len(spans(exporter))
+            run_one(app, message)
+        runs = spans(exporter)[before:]
+        if traceparent.endswith("-00"):
+            assert runs == []
+        else:
+            (run,) = runs
+            assert run.parent is not None and run.parent.is_remote
+            assert context_of(run)[:36] == TRACEPARENT[:36]
+            assert f"{run.parent.span_id:016x}" == TRACEPARENT.split("-")[2]
+
+
 def test_a_valid_parent_with_junk_tracestate_keeps_the_parent(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
