@@ -10,8 +10,10 @@ import signal
 import socket
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
+import services
 from harness import Run, on_each_broker, run, stop, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -179,3 +181,29 @@ def test_a_metrics_port_in_use(run: Run) -> None:
         f"cannot start: cannot serve metrics on 127.0.0.1:{port}: the port is in use"
     )
     assert " ready: " not in log and "process started" not in log
+
+
+def test_not_ready_while_the_broker_is_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``/ready`` answers 503 while the worker's Redis is gone, 200 once it is back;
+    ``/live`` stays 200 (the supervisor loop runs on)."""
+    for name in list(os.environ):
+        if name.startswith("GOPHERQ_"):
+            monkeypatch.delenv(name)
+    server = services.RedisServer(tmp_path / "redis").start()
+    run = Run(tmp_path, services.with_prefix(server.url))
+    try:
+        worker = run.worker("-c", "1", "--metrics-port", "0")
+        base = metrics_url(run)
+        run.wait_ready(worker)
+        assert get(f"{base}/ready") == (200, "ok\n")
+        server.stop()
+        wait_for(lambda: get(f"{base}/ready")[0] == 503, 30, run.log)
+        assert get(f"{base}/ready")[1].startswith("the broker does not answer")
+        assert get(f"{base}/live") == (200, "ok\n")
+        server.start()  # the same port
+        wait_for(lambda: get(f"{base}/ready")[0] == 200, 30, run.log)
+    finally:
+        run.close()
+        server.stop()
