@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import services
 
 from gopherq import GopherQ, State, TaskError, current_task
 from gopherq.brokers import Broker, Delivery, Envelope
@@ -233,6 +234,22 @@ def test_a_settle_repeated_after_a_failure_finishes_without_false_alarms(
     else:
         broker = _retry_fails_once(MemoryBroker)()
     url = db if backend_kind == "sqlite" else "memory://"
+    _settle_twice(broker, url, caplog)
+
+
+def test_a_settle_repeated_after_a_failure_on_redis(caplog: pytest.LogCaptureFixture) -> None:
+    """One token stands for a whole Redis batch: a repeat must still settle the
+    deliveries of that batch the failed attempt did not."""
+    url = services.redis_test_url()
+    broker = _retry_fails_once(RedisBroker)(url)
+    try:
+        _settle_twice(broker, url, caplog)
+    finally:
+        broker.close()
+        services.delete_keys(url)
+
+
+def _settle_twice(broker: Broker, url: str, caplog: pytest.LogCaptureFixture) -> None:
     app = GopherQ("t", broker=broker, backend=url, events="off")
     broker.enqueue([Envelope("done", "default", 2, b""), Envelope("again", "default", 2, b"")])
     done, again = broker.reserve(["default"], 2, 0)

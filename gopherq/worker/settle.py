@@ -63,15 +63,16 @@ class Settler:
     def __init__(self, app: GopherQ, worker: str) -> None:
         self.app = app
         self.worker = worker
-        # Tokens of deliveries a failed attempt settled, or reported lost already.
-        self._settled: set[str] = set()
-        self._reported: set[str] = set()
+        # Deliveries (id and token: a Redis reserve gives one token to a whole batch)
+        # that a failed attempt settled, or that were reported lost already.
+        self._settled: set[tuple[str, str]] = set()
+        self._reported: set[tuple[str, str]] = set()
 
     def settle(self, finished: Sequence[Finished]) -> None:
         """Store records, publish events and settle ``finished`` in the broker, fenced
         by their leases (see the module docstring). Raises if the store or the broker
         fails; calling again with the same deliveries then finishes the work."""
-        todo = [f for f in finished if f.delivery.token not in self._settled]
+        todo = [f for f in finished if _key(f.delivery) not in self._settled]
         acked = False
         if any(f.outcome.record is not None for f in todo):
             todo, acked = self._store(todo)
@@ -89,7 +90,7 @@ class Settler:
                 done = self.app.broker.dead(f.delivery, reason, outcome.error)
             else:
                 continue
-            self._settled.add(f.delivery.token)
+            self._settled.add(_key(f.delivery))
             if not done:
                 self._lost([f])
         self._settled.clear()
@@ -102,7 +103,7 @@ class Settler:
         held, acked = self.app.backend.store_fenced(self.app.broker, items)
         self._lost(f for f in todo if f.delivery.id not in held)
         if acked:
-            self._settled.update(i.delivery.token for i in items if i.ack)
+            self._settled.update(_key(i.delivery) for i in items if i.ack)
         return [f for f in todo if f.delivery.id in held], acked
 
     def _ack(self, todo: list[Finished]) -> None:
@@ -110,7 +111,7 @@ class Settler:
         if not acks:
             return
         kept = self.app.broker.ack([f.delivery for f in acks])
-        self._settled.update(f.delivery.token for f in acks)
+        self._settled.update(_key(f.delivery) for f in acks)
         if kept < len(acks):  # unchecked (no records): which ones is unknown
             logger.warning(
                 "worker %s: %d of %d finished tasks (%s) had lost their lease; "
@@ -124,9 +125,9 @@ class Settler:
     def _lost(self, lost: Iterable[Finished]) -> None:
         """Warn, once per delivery, that its lease was lost and its outcome dropped."""
         for f in lost:
-            if f.delivery.token in self._reported:
+            if _key(f.delivery) in self._reported:
                 continue
-            self._reported.add(f.delivery.token)
+            self._reported.add(_key(f.delivery))
             logger.warning(
                 "task %s[%s]: worker %s lost its lease before settling it (%s); "
                 "outcome discarded, may run twice",
@@ -135,3 +136,8 @@ class Settler:
                 self.worker,
                 f.outcome.action,
             )
+
+
+def _key(delivery: Delivery) -> tuple[str, str]:
+    """One delivery of one message: its token alone may be shared by a batch."""
+    return delivery.id, delivery.token
