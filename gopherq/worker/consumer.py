@@ -164,14 +164,11 @@ class Consumer:
             timeout = 0.0 if events.pending else self.reserve_timeout
             try:
                 batch = self.broker.reserve(self.queues, self._limit(), timeout)
-            except BrokerError as exc:  # an outage: one line each time, no traceback
-                logger.error("worker %s: reserve failed: %s", self.name, exc)
-                if self._burst_given_up():
-                    return Exit.UNAVAILABLE
-                self._pause()
-                continue
-            except Exception:
-                logger.exception("worker %s: reserve failed", self.name)
+            except Exception as exc:
+                if isinstance(exc, BrokerError):  # an outage: one line each time, no traceback
+                    logger.error("worker %s: reserve failed: %s", self.name, exc)
+                else:
+                    logger.exception("worker %s: reserve failed", self.name)
                 if self._burst_given_up():
                     return Exit.UNAVAILABLE
                 self._pause()
