@@ -178,9 +178,16 @@ def _deps_problem(deps: list[Any]) -> str | None:
 
 
 def _headers_problem(headers: dict[Any, Any]) -> str | None:
-    for key in headers:
+    # Text headers (trace context) are sized without packing them: a string of n
+    # characters packs into at most 5 + 4n bytes, a map header into at most 5.
+    bound: int | None = 5
+    for key, value in headers.items():
         if not isinstance(key, str) or not 1 <= len(key) <= MAX_HEADER_KEY:
             return f"has a name that is not a string of 1-{MAX_HEADER_KEY} characters: {key!r:.80}"
+        if bound is not None:
+            bound = bound + 10 + 4 * (len(key) + len(value)) if isinstance(value, str) else None
+    if bound is not None and bound <= MAX_HEADERS_SIZE:
+        return None
     # Extension values (datetime, UUID, ...) count as their text: near enough.
     size = len(msgpack.packb(headers, default=str))
     if size > MAX_HEADERS_SIZE:

@@ -333,7 +333,8 @@ class MemoryBroker(Broker):
     def requeue_dead(self, ids: Sequence[str] | None = None, queue: str | None = None) -> int:
         """Make dead letters ready with attempt 0: ``ids`` (of ``queue``), else all (of it)."""
         with self._changed:
-            self._tidy(time.time())
+            now = time.time()
+            self._tidy(now)
             if ids is None:
                 chosen = sorted(self._dead_of(queue), key=lambda m: m.seq)
             else:
@@ -349,7 +350,7 @@ class MemoryBroker(Broker):
                 del self._dead[message.queue][message.id]
                 message.attempt = message.deliveries = 0
                 message.reason = message.error = ""
-                message.ready_at = time.time()
+                message.ready_at = now
                 self._push_ready(message, next(self._seq))
             self._changed.notify_all()
         return len(chosen)
@@ -391,11 +392,11 @@ class MemoryBroker(Broker):
     def _place(self, message: _Message, eta: float | None, now: float) -> None:
         """Schedule ``message`` if ``eta`` is in the future, else make it ready."""
         message.token = ""
-        message.ready_at = now
         if eta is not None and eta > now:
             message.state, message.eta, message.ready_at = State.SCHEDULED, eta, eta
             heapq.heappush(self._scheduled, (eta, next(self._seq), message.id))
         else:
+            message.ready_at = now
             self._push_ready(message, next(self._seq))
 
     def _push_ready(self, message: _Message, seq: int) -> None:

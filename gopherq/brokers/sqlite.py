@@ -177,6 +177,8 @@ class SQLiteBroker(Broker):
         WHERE state = 'leased' AND lease_until <= ?"""
     _EXPIRE_DEAD = "DELETE FROM messages WHERE state = 'dead' AND died <= ?"
     _HELD = "id = ? AND token = ? AND state = 'leased'"
+    _ACK = f"DELETE FROM messages WHERE {_HELD}"
+    _RENEW = f"UPDATE messages SET lease_until = ? WHERE {_HELD}"
     _KEY_HOLDER = """SELECT id FROM messages
         WHERE queue = ? AND key = ? AND state != 'dead'"""
 
@@ -254,9 +256,7 @@ class SQLiteBroker(Broker):
         if not deliveries:
             return 0
         with self._db.write() as conn:
-            return conn.executemany(
-                f"DELETE FROM messages WHERE {self._HELD}", [(d.id, d.token) for d in deliveries]
-            ).rowcount
+            return conn.executemany(self._ACK, [(d.id, d.token) for d in deliveries]).rowcount
 
     def retry(self, delivery: Delivery, countdown: float, error: str) -> bool:
         """Schedule the message ``countdown`` seconds from now (at the back of the line)
@@ -294,7 +294,7 @@ class SQLiteBroker(Broker):
         with self._db.write() as conn:
             until = time.time() + self.lease_seconds
             return conn.executemany(
-                f"UPDATE messages SET lease_until = ? WHERE {self._HELD}",
+                self._RENEW,
                 [(until, d.id, d.token) for d in deliveries],
             ).rowcount
 
@@ -342,12 +342,9 @@ class SQLiteBroker(Broker):
             ]
             changed = 0
             if done:
-                changed += conn.executemany(
-                    f"DELETE FROM messages WHERE {self._HELD}", done
-                ).rowcount
+                changed += conn.executemany(self._ACK, done).rowcount
             if kept:
-                renew = f"UPDATE messages SET lease_until = ? WHERE {self._HELD}"
-                changed += conn.executemany(renew, kept).rowcount
+                changed += conn.executemany(self._RENEW, kept).rowcount
             if held is None:
                 if changed < len(deliveries):
                     raise _NotAllHeld
