@@ -138,11 +138,16 @@ class RedisResultBackend(ResultBackend):
         created = "" if record.created is None else repr(float(record.created))
         if not record.state.finished:
             return blob, "", "0", created
-        ttl_ms = str(max(int(self.expires * 1000), 1))
+        ttl_ms = str(self._ttl_ms())
         return blob, ttl_ms, "1" if len(blob) <= INLINE_MAX else "0", created
 
+    def _ttl_ms(self) -> int:
+        """A finished record's time to live in ms."""
+        return max(int(self.expires * 1000), 1)
+
     def _done_ms(self) -> int:
-        return min(max(int(self.expires * 1000), 1), int(DONE_TTL * 1000))
+        """A completion token's time to live in ms: never beyond its record's."""
+        return min(self._ttl_ms(), int(DONE_TTL * 1000))
 
     def _trim(self, now: float) -> None:
         if now >= self._next_trim:

@@ -116,8 +116,8 @@ from __future__ import annotations
 import functools
 import secrets
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 from gopherq.brokers.base import (
     Broker,
@@ -141,6 +141,8 @@ from gopherq.stores.redis import (
 )
 
 __all__ = ["RedisBroker"]
+
+_T = TypeVar("_T")
 
 ENQUEUE_CHUNK = 1000
 """Messages per enqueue script call: bounds how long one call holds Redis."""
@@ -342,21 +344,17 @@ class RedisBroker(Broker):
         and script fields, with its indexes' keys and arguments (see the script);
         only where ``shares_server`` said yes.
         """
-        by_queue: dict[str, list[HeldRecord]] = {}
-        for item in items:
-            by_queue.setdefault(item.delivery.queue, []).append(item)
         settle = script("settle_held")
         calls: list[Call] = []
-        for queue, group in by_queue.items():
-            for start in range(0, len(group), SETTLE_CHUNK):
-                keys = [self._base(queue), *index_keys]
-                args: list[Any] = [self._lease, *index_args]
-                for item in group[start : start + SETTLE_CHUNK]:
-                    d = item.delivery
-                    args += (d.id, d.token, "1" if item.ack else "0", *item.fields)
-                    if item.key is not None:
-                        keys.append(item.key)
-                calls.append((settle, keys, args))
+        for queue, chunk in _queue_chunks(items, lambda item: item.delivery.queue):
+            keys = [self._base(queue), *index_keys]
+            args: list[Any] = [self._lease, *index_args]
+            for item in chunk:
+                d = item.delivery
+                args += (d.id, d.token, "1" if item.ack else "0", *item.fields)
+                if item.key is not None:
+                    keys.append(item.key)
+            calls.append((settle, keys, args))
         if not calls:
             return set()
         results = self._conn.call(lambda c: self._conn.run_many(c, calls))
@@ -410,14 +408,10 @@ class RedisBroker(Broker):
     def cancel_requested(self, deliveries: Sequence[Delivery]) -> set[str]:
         """The ids among ``deliveries`` whose message carries the cancel mark: one script
         call per queue (and ``SETTLE_CHUNK`` deliveries), all in one round trip."""
-        by_queue: dict[str, list[Delivery]] = {}
-        for delivery in deliveries:
-            by_queue.setdefault(delivery.queue, []).append(delivery)
         requested = script("cancel_requested")
         calls: list[Call] = [
             (requested, [self._base(queue)], [d.id for d in chunk])
-            for queue, group in by_queue.items()
-            for chunk in _chunks(group, SETTLE_CHUNK)
+            for queue, chunk in _queue_chunks(deliveries, _queue_of)
         ]
         if not calls:
             return set()
@@ -671,16 +665,12 @@ class RedisBroker(Broker):
         one round trip; returns each call's reply."""
         if not deliveries:
             return []
-        by_queue: dict[str, list[Delivery]] = {}
-        for delivery in deliveries:
-            by_queue.setdefault(delivery.queue, []).append(delivery)
         calls: list[Call] = []
-        for queue, group in by_queue.items():
-            for chunk in _chunks(group, SETTLE_CHUNK):
-                args: list[Any] = list(head)
-                for delivery in chunk:
-                    args += (delivery.id, delivery.token)
-                calls.append((script_, [self._base(queue)], args))
+        for queue, chunk in _queue_chunks(deliveries, _queue_of):
+            args: list[Any] = list(head)
+            for delivery in chunk:
+                args += (delivery.id, delivery.token)
+            calls.append((script_, [self._base(queue)], args))
         results: list[Any] = self._conn.call(lambda c: self._conn.run_many(c, calls))
         return results
 
@@ -735,6 +725,18 @@ def _seconds(raw: bytes) -> float:
     return float(raw) if raw else float("inf")
 
 
-def _chunks(items: list[Delivery], size: int) -> Iterator[list[Delivery]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _queue_chunks(
+    items: Iterable[_T], queue_of: Callable[[_T], str]
+) -> Iterator[tuple[str, list[_T]]]:
+    """``items`` grouped by queue, in chunks of at most ``SETTLE_CHUNK``: one settling
+    script call each."""
+    by_queue: dict[str, list[_T]] = {}
+    for item in items:
+        by_queue.setdefault(queue_of(item), []).append(item)
+    for queue, group in by_queue.items():
+        for start in range(0, len(group), SETTLE_CHUNK):
+            yield queue, group[start : start + SETTLE_CHUNK]
+
+
+def _queue_of(delivery: Delivery) -> str:
+    return delivery.queue

@@ -22,10 +22,7 @@ if #newest > 0 then
   died = math.max(now, (whole(newest[2]) or now) + 1) -- a planted score may be inf
 end
 redis.call('ZREM', q.leased, id)
-local key = redis.call('HGET', m, 'k')
-if key and redis.call('HGET', q.keys, key) == id then
-  redis.call('HDEL', q.keys, key)
-end
+release_key(q, id, redis.call('HGET', m, 'k'))
 redis.call('HSET', m, 'st', 'd', 'r', ARGV[3], 'e', ARGV[4], 'x', int(died))
 redis.call('HDEL', m, 't', 'c')
 redis.call('ZADD', q.dead, int(died), id)

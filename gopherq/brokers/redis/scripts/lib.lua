@@ -169,6 +169,14 @@ local function make_ready(q, id, seq)
   redis.call('ZADD', q.ready, int(score(priority, seq)), id)
 end
 
+-- Free the idempotency key (a message's k field: false or an error reply for none)
+-- if this message still holds it.
+local function release_key(q, id, key)
+  if type(key) == 'string' and redis.call('HGET', q.keys, key) == id then
+    redis.call('HDEL', q.keys, key)
+  end
+end
+
 -- Delete a message's hash and its idempotency key (the caller removes it from its zset).
 -- key: the hash's k field when the caller has read it already (false: none).
 local function forget(q, id, key)
@@ -176,9 +184,7 @@ local function forget(q, id, key)
   if key == nil then
     key = redis.pcall('HGET', m, 'k') -- pcall: a key that is not a hash goes as well
   end
-  if type(key) == 'string' and redis.call('HGET', q.keys, key) == id then
-    redis.call('HDEL', q.keys, key)
-  end
+  release_key(q, id, key)
   redis.call('DEL', m)
 end
 
