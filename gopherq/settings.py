@@ -68,10 +68,10 @@ class Settings:
     concurrency: int | None = None
     """Worker processes; ``None`` means the CPU count."""
     shutdown_timeout: float = 30.0
+    """Seconds running tasks get to finish after SIGTERM."""
     connect_timeout: float = 30.0
     """Seconds a starting worker keeps trying a broker (or result store) that is down
     before it exits 1; errors that trying again cannot fix end it at once."""
-    """Seconds running tasks get to finish after SIGTERM."""
     cancel_grace: float = 10.0
     """Seconds a running task gets to stop after a cancel before its process is killed."""
     max_tasks_per_child: int | None = None
