@@ -94,6 +94,7 @@ class MetricsServer:
         server_class = _Server6 if ":" in host else _Server
         self._server = server_class((host, port), _Handler)
         self._server.endpoints = {"/metrics": self._metrics, "/live": live, "/ready": ready}
+        self.host = host
         self.registry = registry
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="gopherq-metrics", daemon=True
@@ -104,6 +105,12 @@ class MetricsServer:
         """The port bound (the one asked for, or the one the system chose for 0)."""
         port: int = self._server.server_address[1]
         return port
+
+    @property
+    def url(self) -> str:
+        """The URL of ``/metrics`` on the address bound."""
+        where = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
+        return f"http://{where}:{self.port}/metrics"
 
     def start(self) -> None:
         """Serve from a daemon thread."""
