@@ -28,7 +28,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
-from gopherq.redaction import printable, redact_text
+from gopherq.redaction import error_line, printable
 
 logger = logging.getLogger("gopherq.worker")
 
@@ -64,8 +64,7 @@ class BrokerCheck:
                     self.broker.ping()
                     self._error = None
                 except Exception as exc:  # a probe reports, it does not raise
-                    text = redact_text(str(exc)).partition("\n")[0] or type(exc).__name__
-                    self._error = f"the broker does not answer: {text}"
+                    self._error = f"the broker does not answer: {error_line(exc)}"
                 self._next = time.monotonic() + PING_EVERY
             return self._error
 
