@@ -195,12 +195,11 @@ def settings_from_object(
     if isinstance(source, Mapping):
         items = list(source.items())
     else:
+        public = ((name, getattr(source, name)) for name in dir(source) if not name.startswith("_"))
         items = [
-            (name, getattr(source, name))
-            for name in dir(source)
-            if not name.startswith("_")
-            and not isinstance(getattr(source, name), (type, types.ModuleType))
-            and not callable(getattr(source, name))
+            (name, value)
+            for name, value in public
+            if not isinstance(value, (type, types.ModuleType)) and not callable(value)
         ]
     prefix = f"{namespace.upper()}_" if namespace else ""
     names = {f.name for f in dataclasses.fields(Settings)}
