@@ -147,9 +147,15 @@ def similar_tasks(app: GopherQ, name: str) -> list[str]:
 
 
 def task_queue(app: GopherQ, name: str, queue: str | None) -> str:
-    """The queue a task sent by ``name`` goes to: ``queue``, else the task's own."""
+    """The queue a task sent by ``name`` goes to: ``queue``, else the task's own (for a
+    task not registered here, its route's, as ``send_task`` sends it, else the default)."""
+    if queue:
+        return queue
     task = app.tasks.get(name)
-    return queue or (task.options.queue if task else app.settings.default_queue)
+    if task is not None:
+        return task.options.queue
+    routed: str | None = app.routes.match(name).get("queue")
+    return routed or app.settings.default_queue
 
 
 def job_status(app: GopherQ, id: str) -> dict[str, Any]:

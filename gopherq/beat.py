@@ -53,6 +53,7 @@ from dataclasses import replace
 from types import FrameType
 from typing import Any
 
+from gopherq.admin import task_queue
 from gopherq.app import GopherQ
 from gopherq.display import local_time
 from gopherq.errors import BrokerError, GopherQError
@@ -305,11 +306,7 @@ class Beat:
 
     def _queue(self, entry: Entry) -> str:
         """The queue a tick of ``entry`` goes to."""
-        task = self.app.tasks.get(entry.task)
-        if task is not None:
-            return entry.queue or task.options.queue
-        routed = self.app.routes.match(entry.task).get("queue")
-        return entry.queue or routed or self.app.settings.default_queue
+        return task_queue(self.app, entry.task, entry.queue)
 
     def _send(self, entry: Entry, tick: int) -> bool:
         """Send one tick; False if the broker failed (it stays pending, to retry)."""

@@ -31,6 +31,7 @@ SEND_OPTION_ALIASES: Mapping[str, str] = {
 }
 """``apply_async(...)`` options spelled the Celery way, and the gopherq option each sets."""
 
+_BY_QUEUE = "queue (gopherq routes by queue only)"
 _RETRY_DELAY = (
     "retry_delay (the base delay of backoff='exponential'; "
     "backoff='fixed' waits retry_delay before every retry, as Celery does)"
@@ -54,8 +55,8 @@ TASK_OPTION_HINTS: Mapping[str, str] = {
     "throws": "dont_autoretry_for (expected errors that are not retried)",
     "store_errors_even_if_ignored": "no such option: failures are always stored",
     "base": "no such option: use middleware (gopherq.Middleware) for shared behaviour",
-    "routing_key": "queue (gopherq routes by queue only)",
-    "exchange": "queue (gopherq routes by queue only)",
+    "routing_key": _BY_QUEUE,
+    "exchange": _BY_QUEUE,
 }
 """Celery task options gopherq does not take as they are, and what it has instead."""
 
@@ -64,8 +65,8 @@ SEND_OPTION_HINTS: Mapping[str, str] = {
     "how often the task itself is retried)",
     "retry_policy": "no such option: a send that fails raises BrokerError",
     "soft_time_limit": "the task option soft_timeout (not set per message)",
-    "routing_key": "queue (gopherq routes by queue only)",
-    "exchange": "queue (gopherq routes by queue only)",
+    "routing_key": _BY_QUEUE,
+    "exchange": _BY_QUEUE,
     "serializer": "no such option: gopherq always uses msgpack",
     "compression": "no such option: keep messages small (max_message_size)",
     "link": "no callbacks: send the next task from the task itself",
@@ -103,6 +104,13 @@ SETTING_HINTS: Mapping[str, str] = {
     "broker_transport_options": "no such setting: options go in the broker URL",
 }
 """Celery settings gopherq names differently or lacks, and what it has instead."""
+
+ROUTE_KEY_HINTS: Mapping[str, str] = {
+    "routing_key": _BY_QUEUE,
+    "exchange": _BY_QUEUE,
+    "exchange_type": _BY_QUEUE,
+}
+"""Keys of a Celery ``task_routes`` route gopherq does not take, and what it has instead."""
 
 CLI_HINTS: Mapping[str, str] = {
     "inspect": "gopherq has 'stats', 'jobs' and 'status ID' instead",

@@ -513,7 +513,6 @@ def health(app: GopherQ, require_worker: bool, as_json: bool) -> None:
 def _heartbeats_map(beats: admin.Heartbeats) -> dict[str, Any]:
     report = dataclasses.asdict(beats)
     report["recent"] = beats.recent
-    report["workers"] = list(beats.workers)
     return report
 
 

@@ -57,6 +57,12 @@ def redact_text(text: str) -> str:
     return _URL.sub(_redact_match, text)
 
 
+def error_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message with its URLs redacted; its type's name
+    when it has none. Fit for a log line or a probe's answer."""
+    return redact_text(str(exc).partition("\n")[0]) or type(exc).__name__
+
+
 def _redact_match(match: re.Match[str]) -> str:
     url = match.group()
     bare = url.rstrip(".,:;)]}")  # punctuation of the sentence around the URL

@@ -24,7 +24,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from gopherq.celery_names import unknown
+from gopherq.celery_names import ROUTE_KEY_HINTS, unknown
 from gopherq.errors import ConfigurationError
 from gopherq.message import field_problem
 from gopherq.states import Priority
@@ -34,12 +34,6 @@ if TYPE_CHECKING:
 
 ROUTE_KEYS = frozenset({"queue", "priority"})
 """What a route may set."""
-
-_ROUTE_HINTS = {
-    "routing_key": "queue (gopherq routes by queue only)",
-    "exchange": "queue (gopherq routes by queue only)",
-    "exchange_type": "queue (gopherq routes by queue only)",
-}
 
 
 class Routes:
@@ -89,7 +83,7 @@ def _route_options(pattern: str, route: Any) -> dict[str, Any]:
         )
     for key in route:
         if key not in ROUTE_KEYS:
-            raise unknown("route key", key, ROUTE_KEYS, _ROUTE_HINTS, where)
+            raise unknown("route key", key, ROUTE_KEYS, ROUTE_KEY_HINTS, where)
     options = dict(route)
     if "queue" in options:
         problem = field_problem("queue", options["queue"]) or (

@@ -68,10 +68,10 @@ class Settings:
     concurrency: int | None = None
     """Worker processes; ``None`` means the CPU count."""
     shutdown_timeout: float = 30.0
+    """Seconds running tasks get to finish after SIGTERM."""
     connect_timeout: float = 30.0
     """Seconds a starting worker keeps trying a broker (or result store) that is down
     before it exits 1; errors that trying again cannot fix end it at once."""
-    """Seconds running tasks get to finish after SIGTERM."""
     cancel_grace: float = 10.0
     """Seconds a running task gets to stop after a cancel before its process is killed."""
     max_tasks_per_child: int | None = None
@@ -195,12 +195,11 @@ def settings_from_object(
     if isinstance(source, Mapping):
         items = list(source.items())
     else:
+        public = ((name, getattr(source, name)) for name in dir(source) if not name.startswith("_"))
         items = [
-            (name, getattr(source, name))
-            for name in dir(source)
-            if not name.startswith("_")
-            and not isinstance(getattr(source, name), (type, types.ModuleType))
-            and not callable(getattr(source, name))
+            (name, value)
+            for name, value in public
+            if not isinstance(value, (type, types.ModuleType)) and not callable(value)
         ]
     prefix = f"{namespace.upper()}_" if namespace else ""
     names = {f.name for f in dataclasses.fields(Settings)}

@@ -50,8 +50,7 @@ class WorkerEndpoint:
         except OSError:
             self._probe.close()
             raise
-        where = f"[{host}]" if ":" in host else host  # an IPv6 address
-        self.url = f"http://{where}:{self.server.port}/metrics"
+        self.url = self.server.url
         self.metrics.attach_supervisor()
         app.middleware.add(self.metrics.middleware)
         self.server.start()

@@ -236,8 +236,7 @@ def run(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    where = f"[{host}]" if ":" in host else host  # an IPv6 address
-    on_ready(f"http://{where}:{server.port}/metrics")
+    on_ready(server.url)
     try:
         stop.wait()
     finally:

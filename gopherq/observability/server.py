@@ -28,7 +28,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
-from gopherq.redaction import printable, redact_text
+from gopherq.redaction import error_line, printable
 
 logger = logging.getLogger("gopherq.worker")
 
@@ -64,8 +64,7 @@ class BrokerCheck:
                     self.broker.ping()
                     self._error = None
                 except Exception as exc:  # a probe reports, it does not raise
-                    text = redact_text(str(exc)).partition("\n")[0] or type(exc).__name__
-                    self._error = f"the broker does not answer: {text}"
+                    self._error = f"the broker does not answer: {error_line(exc)}"
                 self._next = time.monotonic() + PING_EVERY
             return self._error
 
@@ -94,6 +93,7 @@ class MetricsServer:
         server_class = _Server6 if ":" in host else _Server
         self._server = server_class((host, port), _Handler)
         self._server.endpoints = {"/metrics": self._metrics, "/live": live, "/ready": ready}
+        self.host = host
         self.registry = registry
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="gopherq-metrics", daemon=True
@@ -104,6 +104,12 @@ class MetricsServer:
         """The port bound (the one asked for, or the one the system chose for 0)."""
         port: int = self._server.server_address[1]
         return port
+
+    @property
+    def url(self) -> str:
+        """The URL of ``/metrics`` on the address bound."""
+        where = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
+        return f"http://{where}:{self.port}/metrics"
 
     def start(self) -> None:
         """Serve from a daemon thread."""

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from gopherq.errors import ConfigurationError
-from gopherq.redaction import redact_text, redact_url
+from gopherq.redaction import error_line, redact_url
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
@@ -95,7 +95,7 @@ def check_stores(app: GopherQ, connect_timeout: float) -> None:
             _ping(app)
             return
         except Exception as exc:  # classified below; a library may raise anything
-            reason = _one_line(exc)
+            reason = error_line(exc)
             problem = _permanent(app, exc)
             if problem is not None:
                 raise StartupError(f"{reason}: {problem}" if problem else reason) from None
@@ -117,11 +117,6 @@ def _ping(app: GopherQ) -> None:
     url = app.settings.result_backend
     if url and url != app.broker_url:
         app.backend.get("gopherq-startup-check")  # any answer will do: the id is unknown
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).partition("\n")[0] or type(exc).__name__
-    return redact_text(text)
 
 
 def _permanent(app: GopherQ, exc: BaseException) -> str | None:
