@@ -251,6 +251,17 @@ class GopherQ:
         if self._backend is not None:
             self._backend.close()
 
+    def asgi(self, *, auth: bool = True) -> Any:
+        """The HTTP API of this app as an ASGI application (a FastAPI app; needs the
+        ``web`` extra), to mount in an ASGI app of one's own or run under any ASGI
+        server. ``auth=False`` serves every request as admin: loopback only."""
+        from gopherq.web_extra import require_web
+
+        require_web()
+        from gopherq.web import create_app
+
+        return create_app(self, auth=auth)
+
     def _open_events(self, url: str) -> EventBackend:
         return open_event_backend(
             url,

@@ -38,6 +38,7 @@ from gopherq.cli_support import (
     when,
     with_app,
 )
+from gopherq.cli_web import serve
 from gopherq.display import to_json
 from gopherq.errors import GopherQError, ResultTimeout, TaskFailed
 from gopherq.redaction import printable, printable_lines, redact_text, redact_url
@@ -109,6 +110,7 @@ main.add_command(beat)
 main.add_command(schedules)
 main.add_command(protocol)
 main.add_command(exporter)
+main.add_command(serve)
 
 
 SUBMIT_WAIT = 60.0

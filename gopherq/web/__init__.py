@@ -1,0 +1,25 @@
+"""The HTTP API: ``gopherq serve`` and ``app.asgi()`` (the ``web`` extra).
+
+An ASGI application (FastAPI) over the same admin layer as the ``gopherq``
+command (``gopherq.admin`` and the broker's admin methods): the CLI and the API
+are two faces of one set of operations.
+
+=======================  =====================================================
+module                   holds
+=======================  =====================================================
+``application``          ``create_app``: routers, error handlers, limits
+``state``                ``ServerState``: what every request reaches
+``problems``             RFC 9457 problem details: ``Problem`` and handlers
+``auth``                 ``Caller``, ``require(role)``: keys and roles
+``routes.*``             one router per resource under ``/api/v1``
+``server``               ``serve``: uvicorn, what ``gopherq serve`` runs
+=======================  =====================================================
+
+Importing this package needs the ``web`` extra (``pip install 'gopherq[web]'``).
+"""
+
+from __future__ import annotations
+
+from gopherq.web.application import API_PREFIX, create_app
+
+__all__ = ["API_PREFIX", "create_app"]

@@ -1,0 +1,35 @@
+"""``create_app``: the ASGI application for one gopherq app."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from gopherq.app import GopherQ
+from gopherq.version import __version__
+from gopherq.web import problems
+from gopherq.web.routes import ROUTERS, health
+from gopherq.web.state import ServerState
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(app: GopherQ, *, auth: bool = True) -> FastAPI:
+    """The HTTP API of ``app``, to run under any ASGI server or mount in another app.
+
+    ``auth=False`` lets every request in as an admin: only for a server bound to
+    loopback (``gopherq serve --no-auth`` checks that).
+    """
+    api = FastAPI(
+        title=f"gopherq: {app.name}",
+        version=__version__,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        responses=problems.PROBLEM_RESPONSES,
+    )
+    api.state.gopherq = ServerState(app, auth=auth)
+    problems.install(api)
+    api.include_router(health.probes)
+    for router in ROUTERS:
+        api.include_router(router, prefix=API_PREFIX)
+    return api

@@ -1,0 +1,92 @@
+"""Who is calling: ``Authorization: Bearer KEY`` to a ``Caller``, and role checks.
+
+Deny by default: a route without ``require`` is not reachable by anyone but an
+anonymous admin of a ``--no-auth`` server, and a request without a valid key
+gets 401 with nothing more said. A key whose role is below the route's gets 403.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Depends, Request
+
+from gopherq.access.roles import Role
+from gopherq.web.problems import Problem
+from gopherq.web.state import server_state
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The key a request came with (or the anonymous admin of a ``--no-auth`` server)."""
+
+    name: str
+    role: Role
+    tasks: frozenset[str] | None = None
+    """The only task names this key may send; None: any."""
+    queues: frozenset[str] | None = None
+    """The only queues this key may send to; None: any."""
+
+    def may_send(self, task: str, queue: str) -> bool:
+        """Whether this key may send ``task`` to ``queue``."""
+        return (
+            self.role >= Role.SUBMITTER
+            and (self.tasks is None or task in self.tasks)
+            and (self.queues is None or queue in self.queues)
+        )
+
+
+ANONYMOUS = Caller("anonymous", Role.ADMIN)
+"""Every caller of a ``--no-auth`` server."""
+
+UNAUTHORIZED = Problem(
+    401,
+    "unauthorized",
+    "Unauthorized",
+    "a valid API key is required",
+    headers={"WWW-Authenticate": "Bearer"},
+)
+
+
+def bearer_token(request: Request) -> str | None:
+    """The key of an ``Authorization: Bearer KEY`` header; None without one."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def authenticate(request: Request) -> Caller:
+    """The caller of ``request``; 401 without a valid key."""
+    state = server_state(request)
+    if not state.auth:
+        return ANONYMOUS
+    token = bearer_token(request)
+    caller = None if token is None else state.authenticate(token)
+    if caller is None:
+        raise UNAUTHORIZED
+    return caller
+
+
+def require(role: Role) -> Any:
+    """A route dependency: the ``Caller``, or 401/403 unless its role is at least ``role``.
+
+    Use as ``caller: Caller = require(Role.OPERATOR)`` or in ``dependencies=[...]``.
+    """
+
+    def check(request: Request) -> Caller:
+        caller = authenticate(request)
+        if caller.role < role:
+            raise Problem(
+                403,
+                "forbidden",
+                "Forbidden",
+                f"this needs the {role.label} role; the key {caller.name!r} is {caller.role.label}",
+            )
+        return caller
+
+    dependency: Callable[[Request], Caller] = check
+    return Depends(dependency)

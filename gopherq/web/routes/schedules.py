@@ -1,0 +1,7 @@
+"""Schedules: the beat's periodic entries."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["schedules"])

@@ -1,0 +1,7 @@
+"""Workers and the task registry."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["workers"])

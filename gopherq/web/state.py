@@ -1,0 +1,43 @@
+"""What every request of one server reaches: the app and the server's settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Request
+
+from gopherq.app import GopherQ
+
+if TYPE_CHECKING:
+    from gopherq.web.auth import Caller
+
+
+@dataclass(slots=True)
+class ServerState:
+    """One server's shared state, kept on the ASGI app as ``app.state.gopherq``."""
+
+    app: GopherQ
+    auth: bool = True
+    """False only with ``--no-auth`` (loopback): every caller is an anonymous admin."""
+
+    def authenticate(self, token: str) -> Caller | None:
+        """The caller a bearer token names, or None if it is not a valid key."""
+        return None
+
+
+def server_state(request: Request) -> ServerState:
+    """The ``ServerState`` of the server that received ``request``."""
+    state: ServerState = request.app.state.gopherq
+    return state
+
+
+def current_app(request: Request) -> GopherQ:
+    """The gopherq app the server serves."""
+    return server_state(request).app
+
+
+AppDep = Annotated[GopherQ, Depends(current_app)]
+"""A route parameter of this type receives the gopherq app."""
+StateDep = Annotated[ServerState, Depends(server_state)]
+"""A route parameter of this type receives the ``ServerState``."""
