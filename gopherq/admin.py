@@ -225,6 +225,22 @@ def check_health(app: GopherQ) -> Health:
     return Health(redact_url(app.broker_url), True, time.perf_counter() - start)
 
 
+RESULT_PROBE_ID = "gopherq-health-probe"
+"""The id ``check_result_store`` looks up: no job has it, so the answer is always none."""
+
+
+def check_result_store(app: GopherQ) -> Health:
+    """Ask the result store for a job that does not exist: it answers, or it is down.
+    ``Health.broker`` holds the result store's URL (with any password hidden)."""
+    url = redact_url(app.settings.result_backend or app.broker_url)
+    start = time.perf_counter()
+    try:
+        app.backend.get(RESULT_PROBE_ID)
+    except Exception as exc:  # a health check reports, it does not raise
+        return Health(url, False, time.perf_counter() - start, redact_text(str(exc)))
+    return Health(url, True, time.perf_counter() - start)
+
+
 def recent_heartbeats(app: GopherQ, window: float | None = None) -> Heartbeats:
     """The workers that sent a heartbeat in the last ``window`` seconds (by default
     ``MISSED_BEATS`` heartbeat intervals, the exporter's rule for a worker online),

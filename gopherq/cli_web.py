@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from gopherq.app import GopherQ
@@ -35,6 +37,12 @@ def serve(app: GopherQ, host: str, port: int, no_auth: bool) -> None:
     require_web()
     from gopherq.web.server import serve as run
 
-    if no_auth:
-        click.echo("warning: --no-auth: every request is served as admin, without a key", err=True)
-    run(app, host, port, auth=not no_auth)
+    def ready(url: str) -> None:
+        if no_auth:
+            click.echo(
+                "warning: --no-auth: every request is served as admin, without a key", err=True
+            )
+        click.echo(f"gopherq serve: {url} (API {url}/api/v1, docs {url}/api/docs)")
+        sys.stdout.flush()
+
+    run(app, host, port, auth=not no_auth, on_ready=ready)

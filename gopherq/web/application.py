@@ -6,11 +6,13 @@ from fastapi import FastAPI
 
 from gopherq.app import GopherQ
 from gopherq.version import __version__
-from gopherq.web import problems
+from gopherq.web import docs, problems
+from gopherq.web.limits import InputLimits
 from gopherq.web.routes import ROUTERS, health
 from gopherq.web.state import ServerState
 
 API_PREFIX = "/api/v1"
+OPENAPI_URL = f"{API_PREFIX}/openapi.json"
 
 
 def create_app(app: GopherQ, *, auth: bool = True) -> FastAPI:
@@ -22,13 +24,15 @@ def create_app(app: GopherQ, *, auth: bool = True) -> FastAPI:
     api = FastAPI(
         title=f"gopherq: {app.name}",
         version=__version__,
-        openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url="/api/docs",
+        openapi_url=OPENAPI_URL,
+        docs_url=None,  # served by gopherq.web.docs, without a CDN
         redoc_url=None,
         responses=problems.PROBLEM_RESPONSES,
     )
     api.state.gopherq = ServerState(app, auth=auth)
     problems.install(api)
+    api.add_middleware(InputLimits)
+    docs.install(api, OPENAPI_URL)
     api.include_router(health.probes)
     for router in ROUTERS:
         api.include_router(router, prefix=API_PREFIX)

@@ -1,11 +1,31 @@
-"""``serve``: run the HTTP API under uvicorn; what ``gopherq serve`` runs."""
+"""``serve``: run the HTTP API under uvicorn; what ``gopherq serve`` runs.
+
+The socket is bound here, before uvicorn starts, so that a port in use is one
+clear error (uvicorn would log it and exit on its own), and so that port 0 (a
+free port the system picks) is known and reported. SIGTERM and SIGINT stop the
+server gracefully: it stops accepting, open event streams end within a poll
+(``ServerState.stopping``), requests in flight get ``GRACE`` seconds to finish.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import ipaddress
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from types import FrameType
+
+import uvicorn
 
 from gopherq.app import GopherQ
 from gopherq.errors import ConfigurationError
+from gopherq.web.application import create_app
+
+GRACE = 10.0
+"""Seconds requests in flight (long polls) get to finish once the server is stopping."""
 
 
 def is_loopback(host: str) -> bool:
@@ -18,6 +38,34 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def url_of(host: str, port: int) -> str:
+    """The base URL of a server on ``host:port``."""
+    where = f"[{host}]" if ":" in host else host
+    return f"http://{where}:{port}"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``; ``ConfigurationError`` (one line) if it cannot be."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        why = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        hint = "; choose another with --port" if exc.errno == errno.EADDRINUSE else ""
+        raise ConfigurationError(f"cannot serve on {host}:{port}: {why}{hint}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(
     app: GopherQ,
     host: str = "127.0.0.1",
@@ -25,24 +73,66 @@ def serve(
     *,
     auth: bool = True,
     log_level: str = "info",
+    on_ready: Callable[[str], object] | None = None,
 ) -> None:
-    """Serve ``app``'s HTTP API until interrupted.
+    """Serve ``app``'s HTTP API until SIGTERM or SIGINT.
 
     ``auth=False`` is refused unless ``host`` is a loopback address.
+    ``on_ready`` is called with the server's base URL once it accepts
+    connections (with the port the system chose, for ``port`` 0).
     """
     if not auth and not is_loopback(host):
         raise ConfigurationError(
             f"--no-auth serves everyone as admin: only allowed on a loopback host, not {host!r}"
         )
-    import uvicorn
-
-    from gopherq.web.application import create_app
-
-    uvicorn.run(
-        create_app(app, auth=auth),
-        host=host,
-        port=port,
+    api = create_app(app, auth=auth)
+    sock = bind(host, port)
+    url = url_of(host, sock.getsockname()[1])
+    config = uvicorn.Config(
+        api,
         log_level=log_level,
         proxy_headers=False,
         server_header=False,
+        timeout_graceful_shutdown=int(GRACE),
     )
+    server = _Server(config, api.state.gopherq.stopping.set, lambda: on_ready and on_ready(url))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        app.close()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the app when it starts stopping and when it is up."""
+
+    def __init__(
+        self, config: uvicorn.Config, stopping: Callable[[], None], ready: Callable[[], object]
+    ) -> None:
+        super().__init__(config)
+        self._stopping = stopping
+        self._ready = ready
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._stopping()
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """SIGTERM and SIGINT start a graceful shutdown, after which ``serve`` returns
+        (uvicorn's own raises the signal again once stopped, ending the process by it)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        stops = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in stops}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._ready()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
 from gopherq.app import GopherQ
+from gopherq.web.probes import Probes
 
 if TYPE_CHECKING:
     from gopherq.web.auth import Caller
@@ -20,6 +22,13 @@ class ServerState:
     app: GopherQ
     auth: bool = True
     """False only with ``--no-auth`` (loopback): every caller is an anonymous admin."""
+    stopping: threading.Event = field(default_factory=threading.Event)
+    """Set when the server begins to shut down: open event streams end."""
+    probes: Probes = field(init=False)
+    """``/ready``'s checks and ``/metrics``' registry."""
+
+    def __post_init__(self) -> None:
+        self.probes = Probes(self.app)
 
     def authenticate(self, token: str) -> Caller | None:
         """The caller a bearer token names, or None if it is not a valid key."""
