@@ -43,6 +43,13 @@ NOT_JSON = Problem(
     "the request body must be JSON (Content-Type: application/json)",
     errors=[("header.content-type", "expected application/json")],
 )
+BAD_LENGTH = Problem(
+    400,
+    "bad-request",
+    "Bad request",
+    "Content-Length is not a number",
+    errors=[("header.content-length", "not a number")],
+)
 TOO_DEEP = invalid("body", f"JSON nested deeper than {MAX_DEPTH} levels")
 
 
@@ -83,8 +90,7 @@ class InputLimits:
             if length.isdigit():
                 await self._refuse(TOO_LARGE, scope, receive, send, close=True)
             else:
-                bad = invalid("header.content-length", "not a number", status=400)
-                await self._refuse(bad, scope, receive, send)
+                await self._refuse(BAD_LENGTH, scope, receive, send, close=True)
             return
         body, more = await self._read(receive)
         if body is None:

@@ -129,3 +129,26 @@ def test_json_with_charset_or_suffix_is_json(echo: TestClient) -> None:
 def test_path_tricks_never_reach_a_5xx(api: TestClient, path: str, method: str) -> None:
     response = api.request(method, path)
     assert response.status_code < 500, response.text
+
+
+def test_content_length_that_is_not_a_number_is_400(echo: TestClient) -> None:
+    from gopherq.web.limits import InputLimits
+
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    import anyio
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/v1/echo",
+        "headers": [(b"content-length", b"12x")],
+    }
+    anyio.run(InputLimits(echo.app), scope, receive, send)  # type: ignore[arg-type]
+    assert sent[0]["status"] == 400
