@@ -152,13 +152,36 @@ async def _on_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(api: FastAPI) -> None:
-    """Answer every error of ``api`` with a problem document."""
+    """Answer every error of ``api`` with a problem document, and document them so."""
     api.add_exception_handler(Problem, _on_problem)
     api.add_exception_handler(RequestValidationError, _on_validation)
     api.add_exception_handler(StarletteHTTPException, _on_http)
     api.add_exception_handler(BrokerUnavailable, _on_unavailable)
     api.add_exception_handler(NotSupported, _on_not_supported)
     api.add_exception_handler(Exception, _on_error)
+    generate = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            api.openapi_schema = problem_media_type(generate())
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
+
+
+def problem_media_type(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` with the problem schema of each error response under
+    ``application/problem+json``, where the answers are; FastAPI files a response
+    model under ``application/json``. Changed in place; returned."""
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            if not isinstance(operation, dict):
+                continue
+            for response in operation.get("responses", {}).values():
+                content = response.get("content", {})
+                if MEDIA_TYPE in content and "application/json" in content:
+                    content[MEDIA_TYPE] = content.pop("application/json")
+    return document
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -166,6 +189,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, (_, title) in {
         **_STATUS_SLUGS,
         422: ("invalid-request", "Invalid request"),
+        501: ("not-supported", "Not supported"),
         503: ("broker-unavailable", "Broker unavailable"),
     }.items()
 }

@@ -154,3 +154,51 @@ def test_events_off_is_501() -> None:
 def test_needs_a_key(app: GopherQ) -> None:
     with TestClient(create_app(app)) as client:
         assert client.get("/api/v1/events").status_code == 401
+
+
+@pytest.mark.parametrize("spec_version", ["2.4", "2.0"])
+def test_stream_ends_when_the_client_disconnects(app: GopherQ, spec_version: str) -> None:
+    """Without the server stopping: the stream notices the client left, and returns."""
+    import anyio
+
+    api = create_app(app, auth=False)
+    sent: list[dict[str, object]] = []
+    calls = 0
+    leaves = time.monotonic() + 0.3
+
+    async def receive() -> dict[str, object]:
+        """As a server's: the body, then waits until the client leaves; once it left,
+        the disconnect at once."""
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        if time.monotonic() < leaves:
+            await anyio.sleep(leaves - time.monotonic())
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": spec_version},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/api/v1/events",
+        "raw_path": b"/api/v1/events",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 2),
+    }
+
+    async def call() -> None:
+        with anyio.fail_after(5):
+            await api(scope, receive, send)
+
+    anyio.run(call)
+    assert sent[0]["status"] == 200
+    assert not api.state.gopherq.stopping.is_set()

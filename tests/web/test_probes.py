@@ -80,3 +80,15 @@ def test_docs_page_under_a_mount_uses_the_root_path(app: GopherQ) -> None:
         assert f"/queue{ASSETS_URL}/swagger-ui-bundle.js" in page
         assert client.get(f"/queue{ASSETS_URL}/swagger-ui.css").status_code == 200
         assert client.get("/queue/api/v1/openapi.json").status_code == 200
+
+
+def test_error_responses_are_documented_as_problem_documents(api: TestClient) -> None:
+    document = api.get("/api/v1/openapi.json").json()
+    responses = document["paths"]["/api/v1/events"]["get"]["responses"]
+    for status in ("401", "404", "413", "415", "422", "501", "503"):
+        content = responses[status]["content"]
+        assert list(content) == ["application/problem+json"], status
+        assert content["application/problem+json"]["schema"] == {
+            "$ref": "#/components/schemas/ProblemDetails"
+        }
+    assert set(responses["200"]["content"]) == {"application/json", "text/event-stream"}

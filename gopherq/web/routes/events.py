@@ -226,7 +226,6 @@ async def tail(
             "description": "`text/event-stream` (the default), or one page with `follow=false`",
             "content": {STREAM_MEDIA_TYPE: {"schema": {"type": "string"}}},
         },
-        501: {"description": "The app's events are off"},
     },
     dependencies=[require(Role.VIEWER)],
 )
