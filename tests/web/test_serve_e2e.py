@@ -254,13 +254,15 @@ def test_sse_resume_after_a_disconnect_loses_and_repeats_nothing(
     assert {m.event["id"] for m in first + rest} == ids
 
 
-def test_sigterm_ends_open_streams_and_exits_0(deployment: Deployment) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_ends_open_streams_and_exits_0(deployment: Deployment, stop: int) -> None:
     base = deployment.serve()
     process = deployment.processes[-1]
     with httpx.Client(base_url=base, timeout=10) as client:
         stream = Stream(client, "/api/v1/events")
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(stop)
         assert process.wait(15) == 0, deployment.log("serve")
+        assert "Traceback" not in deployment.log("serve"), deployment.log("serve")
         with pytest.raises(StopIteration):
             stream.take(1)  # the server ended the stream
         stream.close()
