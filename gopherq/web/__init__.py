@@ -11,6 +11,9 @@ module                   holds
 ``state``                ``ServerState``: what every request reaches
 ``problems``             RFC 9457 problem details: ``Problem`` and handlers
 ``auth``                 ``Caller``, ``require(role)``: keys and roles
+``inputs``               ``InputLimits``: body size, JSON only, nesting depth
+``probes``               ``Probes``: what ``/ready`` and ``/metrics`` ask
+``docs``                 ``/api/docs``: Swagger UI served without a CDN
 ``routes.*``             one router per resource under ``/api/v1``
 ``server``               ``serve``: uvicorn, what ``gopherq serve`` runs
 =======================  =====================================================

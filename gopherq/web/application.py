@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from gopherq.app import GopherQ
 from gopherq.version import __version__
 from gopherq.web import docs, problems
-from gopherq.web.limits import InputLimits
+from gopherq.web.inputs import InputLimits
 from gopherq.web.routes import ROUTERS, health
 from gopherq.web.state import ServerState
 

@@ -16,6 +16,11 @@ seconds an idle stream sends a comment; when filters skipped events since the
 last message, that comment carries an ``id`` too (a message with no data,
 which ``EventSource`` takes as the new ``Last-Event-ID`` without dispatching
 an event), so that a resumed stream does not read the skipped events again.
+
+The stream is a plain Starlette ``StreamingResponse``: FastAPI's own SSE support
+(``EventSourceResponse``) exists only in releases newer than the ``web`` extra's
+floor, and its generator model leaves no place for the disconnect and shutdown
+checks between reads, nor for keep-alives that carry an ``id``.
 """
 
 from __future__ import annotations

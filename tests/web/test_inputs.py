@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from gopherq import GopherQ
 from gopherq.web import create_app
-from gopherq.web.limits import MAX_BODY, MAX_DEPTH, json_depth
+from gopherq.web.inputs import MAX_BODY, MAX_DEPTH, json_depth
 
 
 class Body(BaseModel):
@@ -132,7 +132,7 @@ def test_path_tricks_never_reach_a_5xx(api: TestClient, path: str, method: str) 
 
 
 def test_content_length_that_is_not_a_number_is_400(echo: TestClient) -> None:
-    from gopherq.web.limits import InputLimits
+    from gopherq.web.inputs import InputLimits
 
     sent: list[dict[str, object]] = []
 
