@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from gopherq.app import GopherQ
@@ -42,7 +40,6 @@ def serve(app: GopherQ, host: str, port: int, no_auth: bool) -> None:
             click.echo(
                 "warning: --no-auth: every request is served as admin, without a key", err=True
             )
-        click.echo(f"gopherq serve: {url} (API {url}/api/v1, docs {url}/api/docs)")
-        sys.stdout.flush()
+        click.echo(f"serving {url} (API {url}/api/v1, docs {url}/api/docs)", err=True)
 
     run(app, host, port, auth=not no_auth, on_ready=ready)

@@ -88,8 +88,8 @@ class Deployment:
         def announced() -> bool:
             assert process.poll() is None, self.log("serve")
             for line in self.log("serve").splitlines():
-                if line.startswith("gopherq serve: "):
-                    found.append(line.split()[2])
+                if line.startswith("serving http://"):
+                    found.append(line.split()[1])
                     return True
             return False
 
