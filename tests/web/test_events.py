@@ -84,8 +84,16 @@ def test_last_event_id_resumes_right_after_it(
 def test_default_is_only_new_events(app: GopherQ, server: tuple[FastAPI, TestClient]) -> None:
     api, client = server
     publish(app, 2)
-    threading.Timer(0.2, publish, (app, 1), {"start": 7}).start()
-    stream = sent(read_stream(api, client, "/api/v1/events", seconds=1.0))
+    timer = threading.Timer(1.0, api.state.gopherq.stopping.set)
+    timer.start()
+    try:
+        with client.stream("GET", "/api/v1/events") as response:
+            lines = response.iter_lines()
+            assert next(lines) == "retry: 2000"  # the stream started: "now" is set
+            publish(app, 1, start=7)
+            stream = sent(list(messages(lines)))
+    finally:
+        timer.cancel()
     assert [m.event["id"] for m in stream] == ["job7"]
 
 
@@ -106,7 +114,7 @@ def test_keepalive_moves_the_cursor_past_skipped_events(
 ) -> None:
     monkeypatch.setattr(events_route, "KEEPALIVE", 0.1)
     publish(app, 3)
-    stream = read_stream(*server, "/api/v1/events?since=0&task=other", seconds=0.5)
+    stream = read_stream(*server, "/api/v1/events?since=0&task=other", seconds=1.5)
     assert not sent(stream)
     pings = [m for m in stream if "keep-alive" in m.comments]
     assert pings and pings[0].id == "3"  # past the three skipped events
