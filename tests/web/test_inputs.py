@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+import anyio
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -9,7 +14,7 @@ from pydantic import BaseModel
 
 from gopherq import GopherQ
 from gopherq.web import create_app
-from gopherq.web.inputs import MAX_BODY, MAX_DEPTH, json_depth
+from gopherq.web.inputs import MAX_BODY, MAX_DEPTH, InputLimits, json_depth
 
 
 class Body(BaseModel):
@@ -28,11 +33,10 @@ def echo(app: GopherQ) -> TestClient:
     return TestClient(api)
 
 
-def problem(response: object, status: int, slug: str) -> dict[str, object]:
-    assert response.status_code == status, response.text  # type: ignore[attr-defined]
-    headers = response.headers  # type: ignore[attr-defined]
-    assert headers["content-type"] == "application/problem+json"
-    body: dict[str, object] = response.json()  # type: ignore[attr-defined]
+def problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
     assert body["type"] == f"urn:gopherq:problem:{slug}"
     return body
 
@@ -54,7 +58,7 @@ def test_body_over_1_mib_is_413(echo: TestClient) -> None:
 
 
 def test_streamed_body_without_length_is_counted(echo: TestClient) -> None:
-    def chunks():  # type: ignore[no-untyped-def]
+    def chunks() -> Iterator[bytes]:
         yield b'{"value": "'
         for _ in range(20):
             yield b"x" * 65536
@@ -97,7 +101,7 @@ def test_invalid_json_is_422_naming_the_body(echo: TestClient) -> None:
         "/api/v1/echo", content="{nope", headers={"content-type": "application/json"}
     )
     body = problem(response, 422, "invalid-request")
-    assert any(str(e["field"]).startswith("body") for e in body["errors"])  # type: ignore[attr-defined,index]
+    assert any(e["field"].startswith("body") for e in body["errors"])
 
 
 @pytest.mark.parametrize("kind", ["text/plain", "application/x-www-form-urlencoded", ""])
@@ -132,23 +136,19 @@ def test_path_tricks_never_reach_a_5xx(api: TestClient, path: str, method: str) 
 
 
 def test_content_length_that_is_not_a_number_is_400(echo: TestClient) -> None:
-    from gopherq.web.inputs import InputLimits
+    sent: list[MutableMapping[str, Any]] = []
 
-    sent: list[dict[str, object]] = []
-
-    async def receive() -> dict[str, object]:
+    async def receive() -> MutableMapping[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, object]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
-    import anyio
-
-    scope = {
+    scope: dict[str, Any] = {
         "type": "http",
         "method": "POST",
         "path": "/api/v1/echo",
         "headers": [(b"content-length", b"12x")],
     }
-    anyio.run(InputLimits(echo.app), scope, receive, send)  # type: ignore[arg-type]
+    anyio.run(InputLimits(echo.app), scope, receive, send)
     assert sent[0]["status"] == 400
