@@ -50,7 +50,8 @@ def read_stream(
     timer = threading.Timer(seconds, stopping.set)
     timer.start()
     try:
-        with client.stream("GET", url, headers=headers) as response:
+        accept = {"Accept": "text/event-stream"}
+        with client.stream("GET", url, headers={**accept, **headers}) as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
             return list(messages(response.iter_lines()))
@@ -87,7 +88,7 @@ def test_default_is_only_new_events(app: GopherQ, server: tuple[FastAPI, TestCli
     timer = threading.Timer(1.0, api.state.gopherq.stopping.set)
     timer.start()
     try:
-        with client.stream("GET", "/api/v1/events") as response:
+        with client.stream("GET", "/api/v1/events?follow=true") as response:
             lines = response.iter_lines()
             assert next(lines) == "retry: 2000"  # the stream started: "now" is set
             publish(app, 1, start=7)
@@ -126,9 +127,30 @@ def test_json_page(app: GopherQ, api: TestClient) -> None:
     assert [e["id"] for e in page["events"]] == ["job0", "job1"]
     rest = api.get("/api/v1/events", params={"follow": "false", "since": page["cursor"]}).json()
     assert [e["id"] for e in rest["events"]] == ["job2", "job3", "job4"]
-    newest = api.get("/api/v1/events", params={"follow": "false", "limit": 2}).json()
+    newest = api.get("/api/v1/events", params={"limit": 2}).json()  # no Accept: a page
     assert [e["id"] for e in newest["events"]] == ["job3", "job4"]
     assert newest["cursor"] == rest["cursor"]
+
+
+@pytest.mark.parametrize(
+    ("accept", "streams"),
+    [
+        ("text/event-stream", True),
+        ("text/html, text/event-stream;q=0.9", True),
+        ("application/json", False),
+        ("*/*", False),
+        ("", False),
+    ],
+)
+def test_a_stream_only_when_asked_for(
+    server: tuple[FastAPI, TestClient], accept: str, streams: bool
+) -> None:
+    api, client = server
+    api.state.gopherq.stopping.set()  # a stream ends after its first read
+    response = client.get("/api/v1/events", headers={"Accept": accept})
+    assert response.status_code == 200
+    kind = response.headers["content-type"]
+    assert kind.startswith("text/event-stream" if streams else "application/json"), kind
 
 
 @pytest.mark.parametrize(
@@ -198,7 +220,7 @@ def test_stream_ends_when_the_client_disconnects(app: GopherQ, spec_version: str
         "raw_path": b"/api/v1/events",
         "root_path": "",
         "query_string": b"",
-        "headers": [],
+        "headers": [(b"accept", b"text/event-stream")],
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 2),
     }

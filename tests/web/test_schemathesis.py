@@ -2,8 +2,9 @@
 off): no operation answers 5xx, and every answer matches the documented schema and
 content type. Operations added later are covered without changing this file.
 
-Event streams are asked for as one JSON page (``follow=false``): a stream never ends
-by itself, and its framing is tested in test_events.py and the end-to-end tests.
+Event streams are asked for as one JSON page (``follow=false``, which a generated
+``follow=true`` would otherwise override): a stream never ends by itself, and its
+framing is tested in test_events.py and the end-to-end tests.
 Long polls (a ``wait`` query parameter) wait at most ``LONGEST_WAIT``.
 """
 

@@ -175,6 +175,7 @@ class Stream:
     """An SSE connection read message by message (the messages that carry data)."""
 
     def __init__(self, client: httpx.Client, url: str, **headers: str) -> None:
+        headers = {"Accept": "text/event-stream", **headers}
         self._context = client.stream("GET", url, headers=headers)
         self.response = self._context.__enter__()
         assert self.response.status_code == 200, self.response.read()

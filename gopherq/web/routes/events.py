@@ -1,12 +1,17 @@
 """Events: the lifecycle log as server-sent events, or as one JSON page.
 
 ``GET /api/v1/events`` tails the durable event store (``app.events``) as
-``text/event-stream``. Each event goes out as one SSE message whose ``id`` is
-the event's cursor and whose ``data`` is the event as JSON (its ``type`` among
-the fields; no SSE ``event:`` name, so ``EventSource.onmessage`` sees every
-event). A client that reconnects with ``Last-Event-ID`` (as ``EventSource``
-does by itself) or ``?since=CURSOR`` resumes right after that event: nothing
-lost while it is retained, nothing repeated.
+``text/event-stream`` for a client that asks for it (``Accept:
+text/event-stream``, as ``EventSource`` and SSE libraries send, or
+``follow=true``); any other request gets one page of events as JSON, so that
+generic clients and tools never hang on a stream they did not ask for.
+
+Each event goes out as one SSE message whose ``id`` is the event's cursor and
+whose ``data`` is the event as JSON (its ``type`` among the fields; no SSE
+``event:`` name, so ``EventSource.onmessage`` sees every event). A client that
+reconnects with ``Last-Event-ID`` (as ``EventSource`` does by itself) or
+``?since=CURSOR`` resumes right after that event: nothing lost while it is
+retained, nothing repeated.
 
 Reads never block a thread for long: each is a non-blocking read of the store
 in the thread pool, and the stream sleeps on the event loop between them
@@ -130,6 +135,13 @@ def check_cursor(value: str, field: str) -> str:
     return value
 
 
+def wants_stream(accept: str) -> bool:
+    """Whether an ``Accept`` header asks for ``text/event-stream`` (not only ``*/*``)."""
+    return any(
+        part.partition(";")[0].strip().lower() == STREAM_MEDIA_TYPE for part in accept.split(",")
+    )
+
+
 def event_types(values: list[str] | None) -> frozenset[str] | None:
     """The ``types`` query values (repeated or comma-separated); 422 on an unknown one."""
     names = [n.strip() for value in values or () for n in value.split(",") if n.strip()]
@@ -228,7 +240,8 @@ async def tail(
     response_model=EventPage,
     responses={
         200: {
-            "description": "`text/event-stream` (the default), or one page with `follow=false`",
+            "description": "A `text/event-stream` when asked for (`Accept: text/event-stream`, "
+            "or `follow=true`), else one page of events as JSON",
             "content": {STREAM_MEDIA_TYPE: {"schema": {"type": "string"}}},
         },
     },
@@ -255,8 +268,12 @@ async def events(
         ),
     ] = None,
     follow: Annotated[
-        bool, Query(description="Stream (true) or answer one JSON page (false).")
-    ] = True,
+        bool | None,
+        Query(
+            description="Stream (true) or answer one JSON page (false); by default, a stream "
+            "when `Accept` asks for `text/event-stream` (as `EventSource` does)."
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Most events in a page.")] = 100,
     last_event_id: Annotated[
         str | None, Header(alias="Last-Event-ID", max_length=32, description="Resume after it.")
@@ -270,6 +287,8 @@ async def events(
         resume = check_cursor(since, "query.since")
     else:
         resume = None
+    if follow is None:
+        follow = wants_stream(request.headers.get("accept", ""))
     if not follow:
         if resume is None:
             return await run_in_threadpool(newest_page, backend, wanted, limit)
