@@ -30,8 +30,10 @@ def create_app(app: GopherQ, *, auth: bool = True) -> FastAPI:
         responses=problems.PROBLEM_RESPONSES,
     )
     api.state.gopherq = ServerState(app, auth=auth)
-    problems.install(api)
+    # Added before any other middleware, so that those (the audit log's) wrap it and
+    # see the calls it refuses.
     api.add_middleware(InputLimits)
+    problems.install(api)
     docs.install(api, OPENAPI_URL)
     api.include_router(health.probes)
     for router in ROUTERS:
