@@ -101,7 +101,7 @@ class Access:
 
     def list_keys(self) -> list[ApiKey]:
         """Every key (no secrets), revoked and expired ones included, oldest first."""
-        return self.store.keys()
+        return self.store.list_keys()
 
     def revoke(self, name: str) -> ApiKey:
         """Revoke the key named ``name`` at once; ``AccessError`` if there is none."""

@@ -32,7 +32,7 @@ class MemoryAccessStore(AccessStore):
         """The key with this id."""
         return self._keys.get(key_id)
 
-    def keys(self) -> list[ApiKey]:
+    def list_keys(self) -> list[ApiKey]:
         """Every key, oldest first."""
         return sorted(self._keys.values(), key=lambda k: k.created)
 

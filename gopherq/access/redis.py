@@ -72,7 +72,7 @@ class RedisAccessStore(AccessStore):
         record, revoked = self._conn.call(read)
         return None if record is None else _key(record, revoked)
 
-    def keys(self) -> list[ApiKey]:
+    def list_keys(self) -> list[ApiKey]:
         """Every key, oldest first."""
 
         def read(client: Client) -> list[Any]:

@@ -96,7 +96,7 @@ class SQLiteAccessStore(AccessStore):
             ).fetchone()
         return None if row is None else _key(row)
 
-    def keys(self) -> list[ApiKey]:
+    def list_keys(self) -> list[ApiKey]:
         """Every key, oldest first."""
         with self._db.read() as conn:
             rows = conn.execute(

@@ -33,7 +33,7 @@ class AccessStore(UrlRepr, ABC):
         """The key with id ``key_id``."""
 
     @abstractmethod
-    def keys(self) -> list[ApiKey]:
+    def list_keys(self) -> list[ApiKey]:
         """Every key, revoked and expired ones included, oldest first."""
 
     @abstractmethod
