@@ -146,3 +146,12 @@ def test_the_sqlite_store_lives_in_the_broker_file(tmp_path: Path) -> None:
 def _wal(tmp_path: Path) -> bytes:
     wal = tmp_path / "gopherq.db-wal"
     return wal.read_bytes() if wal.exists() else b""
+
+
+def test_audit_keeps_the_newest_max_count(store: AccessStore) -> None:
+    store.append([entry(float(t), f"a{t}") for t in range(1, 6)], 0.0, 3)
+    assert [e.action for e in store.entries()] == ["a5", "a4", "a3"]
+    store.append([entry(6.0, "a6")], 0.0, 2)
+    assert [e.action for e in store.entries()] == ["a6", "a5"]
+    store.append([entry(7.0, "a7")], 0.0, None)
+    assert len(store.entries()) == 3

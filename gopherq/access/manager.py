@@ -126,15 +126,18 @@ class Access:
     # The audit log.
 
     def record(self, entries: Sequence[AuditEntry]) -> None:
-        """Append audit entries; those past ``audit_retention`` go at the same time."""
-        self.store.append(entries, self.clock() - self._app.settings.audit_retention)
+        """Append audit entries; those past ``audit_retention`` or beyond the newest
+        ``audit_max_count`` go at the same time."""
+        settings = self._app.settings
+        keep_after = self.clock() - settings.audit_retention
+        self.store.append(entries, keep_after, settings.audit_max_count)
 
     def audit(self, since: float | None = None, limit: int = 100) -> list[AuditEntry]:
         """Audit entries at or after ``since`` (Unix time), newest first, at most ``limit``."""
         return self.store.entries(since, max(0, min(limit, MAX_AUDIT_LIMIT)))
 
     def cleanup(self) -> None:
-        """Delete audit entries past ``audit_retention``."""
+        """Delete audit entries past ``audit_retention`` and ``audit_max_count``."""
         self.record(())
 
 

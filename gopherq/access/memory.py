@@ -44,12 +44,14 @@ class MemoryAccessStore(AccessStore):
                 found = self._keys[found.id] = dataclasses.replace(found, revoked=at)
             return found
 
-    def append(self, entries: Sequence[AuditEntry], keep_after: float) -> None:
-        """Append, and forget entries older than ``keep_after``."""
+    def append(
+        self, entries: Sequence[AuditEntry], keep_after: float, max_count: int | None = None
+    ) -> None:
+        """Append, and forget the old entries."""
         with self._lock:
-            self._audit = [e for e in self._audit if e.time >= keep_after]
-            self._audit += entries
-            self._audit.sort(key=lambda e: e.time)
+            kept = sorted([*self._audit, *entries], key=lambda e: e.time)
+            kept = [e for e in kept if e.time >= keep_after]
+            self._audit = kept if max_count is None else kept[max(0, len(kept) - max_count) :]
 
     def entries(self, since: float | None = None, limit: int = 100) -> list[AuditEntry]:
         """Newest first."""

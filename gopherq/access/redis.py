@@ -91,16 +91,20 @@ class RedisAccessStore(AccessStore):
         answer = self._eval(_REVOKE, keys, [name, repr(at)])
         return None if answer is None else _key(answer[0], answer[1])
 
-    def append(self, entries: Sequence[AuditEntry], keep_after: float) -> None:
-        """Append, and delete entries older than ``keep_after``. Each member carries a
-        random nonce: entries alike stay apart, and a retried write adds nothing."""
+    def append(
+        self, entries: Sequence[AuditEntry], keep_after: float, max_count: int | None = None
+    ) -> None:
+        """Append, and delete the old entries. Each member carries a random nonce:
+        entries alike stay apart, and a retried write adds nothing."""
         members = {json.dumps({**e.to_map(), "n": secrets.token_hex(4)}): e.time for e in entries}
 
         def write(client: Client) -> None:
             pipe = client.pipeline(transaction=False)
-            pipe.zremrangebyscore(self._audit, "-inf", f"({keep_after!r}")
             if members:
                 pipe.zadd(self._audit, members)
+            pipe.zremrangebyscore(self._audit, "-inf", f"({keep_after!r}")
+            if max_count is not None:
+                pipe.zremrangebyrank(self._audit, 0, -max_count - 1)
             pipe.execute()
 
         self._conn.call(write)

@@ -115,18 +115,27 @@ class SQLiteAccessStore(AccessStore):
             ).fetchone()
         return None if row is None else _key(row)
 
-    def append(self, entries: Sequence[AuditEntry], keep_after: float) -> None:
-        """Append, and delete entries older than ``keep_after``."""
+    def append(
+        self, entries: Sequence[AuditEntry], keep_after: float, max_count: int | None = None
+    ) -> None:
+        """Append, and delete the old entries. The count limit goes by row ids, which
+        every app sharing the file draws from: with several apps, each keeps fewer."""
         rows = [(self.namespace, *dataclasses.astuple(e)) for e in entries]
         with self._db.write() as conn:
-            conn.execute(
-                "DELETE FROM access_audit WHERE ns = ? AND time < ?", (self.namespace, keep_after)
-            )
             conn.executemany(
                 f"INSERT INTO access_audit (ns, {_AUDIT_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            conn.execute(
+                "DELETE FROM access_audit WHERE ns = ? AND time < ?", (self.namespace, keep_after)
+            )
+            if max_count is not None:
+                conn.execute(
+                    """DELETE FROM access_audit WHERE ns = ?
+                    AND rowid <= (SELECT max(rowid) FROM access_audit) - ?""",
+                    (self.namespace, max_count),
+                )
 
     def entries(self, since: float | None = None, limit: int = 100) -> list[AuditEntry]:
         """Newest first."""

@@ -42,8 +42,11 @@ class AccessStore(UrlRepr, ABC):
         the key as it is now, or None if there is none by that name."""
 
     @abstractmethod
-    def append(self, entries: Sequence[AuditEntry], keep_after: float) -> None:
-        """Append audit entries, and delete those older than ``keep_after``."""
+    def append(
+        self, entries: Sequence[AuditEntry], keep_after: float, max_count: int | None = None
+    ) -> None:
+        """Append audit entries, then delete those older than ``keep_after`` and the
+        oldest past the newest ``max_count`` (None: no count limit)."""
 
     @abstractmethod
     def entries(self, since: float | None = None, limit: int = 100) -> list[AuditEntry]:
