@@ -81,7 +81,8 @@ def authenticate(request: Request) -> Caller:
 def require(role: Role) -> Any:
     """A route dependency: the ``Caller``, or 401/403 unless its role is at least ``role``.
 
-    Use as ``caller: Caller = require(Role.OPERATOR)`` or in ``dependencies=[...]``.
+    Use as ``caller: Annotated[Caller, require(Role.OPERATOR)]`` or in
+    ``dependencies=[...]``.
     """
 
     def check(request: Request) -> Caller:
