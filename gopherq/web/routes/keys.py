@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from gopherq.access.keys import AccessError, ApiKey, FieldError
 from gopherq.access.roles import Role
 from gopherq.web.auth import require
-from gopherq.web.problems import Problem, invalid, not_found
+from gopherq.web.problems import MEDIA_TYPE, Problem, ProblemDetails, invalid, not_found
 from gopherq.web.state import StateDep
 
 router = APIRouter(tags=["keys"], dependencies=[require(Role.ADMIN)])
@@ -75,7 +75,9 @@ def list_keys(state: StateDep) -> list[KeyInfo]:
     summary="Create an API key",
     status_code=201,
     response_model=KeyCreated,
-    responses={409: {"description": "The name is taken"}},
+    responses={
+        409: {"model": ProblemDetails, "content": {MEDIA_TYPE: {}}, "description": "Name taken"}
+    },
 )
 def create_key(body: KeyCreate, state: StateDep) -> KeyCreated:
     access = state.app.access
