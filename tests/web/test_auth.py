@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
+from conftest import broker_url
 from fastapi import Body, Request
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
@@ -352,3 +354,28 @@ def test_every_route_with_each_role(app: GopherQ, key: KeyMaker) -> None:
                     assert answer.status_code == 403, where
             if needed is not None:
                 assert client.request(method, url, json={}).status_code == 401, path
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_keys_and_audit_on_a_real_store(kind: str, tmp_path: Path) -> None:
+    app = GopherQ("webtest", broker=broker_url(kind, tmp_path))
+    try:
+        _, secret = app.access.create("admin", "admin")
+        admin = {"Authorization": f"Bearer {secret}"}
+        with TestClient(create_app(app)) as client:
+            made = client.post("/api/v1/keys", headers=admin, json={"name": "ci", "role": "viewer"})
+            assert made.status_code == 201
+            viewer = {"Authorization": f"Bearer {made.json()['secret']}"}
+            assert client.get("/api/v1/health", headers=viewer).status_code == 200
+            assert client.post("/api/v1/keys/ci/revoke", headers=viewer).status_code == 403
+            assert client.post("/api/v1/keys/ci/revoke", headers=admin).status_code == 200
+            assert client.get("/api/v1/health", headers=viewer).status_code == 401
+            assert state_of(client).audit.flush(5.0)
+            page = client.get("/api/v1/audit", headers=admin).json()["entries"]
+        assert [(e["key"], e["action"], e["target"], e["status"]) for e in page] == [
+            ("admin", "keys.revoke", "ci", 200),
+            ("ci", "keys.revoke", "ci", 403),
+            ("admin", "keys.create", "ci", 201),
+        ]
+    finally:
+        app.close()
