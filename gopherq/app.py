@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, Protocol, TypeVar, overload
 
+from gopherq.access.manager import Access
 from gopherq.brokers import (
     Broker,
     Cancellation,
@@ -146,6 +147,9 @@ class GopherQ:
         self.schedules = Schedules(self, self.settings.beat_schedule)
         """Periodic entries: declared in code and settings, and dynamic ones kept in the
         broker (see ``gopherq.schedules`` and ``gopherq beat``)."""
+        self.access = Access(self)
+        """API keys and the audit log of the HTTP API, kept beside the broker (see
+        ``gopherq.access`` and ``gopherq keys``)."""
 
     def config_from_object(
         self, source: Any, *, namespace: str | None = None, silent: bool = False
@@ -246,6 +250,7 @@ class GopherQ:
         """Close broker, backend and event connections (they reopen on next use)."""
         self.events.close()
         self.schedules.close()
+        self.access.close()
         if self._broker is not None:
             self._broker.close()
         if self._backend is not None:

@@ -20,6 +20,7 @@ import click
 from gopherq import admin
 from gopherq.app import GopherQ
 from gopherq.celery_names import CLI_HINTS, CLI_OPTION_HINTS
+from gopherq.cli_access import audit, keys
 from gopherq.cli_beat import beat, schedules
 from gopherq.cli_exporter import exporter
 from gopherq.cli_history import events, jobs
@@ -111,6 +112,8 @@ main.add_command(schedules)
 main.add_command(protocol)
 main.add_command(exporter)
 main.add_command(serve)
+main.add_command(keys)
+main.add_command(audit)
 
 
 SUBMIT_WAIT = 60.0

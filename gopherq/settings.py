@@ -112,6 +112,14 @@ class Settings:
     log_format: str = "console"
     """How ``gopherq worker`` and ``gopherq beat`` log: ``console`` (text lines) or
     ``json`` (one object per line, with the running task's fields)."""
+    audit_retention: float = 90 * 86400.0
+    """Seconds an entry of the HTTP API's audit log is kept (see docs/http-api.md)."""
+    audit_max_count: int | None = 1_000_000
+    """Most audit entries kept; the oldest go first. None: no limit but the age."""
+    api_rate: str | None = "10000/s"
+    """Jobs per key the HTTP API accepts (``POST /jobs``, ``/jobs:batch``), as ``N/s``,
+    ``N/m``, ``N/h`` or ``N/d``, bursting up to N, unless the key sets its own;
+    ``none``: no limit."""
 
     def __post_init__(self) -> None:
         Routes(self.task_routes)  # raises ConfigurationError on a bad route

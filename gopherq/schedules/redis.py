@@ -20,13 +20,8 @@ failure (``Connection.call``); a claim is not, and raises instead.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
-
-import redis.exceptions as rex
 
 from gopherq.schedules.store import Claim, EntryState, Lease, ScheduleStore
 from gopherq.stores.redis import Client, Connection
@@ -124,17 +119,6 @@ end
 redis.call('INCR', KEYS[2])
 return found
 """
-
-
-@dataclass(frozen=True, slots=True)
-class _Script:
-    source: str
-    sha: str
-
-
-@functools.cache
-def _script(source: str) -> _Script:
-    return _Script(source, hashlib.sha1(source.encode()).hexdigest())
 
 
 class RedisScheduleStore(ScheduleStore):
@@ -245,16 +229,7 @@ class RedisScheduleStore(ScheduleStore):
         self._conn.close()
 
     def _eval(self, source: str, keys: list[str], args: list[Any], *, retry: bool = True) -> Any:
-        script = _script(source)
-
-        def run(client: Client) -> Any:
-            try:
-                return client.evalsha(script.sha, len(keys), *keys, *args)
-            except rex.NoScriptError:
-                client.script_load(script.source)
-                return client.evalsha(script.sha, len(keys), *keys, *args)
-
-        return self._conn.call(run, retry=retry)
+        return self._conn.eval_inline(source, keys, args, retry=retry)
 
 
 def _text(tick: int | None) -> str:

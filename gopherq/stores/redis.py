@@ -187,6 +187,9 @@ def _sha(source: str) -> str:
     return hashlib.sha1(source.encode()).hexdigest()
 
 
+_inline_sha = functools.cache(_sha)
+
+
 _DEFINITION = re.compile(r"^local (?:function )?(\w+)", re.MULTILINE)
 _COMMENT = re.compile(r"--[^\n]*")
 
@@ -309,6 +312,22 @@ class Connection:
             except rex.RedisError as exc:
                 raise BrokerError(f"Redis {self.config.safe}: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def eval_inline(
+        self, source: str, keys: Sequence[str], args: Sequence[Any], *, retry: bool = True
+    ) -> Any:
+        """EVALSHA a script given as text (a store's own, not one of the broker's files)
+        through ``call``; after NOSCRIPT, load it and run it again."""
+        sha = _inline_sha(source)
+
+        def run(client: Client) -> Any:
+            try:
+                return client.evalsha(sha, len(keys), *keys, *args)
+            except rex.NoScriptError:
+                client.script_load(source)
+                return client.evalsha(sha, len(keys), *keys, *args)
+
+        return self.call(run, retry=retry)
 
     def run(
         self, client: Client, script_: Script | str, keys: Sequence[str], args: Sequence[Any]

@@ -11,6 +11,8 @@ module                   holds
 ``state``                ``ServerState``: what every request reaches
 ``problems``             RFC 9457 problem details: ``Problem`` and handlers
 ``auth``                 ``Caller``, ``require(role)``: keys and roles
+``auditing``             ``AuditMiddleware``: every mutating call to the audit log
+``limits``               ``enforce_send_rate``: each key's send rate (429)
 ``inputs``               ``InputLimits``: body size, JSON only, nesting depth
 ``probes``               ``Probes``: what ``/ready`` and ``/metrics`` ask
 ``docs``                 ``/api/docs``: Swagger UI served without a CDN

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from gopherq.app import GopherQ
 from gopherq.version import __version__
 from gopherq.web import docs, problems
+from gopherq.web.auditing import AuditMiddleware
 from gopherq.web.inputs import InputLimits
 from gopherq.web.routes import ROUTERS, health
 from gopherq.web.state import ServerState
@@ -21,6 +26,7 @@ def create_app(app: GopherQ, *, auth: bool = True) -> FastAPI:
     ``auth=False`` lets every request in as an admin: only for a server bound to
     loopback (``gopherq serve --no-auth`` checks that).
     """
+    state = ServerState(app, auth=auth)
     api = FastAPI(
         title=f"gopherq: {app.name}",
         version=__version__,
@@ -28,14 +34,27 @@ def create_app(app: GopherQ, *, auth: bool = True) -> FastAPI:
         docs_url=None,  # served by gopherq.web.docs, without a CDN
         redoc_url=None,
         responses=problems.PROBLEM_RESPONSES,
+        lifespan=_closing(state),
     )
-    api.state.gopherq = ServerState(app, auth=auth)
+    api.state.gopherq = state
     # Added before any other middleware, so that those (the audit log's) wrap it and
     # see the calls it refuses.
     api.add_middleware(InputLimits)
+    api.add_middleware(AuditMiddleware, state=state, prefix=API_PREFIX)
     problems.install(api)
     docs.install(api, OPENAPI_URL)
     api.include_router(health.probes)
     for router in ROUTERS:
         api.include_router(router, prefix=API_PREFIX)
     return api
+
+
+def _closing(state: ServerState) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The server's lifespan: at shutdown, the audit entries still queued are written."""
+
+    @asynccontextmanager
+    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(state.audit.close)
+
+    return lifespan

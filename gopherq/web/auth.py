@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import Depends, Request
 
+from gopherq.access.rate import Rate
 from gopherq.access.roles import Role
 from gopherq.web.problems import Problem
 from gopherq.web.state import server_state
@@ -28,6 +29,9 @@ class Caller:
     """The only task names this key may send; None: any."""
     queues: frozenset[str] | None = None
     """The only queues this key may send to; None: any."""
+    rate: Rate | None = None
+    """How fast this key may send jobs (its own rate, else the server's); None: no
+    limit. See ``gopherq.web.limits.enforce_send_rate``."""
 
     def may_send(self, task: str, queue: str) -> bool:
         """Whether this key may send ``task`` to ``queue``."""
@@ -60,21 +64,25 @@ def bearer_token(request: Request) -> str | None:
 
 
 def authenticate(request: Request) -> Caller:
-    """The caller of ``request``; 401 without a valid key."""
+    """The caller of ``request``; 401 without a valid key. The caller is kept as
+    ``request.state.caller`` for the audit log."""
     state = server_state(request)
     if not state.auth:
-        return ANONYMOUS
-    token = bearer_token(request)
-    caller = None if token is None else state.authenticate(token)
+        caller: Caller | None = ANONYMOUS
+    else:
+        token = bearer_token(request)
+        caller = None if token is None else state.authenticate(token)
     if caller is None:
         raise UNAUTHORIZED
+    request.state.caller = caller
     return caller
 
 
 def require(role: Role) -> Any:
     """A route dependency: the ``Caller``, or 401/403 unless its role is at least ``role``.
 
-    Use as ``caller: Caller = require(Role.OPERATOR)`` or in ``dependencies=[...]``.
+    Use as ``caller: Annotated[Caller, require(Role.OPERATOR)]`` or in
+    ``dependencies=[...]``.
     """
 
     def check(request: Request) -> Caller:

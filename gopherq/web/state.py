@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
+from gopherq.access.audit import AuditWriter
+from gopherq.access.keys import ApiKey, key_id_of
+from gopherq.access.rate import Rate, TokenBuckets, parse_rate
 from gopherq.app import GopherQ
+from gopherq.errors import ConfigurationError
 from gopherq.web.probes import Probes
 
 if TYPE_CHECKING:
@@ -22,17 +27,61 @@ class ServerState:
     app: GopherQ
     auth: bool = True
     """False only with ``--no-auth`` (loopback): every caller is an anonymous admin."""
+    key_cache: float = 1.0
+    """Seconds a key's record is reused before it is read again: a key revoked
+    elsewhere (``gopherq keys revoke``) is refused within this time; at once when
+    revoked through this server."""
+    default_rate: Rate | None = field(init=False)
+    """The send rate of keys without their own (setting ``api_rate``); None: no limit."""
+    buckets: TokenBuckets = field(default_factory=TokenBuckets)
+    """Each key's token bucket for sending jobs (``gopherq.web.limits``)."""
+    audit: AuditWriter = field(init=False)
+    """Writes the audit log's entries off the request path."""
+    _keys: dict[str, tuple[float, ApiKey, Caller]] = field(default_factory=dict)
     stopping: threading.Event = field(default_factory=threading.Event)
     """Set when the server begins to shut down: open event streams end."""
     probes: Probes = field(init=False)
     """``/ready``'s checks and ``/metrics``' registry."""
 
     def __post_init__(self) -> None:
+        try:
+            self.default_rate = parse_rate(self.app.settings.api_rate)
+        except ValueError as exc:
+            raise ConfigurationError(f"setting 'api_rate': {exc}") from None
+        self.audit = AuditWriter(self.app.access.record)
         self.probes = Probes(self.app)
 
     def authenticate(self, token: str) -> Caller | None:
-        """The caller a bearer token names, or None if it is not a valid key."""
-        return None
+        """The caller a bearer token names, or None if it is not a valid key (unknown,
+        malformed, expired or revoked: the reason is not told)."""
+        from gopherq.web.auth import Caller
+
+        key_id = key_id_of(token)
+        if key_id is None:
+            return None
+        now = time.monotonic()
+        cached = self._keys.get(key_id)
+        if cached is not None and now - cached[0] < self.key_cache:
+            if self.app.access.verify(token, cached[1]) is None:
+                return None
+            return cached[2]
+        key = self.app.access.verify(token)
+        if key is None:
+            self._keys.pop(key_id, None)
+            return None
+        caller = Caller(
+            key.name,
+            key.role,
+            tasks=None if key.tasks is None else frozenset(key.tasks),
+            queues=None if key.queues is None else frozenset(key.queues),
+            rate=self.default_rate if key.rate is None else parse_rate(key.rate),
+        )
+        self._keys[key_id] = (now, key, caller)
+        return caller
+
+    def forget_key(self, key_id: str) -> None:
+        """Read the key's record again on its next use (after a revocation)."""
+        self._keys.pop(key_id, None)
 
 
 def server_state(request: Request) -> ServerState:
