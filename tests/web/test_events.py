@@ -232,3 +232,15 @@ def test_stream_ends_when_the_client_disconnects(app: GopherQ, spec_version: str
     anyio.run(call)
     assert sent[0]["status"] == 200
     assert not api.state.gopherq.stopping.is_set()
+
+
+def test_extra_values_json_lacks_are_written_as_the_cli_writes_them(
+    app: GopherQ, server: tuple[FastAPI, TestClient]
+) -> None:
+    extra = {"blob": b"\xff\x00", "n": 1}
+    app.events.publish([Event("task-progress", time.time(), "j", "add", "default", extra=extra)])
+    api, client = server
+    page = client.get("/api/v1/events", params={"since": "0"}).json()
+    assert page["events"][0]["extra"] == {"blob": {"$bytes": "/wA="}, "n": 1}
+    (message,) = sent(read_stream(api, client, "/api/v1/events?since=0"))
+    assert message.event["extra"] == {"blob": {"$bytes": "/wA="}, "n": 1}

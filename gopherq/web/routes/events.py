@@ -44,6 +44,8 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from gopherq.access.roles import Role
+from gopherq.app import GopherQ
+from gopherq.display import jsonable
 from gopherq.errors import ConfigurationError
 from gopherq.events import Event, EventBackend
 from gopherq.events.base import START, check_types
@@ -110,13 +112,17 @@ class EventFilter:
 
 
 def event_map(event: Event) -> dict[str, Any]:
-    """``event`` as the JSON object the API sends, cursor included."""
-    return {"cursor": event.cursor, **event.to_map()}
+    """``event`` as the JSON object the API sends, cursor included (bytes and other
+    values JSON lacks in ``extra`` as ``gopherq.display.jsonable`` writes them)."""
+    out: dict[str, Any] = {"cursor": event.cursor, **event.to_map()}
+    if "extra" in out:
+        out["extra"] = jsonable(out["extra"])
+    return out
 
 
 def sse_message(event: Event) -> bytes:
     """``event`` as one SSE message, its cursor as the ``id``."""
-    data = json.dumps(event_map(event), separators=(",", ":"), default=str)
+    data = json.dumps(event_map(event), separators=(",", ":"), ensure_ascii=False)
     return f"id: {event.cursor}\ndata: {data}\n\n".encode()
 
 
@@ -153,7 +159,7 @@ def event_types(values: list[str] | None) -> frozenset[str] | None:
         raise invalid("query.types", str(exc)) from None
 
 
-def event_backend(app: Any) -> EventBackend:
+def event_backend(app: GopherQ) -> EventBackend:
     """The app's event store; 501 when the app's events are off."""
     if not app.events.enabled:
         raise Problem(501, "events-off", "Events are off", "this app does not record events")
