@@ -49,6 +49,8 @@ CLEANUP_EVERY = 1.0
 ROW_EVENTS = 1000
 """Most events stored in one row; a larger batch takes several."""
 ROWS_PER_QUERY = 64
+JOB_SLOTS = 1024
+"""Task ids a row may name in ``event_jobs``: more than ``ROW_EVENTS``."""
 
 
 class SQLiteEventBackend(EventBackend):
@@ -62,7 +64,8 @@ class SQLiteEventBackend(EventBackend):
     #   events  msgpack array of events, each an array (Event[:8])
     #
     # event_jobs: which rows hold events of which task, for job_events
-    #   last    the row (events.last); deleted with it
+    #   seq     the row (events.last) * JOB_SLOTS + the task's place in it: in row
+    #           order, so that retention deletes a range of rowids
     #   id      a task id with events in that row
     SCHEMA = (
         """CREATE TABLE IF NOT EXISTS events (
@@ -72,11 +75,10 @@ class SQLiteEventBackend(EventBackend):
             events BLOB NOT NULL
         )""",
         """CREATE TABLE IF NOT EXISTS event_jobs (
-            last INTEGER NOT NULL,
-            id TEXT NOT NULL,
-            PRIMARY KEY (last, id)
-        ) WITHOUT ROWID""",
-        "CREATE INDEX IF NOT EXISTS event_jobs_id ON event_jobs (id, last)",
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS event_jobs_id ON event_jobs (id)",
     )
 
     def __init__(
@@ -106,9 +108,10 @@ class SQLiteEventBackend(EventBackend):
             for chunk, (count, newest, blob) in zip(chunks, blobs, strict=True):
                 last += count
                 rows.append((last, count, newest, blob))
-                jobs.extend((last, id) for id in {e.id for e in chunk if e.id is not None})
+                named = dict.fromkeys(e.id for e in chunk if e.id is not None)
+                jobs.extend((last * JOB_SLOTS + k, id) for k, id in enumerate(named))
             conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
-            conn.executemany("INSERT OR IGNORE INTO event_jobs VALUES (?, ?)", jobs)
+            conn.executemany("INSERT INTO event_jobs VALUES (?, ?)", jobs)
             now = time.time()
             if now >= self._next_cleanup:
                 self._next_cleanup = now + CLEANUP_EVERY
@@ -159,13 +162,14 @@ class SQLiteEventBackend(EventBackend):
         """The retained events of task ``id``, oldest first: its first ``limit``, from
         the rows the ``event_jobs`` index names."""
         found: list[Event] = []
-        query = """SELECT e.last, e.events FROM event_jobs j JOIN events e ON e.last = j.last
-            WHERE j.id = ? AND j.last > ? ORDER BY j.last LIMIT ?"""
+        query = f"""SELECT j.seq, e.last, e.events FROM event_jobs j
+            JOIN events e ON e.last = j.seq / {JOB_SLOTS}
+            WHERE j.id = ? AND j.seq > ? ORDER BY j.seq LIMIT ?"""
         after = 0
         while len(found) < limit:
             with self._db.read() as conn:
                 rows = conn.execute(query, (id, after, ROWS_PER_QUERY)).fetchall()
-            for last, blob in rows:
+            for _, last, blob in rows:
                 found.extend(e for e in _events(last, blob) if e.id == id)
             if len(rows) < ROWS_PER_QUERY:
                 break
@@ -219,7 +223,7 @@ class SQLiteEventBackend(EventBackend):
         # Rows ending at or below ``cut`` hold only events past the count; rows
         # before ``keep_from`` only events past the age.
         bound = max(cut + 1, keep_from)  # rows below it go
-        conn.execute("DELETE FROM event_jobs WHERE last < ?", (bound,))
+        conn.execute("DELETE FROM event_jobs WHERE seq < ?", (bound * JOB_SLOTS,))
         rows = conn.execute(
             "DELETE FROM events WHERE last < ? RETURNING count", (bound,)
         ).fetchall()
