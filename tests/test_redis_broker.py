@@ -575,6 +575,7 @@ def test_filtered_job_pages_search_a_bounded_window_and_say_where_to_go_on(
 ) -> None:
     monkeypatch.setattr(result_redis, "JOBS_SCAN", 20)
     monkeypatch.setattr(result_redis, "JOBS_WINDOW", 10)
+    monkeypatch.setattr(result_redis, "JOBS_WINDOW_MAX", 10)
     backend = RedisResultBackend(shared_url)
     now = time.time()
     rare = JobRecord("rare", "t", State.FAILED, created=now - 50)

@@ -84,7 +84,9 @@ CHUNK = 1000
 JOBS_SCAN = 10_000
 """Most index entries one ``job_page`` call reads: the window its filters search."""
 JOBS_WINDOW = 200
-"""Ids one round trip of ``job_page`` reads with filters (without: ``limit`` + 1)."""
+"""Ids the first round trip of ``job_page`` reads with filters (without: ``limit`` + 1);
+each further one reads twice as many, up to ``JOBS_WINDOW_MAX``."""
+JOBS_WINDOW_MAX = 2000
 _NO_RECORD = ("", "", "", "")
 
 
@@ -265,6 +267,8 @@ class RedisResultBackend(ResultBackend):
                     found.append((record, JobCursor(score, id)))
             if len(entries) < window:
                 break
+            if filtered:
+                window = min(window * 2, JOBS_WINDOW_MAX)
         if len(found) <= limit:
             return JobPage([r for r, _ in found])
         return JobPage([r for r, _ in found[:limit]], found[limit - 1][1])

@@ -311,6 +311,7 @@ def test_get_shows_result_events_and_timestamps(app: GopherQ, api: TestClient) -
     id = send(api)["id"]
     queued = api.get(f"{JOBS}/{id}").json()
     assert queued["state"] == "QUEUED"
+    assert queued["task"] == "t.add" and queued["queue"] == "default"
     assert [e["type"] for e in queued["events"]] == ["task-enqueued"]
     drain(app)
     job = api.get(f"{JOBS}/{id}").json()

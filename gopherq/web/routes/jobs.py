@@ -207,6 +207,9 @@ def _detail(info: dict[str, Any], events: list[Event] | None) -> JobDetail:
         if name in info:
             info[name] = json_value(info[name])
     if events is not None:
+        sent = next((e for e in events if e.task is not None), None)
+        if sent is not None and "task" not in info:  # no record yet: what it was sent as
+            info.update(task=sent.task, queue=sent.queue)
         info["events"] = [
             {**e.to_map(), "extra": json_value(dict(e.extra)), "cursor": e.cursor} for e in events
         ]
