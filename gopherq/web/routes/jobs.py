@@ -19,7 +19,7 @@ from gopherq import admin
 from gopherq.access.roles import Role
 from gopherq.app import GopherQ
 from gopherq.events import Event
-from gopherq.results.base import JobCursor
+from gopherq.results.base import JobCursor, JobRecord
 from gopherq.states import State
 from gopherq.web.auth import Caller, require
 from gopherq.web.problems import Problem, invalid, not_found
@@ -27,6 +27,7 @@ from gopherq.web.routes.jobs_models import (
     MAX_BATCH,
     NAME_PATTERN,
     CreatedBatch,
+    ErrorInfoModel,
     JobBatch,
     JobCancelled,
     JobCreated,
@@ -38,6 +39,7 @@ from gopherq.web.routes.jobs_models import (
     JobRetried,
     JobSubmit,
     JobSummary,
+    ProgressModel,
     QueueName,
     TaskName,
     json_value,
@@ -190,16 +192,26 @@ def list_jobs(
     page = admin.job_page(
         app, state=state, task=task, queue=queue, since=since, until=until, after=after, limit=limit
     )
-    jobs = [JobSummary.model_validate(_summary(admin.record_info(app, r))) for r in page.records]
+    jobs = [_summary(r) for r in page.records]
     return JobList(jobs=jobs, next=None if page.next is None else page.next.to_text())
 
 
-def _summary(info: dict[str, Any]) -> dict[str, Any]:
-    info.pop("result", None)
-    info.pop("checkpoint", None)
-    if info.get("error"):
-        info["error"] = {**info["error"], "traceback": ""}
-    return info
+def _summary(record: JobRecord) -> JobSummary:
+    """A record as listings show it: its result and checkpoint are not decoded."""
+    error = record.error
+    return JobSummary(
+        id=record.id,
+        state=record.state,
+        task=record.task,
+        queue=record.queue,
+        attempts=record.attempts,
+        created=record.created,
+        started=record.started,
+        finished=record.finished,
+        worker=record.worker,
+        error=None if error is None else ErrorInfoModel(type=error.type, message=error.message),
+        progress=None if record.progress is None else ProgressModel(**record.progress._asdict()),
+    )
 
 
 def _detail(info: dict[str, Any], events: list[Event] | None) -> JobDetail:
