@@ -175,7 +175,11 @@ def list_jobs(
     ] = None,
     cursor: Annotated[
         str | None,
-        Query(max_length=512, description="The next of the previous page."),
+        Query(
+            max_length=512,
+            pattern="^[A-Za-z0-9_-]+$",
+            description="The next of the previous page (opaque).",
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 50,
 ) -> JobList:
