@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from gopherq.app import send_option_problems
-from gopherq.errors import DecodeError, NotSupported, SerializationError
+from gopherq.errors import DecodeError, GopherQError, NotSupported, SerializationError
 from gopherq.message import new_id
 from gopherq.observability.workers import MISSED_BEATS
 from gopherq.redaction import redact_text, redact_url
@@ -92,6 +93,8 @@ class Heartbeats:
         """Whether some worker sent a heartbeat within ``window``."""
         return bool(self.workers)
 
+
+log = logging.getLogger(__name__)
 
 HEARTBEATS_READ = 100
 """Newest heartbeat events that ``recent_heartbeats`` reads."""
@@ -284,11 +287,16 @@ def find_job(app: GopherQ, id: str) -> dict[str, Any] | None:
 
 
 def job_events(app: GopherQ, id: str, since: float | None = None) -> list[Event] | None:
-    """The retained events of job ``id``, oldest first; None when events are off.
+    """The retained events of job ``id``, oldest first; None when events are off or
+    cannot be read now (logged): a job's own record does not depend on them.
     ``since``: when it was sent, where known."""
     if not app.events.enabled:
         return None
-    return app.events.for_job(id, since=since)
+    try:
+        return app.events.for_job(id, since=since)
+    except GopherQError as exc:
+        log.warning("could not read the events of job %s: %s", id, redact_text(str(exc)))
+        return None
 
 
 RetryOutcome = Literal["requeued", "not-found", "not-finished", "succeeded", "key-held", "no-body"]

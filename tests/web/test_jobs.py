@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from gopherq import GopherQ, State
 from gopherq.access.roles import Role
+from gopherq.errors import BrokerUnavailable
 from gopherq.web import create_app
 from gopherq.web.auth import Caller
 from gopherq.web.routes.jobs_models import MAX_BATCH
@@ -346,6 +347,19 @@ def test_get_without_events(api: TestClient) -> None:
     with TestClient(create_app(app, auth=False)) as quiet:
         id = send(quiet)["id"]
         assert quiet.get(f"{JOBS}/{id}").json()["events"] is None
+
+
+def test_get_when_events_cannot_be_read(
+    app: GopherQ, api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    id = send(api)["id"]
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise BrokerUnavailable("the event store is down")
+
+    monkeypatch.setattr(app.events.backend, "job_events", down)
+    job = api.get(f"{JOBS}/{id}").json()
+    assert job["state"] == "QUEUED" and job["events"] is None
 
 
 @pytest.mark.parametrize("id", ["nope", "0193a4f6-3c2e-7b1a-9f0e-2d4c6b8a1e3f"])

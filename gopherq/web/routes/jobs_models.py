@@ -277,7 +277,9 @@ class JobDetail(JobSummary):
     result: Any = None
     checkpoint: Any = None
     events: list[EventModel] | None = Field(
-        None, description="The job's retained events, oldest first; null when events are off."
+        None,
+        description="The job's retained events, oldest first; null when events are off or "
+        "cannot be read now.",
     )
 
 
