@@ -13,21 +13,25 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from gopherq.errors import DecodeError, NotSupported
+from gopherq.app import send_option_problems
+from gopherq.errors import DecodeError, GopherQError, NotSupported, SerializationError
+from gopherq.message import new_id
 from gopherq.observability.workers import MISSED_BEATS
 from gopherq.redaction import redact_text, redact_url
-from gopherq.result import job_state
-from gopherq.results.base import JobRecord
+from gopherq.result import job_state, located
+from gopherq.results.base import JobCursor, JobPage, JobRecord
 from gopherq.routes import declared_queues
 from gopherq.states import Priority, State
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
+    from gopherq.events import Event
     from gopherq.serializer import Codec
 
 
@@ -90,6 +94,8 @@ class Heartbeats:
         return bool(self.workers)
 
 
+log = logging.getLogger(__name__)
+
 HEARTBEATS_READ = 100
 """Newest heartbeat events that ``recent_heartbeats`` reads."""
 
@@ -146,6 +152,104 @@ def similar_tasks(app: GopherQ, name: str) -> list[str]:
     return suffixed or difflib.get_close_matches(name, app.tasks, n=3)
 
 
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A task to send by name, as ``gopherq submit`` and ``POST /jobs`` take it."""
+
+    task: str
+    args: list[Any] = dataclasses.field(default_factory=list)
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Send options of ``apply_async``: queue, priority, countdown, eta, expires,
+    retries, key, headers (those not given left out)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """What one send did."""
+
+    id: str
+    """The job's id: the new one, or the holder's when its idempotency key was held."""
+    task: str
+    queue: str
+    new: bool
+    """False when the idempotency key was held by a live job: nothing was sent."""
+
+
+def unregistered(app: GopherQ, name: str) -> str | None:
+    """Why ``name`` is not a task of ``app``, naming close ones; None if it is one."""
+    if name in app.tasks:
+        return None
+    similar = similar_tasks(app, name)
+    hint = f"; did you mean {' or '.join(map(repr, similar))}?" if similar else ""
+    return f"no task {name!r} is registered in app {app.name}{hint}"
+
+
+def submission_problems(
+    app: GopherQ, submission: Submission, *, registered: bool = True
+) -> list[tuple[str, str]]:
+    """What a send of ``submission`` would refuse, as (field, problem): ``task`` (not
+    registered here, when ``registered``), ``args`` or ``kwargs`` (not fitting the
+    task's signature, or not encodable), or a send option's name. Empty when it
+    would be sent. Nothing is sent."""
+    if registered and (problem := unregistered(app, submission.task)):
+        return [("task", problem)]
+    options = send_option_problems(submission.options, app.settings.max_eta)
+    if options:
+        return list(options.items())
+    sig = app.signature(submission.task, submission.args, submission.kwargs, **submission.options)
+    try:
+        app.envelope(sig)
+    except TypeError as exc:  # the arguments do not fit the signature
+        text = str(exc)
+        return [("kwargs" if _about_keywords(text) else "args", text)]
+    except SerializationError as exc:
+        text = str(exc)
+        part = next((p for p in ("kwargs", "headers") if p in text), "args")
+        return [(part, text)]
+    except ValueError as exc:
+        return [("options", str(exc))]
+    return []
+
+
+def _about_keywords(error: str) -> bool:
+    """Whether a ``Signature.bind`` error is about keyword arguments."""
+    return "keyword" in error or "multiple values" in error
+
+
+def submit_many(app: GopherQ, submissions: Sequence[Submission]) -> list[Submitted]:
+    """Send ``submissions`` in one broker call (``send_many``); what each did.
+
+    Each gets a new id; one whose idempotency key a live job holds stands for that
+    job (``new`` false). Raises as ``send_many`` does: check them first with
+    ``submission_problems``.
+    """
+    ids = [new_id() for _ in submissions]
+    signatures = [
+        app.signature(s.task, s.args, s.kwargs, **{**s.options, "task_id": id})
+        for s, id in zip(submissions, ids, strict=True)
+    ]
+    results = app.send_many(signatures)
+    return [
+        Submitted(
+            result.id,
+            s.task,
+            task_queue(app, s.task, s.options.get("queue")),
+            result.id == id,
+        )
+        for s, id, result in zip(submissions, ids, results, strict=True)
+    ]
+
+
+def cancel_outcome(was: State | None) -> str:
+    """What a cancel did to a job the broker found ``was`` (None: not found):
+    ``cancelled`` (it will not run), ``stopping`` (running: its worker stops it) or
+    ``not-found`` (finished, dead-lettered or unknown)."""
+    if was is None:
+        return "not-found"
+    return "stopping" if was is State.STARTED else "cancelled"
+
+
 def task_queue(app: GopherQ, name: str, queue: str | None) -> str:
     """The queue a task sent by ``name`` goes to: ``queue``, else the task's own (for a
     task not registered here, its route's, as ``send_task`` sends it, else the default)."""
@@ -172,6 +276,70 @@ def job_status(app: GopherQ, id: str) -> dict[str, Any]:
     return record_info(app, current(app, record))
 
 
+def find_job(app: GopherQ, id: str) -> dict[str, Any] | None:
+    """``job_status`` of a job something knows of: None when there is no record of
+    ``id`` and the broker holds no message of it (``job_status`` would say PENDING)."""
+    record = app.backend.get(id)
+    if record is None:
+        where = located(app, id)
+        return None if where is None else {"id": id, "state": where.value}
+    return record_info(app, current(app, record))
+
+
+def job_events(app: GopherQ, id: str, since: float | None = None) -> list[Event] | None:
+    """The retained events of job ``id``, oldest first; None when events are off or
+    cannot be read now (logged): a job's own record does not depend on them.
+    ``since``: when it was sent, where known."""
+    if not app.events.enabled:
+        return None
+    try:
+        return app.events.for_job(id, since=since)
+    except GopherQError as exc:
+        log.warning("could not read the events of job %s: %s", id, redact_text(str(exc)))
+        return None
+
+
+RetryOutcome = Literal["requeued", "not-found", "not-finished", "succeeded", "key-held", "no-body"]
+
+
+def retry_job(app: GopherQ, id: str) -> RetryOutcome:
+    """Run a finished job that did not succeed again, if its message is kept.
+
+    A dead-lettered job (FAILED with no retries left, DEAD, EXPIRED) is requeued
+    from its dead letter under the same id, attempts from 0 (``requeue_dead``):
+    ``requeued``, or ``key-held`` when a live job holds its idempotency key. Other
+    finished jobs (CANCELLED, or one whose dead letter was purged or expired) keep
+    no arguments to send again: ``no-body``. A job not finished is
+    ``not-finished``, one that succeeded ``succeeded``, an unknown id ``not-found``.
+    """
+    where = located(app, id)
+    if where is State.DEAD:
+        return "requeued" if app.broker.requeue_dead([id]) else "key-held"
+    if where is not None:
+        return "not-finished"
+    record = app.backend.get(id)
+    if record is None:
+        return "not-found"
+    if record.state is State.SUCCEEDED:
+        return "succeeded"
+    return "no-body" if record.state.finished else "not-finished"
+
+
+DeleteOutcome = Literal["deleted", "not-found", "running"]
+
+
+def delete_job(app: GopherQ, id: str) -> DeleteOutcome:
+    """Forget job ``id``: its record, and its message where the broker still holds it
+    waiting (queued, scheduled or dead-lettered): it will not run. A running job is
+    left alone (``running``: cancel it first)."""
+    where = located(app, id)
+    if where is State.STARTED:
+        return "running"
+    message = app.broker.delete(id) if where is not None else False
+    record = app.backend.delete(id)
+    return "deleted" if message or record else "not-found"
+
+
 def job_records(
     app: GopherQ,
     *,
@@ -180,16 +348,35 @@ def job_records(
     queue: str | None = None,
     limit: int = 100,
 ) -> list[JobRecord]:
-    """``app.jobs(...)`` with each state as ``AsyncResult.state`` reports it.
+    """``app.jobs(...)`` with each state as ``AsyncResult.state`` reports it (see
+    ``job_page``)."""
+    return job_page(app, state=state, task=task, queue=queue, limit=limit).records
+
+
+def job_page(
+    app: GopherQ,
+    *,
+    state: State | str | None = None,
+    task: str | None = None,
+    queue: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    after: JobCursor | None = None,
+    limit: int = 100,
+) -> JobPage:
+    """``app.job_page(...)`` with each state as ``AsyncResult.state`` reports it.
 
     A record that the filter matched as STARTED but whose message is back in the
     queue (its worker died) is left out of a STARTED listing.
     """
-    records = [current(app, r) for r in app.jobs(state=state, task=task, queue=queue, limit=limit)]
-    if state is None:
-        return records
-    wanted = State(state.upper()) if isinstance(state, str) else state
-    return [r for r in records if r.state is wanted]
+    page = app.job_page(
+        state=state, task=task, queue=queue, since=since, until=until, after=after, limit=limit
+    )
+    records = [current(app, r) for r in page.records]
+    if state is not None:
+        wanted = State(state.upper()) if isinstance(state, str) else state
+        records = [r for r in records if r.state is wanted]
+    return JobPage(records, page.next)
 
 
 def current(app: GopherQ, record: JobRecord) -> JobRecord:

@@ -34,7 +34,14 @@ from gopherq.middleware import Middleware, MiddlewareStack
 from gopherq.observability.tracing import TracingMiddleware
 from gopherq.redaction import redact_url
 from gopherq.result import AsyncResult, EagerResult
-from gopherq.results import ErrorInfo, JobRecord, ResultBackend, open_backend
+from gopherq.results import (
+    ErrorInfo,
+    JobCursor,
+    JobPage,
+    JobRecord,
+    ResultBackend,
+    open_backend,
+)
 from gopherq.routes import Routes
 from gopherq.runner import run_eagerly, run_inline
 from gopherq.schedules import CatchUp, Entry, Schedules
@@ -482,6 +489,13 @@ class GopherQ:
             middleware.after_enqueue(self, messages, ids)
         return [AsyncResult(id, self) for id in ids]
 
+    def envelope(self, signature: Signature[Any]) -> Envelope:
+        """The envelope a send of ``signature`` would enqueue, without sending it or
+        calling middleware: raises as ``send`` does, ``TypeError`` for arguments that
+        do not fit, ``ValueError`` for an option out of bounds, ``SerializationError``
+        for a value that does not encode or a message too large."""
+        return self._envelope(self._message(signature))
+
     def apply(self, signature: Signature[R]) -> EagerResult[R]:
         """Run one signature here and now, through the codec as a worker would, retrying
         at once; what ``task.apply()`` calls. Its records are not stored: the
@@ -498,8 +512,19 @@ class GopherQ:
         **options: Any,
     ) -> AsyncResult[Any]:
         """Send a task by name, registered here or not (another service's task)."""
+        return self.send(self.signature(name, args, kwargs, **options))
+
+    def signature(
+        self,
+        name: str,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Signature[Any]:
+        """A signature of the task named ``name``, registered here or not, as
+        ``send_task`` sends it; ``send_many`` sends many in one broker call."""
         task = self.tasks.get(name) or _RemoteTask(self, name)
-        return self.send(Signature(task, tuple(args), dict(kwargs or {}), options))
+        return Signature(task, tuple(args), dict(kwargs or {}), options)
 
     def result(self, id: str) -> AsyncResult[Any]:
         """The ``AsyncResult`` of a task id."""
@@ -548,19 +573,54 @@ class GopherQ:
         state: State | str | None = None,
         task: str | None = None,
         queue: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        after: JobCursor | None = None,
         limit: int = 100,
     ) -> list[JobRecord]:
         """Job records, newest (sent) first: the job history, kept as long as results.
 
-        Filter by ``state`` (a ``State`` or its name), task name and queue.
+        Filter by ``state`` (a ``State`` or its name), task name, queue, and the
+        time sent: ``since`` (included) and ``until`` (excluded), Unix seconds.
+        ``after`` goes on from a page's ``next`` (see ``job_page``).
         """
+        return self.job_page(
+            state=state,
+            task=task,
+            queue=queue,
+            since=since,
+            until=until,
+            after=after,
+            limit=limit,
+        ).records
+
+    def job_page(
+        self,
+        *,
+        state: State | str | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        after: JobCursor | None = None,
+        limit: int = 100,
+    ) -> JobPage:
+        """A page of ``jobs`` and the cursor of the next (``next``, None at the end)."""
         if isinstance(state, str):
             try:
                 state = State(state.upper())
             except ValueError:
                 names = ", ".join(s.value for s in State)
                 raise ConfigurationError(f"unknown state {state!r}; use one of {names}") from None
-        return self.backend.jobs(state=state, task=task, queue=queue, limit=limit)
+        return self.backend.job_page(
+            state=state,
+            task=task,
+            queue=queue,
+            since=since,
+            until=until,
+            after=after,
+            limit=limit,
+        )
 
     def _message(self, sig: Signature[Any]) -> Message:
         task, opts = sig.task, sig.options
@@ -702,6 +762,20 @@ def _apply_send_options(
         problem = field_problem(name, getattr(message, name))
         if problem:
             raise ValueError(f"send option {option} {problem}")
+
+
+def send_option_problems(options: Mapping[str, Any], max_eta: float) -> dict[str, str]:
+    """Why each of these send options would be refused by a send (option name to the
+    reason), each checked alone; empty when all are fine."""
+    problems: dict[str, str] = {}
+    now = time.time()
+    for name, value in options.items():
+        scratch = Message(id=new_id(), task="check")
+        try:
+            _apply_send_options(scratch, {name: value}, now, max_eta)
+        except (TypeError, ValueError) as exc:
+            problems[name] = str(exc)
+    return problems
 
 
 # The envelope fields that send options set and ``_timestamp`` does not check.

@@ -159,7 +159,6 @@ APP_ATTRIBUTE_HINTS: Mapping[str, str] = {
     "conf": "settings (read only: set them with GopherQ(...) keywords or config_from_object)",
     "AsyncResult": "result(id)",
     "control": "cancel(ids), and broker.pause(queue) / broker.resume(queue)",
-    "signature": "task.s(...)",
     "Task": "middleware (gopherq.Middleware) for behaviour shared by tasks",
 }
 """Celery app attributes gopherq names differently, and what it has instead."""

@@ -256,10 +256,9 @@ def submit(
     timeout: float,
 ) -> None:
     """Send task NAME; print its id, and with --wait its result as JSON."""
-    if name not in app.tasks:
-        similar = admin.similar_tasks(app, name)
-        hint = f"; did you mean {' or '.join(map(repr, similar))}?" if similar else ""
-        click.echo(f"warning: no task {name!r} is registered in app {app.name}{hint}", err=True)
+    unknown = admin.unregistered(app, name)
+    if unknown:
+        click.echo(f"warning: {unknown}", err=True)
     target = admin.task_queue(app, name, queue)
     if queue is not None and not app.settings.eager and queue not in admin.known_queues(app):
         click.echo(
@@ -267,12 +266,15 @@ def submit(
             f"the broker has no message of it: start one with -Q {queue}",
             err=True,
         )
-    try:
-        result = app.send_task(
-            name, args, kwargs, priority=priority, countdown=countdown, queue=queue
-        )
-    except (TypeError, ValueError) as exc:  # the arguments do not fit, an option is out of bounds
-        raise click.ClickException(str(exc)) from None
+    options = {"priority": priority, "countdown": countdown, "queue": queue}
+    submission = admin.Submission(
+        name, args, kwargs, {k: v for k, v in options.items() if v is not None}
+    )
+    problems = admin.submission_problems(app, submission, registered=False)
+    if problems:  # the arguments do not fit, an option is out of bounds
+        raise click.ClickException("; ".join(detail for _, detail in problems))
+    [sent] = admin.submit_many(app, [submission])
+    result = app.result(sent.id)
     click.echo(result.id)
     if wait:
         try:
@@ -326,7 +328,7 @@ def cancel(app: GopherQ, ids: tuple[str, ...], as_json: bool) -> None:
     dead-lettered or unknown).
     """
     found = {c.id: c.was for c in app.cancel(ids)}
-    outcomes = {id: _cancel_outcome(found.get(id)) for id in ids}
+    outcomes = {id: admin.cancel_outcome(found.get(id)) for id in ids}
     if as_json:
         print_json([{"id": id, "outcome": outcome} for id, outcome in outcomes.items()])
     else:
@@ -344,12 +346,6 @@ _CANCEL_TEXT = {
     "stopping": "running: its worker stops it (cancel_grace, then kill)",
     "not-found": "not found: finished, dead-lettered or unknown",
 }
-
-
-def _cancel_outcome(was: State | None) -> str:
-    if was is None:
-        return "not-found"
-    return "stopping" if was is State.STARTED else "cancelled"
 
 
 @main.command()

@@ -183,3 +183,32 @@ def test_a_bad_cursor_is_an_error(events: EventBackend) -> None:
 
     with pytest.raises(ConfigurationError, match="cursor"):
         events.read("yesterday")
+
+
+def test_job_events_are_one_jobs_oldest_first(events: EventBackend) -> None:
+    since = time.time()
+    events.publish([event("task-enqueued", n=1), event("task-enqueued", n=2)])
+    events.publish([event(n=2), event(n=1), event("worker-heartbeat", n=3)])
+    events.publish([event("task-progress", n=1), event("task-succeeded", n=1)])
+    events.publish([event("task-succeeded", n=2)])
+    for hint in (None, since):
+        mine = events.job_events("id-1", since=hint)
+        assert [e.type for e in mine] == [
+            "task-enqueued",
+            "task-started",
+            "task-progress",
+            "task-succeeded",
+        ]
+        assert all(e.id == "id-1" and e.cursor for e in mine)
+        assert len(events.job_events("id-2", since=hint)) == 3
+        assert events.job_events("id-9", since=hint) == []
+        assert len(events.job_events("id-1", since=hint, limit=2)) == 2
+
+
+def test_job_events_leave_with_retention(make_events: MakeEvents) -> None:
+    events = make_events(max_age=60)
+    old = time.time() - 120
+    events.publish([event(n=1, time=old)])
+    events.publish([event(n=1)])
+    events.cleanup()
+    assert len(events.job_events("id-1")) == 1

@@ -27,7 +27,6 @@ from gopherq.states import DeadReason
 DASHBOARD = Path(__file__).parents[1] / "docs" / "grafana" / "gopherq.json"
 
 
-
 def worker_metrics() -> set[str]:
     """The gopherq metrics a worker serves (``gopherq worker --metrics-port``): its
     registry after one task of each outcome and a restart, scraped in process."""

@@ -37,6 +37,7 @@ from gopherq.brokers import redis as redis_broker_module
 from gopherq.brokers.redis import RedisBroker
 from gopherq.errors import BrokerUnavailable, ConfigurationError
 from gopherq.results import JobRecord, open_backend
+from gopherq.results import redis as result_redis
 from gopherq.results.redis import RedisResultBackend
 from gopherq.states import State
 from gopherq.stores import redis as connection_module
@@ -566,6 +567,26 @@ def test_result_records_expire_only_when_finished(shared_url: str) -> None:
         assert client.pttl(f"{backend.prefix}:result:{{{running.id}}}") == -1
     finally:
         client.close()
+    backend.close()
+
+
+def test_filtered_job_pages_search_a_bounded_window_and_say_where_to_go_on(
+    shared_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(result_redis, "JOBS_SCAN", 20)
+    monkeypatch.setattr(result_redis, "JOBS_WINDOW", 10)
+    monkeypatch.setattr(result_redis, "JOBS_WINDOW_MAX", 10)
+    backend = RedisResultBackend(shared_url)
+    now = time.time()
+    rare = JobRecord("rare", "t", State.FAILED, created=now - 50)
+    common = [JobRecord(f"c{i:02}", "t", State.SUCCEEDED, created=now - i) for i in range(40)]
+    backend.store([*common, rare])
+    page = backend.job_page(state=State.FAILED, limit=5)
+    assert page.records == [] and page.next is not None  # searched 20, more to search
+    page = backend.job_page(state=State.FAILED, after=page.next, limit=5)
+    assert page.records == [] and page.next is not None
+    page = backend.job_page(state=State.FAILED, after=page.next, limit=5)
+    assert page.records == [rare] and page.next is None
     backend.close()
 
 

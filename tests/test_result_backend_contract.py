@@ -12,7 +12,7 @@ from typing import Any
 
 from gopherq.brokers import Broker, Envelope
 from gopherq.results import ErrorInfo, JobRecord, ResultBackend, open_backend
-from gopherq.results.base import Progress, Settling
+from gopherq.results.base import JobCursor, Progress, Settling
 from gopherq.states import State
 
 MakeBackend = Callable[..., ResultBackend]
@@ -262,3 +262,74 @@ def test_marks_live_apart_from_records(backend: ResultBackend) -> None:
     assert backend.marked("odd {key}: é\x00")
     backend.cleanup()
     assert backend.marked("odd {key}: é\x00")
+
+
+def test_job_pages_follow_their_cursors_through_ties(backend: ResultBackend) -> None:
+    now = time.time()
+    records = [record(created=now - i // 3) for i in range(10)]  # three to a second
+    backend.store(records)
+    expected = sorted(records, key=lambda r: (r.created, r.id), reverse=True)
+    for size in (1, 2, 3, 4, 10):
+        seen: list[str] = []
+        after = None
+        while True:
+            page = backend.job_page(after=after, limit=size)
+            seen += [r.id for r in page.records]
+            if page.next is None:
+                break
+            after = JobCursor.from_text(page.next.to_text())
+        assert seen == [r.id for r in expected], size
+    whole = backend.job_page(limit=10)
+    assert len(whole.records) == 10 and whole.next is None
+
+
+def test_job_pages_since_until_and_filters(backend: ResultBackend) -> None:
+    now = time.time()
+    records = [
+        record(State.SUCCEEDED if i % 2 else State.FAILED, created=now - i, queue=f"q{i % 3}")
+        for i in range(12)
+    ]
+    backend.store([*records, record(created=None)])
+    window = backend.jobs(since=now - 5, until=now - 1)
+    assert [r.id for r in window] == [r.id for r in records[2:6]]
+    failed = backend.job_page(state=State.FAILED, since=now - 8, limit=2)
+    assert [r.id for r in failed.records] == [records[0].id, records[2].id]
+    assert failed.next is not None
+    rest = backend.jobs(state=State.FAILED, since=now - 8, after=failed.next)
+    assert [r.id for r in rest] == [records[4].id, records[6].id, records[8].id]
+    assert [r.id for r in backend.jobs(queue="q1", until=now - 3)] == [
+        records[4].id,
+        records[7].id,
+        records[10].id,
+    ]
+
+
+def test_records_without_a_send_time_page_too(backend: ResultBackend) -> None:
+    now = time.time()
+    timed = [record(created=now - i) for i in range(3)]
+    untimed = [record(created=None) for _ in range(3)]
+    backend.store(timed)
+    backend.store(untimed)
+    seen: list[str] = []
+    after = None
+    while True:
+        page = backend.job_page(after=after, limit=2)
+        seen += [r.id for r in page.records]
+        if page.next is None:
+            break
+        after = page.next
+    assert sorted(seen) == sorted(r.id for r in [*timed, *untimed])
+    assert len(seen) == 6
+    assert backend.jobs(since=0) == backend.jobs(since=0, limit=3)
+    assert {r.id for r in backend.jobs(since=0)} == {r.id for r in timed}
+
+
+def test_job_cursors_read_back_or_refuse() -> None:
+    for cursor in (JobCursor(1.5, "a"), JobCursor(None, "b" * 128)):
+        assert JobCursor.from_text(cursor.to_text()) == cursor
+    for text in ("", "!!", "AAAA", JobCursor(1.0, "").to_text(), "kgHA"):
+        try:
+            JobCursor.from_text(text)
+        except ValueError:
+            continue
+        raise AssertionError(text)

@@ -30,6 +30,11 @@ from gopherq.redaction import UrlRepr
 START = "0"
 """The cursor before every event."""
 
+JOB_EVENTS = 200
+"""Most events ``job_events`` returns by default."""
+JOB_SCAN = 5000
+"""Most events a backend without a per-task index searches for one task's."""
+
 NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 """The ``extra`` of events without one (shared, read-only)."""
 
@@ -172,6 +177,17 @@ class EventBackend(UrlRepr, ABC):
     @abstractmethod
     def last(self, limit: int = 1, *, types: frozenset[str] | None = None) -> list[Event]:
         """The newest ``limit`` events of ``types``, oldest first."""
+
+    def job_events(
+        self, id: str, *, since: float | None = None, limit: int = JOB_EVENTS
+    ) -> list[Event]:
+        """The retained events of task ``id``, oldest first: its first ``limit``.
+
+        ``since`` is a time no event of the task is older than (when it was sent):
+        a backend without a per-task index starts its search there. Backends
+        override this; the default searches the newest ``JOB_SCAN`` events.
+        """
+        return [e for e in self.last(JOB_SCAN) if e.id == id][:limit]
 
     @abstractmethod
     def cleanup(self) -> int:

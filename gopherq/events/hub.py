@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import TypeVar
 
 from gopherq.errors import ConfigurationError
-from gopherq.events.base import START, Event, EventBackend, check_types
+from gopherq.events.base import JOB_EVENTS, START, Event, EventBackend, check_types
 
 logger = logging.getLogger("gopherq.events")
 
@@ -164,6 +164,13 @@ class Events:
     def last(self, limit: int = 20, types: str | Collection[str] | None = None) -> list[Event]:
         """The newest ``limit`` events (of ``types``), oldest first."""
         return self.backend.last(limit, types=check_types(types))
+
+    def for_job(
+        self, id: str, *, since: float | None = None, limit: int = JOB_EVENTS
+    ) -> list[Event]:
+        """The retained events of task ``id``, oldest first (``EventBackend.job_events``;
+        ``since``: when it was sent, where known)."""
+        return self.backend.job_events(id, since=since, limit=limit)
 
     def _start(self, since: str) -> str:
         if since != "now":

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from gopherq.events.base import Event, EventBackend, cursor_number
+from gopherq.events.base import JOB_EVENTS, Event, EventBackend, cursor_number
 
 
 class MemoryEventBackend(EventBackend):
@@ -79,6 +79,13 @@ class MemoryEventBackend(EventBackend):
                 if types is None or event.type in types:
                     found.append(event)
         return found[::-1]
+
+    def job_events(
+        self, id: str, *, since: float | None = None, limit: int = JOB_EVENTS
+    ) -> list[Event]:
+        """The retained events of task ``id``, oldest first: its first ``limit``."""
+        with self._changed:
+            return [e for e in self._log if e.id == id][:limit]
 
     def cleanup(self) -> int:
         """Drop events past retention; returns how many."""

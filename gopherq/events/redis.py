@@ -14,6 +14,9 @@ Features:
       connection the broker's calls use. Readers filter types themselves and
       move their cursor past the entries they skip.
     * ``last`` walks the stream backwards with ``XREVRANGE``.
+    * ``job_events`` has no index by task to use: it reads the stream forward
+      from the task's send time (``XRANGE``), ``JOB_SCAN`` entries at most, and
+      stops at the task's last event; a bounded window, not a lookup.
     * Retention: by count on every ``XADD`` (approximate: Redis trims whole
       nodes of about 100 entries) and exactly in ``cleanup``; by age, from the
       head of the stream, with ``XTRIM MINID``: by entry id (server time) about
@@ -51,7 +54,7 @@ from typing import Any
 import msgpack
 
 from gopherq.errors import DecodeError
-from gopherq.events.base import Event, EventBackend, cursor_number
+from gopherq.events.base import JOB_EVENTS, JOB_SCAN, Event, EventBackend, cursor_number
 from gopherq.stores.redis import Call, Client, Connection
 
 SEQ = 1_000_000
@@ -61,6 +64,13 @@ TRIM_EVERY = 1.0
 CHUNK = 500
 """Most entries one XREAD, XRANGE or XREVRANGE returns."""
 FIELD = b"e"
+CLOCK_SLACK = 5.0
+"""Seconds before a task's send time that ``job_events`` starts from: the producer's
+clock and the server's (which numbers the stream) may differ that much."""
+FINAL_TYPES = frozenset(
+    {"task-succeeded", "task-failed", "task-dead", "task-cancelled", "task-expired"}
+)
+"""Event types after which a task has no more (unless it is sent again)."""
 
 
 class RedisEventBackend(EventBackend):
@@ -142,6 +152,32 @@ class RedisEventBackend(EventBackend):
                 break
             before = "(" + _text(entries[-1][0])
         return found[::-1]
+
+    def job_events(
+        self, id: str, *, since: float | None = None, limit: int = JOB_EVENTS
+    ) -> list[Event]:
+        """The events of task ``id``, oldest first, found among ``JOB_SCAN`` entries at
+        most: from ``since`` (less ``CLOCK_SLACK``) forward, until the task's last
+        event (it succeeded, failed for good, was cancelled or expired); without
+        ``since``, among the newest. A stream has no index by task, so a task whose
+        events lie further apart than that window shows those within it."""
+        if since is None:
+            return [e for e in self.last(JOB_SCAN) if e.id == id][:limit]
+        found: list[Event] = []
+        start, scanned = _stream_id(since - CLOCK_SLACK), 0
+        while scanned < JOB_SCAN and len(found) < limit:
+            entries = self._conn.call(functools.partial(self._xrange, start=start))
+            for entry_id, fields in entries:
+                start = "(" + _text(entry_id)
+                event = _unpack(fields, entry_id)
+                if event.id == id:
+                    found.append(event)
+                    if event.type in FINAL_TYPES:
+                        return found[:limit]
+            scanned += len(entries)
+            if len(entries) < CHUNK:
+                break
+        return found[:limit]
 
     def cleanup(self) -> int:
         """Trim to ``max_count`` events, then drop those older than ``max_age`` by their

@@ -15,6 +15,11 @@ A blocked ``read`` sleeps on the file's change notification (inotify on the
 milliseconds of the commit that adds events; it polls where inotify is
 missing. Readers decode rows and filter by type themselves.
 
+``job_events`` reads the rows that hold one task's events through a small
+index, ``event_jobs`` (row, task id), written with each row and trimmed with
+the rows: reading a task's timeline costs a few rows, however long the log.
+Rows written before that index existed are not found by it.
+
 URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
 
 Options:
@@ -29,7 +34,14 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 
-from gopherq.events.base import Event, EventBackend, cursor_number, pack_events, unpack_events
+from gopherq.events.base import (
+    JOB_EVENTS,
+    Event,
+    EventBackend,
+    cursor_number,
+    pack_events,
+    unpack_events,
+)
 from gopherq.stores.sqlite import Database, sqlite_path
 
 CLEANUP_EVERY = 1.0
@@ -37,6 +49,8 @@ CLEANUP_EVERY = 1.0
 ROW_EVENTS = 1000
 """Most events stored in one row; a larger batch takes several."""
 ROWS_PER_QUERY = 64
+JOB_SLOTS = 1024
+"""Task ids a row may name in ``event_jobs``: more than ``ROW_EVENTS``."""
 
 
 class SQLiteEventBackend(EventBackend):
@@ -48,6 +62,11 @@ class SQLiteEventBackend(EventBackend):
     #   count   how many events the row holds
     #   time    when the row's newest event happened: retention by age
     #   events  msgpack array of events, each an array (Event[:8])
+    #
+    # event_jobs: which rows hold events of which task, for job_events
+    #   seq     the row (events.last) * JOB_SLOTS + the task's place in it: in row
+    #           order, so that retention deletes a range of rowids
+    #   id      a task id with events in that row
     SCHEMA = (
         """CREATE TABLE IF NOT EXISTS events (
             last INTEGER PRIMARY KEY,
@@ -55,6 +74,11 @@ class SQLiteEventBackend(EventBackend):
             time REAL NOT NULL,
             events BLOB NOT NULL
         )""",
+        """CREATE TABLE IF NOT EXISTS event_jobs (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS event_jobs_id ON event_jobs (id)",
     )
 
     def __init__(
@@ -79,11 +103,15 @@ class SQLiteEventBackend(EventBackend):
         blobs = [(len(chunk), max(e.time for e in chunk), pack_events(chunk)) for chunk in chunks]
         with self._db.write() as conn:
             (last,) = conn.execute("SELECT coalesce(max(last), 0) FROM events").fetchone()
-            rows = []
-            for count, newest, blob in blobs:
+            rows: list[tuple[int, int, float, bytes]] = []
+            jobs: list[tuple[int, str]] = []
+            for chunk, (count, newest, blob) in zip(chunks, blobs, strict=True):
                 last += count
                 rows.append((last, count, newest, blob))
+                named = dict.fromkeys(e.id for e in chunk if e.id is not None)
+                jobs.extend((last * JOB_SLOTS + k, id) for k, id in enumerate(named))
             conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
+            conn.executemany("INSERT INTO event_jobs VALUES (?, ?)", jobs)
             now = time.time()
             if now >= self._next_cleanup:
                 self._next_cleanup = now + CLEANUP_EVERY
@@ -127,6 +155,26 @@ class SQLiteEventBackend(EventBackend):
                 break
             before = rows[-1][0]
         return found[::-1]
+
+    def job_events(
+        self, id: str, *, since: float | None = None, limit: int = JOB_EVENTS
+    ) -> list[Event]:
+        """The retained events of task ``id``, oldest first: its first ``limit``, from
+        the rows the ``event_jobs`` index names."""
+        found: list[Event] = []
+        query = f"""SELECT j.seq, e.last, e.events FROM event_jobs j
+            JOIN events e ON e.last = j.seq / {JOB_SLOTS}
+            WHERE j.id = ? AND j.seq > ? ORDER BY j.seq LIMIT ?"""
+        after = 0
+        while len(found) < limit:
+            with self._db.read() as conn:
+                rows = conn.execute(query, (id, after, ROWS_PER_QUERY)).fetchall()
+            for _, last, blob in rows:
+                found.extend(e for e in _events(last, blob) if e.id == id)
+            if len(rows) < ROWS_PER_QUERY:
+                break
+            after = rows[-1][0]
+        return found[:limit]
 
     def cleanup(self) -> int:
         """Delete events past retention; returns how many."""
@@ -174,8 +222,10 @@ class SQLiteEventBackend(EventBackend):
         cut = max(newest - self.max_count, 0)
         # Rows ending at or below ``cut`` hold only events past the count; rows
         # before ``keep_from`` only events past the age.
+        bound = max(cut + 1, keep_from)  # rows below it go
+        conn.execute("DELETE FROM event_jobs WHERE seq < ?", (bound * JOB_SLOTS,))
         rows = conn.execute(
-            "DELETE FROM events WHERE last <= ? OR last < ? RETURNING count", (cut, keep_from)
+            "DELETE FROM events WHERE last < ? RETURNING count", (bound,)
         ).fetchall()
         return sum(count for (count,) in rows)
 

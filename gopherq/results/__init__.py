@@ -5,9 +5,16 @@ from __future__ import annotations
 from gopherq.brokers import REDIS_SCHEMES
 from gopherq.errors import ConfigurationError
 from gopherq.redaction import redact_url
-from gopherq.results.base import ErrorInfo, JobRecord, ResultBackend
+from gopherq.results.base import ErrorInfo, JobCursor, JobPage, JobRecord, ResultBackend
 
-__all__ = ["ErrorInfo", "JobRecord", "ResultBackend", "open_backend"]
+__all__ = [
+    "ErrorInfo",
+    "JobCursor",
+    "JobPage",
+    "JobRecord",
+    "ResultBackend",
+    "open_backend",
+]
 
 
 def open_backend(url: str, *, expires: float = 86400.0) -> ResultBackend:

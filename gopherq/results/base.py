@@ -11,13 +11,19 @@ class to import.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+import msgpack
 
 from gopherq.brokers.base import Broker, Delivery
 from gopherq.errors import DecodeError
+from gopherq.message import MAX_ID
 from gopherq.redaction import UrlRepr
 from gopherq.states import State
 
@@ -116,6 +122,64 @@ class JobRecord:
             raise DecodeError(f"malformed job record: {exc}") from exc
 
 
+class JobCursor(NamedTuple):
+    """A place in the job history's order (newest ``created`` first, then id, descending):
+    a page of ``ResultBackend.job_page`` goes on after it.
+
+    ``created`` is the time the backend sorts the record by: its ``created``, or
+    where the record has none, the backend's own stand-in (None on SQLite, which
+    lists such records last; the first store time on Redis; 0 in memory). A
+    cursor is only meaningful to the backend that made it.
+    """
+
+    created: float | None
+    id: str
+
+    def to_text(self) -> str:
+        """The cursor as an opaque URL-safe string (``from_text`` reads it back)."""
+        packed = msgpack.packb([self.created, self.id], use_bin_type=True)
+        return base64.urlsafe_b64encode(packed).decode().rstrip("=")
+
+    @classmethod
+    def from_text(cls, text: str) -> JobCursor:
+        """The cursor ``to_text`` wrote; ``ValueError`` for anything else."""
+        try:
+            data = msgpack.unpackb(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        except (ValueError, binascii.Error, msgpack.UnpackException):
+            raise ValueError("not a cursor of this listing") from None
+        match data:
+            case [None | float() | int() as created, str() as id] if (
+                not isinstance(created, bool)
+                and (created is None or math.isfinite(created))
+                and 0 < len(id) <= MAX_ID
+            ):
+                return cls(None if created is None else float(created), id)
+        raise ValueError("not a cursor of this listing")
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    """One page of the job history (``ResultBackend.job_page``)."""
+
+    records: list[JobRecord] = field(default_factory=list)
+    next: JobCursor | None = None
+    """Where the next page starts; None when the history has nothing more to look at.
+    A page may hold fewer records than asked and still have a ``next`` (a backend
+    whose filters search a bounded window of the history: see ``RedisResultBackend``)."""
+
+
+def sent_within(created: float | None, since: float | None, until: float | None) -> bool:
+    """Whether a record sent at ``created`` is within ``since`` (included) and ``until``
+    (excluded), each bound where given; a record without ``created`` is within none."""
+    if since is None and until is None:
+        return True
+    return (
+        created is not None
+        and (since is None or created >= since)
+        and (until is None or created < until)
+    )
+
+
 class Settling(NamedTuple):
     """A finished delivery, its record (if any) and whether it is to be acked."""
 
@@ -153,10 +217,43 @@ class ResultBackend(UrlRepr, ABC):
         state: State | None = None,
         task: str | None = None,
         queue: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        after: JobCursor | None = None,
         limit: int = 100,
     ) -> list[JobRecord]:
         """Live records, newest first (by ``created``, the time the task was sent),
-        optionally only those of one state, task name and queue: the job history.
+        optionally only those of one state, task name and queue, sent at ``since``
+        or later and before ``until`` (Unix seconds), after the cursor ``after``:
+        the job history. The records of ``job_page``."""
+        page = self.job_page(
+            state=state,
+            task=task,
+            queue=queue,
+            since=since,
+            until=until,
+            after=after,
+            limit=limit,
+        )
+        return page.records
+
+    def job_page(
+        self,
+        *,
+        state: State | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        after: JobCursor | None = None,
+        limit: int = 100,
+    ) -> JobPage:
+        """Up to ``limit`` records of the job history (see ``jobs``) and the cursor of
+        the next page.
+
+        The order is ``created`` descending, then id descending, so that records
+        sent in the same instant keep their place between pages. ``since`` and
+        ``until`` leave out records without a ``created`` time.
 
         Backends override this; the base raises ``NotImplementedError``.
         """

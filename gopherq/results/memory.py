@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from gopherq.results.base import JobRecord, ResultBackend
+from gopherq.results.base import JobCursor, JobPage, JobRecord, ResultBackend, sent_within
 from gopherq.states import State
 
 
@@ -52,15 +52,21 @@ class MemoryResultBackend(ResultBackend):
             self._changed.wait_for(lambda: self._finished(id), timeout)
             return self._get(id)
 
-    def jobs(
+    def job_page(
         self,
         *,
         state: State | None = None,
         task: str | None = None,
         queue: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        after: JobCursor | None = None,
         limit: int = 100,
-    ) -> list[JobRecord]:
-        """Live records, newest first, of one state, task and queue where given."""
+    ) -> JobPage:
+        """Live records, newest first, of one state, task and queue and sent within
+        ``since``/``until`` where given, after ``after``. A record without ``created``
+        sorts as sent at 0."""
+        end = None if after is None else (after.created or 0.0, after.id)
         with self._changed:
             now = time.time()
             found = [
@@ -70,8 +76,14 @@ class MemoryResultBackend(ResultBackend):
                 and (state is None or record.state is state)
                 and (task is None or record.task == task)
                 and (queue is None or record.queue == queue)
+                and sent_within(record.created, since, until)
+                and (end is None or _order(record) < end)
             ]
-        return heapq.nlargest(limit, found, key=lambda r: (r.created or 0.0, r.id))
+        records = heapq.nlargest(max(limit, 0) + 1, found, key=_order)
+        if len(records) <= limit:
+            return JobPage(records)
+        last = records[limit - 1] if limit > 0 else None
+        return JobPage(records[:limit], None if last is None else JobCursor(*_order(last)))
 
     def delete(self, id: str) -> bool:
         """Forget a record; True if it existed (expired ones count as gone)."""
@@ -113,3 +125,7 @@ class MemoryResultBackend(ResultBackend):
     def _finished(self, id: str) -> bool:
         record = self._get(id)
         return record is not None and record.state.finished
+
+
+def _order(record: JobRecord) -> tuple[float, str]:
+    return (record.created or 0.0, record.id)

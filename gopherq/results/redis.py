@@ -24,14 +24,16 @@ broker's scripts.
 records that expired since it last ran, from a sorted set of expiry times,
 ``P:{_}:result-expiry``, that ``store`` keeps and trims every few minutes.
 
-``jobs`` (the job history) walks ``P:{jobs}:index``, a sorted set of every
+``job_page`` (the job history) walks ``P:{jobs}:index``, a sorted set of every
 stored id scored by ``created`` (the store time when unset), newest first, and
 reads the records in windows of ids (GETs pipelined; per node on a cluster).
-Filters by state, task and queue are applied to the records read, among the
-newest ``JOBS_SCAN`` ids at most: a filter that matches nothing in them returns
-what it found so far. Ids leave the index with their records: the expired ones
-when ``store`` trims the expiry index (or ``cleanup`` runs), and those ``jobs``
-finds gone.
+A page starts at its cursor's score (``ZREVRANGEBYSCORE``, ties told apart by
+id), so paging costs the same at any depth, and ``since``/``until`` are score
+bounds. Filters by state, task and queue are applied to the records read, among
+``JOBS_SCAN`` ids at most per page: a filter that matches nothing in them returns
+what it found so far, with the cursor to search on from. Ids leave the index
+with their records: the expired ones when ``store`` trims the expiry index (or
+``cleanup`` runs), and those ``job_page`` finds gone.
 
 Where the broker is the Redis broker on the same server (not a cluster),
 ``store_held`` stores the records of a worker's finished deliveries and acks
@@ -60,7 +62,14 @@ import msgpack
 from gopherq.brokers.base import Broker
 from gopherq.brokers.redis import HeldRecord, RedisBroker
 from gopherq.errors import DecodeError
-from gopherq.results.base import JobRecord, ResultBackend, Settling
+from gopherq.results.base import (
+    JobCursor,
+    JobPage,
+    JobRecord,
+    ResultBackend,
+    Settling,
+    sent_within,
+)
 from gopherq.states import State
 from gopherq.stores.redis import Call, Client, Connection, script
 
@@ -73,9 +82,11 @@ CLEANUP_EVERY = 300.0
 CHUNK = 1000
 """Expired ids ``cleanup`` takes out of the indexes per round trip."""
 JOBS_SCAN = 10_000
-"""Most index entries one ``jobs`` call reads: the window its filters search."""
+"""Most index entries one ``job_page`` call reads: the window its filters search."""
 JOBS_WINDOW = 200
-"""Ids one round trip of ``jobs`` reads (at least ``limit`` without filters)."""
+"""Ids the first round trip of ``job_page`` reads with filters (without: ``limit`` + 1);
+each further one reads twice as many, up to ``JOBS_WINDOW_MAX``."""
+JOBS_WINDOW_MAX = 2000
 _NO_RECORD = ("", "", "", "")
 
 
@@ -199,52 +210,99 @@ class RedisResultBackend(ResultBackend):
 
         return bool(self._conn.call(send)[0])
 
-    def jobs(
+    def job_page(
         self,
         *,
         state: State | None = None,
         task: str | None = None,
         queue: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        after: JobCursor | None = None,
         limit: int = 100,
-    ) -> list[JobRecord]:
-        """Live records, newest first by ``created``, of one state, task and queue where
-        given; filters search the newest ``JOBS_SCAN`` ids (see the module docstring)."""
+    ) -> JobPage:
+        """Live records, newest first by ``created``, of one state, task and queue and
+        sent within ``since``/``until`` where given, after ``after``. The index is read
+        by score, so a page starts where its cursor points in one round trip; filters
+        by state, task and queue search ``JOBS_SCAN`` ids at most (see the module
+        docstring), and a page cut short by that bound still has a ``next``."""
         if limit <= 0:
-            return []
+            return JobPage()
         filtered = state is not None or task is not None or queue is not None
-        window = max(limit, JOBS_WINDOW) if filtered else limit
-        found: list[JobRecord] = []
-        seen: set[str] = set()  # ranks shift while we read: new ids push older ones down
-        offset = 0
-        while len(found) < limit and offset < JOBS_SCAN:
-            ids = [
-                _text(id) for id in self._conn.call(functools.partial(self._newest, offset, window))
-            ]
-            if not ids:
+        window = max(limit + 1, JOBS_WINDOW) if filtered else limit + 1
+        found: list[tuple[JobRecord, JobCursor]] = []
+        position = self._start(after)
+        timed = since is not None or until is not None
+        scanned = offset = 0
+        while len(found) <= limit:
+            if scanned >= JOBS_SCAN:  # the filters searched their window: go on from here
+                return JobPage([r for r, _ in found], position)
+            read = functools.partial(
+                self._by_score, position, since=since, until=until, offset=offset, count=window
+            )
+            entries = [(_text(id), float(score)) for id, score in self._conn.call(read)]
+            if not entries:
                 break
-            offset += len(ids)
-            fresh = [id for id in ids if id not in seen]
-            seen.update(fresh)
-            blobs = self._conn.call(functools.partial(self._get_many, fresh))
-            gone = [id for id, blob in zip(fresh, blobs, strict=True) if blob is None]
+            scanned += len(entries)
+            fresh = [(id, score) for id, score in entries if _before(score, id, position)]
+            if not fresh:  # more ties at the position's score than one window holds
+                offset += len(entries)
+                continue
+            offset = 0
+            position = JobCursor(fresh[-1][1], fresh[-1][0])
+            ids = [id for id, _ in fresh]
+            blobs = self._conn.call(functools.partial(self._get_many, ids))
+            gone = [id for id, blob in zip(ids, blobs, strict=True) if blob is None]
             if gone:  # expired or deleted: out of the index
                 self._conn.call(functools.partial(self._unindex, gone))
-                offset -= len(gone)
-            for blob in blobs:
+            for (id, score), blob in zip(fresh, blobs, strict=True):
                 record = None if blob is None else _decode(blob)
                 if (
                     record is not None
                     and (state is None or record.state == state)
                     and (task is None or record.task == task)
                     and (queue is None or record.queue == queue)
+                    and (not timed or sent_within(record.created, since, until))
                 ):
-                    found.append(record)
-            if len(ids) < window:
+                    found.append((record, JobCursor(score, id)))
+            if len(entries) < window:
                 break
-        return found[:limit]
+            if filtered:
+                window = min(window * 2, JOBS_WINDOW_MAX)
+        if len(found) <= limit:
+            return JobPage([r for r, _ in found])
+        return JobPage([r for r, _ in found[:limit]], found[limit - 1][1])
 
-    def _newest(self, offset: int, count: int, client: Client) -> list[Any]:
-        return list(client.zrevrange(self._jobs_key, offset, offset + count - 1))
+    def _start(self, after: JobCursor | None) -> JobCursor | None:
+        """Where a page starts: ``after``, with the index score of its id where the
+        cursor has none (a record without ``created`` sorts at its first store time)."""
+        if after is None or after.created is not None:
+            return after
+        score = self._conn.call(lambda c: c.zscore(self._jobs_key, after.id))
+        return JobCursor(-math.inf if score is None else float(score), after.id)
+
+    def _by_score(
+        self,
+        position: JobCursor | None,
+        client: Client,
+        *,
+        since: float | None,
+        until: float | None,
+        offset: int,
+        count: int,
+    ) -> list[Any]:
+        """Ids (with scores) of the index from ``position`` (included: ties are told
+        apart by id afterwards) down to ``since``, below ``until``."""
+        top = "+inf" if until is None else "(" + repr(float(until))
+        at = None if position is None else position.created
+        if at is not None and (until is None or at < until):
+            top = repr(at)
+        bottom = "-inf" if since is None else repr(float(since))
+        return list(
+            client.zrevrangebyscore(
+                self._jobs_key, top, bottom, start=offset, num=count, withscores=True
+            )
+        )
 
     def _get_many(self, ids: list[str], client: Client) -> list[Any]:
         calls: list[Call] = [("GET", [self._key(id)], ()) for id in ids]
@@ -290,6 +348,14 @@ class RedisResultBackend(ResultBackend):
 
     def _key(self, id: str) -> str:
         return f"{self.prefix}:result:{{{id}}}"
+
+
+def _before(score: float, id: str, position: JobCursor | None) -> bool:
+    """Whether index entry ``(score, id)`` comes after ``position`` in the listing."""
+    if position is None:
+        return True
+    created = position.created if position.created is not None else -math.inf
+    return score < created or (score == created and id < position.id)
 
 
 def _text(value: Any) -> str:

@@ -36,7 +36,7 @@ import msgpack
 from gopherq.brokers.base import Broker
 from gopherq.brokers.sqlite import SQLiteBroker
 from gopherq.errors import DecodeError
-from gopherq.results.base import JobRecord, ResultBackend, Settling
+from gopherq.results.base import JobCursor, JobPage, JobRecord, ResultBackend, Settling
 from gopherq.states import State
 from gopherq.stores.sqlite import Database, sqlite_path
 
@@ -52,7 +52,8 @@ class SQLiteResultBackend(ResultBackend):
     #   id          task id
     #   state, task, queue, created, finished   copies of the record's fields,
     #               for job-history queries by task, state and queue, newest
-    #               (created) first
+    #               (created, then id) first: an index per filter, each in that
+    #               order, so that a page is a range of one index
     #   expires_at  when a finished record expires; NULL while unfinished
     #   record      msgpack of JobRecord.to_map(), the whole truth
     #
@@ -68,16 +69,20 @@ class SQLiteResultBackend(ResultBackend):
             expires_at REAL,
             record BLOB NOT NULL
         )""",
-        "CREATE INDEX IF NOT EXISTS results_task ON results (task)",
-        "CREATE INDEX IF NOT EXISTS results_state ON results (state)",
+        "CREATE INDEX IF NOT EXISTS results_task_created ON results (task, created, id)",
+        "CREATE INDEX IF NOT EXISTS results_state_created ON results (state, created, id)",
+        "CREATE INDEX IF NOT EXISTS results_queue_created ON results (queue, created, id)",
         "CREATE INDEX IF NOT EXISTS results_finished ON results (finished)",
-        "CREATE INDEX IF NOT EXISTS results_created ON results (created)",
+        "CREATE INDEX IF NOT EXISTS results_created_id ON results (created, id)",
         "CREATE INDEX IF NOT EXISTS results_expires_at ON results (expires_at)",
         """CREATE TABLE IF NOT EXISTS marks (
             key TEXT PRIMARY KEY,
             expires_at REAL NOT NULL
         ) WITHOUT ROWID""",
     )
+
+    DROPPED = ("results_task", "results_state", "results_created")
+    """Indexes of earlier releases, each on one column: the ones above replace them."""
 
     _UPSERT = """INSERT INTO results (id, state, task, queue, created, finished, expires_at, record)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -90,7 +95,7 @@ class SQLiteResultBackend(ResultBackend):
         self.url = url
         self.path = sqlite_path(url)
         self.expires = expires
-        self._db = Database(self.path, self.SCHEMA)
+        self._db = Database(self.path, self.SCHEMA, dropped=self.DROPPED)
         self._next_cleanup = 0.0
 
     def store(self, records: Sequence[JobRecord]) -> None:
@@ -163,26 +168,59 @@ class SQLiteResultBackend(ResultBackend):
                 return record
             waiter.wait(remaining)
 
-    def jobs(
+    def job_page(
         self,
         *,
         state: State | None = None,
         task: str | None = None,
         queue: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        after: JobCursor | None = None,
         limit: int = 100,
-    ) -> list[JobRecord]:
-        """Live records, newest first, of one state, task and queue where given."""
+    ) -> JobPage:
+        """Live records, newest first, of one state, task and queue and sent within
+        ``since``/``until`` where given, after ``after``: a range of one index.
+        Records without ``created`` come last."""
         where = [self._LIVE]
         args: list[Any] = [time.time()]
         for column, value in (("state", state), ("task", task), ("queue", queue)):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
-        query = f"""SELECT record FROM results WHERE {" AND ".join(where)}
-            ORDER BY created DESC, id DESC LIMIT ?"""
+        for condition, bound in (("created >= ?", since), ("created < ?", until)):
+            if bound is not None:
+                where.append(condition)
+                args.append(bound)
+        # Records without ``created`` come last (NULL is the least value): a cursor
+        # among the others reads on into them by a second range, not by an OR that
+        # would keep the first from being a range of its index.
+        tail = ["created IS NULL", *where]
+        tail_args = list(args)
+        if after is not None and after.created is not None:
+            where.append("(created, id) < (?, ?)")
+            args.extend(after)
+        elif after is not None:
+            where = [*tail, "id < ?"]
+            args = [*tail_args, after.id]
+        limit = max(limit, 0)
         with self._db.read() as conn:
-            rows = conn.execute(query, (*args, limit)).fetchall()
-        return [_decode(row[0]) for row in rows]
+            rows = self._rows(conn, where, args, limit + 1)
+            more = limit + 1 - len(rows)
+            timed = since is not None or until is not None
+            if more > 0 and after is not None and after.created is not None and not timed:
+                rows += self._rows(conn, tail, tail_args, more)
+        records = [_decode(row[2]) for row in rows[:limit]]
+        if len(rows) <= limit or not limit:
+            return JobPage(records)
+        created, id, _ = rows[limit - 1]
+        return JobPage(records, JobCursor(created, id))
+
+    @staticmethod
+    def _rows(conn: sqlite3.Connection, where: list[str], args: list[Any], limit: int) -> list[Any]:
+        query = f"""SELECT created, id, record FROM results WHERE {" AND ".join(where)}
+            ORDER BY created DESC, id DESC LIMIT ?"""
+        return conn.execute(query, (*args, limit)).fetchall()
 
     def delete(self, id: str) -> bool:
         """Forget a record; True if it existed (expired ones count as gone)."""

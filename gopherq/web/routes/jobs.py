@@ -1,7 +1,390 @@
-"""Jobs: submit, list, read, wait for, cancel, retry and delete tasks."""
+"""Jobs: submit, list, read, wait for, cancel, retry and delete tasks.
+
+Every route is a face of ``gopherq.admin`` (``submit_many``, ``job_page``,
+``find_job``, ``retry_job``, ``delete_job``) or of the app (``cancel``), the
+operations ``gopherq submit``, ``jobs``, ``status`` and ``cancel`` run.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from collections.abc import Sequence
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import anyio
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from gopherq import admin
+from gopherq.access.roles import Role
+from gopherq.app import GopherQ
+from gopherq.events import Event
+from gopherq.results.base import JobCursor, JobRecord
+from gopherq.states import State
+from gopherq.web.auth import Caller, require
+from gopherq.web.problems import Problem, invalid, not_found
+from gopherq.web.routes.jobs_models import (
+    MAX_BATCH,
+    NAME_PATTERN,
+    CreatedBatch,
+    ErrorInfoModel,
+    JobBatch,
+    JobCancelled,
+    JobCreated,
+    JobDeleted,
+    JobDetail,
+    JobId,
+    JobList,
+    JobResult,
+    JobRetried,
+    JobSubmit,
+    JobSummary,
+    ProgressModel,
+    QueueName,
+    TaskName,
+    json_value,
+)
+from gopherq.web.state import AppDep
 
 router = APIRouter(tags=["jobs"])
+
+MAX_WAIT = 60.0
+"""Longest long poll of ``GET /jobs/{id}/result``, in seconds."""
+MAX_WAITERS = 200
+"""Long polls that may wait at once per server; past that, a poll answers at once."""
+MAX_LIST = 1000
+"""Most jobs one page lists."""
+
+PathId = Annotated[JobId, Path(description="The job's id.", pattern=NAME_PATTERN)]
+
+
+def enforce_send_rate(request: Request, caller: Caller, count: int) -> None:
+    """Charge ``count`` jobs to the send rate of ``caller``'s key; a 429 problem with
+    ``Retry-After`` past it. The one place sends are counted (``POST /jobs`` and
+    ``/jobs:batch``); no limit is configured here."""
+
+
+# Sending.
+
+
+def _send(
+    request: Request, app: GopherQ, caller: Caller, items: Sequence[JobSubmit], prefix: str
+) -> list[admin.Submitted]:
+    """Check every item (fields named ``{prefix}field``), then send them all in one
+    broker call; nothing is sent when one is refused."""
+    submissions = []
+    for number, item in enumerate(items):
+        field = prefix.format(number)
+        submission = admin.Submission(item.task, item.args, item.kwargs, item.options())
+        queue = admin.task_queue(app, item.task, item.queue)
+        if not caller.may_send(item.task, queue):
+            raise Problem(
+                403,
+                "forbidden",
+                "Forbidden",
+                f"{field}task: the key {caller.name!r} may not send {item.task!r} to "
+                f"queue {queue!r}",
+            )
+        problems = admin.submission_problems(app, submission)
+        if problems:
+            raise Problem(
+                422,
+                "invalid-job",
+                "Invalid job",
+                "; ".join(f"{field}{name}: {detail}" for name, detail in problems),
+                errors=[(field + name, detail) for name, detail in problems],
+            )
+        submissions.append(submission)
+    enforce_send_rate(request, caller, len(submissions))
+    return admin.submit_many(app, submissions)
+
+
+def _created(sent: admin.Submitted) -> JobCreated:
+    return JobCreated(id=sent.id, task=sent.task, queue=sent.queue, new=sent.new)
+
+
+@router.post(
+    "/jobs",
+    name="jobs.create",
+    summary="Send a job",
+    status_code=201,
+    response_model=JobCreated,
+    responses={
+        200: {"model": JobCreated, "description": "Its idempotency key was held: that job"},
+        201: {"description": "Sent", "headers": {"Location": {"schema": {"type": "string"}}}},
+    },
+)
+def create_job(
+    request: Request,
+    body: JobSubmit,
+    app: AppDep,
+    response: Response,
+    caller: Annotated[Caller, require(Role.SUBMITTER)],
+) -> JobCreated:
+    """Send one job: 201 with its id and a ``Location``; 200 with the earlier job's id
+    when a live job of the queue holds the idempotency key (nothing is sent)."""
+    [sent] = _send(request, app, caller, [body], "body.")
+    response.headers["Location"] = request.url_for("jobs.get", id=quote(sent.id, safe="")).path
+    if not sent.new:
+        response.status_code = 200
+    return _created(sent)
+
+
+@router.post(
+    "/jobs:batch",
+    name="jobs.create_many",
+    summary=f"Send up to {MAX_BATCH} jobs in one broker call",
+    status_code=201,
+    response_model=CreatedBatch,
+)
+def create_jobs(
+    request: Request,
+    body: JobBatch,
+    app: AppDep,
+    caller: Annotated[Caller, require(Role.SUBMITTER)],
+) -> CreatedBatch:
+    """Check every job, then send them all in one broker call (201); when one is
+    refused (422 naming ``body.jobs.N.field``, or 403), none is sent. Each answer says
+    whether its job is new or the holder of its idempotency key."""
+    sent = _send(request, app, caller, body.jobs, "body.jobs.{}.")
+    return CreatedBatch(jobs=[_created(s) for s in sent])
+
+
+# Reading.
+
+
+@router.get(
+    "/jobs",
+    name="jobs.list",
+    summary="List jobs, newest first",
+    response_model=JobList,
+    dependencies=[require(Role.VIEWER)],
+)
+def list_jobs(
+    *,
+    app: AppDep,
+    state: Annotated[State | None, Query(description="Only jobs in this state.")] = None,
+    task: Annotated[TaskName | None, Query(description="Only this task.")] = None,
+    queue: Annotated[QueueName | None, Query(description="Only this queue.")] = None,
+    since: Annotated[
+        float | None,
+        Query(ge=0, allow_inf_nan=False, description="Sent at this Unix time or later."),
+    ] = None,
+    until: Annotated[
+        float | None, Query(ge=0, allow_inf_nan=False, description="Sent before this Unix time.")
+    ] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=512,
+            pattern="^[A-Za-z0-9_-]+$",
+            description="The next of the previous page (opaque).",
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 50,
+) -> JobList:
+    """A page of the job history (kept as long as results), newest sent first; pass
+    ``next`` as ``cursor`` for the following page. A page may hold fewer jobs than
+    ``limit`` and still have a ``next`` (on Redis, filters search a bounded window
+    per page)."""
+    after = None
+    if cursor is not None:
+        try:
+            after = JobCursor.from_text(cursor)
+        except ValueError as exc:
+            raise invalid("query.cursor", str(exc)) from None
+    page = admin.job_page(
+        app, state=state, task=task, queue=queue, since=since, until=until, after=after, limit=limit
+    )
+    jobs = [_summary(r) for r in page.records]
+    return JobList(jobs=jobs, next=None if page.next is None else page.next.to_text())
+
+
+def _summary(record: JobRecord) -> JobSummary:
+    """A record as listings show it: its result and checkpoint are not decoded."""
+    error = record.error
+    return JobSummary(
+        id=record.id,
+        state=record.state,
+        task=record.task,
+        queue=record.queue,
+        attempts=record.attempts,
+        created=record.created,
+        started=record.started,
+        finished=record.finished,
+        worker=record.worker,
+        error=None if error is None else ErrorInfoModel(type=error.type, message=error.message),
+        progress=None if record.progress is None else ProgressModel(**record.progress._asdict()),
+    )
+
+
+def _detail(info: dict[str, Any], events: list[Event] | None) -> JobDetail:
+    for name in ("result", "checkpoint"):
+        if name in info:
+            info[name] = json_value(info[name])
+    if events is not None:
+        sent = next((e for e in events if e.task is not None), None)
+        if sent is not None and "task" not in info:  # no record yet: what it was sent as
+            info.update(task=sent.task, queue=sent.queue)
+        info["events"] = [
+            {**e.to_map(), "extra": json_value(dict(e.extra)), "cursor": e.cursor} for e in events
+        ]
+    return JobDetail.model_validate(info)
+
+
+@router.get(
+    "/jobs/{id}",
+    name="jobs.get",
+    summary="A job: state, result or error, progress, events",
+    response_model=JobDetail,
+    dependencies=[require(Role.VIEWER)],
+)
+def get_job(id: PathId, app: AppDep) -> JobDetail:
+    """Everything known of job ``id``: its record (result or error with traceback,
+    attempts, progress, checkpoint, times, worker) and its retained events. 404 when
+    neither the result store nor the broker knows it."""
+    info = admin.find_job(app, id)
+    if info is None:
+        raise not_found("job", id)
+    return _detail(info, admin.job_events(app, id, info.get("created")))
+
+
+@router.get(
+    "/jobs/{id}/result",
+    name="jobs.result",
+    summary="Wait for a job's result",
+    response_model=JobResult,
+    responses={202: {"model": JobResult, "description": "Not finished within the wait"}},
+    dependencies=[require(Role.VIEWER)],
+)
+async def job_result(
+    id: PathId,
+    request: Request,
+    app: AppDep,
+    wait: Annotated[
+        float,
+        Query(ge=0, le=MAX_WAIT, allow_inf_nan=False, description="Seconds to wait for the end."),
+    ] = 0.0,
+) -> Any:
+    """200 once the job finished: its value when it SUCCEEDED, else its error (FAILED,
+    DEAD, CANCELLED, EXPIRED). 202 with its state while it is not finished after
+    ``wait`` seconds (a long poll that ends as soon as the job does). 404 for an id
+    nobody knows."""
+    limiter = _waiters(request)
+    seconds = wait if limiter.available_tokens >= 1 else 0.0
+    result = await anyio.to_thread.run_sync(_outcome, app, id, seconds, limiter=limiter)
+    if result is None:
+        raise not_found("job", id)
+    body = result.model_dump(mode="json")
+    return JSONResponse(body, 200 if result.finished else 202)
+
+
+def _waiters(request: Request) -> anyio.CapacityLimiter:
+    """The threads long polls of this server wait in (``MAX_WAITERS``)."""
+    limiter: anyio.CapacityLimiter | None = getattr(request.app.state, "job_waiters", None)
+    if limiter is None:
+        limiter = request.app.state.job_waiters = anyio.CapacityLimiter(MAX_WAITERS)
+    return limiter
+
+
+def _outcome(app: GopherQ, id: str, wait: float) -> JobResult | None:
+    """The result of job ``id`` once finished or after ``wait`` seconds; None if unknown."""
+    info = admin.find_job(app, id)
+    if info is None:
+        return None
+    if wait > 0 and not State(info["state"]).finished:
+        record = app.backend.wait(id, wait)
+        if record is not None:
+            info = admin.record_info(app, admin.current(app, record))
+    state = State(info["state"])
+    return JobResult(
+        id=id,
+        state=state,
+        finished=state.finished,
+        result=json_value(info.get("result")) if state is State.SUCCEEDED else None,
+        error=info.get("error") if state.finished else None,
+    )
+
+
+# Changing.
+
+
+@router.post(
+    "/jobs/{id}/cancel",
+    name="jobs.cancel",
+    summary="Cancel a job",
+    response_model=JobCancelled,
+    responses={409: {"description": "Already finished"}},
+)
+def cancel_job(
+    id: PathId, app: AppDep, caller: Annotated[Caller, require(Role.OPERATOR)]
+) -> JobCancelled:
+    """A queued or scheduled job never runs (``cancelled``); a running one is stopped by
+    its worker (``stopping``). 409 for a job already finished or dead-lettered."""
+    found = {c.id: c.was for c in app.cancel([id])}
+    outcome = admin.cancel_outcome(found.get(id))
+    if outcome == "not-found":
+        info = admin.find_job(app, id)
+        if info is None:
+            raise not_found("job", id)
+        raise _conflict(
+            id, info["state"], "only a queued, scheduled or running job can be cancelled"
+        )
+    return JobCancelled(id=id, outcome="stopping" if outcome == "stopping" else "cancelled")
+
+
+_RETRY_CONFLICTS = {
+    "not-finished": "it has not finished: cancel it first, or wait",
+    "succeeded": "it succeeded",
+    "key-held": "a live job holds its idempotency key",
+    "no-body": "its message is not kept (only a dead letter keeps the arguments of a job)",
+}
+
+
+@router.post(
+    "/jobs/{id}/retry",
+    name="jobs.retry",
+    summary="Run a dead-lettered job again",
+    response_model=JobRetried,
+    responses={409: {"description": "Not a job that can run again"}},
+)
+def retry_job(
+    id: PathId, app: AppDep, caller: Annotated[Caller, require(Role.OPERATOR)]
+) -> JobRetried:
+    """A job in the dead letters (it failed with no retries left, was rejected or
+    expired) is made ready again under the same id, its attempts from 0. 409 for
+    any other job: one not finished, one that succeeded, one whose idempotency key a
+    live job holds, and one whose message is not kept (a cancelled job, or one whose
+    dead letter was purged)."""
+    outcome = admin.retry_job(app, id)
+    if outcome == "requeued":
+        return JobRetried(id=id, state=State.QUEUED)
+    if outcome == "not-found":
+        raise not_found("job", id)
+    state = (admin.find_job(app, id) or {}).get("state", "")
+    raise _conflict(id, state, _RETRY_CONFLICTS[outcome])
+
+
+@router.delete(
+    "/jobs/{id}",
+    name="jobs.delete",
+    summary="Forget a job",
+    response_model=JobDeleted,
+    responses={409: {"description": "Running"}},
+)
+def delete_job(
+    id: PathId, app: AppDep, caller: Annotated[Caller, require(Role.OPERATOR)]
+) -> JobDeleted:
+    """Delete the job's record, and its message where it still waits (queued,
+    scheduled or dead-lettered: it will not run). 409 for a running job (cancel it
+    first)."""
+    outcome = admin.delete_job(app, id)
+    if outcome == "not-found":
+        raise not_found("job", id)
+    if outcome == "running":
+        raise _conflict(id, State.STARTED.value, "it is running: cancel it first")
+    return JobDeleted(id=id)
+
+
+def _conflict(id: str, state: str, why: str) -> Problem:
+    return Problem(409, "job-state-conflict", "Conflict", f"job {id!r} ({state}): {why}")
