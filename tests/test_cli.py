@@ -163,13 +163,15 @@ def test_tasks_table_and_json(cli: Cli) -> None:
     assert lines[1].split() == ["add", "math", "high", "2", "Add", "two", "numbers."]
     assert [line.split()[0] for line in lines[1:]] == ["add", "boom", f"{cli.module}.greet"]
     listed = json.loads(ok(cli("tasks", "--json")))
-    assert listed[0] == {
+    assert {k: listed[0][k] for k in ("name", "queue", "priority", "retries", "description")} == {
         "name": "add",
         "queue": "math",
         "priority": "high",
         "retries": 2,
         "description": "Add two numbers.",
     }
+    assert listed[0]["doc"].startswith("Add two numbers.\n\nA second paragraph")
+    assert listed[0]["options"]["autoretry_for"] == ["builtins.Exception"]
     assert listed[1]["description"] == ""
 
 
