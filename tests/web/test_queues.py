@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from web.ops_support import add_name, kill, problem, role_client
 
 from gopherq import GopherQ, State
 from gopherq.access.roles import Role
+from web.ops_support import add_name, kill, problem, role_client
 
 QUEUES = "/api/v1/queues"
 
@@ -79,9 +79,7 @@ def test_unknown_queue_changes_nothing(api: TestClient, action: str) -> None:
     assert [q["name"] for q in api.get(QUEUES).json()["items"]] == ["default"]
 
 
-@pytest.mark.parametrize(
-    "name", ["a%00b", "a%7Fb", "%20a", "a..b", "q" * 129, "a%E2%80%AEb"]
-)
+@pytest.mark.parametrize("name", ["a%00b", "a%7Fb", "%20a", "a..b", "q" * 129, "a%E2%80%AEb"])
 @pytest.mark.parametrize(
     ("method", "suffix"),
     [("get", ""), ("post", "/pause"), ("post", "/resume"), ("post", "/purge")],

@@ -122,16 +122,26 @@ class ScheduleChanges(BaseModel):
     catch_up: CatchUp | None = None
 
 
-_FIELDS = ("cron", "every", "tz", "priority", "catch_up", "kwargs", "args", "queue", "task")
+_FIELD_WORDS = (
+    ("cron", "cron"),
+    ("interval", "every"),
+    ("every", "every"),
+    ("time zone", "tz"),
+    ("priority", "priority"),
+    ("catch_up", "catch_up"),
+    ("argument", "args"),
+    ("kwargs", "kwargs"),
+    ("queue", "queue"),
+    ("task", "task"),
+)
+"""Words of an entry's error message, and the field the message is then about."""
 
 
 def _bad_entry(exc: ConfigurationError) -> Problem:
     """422 for options that make no entry, naming the field the message is about."""
     text = str(exc)
     about = text.partition(": ")[2] or text
-    field = next((f for f in _FIELDS if f.replace("_", " ") in about or f in about), None)
-    if field is None and ("argument" in about or "positional" in about):
-        field = "args"
+    field = next((f for word, f in _FIELD_WORDS if word in about), None)
     return invalid(f"body.{field}" if field else "body", about)
 
 
