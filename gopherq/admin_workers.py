@@ -77,8 +77,11 @@ def _view(name: str, events: list[Event], now: float, window: float) -> WorkerVi
     online = next((e for e in reversed(events) if e.type == EventType.WORKER_ONLINE), None)
     beat = next((e for e in reversed(events) if e.type == EventType.WORKER_HEARTBEAT), None)
     last = events[-1].time
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = {"pid": int(pid) if pid.isdigit() else None}
     if online is not None:
+        online_pid = online.extra.get("pid")
+        if isinstance(online_pid, int) and not isinstance(online_pid, bool):
+            fields["pid"] = online_pid
         fields.update(
             hostname=str(online.extra.get("hostname") or host),
             started=online.time,
@@ -97,7 +100,6 @@ def _view(name: str, events: list[Event], now: float, window: float) -> WorkerVi
     fields.setdefault("hostname", host or name)
     return WorkerView(
         name=name,
-        pid=int(pid) if pid.isdigit() else None,
         heartbeat=last,
         age=age,
         alive=age <= window,

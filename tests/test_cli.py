@@ -424,6 +424,22 @@ def test_dead_retry_all_and_purge_by_queue(cli: Cli) -> None:
     assert cli.app.result(kept).state is State.PENDING
 
 
+def test_dead_by_reason(cli: Cli) -> None:
+    bad = make_dead(cli.app, "a", reason="BAD_ARGS")
+    failed_a, failed_b = make_dead(cli.app, "a"), make_dead(cli.app, "b")
+    listed = json.loads(ok(cli("dead", "list", "--reason", "bad_args", "--json")))
+    assert [d["id"] for d in listed] == [bad]
+    assert "'BORED' is not one of" in failed(cli("dead", "list", "--reason", "BORED"), code=2)
+    retried = cli("dead", "retry-all", "--reason", "BAD_ARGS", "--queue", "b", "-y")
+    assert ok(retried) == "requeued 0\n"
+    assert ok(cli("dead", "retry-all", "--reason", "BAD_ARGS", "-y")) == "requeued 1\n"
+    assert cli.app.result(bad).state is State.QUEUED
+    reason = cli.app.broker.dead_letters("a")[0].reason
+    assert ok(cli("dead", "purge", "--reason", reason, "--queue", "a", "-y")) == "deleted 1\n"
+    assert cli.app.result(failed_a).state is State.PENDING
+    assert cli.app.result(failed_b).state is State.DEAD
+
+
 # health and errors
 
 
