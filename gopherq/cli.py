@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from gopherq import admin, admin_dead, admin_queues
+from gopherq import admin, admin_dead, admin_queues, admin_workers
 from gopherq.app import GopherQ
 from gopherq.celery_names import CLI_HINTS, CLI_OPTION_HINTS
 from gopherq.cli_beat import beat, schedules
@@ -432,6 +432,20 @@ def dead_purge(app: GopherQ, queue: str | None, reason: str | None, yes: bool) -
     click.echo(f"deleted {admin_dead.purge(app, queue=queue, reason=reason)}")
 
 
+@dead.command("replay")
+@click.argument("id")
+@click.option("--args", "args", default=None, help="New positional arguments: JSON array.")
+@click.option("--kwargs", "kwargs", default=None, help="New keyword arguments: JSON object.")
+@with_app
+def dead_replay(app: GopherQ, id: str, args: str | None, kwargs: str | None) -> None:
+    """Send dead letter ID's task again as a new job, with new arguments where given;
+    the dead letter is deleted once the new job is sent."""
+    new_args = None if args is None else json_arg(list)(None, None, args)
+    new_kwargs = None if kwargs is None else json_arg(dict)(None, None, kwargs)
+    done = admin_dead.replay(app, id, new_args, new_kwargs)
+    click.echo(done.id)
+
+
 def _confirm(yes: bool, question: str) -> None:
     """Ask before a destructive step; refuse without ``--yes`` off a terminal."""
     if yes:
@@ -542,6 +556,32 @@ def _heartbeats_line(beats: admin.Heartbeats) -> str:
         )
     last = f"; the last {beats.last:.0f}s ago" if beats.last is not None else ""
     return f"workers: none sent a heartbeat in the last {window}{last}"
+
+
+@main.command()
+@click.option("--stale", is_flag=True, help="Also workers whose heartbeats stopped.")
+@json_option
+@with_app
+def workers(app: GopherQ, stale: bool, as_json: bool) -> None:
+    """List the workers that sent a heartbeat lately, with their running tasks."""
+    views = admin_workers.workers(app, stale=stale)
+    if as_json:
+        print_json([dataclasses.asdict(view) for view in views])
+        return
+    rows = [
+        (
+            v.name,
+            "yes" if v.alive else "no",
+            f"{v.age:.0f}s",
+            v.concurrency,
+            v.active,
+            v.processed,
+            ", ".join(f"{c.task}[{c.id}]" for c in v.current),
+        )
+        for v in views
+    ]
+    headers = ("worker", "alive", "last beat", "concurrency", "active", "done", "running")
+    table(headers, rows, "no workers sent a heartbeat lately")
 
 
 @main.command()

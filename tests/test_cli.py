@@ -440,6 +440,33 @@ def test_dead_by_reason(cli: Cli) -> None:
     assert cli.app.result(failed_b).state is State.DEAD
 
 
+def test_dead_replay(cli: Cli) -> None:
+    id = make_dead(cli.app)
+    new = ok(cli("dead", "replay", id, "--args", "[5, 6]")).strip()
+    assert new != id and cli.app.result(id).state is State.PENDING
+    (delivery,) = cli.app.broker.reserve(["default"], 1, 1.0)
+    message = cli.app.codec.decode(delivery.body)
+    assert (message.id, message.task, message.args) == (new, "add", [5, 6])
+    assert "no dead letter" in failed(cli("dead", "replay", id))
+    assert "JSON array" in failed(cli("dead", "replay", id, "--args", "{}"), code=2)
+
+
+def test_workers(cli: Cli) -> None:
+    from gopherq.worker.presence import Presence
+    from gopherq.worker.slots import Holding
+
+    assert ok(cli("workers")) == "no workers sent a heartbeat lately\n"
+    presence = Presence(cli.app, "host:1", 2, ["default"])
+    presence.start()
+    presence.beat([("host:2", Holding(processed=4))])
+    cli.app.events.flush()
+    lines = ok(cli("workers")).splitlines()
+    assert lines[0].split()[:3] == ["WORKER", "ALIVE", "LAST"]
+    assert lines[1].split()[:2] == ["host:1", "yes"]
+    [worker] = json.loads(ok(cli("workers", "--json")))
+    assert (worker["name"], worker["processed"], worker["current"]) == ("host:1", 4, [])
+
+
 # health and errors
 
 

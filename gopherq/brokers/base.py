@@ -147,6 +147,7 @@ class QueueDepth:
         ready = sum(self.ready.values())
         return QueueStats(self.name, ready, self.scheduled, self.running, self.dead, self.paused)
 
+
 class BrokerAdmin(UrlRepr):
     """The optional part of the broker contract: what operators, tools and ``cancel``
     ask of a broker beyond moving messages.

@@ -140,8 +140,7 @@ class EventEmitter(Middleware):
             "processed": stats.processed,
             "load": list(stats.load),
             "running": [
-                {"process": process, "id": id, "task": task}
-                for process, id, task in stats.running
+                {"process": process, "id": id, "task": task} for process, id, task in stats.running
             ],
         }
         self._worker_event(EventType.WORKER_HEARTBEAT, worker, extra)
