@@ -157,6 +157,7 @@ def test_retry_many_by_filter(app: GopherQ, api: TestClient) -> None:
         ({"ids": ["a"] * 1001}, "body.ids"),
         ({"queue": "a/b"}, "body.queue"),
         ({"reason": "BORED"}, "body.reason"),
+        ({"queues": ["a"]}, "body.queues"),
     ],
 )
 @pytest.mark.parametrize("action", ["retry", "purge"])
@@ -229,6 +230,7 @@ def test_replay_refusals(app: GopherQ, api: TestClient) -> None:
     id = kill(app, add_name(app), 1, 2)
     problem(api.post(f"{DEAD}/{id}/replay", json={"args": {"x": 1}}), 422, "body.args")
     problem(api.post(f"{DEAD}/{id}/replay", json={"kwargs": [1]}), 422, "body.kwargs")
+    problem(api.post(f"{DEAD}/{id}/replay", json={"arg": [1]}), 422, "body.arg")
     assert app.broker.locate(id) is State.DEAD
 
 

@@ -101,6 +101,7 @@ def test_add_refuses_a_taken_name(app: GopherQ, api: TestClient, declared: str) 
         ({"args": [1, 2, 3]}, "body.args"),
         ({"kwargs": {"z": 1}}, "body.args"),
         ({"args": "12"}, "body.args"),
+        ({"kwarg": {}}, "body.kwarg"),
     ],
 )
 def test_add_refuses_bad_entries(
@@ -152,6 +153,7 @@ def test_patch_changes_what_is_given(app: GopherQ, api: TestClient) -> None:
         ({"args": [1, 2, 3]}, "body.args"),
         ({"priority": 9}, "body.priority"),
         ({"queue": "a\x00"}, "body.queue"),
+        ({"paused": True}, "body.paused"),
     ],
 )
 def test_patch_refuses_bad_changes(

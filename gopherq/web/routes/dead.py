@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from gopherq import admin_dead
 from gopherq.access.roles import Role
@@ -73,6 +73,8 @@ class DeadSelection(BaseModel):
     """Which dead letters: ``ids``; or every one matching ``queue`` and ``reason``;
     or, with neither, every one (``all`` must then be true)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     ids: list[str] | None = Field(default=None, max_length=MAX_IDS)
     queue: str | None = None
     reason: DeadReason | None = None
@@ -93,6 +95,8 @@ class Purged(BaseModel):
 
 class ReplayRequest(BaseModel):
     """New arguments for a dead letter's task; an omitted one keeps the dead letter's."""
+
+    model_config = ConfigDict(extra="forbid")
 
     args: list[Any] | None = None
     kwargs: dict[str, Any] | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from gopherq import admin
 from gopherq.access.roles import Role
@@ -86,6 +86,8 @@ class ScheduleList(BaseModel):
 class ScheduleSpec(BaseModel):
     """A dynamic entry: its task, and exactly one of ``cron`` and ``every``."""
 
+    model_config = ConfigDict(extra="forbid")
+
     task: str
     cron: str | None = Field(
         default=None,
@@ -110,6 +112,8 @@ class ScheduleCreate(ScheduleSpec):
 class ScheduleChanges(BaseModel):
     """Options of a dynamic entry to change; those left out stay. Giving ``cron``
     drops ``every`` and the other way round."""
+
+    model_config = ConfigDict(extra="forbid")
 
     task: str | None = None
     cron: str | None = None
