@@ -95,6 +95,9 @@ def test_add_refuses_a_taken_name(app: GopherQ, api: TestClient, declared: str) 
         ({"every": None, "cron": "bad"}, "body.cron"),
         ({"every": "soon"}, "body.every"),
         ({"every": 0}, "body.every"),
+        ({"every": "99999999999999999999d"}, "body.every"),
+        ({"every": 10**30}, "body.every"),
+        ({"args": ["x" * 1_100_000, 2]}, "body.args"),
         ({"tz": "Mars/Olympus"}, "body.tz"),
         ({"priority": "urgent"}, "body.priority"),
         ({"catch_up": "some"}, "body.catch_up"),
@@ -180,6 +183,13 @@ def test_remove(app: GopherQ, api: TestClient, declared: str) -> None:
     assert body["type"] == "urn:gopherq:problem:schedule-declared"
     assert "paused and resumed here" in body["detail"]
     assert names(api) == [declared]
+
+
+def test_remove_an_entry_that_does_not_decode(app: GopherQ, api: TestClient) -> None:
+    app.schedules.store.put("broken", b"\xc1")
+    assert names(api) == []
+    assert api.delete(f"{SCHEDULES}/broken").status_code == 204
+    assert app.schedules.store.entries()[1] == {}
 
 
 def test_pause_and_resume_any_entry(app: GopherQ, api: TestClient, declared: str) -> None:
