@@ -36,6 +36,10 @@ class NotReplayable(GopherQError):
     """A dead letter whose body does not decode: its task and options are unknown."""
 
 
+class BadArguments(GopherQError):
+    """Replay arguments that the registered task's signature does not accept."""
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetterInfo:
     """A dead letter as operators see it."""
@@ -206,7 +210,10 @@ def replay(
     place of its own where given. The dead letter is deleted once the new job is
     enqueued; if sending fails, it stays.
 
-    ``NotDead`` for an unknown id, ``NotReplayable`` for a body that does not decode.
+    ``NotDead`` for an unknown id, ``NotReplayable`` for a body that does not decode,
+    ``BadArguments`` for arguments a task registered here does not take, and
+    ``PayloadTooLarge`` (or ``SerializationError``) for arguments that do not fit a
+    message.
     """
     letter = find(app, id)
     try:
@@ -219,10 +226,13 @@ def replay(
             options[name] = getattr(message, name)
     if message.headers:
         options["headers"] = message.headers
-    sent = app.send_task(
-        message.task,
-        list(message.args if args is None else args),
-        dict(message.kwargs if kwargs is None else kwargs),
-        **options,
-    )
+    new_args = list(message.args if args is None else args)
+    new_kwargs = dict(message.kwargs if kwargs is None else kwargs)
+    task = app.tasks.get(message.task)
+    if task is not None:
+        try:
+            task.check_arguments(new_args, new_kwargs)
+        except TypeError as exc:
+            raise BadArguments(f"{message.task}: {exc}") from None
+    sent = app.send_task(message.task, new_args, new_kwargs, **options)
     return Replayed(sent.id, id, app.broker.delete(id))

@@ -231,6 +231,12 @@ def test_replay_refusals(app: GopherQ, api: TestClient) -> None:
     problem(api.post(f"{DEAD}/{id}/replay", json={"args": {"x": 1}}), 422, "body.args")
     problem(api.post(f"{DEAD}/{id}/replay", json={"kwargs": [1]}), 422, "body.kwargs")
     problem(api.post(f"{DEAD}/{id}/replay", json={"arg": [1]}), 422, "body.arg")
+    problem(api.post(f"{DEAD}/{id}/replay", json={"args": [1, 2, 3]}), 422, "body.args")
+    problem(api.post(f"{DEAD}/{id}/replay", json={"kwargs": {"z": 1}}), 422, "body.kwargs")
+    both = {"args": [1], "kwargs": {"z": 1}}
+    problem(api.post(f"{DEAD}/{id}/replay", json=both), 422, "body")
+    body = problem(api.post(f"{DEAD}/{id}/replay", json={"args": ["x" * 1_100_000, 1]}), 413)
+    assert body["type"] == "urn:gopherq:problem:payload-too-large"
     assert app.broker.locate(id) is State.DEAD
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gopherq import admin_dead
 from gopherq.access.roles import Role
+from gopherq.errors import PayloadTooLarge
 from gopherq.states import DeadReason
 from gopherq.web.auth import require
 from gopherq.web.names import IdPath, check_name
@@ -228,7 +229,10 @@ def retry_one(app: AppDep, id: IdPath) -> Retried:
     summary="Send a dead letter's task again as a new job, with new arguments",
     status_code=201,
     response_model=Replayed,
-    responses={409: problem_response("The dead letter's body does not decode")},
+    responses={
+        409: problem_response("The dead letter's body does not decode"),
+        413: problem_response("The new arguments do not fit a message"),
+    },
     dependencies=[require(Role.OPERATOR)],
 )
 def replay(
@@ -240,6 +244,15 @@ def replay(
         raise not_found("dead letter", id) from None
     except admin_dead.NotReplayable as exc:
         raise Problem(409, "not-replayable", "Not replayable", str(exc)) from None
+    except admin_dead.BadArguments as exc:
+        field = (
+            "body.args" if body.kwargs is None else "body.kwargs" if body.args is None else "body"
+        )
+        raise invalid(field, str(exc)) from None
+    except PayloadTooLarge as exc:
+        raise Problem(
+            413, "payload-too-large", "Payload too large", str(exc), errors=[("body", str(exc))]
+        ) from None
     # The jobs route beside this one, wherever the API is mounted.
     prefix = request.url.path.rsplit("/dead/", 1)[0]
     response.headers["Location"] = f"{prefix}/jobs/{done.id}"
