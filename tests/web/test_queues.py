@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import services
 from fastapi.testclient import TestClient
 
 from gopherq import GopherQ, State
@@ -110,3 +111,22 @@ def test_viewers_read_operators_change(app: GopherQ) -> None:
     operator = role_client(app, Role.OPERATOR)
     assert operator.post(f"{QUEUES}/default/pause").json()["paused"] is True
     assert operator.post(f"{QUEUES}/default/purge").json()["purged"] == 0
+
+
+def test_on_redis() -> None:
+    url = services.redis_test_url()
+    app = GopherQ("webtest", broker=url)
+    try:
+        app.send_task("some.task", [1], queue="q1")
+        api = role_client(app, Role.OPERATOR)
+        items = {q["name"]: q for q in api.get(QUEUES).json()["items"]}
+        assert items["q1"]["ready_by_priority"] == {"2": 1} and items["q1"]["declared"] is False
+        assert api.post(f"{QUEUES}/q1/pause").json()["paused"] is True
+        assert api.post(f"{QUEUES}/q1/purge").json()["purged"] == 1
+        # Redis cannot hold a queue name starting with '}': 422, nothing paused.
+        answer = api.post(f"{QUEUES}/%7Dq/pause", params={"create": "true"})
+        problem(answer, 422, "path.name")
+        assert "}q" not in [q["name"] for q in api.get(QUEUES).json()["items"]]
+    finally:
+        app.close()
+        services.delete_keys(url)

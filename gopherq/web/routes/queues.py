@@ -14,9 +14,10 @@ from pydantic import BaseModel, Field
 
 from gopherq import admin_queues
 from gopherq.access.roles import Role
+from gopherq.errors import ConfigurationError
 from gopherq.web.auth import require
 from gopherq.web.names import QueueName
-from gopherq.web.problems import Problem, not_found
+from gopherq.web.problems import Problem, invalid, not_found
 from gopherq.web.state import AppDep
 
 router = APIRouter(tags=["queues"])
@@ -130,6 +131,8 @@ def pause(
         admin_queues.pause(app, name, create=create)
     except admin_queues.UnknownQueue:
         raise _unknown(name) from None
+    except ConfigurationError as exc:  # a name this broker cannot hold (Redis: '}...')
+        raise invalid("path.name", str(exc)) from None
     return QueueState(name=name, paused=True)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from gopherq import admin
 from gopherq.access.roles import Role
@@ -26,9 +26,9 @@ from gopherq.web.state import AppDep
 
 router = APIRouter(tags=["schedules"])
 
-Interval = int | str
+Interval = StrictInt | str
 """Seconds, or text such as ``30s``, ``5m``, ``1h30m``, ``1d``."""
-PriorityValue = int | str
+PriorityValue = StrictInt | str
 """A priority name (``high``) or number, 0 (critical) to 4 (bulk)."""
 
 DECLARED = problem_response("The entry is declared in code or settings")
