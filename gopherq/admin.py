@@ -1,7 +1,7 @@
 """Operator views of an app: what the ``gopherq`` command shows, as plain data.
 
-Each function takes an app and returns records or maps that the CLI (and later
-the HTTP API) only has to format. Nothing here changes state except through
+Each function takes an app and returns records or maps that the CLI and the
+HTTP API (``gopherq.web``) only have to format. Nothing here changes state except through
 the broker's admin methods, which the callers use directly.
 
 Beside it, one module per resource the HTTP API also serves: ``admin_dead``
