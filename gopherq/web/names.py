@@ -56,7 +56,9 @@ def check_name(kind: Kind, value: str, field: str) -> str:
 
 
 def _path_checker(kind: Kind, parameter: str) -> object:
-    def check(value: Annotated[str, Path(alias=parameter)]) -> str:
+    limit = LIMITS[kind]
+
+    def check(value: Annotated[str, Path(alias=parameter, min_length=1, max_length=limit)]) -> str:
         return check_name(kind, value, f"path.{parameter}")
 
     return Depends(check)
