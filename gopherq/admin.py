@@ -1,8 +1,12 @@
 """Operator views of an app: what the ``gopherq`` command shows, as plain data.
 
-Each function takes an app and returns records or maps that the CLI (and later
-the HTTP API) only has to format. Nothing here changes state except through
+Each function takes an app and returns records or maps that the CLI and the
+HTTP API (``gopherq.web``) only have to format. Nothing here changes state except through
 the broker's admin methods, which the callers use directly.
+
+Beside it, one module per resource the HTTP API also serves: ``admin_dead``
+(dead letters), ``admin_queues`` (depths, pause, resume, purge) and
+``admin_workers`` (workers from their heartbeats).
 
 An admin operation the broker does not implement (see ``BrokerAdmin``) raises
 ``NotSupported``, which names the broker and the operation: the CLI shows it as
@@ -13,14 +17,19 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+# Their former home: the dead letter views live in admin_dead.
+from gopherq.admin_dead import DeadLetterInfo as DeadLetterInfo  # noqa: PLC0414
+from gopherq.admin_dead import dead_letters as dead_letters  # noqa: PLC0414
+from gopherq.admin_dead import task_name as task_name  # noqa: PLC0414
 from gopherq.app import send_option_problems
-from gopherq.errors import DecodeError, GopherQError, NotSupported, SerializationError
+from gopherq.errors import GopherQError, NotSupported, SerializationError
 from gopherq.message import new_id
 from gopherq.observability.workers import MISSED_BEATS
 from gopherq.redaction import redact_text, redact_url
@@ -32,22 +41,7 @@ from gopherq.states import Priority, State
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
     from gopherq.events import Event
-    from gopherq.serializer import Codec
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterInfo:
-    """A dead letter as operators see it."""
-
-    id: str
-    queue: str
-    task: str | None
-    """The task name read from the body; None when the body does not decode."""
-    reason: str
-    error: str
-    attempts: int
-    """Executions so far, as in the job record (the broker's ``attempt`` + 1)."""
-    died: float
+    from gopherq.task import TaskOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +54,11 @@ class TaskInfo:
     retries: int
     description: str
     """The first line of the task's docstring, or ''."""
+    doc: str = ""
+    """The whole docstring, indentation removed, or ''."""
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Its other options (time limits, backoff, expiry...) as plain values: exception
+    classes by qualified name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,38 +99,6 @@ HEARTBEATS_READ = 100
 """Newest heartbeat events that ``recent_heartbeats`` reads."""
 
 
-def task_name(codec: Codec, body: bytes) -> str | None:
-    """The task name in an encoded message, or None if it cannot be read.
-
-    Lenient on purpose: a message dead-lettered for a bad field still shows
-    its task name.
-    """
-    try:
-        data = codec.peek(body)
-    except DecodeError:
-        return None
-    name = data.get("task") if isinstance(data, dict) else None
-    return name if isinstance(name, str) else None
-
-
-def dead_letters(
-    app: GopherQ, queue: str | None = None, *, offset: int = 0, limit: int = 100
-) -> list[DeadLetterInfo]:
-    """Dead letters, newest first, with their task names decoded."""
-    return [
-        DeadLetterInfo(
-            id=letter.id,
-            queue=letter.queue,
-            task=task_name(app.codec, letter.body),
-            reason=letter.reason,
-            error=letter.error,
-            attempts=letter.attempt + 1,
-            died=letter.died,
-        )
-        for letter in app.broker.dead_letters(queue, offset, limit)
-    ]
-
-
 def registered_tasks(app: GopherQ) -> list[TaskInfo]:
     """The app's tasks by name, with queue, priority name, retries and summary."""
     return [
@@ -141,9 +108,27 @@ def registered_tasks(app: GopherQ) -> list[TaskInfo]:
             priority=Priority(task.options.priority).name.lower(),
             retries=task.options.retries,
             description=first_line(task.fn.__doc__),
+            doc=inspect.cleandoc(task.fn.__doc__ or ""),
+            options=task_options(task.options),
         )
         for task in sorted(app.tasks.values(), key=lambda t: t.name)
     ]
+
+
+_LISTED_APART = frozenset({"name", "queue", "priority", "retries"})
+
+
+def task_options(options: TaskOptions) -> dict[str, Any]:
+    """A task's options but name, queue, priority and retries, as plain values."""
+    out: dict[str, Any] = {}
+    for option in dataclasses.fields(options):
+        if option.name in _LISTED_APART:
+            continue
+        value = getattr(options, option.name)
+        if isinstance(value, tuple):
+            value = [f"{kind.__module__}.{kind.__qualname__}" for kind in value]
+        out[option.name] = value
+    return out
 
 
 def similar_tasks(app: GopherQ, name: str) -> list[str]:

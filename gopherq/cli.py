@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from gopherq import admin
+from gopherq import admin, admin_dead, admin_queues, admin_workers
 from gopherq.app import GopherQ
 from gopherq.celery_names import CLI_HINTS, CLI_OPTION_HINTS
 from gopherq.cli_access import audit, keys
@@ -43,7 +43,7 @@ from gopherq.cli_web import serve
 from gopherq.display import to_json
 from gopherq.errors import GopherQError, ResultTimeout, TaskFailed
 from gopherq.redaction import printable, printable_lines, redact_text, redact_url
-from gopherq.states import State
+from gopherq.states import DeadReason, State
 
 
 class _Group(click.Group):
@@ -367,14 +367,26 @@ def dead() -> None:
     """Inspect and requeue dead letters."""
 
 
+_reason_option = click.option(
+    "--reason",
+    type=click.Choice([r.value for r in DeadReason], case_sensitive=False),
+    default=None,
+    callback=lambda ctx, param, value: value and value.upper(),
+    help=f"Only this reason (among the newest {admin_dead.SCAN_LIMIT:,}).",
+)
+
+
 @dead.command("list")
 @click.option("--queue", default=None, help="Only this queue.")
+@_reason_option
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @json_option
 @with_app
-def dead_list(app: GopherQ, queue: str | None, limit: int, as_json: bool) -> None:
+def dead_list(
+    app: GopherQ, queue: str | None, reason: str | None, limit: int, as_json: bool
+) -> None:
     """List dead letters, newest first."""
-    letters = admin.dead_letters(app, queue, limit=limit)
+    letters = admin_dead.dead_letters(app, queue, reason, limit=limit)
     if as_json:
         print_json([dataclasses.asdict(letter) for letter in letters])
         return
@@ -391,7 +403,7 @@ def dead_list(app: GopherQ, queue: str | None, limit: int, as_json: bool) -> Non
 @with_app
 def dead_retry(app: GopherQ, ids: tuple[str, ...]) -> None:
     """Requeue the dead letters IDS (attempts start again from 0)."""
-    count = app.broker.requeue_dead(list(ids))
+    count = admin_dead.retry(app, ids)
     click.echo(f"requeued {count} of {len(ids)}")
     if count < len(ids):
         raise click.ClickException(f"{len(ids) - count} of the ids are not dead letters")
@@ -399,22 +411,38 @@ def dead_retry(app: GopherQ, ids: tuple[str, ...]) -> None:
 
 @dead.command("retry-all")
 @click.option("--queue", default=None, help="Only this queue.")
+@_reason_option
 @_yes_option
 @with_app
-def dead_retry_all(app: GopherQ, queue: str | None, yes: bool) -> None:
-    """Requeue every dead letter (of one queue)."""
-    _confirm(yes, f"Requeue every dead letter{_of(queue)}?")
-    click.echo(f"requeued {app.broker.requeue_dead(None, queue)}")
+def dead_retry_all(app: GopherQ, queue: str | None, reason: str | None, yes: bool) -> None:
+    """Requeue every dead letter (of one queue, of one reason)."""
+    _confirm(yes, f"Requeue every dead letter{_of(queue, reason)}?")
+    click.echo(f"requeued {admin_dead.retry(app, queue=queue, reason=reason)}")
 
 
 @dead.command("purge")
 @click.option("--queue", default=None, help="Only this queue.")
+@_reason_option
 @_yes_option
 @with_app
-def dead_purge(app: GopherQ, queue: str | None, yes: bool) -> None:
-    """Delete every dead letter (of one queue)."""
-    _confirm(yes, f"Delete every dead letter{_of(queue)}?")
-    click.echo(f"deleted {app.broker.purge_dead(queue)}")
+def dead_purge(app: GopherQ, queue: str | None, reason: str | None, yes: bool) -> None:
+    """Delete every dead letter (of one queue, of one reason)."""
+    _confirm(yes, f"Delete every dead letter{_of(queue, reason)}?")
+    click.echo(f"deleted {admin_dead.purge(app, queue=queue, reason=reason)}")
+
+
+@dead.command("replay")
+@click.argument("id")
+@click.option("--args", "args", default=None, help="New positional arguments: JSON array.")
+@click.option("--kwargs", "kwargs", default=None, help="New keyword arguments: JSON object.")
+@with_app
+def dead_replay(app: GopherQ, id: str, args: str | None, kwargs: str | None) -> None:
+    """Send dead letter ID's task again as a new job, with new arguments where given;
+    the dead letter is deleted once the new job is sent."""
+    new_args = None if args is None else json_arg(list)(None, None, args)
+    new_kwargs = None if kwargs is None else json_arg(dict)(None, None, kwargs)
+    done = admin_dead.replay(app, id, new_args, new_kwargs)
+    click.echo(done.id)
 
 
 def _confirm(yes: bool, question: str) -> None:
@@ -430,8 +458,9 @@ def _interactive() -> bool:
     return sys.stdin.isatty()
 
 
-def _of(queue: str | None) -> str:
-    return f" of queue {queue!r}" if queue else " of every queue"
+def _of(queue: str | None, reason: str | None = None) -> str:
+    where = f" of queue {queue!r}" if queue else " of every queue"
+    return where + (f" with reason {reason}" if reason else "")
 
 
 @main.command()
@@ -446,7 +475,7 @@ def purge(app: GopherQ, queue: str | None, every: bool, yes: bool) -> None:
         raise click.UsageError("give a QUEUE or --all (not both)")
     if queue is not None:
         _confirm(yes, f"Delete every waiting message of queue {queue!r}?")
-        click.echo(f"deleted {app.broker.purge(queue)}")
+        click.echo(f"deleted {admin_queues.purge(app, queue)}")
         return
     names = admin.known_queues(app)
     _confirm(yes, f"Delete every waiting message of every queue ({', '.join(names)})?")
@@ -466,12 +495,10 @@ def pause(app: GopherQ, queue: str, create: bool) -> None:
     A queue that neither the app's tasks nor the broker know (a typo?) is
     refused unless ``--create`` is given.
     """
-    if not create and queue not in admin.known_queues(app):
-        raise click.ClickException(
-            f"unknown queue {queue!r}: no task of app {app.name} is declared on it and "
-            "the broker has no message of it; pass --create to pause it anyway"
-        )
-    app.broker.pause(queue)
+    try:
+        admin_queues.pause(app, queue, create=create)
+    except admin_queues.UnknownQueue as exc:
+        raise click.ClickException(f"{exc}; pass --create to pause it anyway") from None
     click.echo(f"paused {queue}")
 
 
@@ -480,7 +507,7 @@ def pause(app: GopherQ, queue: str, create: bool) -> None:
 @with_app
 def resume(app: GopherQ, queue: str) -> None:
     """Let workers take messages from QUEUE again."""
-    app.broker.resume(queue)
+    admin_queues.resume(app, queue)
     click.echo(f"resumed {queue}")
 
 
@@ -528,6 +555,32 @@ def _heartbeats_line(beats: admin.Heartbeats) -> str:
         )
     last = f"; the last {beats.last:.0f}s ago" if beats.last is not None else ""
     return f"workers: none sent a heartbeat in the last {window}{last}"
+
+
+@main.command()
+@click.option("--stale", is_flag=True, help="Also workers whose heartbeats stopped.")
+@json_option
+@with_app
+def workers(app: GopherQ, stale: bool, as_json: bool) -> None:
+    """List the workers that sent a heartbeat lately, with their running tasks."""
+    views = admin_workers.workers(app, stale=stale)
+    if as_json:
+        print_json([dataclasses.asdict(view) for view in views])
+        return
+    rows = [
+        (
+            v.name,
+            "yes" if v.alive else "no",
+            f"{v.age:.0f}s",
+            v.concurrency,
+            v.active,
+            v.processed,
+            ", ".join(f"{c.task}[{c.id}]" for c in v.current),
+        )
+        for v in views
+    ]
+    headers = ("worker", "alive", "last beat", "concurrency", "active", "done", "running")
+    table(headers, rows, "no workers sent a heartbeat lately")
 
 
 @main.command()

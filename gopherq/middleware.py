@@ -116,6 +116,8 @@ class WorkerStats:
     """Tasks run since the worker started."""
     load: tuple[float, float, float]
     """The machine's load averages over 1, 5 and 15 minutes."""
+    running: tuple[tuple[str, str, str], ...] = ()
+    """``(process, task id, task name)`` of each task running now."""
 
 
 class Middleware:

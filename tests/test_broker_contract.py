@@ -352,6 +352,20 @@ def test_dead_letters_per_queue_and_all(broker: Broker) -> None:
 
 
 @admin
+def test_dead_letter_by_id(broker: Broker) -> None:
+    a = kill(broker, "a", 2)
+    [b] = kill(broker, "b", 1)
+    assert broker.dead_letter(a[0]) == broker.dead_letters("a")[1]
+    letter = broker.dead_letter(b)
+    assert letter is not None and (letter.id, letter.queue, letter.reason) == (b, "b", "REJECTED")
+    [live] = enqueue(broker, envelope("a"))
+    assert broker.dead_letter(live) is None
+    assert broker.dead_letter("unknown") is None
+    broker.requeue_dead([b])
+    assert broker.dead_letter(b) is None
+
+
+@admin
 def test_requeue_dead_by_ids(broker: Broker) -> None:
     ids = kill(broker, "a", 3)
     assert broker.requeue_dead([ids[1], "unknown"]) == 1

@@ -163,13 +163,15 @@ def test_tasks_table_and_json(cli: Cli) -> None:
     assert lines[1].split() == ["add", "math", "high", "2", "Add", "two", "numbers."]
     assert [line.split()[0] for line in lines[1:]] == ["add", "boom", f"{cli.module}.greet"]
     listed = json.loads(ok(cli("tasks", "--json")))
-    assert listed[0] == {
+    assert {k: listed[0][k] for k in ("name", "queue", "priority", "retries", "description")} == {
         "name": "add",
         "queue": "math",
         "priority": "high",
         "retries": 2,
         "description": "Add two numbers.",
     }
+    assert listed[0]["doc"].startswith("Add two numbers.\n\nA second paragraph")
+    assert listed[0]["options"]["autoretry_for"] == ["builtins.Exception"]
     assert listed[1]["description"] == ""
 
 
@@ -420,6 +422,49 @@ def test_dead_retry_all_and_purge_by_queue(cli: Cli) -> None:
     assert ok(cli("dead", "purge", "--queue", "b", "-y")) == "deleted 0\n"
     assert ok(cli("dead", "purge", "-y")) == "deleted 1\n"
     assert cli.app.result(kept).state is State.PENDING
+
+
+def test_dead_by_reason(cli: Cli) -> None:
+    bad = make_dead(cli.app, "a", reason="BAD_ARGS")
+    failed_a, failed_b = make_dead(cli.app, "a"), make_dead(cli.app, "b")
+    listed = json.loads(ok(cli("dead", "list", "--reason", "bad_args", "--json")))
+    assert [d["id"] for d in listed] == [bad]
+    assert "'BORED' is not one of" in failed(cli("dead", "list", "--reason", "BORED"), code=2)
+    retried = cli("dead", "retry-all", "--reason", "BAD_ARGS", "--queue", "b", "-y")
+    assert ok(retried) == "requeued 0\n"
+    assert ok(cli("dead", "retry-all", "--reason", "BAD_ARGS", "-y")) == "requeued 1\n"
+    assert cli.app.result(bad).state is State.QUEUED
+    reason = cli.app.broker.dead_letters("a")[0].reason
+    assert ok(cli("dead", "purge", "--reason", reason, "--queue", "a", "-y")) == "deleted 1\n"
+    assert cli.app.result(failed_a).state is State.PENDING
+    assert cli.app.result(failed_b).state is State.DEAD
+
+
+def test_dead_replay(cli: Cli) -> None:
+    id = make_dead(cli.app)
+    new = ok(cli("dead", "replay", id, "--args", "[5, 6]")).strip()
+    assert new != id and cli.app.result(id).state is State.PENDING
+    (delivery,) = cli.app.broker.reserve(["default"], 1, 1.0)
+    message = cli.app.codec.decode(delivery.body)
+    assert (message.id, message.task, message.args) == (new, "add", [5, 6])
+    assert "no dead letter" in failed(cli("dead", "replay", id))
+    assert "JSON array" in failed(cli("dead", "replay", id, "--args", "{}"), code=2)
+
+
+def test_workers(cli: Cli) -> None:
+    from gopherq.worker.presence import Presence
+    from gopherq.worker.slots import Holding
+
+    assert ok(cli("workers")) == "no workers sent a heartbeat lately\n"
+    presence = Presence(cli.app, "host:1", 2, ["default"])
+    presence.start()
+    presence.beat([("host:2", Holding(processed=4))])
+    cli.app.events.flush()
+    lines = ok(cli("workers")).splitlines()
+    assert lines[0].split()[:3] == ["WORKER", "ALIVE", "LAST"]
+    assert lines[1].split()[:2] == ["host:1", "yes"]
+    [worker] = json.loads(ok(cli("workers", "--json")))
+    assert (worker["name"], worker["processed"], worker["current"]) == ("host:1", 4, [])
 
 
 # health and errors

@@ -251,6 +251,7 @@ def test_worker_events_come_from_the_supervisor_hooks(app: GopherQ) -> None:
     assert beat.extra["processes"] == ["host:2", "host:3"]
     assert beat.extra["active"] == 0
     assert len(beat.extra["load"]) == 3
+    assert beat.extra["running"] == []
 
 
 def test_flush_waits_for_more_unless_due(app: GopherQ) -> None:

@@ -116,6 +116,28 @@ def test_purge_dead_falls_back_on_dead_letters_and_delete() -> None:
         DictBroker().purge_dead()
 
 
+def test_dead_letter_falls_back_on_locate_and_dead_letters() -> None:
+    class Lister(DictBroker):
+        """Lists 1,200 dead letters (more than one page) and locates them."""
+
+        def dead_letters(
+            self, queue: str | None = None, offset: int = 0, limit: int = 100
+        ) -> list[DeadLetter]:
+            letters = [DeadLetter(f"d{i}", "a", 2, b"", 0, "", "", 0.0) for i in range(1200)]
+            return letters[offset : offset + limit]
+
+        def locate(self, id: str) -> State | None:
+            return State.DEAD if id.startswith("d") else None
+
+    broker = Lister()
+    letter = broker.dead_letter("d1100")
+    assert letter is not None and letter.id == "d1100"
+    assert broker.dead_letter("d5000") is None
+    assert broker.dead_letter("x") is None
+    with pytest.raises(NotSupported, match=r"does not support locate\(\)"):
+        DictBroker().dead_letter("d1")
+
+
 def test_cancel_without_cancel_requested_is_refused_when_the_class_is_defined() -> None:
     with pytest.raises(TypeError, match="implements cancel but not cancel_requested"):
 

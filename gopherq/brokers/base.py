@@ -244,6 +244,22 @@ class BrokerAdmin(UrlRepr):
         """Dead letters, newest first, of one queue or all."""
         raise self.not_supported("dead_letters")
 
+    def dead_letter(self, id: str) -> DeadLetter | None:
+        """The dead letter ``id``; None if ``id`` is not a dead letter.
+
+        Default: ``locate``, then ``dead_letters`` of every queue a page at a time
+        until it is found (so it needs both).
+        """
+        if self.locate(id) is not State.DEAD:
+            return None
+        offset = 0
+        while letters := self.dead_letters(None, offset, _PURGE_PAGE):
+            for letter in letters:
+                if letter.id == id:
+                    return letter
+            offset += len(letters)
+        return None
+
     def requeue_dead(self, ids: Sequence[str] | None = None, queue: str | None = None) -> int:
         """Make dead letters ready again with attempt 0: these ids, else all (of ``queue``).
 

@@ -330,6 +330,13 @@ class MemoryBroker(Broker):
             newest_first = sorted(self._dead_of(queue), key=lambda m: m.seq, reverse=True)
             return [m.dead_letter() for m in newest_first[offset : offset + limit]]
 
+    def dead_letter(self, id: str) -> DeadLetter | None:
+        """The dead letter ``id``; None if ``id`` is not a dead letter."""
+        with self._changed:
+            self._tidy(time.time())
+            message = self._messages.get(id)
+            return message.dead_letter() if message and message.state is State.DEAD else None
+
     def requeue_dead(self, ids: Sequence[str] | None = None, queue: str | None = None) -> int:
         """Make dead letters ready with attempt 0: ``ids`` (of ``queue``), else all (of it)."""
         with self._changed:

@@ -538,6 +538,16 @@ class SQLiteBroker(Broker):
             ).fetchall()
         return [DeadLetter(*row) for row in rows]
 
+    def dead_letter(self, id: str) -> DeadLetter | None:
+        """The dead letter ``id``; None if ``id`` is not a dead letter."""
+        with self._db.read() as conn:
+            row = conn.execute(
+                """SELECT id, queue, priority, body, attempt, reason, error, died
+                FROM messages WHERE id = ? AND state = 'dead' AND died > ?""",
+                (id, time.time() - self.dead_letter_ttl),
+            ).fetchone()
+        return None if row is None else DeadLetter(*row)
+
     def requeue_dead(self, ids: Sequence[str] | None = None, queue: str | None = None) -> int:
         """Make dead letters ready with attempt 0: ``ids`` (of ``queue``), else all (of it).
 

@@ -132,12 +132,16 @@ class EventEmitter(Middleware):
         self._worker_event(EventType.WORKER_ONLINE, worker, extra)
 
     def worker_heartbeat(self, app: GopherQ, worker: WorkerInfo, stats: WorkerStats) -> None:
-        """``worker-heartbeat`` with its processes, active and processed counts, and load."""
+        """``worker-heartbeat`` with its processes, active and processed counts, load, and
+        the tasks running now."""
         extra = {
             "processes": list(stats.processes),
             "active": stats.active,
             "processed": stats.processed,
             "load": list(stats.load),
+            "running": [
+                {"process": process, "id": id, "task": task} for process, id, task in stats.running
+            ],
         }
         self._worker_event(EventType.WORKER_HEARTBEAT, worker, extra)
 

@@ -164,6 +164,8 @@ def parse_every(value: Any) -> int:
         raise ConfigurationError(f"bad interval {value!r}: use seconds, a timedelta or 30s")
     if seconds < 1 or seconds != int(seconds):
         raise ConfigurationError(f"bad interval {value!r}: a whole number of seconds, at least 1")
+    if seconds > MAX_TIMESTAMP:
+        raise ConfigurationError(f"bad interval {value!r}: at most {MAX_TIMESTAMP:.0f} seconds")
     return int(seconds)
 
 

@@ -162,8 +162,51 @@ class Schedules:
         entry = self.entry(task, name=name, created=self.clock(), **options)
         if not replace and name in self.dynamic()[1]:
             raise ConfigurationError(f"a dynamic entry named {name!r} exists; remove it first")
-        self.store.put(name, self._app.codec.pack(entry.to_map(), what="entry"))
+        self._put(entry)
         return entry
+
+    def _put(self, entry: Entry) -> None:
+        """Store a dynamic entry, if it is small enough to be read back."""
+        codec = self._app.codec
+        packed = codec.pack(entry.to_map(), what="entry")
+        if len(packed) > codec.max_message_size:
+            raise ConfigurationError(
+                f"periodic entry {entry.name!r}: its arguments take {len(packed)} bytes, "
+                f"above the limit of {codec.max_message_size}"
+            )
+        self.store.put(entry.name, packed)
+
+    def update(self, name: str, **changes: Any) -> Entry:
+        """Change options of the dynamic entry ``name`` (those of ``add``: ``task``,
+        ``cron`` or ``every``, ``args``, ...), keeping the others; giving ``cron``
+        drops ``every`` and the other way round. Pause with ``pause``, not here.
+
+        Raises ``ConfigurationError`` for an entry declared in code or settings, an
+        unknown name, or options that do not make an entry.
+        """
+        if name in self._declared:
+            raise ConfigurationError(
+                f"{name!r} is declared in {self._declared[name][1]}: change it there"
+            )
+        current = self.dynamic()[1].get(name)
+        if current is None:
+            raise ConfigurationError(f"no dynamic entry named {name!r}")
+        values = current.to_map()
+        for one, other in (("cron", "every"), ("every", "cron")):
+            if changes.get(one) is not None:
+                values.pop(other, None)
+        values.update(changes)
+        task = values.pop("task")
+        entry = self.entry(task, name=name, **values)
+        self._put(entry)
+        return entry
+
+    def source(self, name: str) -> Source | None:
+        """Where entry ``name`` comes from; None if there is no such entry."""
+        if name in self._declared:
+            return self._declared[name][1]
+        # Stored counts, even an entry that does not decode (so that it can be removed).
+        return "dynamic" if name in self.store.entries()[1] else None
 
     def remove(self, name: str) -> bool:
         """Delete a dynamic entry (and its cursor); False if there is none."""

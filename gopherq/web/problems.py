@@ -194,3 +194,9 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 """The error responses every route documents in the OpenAPI document."""
+
+
+def problem_response(description: str) -> dict[str, Any]:
+    """An OpenAPI response entry for one more error status of a route:
+    ``responses={409: problem_response("...")}``."""
+    return {"model": ProblemDetails, "content": {MEDIA_TYPE: {}}, "description": description}

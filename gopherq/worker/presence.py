@@ -51,6 +51,11 @@ class Presence:
             active=sum(holding.running is not None for _, holding in processes),
             processed=self._processed + sum(holding.processed for _, holding in processes),
             load=os.getloadavg(),
+            running=tuple(
+                (name, holding.running.delivery.id, holding.running.task)
+                for name, holding in processes
+                if holding.running is not None and holding.running.recorded
+            ),
         )
         self.app.middleware.worker_heartbeat(self.app, self.info, stats)
 

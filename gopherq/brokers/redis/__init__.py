@@ -471,16 +471,7 @@ class RedisBroker(Broker):
             queues, first, count = self._known(), 0, offset + limit
         results = self._run_each(script("dead_letters"), queues, (self._ttl, first, count))
         letters = [
-            DeadLetter(
-                raw[j].decode(errors="replace"),  # a foreign writer's id may be any bytes
-                q,
-                int(raw[j + 1]),
-                raw[j + 2],
-                int(raw[j + 3]),
-                raw[j + 4].decode(errors="replace"),
-                raw[j + 5].decode(errors="replace"),
-                float(raw[j + 6]),
-            )
+            _dead_letter(q, raw[j : j + 7])
             for q, raw in zip(queues, results, strict=True)
             for j in range(0, len(raw), 7)
         ]
@@ -488,6 +479,15 @@ class RedisBroker(Broker):
             return letters
         letters.sort(key=lambda d: d.died, reverse=True)
         return letters[offset : offset + limit]
+
+    def dead_letter(self, id: str) -> DeadLetter | None:
+        """The dead letter ``id`` (in any known queue); None if it is not one."""
+        queues = self._known()
+        results = self._run_each(script("dead_letter"), queues, (self._ttl, id))
+        for q, raw in zip(queues, results, strict=True):
+            if raw:
+                return _dead_letter(q, raw)
+        return None
 
     def requeue_dead(self, ids: Sequence[str] | None = None, queue: str | None = None) -> int:
         """Make dead letters ready with attempt 0: ``ids`` (of ``queue``), else all (of it).
@@ -696,6 +696,20 @@ class RedisBroker(Broker):
         """Every queue seen by enqueue or pause."""
         members: Any = self._conn.call(lambda c: c.smembers(self._queues_key))
         return sorted(m.decode() for m in members)
+
+
+def _dead_letter(queue: str, raw: Sequence[Any]) -> DeadLetter:
+    """A dead letter from the seven fields dead_letters.lua returns per letter."""
+    return DeadLetter(
+        raw[0].decode(errors="replace"),  # a foreign writer's id may be any bytes
+        queue,
+        int(raw[1]),
+        raw[2],
+        int(raw[3]),
+        raw[4].decode(errors="replace"),
+        raw[5].decode(errors="replace"),
+        float(raw[6]),
+    )
 
 
 def _enqueue_fields(env: Envelope) -> tuple[Any, ...]:
