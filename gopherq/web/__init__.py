@@ -11,6 +11,7 @@ module                   holds
 ``state``                ``ServerState``: what every request reaches
 ``problems``             RFC 9457 problem details: ``Problem`` and handlers
 ``auth``                 ``Caller``, ``require(role)``: keys and roles
+``sender``               ``Sender``: async sends, concurrent ones in one batch
 ``routes.*``             one router per resource under ``/api/v1``
 ``server``               ``serve``: uvicorn, what ``gopherq serve`` runs
 =======================  =====================================================

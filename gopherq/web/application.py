@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from gopherq.app import GopherQ
@@ -19,7 +22,18 @@ def create_app(app: GopherQ, *, auth: bool = True) -> FastAPI:
     ``auth=False`` lets every request in as an admin: only for a server bound to
     loopback (``gopherq serve --no-auth`` checks that).
     """
+    state = ServerState(app, auth=auth)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state.sender.start()
+        try:
+            yield
+        finally:
+            state.sender.close()
+
     api = FastAPI(
+        lifespan=lifespan,
         title=f"gopherq: {app.name}",
         version=__version__,
         openapi_url=f"{API_PREFIX}/openapi.json",
@@ -27,7 +41,7 @@ def create_app(app: GopherQ, *, auth: bool = True) -> FastAPI:
         redoc_url=None,
         responses=problems.PROBLEM_RESPONSES,
     )
-    api.state.gopherq = ServerState(app, auth=auth)
+    api.state.gopherq = state
     problems.install(api)
     api.include_router(health.probes)
     for router in ROUTERS:

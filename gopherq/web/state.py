@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
 from gopherq.app import GopherQ
+from gopherq.web.sender import Sender
 
 if TYPE_CHECKING:
     from gopherq.web.auth import Caller
@@ -20,6 +21,11 @@ class ServerState:
     app: GopherQ
     auth: bool = True
     """False only with ``--no-auth`` (loopback): every caller is an anonymous admin."""
+    sender: Sender = field(init=False)
+    """Sends jobs for async routes, concurrent requests' jobs in one broker call."""
+
+    def __post_init__(self) -> None:
+        self.sender = Sender(self.app)
 
     def authenticate(self, token: str) -> Caller | None:
         """The caller a bearer token names, or None if it is not a valid key."""
