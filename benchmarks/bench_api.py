@@ -63,6 +63,8 @@ QUEUES = ("default", "images", "mail", "reports")
 DEAD_LETTERS = 300
 QUEUED = 2_000  # ready messages per queue
 SCHEDULES = 5
+EVENT_RATE = 100  # events a second in the seeded history
+WORKERS = ("bench-1@host", "bench-2@host")
 WARM_UP = 100
 API = "/api/v1"
 
@@ -143,21 +145,33 @@ def seed(app: GopherQ, jobs: int, events: int) -> Seeded:
                 )
             )
         app.backend.store(records)
-    published = []
-    for n in range(events):
-        job = ids[-1 - n % jobs]
-        published.append(
-            Event("task-succeeded", now - events + n, job, TASKS[n % 4], QUEUES[n % 4], "w1", 0)
-        )
-        if len(published) == STORE_BATCH:
-            app.events.publish(published)
-            published = []
-    app.events.publish(published)
+    publish_events(app, ids, events, now)
     dead = fill_queues(app)
     schedules = [f"bench-schedule-{n}" for n in range(SCHEDULES)]
     for name in schedules:
         app.schedules.add(name, "bench.noop", every=timedelta(minutes=5), replace=True)
     return Seeded(ids, dead, list(QUEUES), schedules, time.perf_counter() - start)
+
+
+def publish_events(app: GopherQ, ids: list[str], count: int, now: float) -> None:
+    """``count`` events ending now, ``EVENT_RATE`` a second: each of the newest jobs
+    enqueued, started and succeeded, and a heartbeat of each of ``WORKERS`` every
+    ``worker_heartbeat`` seconds."""
+    start = now - count / EVENT_RATE
+    beat = app.settings.worker_heartbeat
+    kinds = ("task-enqueued", "task-started", "task-succeeded")
+    events, next_beat = [], start
+    for n in range(count):
+        at = start + n / EVENT_RATE
+        if at >= next_beat:
+            events += [Event("worker-heartbeat", at, worker=name) for name in WORKERS]
+            next_beat += beat
+            continue
+        job = ids[-1 - (n // 3) % len(ids)]
+        task, queue = TASKS[n // 3 % len(TASKS)], QUEUES[n // 3 % len(QUEUES)]
+        events.append(Event(kinds[n % 3], at, job, task, queue, WORKERS[n % 2], 0))
+    for first in range(0, len(events), STORE_BATCH):
+        app.events.publish(events[first : first + STORE_BATCH])
 
 
 def fill_queues(app: GopherQ) -> list[str]:
@@ -331,11 +345,19 @@ FLOOR = (
     (Endpoint("GET /live", "/live"), "asyncio", "h11", False),
     (Endpoint("GET /live", "/live"), "uvloop", "httptools", False),
     (Endpoint("GET /live", "/live"), "uvloop", "httptools", True),
+    (Endpoint("GET /live async", "/live-async"), "uvloop", "httptools", False),
     (Endpoint("POST def", "/sync", "POST"), "asyncio", "h11", False),
     (Endpoint("POST def", "/sync", "POST"), "uvloop", "httptools", False),
     (Endpoint("POST async inline", "/inline", "POST"), "uvloop", "httptools", False),
     (Endpoint("POST async Sender", "/batched", "POST"), "asyncio", "h11", False),
     (Endpoint("POST async Sender", "/batched", "POST"), "uvloop", "httptools", False),
+    (Endpoint("POST Sender, def deps", "/batched-deps", "POST"), "uvloop", "httptools", False),
+    (
+        Endpoint("POST Sender, async deps", "/batched-async-deps", "POST"),
+        "uvloop",
+        "httptools",
+        False,
+    ),
 )
 
 
@@ -345,6 +367,8 @@ def run_floor(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         seeded = Seeded([], [], [], [], 0.0)
         rows = []
         for endpoint, loop, http, access_log in FLOOR:
+            if args.only and not any(word in endpoint.name for word in args.only.split(",")):
+                continue
             count = args.posts if endpoint.method == "POST" else args.requests
             print(f"{kind}: floor {endpoint.name} {loop} {http}", file=sys.stderr)
             with server(floor_argv(loop, http, access_log), found) as (port, process):
@@ -396,6 +420,7 @@ def main() -> None:
     parser.add_argument("--url", default=None, help="a Redis to use instead of a private one")
     parser.add_argument("--server-args", default="", help="more options for gopherq serve")
     parser.add_argument("--floor", action="store_true", help="measure the stack, not the API")
+    parser.add_argument("--only", default="", help="floor rows whose name has one of these")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     kinds = ("sqlite", "redis") if args.broker == "both" else (args.broker,)

@@ -29,12 +29,17 @@ from gopherq.web_extra import require_web
     is_flag=True,
     help="Let every request in as admin, without a key: loopback hosts only.",
 )
+@click.option(
+    "--access-log",
+    is_flag=True,
+    help="Log a line per request (off by default: it slows small requests).",
+)
 @with_app
-def serve(app: GopherQ, host: str, port: int, no_auth: bool) -> None:
+def serve(app: GopherQ, host: str, port: int, no_auth: bool, access_log: bool) -> None:
     """Serve the HTTP API (/api/v1, docs at /api/docs)."""
     require_web()
     from gopherq.web.server import serve as run
 
     if no_auth:
         click.echo("warning: --no-auth: every request is served as admin, without a key", err=True)
-    run(app, host, port, auth=not no_auth)
+    run(app, host, port, auth=not no_auth, access_log=access_log)
