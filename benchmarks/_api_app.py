@@ -13,8 +13,8 @@ to measure what uvicorn, FastAPI and one enqueue per request reach on this machi
 ``/batched``   an ``async def`` route awaiting ``Sender.send``: a thread that sends
                whatever is pending in one ``send_many`` (one round trip per batch)
 ``/batched-deps``        the same with gopherq's ``StateDep`` and ``require(role)``
-                         dependencies (plain functions: FastAPI runs each in its
-                         thread pool)
+                         dependencies as they are (a plain function dependency
+                         runs in FastAPI's thread pool)
 ``/batched-async-deps``  the same with ``async def`` equivalents of them (run on
                          the loop)
 """

@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -351,7 +352,7 @@ FLOOR = (
     (Endpoint("POST async inline", "/inline", "POST"), "uvloop", "httptools", False),
     (Endpoint("POST async Sender", "/batched", "POST"), "asyncio", "h11", False),
     (Endpoint("POST async Sender", "/batched", "POST"), "uvloop", "httptools", False),
-    (Endpoint("POST Sender, def deps", "/batched-deps", "POST"), "uvloop", "httptools", False),
+    (Endpoint("POST Sender, gopherq deps", "/batched-deps", "POST"), "uvloop", "httptools", False),
     (
         Endpoint("POST Sender, async deps", "/batched-async-deps", "POST"),
         "uvloop",
@@ -362,22 +363,38 @@ FLOOR = (
 
 
 def run_floor(kind: str, args: argparse.Namespace) -> dict[str, Any]:
-    """The stack under the API: see the module docstring."""
+    """The stack under the API: see the module docstring. Each variant ``--repeat``
+    times, taking turns; each figure is the median of its runs."""
+    variants = [
+        row
+        for row in FLOOR
+        if not args.only or any(word in row[0].name for word in args.only.split(","))
+    ]
+    runs: dict[str, list[dict[str, Any]]] = {}
     with broker_url(kind, args.url) as found:
         seeded = Seeded([], [], [], [], 0.0)
-        rows = []
-        for endpoint, loop, http, access_log in FLOOR:
-            if args.only and not any(word in endpoint.name for word in args.only.split(",")):
-                continue
-            count = args.posts if endpoint.method == "POST" else args.requests
-            print(f"{kind}: floor {endpoint.name} {loop} {http}", file=sys.stderr)
-            with server(floor_argv(loop, http, access_log), found) as (port, process):
-                row = measure(
-                    port, process, endpoint, seeded, count=count, concurrency=args.concurrency
-                )
-            label = f"{loop}+{http}" + (" +access log" if access_log else "")
-            rows.append(row | {"endpoint": f"{endpoint.name} [{label}]"})
-        return {"broker": kind, "fill_seconds": 0.0, "endpoints": rows}
+        for turn in range(args.repeat):
+            for endpoint, loop, http, access_log in variants:
+                count = args.posts if endpoint.method == "POST" else args.requests
+                label = f"{endpoint.name} [{loop}+{http}" + (", access log]" if access_log else "]")
+                print(f"{kind}: floor {label}, run {turn + 1}", file=sys.stderr)
+                with server(floor_argv(loop, http, access_log), found) as (port, process):
+                    row = measure(
+                        port, process, endpoint, seeded, count=count, concurrency=args.concurrency
+                    )
+                runs.setdefault(label, []).append(row | {"endpoint": label})
+    return {"broker": kind, "fill_seconds": 0.0, "endpoints": [_median(r) for r in runs.values()]}
+
+
+def _median(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row of the medians of ``rows``' figures."""
+    if any("skipped" in row for row in rows):
+        return rows[0]
+    out = rows[0] | {"runs": len(rows)}
+    for name in ("rate", "server_cpu_us", "client_cpu_us", "errors"):
+        out[name] = statistics.median(row[name] for row in rows)
+    out["ms"] = {p: statistics.median(row["ms"][p] for row in rows) for p in rows[0]["ms"]}
+    return out
 
 
 def show(result: dict[str, Any], concurrency: int) -> None:
@@ -420,6 +437,7 @@ def main() -> None:
     parser.add_argument("--url", default=None, help="a Redis to use instead of a private one")
     parser.add_argument("--server-args", default="", help="more options for gopherq serve")
     parser.add_argument("--floor", action="store_true", help="measure the stack, not the API")
+    parser.add_argument("--repeat", type=int, default=1, help="floor runs per variant")
     parser.add_argument("--only", default="", help="floor rows whose name has one of these")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

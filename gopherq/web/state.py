@@ -43,7 +43,20 @@ def current_app(request: Request) -> GopherQ:
     return server_state(request).app
 
 
-AppDep = Annotated[GopherQ, Depends(current_app)]
+# The dependencies are coroutines although they do not await: FastAPI runs a plain
+# function dependency in its thread pool, a hop that costs more than most routes'
+# own work (docs/http-api.md, Performance).
+
+
+async def _state_dependency(request: Request) -> ServerState:
+    return server_state(request)
+
+
+async def _app_dependency(request: Request) -> GopherQ:
+    return current_app(request)
+
+
+AppDep = Annotated[GopherQ, Depends(_app_dependency)]
 """A route parameter of this type receives the gopherq app."""
-StateDep = Annotated[ServerState, Depends(server_state)]
+StateDep = Annotated[ServerState, Depends(_state_dependency)]
 """A route parameter of this type receives the ``ServerState``."""
