@@ -47,7 +47,7 @@ import _load
 import msgpack
 import psutil  # type: ignore[import-untyped]
 from _api_app import BROKER_VARIABLE
-from _common import HERE, latency_summary, redis_url, table
+from _common import HERE, fresh_broker, latency_summary, table
 
 from gopherq import GopherQ
 from gopherq.brokers import Envelope
@@ -190,26 +190,6 @@ def fill_queues(app: GopherQ) -> list[str]:
     return dead
 
 
-@contextmanager
-def broker_url(kind: str, url: str | None) -> Iterator[str]:
-    """A fresh broker of ``kind``; a Redis given by ``url`` is cleaned of the run's keys."""
-    if kind == "redis":
-        with redis_url(url, db=13) as found:
-            try:
-                yield found + f"?prefix={PREFIX}"
-            finally:
-                if url is not None:
-                    import redis
-
-                    client = redis.Redis.from_url(found)
-                    for key in client.scan_iter(f"{PREFIX}:*", count=10_000):
-                        client.delete(key)
-                    client.close()
-        return
-    with tempfile.TemporaryDirectory(prefix="gqbench-api-") as folder:
-        yield f"sqlite:///{Path(folder) / 'gopherq.db'}"
-
-
 # The server.
 
 
@@ -318,7 +298,7 @@ def _maker(endpoint: Endpoint, seeded: Seeded) -> _load.MakeRequest:
 
 def run_api(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     """Fill a broker of ``kind``, serve it, measure every endpoint."""
-    with broker_url(kind, args.url) as found:
+    with fresh_broker(kind, args.url, PREFIX) as found:
         app = GopherQ(PREFIX, broker=found)
         try:
             print(
@@ -371,7 +351,7 @@ def run_floor(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         if not args.only or any(word in row[0].name for word in args.only.split(","))
     ]
     runs: dict[str, list[dict[str, Any]]] = {}
-    with broker_url(kind, args.url) as found:
+    with fresh_broker(kind, args.url, PREFIX) as found:
         seeded = Seeded([], [], [], [], 0.0)
         for turn in range(args.repeat):
             for endpoint, loop, http, access_log in variants:
