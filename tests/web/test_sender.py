@@ -186,7 +186,8 @@ def test_close_sends_what_is_pending_then_refuses(app: GopherQ) -> None:
         await asyncio.sleep(0.01)
         closing = threading.Thread(target=sender.close)
         closing.start()
-        await asyncio.sleep(0.05)
+        while not sender._closing:
+            await asyncio.sleep(0.001)
         with pytest.raises(BrokerUnavailable, match="stopping"):
             await sender.send([add(app, 9)])
         gate.open.set()
