@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -49,7 +49,7 @@ import psutil  # type: ignore[import-untyped]
 from _api_app import BROKER_VARIABLE
 from _common import HERE, fresh_broker, latency_summary, table
 
-from gopherq import GopherQ
+from gopherq import GopherQ, admin
 from gopherq.brokers import Envelope
 from gopherq.events import Event
 from gopherq.message import Message, new_id
@@ -296,6 +296,54 @@ def _maker(endpoint: Endpoint, seeded: Seeded) -> _load.MakeRequest:
     return lambda i: requests[i % len(requests)]
 
 
+def direct_calls(app: GopherQ, seeded: Seeded) -> dict[str, Callable[[int], object]]:
+    """The admin-layer calls under the read endpoints, to time in this process."""
+    jobs, dead = seeded.jobs, seeded.dead
+    return {
+        "app.jobs()": lambda i: app.jobs(),
+        "app.jobs(state=failed)": lambda i: app.jobs(state="failed"),
+        "app.jobs(task=, queue=)": lambda i: app.jobs(task="bench.email", queue="mail"),
+        "backend.get(id)": lambda i: app.backend.get(jobs[i * 7919 % len(jobs)]),
+        "broker.dead_letters()": lambda i: app.broker.dead_letters(),
+        "broker.locate(dead id)": lambda i: app.broker.locate(dead[i % len(dead)]),
+        "broker.stats()": lambda i: app.broker.stats(),
+        "schedules.list()": lambda i: app.schedules.list(),
+        "events.last(100)": lambda i: app.events.last(100),
+        "admin.check_health": lambda i: admin.check_health(app),
+        "admin.recent_heartbeats": lambda i: admin.recent_heartbeats(app),
+    }
+
+
+def time_direct(app: GopherQ, seeded: Seeded, count: int) -> list[dict[str, Any]]:
+    """Each of ``direct_calls`` ``count`` times in a row, after one to warm up."""
+    rows = []
+    for name, call in direct_calls(app, seeded).items():
+        try:
+            call(0)
+        except Exception as exc:
+            rows.append({"endpoint": name, "skipped": f"{type(exc).__name__}: {exc}"})
+            continue
+        latencies = []
+        cpu = time.process_time()
+        for i in range(count):
+            start = time.perf_counter()
+            call(i)
+            latencies.append((time.perf_counter() - start) * 1000)
+        used = (time.process_time() - cpu) / count
+        rows.append(
+            {
+                "endpoint": name,
+                "requests": count,
+                "rate": count / (sum(latencies) / 1000),
+                "ms": latency_summary(latencies) | {"max": max(latencies)},
+                "errors": 0,
+                "server_cpu_us": used * 1e6,
+                "client_cpu_us": 0.0,
+            }
+        )
+    return rows
+
+
 def run_api(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     """Fill a broker of ``kind``, serve it, measure every endpoint."""
     with fresh_broker(kind, args.url, PREFIX) as found:
@@ -306,6 +354,9 @@ def run_api(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                 file=sys.stderr,
             )
             seeded = seed(app, args.jobs, args.events)
+            if args.direct:
+                rows = time_direct(app, seeded, args.direct)
+                return {"broker": kind, "fill_seconds": seeded.seconds, "endpoints": rows}
         finally:
             app.close()
         rows = []
@@ -417,6 +468,9 @@ def main() -> None:
     parser.add_argument("--url", default=None, help="a Redis to use instead of a private one")
     parser.add_argument("--server-args", default="", help="more options for gopherq serve")
     parser.add_argument("--floor", action="store_true", help="measure the stack, not the API")
+    parser.add_argument(
+        "--direct", type=int, default=0, metavar="N", help="time the calls under the reads N times"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="floor runs per variant")
     parser.add_argument("--only", default="", help="floor rows whose name has one of these")
     parser.add_argument("--json", action="store_true")
