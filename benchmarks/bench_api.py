@@ -4,7 +4,7 @@
 
     python benchmarks/bench_api.py [--broker sqlite|redis|both] [--requests N]
         [--posts N] [--concurrency N] [--jobs N] [--events N] [--url redis://...]
-        [--floor] [--json]
+        [--floor [--repeat N] [--only WORDS]] [--direct N] [--json]
 
 Fills a fresh broker (a SQLite file in a temporary directory; a private
 ``redis-server``, or ``--url``'s Redis under a key prefix of the run's own,
@@ -23,6 +23,9 @@ no auth, no audit, one send per request) under uvicorn, with the asyncio loop an
 h11 and with uvloop and httptools, a ``def`` route, an ``async def`` route
 calling the blocking send, and an ``async def`` route awaiting
 ``gopherq.web.sender.Sender``.
+
+``--direct N`` fills the broker and times instead, in this process, each
+admin-layer call under a read endpoint ``N`` times: what a read costs before HTTP.
 """
 
 from __future__ import annotations
