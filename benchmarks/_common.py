@@ -70,6 +70,28 @@ def redis_url(url: str | None, db: int = 13) -> Iterator[str]:
             server.wait(timeout=30)
 
 
+@contextmanager
+def fresh_broker(kind: str, url: str | None, prefix: str, db: int = 13) -> Iterator[str]:
+    """The URL of a fresh broker of ``kind``: a SQLite file in a temporary directory,
+    or Redis (``redis_url``) under the key ``prefix``; a Redis given by ``url`` is
+    cleaned of the run's keys at the end (SCAN and DEL, never FLUSHDB)."""
+    if kind != "redis":
+        with tempfile.TemporaryDirectory(prefix=f"{prefix}-") as folder:
+            yield f"sqlite:///{Path(folder) / 'gopherq.db'}"
+        return
+    with redis_url(url, db=db) as found:
+        try:
+            yield found + f"?prefix={prefix}"
+        finally:
+            if url is not None:  # someone else's Redis: take back every key written
+                import redis
+
+                client = redis.Redis.from_url(found)
+                for key in client.scan_iter(f"{prefix}:*", count=10_000):
+                    client.delete(key)
+                client.close()
+
+
 def database(url: str, db: int) -> str:
     """``url`` with its Redis database number replaced by ``db``."""
     parts = urllib.parse.urlsplit(url)

@@ -29,14 +29,11 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from _common import latency_summary, redis_url
+from _common import fresh_broker, latency_summary
 from prometheus_client import generate_latest
 
 from gopherq import GopherQ
@@ -118,25 +115,8 @@ def redis_cpu(url: str) -> Callable[[], float]:
     return used
 
 
-@contextmanager
-def broker_url(kind: str, url: str | None) -> Iterator[str]:
-    if kind == "redis":
-        with redis_url(url, db=13) as found:
-            yield found + f"?prefix={PREFIX}"
-            if url is not None:  # someone else's Redis: take back every key written
-                import redis
-
-                client = redis.Redis.from_url(found)
-                for key in client.scan_iter(f"{PREFIX}:*", count=10_000):
-                    client.delete(key)
-                client.close()
-        return
-    with tempfile.TemporaryDirectory(prefix="gqbench-exporter-") as folder:
-        yield f"sqlite:///{Path(folder) / 'gopherq.db'}"
-
-
 def run(kind: str, queues: int, tasks: int, scrapes: int, url: str | None) -> dict[str, Any]:
-    with broker_url(kind, url) as found:
+    with fresh_broker(kind, url, PREFIX) as found:
         app = GopherQ("bench", broker=found, events=None)
         try:
             print(f"{kind}: filling {tasks:,} messages over {queues:,} queues", file=sys.stderr)

@@ -29,8 +29,13 @@ from gopherq.web_extra import require_web
     is_flag=True,
     help="Let every request in as admin, without a key: loopback hosts only.",
 )
+@click.option(
+    "--access-log",
+    is_flag=True,
+    help="Log a line per request (off by default: it slows small requests).",
+)
 @with_app
-def serve(app: GopherQ, host: str, port: int, no_auth: bool) -> None:
+def serve(app: GopherQ, host: str, port: int, no_auth: bool, access_log: bool) -> None:
     """Serve the HTTP API (/api/v1, docs at /api/docs)."""
     require_web()
     from gopherq.web.server import serve as run
@@ -42,4 +47,4 @@ def serve(app: GopherQ, host: str, port: int, no_auth: bool) -> None:
             )
         click.echo(f"serving {url} (API {url}/api/v1, docs {url}/api/docs)", err=True)
 
-    run(app, host, port, auth=not no_auth, on_ready=ready)
+    run(app, host, port, auth=not no_auth, on_ready=ready, access_log=access_log)

@@ -16,6 +16,7 @@ module                   holds
 ``inputs``               ``InputLimits``: body size, JSON only, nesting depth
 ``probes``               ``Probes``: what ``/ready`` and ``/metrics`` ask
 ``docs``                 ``/api/docs``: Swagger UI served without a CDN
+``sender``               ``Sender``: async sends, concurrent ones in one batch
 ``routes.*``             one router per resource under ``/api/v1``
 ``server``               ``serve``: uvicorn, what ``gopherq serve`` runs
 =======================  =====================================================

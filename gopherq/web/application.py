@@ -50,11 +50,16 @@ def create_app(app: GopherQ, *, auth: bool = True) -> FastAPI:
 
 
 def _closing(state: ServerState) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """The server's lifespan: at shutdown, the audit entries still queued are written."""
+    """The server's lifespan: the sender runs while it serves; at shutdown, the sends and
+    audit entries still queued are written."""
 
     @asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
-        yield
-        await run_in_threadpool(state.audit.close)
+        state.sender.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(state.sender.close)
+            await run_in_threadpool(state.audit.close)
 
     return lifespan

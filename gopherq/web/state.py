@@ -15,6 +15,7 @@ from gopherq.access.rate import Rate, TokenBuckets, parse_rate
 from gopherq.app import GopherQ
 from gopherq.errors import ConfigurationError
 from gopherq.web.probes import Probes
+from gopherq.web.sender import Sender
 
 if TYPE_CHECKING:
     from gopherq.web.auth import Caller
@@ -42,6 +43,8 @@ class ServerState:
     """Set when the server begins to shut down: open event streams end."""
     probes: Probes = field(init=False)
     """``/ready``'s checks and ``/metrics``' registry."""
+    sender: Sender = field(init=False)
+    """Sends jobs for async routes, concurrent requests' jobs in one broker call."""
 
     def __post_init__(self) -> None:
         try:
@@ -50,6 +53,7 @@ class ServerState:
             raise ConfigurationError(f"setting 'api_rate': {exc}") from None
         self.audit = AuditWriter(self.app.access.record)
         self.probes = Probes(self.app)
+        self.sender = Sender(self.app)
 
     def authenticate(self, token: str) -> Caller | None:
         """The caller a bearer token names, or None if it is not a valid key (unknown,
@@ -95,7 +99,20 @@ def current_app(request: Request) -> GopherQ:
     return server_state(request).app
 
 
-AppDep = Annotated[GopherQ, Depends(current_app)]
+# The dependencies are coroutines although they do not await: FastAPI runs a plain
+# function dependency in its thread pool, a hop that costs more than most routes'
+# own work (docs/http-api.md, Performance).
+
+
+async def _state_dependency(request: Request) -> ServerState:
+    return server_state(request)
+
+
+async def _app_dependency(request: Request) -> GopherQ:
+    return current_app(request)
+
+
+AppDep = Annotated[GopherQ, Depends(_app_dependency)]
 """A route parameter of this type receives the gopherq app."""
-StateDep = Annotated[ServerState, Depends(server_state)]
+StateDep = Annotated[ServerState, Depends(_state_dependency)]
 """A route parameter of this type receives the ``ServerState``."""
