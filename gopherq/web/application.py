@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gopherq.app import GopherQ
 from gopherq.version import __version__
-from gopherq.web import problems
+from gopherq.web import problems, ui
 from gopherq.web.auditing import AuditMiddleware
 from gopherq.web.routes import ROUTERS, health
 from gopherq.web.state import ServerState
@@ -40,6 +40,7 @@ def create_app(app: GopherQ, *, auth: bool = True) -> FastAPI:
     api.include_router(health.probes)
     for router in ROUTERS:
         api.include_router(router, prefix=API_PREFIX)
+    ui.install(api, state, API_PREFIX)
     return api
 
 
