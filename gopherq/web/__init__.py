@@ -15,6 +15,7 @@ module                   holds
 ``limits``               ``enforce_send_rate``: each key's send rate (429)
 ``routes.*``             one router per resource under ``/api/v1``
 ``server``               ``serve``: uvicorn, what ``gopherq serve`` runs
+``ui``                   the web dashboard at ``/`` (Jinja2 pages, sessions)
 =======================  =====================================================
 
 Importing this package needs the ``web`` extra (``pip install 'gopherq[web]'``).

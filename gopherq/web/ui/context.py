@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl
 
 import jinja2
 from fastapi import Depends
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -104,8 +105,8 @@ class Dashboard:
             detail = getattr(exc, "detail", None)
             detail = detail if isinstance(detail, str) else "Not Found"
             return Problem(404, "not-found", "Not found", detail).response(path)
-        exc = PageError(404, "There is no such page.")
-        return await self.on_page_error(request, exc)
+        request.state.viewer = await run_in_threadpool(self.viewer_of, request)
+        return await self.on_page_error(request, PageError(404, "There is no such page."))
 
 
 def dashboard(request: Request) -> Dashboard:
