@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from services import free_port, unavailable
 
 from gopherq import GopherQ
-from tests.services import free_port, unavailable
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -154,7 +154,7 @@ def shoot(page: Any, name: str) -> None:
 
 
 def test_log_in_watch_pause_resume_and_purge(
-    server: Server, client_app: GopherQ, browser: Any
+    browser: Any, server: Server, client_app: GopherQ
 ) -> None:
     send(client_app)
     send(client_app, XSS_QUEUE)
@@ -235,7 +235,7 @@ def test_log_in_watch_pause_resume_and_purge(
     context.close()
 
 
-def test_a_viewer_has_no_buttons(server: Server, client_app: GopherQ, browser: Any) -> None:
+def test_a_viewer_has_no_buttons(browser: Any, server: Server, client_app: GopherQ) -> None:
     send(client_app)
     _, secret = client_app.access.create("watcher", "viewer")
     page = browser.new_page()
