@@ -269,3 +269,36 @@ def test_the_overview_numbers_are_served_as_json(api: TestClient, app: GopherQ) 
     data = api.get("/overview.json").json()
     assert data["queues"][0]["name"] == "default" and data["queues"][0]["ready"] == 1
     assert data["workers"] == {"online": 0, "checked": True}
+
+
+def test_placeholder_pages_say_not_yet(api: TestClient) -> None:
+    for path in ("/jobs", "/dead", "/schedules", "/workers"):
+        page = api.get(path)
+        assert page.status_code == 200 and "Not yet" in page.text
+        assert 'aria-current="page"' in page.text
+
+
+def test_sessions_expire_and_refuse_tampering() -> None:
+    from gopherq.web.ui.session import Sessions
+
+    sessions = Sessions(lifetime=10)
+    session = sessions.new("abc", now=1000.0)
+    value = sessions.encode(session)
+    assert sessions.decode(value, now=1005.0) == session
+    assert sessions.decode(value, now=1010.0) is None
+    assert Sessions().decode(value, now=1005.0) is None  # another server's secret
+    for bad in ("", "x", "a.b.c", value + "x", "e30." + value.split(".")[1]):
+        assert sessions.decode(bad, now=1005.0) is None
+    assert sessions.csrf_valid(session, sessions.csrf_token(session))
+    assert not sessions.csrf_valid(session, None)
+    sessions.end(session, now=1001.0)
+    assert sessions.decode(value, now=1005.0) is None
+
+
+def test_forms_behind_a_tls_proxy_pass_the_origin_check(api: TestClient, app: GopherQ) -> None:
+    send(app)
+    token = csrf(api.get("/queues").text)
+    response = api.post(
+        "/queues/default/pause", data={"csrf": token}, headers={"Origin": "https://testserver"}
+    )
+    assert response.status_code == 200 and paused(app)

@@ -3,7 +3,7 @@ Playwright through Debian's chromium (``/usr/bin/chromium``; Playwright never
 downloads a browser). Skipped without chromium or playwright; fails instead in CI
 (``GOPHERQ_REQUIRE_SERVICES=1``).
 
-Screenshots of each page at 1280 and 390 pixels wide go to
+Screenshots of each page at 1280 and 390 pixels wide (and dark, at 390) go to
 ``build/dashboard-screenshots/``.
 """
 
@@ -150,6 +150,9 @@ def shoot(page: Any, name: str) -> None:
     for label, width in WIDTHS.items():
         page.set_viewport_size({"width": width, "height": 900})
         page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}.png"), full_page=True)
+    page.emulate_media(color_scheme="dark")
+    page.screenshot(path=str(SCREENSHOTS / f"{name}-dark.png"), full_page=True)
+    page.emulate_media(color_scheme="light")
     page.set_viewport_size({"width": WIDTHS["wide"], "height": 900})
 
 

@@ -48,16 +48,13 @@ def same_origin(request: Request) -> bool:
 
     Browsers send ``Origin`` with every POST; ``Referer`` stands in where a
     privacy setting removes it. A request with neither (not a browser) is left to
-    the CSRF token alone.
+    the CSRF token alone. Host and port are compared, not the scheme: behind a
+    proxy that ends TLS the page is https while the server sees http.
     """
-    origin = request.headers.get("origin")
+    origin = request.headers.get("origin") or request.headers.get("referer")
     if origin is None:
-        referer = request.headers.get("referer")
-        if referer is None:
-            return True
-        parts = urlsplit(referer)
-        origin = f"{parts.scheme}://{parts.netloc}"
+        return True
     if origin == "null":
         return False
-    own = f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
-    return origin.lower() == own.lower()
+    own = request.headers.get("host", request.url.netloc)
+    return urlsplit(origin).netloc.lower() == own.lower()

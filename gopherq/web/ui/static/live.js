@@ -8,6 +8,7 @@
   if (!root) return;
   const url = root.dataset.source;
   const every = Math.max(1, Number(root.dataset.every) || 3) * 1000;
+  const COLUMNS = [["ready", "Ready"], ["scheduled", "Scheduled"], ["running", "Running"], ["dead", "Dead"]];
 
   function text(id, value) {
     const node = document.getElementById(id);
@@ -31,13 +32,15 @@
     link.textContent = queue.name;
     th.appendChild(link);
     tr.appendChild(th);
-    for (const field of ["ready", "scheduled", "running", "dead"]) {
+    for (const [field, label] of COLUMNS) {
       const td = cell(queue[field], true);
       td.dataset.field = field;
+      td.dataset.label = label;
       tr.appendChild(td);
     }
     const state = cell(queue.paused ? "paused" : "active", false);
     state.dataset.field = "paused";
+    state.dataset.label = "State";
     tr.appendChild(state);
     return tr;
   }
