@@ -104,7 +104,8 @@ class Dashboard:
         ):
             detail = getattr(exc, "detail", None)
             detail = detail if isinstance(detail, str) else "Not Found"
-            return Problem(404, "not-found", "Not found", detail).response(path)
+            headers = getattr(exc, "headers", None)
+            return Problem(404, "not-found", "Not found", detail, headers=headers).response(path)
         request.state.viewer = await run_in_threadpool(self.viewer_of, request)
         return await self.on_page_error(request, PageError(404, "There is no such page."))
 
