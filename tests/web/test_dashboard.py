@@ -52,10 +52,11 @@ def send(app: GopherQ, queue: str = "default") -> None:
 
 
 def test_pages_need_a_login(server: TestClient) -> None:
-    for path in ("/", "/queues", "/jobs", "/overview.json"):
+    for path in ("/", "/queues", "/jobs", "/queues/default/purge"):
         response = server.get(path, follow_redirects=False)
         assert response.status_code == 303
         assert response.headers["location"] == "/login"
+    assert server.get("/overview.json").status_code == 401
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import jinja2
 from fastapi import Depends
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from gopherq.access.audit import AuditEntry
 from gopherq.access.roles import Role
@@ -93,7 +93,9 @@ class Dashboard:
         )
 
     async def on_login_required(self, request: Request, exc: Exception) -> Response:
-        """To the login page."""
+        """To the login page; 401 for the live-update data, which a script reads."""
+        if request.url.path.endswith(".json"):
+            return JSONResponse({"detail": "log in again"}, 401)
         return RedirectResponse("/login", 303)
 
     async def on_not_found(self, request: Request, exc: Exception) -> Response:

@@ -90,7 +90,7 @@
     async function poll() {
       try {
         const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
-        if (response.redirected || response.status === 401 || response.status === 303) {
+        if (response.status === 401) {
           text("live-state", " · session ended: reload to log in");
           return;
         }
