@@ -31,7 +31,7 @@ from gopherq.web_extra import require_web
 )
 @with_app
 def serve(app: GopherQ, host: str, port: int, no_auth: bool) -> None:
-    """Serve the HTTP API (/api/v1, docs at /api/docs) and the dashboard (/)."""
+    """Serve the HTTP API (/api/v1, docs at /api/docs)."""
     require_web()
     from gopherq.web.server import serve as run
 

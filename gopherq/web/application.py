@@ -10,10 +10,11 @@ from starlette.concurrency import run_in_threadpool
 
 from gopherq.app import GopherQ
 from gopherq.version import __version__
-from gopherq.web import problems, ui
+from gopherq.web import problems
 from gopherq.web.auditing import AuditMiddleware
 from gopherq.web.routes import ROUTERS, health
 from gopherq.web.state import ServerState
+from gopherq.web.ui import install as install_dashboard
 
 API_PREFIX = "/api/v1"
 
@@ -40,7 +41,7 @@ def create_app(app: GopherQ, *, auth: bool = True) -> FastAPI:
     api.include_router(health.probes)
     for router in ROUTERS:
         api.include_router(router, prefix=API_PREFIX)
-    ui.install(api, state, API_PREFIX)
+    install_dashboard(api, state, API_PREFIX)
     return api
 
 
