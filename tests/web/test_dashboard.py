@@ -303,3 +303,29 @@ def test_forms_behind_a_tls_proxy_pass_the_origin_check(api: TestClient, app: Go
         "/queues/default/pause", data={"csrf": token}, headers={"Origin": "https://testserver"}
     )
     assert response.status_code == 200 and paused(app)
+
+
+def test_the_dashboard_works_mounted_under_a_prefix(app: GopherQ) -> None:
+    from fastapi import FastAPI
+
+    outer = FastAPI()
+    outer.mount("/gq", create_app(app))
+    _, secret = app.access.create("ops", "operator")
+    send(app)
+    with TestClient(outer) as client:
+        response = client.get("/gq/queues", follow_redirects=False)
+        assert response.headers["location"] == "/gq/login"
+        response = client.post("/gq/login", data={"key": secret}, follow_redirects=False)
+        assert response.headers["location"] == "/gq/"
+        assert "Path=/gq" in response.headers["set-cookie"]
+        page = client.get("/gq/queues").text
+        assert 'href="/gq/static/dashboard.css"' in page
+        assert 'action="/gq/queues/default/pause"' in page
+        assert 'href="/gq/queues"' in page and 'href="/queues"' not in page
+        response = client.post(
+            "/gq/queues/default/pause", data={"csrf": csrf(page)}, follow_redirects=False
+        )
+        assert response.headers["location"] == "/gq/queues" and paused(app)
+        assert client.get("/gq/static/live.js").status_code == 200
+        api = client.get("/gq/api/v1/no-such-thing")
+        assert api.status_code == 404 and "content-security-policy" not in api.headers

@@ -19,7 +19,7 @@ from gopherq.access.roles import Role
 from gopherq.web.auth import ANONYMOUS, Caller
 from gopherq.web.problems import Problem
 from gopherq.web.state import ServerState
-from gopherq.web.ui.render import Viewer, environment, render
+from gopherq.web.ui.render import Viewer, environment, render, url
 from gopherq.web.ui.security import same_origin
 from gopherq.web.ui.session import ANONYMOUS_KEY, COOKIE, Sessions
 
@@ -96,14 +96,14 @@ class Dashboard:
         """To the login page; 401 for the live-update data, which a script reads."""
         if request.url.path.endswith(".json"):
             return JSONResponse({"detail": "log in again"}, 401)
-        return RedirectResponse("/login", 303)
+        return RedirectResponse(url(request, "/login"), 303)
 
     async def on_not_found(self, request: Request, exc: Exception) -> Response:
         """The 404 page for a browser outside the API; a problem document otherwise."""
         path = request.url.path
-        if path.startswith(self.api_prefix + "/") or "text/html" not in request.headers.get(
-            "accept", ""
-        ):
+        if path.startswith(
+            url(request, self.api_prefix + "/")
+        ) or "text/html" not in request.headers.get("accept", ""):
             detail = getattr(exc, "detail", None)
             detail = detail if isinstance(detail, str) else "Not Found"
             headers = getattr(exc, "headers", None)

@@ -21,7 +21,7 @@ from gopherq.web.ui.context import (
     read_form,
     record,
 )
-from gopherq.web.ui.render import NAVIGATION, clear_cookie, set_cookie
+from gopherq.web.ui.render import NAVIGATION, clear_cookie, set_cookie, url
 from gopherq.web.ui.security import same_origin
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ LOGIN_MESSAGES = {
 def login_page(request: Request, ui: DashboardDep) -> Response:
     """The login form; straight to the overview on a ``--no-auth`` server."""
     if not ui.state.auth:
-        return RedirectResponse("/", 303)
+        return RedirectResponse(url(request, "/"), 303)
     return ui.page(request, "login.html", None, page="login", message="")
 
 
@@ -51,7 +51,7 @@ def login_page(request: Request, ui: DashboardDep) -> Response:
 async def login(request: Request, ui: DashboardDep) -> Response:
     """Check the posted key; on success a session cookie and the overview."""
     if not ui.state.auth:
-        return RedirectResponse("/", 303)
+        return RedirectResponse(url(request, "/"), 303)
     problem = "cross-site" if not same_origin(request) else None
     token = "" if problem else (await read_form(request)).get("key", "").strip()
     if problem is None and not token:
@@ -64,7 +64,7 @@ async def login(request: Request, ui: DashboardDep) -> Response:
         return ui.page(
             request, "login.html", None, status=status, page="login", message=LOGIN_MESSAGES[reason]
         )
-    response = RedirectResponse("/", 303)
+    response = RedirectResponse(url(request, "/"), 303)
     set_cookie(response, request, ui.sessions, ui.sessions.new(key_id))
     return response
 
@@ -74,7 +74,7 @@ async def logout(request: Request, ui: DashboardDep, who: ViewerDep) -> Response
     """End the session."""
     await action_form(request, who, Role.VIEWER)
     ui.sessions.end(who.session)
-    response = RedirectResponse("/login" if ui.state.auth else "/", 303)
+    response = RedirectResponse(url(request, "/login" if ui.state.auth else "/"), 303)
     clear_cookie(response, request)
     return response
 
@@ -123,7 +123,7 @@ async def queue_action(
     app = ui.state.app
     await run_in_threadpool(_queue, app, name)
     if action == "purge" and fields.get("confirm") != "yes":
-        return RedirectResponse(f"/queues/{quote(name, safe='')}/purge", 303)
+        return RedirectResponse(url(request, f"/queues/{quote(name, safe='')}/purge"), 303)
     broker_call = {
         "pause": app.broker.pause,
         "resume": app.broker.resume,
@@ -131,7 +131,7 @@ async def queue_action(
     }
     await run_in_threadpool(broker_call[action], name)
     record(request, who, f"queues.{action}", name, 303)
-    return RedirectResponse("/queues", 303)
+    return RedirectResponse(url(request, "/queues"), 303)
 
 
 def _placeholder(page: str, label: str) -> None:

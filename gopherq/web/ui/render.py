@@ -86,6 +86,7 @@ def render(
 ) -> HTMLResponse:
     """``template`` as a page; sets the session cookie of a fresh session."""
     html = env.get_template(template).render(
+        root=root_of(request),
         viewer=viewer,
         csrf=sessions.csrf_token(viewer.session) if viewer else "",
         **context,
@@ -96,13 +97,25 @@ def render(
     return response
 
 
+def root_of(request: Request) -> str:
+    """The path the dashboard is mounted at: '' at the root of a server, else a prefix
+    such as ``/gopherq`` (``app.asgi()`` mounted in another ASGI app)."""
+    root: str = request.scope.get("root_path", "")
+    return root.rstrip("/")
+
+
+def url(request: Request, path: str) -> str:
+    """``path`` of the dashboard as the browser addresses it."""
+    return root_of(request) + path
+
+
 def set_cookie(response: Response, request: Request, sessions: Sessions, session: Session) -> None:
     """Keep ``session`` in the browser: HttpOnly, SameSite=Strict, Secure over TLS."""
     response.set_cookie(
         COOKIE,
         sessions.encode(session),
         max_age=int(sessions.lifetime),
-        path="/",
+        path=root_of(request) or "/",
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
@@ -112,5 +125,9 @@ def set_cookie(response: Response, request: Request, sessions: Sessions, session
 def clear_cookie(response: Response, request: Request) -> None:
     """End the browser's session cookie."""
     response.delete_cookie(
-        COOKIE, path="/", httponly=True, samesite="strict", secure=request.url.scheme == "https"
+        COOKIE,
+        path=root_of(request) or "/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
     )

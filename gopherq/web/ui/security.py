@@ -29,7 +29,7 @@ class SecurityHeaders:
         self.exclude = exclude.rstrip("/") + "/"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(self.exclude):
+        if scope["type"] != "http" or _inner_path(scope).startswith(self.exclude):
             await self.app(scope, receive, send)
             return
 
@@ -41,6 +41,13 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+def _inner_path(scope: Scope) -> str:
+    """The path inside the app (without the mount point when mounted in another app)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def same_origin(request: Request) -> bool:

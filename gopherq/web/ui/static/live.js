@@ -7,6 +7,7 @@
   const root = document.getElementById("overview");
   if (!root) return;
   const url = root.dataset.source;
+  const base = root.dataset.base || "";
   const every = Math.max(1, Number(root.dataset.every) || 3) * 1000;
   const COLUMNS = [["ready", "Ready"], ["scheduled", "Scheduled"], ["running", "Running"], ["dead", "Dead"]];
 
@@ -28,7 +29,7 @@
     const th = document.createElement("th");
     th.scope = "row";
     const link = document.createElement("a");
-    link.href = "/queues#queue-" + (index + 1);
+    link.href = base + "/queues#queue-" + (index + 1);
     link.textContent = queue.name;
     th.appendChild(link);
     tr.appendChild(th);
