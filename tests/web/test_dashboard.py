@@ -198,6 +198,13 @@ def test_a_viewer_sees_no_buttons_and_a_forced_action_is_refused(
     response = server.post("/queues/default/pause", data={"csrf": csrf(page)})
     assert response.status_code == 403 and "operator role" in response.text
     assert not paused(app)
+    (entry,) = _audit(app, 1)
+    assert (entry.action, entry.target, entry.status, entry.role) == (
+        "queues.pause",
+        "default",
+        403,
+        "viewer",
+    )
     assert server.get("/queues/default/purge").status_code == 403
 
 
@@ -225,12 +232,13 @@ def test_an_operator_pauses_resumes_and_purges_after_confirming(
     assert {"queues.pause", "queues.resume", "queues.purge"} <= set(actions)
 
 
-def _audit(app: GopherQ) -> list[Any]:
+def _audit(app: GopherQ, count: int = 3) -> list[Any]:
+    """The audit log once it holds ``count`` entries (it is written from a thread)."""
     import time
 
     for _ in range(100):
         entries = app.access.audit()
-        if len(entries) >= 3:
+        if len(entries) >= count:
             return entries
         time.sleep(0.02)
     return app.access.audit()

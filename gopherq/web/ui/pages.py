@@ -116,10 +116,15 @@ def purge_confirm(request: Request, name: str, ui: DashboardDep, who: ViewerDep)
 async def queue_action(
     request: Request, name: str, action: str, ui: DashboardDep, who: ViewerDep
 ) -> Response:
-    """Pause, resume or purge (with ``confirm=yes``) a queue; back to the queues page."""
-    fields = await action_form(request, who, Role.OPERATOR)
+    """Pause, resume or purge (with ``confirm=yes``) a queue; back to the queues page.
+    Refused attempts go to the audit log too."""
     if action not in ("pause", "resume", "purge"):
         raise PageError(404, "There is no such action.")
+    try:
+        fields = await action_form(request, who, Role.OPERATOR)
+    except PageError as exc:
+        record(request, who, f"queues.{action}", name, exc.status)
+        raise
     app = ui.state.app
     await run_in_threadpool(_queue, app, name)
     if action == "purge" and fields.get("confirm") != "yes":
