@@ -19,6 +19,7 @@ module                   holds
 ``sender``               ``Sender``: async sends, concurrent ones in one batch
 ``routes.*``             one router per resource under ``/api/v1``
 ``server``               ``serve``: uvicorn, what ``gopherq serve`` runs
+``ui``                   the web dashboard at ``/`` (Jinja2 pages, sessions)
 =======================  =====================================================
 
 Importing this package needs the ``web`` extra (``pip install 'gopherq[web]'``).

@@ -15,6 +15,7 @@ from gopherq.web.auditing import AuditMiddleware
 from gopherq.web.inputs import InputLimits
 from gopherq.web.routes import ROUTERS, health
 from gopherq.web.state import ServerState
+from gopherq.web.ui import install as install_dashboard
 
 API_PREFIX = "/api/v1"
 OPENAPI_URL = f"{API_PREFIX}/openapi.json"
@@ -46,6 +47,7 @@ def create_app(app: GopherQ, *, auth: bool = True) -> FastAPI:
     api.include_router(health.probes)
     for router in ROUTERS:
         api.include_router(router, prefix=API_PREFIX)
+    install_dashboard(api, state, API_PREFIX)
     return api
 
 
