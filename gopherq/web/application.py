@@ -40,7 +40,7 @@ def create_app(app: GopherQ, *, auth: bool = True) -> FastAPI:
     api.state.gopherq = state
     # Added before any other middleware, so that those (the audit log's) wrap it and
     # see the calls it refuses.
-    api.add_middleware(InputLimits)
+    api.add_middleware(InputLimits, json_under=API_PREFIX + "/")
     api.add_middleware(AuditMiddleware, state=state, prefix=API_PREFIX)
     problems.install(api)
     docs.install(api, OPENAPI_URL)

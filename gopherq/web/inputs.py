@@ -76,9 +76,11 @@ def is_json(content_type: str) -> bool:
 class InputLimits:
     """Refuse oversized, non-JSON and too deeply nested bodies with problem documents."""
 
-    def __init__(self, app: ASGIApp, max_body: int = MAX_BODY) -> None:
+    def __init__(self, app: ASGIApp, max_body: int = MAX_BODY, json_under: str = "/") -> None:
         self.app = app
         self.max_body = max_body
+        self.json_under = json_under
+        """Bodies must be JSON only under this path (the dashboard posts HTML forms)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,7 +98,7 @@ class InputLimits:
         if body is None:
             await self._refuse(TOO_LARGE, scope, receive, send, close=True)
             return
-        if body:
+        if body and scope["path"].startswith(self.json_under):
             if not is_json(headers.get(b"content-type", b"").decode("latin-1")):
                 await self._refuse(NOT_JSON, scope, receive, send)
                 return
