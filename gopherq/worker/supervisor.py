@@ -334,7 +334,8 @@ class Worker:
         # The child's collector never walks what it inherits (modules, the app):
         # its collections cost what its own objects cost (a traced task's spans
         # are many), and the inherited pages stay shared. The supervisor itself
-        # goes back to collecting everything.
+        # goes back to collecting everything (unless the app froze objects first).
+        thawed = gc.get_freeze_count() == 0
         gc.freeze()
         try:
             pid = os.fork()
@@ -342,7 +343,7 @@ class Worker:
             logger.exception("worker %s: fork failed", self.name)
             self._respawns.append((time.monotonic() + RESPAWN_DELAY, index))
             pid = -1
-        if pid != 0:
+        if pid != 0 and thawed:
             gc.unfreeze()
         if pid == 0:
             if index == _BEAT:
