@@ -162,6 +162,18 @@ def rss_mib(pid: int) -> float:
     return float(sum(p.memory_info().rss for p in processes)) / 2**20
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) a process and its children have used so far."""
+    import psutil  # type: ignore[import-untyped]
+
+    process = psutil.Process(pid)
+    total = 0.0
+    for each in [process, *process.children(recursive=True)]:
+        times = each.cpu_times()
+        total += times.user + times.system
+    return total
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Rows under a header, the first column left-aligned and the others right-aligned."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]

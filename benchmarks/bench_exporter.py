@@ -12,8 +12,8 @@ leased and dead ones per queue, then times ``--scrapes`` scrapes one after
 another:
 
 query      ``Broker.queue_depths()``: what the broker takes
-scrape     the whole ``/metrics`` body (``generate_latest`` over the exporter's
-           registry, no cache): query, gauges and text exposition
+scrape     the whole ``/metrics`` body as the exporter serves it
+           (``BrokerCollector.exposition()``, no cache): query and text
 
 Each figure is p50, p95 and the slowest of the scrapes, in wall-clock time, and the
 median CPU time this process spent (``time.process_time``), plus on Redis the
@@ -34,11 +34,10 @@ from collections.abc import Callable
 from typing import Any
 
 from _common import fresh_broker, latency_summary
-from prometheus_client import generate_latest
 
 from gopherq import GopherQ
 from gopherq.brokers import Broker, Envelope
-from gopherq.observability.exporter import registry_for
+from gopherq.observability.exporter import BrokerCollector
 
 FILL_BATCH = 10_000
 BODY = b"\x8a" + b"x" * 120  # about the size of a small task's message
@@ -76,18 +75,21 @@ def time_scrapes(
     app: GopherQ, scrapes: int, server_cpu: Callable[[], float] | None
 ) -> dict[str, Any]:
     """Time ``scrapes`` broker queries and ``scrapes`` whole scrapes, in ms."""
-    registry = registry_for(app, cache_seconds=0)
-    generate_latest(registry)  # warm: scripts loaded, connections open, pages cached
-    queries, bodies, cpu = [], [], []
-    server = server_cpu() if server_cpu else 0.0
-    for _ in range(scrapes):
-        start = time.perf_counter()
-        depths = app.broker.queue_depths()
-        queries.append((time.perf_counter() - start) * 1000)
-        start, start_cpu = time.perf_counter(), time.process_time()
-        body = generate_latest(registry)
-        bodies.append((time.perf_counter() - start) * 1000)
-        cpu.append((time.process_time() - start_cpu) * 1000)
+    collector = BrokerCollector(app, cache_seconds=0)
+    try:
+        collector.exposition()  # warm: scripts loaded, connections open, pages cached
+        queries, bodies, cpu = [], [], []
+        server = server_cpu() if server_cpu else 0.0
+        for _ in range(scrapes):
+            start = time.perf_counter()
+            depths = app.broker.queue_depths()
+            queries.append((time.perf_counter() - start) * 1000)
+            start, start_cpu = time.perf_counter(), time.process_time()
+            body = collector.exposition()
+            bodies.append((time.perf_counter() - start) * 1000)
+            cpu.append((time.process_time() - start_cpu) * 1000)
+    finally:
+        collector.close()
     ready = sum(sum(d.ready.values()) for d in depths.values())
     figures: dict[str, Any] = {"scrape_cpu_ms": statistics.median(cpu)}
     if server_cpu:

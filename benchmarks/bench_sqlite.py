@@ -8,6 +8,7 @@
                                       [--drain-task noop|echo] [--json]
     python benchmarks/bench_sqlite.py --compare-tracing [--repeat N] [--tasks N]
                                       [--drain-task noop|echo] [--json]
+                                      [--span-processor batch|simple|both]
     python benchmarks/bench_sqlite.py --compare-metrics [--repeat N] [--tasks N] ...
 
 Measures, on a fresh SQLite file in a temporary directory:
@@ -26,8 +27,12 @@ ratio. There the queue is paused while the worker starts, so that the figure
 is the drain alone: ``noop`` (no result stored) or ``echo`` (a result each).
 ``--compare-tracing`` does the same with tracing off, on with no TracerProvider
 (the no-op API: what an app pays by default), and on with the OpenTelemetry SDK
-and an in-memory exporter in the worker processes (and the sender), and reports
-the ratios of the last two to the first. ``--compare-metrics`` drains with the
+and an ``InMemorySpanExporter`` in the worker processes (and the sender), and
+reports the ratios of the last two to the first. The SDK is set up as
+docs/observability.md recommends: a ``BatchSpanProcessor`` in front of the
+exporter (``--span-processor batch``, the default); ``simple`` measures a
+``SimpleSpanProcessor`` (each span exported inline) instead, ``both`` measures
+both as two more modes taking turns with the others. ``--compare-metrics`` drains with the
 worker's Prometheus metrics off, then on (``--metrics-port 0``).
 ``--worker-args`` adds options to every worker.
 """
@@ -48,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
+    cpu_seconds,
     latency_summary,
     rss_mib,
     start_gopherq_worker,
@@ -61,7 +67,9 @@ from gopherq import GopherQ, Middleware
 
 QUEUE = "bench"
 SDK = "BENCH_TRACING_SDK"
-"""Set (to 1) in the environment: worker processes set up the OpenTelemetry SDK."""
+"""Set in the environment (to ``batch`` or ``simple``, the span processor): worker
+processes set up the OpenTelemetry SDK."""
+PROCESSORS = ("batch", "simple")
 
 
 class InMemoryTracing(Middleware):
@@ -70,17 +78,20 @@ class InMemoryTracing(Middleware):
     def worker_process_init(self, app: GopherQ) -> None:
         from opentelemetry import trace
 
-        trace.set_tracer_provider(in_memory_provider())
+        trace.set_tracer_provider(in_memory_provider(os.environ.get(SDK, "batch")))
 
 
-def in_memory_provider() -> Any:
-    """An SDK TracerProvider exporting to memory, as each span ends."""
+def in_memory_provider(processor: str = "batch") -> Any:
+    """An SDK TracerProvider exporting to memory: through a ``BatchSpanProcessor``
+    (``batch``, as the docs recommend) or, as each span ends, a
+    ``SimpleSpanProcessor`` (``simple``)."""
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+    kind = BatchSpanProcessor if processor == "batch" else SimpleSpanProcessor
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    provider.add_span_processor(kind(InMemorySpanExporter()))
     return provider
 
 
@@ -151,13 +162,18 @@ def run(tasks: int, round_trips: int, concurrency: int) -> dict[str, Any]:
     }
 
 
-def paused_drain(tasks: int, concurrency: int, task: str, extra: Sequence[str] = ()) -> float:
-    """Tasks/s of a worker draining ``tasks`` queued ``task`` messages, start-up excluded."""
+def paused_drain(
+    tasks: int, concurrency: int, task: str, extra: Sequence[str] = ()
+) -> tuple[float, float]:
+    """Tasks/s of a worker draining ``tasks`` queued ``task`` messages, start-up
+    excluded, and the worker's CPU microseconds per task (its supervisor and
+    children): on a shared machine the rate swings with the load, the CPU time
+    much less."""
     bench = make_app()
     if os.environ.get(SDK):  # the sender traces too, so that messages carry a parent
         from gopherq.observability.tracing import TracingMiddleware
 
-        bench.add_middleware(TracingMiddleware(in_memory_provider()))
+        bench.add_middleware(TracingMiddleware(in_memory_provider(os.environ[SDK])))
     signature = bench.get_task(f"bench.{task}").s
     for first in range(0, tasks, 1000):
         count = min(1000, tasks - first)
@@ -166,9 +182,11 @@ def paused_drain(tasks: int, concurrency: int, task: str, extra: Sequence[str] =
     worker = start_worker(concurrency, extra)
     try:
         time.sleep(1.5)  # the children reach their first (empty) reserve
+        cpu = cpu_seconds(worker.pid)
         start = time.perf_counter()
         bench.broker.resume(QUEUE)
-        return tasks / (wait_until(lambda: not outstanding(bench), worker) - start)
+        seconds = wait_until(lambda: not outstanding(bench), worker) - start
+        return tasks / seconds, (cpu_seconds(worker.pid) - cpu) / tasks * 1e6
     finally:
         stop_worker(worker)
         bench.close()
@@ -182,10 +200,11 @@ def compare_drains(
     task: str,
     *,
     worker_args: Mapping[str, Sequence[str]] | None = None,
+    cpu: dict[str, list[float]] | None = None,
 ) -> dict[str, list[float]]:
     """Drain rates under each mode (environment variables to set, and worker options
     in ``worker_args``), the modes taking turns, ``repeat`` times each, each on a
-    fresh file."""
+    fresh file; the CPU microseconds per task of each run go into ``cpu``."""
     rates: dict[str, list[float]] = {mode: [] for mode in modes}
     saved = dict(os.environ)
     try:
@@ -195,7 +214,10 @@ def compare_drains(
                     os.environ["GOPHERQ_BROKER_URL"] = f"sqlite:///{Path(tmp) / 'bench.db'}"
                     os.environ.update(environ)
                     extra = (worker_args or {}).get(mode, ())
-                    rates[mode].append(paused_drain(tasks, concurrency, task, extra))
+                    rate, micros = paused_drain(tasks, concurrency, task, extra)
+                    rates[mode].append(rate)
+                    if cpu is not None:
+                        cpu.setdefault(mode, []).append(micros)
                     for name in environ:
                         os.environ.pop(name)
     finally:
@@ -227,25 +249,72 @@ def compare_on_off(
     }
 
 
-def compare_tracing(tasks: int, concurrency: int, repeat: int, task: str) -> dict[str, Any]:
-    """Drain rates with tracing off, on with the no-op API, and on with the SDK."""
+def compare_tracing(
+    tasks: int, concurrency: int, repeat: int, task: str, processor: str = "batch"
+) -> dict[str, Any]:
+    """Drain rates with tracing off, on with the no-op API, and on with the SDK
+    (mode ``sdk``: its span processor ``processor``; with ``both``, modes
+    ``sdk`` (batch) and ``sdk_simple``)."""
     modes = {
         "off": {"GOPHERQ_TRACING": "off"},
         "noop": {"GOPHERQ_TRACING": "on"},
-        "sdk": {"GOPHERQ_TRACING": "on", SDK: "1"},
+        "sdk": {"GOPHERQ_TRACING": "on", SDK: "batch" if processor == "both" else processor},
     }
-    rates = compare_drains(modes, tasks, concurrency, repeat, task)
+    if processor == "both":
+        modes["sdk_simple"] = {"GOPHERQ_TRACING": "on", SDK: "simple"}
+    cpu: dict[str, list[float]] = {}
+    rates = compare_drains(modes, tasks, concurrency, repeat, task, cpu=cpu)
     medians = {mode: statistics.median(runs) for mode, runs in rates.items()}
+    cpu_medians = {mode: statistics.median(runs) for mode, runs in cpu.items()}
+    off = rates["off"]
+    ratios = {
+        mode: [run / base for run, base in zip(runs, off, strict=True)]
+        for mode, runs in rates.items()
+    }
     return {
         "tasks": tasks,
         "task": task,
         "concurrency": concurrency,
+        "span_processor": processor,
         "drain_per_s": medians,
         "runs": rates,
-        "ratio_noop": medians["noop"] / medians["off"],
-        "ratio_sdk": medians["sdk"] / medians["off"],
+        "ratios": {mode: medians[mode] / medians["off"] for mode in modes if mode != "off"},
+        "ratio_spread": {
+            mode: [min(ratios[mode]), max(ratios[mode])] for mode in modes if mode != "off"
+        },
+        "cpu_us_per_task": cpu_medians,
+        "cpu_runs": cpu,
+        "cpu_ratios": {
+            mode: cpu_medians["off"] / cpu_medians[mode] for mode in modes if mode != "off"
+        },
         "cpus": os.cpu_count(),
     }
+
+
+_TRACING_MODES = {
+    "noop": "no-op API",
+    "sdk": "SDK in memory",
+    "sdk_simple": "SDK in memory, simple processor",
+}
+
+
+def tracing_text(figures: dict[str, Any], options: argparse.Namespace) -> str:
+    """One line of ``--compare-tracing`` figures: medians, their ratios to tracing
+    off, and the spread of the ratios of single rounds."""
+    rates, spread, cpu = figures["drain_per_s"], figures["ratio_spread"], figures["cpu_ratios"]
+    processor = "batch" if options.span_processor == "both" else options.span_processor
+    names = {**_TRACING_MODES, "sdk": f"SDK in memory, {processor} processor"}
+    parts = [
+        f"{names[mode]} {rates[mode]:,.0f}/s (ratio {ratio:.2f}, rounds "
+        f"{spread[mode][0]:.2f}-{spread[mode][1]:.2f}; CPU ratio {cpu[mode]:.2f})"
+        for mode, ratio in figures["ratios"].items()
+    ]
+    micros = ", ".join(f"{mode} {us:.0f}" for mode, us in figures["cpu_us_per_task"].items())
+    return (
+        f"drain of {options.tasks:,} {options.drain_task} tasks, worker -c "
+        f"{options.concurrency}, median of {options.repeat}: tracing off "
+        f"{rates['off']:,.0f}/s, " + ", ".join(parts) + f"; worker CPU us/task: {micros}"
+    )
 
 
 def table(figures: dict[str, Any]) -> str:
@@ -286,21 +355,23 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each comparison")
     parser.add_argument("--worker-args", default="", help="more worker options, one string")
     parser.add_argument("--drain-task", choices=["noop", "echo"], default="noop")
+    parser.add_argument(
+        "--span-processor",
+        choices=[*PROCESSORS, "both"],
+        default="batch",
+        help="the SDK's span processor in --compare-tracing",
+    )
     options = parser.parse_args()
     WORKER_ARGS[:] = shlex.split(options.worker_args)
     if options.compare_tracing:
         figures = compare_tracing(
-            options.tasks, options.concurrency, options.repeat, options.drain_task
+            options.tasks,
+            options.concurrency,
+            options.repeat,
+            options.drain_task,
+            options.span_processor,
         )
-        rates = figures["drain_per_s"]
-        text = (
-            f"drain of {options.tasks:,} {options.drain_task} tasks, worker -c "
-            f"{options.concurrency}, median of {options.repeat}: tracing off "
-            f"{rates['off']:,.0f}/s, no-op API {rates['noop']:,.0f}/s (ratio "
-            f"{figures['ratio_noop']:.2f}), SDK in memory {rates['sdk']:,.0f}/s (ratio "
-            f"{figures['ratio_sdk']:.2f})"
-        )
-        print(json.dumps(figures, indent=2) if options.json else text)
+        print(json.dumps(figures, indent=2) if options.json else tracing_text(figures, options))
         return 0
     if options.compare_events or options.compare_metrics:
         feature = "metrics" if options.compare_metrics else "events"

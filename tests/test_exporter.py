@@ -22,20 +22,40 @@ from gopherq.brokers.memory import MemoryBroker
 from gopherq.errors import BrokerUnavailable
 from gopherq.events import Event, EventType
 from gopherq.observability import workers
-from gopherq.observability.exporter import BrokerCollector, registry_for, serve
+from gopherq.observability.exporter import (
+    BrokerCollector,
+    Exposition,
+    Snapshot,
+    families,
+    serve,
+)
 from gopherq.observability.workers import MISSED_BEATS, WorkerRoll
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def scrape(app: GopherQ) -> Samples:
-    """Every sample the exporter of ``app`` serves, parsed from the text exposition."""
-    text = generate_latest(registry_for(app, cache_seconds=0)).decode()
+    """Every sample the exporter of ``app`` serves, parsed from the text exposition
+    (``/metrics``, which must equal prometheus-client's text of the same gauges)."""
+    collector = BrokerCollector(app, cache_seconds=1.0)
+    try:
+        text = collector.exposition().decode()
+        assert text == generate_latest(registry_for_collector(collector)).decode()
+    finally:
+        collector.close()
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def registry_for_collector(collector: BrokerCollector) -> Any:
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -320,3 +340,79 @@ def test_the_exporter_serves_probes_beside_its_metrics(
         assert status == ready
     finally:
         server.close()
+
+
+def written(snapshot: Snapshot, exposition: Exposition | None = None) -> str:
+    """``snapshot`` as ``/metrics`` writes it, checked against prometheus-client's text."""
+
+    class Fixed:
+        def collect(self) -> Any:
+            return iter(families(snapshot))
+
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Fixed())  # type: ignore[arg-type]
+    text = (exposition or Exposition()).render(snapshot).decode()
+    assert text == generate_latest(registry).decode()
+    return text
+
+
+ODD_NAMES = ['quote"d', "back\\slash", "new\nline", "ünïcode-队列", "a" * 200, "sp ace"]
+
+
+def test_the_exposition_is_prometheus_clients_text_byte_for_byte() -> None:
+    depths = {
+        name: QueueDepth(
+            name,
+            {0: 3, 2: 10**9, 7: 1, -3: 2},
+            scheduled=12_345_678,
+            running=i,
+            dead=1,
+            paused=bool(i % 2),
+            oldest_age=1.5e-7 * (i + 1) if i % 3 else None,
+        )
+        for i, name in enumerate(ODD_NAMES)
+    }
+    depths["idle"] = QueueDepth("idle", {})
+    depths["flat"] = QueueDepth("flat", {None: 4})  # a broker without priorities, no age
+    text = written(Snapshot(depths, workers=3, seconds=0.012345))
+    parsed = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert value(parsed, "gopherq_queue_ready", queue='quote"d', priority="normal") == 10**9
+    assert value(parsed, "gopherq_queue_ready", queue="new\nline", priority="-3") == 2
+    assert value(parsed, "gopherq_queue_scheduled", queue="ünïcode-队列") == 12_345_678
+    assert ("gopherq_queue_oldest_age_seconds", (("queue", "flat"),)) not in parsed
+    assert value(parsed, "gopherq_queue_oldest_age_seconds", queue="idle") == 0
+
+
+@pytest.mark.parametrize("workers", [None, 0, 5])
+def test_the_exposition_of_a_broker_down_and_of_no_queues(workers: int | None) -> None:
+    written(Snapshot(None, workers, 2.5))
+    written(Snapshot({}, workers, 0.0))
+
+
+def test_the_exposition_keeps_labels_of_present_queues_only() -> None:
+    exposition = Exposition()
+    first = {name: QueueDepth(name, {2: 1}) for name in ("a", 'b"')}
+    written(Snapshot(first, None, 0.1), exposition)
+    second = {name: QueueDepth(name, {2: 2}, oldest_age=3.0) for name in ('b"', "c")}
+    text = written(Snapshot(second, None, 0.1), exposition)
+    assert 'queue="a"' not in text and 'queue="b\\""' in text
+    assert set(exposition._labels) == {'b"', "c"}
+
+
+def test_closing_the_exporter_stops_its_query_thread() -> None:
+    def queriers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("gopherq-exporter")]
+
+    before = len(queriers())
+    app = GopherQ("t", broker=MemoryBroker(), backend="memory://", events=False)
+    server = serve(app, 0)
+    urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=10).read()
+    assert len(queriers()) == before + 1
+    server.close()
+    assert len(queriers()) == before

@@ -180,3 +180,31 @@ def test_a_failing_step_is_logged_once_and_retried(
     assert len(calls) == 4
     failures = [r for r in caplog.records if "supervisor step flaky failed" in r.message]
     assert len(failures) == 2  # the first of each run of failures
+
+
+@pytest.mark.parametrize("frozen_before", [False, True])
+def test_a_child_is_forked_with_the_collector_frozen_and_the_supervisor_thaws(
+    app: GopherQ, monkeypatch: pytest.MonkeyPatch, frozen_before: bool
+) -> None:
+    """The child inherits every object frozen (its collections never walk them); the
+    supervisor collects as before, unless the app had frozen objects itself."""
+    import gc
+
+    at_fork: list[int] = []
+
+    def fork() -> int:
+        at_fork.append(gc.get_freeze_count())
+        return PID
+
+    monkeypatch.setattr(os, "fork", fork)
+    worker = Worker(app, concurrency=1, loglevel=None)
+    worker._slots = Slot.allocate(1, app.settings.prefetch)
+    if frozen_before:
+        gc.freeze()
+    try:
+        worker._spawn(0)
+        assert at_fork and at_fork[0] > 0
+        assert PID in worker._children
+        assert (gc.get_freeze_count() > 0) is frozen_before
+    finally:
+        gc.unfreeze()

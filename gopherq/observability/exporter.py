@@ -12,6 +12,11 @@ two Prometheus servers scraping together, share one answer. A broker that does n
 answer makes ``gopherq_broker_up`` 0 and leaves the queue gauges out; the exporter
 keeps serving.
 
+``/metrics`` is written by ``Exposition`` rather than prometheus-client's
+``generate_latest``: the same text, byte for byte, in a fraction of the time for
+thousands of queues (each queue's label text is kept from one scrape to the
+next). ``registry_for`` still gives the gauges as a prometheus-client registry.
+
 Metrics::
 
     gopherq_queue_ready{queue,priority}        ready messages (due etas and expired
@@ -43,6 +48,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from gopherq.brokers.base import QueueDepth
 from gopherq.errors import ConfigurationError
@@ -93,6 +99,7 @@ class BrokerCollector(Collector):
         # one, so that they reuse one connection (SQLite opens one per thread, with its
         # own page cache: a fresh one would read the indexes from the file again).
         self._querier = ThreadPoolExecutor(1, thread_name_prefix="gopherq-exporter")
+        self._exposition = Exposition()
 
     def snapshot(self) -> Snapshot:
         """The broker's state: cached if younger than ``cache_seconds``, else queried.
@@ -111,6 +118,17 @@ class BrokerCollector(Collector):
         """The gauges of the module docstring."""
         return iter(families(self.snapshot()))
 
+    def exposition(self) -> bytes:
+        """The body of ``/metrics``: the gauges in the Prometheus text format (what
+        ``generate_latest`` writes for ``collect``)."""
+        snapshot = self.snapshot()
+        with self._lock:  # the label cache is shared by scrapes on other threads
+            return self._exposition.render(snapshot)
+
+    def close(self) -> None:
+        """Stop the query thread, once a query under way has ended."""
+        self._querier.shutdown(wait=True)
+
     def _query(self) -> Snapshot:
         start = time.perf_counter()
         depths: dict[str, QueueDepth] | None = None
@@ -127,17 +145,41 @@ class BrokerCollector(Collector):
         return Snapshot(depths, workers, time.perf_counter() - start)
 
 
+def _oldest_age(depth: QueueDepth) -> float | None:
+    """The age gauge of a queue: 0 when nothing is ready; None (no sample) from a
+    broker that cannot tell the age of the ready messages it holds."""
+    if depth.oldest_age is None:
+        return None if depth.ready else 0.0
+    return depth.oldest_age
+
+
+_UP = ("gopherq_broker_up", "1 if the broker answered the last query.")
+_TOOK = ("gopherq_exporter_query_seconds", "Seconds the last query took.")
+_ONLINE = ("gopherq_workers_online", "Workers that sent a heartbeat lately.")
+_READY = ("gopherq_queue_ready", "Ready messages, by priority.")
+_PER_QUEUE: tuple[tuple[str, str, Callable[[QueueDepth], float | None]], ...] = (
+    ("gopherq_queue_scheduled", "Messages waiting for their eta.", lambda d: d.scheduled),
+    ("gopherq_queue_running", "Messages leased by a worker.", lambda d: d.running),
+    ("gopherq_queue_dead", "Dead letters kept.", lambda d: d.dead),
+    ("gopherq_queue_paused", "1 while the queue is paused.", lambda d: 1 if d.paused else 0),
+    (
+        "gopherq_queue_oldest_age_seconds",
+        "Seconds the oldest ready message has waited since it became runnable.",
+        _oldest_age,
+    ),
+)
+"""The gauges with a ``queue`` label only: name, help, value (None: no sample)."""
+
+
 def families(snapshot: Snapshot) -> list[GaugeMetricFamily]:
     """The metric families of one snapshot."""
-    up = GaugeMetricFamily("gopherq_broker_up", "1 if the broker answered the last query.")
+    up = GaugeMetricFamily(*_UP)
     up.add_metric([], 0 if snapshot.depths is None else 1)
-    took = GaugeMetricFamily("gopherq_exporter_query_seconds", "Seconds the last query took.")
+    took = GaugeMetricFamily(*_TOOK)
     took.add_metric([], snapshot.seconds)
     out = [up, took]
     if snapshot.workers is not None:
-        online = GaugeMetricFamily(
-            "gopherq_workers_online", "Workers that sent a heartbeat lately."
-        )
+        online = GaugeMetricFamily(*_ONLINE)
         online.add_metric([], snapshot.workers)
         out.append(online)
     if snapshot.depths is not None:
@@ -146,33 +188,93 @@ def families(snapshot: Snapshot) -> list[GaugeMetricFamily]:
 
 
 def _queue_families(depths: list[QueueDepth]) -> list[GaugeMetricFamily]:
-    queue = ["queue"]
-    ready = GaugeMetricFamily(
-        "gopherq_queue_ready", "Ready messages, by priority.", labels=["queue", "priority"]
-    )
-    scheduled = GaugeMetricFamily(
-        "gopherq_queue_scheduled", "Messages waiting for their eta.", labels=queue
-    )
-    running = GaugeMetricFamily(
-        "gopherq_queue_running", "Messages leased by a worker.", labels=queue
-    )
-    dead = GaugeMetricFamily("gopherq_queue_dead", "Dead letters kept.", labels=queue)
-    paused = GaugeMetricFamily("gopherq_queue_paused", "1 while the queue is paused.", labels=queue)
-    age = GaugeMetricFamily(
-        "gopherq_queue_oldest_age_seconds",
-        "Seconds the oldest ready message has waited since it became runnable.",
-        labels=queue,
-    )
+    ready = GaugeMetricFamily(*_READY, labels=["queue", "priority"])
     for depth in depths:
         for priority, count in _every_priority(depth.ready):
             ready.add_metric([depth.name, priority_label(priority)], count)
-        scheduled.add_metric([depth.name], depth.scheduled)
-        running.add_metric([depth.name], depth.running)
-        dead.add_metric([depth.name], depth.dead)
-        paused.add_metric([depth.name], 1 if depth.paused else 0)
-        if depth.oldest_age is not None or not depth.ready:
-            age.add_metric([depth.name], depth.oldest_age or 0.0)
-    return [ready, scheduled, running, dead, paused, age]
+    out = [ready]
+    for name, text, read in _PER_QUEUE:
+        family = GaugeMetricFamily(name, text, labels=["queue"])
+        for depth in depths:
+            found = read(depth)
+            if found is not None:
+                family.add_metric([depth.name], found)
+        out.append(family)
+    return out
+
+
+class Exposition:
+    """Writes snapshots in the Prometheus text format, as ``generate_latest`` writes
+    ``families(snapshot)``, for a fraction of its cost: label text is built once per
+    queue and kept while the queue is there, counts are formatted once per value."""
+
+    _KEEP_NUMBERS = 4096
+    """Formatted counts kept between scrapes, at most."""
+
+    def __init__(self) -> None:
+        self._labels: dict[str, str] = {}  # queue -> its escaped label value
+        self._numbers: dict[int, str] = {}  # count -> its text
+
+    def render(self, snapshot: Snapshot) -> bytes:
+        """The text of one snapshot."""
+        out: list[str] = []
+        _sample(out, *_UP, 0 if snapshot.depths is None else 1)
+        _sample(out, *_TOOK, snapshot.seconds)
+        if snapshot.workers is not None:
+            _sample(out, *_ONLINE, snapshot.workers)
+        if snapshot.depths is not None:
+            self._queues(out, list(snapshot.depths.values()))
+        return "".join(out).encode()
+
+    def _queues(self, out: list[str], depths: list[QueueDepth]) -> None:
+        # Rebuilt each time, so that queues that are gone drop out.
+        known = self._labels
+        self._labels = {d.name: known.get(d.name) or _escape(d.name) for d in depths}
+        labels = [self._labels[d.name] for d in depths]
+        if len(self._numbers) > self._KEEP_NUMBERS:
+            self._numbers.clear()
+        number = self._number
+        name = _READY[0]
+        out.append(_header(*_READY))
+        for depth, label in zip(depths, labels, strict=True):
+            for priority, count in _every_priority(depth.ready):
+                # (a priority's label is a lower-case name or a number: nothing to escape)
+                out.append(
+                    f'{name}{{priority="{priority_label(priority)}",queue="{label}"}} '
+                    f"{number(count)}\n"
+                )
+        for name, text, read in _PER_QUEUE:
+            out.append(_header(name, text))
+            for depth, label in zip(depths, labels, strict=True):
+                found = read(depth)
+                if found is not None:
+                    out.append(f'{name}{{queue="{label}"}} {number(found)}\n')
+
+    def _number(self, value: float) -> str:
+        if type(value) is not int:
+            return _go(value)
+        text = self._numbers.get(value)
+        if text is None:
+            text = self._numbers[value] = _go(value)
+        return text
+
+
+def _header(name: str, text: str) -> str:
+    return f"# HELP {name} {text}\n# TYPE {name} gauge\n"
+
+
+def _sample(out: list[str], name: str, text: str, value: float) -> None:
+    out.append(f"{_header(name, text)}{name} {_go(value)}\n")
+
+
+def _go(value: float) -> str:
+    """A sample value as prometheus-client writes it (Go's formatting of floats)."""
+    return str(floatToGoString(value))  # type: ignore[no-untyped-call]
+
+
+def _escape(value: str) -> str:
+    """A label value as the text format writes it (as prometheus-client escapes it)."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 def priority_label(priority: int | None) -> str:
@@ -212,15 +314,37 @@ def serve(
     ``/ready`` answers 503 while the broker does not. A port in use raises
     ``ConfigurationError`` with one line saying so.
     """
-    registry = registry_for(app, cache_seconds=cache_seconds)
+    collector = BrokerCollector(app, cache_seconds=cache_seconds)
     try:
-        server = MetricsServer(host, port, registry, all_well, BrokerCheck(app.broker))
+        server = _ExporterServer(host, port, collector, BrokerCheck(app.broker))
     except OSError as exc:
+        collector.close()
         hint = "; choose another with --port" if exc.errno == errno.EADDRINUSE else ""
         in_use = " (another exporter?)" if hint else ""
         raise ConfigurationError(cannot_serve(host, port, exc) + in_use + hint) from None
     server.start()
     return server
+
+
+class _ExporterServer(MetricsServer):
+    """A ``MetricsServer`` whose ``/metrics`` is ``collector.exposition()``; closing it
+    stops the collector's query thread too."""
+
+    def __init__(self, host: str, port: int, collector: BrokerCollector, ready: BrokerCheck):
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(collector)
+        self.collector = collector
+        super().__init__(host, port, registry, all_well, ready)
+
+    def close(self) -> None:
+        """Stop serving, release the port and stop the query thread."""
+        try:
+            super().close()
+        finally:
+            self.collector.close()
+
+    def _metrics(self) -> bytes:
+        return self.collector.exposition()
 
 
 def run(

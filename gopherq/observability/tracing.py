@@ -30,8 +30,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
-from contextvars import ContextVar, Token
-from dataclasses import dataclass
+from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -81,7 +80,9 @@ class TracingMiddleware(Middleware):
         self._provider: TracerProvider | None = None  # the one _tracer came from
         self._tracer: Tracer | None = None
         self._sending: dict[int, list[Span]] = {}  # id(batch) -> its spans, until sent
-        self._running: ContextVar[_Running | None] = ContextVar("gopherq_span", default=None)
+        # id(TaskContext) -> the run's open span and the token that made it current
+        # (a run's context lives until its after_execute; eager runs nest).
+        self._open: dict[int, tuple[Span, Token[otel_context.Context]]] = {}
         self._names: dict[str, str] = {}  # queue -> its span name "process {queue}"
 
     def tracer(self) -> Tracer | None:
@@ -146,7 +147,7 @@ class TracingMiddleware(Middleware):
         # attach, not use_span: the span is current until after_execute (another
         # hook), and use_span's exception recording is done by _end.
         token = otel_context.attach(trace.set_span_in_context(span, parent))
-        self._running.set(_Running(context, span, token, self._running.get()))
+        self._open[id(context)] = (span, token)
 
     def _process_name(self, queue: str) -> str:
         """``process {queue}``, built once per queue (a worker has few queues)."""
@@ -165,11 +166,10 @@ class TracingMiddleware(Middleware):
     ) -> None:
         """End the ``process`` span with the outcome; a run that never started (it
         could not, or its process was killed) gets a span of its own here."""
-        running = self._running.get()
-        if running is not None and running.context is context:
-            self._running.set(running.outer)
-            otel_context.detach(running.token)
-            span = running.span
+        running = self._open.pop(id(context), None)
+        if running is not None:
+            span, token = running
+            otel_context.detach(token)
         else:
             tracer = self.tracer()
             if tracer is None:
@@ -205,16 +205,6 @@ def _global_provider() -> TracerProvider | None:
 
 
 _NO_PROVIDER_IN_ENV = OTEL_PYTHON_TRACER_PROVIDER not in os.environ
-
-
-@dataclass(slots=True)  # not frozen: its __init__ would cost a task twice as much
-class _Running:
-    """A ``process`` span open in this context, and the one it hides (eager runs nest)."""
-
-    context: TaskContext
-    span: Span
-    token: Token[otel_context.Context]
-    outer: _Running | None
 
 
 def _attributes(operation: str, message: Message, attempt: int) -> dict[str, str | int]:
@@ -299,8 +289,8 @@ def _extract(headers: Mapping[str, Any]) -> otel_context.Context:
             # baggage passes.
             if "traceparent" not in headers:
                 return _EMPTY
-            return _TRACECONTEXT.extract(headers, getter=_GETTER)
-        return propagate.extract(headers, getter=_GETTER)
+            return _TRACECONTEXT.extract(headers, _EMPTY, _GETTER)
+        return propagate.extract(headers, _EMPTY, _GETTER)
     except Exception:  # a third-party propagator's bug must not stop the task
         return _EMPTY
 

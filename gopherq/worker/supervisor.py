@@ -37,6 +37,7 @@ ends the supervisor by raising: an error is logged, and the next tick retries.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import select
@@ -330,12 +331,20 @@ class Worker:
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
         sys.stdout.flush()
         sys.stderr.flush()
+        # The child's collector never walks what it inherits (modules, the app):
+        # its collections cost what its own objects cost (a traced task's spans
+        # are many), and the inherited pages stay shared. The supervisor itself
+        # goes back to collecting everything (unless the app froze objects first).
+        thawed = gc.get_freeze_count() == 0
+        gc.freeze()
         try:
             pid = os.fork()
         except OSError:
             logger.exception("worker %s: fork failed", self.name)
             self._respawns.append((time.monotonic() + RESPAWN_DELAY, index))
             pid = -1
+        if pid != 0 and thawed:
+            gc.unfreeze()
         if pid == 0:
             if index == _BEAT:
                 self._beat_main(mask)
