@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import uvicorn
 from click.testing import CliRunner
 
 from gopherq import GopherQ
@@ -14,8 +13,13 @@ from gopherq.cli import main
 
 @pytest.fixture
 def runs(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The options of each server ``gopherq serve`` would run (it runs none)."""
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append(options))
+
+    def run(server: Any, sockets: Any = None) -> None:
+        calls.append({"access_log": server.config.access_log})
+
+    monkeypatch.setattr("gopherq.web.server._Server.run", run)
     return calls
 
 
@@ -28,6 +32,6 @@ def test_the_access_log_is_off_by_default(
     logged: bool,
 ) -> None:
     monkeypatch.setattr("gopherq.cli_support.load_app", lambda spec: app)
-    result = CliRunner().invoke(main, ["serve", "-A", "x", "--no-auth", *flags])
+    result = CliRunner().invoke(main, ["serve", "-A", "x", "--no-auth", "--port", "0", *flags])
     assert result.exit_code == 0, result.output
     assert runs[0]["access_log"] is logged
