@@ -211,6 +211,29 @@ def test_roles_and_per_key_limits(app: GopherQ) -> None:
     assert TestClient(create_app(app)).get(f"{JOBS}/{id}").status_code == 401
 
 
+def test_the_send_rate_refuses_with_429_and_sends_nothing(app: GopherQ) -> None:
+    _, secret = app.access.create("slow", "submitter", rate="2/s")
+    with TestClient(create_app(app), headers={"Authorization": f"Bearer {secret}"}) as client:
+        for _ in range(2):
+            assert client.post(JOBS, json={"task": "t.add", "args": [1, 2]}).status_code == 201
+        refused = client.post(JOBS, json={"task": "t.add", "args": [1, 2]})
+        assert problem(refused, 429)["type"] == "urn:gopherq:problem:rate-limited"
+        assert refused.headers["retry-after"] == "1"
+        batch = {"jobs": [{"task": "t.add", "args": [1, 2]}] * 2}
+        problem(client.post(f"{JOBS}:batch", json=batch), 429)
+    assert app.broker.stats()["default"].ready == 2
+
+
+def test_refused_bodies_spend_no_send_rate(app: GopherQ) -> None:
+    _, secret = app.access.create("slow", "submitter", rate="1/h")
+    with TestClient(create_app(app), headers={"Authorization": f"Bearer {secret}"}) as client:
+        problem(client.post(JOBS, json={"task": "nope"}), 422)
+        problem(client.post(JOBS, json={"task": "t.add", "args": [1]}), 422)
+        assert client.post(JOBS, json={"task": "t.add", "args": [1, 2]}).status_code == 201
+        problem(client.post(JOBS, json={"task": "t.add", "args": [1, 2]}), 429)
+    assert app.broker.stats()["default"].ready == 1
+
+
 ROUTES = [
     ("post", JOBS, Role.SUBMITTER),
     ("post", f"{JOBS}:batch", Role.SUBMITTER),

@@ -22,6 +22,7 @@ from gopherq.events import Event
 from gopherq.results.base import JobCursor, JobRecord
 from gopherq.states import State
 from gopherq.web.auth import Caller, require
+from gopherq.web.limits import enforce_send_rate
 from gopherq.web.problems import Problem, invalid, not_found
 from gopherq.web.routes.jobs_models import (
     MAX_BATCH,
@@ -56,12 +57,6 @@ MAX_LIST = 1000
 """Most jobs one page lists."""
 
 PathId = Annotated[JobId, Path(description="The job's id.", pattern=NAME_PATTERN)]
-
-
-def enforce_send_rate(request: Request, caller: Caller, count: int) -> None:
-    """Charge ``count`` jobs to the send rate of ``caller``'s key; a 429 problem with
-    ``Retry-After`` past it. The one place sends are counted (``POST /jobs`` and
-    ``/jobs:batch``); no limit is configured here."""
 
 
 # Sending.
