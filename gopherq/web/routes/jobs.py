@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import anyio
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from gopherq import admin
@@ -23,10 +23,10 @@ from gopherq.results.base import JobCursor, JobRecord
 from gopherq.states import State
 from gopherq.web.auth import Caller, require
 from gopherq.web.limits import enforce_send_rate
+from gopherq.web.names import IdPath, QueueField, TaskField
 from gopherq.web.problems import Problem, invalid, not_found
 from gopherq.web.routes.jobs_models import (
     MAX_BATCH,
-    NAME_PATTERN,
     CreatedBatch,
     ErrorInfoModel,
     JobBatch,
@@ -34,15 +34,12 @@ from gopherq.web.routes.jobs_models import (
     JobCreated,
     JobDeleted,
     JobDetail,
-    JobId,
     JobList,
     JobResult,
     JobRetried,
     JobSubmit,
     JobSummary,
     ProgressModel,
-    QueueName,
-    TaskName,
     json_value,
 )
 from gopherq.web.state import AppDep
@@ -55,9 +52,6 @@ MAX_WAITERS = 200
 """Long polls that may wait at once per server; past that, a poll answers at once."""
 MAX_LIST = 1000
 """Most jobs one page lists."""
-
-PathId = Annotated[JobId, Path(description="The job's id.", pattern=NAME_PATTERN)]
-
 
 # Sending.
 
@@ -159,8 +153,8 @@ def list_jobs(
     *,
     app: AppDep,
     state: Annotated[State | None, Query(description="Only jobs in this state.")] = None,
-    task: Annotated[TaskName | None, Query(description="Only this task.")] = None,
-    queue: Annotated[QueueName | None, Query(description="Only this queue.")] = None,
+    task: Annotated[TaskField | None, Query(description="Only this task.")] = None,
+    queue: Annotated[QueueField | None, Query(description="Only this queue.")] = None,
     since: Annotated[
         float | None,
         Query(ge=0, allow_inf_nan=False, description="Sent at this Unix time or later."),
@@ -234,7 +228,7 @@ def _detail(info: dict[str, Any], events: list[Event] | None) -> JobDetail:
     response_model=JobDetail,
     dependencies=[require(Role.VIEWER)],
 )
-def get_job(id: PathId, app: AppDep) -> JobDetail:
+def get_job(id: IdPath, app: AppDep) -> JobDetail:
     """Everything known of job ``id``: its record (result or error with traceback,
     attempts, progress, checkpoint, times, worker) and its retained events. 404 when
     neither the result store nor the broker knows it."""
@@ -253,7 +247,7 @@ def get_job(id: PathId, app: AppDep) -> JobDetail:
     dependencies=[require(Role.VIEWER)],
 )
 async def job_result(
-    id: PathId,
+    id: IdPath,
     request: Request,
     app: AppDep,
     wait: Annotated[
@@ -312,7 +306,7 @@ def _outcome(app: GopherQ, id: str, wait: float) -> JobResult | None:
     responses={409: {"description": "Already finished"}},
 )
 def cancel_job(
-    id: PathId, app: AppDep, caller: Annotated[Caller, require(Role.OPERATOR)]
+    id: IdPath, app: AppDep, caller: Annotated[Caller, require(Role.OPERATOR)]
 ) -> JobCancelled:
     """A queued or scheduled job never runs (``cancelled``); a running one is stopped by
     its worker (``stopping``). 409 for a job already finished or dead-lettered."""
@@ -344,7 +338,7 @@ _RETRY_CONFLICTS = {
     responses={409: {"description": "Not a job that can run again"}},
 )
 def retry_job(
-    id: PathId, app: AppDep, caller: Annotated[Caller, require(Role.OPERATOR)]
+    id: IdPath, app: AppDep, caller: Annotated[Caller, require(Role.OPERATOR)]
 ) -> JobRetried:
     """A job in the dead letters (it failed with no retries left, was rejected or
     expired) is made ready again under the same id, its attempts from 0. 409 for
@@ -368,7 +362,7 @@ def retry_job(
     responses={409: {"description": "Running"}},
 )
 def delete_job(
-    id: PathId, app: AppDep, caller: Annotated[Caller, require(Role.OPERATOR)]
+    id: IdPath, app: AppDep, caller: Annotated[Caller, require(Role.OPERATOR)]
 ) -> JobDeleted:
     """Delete the job's record, and its message where it still waits (queued,
     scheduled or dead-lettered: it will not run). 409 for a running job (cancel it
