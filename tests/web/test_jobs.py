@@ -80,6 +80,19 @@ def test_create_answers_201_with_a_location(app: GopherQ, api: TestClient) -> No
     assert app.result(body["id"]).get(timeout=1) == 5
 
 
+def test_the_location_keeps_the_mount_prefix(app: GopherQ) -> None:
+    from fastapi import FastAPI
+
+    outer = FastAPI()
+    outer.mount("/queue", create_app(app, auth=False))
+    with TestClient(outer) as client:
+        response = client.post(f"/queue{JOBS}", json={"task": "t.add", "args": [2, 3]})
+        assert response.status_code == 201, response.text
+        location = response.headers["location"]
+        assert location == f"/queue{JOBS}/{response.json()['id']}"
+        assert client.get(location).json()["state"] == "QUEUED"
+
+
 def test_create_with_every_option(app: GopherQ, api: TestClient) -> None:
     body = send(
         api,

@@ -1,8 +1,11 @@
 """Jobs: submit, list, read, wait for, cancel, retry and delete tasks.
 
-Every route is a face of ``gopherq.admin`` (``submit_many``, ``job_page``,
-``find_job``, ``retry_job``, ``delete_job``) or of the app (``cancel``), the
-operations ``gopherq submit``, ``jobs``, ``status`` and ``cancel`` run.
+Every route is a face of ``gopherq.admin`` (``prepare`` and ``submitted``,
+``job_page``, ``find_job``, ``retry_job``, ``delete_job``) or of the app
+(``cancel``), the operations ``gopherq submit``, ``jobs``, ``status`` and
+``cancel`` run. The sending routes are coroutines: they check the jobs on the
+event loop (a big batch in the thread pool) and send through
+``ServerState.sender``, which puts concurrent requests' jobs in one broker call.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import anyio
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from gopherq import admin
 from gopherq.access.roles import Role
@@ -42,7 +46,7 @@ from gopherq.web.routes.jobs_models import (
     ProgressModel,
     json_value,
 )
-from gopherq.web.state import AppDep
+from gopherq.web.state import AppDep, ServerState, StateDep
 
 router = APIRouter(tags=["jobs"])
 
@@ -55,37 +59,58 @@ MAX_LIST = 1000
 
 # Sending.
 
+INLINE_CHECKS = 20
+"""Jobs of a request checked on the event loop at most; a bigger batch is checked in
+the thread pool (building and encoding a job's message takes tens of microseconds)."""
 
-def _send(
-    request: Request, app: GopherQ, caller: Caller, items: Sequence[JobSubmit], prefix: str
-) -> list[admin.Submitted]:
-    """Check every item (fields named ``{prefix}field``), then send them all in one
-    broker call; nothing is sent when one is refused."""
-    submissions = []
+
+def _prepare(
+    app: GopherQ, caller: Caller, items: Sequence[JobSubmit], prefix: str
+) -> list[admin.Prepared]:
+    """Check every item (fields named ``{prefix}field``): 403 for one the key may not
+    send, 422 for one a send would refuse."""
+    prepared = []
     for number, item in enumerate(items):
         field = prefix.format(number)
         submission = admin.Submission(item.task, item.args, item.kwargs, item.options())
-        queue = admin.task_queue(app, item.task, item.queue)
-        if not caller.may_send(item.task, queue):
+        job = admin.prepare(app, submission)
+        if not caller.may_send(item.task, job.queue):
             raise Problem(
                 403,
                 "forbidden",
                 "Forbidden",
                 f"{field}task: the key {caller.name!r} may not send {item.task!r} to "
-                f"queue {queue!r}",
+                f"queue {job.queue!r}",
             )
-        problems = admin.submission_problems(app, submission)
-        if problems:
+        if job.problems:
             raise Problem(
                 422,
                 "invalid-job",
                 "Invalid job",
-                "; ".join(f"{field}{name}: {detail}" for name, detail in problems),
-                errors=[(field + name, detail) for name, detail in problems],
+                "; ".join(f"{field}{name}: {detail}" for name, detail in job.problems),
+                errors=[(field + name, detail) for name, detail in job.problems],
             )
-        submissions.append(submission)
-    enforce_send_rate(request, caller, len(submissions))
-    return admin.submit_many(app, submissions)
+        prepared.append(job)
+    return prepared
+
+
+async def _send(
+    request: Request,
+    state: ServerState,
+    caller: Caller,
+    items: Sequence[JobSubmit],
+    prefix: str,
+) -> list[admin.Submitted]:
+    """Check every item, charge them to the key's send rate, then send them all in one
+    broker call (``ServerState.sender``, with other requests' jobs); nothing is sent
+    when one is refused."""
+    if len(items) > INLINE_CHECKS:
+        prepared = await run_in_threadpool(_prepare, state.app, caller, items, prefix)
+    else:
+        prepared = _prepare(state.app, caller, items, prefix)
+    enforce_send_rate(request, caller, len(prepared))
+    results = await state.sender.send([job.signature for job in prepared])
+    return admin.submitted(prepared, results)
 
 
 def _created(sent: admin.Submitted) -> JobCreated:
@@ -103,20 +128,21 @@ def _created(sent: admin.Submitted) -> JobCreated:
         201: {"description": "Sent", "headers": {"Location": {"schema": {"type": "string"}}}},
     },
 )
-def create_job(
+async def create_job(
     request: Request,
     body: JobSubmit,
-    app: AppDep,
-    response: Response,
+    state: StateDep,
     caller: Annotated[Caller, require(Role.SUBMITTER)],
-) -> JobCreated:
+) -> JSONResponse:
     """Send one job: 201 with its id and a ``Location``; 200 with the earlier job's id
     when a live job of the queue holds the idempotency key (nothing is sent)."""
-    [sent] = _send(request, app, caller, [body], "body.")
-    response.headers["Location"] = request.url_for("jobs.get", id=quote(sent.id, safe="")).path
-    if not sent.new:
-        response.status_code = 200
-    return _created(sent)
+    [sent] = await _send(request, state, caller, [body], "body.")
+    # The job's URL is this one's and its id (jobs.get): url_for would search every
+    # route of the app for each job sent.
+    location = f"{request.scope['path'].rstrip('/')}/{quote(sent.id, safe='')}"
+    return JSONResponse(
+        _created(sent).model_dump(), 201 if sent.new else 200, headers={"Location": location}
+    )
 
 
 @router.post(
@@ -126,16 +152,16 @@ def create_job(
     status_code=201,
     response_model=CreatedBatch,
 )
-def create_jobs(
+async def create_jobs(
     request: Request,
     body: JobBatch,
-    app: AppDep,
+    state: StateDep,
     caller: Annotated[Caller, require(Role.SUBMITTER)],
 ) -> CreatedBatch:
     """Check every job, then send them all in one broker call (201); when one is
     refused (422 naming ``body.jobs.N.field``, or 403), none is sent. Each answer says
     whether its job is new or the holder of its idempotency key."""
-    sent = _send(request, app, caller, body.jobs, "body.jobs.{}.")
+    sent = await _send(request, state, caller, body.jobs, "body.jobs.{}.")
     return CreatedBatch(jobs=[_created(s) for s in sent])
 
 
