@@ -46,7 +46,7 @@ from gopherq.web.routes.jobs_models import (
     ProgressModel,
     json_value,
 )
-from gopherq.web.state import AppDep, ServerState, StateDep
+from gopherq.web.state import AppDep, server_state
 
 router = APIRouter(tags=["jobs"])
 
@@ -96,7 +96,6 @@ def _prepare(
 
 async def _send(
     request: Request,
-    state: ServerState,
     caller: Caller,
     items: Sequence[JobSubmit],
     prefix: str,
@@ -104,6 +103,7 @@ async def _send(
     """Check every item, charge them to the key's send rate, then send them all in one
     broker call (``ServerState.sender``, with other requests' jobs); nothing is sent
     when one is refused."""
+    state = server_state(request)  # not a dependency: each costs a few percent of a send
     if len(items) > INLINE_CHECKS:
         prepared = await run_in_threadpool(_prepare, state.app, caller, items, prefix)
     else:
@@ -131,12 +131,11 @@ def _created(sent: admin.Submitted) -> JobCreated:
 async def create_job(
     request: Request,
     body: JobSubmit,
-    state: StateDep,
     caller: Annotated[Caller, require(Role.SUBMITTER)],
 ) -> JSONResponse:
     """Send one job: 201 with its id and a ``Location``; 200 with the earlier job's id
     when a live job of the queue holds the idempotency key (nothing is sent)."""
-    [sent] = await _send(request, state, caller, [body], "body.")
+    [sent] = await _send(request, caller, [body], "body.")
     # The job's URL is this one's and its id (jobs.get): url_for would search every
     # route of the app for each job sent.
     location = f"{request.scope['path'].rstrip('/')}/{quote(sent.id, safe='')}"
@@ -155,13 +154,12 @@ async def create_job(
 async def create_jobs(
     request: Request,
     body: JobBatch,
-    state: StateDep,
     caller: Annotated[Caller, require(Role.SUBMITTER)],
 ) -> CreatedBatch:
     """Check every job, then send them all in one broker call (201); when one is
     refused (422 naming ``body.jobs.N.field``, or 403), none is sent. Each answer says
     whether its job is new or the holder of its idempotency key."""
-    sent = await _send(request, state, caller, body.jobs, "body.jobs.{}.")
+    sent = await _send(request, caller, body.jobs, "body.jobs.{}.")
     return CreatedBatch(jobs=[_created(s) for s in sent])
 
 
