@@ -106,21 +106,10 @@ class Deployment:
         wait_for(lambda: " ready: " in self.log("worker"), 20, lambda: self.log("worker"))
         return process
 
-    def key(self, name: str, role: str) -> str:
-        """A new API key's secret, from ``gopherq keys create NAME --role ROLE``."""
-        completed = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "gopherq",
-                "keys",
-                "create",
-                name,
-                "--role",
-                role,
-                "-A",
-                "tasks",
-            ],
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``python -m gopherq ARGS`` in the directory, to its end; its output."""
+        return subprocess.run(
+            [sys.executable, "-m", "gopherq", *args],
             cwd=self.path,
             env=self.environ(),
             capture_output=True,
@@ -128,6 +117,10 @@ class Deployment:
             timeout=30,
             check=False,
         )
+
+    def key(self, name: str, role: str) -> str:
+        """A new API key's secret, from ``gopherq keys create NAME --role ROLE``."""
+        completed = self.run("keys", "create", name, "--role", role, "-A", "tasks")
         assert completed.returncode == 0, completed.stderr
         return completed.stdout.strip()
 
@@ -326,15 +319,7 @@ def test_port_in_use_and_no_auth_off_loopback_are_one_line_errors(tmp_path: Path
             (["--port", port], f"cannot serve on 127.0.0.1:{port}: the port is in use"),
             (["--host", "0.0.0.0", "--no-auth"], "only allowed on a loopback host"),
         ]:
-            completed = subprocess.run(
-                [sys.executable, "-m", "gopherq", "serve", "-A", "tasks", *args],
-                cwd=tmp_path,
-                env=handle.environ(),
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
+            completed = handle.run("serve", "-A", "tasks", *args)
             assert completed.returncode == 1, completed.stderr
             lines = completed.stderr.strip().splitlines()
             assert len(lines) == 1 and lines[0].startswith("Error: "), completed.stderr
