@@ -15,6 +15,7 @@ from gopherq.access.roles import Role
 from gopherq.errors import BrokerUnavailable
 from gopherq.web import create_app
 from gopherq.web.auth import Caller
+from gopherq.web.routes.jobs import INLINE_CHECKS
 from gopherq.web.routes.jobs_models import MAX_BATCH
 from gopherq.web.state import ServerState
 from gopherq.worker.consumer import Consumer, Exit
@@ -312,6 +313,15 @@ def test_a_bad_item_refuses_the_whole_batch(app: GopherQ, api: TestClient) -> No
     assert fields(api.post(f"{JOBS}:batch", json={"jobs": jobs})) == ["body.jobs.2.args"]
     jobs[2] = {"task": "t.add", "queue": "a/b"}
     assert fields(api.post(f"{JOBS}:batch", json={"jobs": jobs}))[0].startswith("body.jobs.2.queue")
+    assert app.broker.stats() == {}
+
+
+def test_a_bad_item_of_a_big_batch_refuses_it_all(app: GopherQ, api: TestClient) -> None:
+    jobs = [{"task": "t.add", "args": [i, i]} for i in range(INLINE_CHECKS * 2)]
+    jobs[-1] = {"task": "t.add", "args": [1]}
+    assert fields(api.post(f"{JOBS}:batch", json={"jobs": jobs})) == [
+        f"body.jobs.{len(jobs) - 1}.args"
+    ]
     assert app.broker.stats() == {}
 
 
