@@ -4,7 +4,7 @@
 
     python benchmarks/bench_api.py [--broker sqlite|redis|both] [--requests N]
         [--posts N] [--concurrency N] [--jobs N] [--events N] [--url redis://...]
-        [--floor [--repeat N] [--only WORDS]] [--direct N] [--json]
+        [--only WORDS] [--floor [--repeat N]] [--direct N] [--json]
 
 Fills a fresh broker (a SQLite file in a temporary directory; a private
 ``redis-server``, or ``--url``'s Redis under a key prefix of the run's own,
@@ -364,7 +364,7 @@ def run_api(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             app.close()
         rows = []
         with server(serve_argv(args.server_args.split()), found) as (port, process):
-            for endpoint in (*READS, POST_JOBS):
+            for endpoint in _chosen((*READS, POST_JOBS), args.only):
                 count = args.posts if endpoint is POST_JOBS else args.requests
                 print(f"{kind}: {endpoint.name}", file=sys.stderr)
                 rows.append(
@@ -373,6 +373,13 @@ def run_api(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                     )
                 )
         return {"broker": kind, "fill_seconds": seeded.seconds, "endpoints": rows}
+
+
+def _chosen(endpoints: Sequence[Endpoint], only: str) -> list[Endpoint]:
+    """The endpoints whose name holds one of the comma-separated words of ``only``
+    (all of them when it is empty)."""
+    words = [word for word in only.split(",") if word]
+    return [e for e in endpoints if not words or any(w in e.name for w in words)]
 
 
 FLOOR = (
@@ -399,11 +406,8 @@ FLOOR = (
 def run_floor(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     """The stack under the API: see the module docstring. Each variant ``--repeat``
     times, taking turns; each figure is the median of its runs."""
-    variants = [
-        row
-        for row in FLOOR
-        if not args.only or any(word in row[0].name for word in args.only.split(","))
-    ]
+    chosen = _chosen([row[0] for row in FLOOR], args.only)
+    variants = [row for row in FLOOR if row[0] in chosen]
     runs: dict[str, list[dict[str, Any]]] = {}
     with fresh_broker(kind, args.url, PREFIX) as found:
         seeded = Seeded([], [], [], [], 0.0)
@@ -475,7 +479,11 @@ def main() -> None:
         "--direct", type=int, default=0, metavar="N", help="time the calls under the reads N times"
     )
     parser.add_argument("--repeat", type=int, default=1, help="floor runs per variant")
-    parser.add_argument("--only", default="", help="floor rows whose name has one of these")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="endpoints (and floor rows) whose name has one of these words, comma-separated",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     kinds = ("sqlite", "redis") if args.broker == "both" else (args.broker,)

@@ -41,7 +41,8 @@ from gopherq.states import Priority, State
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
     from gopherq.events import Event
-    from gopherq.task import TaskOptions
+    from gopherq.result import AsyncResult
+    from gopherq.task import Signature, TaskOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,21 +171,49 @@ def unregistered(app: GopherQ, name: str) -> str | None:
     return f"no task {name!r} is registered in app {app.name}{hint}"
 
 
-def submission_problems(
-    app: GopherQ, submission: Submission, *, registered: bool = True
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A submission checked, and the signature that sends it under an id of its own."""
+
+    signature: Signature[Any]
+    """``app.signature`` of the submission, with ``task_id`` set to ``id``."""
+    id: str
+    """The id the job gets if it is sent (not if its idempotency key is held)."""
+    queue: str
+    """The queue it goes to."""
+    problems: list[tuple[str, str]]
+    """What a send would refuse, as (field, problem); empty when it can be sent."""
+
+    @property
+    def task(self) -> str:
+        """The task's name."""
+        return self.signature.task.name
+
+
+def prepare(app: GopherQ, submission: Submission, *, registered: bool = True) -> Prepared:
+    """``submission``'s signature under a new id, checked as a send would check it:
+    ``problems`` lists ``task`` (not registered here, when ``registered``), ``args``
+    or ``kwargs`` (not fitting the task's signature, or not encodable), or a send
+    option's name. Nothing is sent; ``submit_many`` (or ``ServerState.sender``)
+    sends the signatures of those without problems."""
+    id = new_id()
+    options = {**submission.options, "task_id": id}
+    signature = app.signature(submission.task, submission.args, submission.kwargs, **options)
+    queue = task_queue(app, submission.task, submission.options.get("queue"))
+    problems = _problems(app, submission, signature, registered)
+    return Prepared(signature, id, queue, problems)
+
+
+def _problems(
+    app: GopherQ, submission: Submission, signature: Signature[Any], registered: bool
 ) -> list[tuple[str, str]]:
-    """What a send of ``submission`` would refuse, as (field, problem): ``task`` (not
-    registered here, when ``registered``), ``args`` or ``kwargs`` (not fitting the
-    task's signature, or not encodable), or a send option's name. Empty when it
-    would be sent. Nothing is sent."""
     if registered and (problem := unregistered(app, submission.task)):
         return [("task", problem)]
     options = send_option_problems(submission.options, app.settings.max_eta)
     if options:
         return list(options.items())
-    sig = app.signature(submission.task, submission.args, submission.kwargs, **submission.options)
     try:
-        app.envelope(sig)
+        app.envelope(signature)
     except TypeError as exc:  # the arguments do not fit the signature
         text = str(exc)
         return [("kwargs" if _about_keywords(text) else "args", text)]
@@ -202,28 +231,23 @@ def _about_keywords(error: str) -> bool:
     return "keyword" in error or "multiple values" in error
 
 
-def submit_many(app: GopherQ, submissions: Sequence[Submission]) -> list[Submitted]:
-    """Send ``submissions`` in one broker call (``send_many``); what each did.
-
-    Each gets a new id; one whose idempotency key a live job holds stands for that
-    job (``new`` false). Raises as ``send_many`` does: check them first with
-    ``submission_problems``.
-    """
-    ids = [new_id() for _ in submissions]
-    signatures = [
-        app.signature(s.task, s.args, s.kwargs, **{**s.options, "task_id": id})
-        for s, id in zip(submissions, ids, strict=True)
-    ]
-    results = app.send_many(signatures)
+def submitted(prepared: Sequence[Prepared], results: Sequence[AsyncResult[Any]]) -> list[Submitted]:
+    """What each send did, from the results of sending the signatures of ``prepared``
+    (in order): one whose idempotency key a live job held has that job's id (``new``
+    false)."""
     return [
-        Submitted(
-            result.id,
-            s.task,
-            task_queue(app, s.task, s.options.get("queue")),
-            result.id == id,
-        )
-        for s, id, result in zip(submissions, ids, results, strict=True)
+        Submitted(result.id, p.task, p.queue, result.id == p.id)
+        for p, result in zip(prepared, results, strict=True)
     ]
+
+
+def submit_many(app: GopherQ, prepared: Sequence[Prepared]) -> list[Submitted]:
+    """Send the signatures of ``prepared`` in one broker call (``send_many``); what
+    each did. Raises ``ValueError`` if one has problems, and as ``send_many`` does."""
+    refused = next((p for p in prepared if p.problems), None)
+    if refused is not None:
+        raise ValueError(f"cannot send {refused.task!r}: {refused.problems[0][1]}")
+    return submitted(prepared, app.send_many([p.signature for p in prepared]))
 
 
 def cancel_outcome(was: State | None) -> str:

@@ -270,10 +270,10 @@ def submit(
     submission = admin.Submission(
         name, args, kwargs, {k: v for k, v in options.items() if v is not None}
     )
-    problems = admin.submission_problems(app, submission, registered=False)
-    if problems:  # the arguments do not fit, an option is out of bounds
-        raise click.ClickException("; ".join(detail for _, detail in problems))
-    [sent] = admin.submit_many(app, [submission])
+    prepared = admin.prepare(app, submission, registered=False)
+    if prepared.problems:  # the arguments do not fit, an option is out of bounds
+        raise click.ClickException("; ".join(detail for _, detail in prepared.problems))
+    [sent] = admin.submit_many(app, [prepared])
     result = app.result(sent.id)
     click.echo(result.id)
     if wait:

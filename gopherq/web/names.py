@@ -5,9 +5,11 @@ its envelope field holds is answered with 422 naming the field, before any
 broker call: nothing changes. The length limits are the envelope's
 (``gopherq.message``), and a schedule name's is its entries' (``MAX_NAME``).
 
-Use ``check_name`` in a route on each path or body value, or the ``QueueName``,
+Use ``check_name`` in a route on each path or body value, the ``QueueName``,
 ``TaskName``, ``ScheduleName`` and ``IdPath`` path parameter types, whose
-dependency checks the value and passes it through.
+dependency checks the value and passes it through, or the ``QueueField``,
+``TaskField`` and ``IdField`` types in a body model or a query parameter, which
+pydantic checks (the error names the field as pydantic's do).
 """
 
 # No ``from __future__ import annotations``: the path checkers' annotations name a
@@ -15,6 +17,7 @@ dependency checks the value and passes it through.
 from typing import Annotated, Literal
 
 from fastapi import Depends, Path
+from pydantic import AfterValidator, Field
 
 from gopherq.message import MAX_ID, MAX_QUEUE, MAX_TASK_NAME
 from gopherq.schedules.entry import MAX_NAME
@@ -46,6 +49,11 @@ def name_problem(kind: Kind, value: str) -> str | None:
     return None
 
 
+PATTERN = r"^[^\x00-\x1f\x7f/]+$"
+"""What a name holds, as the OpenAPI document says it: ``name_problem`` also refuses
+``..``, other unprintable characters and white space at either end."""
+
+
 def check_name(kind: Kind, value: str, field: str) -> str:
     """``value`` if it is a valid ``kind`` name; else 422 naming ``field``
     (such as ``path.name`` or ``body.queue``)."""
@@ -58,10 +66,28 @@ def check_name(kind: Kind, value: str, field: str) -> str:
 def _path_checker(kind: Kind, parameter: str) -> object:
     limit = LIMITS[kind]
 
-    def check(value: Annotated[str, Path(alias=parameter, min_length=1, max_length=limit)]) -> str:
+    # A coroutine although it does not await: FastAPI runs a plain function
+    # dependency in its thread pool, a hop that costs more than the check.
+    async def check(
+        value: Annotated[str, Path(alias=parameter, min_length=1, max_length=limit)],
+    ) -> str:
         return check_name(kind, value, f"path.{parameter}")
 
     return Depends(check)
+
+
+def _field_checker(kind: Kind) -> AfterValidator:
+    def check(value: str) -> str:
+        problem = name_problem(kind, value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    return AfterValidator(check)
+
+
+def _field(kind: Kind, example: str) -> object:
+    return Field(min_length=1, max_length=LIMITS[kind], pattern=PATTERN, examples=[example])
 
 
 QueueName = Annotated[str, _path_checker("queue", "name")]
@@ -72,3 +98,10 @@ ScheduleName = Annotated[str, _path_checker("schedule", "name")]
 """A ``{name}`` path parameter holding a schedule entry's name, checked."""
 IdPath = Annotated[str, _path_checker("id", "id")]
 """An ``{id}`` path parameter holding a message id, checked."""
+
+QueueField = Annotated[str, _field("queue", "default"), _field_checker("queue")]
+"""A queue name in a body or query, checked."""
+TaskField = Annotated[str, _field("task", "tasks.add"), _field_checker("task")]
+"""A task name in a body or query, checked."""
+IdField = Annotated[str, _field("id", "0193a4f6-3c2e-7b1a-9f0e-2d4c6b8a1e3f"), _field_checker("id")]
+"""A message id in a body or query, checked."""

@@ -83,6 +83,15 @@ class ServerState:
         self._keys[key_id] = (now, key, caller)
         return caller
 
+    def reads_store(self, token: str) -> bool:
+        """Whether ``authenticate(token)`` would read the store: the token has the form
+        of a key whose record was not read in the last ``key_cache`` seconds."""
+        key_id = key_id_of(token)
+        if key_id is None:
+            return False
+        cached = self._keys.get(key_id)
+        return cached is None or time.monotonic() - cached[0] >= self.key_cache
+
     def forget_key(self, key_id: str) -> None:
         """Read the key's record again on its next use (after a revocation)."""
         self._keys.pop(key_id, None)

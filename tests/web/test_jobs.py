@@ -15,6 +15,7 @@ from gopherq.access.roles import Role
 from gopherq.errors import BrokerUnavailable
 from gopherq.web import create_app
 from gopherq.web.auth import Caller
+from gopherq.web.routes.jobs import INLINE_CHECKS
 from gopherq.web.routes.jobs_models import MAX_BATCH
 from gopherq.web.state import ServerState
 from gopherq.worker.consumer import Consumer, Exit
@@ -78,6 +79,19 @@ def test_create_answers_201_with_a_location(app: GopherQ, api: TestClient) -> No
     assert app.broker.locate(body["id"]) is State.QUEUED
     drain(app)
     assert app.result(body["id"]).get(timeout=1) == 5
+
+
+def test_the_location_keeps_the_mount_prefix(app: GopherQ) -> None:
+    from fastapi import FastAPI
+
+    outer = FastAPI()
+    outer.mount("/queue", create_app(app, auth=False))
+    with TestClient(outer) as client:
+        response = client.post(f"/queue{JOBS}", json={"task": "t.add", "args": [2, 3]})
+        assert response.status_code == 201, response.text
+        location = response.headers["location"]
+        assert location == f"/queue{JOBS}/{response.json()['id']}"
+        assert client.get(location).json()["state"] == "QUEUED"
 
 
 def test_create_with_every_option(app: GopherQ, api: TestClient) -> None:
@@ -211,6 +225,29 @@ def test_roles_and_per_key_limits(app: GopherQ) -> None:
     assert TestClient(create_app(app)).get(f"{JOBS}/{id}").status_code == 401
 
 
+def test_the_send_rate_refuses_with_429_and_sends_nothing(app: GopherQ) -> None:
+    _, secret = app.access.create("slow", "submitter", rate="2/s")
+    with TestClient(create_app(app), headers={"Authorization": f"Bearer {secret}"}) as client:
+        for _ in range(2):
+            assert client.post(JOBS, json={"task": "t.add", "args": [1, 2]}).status_code == 201
+        refused = client.post(JOBS, json={"task": "t.add", "args": [1, 2]})
+        assert problem(refused, 429)["type"] == "urn:gopherq:problem:rate-limited"
+        assert refused.headers["retry-after"] == "1"
+        batch = {"jobs": [{"task": "t.add", "args": [1, 2]}] * 2}
+        problem(client.post(f"{JOBS}:batch", json=batch), 429)
+    assert app.broker.stats()["default"].ready == 2
+
+
+def test_refused_bodies_spend_no_send_rate(app: GopherQ) -> None:
+    _, secret = app.access.create("slow", "submitter", rate="1/h")
+    with TestClient(create_app(app), headers={"Authorization": f"Bearer {secret}"}) as client:
+        problem(client.post(JOBS, json={"task": "nope"}), 422)
+        problem(client.post(JOBS, json={"task": "t.add", "args": [1]}), 422)
+        assert client.post(JOBS, json={"task": "t.add", "args": [1, 2]}).status_code == 201
+        problem(client.post(JOBS, json={"task": "t.add", "args": [1, 2]}), 429)
+    assert app.broker.stats()["default"].ready == 1
+
+
 ROUTES = [
     ("post", JOBS, Role.SUBMITTER),
     ("post", f"{JOBS}:batch", Role.SUBMITTER),
@@ -276,6 +313,15 @@ def test_a_bad_item_refuses_the_whole_batch(app: GopherQ, api: TestClient) -> No
     assert fields(api.post(f"{JOBS}:batch", json={"jobs": jobs})) == ["body.jobs.2.args"]
     jobs[2] = {"task": "t.add", "queue": "a/b"}
     assert fields(api.post(f"{JOBS}:batch", json={"jobs": jobs}))[0].startswith("body.jobs.2.queue")
+    assert app.broker.stats() == {}
+
+
+def test_a_bad_item_of_a_big_batch_refuses_it_all(app: GopherQ, api: TestClient) -> None:
+    jobs = [{"task": "t.add", "args": [i, i]} for i in range(INLINE_CHECKS * 2)]
+    jobs[-1] = {"task": "t.add", "args": [1]}
+    assert fields(api.post(f"{JOBS}:batch", json={"jobs": jobs})) == [
+        f"body.jobs.{len(jobs) - 1}.args"
+    ]
     assert app.broker.stats() == {}
 
 

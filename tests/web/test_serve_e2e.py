@@ -80,9 +80,11 @@ class Deployment:
         path = self.path / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def serve(self) -> str:
-        """Start ``gopherq serve --port 0 --no-auth``; its base URL, once it answers."""
-        process = self.start("serve", "serve", "-A", "tasks", "--port", "0", "--no-auth")
+    def serve(self, *, auth: bool = False) -> str:
+        """Start ``gopherq serve --port 0`` (with ``--no-auth`` unless ``auth``); its base
+        URL, once it answers."""
+        no_auth = () if auth else ("--no-auth",)
+        process = self.start("serve", "serve", "-A", "tasks", "--port", "0", *no_auth)
         found: list[str] = []
 
         def announced() -> bool:
@@ -103,6 +105,24 @@ class Deployment:
         )
         wait_for(lambda: " ready: " in self.log("worker"), 20, lambda: self.log("worker"))
         return process
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``python -m gopherq ARGS`` in the directory, to its end; its output."""
+        return subprocess.run(
+            [sys.executable, "-m", "gopherq", *args],
+            cwd=self.path,
+            env=self.environ(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    def key(self, name: str, role: str) -> str:
+        """A new API key's secret, from ``gopherq keys create NAME --role ROLE``."""
+        completed = self.run("keys", "create", name, "--role", role, "-A", "tasks")
+        assert completed.returncode == 0, completed.stderr
+        return completed.stdout.strip()
 
     def close(self) -> None:
         for process in self.processes:
@@ -130,10 +150,11 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deplo
             services.delete_keys(url)
 
 
-def submit(base: str, task: str, *args: Any) -> dict[str, Any]:
-    """Submit over HTTP from a process that does not import gopherq; its answer."""
+def submit(base: str, task: str, *args: Any, keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Submit over HTTP from a process that does not import gopherq (with ``keys``: the
+    submitting key, then the reading one); its answer."""
     completed = subprocess.run(
-        [sys.executable, "-I", str(HERE / "http_client.py"), base, task, json.dumps(args)],
+        [sys.executable, "-I", str(HERE / "http_client.py"), base, task, json.dumps(args), *keys],
         capture_output=True,
         text=True,
         timeout=60,
@@ -144,12 +165,32 @@ def submit(base: str, task: str, *args: Any) -> dict[str, Any]:
     return answer
 
 
-@pytest.mark.xfail(reason="jobs routes not merged", strict=False)
 def test_submit_over_http_and_read_the_result(deployment: Deployment) -> None:
     base = deployment.serve()
     deployment.worker()
     answer = submit(base, "tasks.add", 2, 3)
-    assert answer["state"] == "SUCCESS" and answer["result"] == 5
+    assert answer["state"] == "SUCCEEDED" and answer["result"] == 5
+
+
+def test_submit_and_read_with_keys(deployment: Deployment) -> None:
+    submitter = deployment.key("ci", "submitter")
+    viewer = deployment.key("dashboard", "viewer")
+    base = deployment.serve(auth=True)
+    deployment.worker()
+    answer = submit(base, "tasks.add", 2, 3, keys=(submitter, viewer))
+    assert answer["state"] == "SUCCEEDED" and answer["result"] == 5
+    job = {"task": "tasks.add", "args": [1, 1]}
+    with httpx.Client(base_url=base, timeout=10) as client:
+        anonymous = client.post("/api/v1/jobs", json=job)
+        assert anonymous.status_code == 401, anonymous.text
+        assert anonymous.headers["www-authenticate"] == "Bearer"
+        reader = client.post(
+            "/api/v1/jobs", json=job, headers={"Authorization": f"Bearer {viewer}"}
+        )
+        assert reader.status_code == 403, reader.text
+        assert reader.json()["type"] == "urn:gopherq:problem:forbidden"
+        listed = client.get("/api/v1/jobs", headers={"Authorization": f"Bearer {viewer}"})
+        assert [j["id"] for j in listed.json()["jobs"]] == [answer["id"]]  # nothing more sent
 
 
 def test_probes_health_metrics_and_docs(deployment: Deployment) -> None:
@@ -278,15 +319,7 @@ def test_port_in_use_and_no_auth_off_loopback_are_one_line_errors(tmp_path: Path
             (["--port", port], f"cannot serve on 127.0.0.1:{port}: the port is in use"),
             (["--host", "0.0.0.0", "--no-auth"], "only allowed on a loopback host"),
         ]:
-            completed = subprocess.run(
-                [sys.executable, "-m", "gopherq", "serve", "-A", "tasks", *args],
-                cwd=tmp_path,
-                env=handle.environ(),
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
+            completed = handle.run("serve", "-A", "tasks", *args)
             assert completed.returncode == 1, completed.stderr
             lines = completed.stderr.strip().splitlines()
             assert len(lines) == 1 and lines[0].startswith("Error: "), completed.stderr

@@ -71,7 +71,7 @@ def _store(health: admin.Health) -> StoreHealth:
     response_model=Status,
     response_model_exclude_defaults=True,
 )
-def live() -> Status:
+async def live() -> Status:
     return Status(status="ok")
 
 

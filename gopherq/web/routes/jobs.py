@@ -1,8 +1,11 @@
 """Jobs: submit, list, read, wait for, cancel, retry and delete tasks.
 
-Every route is a face of ``gopherq.admin`` (``submit_many``, ``job_page``,
-``find_job``, ``retry_job``, ``delete_job``) or of the app (``cancel``), the
-operations ``gopherq submit``, ``jobs``, ``status`` and ``cancel`` run.
+Every route is a face of ``gopherq.admin`` (``prepare`` and ``submitted``,
+``job_page``, ``find_job``, ``retry_job``, ``delete_job``) or of the app
+(``cancel``), the operations ``gopherq submit``, ``jobs``, ``status`` and
+``cancel`` run. The sending routes are coroutines: they check the jobs on the
+event loop (a big batch in the thread pool) and send through
+``ServerState.sender``, which puts concurrent requests' jobs in one broker call.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import anyio
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from gopherq import admin
 from gopherq.access.roles import Role
@@ -22,10 +26,11 @@ from gopherq.events import Event
 from gopherq.results.base import JobCursor, JobRecord
 from gopherq.states import State
 from gopherq.web.auth import Caller, require
+from gopherq.web.limits import enforce_send_rate
+from gopherq.web.names import IdPath, QueueField, TaskField
 from gopherq.web.problems import Problem, invalid, not_found
 from gopherq.web.routes.jobs_models import (
     MAX_BATCH,
-    NAME_PATTERN,
     CreatedBatch,
     ErrorInfoModel,
     JobBatch,
@@ -33,18 +38,15 @@ from gopherq.web.routes.jobs_models import (
     JobCreated,
     JobDeleted,
     JobDetail,
-    JobId,
     JobList,
     JobResult,
     JobRetried,
     JobSubmit,
     JobSummary,
     ProgressModel,
-    QueueName,
-    TaskName,
     json_value,
 )
-from gopherq.web.state import AppDep
+from gopherq.web.state import AppDep, server_state
 
 router = APIRouter(tags=["jobs"])
 
@@ -55,48 +57,60 @@ MAX_WAITERS = 200
 MAX_LIST = 1000
 """Most jobs one page lists."""
 
-PathId = Annotated[JobId, Path(description="The job's id.", pattern=NAME_PATTERN)]
-
-
-def enforce_send_rate(request: Request, caller: Caller, count: int) -> None:
-    """Charge ``count`` jobs to the send rate of ``caller``'s key; a 429 problem with
-    ``Retry-After`` past it. The one place sends are counted (``POST /jobs`` and
-    ``/jobs:batch``); no limit is configured here."""
-
-
 # Sending.
 
+INLINE_CHECKS = 20
+"""Jobs of a request checked on the event loop at most; a bigger batch is checked in
+the thread pool (building and encoding a job's message takes tens of microseconds)."""
 
-def _send(
-    request: Request, app: GopherQ, caller: Caller, items: Sequence[JobSubmit], prefix: str
-) -> list[admin.Submitted]:
-    """Check every item (fields named ``{prefix}field``), then send them all in one
-    broker call; nothing is sent when one is refused."""
-    submissions = []
+
+def _prepare(
+    app: GopherQ, caller: Caller, items: Sequence[JobSubmit], prefix: str
+) -> list[admin.Prepared]:
+    """Check every item (fields named ``{prefix}field``): 403 for one the key may not
+    send, 422 for one a send would refuse."""
+    prepared = []
     for number, item in enumerate(items):
         field = prefix.format(number)
         submission = admin.Submission(item.task, item.args, item.kwargs, item.options())
-        queue = admin.task_queue(app, item.task, item.queue)
-        if not caller.may_send(item.task, queue):
+        job = admin.prepare(app, submission)
+        if not caller.may_send(item.task, job.queue):
             raise Problem(
                 403,
                 "forbidden",
                 "Forbidden",
                 f"{field}task: the key {caller.name!r} may not send {item.task!r} to "
-                f"queue {queue!r}",
+                f"queue {job.queue!r}",
             )
-        problems = admin.submission_problems(app, submission)
-        if problems:
+        if job.problems:
             raise Problem(
                 422,
                 "invalid-job",
                 "Invalid job",
-                "; ".join(f"{field}{name}: {detail}" for name, detail in problems),
-                errors=[(field + name, detail) for name, detail in problems],
+                "; ".join(f"{field}{name}: {detail}" for name, detail in job.problems),
+                errors=[(field + name, detail) for name, detail in job.problems],
             )
-        submissions.append(submission)
-    enforce_send_rate(request, caller, len(submissions))
-    return admin.submit_many(app, submissions)
+        prepared.append(job)
+    return prepared
+
+
+async def _send(
+    request: Request,
+    caller: Caller,
+    items: Sequence[JobSubmit],
+    prefix: str,
+) -> list[admin.Submitted]:
+    """Check every item, charge them to the key's send rate, then send them all in one
+    broker call (``ServerState.sender``, with other requests' jobs); nothing is sent
+    when one is refused."""
+    state = server_state(request)  # not a dependency: each costs a few percent of a send
+    if len(items) > INLINE_CHECKS:
+        prepared = await run_in_threadpool(_prepare, state.app, caller, items, prefix)
+    else:
+        prepared = _prepare(state.app, caller, items, prefix)
+    enforce_send_rate(request, caller, len(prepared))
+    results = await state.sender.send([job.signature for job in prepared])
+    return admin.submitted(prepared, results)
 
 
 def _created(sent: admin.Submitted) -> JobCreated:
@@ -114,20 +128,20 @@ def _created(sent: admin.Submitted) -> JobCreated:
         201: {"description": "Sent", "headers": {"Location": {"schema": {"type": "string"}}}},
     },
 )
-def create_job(
+async def create_job(
     request: Request,
     body: JobSubmit,
-    app: AppDep,
-    response: Response,
     caller: Annotated[Caller, require(Role.SUBMITTER)],
-) -> JobCreated:
+) -> JSONResponse:
     """Send one job: 201 with its id and a ``Location``; 200 with the earlier job's id
     when a live job of the queue holds the idempotency key (nothing is sent)."""
-    [sent] = _send(request, app, caller, [body], "body.")
-    response.headers["Location"] = request.url_for("jobs.get", id=quote(sent.id, safe="")).path
-    if not sent.new:
-        response.status_code = 200
-    return _created(sent)
+    [sent] = await _send(request, caller, [body], "body.")
+    # The job's URL is this one's and its id (jobs.get): url_for would search every
+    # route of the app for each job sent.
+    location = f"{request.scope['path'].rstrip('/')}/{quote(sent.id, safe='')}"
+    return JSONResponse(
+        _created(sent).model_dump(), 201 if sent.new else 200, headers={"Location": location}
+    )
 
 
 @router.post(
@@ -137,16 +151,15 @@ def create_job(
     status_code=201,
     response_model=CreatedBatch,
 )
-def create_jobs(
+async def create_jobs(
     request: Request,
     body: JobBatch,
-    app: AppDep,
     caller: Annotated[Caller, require(Role.SUBMITTER)],
 ) -> CreatedBatch:
     """Check every job, then send them all in one broker call (201); when one is
     refused (422 naming ``body.jobs.N.field``, or 403), none is sent. Each answer says
     whether its job is new or the holder of its idempotency key."""
-    sent = _send(request, app, caller, body.jobs, "body.jobs.{}.")
+    sent = await _send(request, caller, body.jobs, "body.jobs.{}.")
     return CreatedBatch(jobs=[_created(s) for s in sent])
 
 
@@ -164,8 +177,8 @@ def list_jobs(
     *,
     app: AppDep,
     state: Annotated[State | None, Query(description="Only jobs in this state.")] = None,
-    task: Annotated[TaskName | None, Query(description="Only this task.")] = None,
-    queue: Annotated[QueueName | None, Query(description="Only this queue.")] = None,
+    task: Annotated[TaskField | None, Query(description="Only this task.")] = None,
+    queue: Annotated[QueueField | None, Query(description="Only this queue.")] = None,
     since: Annotated[
         float | None,
         Query(ge=0, allow_inf_nan=False, description="Sent at this Unix time or later."),
@@ -239,7 +252,7 @@ def _detail(info: dict[str, Any], events: list[Event] | None) -> JobDetail:
     response_model=JobDetail,
     dependencies=[require(Role.VIEWER)],
 )
-def get_job(id: PathId, app: AppDep) -> JobDetail:
+def get_job(id: IdPath, app: AppDep) -> JobDetail:
     """Everything known of job ``id``: its record (result or error with traceback,
     attempts, progress, checkpoint, times, worker) and its retained events. 404 when
     neither the result store nor the broker knows it."""
@@ -258,7 +271,7 @@ def get_job(id: PathId, app: AppDep) -> JobDetail:
     dependencies=[require(Role.VIEWER)],
 )
 async def job_result(
-    id: PathId,
+    id: IdPath,
     request: Request,
     app: AppDep,
     wait: Annotated[
@@ -317,7 +330,7 @@ def _outcome(app: GopherQ, id: str, wait: float) -> JobResult | None:
     responses={409: {"description": "Already finished"}},
 )
 def cancel_job(
-    id: PathId, app: AppDep, caller: Annotated[Caller, require(Role.OPERATOR)]
+    id: IdPath, app: AppDep, caller: Annotated[Caller, require(Role.OPERATOR)]
 ) -> JobCancelled:
     """A queued or scheduled job never runs (``cancelled``); a running one is stopped by
     its worker (``stopping``). 409 for a job already finished or dead-lettered."""
@@ -349,7 +362,7 @@ _RETRY_CONFLICTS = {
     responses={409: {"description": "Not a job that can run again"}},
 )
 def retry_job(
-    id: PathId, app: AppDep, caller: Annotated[Caller, require(Role.OPERATOR)]
+    id: IdPath, app: AppDep, caller: Annotated[Caller, require(Role.OPERATOR)]
 ) -> JobRetried:
     """A job in the dead letters (it failed with no retries left, was rejected or
     expired) is made ready again under the same id, its attempts from 0. 409 for
@@ -373,7 +386,7 @@ def retry_job(
     responses={409: {"description": "Running"}},
 )
 def delete_job(
-    id: PathId, app: AppDep, caller: Annotated[Caller, require(Role.OPERATOR)]
+    id: IdPath, app: AppDep, caller: Annotated[Caller, require(Role.OPERATOR)]
 ) -> JobDeleted:
     """Delete the job's record, and its message where it still waits (queued,
     scheduled or dead-lettered: it will not run). 409 for a running job (cancel it

@@ -12,7 +12,6 @@ import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -22,54 +21,14 @@ from pydantic import (
 )
 
 from gopherq.display import jsonable
-from gopherq.message import MAX_COUNT, MAX_ID, MAX_KEY, MAX_QUEUE, MAX_TASK_NAME, MAX_TIMESTAMP
+from gopherq.message import MAX_COUNT, MAX_KEY, MAX_TIMESTAMP
 from gopherq.states import State
+from gopherq.web.names import QueueField, TaskField
 
 MAX_BATCH = 1000
 """Most jobs one ``POST /jobs:batch`` sends."""
 
 
-def name_problem(value: str) -> str | None:
-    """Why ``value`` cannot name a task, queue or job in a URL or body: control
-    characters, ``/``, ``..``; None if it can."""
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value):
-        return "must not hold control characters"
-    if "/" in value or value in (".", "..") or ".." in value.split("."):
-        return "must not hold '/' or '..'"
-    return None
-
-
-def _checked_name(value: str) -> str:
-    problem = name_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-NAME_PATTERN = r"^[^\x00-\x1f\x7f/]+$"
-"""What a task name, queue name or job id may hold, as the OpenAPI document says it
-(``name_problem`` also refuses ``..``)."""
-
-TaskName = Annotated[
-    str,
-    Field(min_length=1, max_length=MAX_TASK_NAME, pattern=NAME_PATTERN, examples=["tasks.add"]),
-    AfterValidator(_checked_name),
-]
-QueueName = Annotated[
-    str,
-    Field(min_length=1, max_length=MAX_QUEUE, pattern=NAME_PATTERN, examples=["default"]),
-    AfterValidator(_checked_name),
-]
-JobId = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=MAX_ID,
-        pattern=NAME_PATTERN,
-        examples=["0193a4f6-3c2e-7b1a-9f0e-2d4c6b8a1e3f"],
-    ),
-    AfterValidator(_checked_name),
-]
 Seconds = Annotated[float, Field(strict=True, ge=0, le=MAX_TIMESTAMP, allow_inf_nan=False)]
 
 
@@ -121,10 +80,10 @@ class JobSubmit(BaseModel):
         },
     )
 
-    task: TaskName = Field(description="A task registered in the served app.")
+    task: TaskField = Field(description="A task registered in the served app.")
     args: list[Any] = Field(default_factory=list, description="Positional arguments.")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments.")
-    queue: QueueName | None = Field(None, description="Queue; default: the task's own.")
+    queue: QueueField | None = Field(None, description="Queue; default: the task's own.")
     priority: PriorityName | PriorityValue | None = Field(
         None, description="critical, high, normal, low, bulk, or 0 (first) to 4."
     )
