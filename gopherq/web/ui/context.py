@@ -132,17 +132,30 @@ DashboardDep = Annotated[Dashboard, Depends(dashboard)]
 ViewerDep = Annotated[Viewer, Depends(viewer)]
 
 
-async def read_form(request: Request) -> dict[str, str]:
-    """The fields of an urlencoded form body (the last value of a repeated one)."""
+class Form(dict[str, str]):
+    """The fields of a form (the last value of a repeated one); ``all`` gives every
+    value of a repeated field (checkboxes)."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        super().__init__(pairs)
+        self.pairs = pairs
+
+    def all(self, name: str) -> list[str]:
+        """Every value of field ``name``, in form order."""
+        return [value for key, value in self.pairs if key == name]
+
+
+async def read_form(request: Request) -> Form:
+    """The fields of an urlencoded form body."""
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > FORM_LIMIT:
             raise PageError(413, "The form is too large.")
-    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    return Form(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
-async def action_form(request: Request, who: Viewer, role: Role) -> dict[str, str]:
+async def action_form(request: Request, who: Viewer, role: Role) -> Form:
     """The fields of an action's form, after its checks: same origin, the session's
     CSRF token, and a role of at least ``role``. 403 otherwise, before anything changes."""
     if not same_origin(request):
@@ -176,3 +189,13 @@ def record(request: Request, who: Viewer, action: str, target: str, status: int)
             path=request.url.path[:200],
         )
     )
+
+
+async def audited_form(request: Request, who: Viewer, role: Role, action: str, target: str) -> Form:
+    """``action_form``, with a refused attempt written to the audit log as ``action``
+    on ``target`` (a done one is recorded by the caller, with its status)."""
+    try:
+        return await action_form(request, who, role)
+    except PageError as exc:
+        record(request, who, action, target, exc.status)
+        raise
