@@ -229,3 +229,58 @@ def test_the_workers_page_lists_workers_from_their_events(api: TestClient, app: 
     page = api.get("/workers").text
     assert XSS not in page and "&lt;img" in page
     assert 'data-label="Pid" class="num">42<' in page
+
+
+# The live feed.
+
+
+def test_the_live_feed_is_the_api_stream_for_the_cookie_session(app: GopherQ) -> None:
+    from web.test_events import publish, read_stream
+
+    api = create_app(app)
+    with TestClient(api) as client:
+        response = client.get("/live/events", follow_redirects=False)
+        assert response.status_code == 401  # a script reads it: no redirect to the login
+        assert client.get("/api/v1/events").status_code == 401  # the API still wants a key
+        login(client, app, "viewer")
+        publish(app, 2)
+        stream = [m for m in read_stream(api, client, "/live/events?since=0") if m.data]
+        assert [m.event["id"] for m in stream] == ["job0", "job1"]
+        resumed = read_stream(api, client, "/live/events", **{"Last-Event-ID": stream[0].id})
+        assert [m.event["id"] for m in resumed if m.data] == ["job1"]
+        filtered = read_stream(api, client, "/live/events?since=0&job=job1")
+        assert [m.event["id"] for m in filtered if m.data] == ["job1"]
+        assert client.get("/live/events?types=nope").status_code == 422
+
+
+# The overview's charts.
+
+
+def test_the_overview_charts_the_last_hour_from_the_event_store(
+    api: TestClient, app: GopherQ
+) -> None:
+    from gopherq.web.ui import charts
+
+    now = time.time()
+    kinds = ["task-succeeded"] * 3 + ["task-failed"] + ["task-retried"]
+    events = [Event(kind, now - 60, f"j{i}", "t", "q") for i, kind in enumerate(kinds)]
+    events.append(Event("task-failed", now - 7200, "old", "t", "q"))  # outside the hour
+    app.events.publish(events)
+    drawn = charts.charts(app, now)
+    assert dict(drawn.totals) == {"succeeded": 3, "failed": 1, "retried": 1}
+    assert drawn.peak == 5 and len(drawn.bars) == 3 and not drawn.truncated
+    assert drawn.rates[-1][1] == 0.25 and drawn.rates[0][1] is None
+    page = api.get("/").text
+    assert '<svg class="chart" id="throughput-chart"' in page
+    assert page.count('<rect class="') == 3 and '<polyline class="rate"' in page
+    assert "<script" not in page.replace('<script src="/static/live.js" defer></script>', "")
+
+
+def test_the_chart_read_is_bounded(app: GopherQ, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gopherq.web.ui import charts
+
+    monkeypatch.setattr(charts, "READ_LIMIT", 4)
+    now = time.time()
+    app.events.publish([Event("task-succeeded", now - 10, f"j{i}", "t", "q") for i in range(9)])
+    drawn = charts.charts(app, now)
+    assert dict(drawn.totals)["succeeded"] == 4 and drawn.truncated

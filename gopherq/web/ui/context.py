@@ -93,8 +93,10 @@ class Dashboard:
         )
 
     async def on_login_required(self, request: Request, exc: Exception) -> Response:
-        """To the login page; 401 for the live-update data, which a script reads."""
-        if request.url.path.endswith(".json"):
+        """To the login page; 401 for the live-update data and feed, which a script
+        reads."""
+        path = request.url.path
+        if path.endswith(".json") or path.startswith(url(request, "/live/")):
             return JSONResponse({"detail": "log in again"}, 401)
         return RedirectResponse(url(request, "/login"), 303)
 

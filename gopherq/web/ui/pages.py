@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from gopherq.access.keys import key_id_of
 from gopherq.access.roles import Role
-from gopherq.web.ui import views
+from gopherq.web.ui import charts, views
 from gopherq.web.ui.context import (
     DashboardDep,
     PageError,
@@ -78,9 +78,11 @@ async def logout(request: Request, ui: DashboardDep, who: ViewerDep) -> Response
 
 @router.get("/", name="ui.overview")
 def overview(request: Request, ui: DashboardDep, who: ViewerDep) -> Response:
-    """Queue depths, workers online, dead letters by reason."""
+    """Throughput and failure rate over the last hour, queue depths, workers online,
+    dead letters by reason."""
     data = views.overview(ui.state.app)
-    return ui.page(request, "overview.html", who, page="overview", data=data)
+    drawn = charts.charts(ui.state.app)
+    return ui.page(request, "overview.html", who, page="overview", data=data, charts=drawn)
 
 
 @router.get("/overview.json", name="ui.overview.data")
