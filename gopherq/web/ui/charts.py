@@ -17,7 +17,7 @@ WINDOW = 3600.0
 """Seconds the charts cover, up to now."""
 BUCKETS = 12
 """Bars per chart (5 minutes each)."""
-READ_LIMIT = 20_000
+READ_LIMIT = 10_000
 """Newest outcome events read at most; a busier hour is charted from those alone."""
 OUTCOMES = ("succeeded", "failed", "retried")
 """The outcomes charted, bottom to top of a bar; each is the event ``task-<outcome>``."""
