@@ -3,9 +3,10 @@ looking (``viewer``), form checks, and the error pages."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import jinja2
@@ -201,3 +202,18 @@ async def audited_form(request: Request, who: Viewer, role: Role, action: str, t
     except PageError as exc:
         record(request, who, action, target, exc.status)
         raise
+
+
+def json_field(fields: Form, name: str, kind: type) -> Any:
+    """Field ``name`` of a form as JSON of type ``kind`` (a list or a dict); None when
+    left blank. ``ValueError`` saying what is wrong otherwise."""
+    text = fields.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(value, kind):
+        raise ValueError(f"{name} must be a JSON {'array' if kind is list else 'object'}.")
+    return value

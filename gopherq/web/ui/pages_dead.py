@@ -3,7 +3,6 @@ selection or of the filter, and edit-then-replay of one (``gopherq.admin_dead``)
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -19,7 +18,15 @@ from gopherq.errors import PayloadTooLarge, SerializationError
 from gopherq.states import DeadReason
 from gopherq.web.names import name_problem
 from gopherq.web.ui import views
-from gopherq.web.ui.context import DashboardDep, Form, PageError, ViewerDep, audited_form, record
+from gopherq.web.ui.context import (
+    DashboardDep,
+    Form,
+    PageError,
+    ViewerDep,
+    audited_form,
+    json_field,
+    record,
+)
 from gopherq.web.ui.render import url
 
 router = APIRouter(include_in_schema=False)
@@ -138,8 +145,8 @@ async def replay(request: Request, id: str, ui: DashboardDep, who: ViewerDep) ->
     app = ui.state.app
     problem = None
     try:
-        args = _json(fields.get("args", ""), list, "args")
-        kwargs = _json(fields.get("kwargs", ""), dict, "kwargs")
+        args = json_field(fields, "args", list)
+        kwargs = json_field(fields, "kwargs", dict)
         done = await run_in_threadpool(admin_dead.replay, app, id, args, kwargs)
     except admin_dead.NotDead:
         record(request, who, "dead.replay", id, 404)
@@ -164,17 +171,3 @@ async def replay(request: Request, id: str, ui: DashboardDep, who: ViewerDep) ->
         )
     record(request, who, "dead.replay", id, 303)
     return RedirectResponse(url(request, f"/jobs/{quote(done.id, safe='')}"), 303)
-
-
-def _json(text: str, kind: type, name: str) -> Any:
-    """The JSON ``text`` of field ``name`` if it is a ``kind``; None when blank (keep
-    the dead letter's own)."""
-    if not text.strip():
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{name} is not valid JSON: {exc}") from None
-    if not isinstance(value, kind):
-        raise ValueError(f"{name} must be a JSON {'array' if kind is list else 'object'}")
-    return value

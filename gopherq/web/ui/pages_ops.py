@@ -3,7 +3,6 @@ their next and last run; add, pause, resume and remove for admins."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,6 +22,7 @@ from gopherq.web.ui.context import (
     PageError,
     ViewerDep,
     audited_form,
+    json_field,
     record,
 )
 from gopherq.web.ui.render import Viewer, url
@@ -101,14 +101,8 @@ def _options(fields: Form) -> dict[str, Any]:
         raise ValueError("Give a cron expression or an interval, not both.")
     options: dict[str, Any] = {"cron": cron} if cron else {"every": _every(every)}
     for name, kind in (("args", list), ("kwargs", dict)):
-        text = fields.get(name, "").strip()
-        if text:
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{name} is not valid JSON: {exc}") from None
-            if not isinstance(value, kind):
-                raise ValueError(f"{name} must be a JSON {'array' if kind is list else 'object'}.")
+        value = json_field(fields, name, kind)
+        if value is not None:
             options[name] = value
     queue = fields.get("queue", "").strip()
     if queue:
