@@ -300,7 +300,7 @@ def test_jobs_appear_live_and_a_dead_job_is_retried(
     # Retry a dead job from the dead letters page: tick it, press Retry selected.
     dead = kill(client_app, 3, 4)
     page.goto(server.base + "/dead")
-    shoot(page, "dead")
+    shoot(page, "dead-letters")
     page.get_by_label(f"Select {dead}").check()
     page.get_by_role("button", name="Retry selected").click()
     page.wait_for_url(server.base + "/dead?done=retry%3A1")
