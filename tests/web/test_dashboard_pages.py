@@ -45,8 +45,10 @@ def test_the_jobs_list_filters_and_pages_with_the_cursor(api: TestClient, app: G
     assert len(ids_on(page)) == 50 and ids_on(page)[0] == "job-059"
     following = re.search(r'href="/jobs(\?[^"]+)" rel="next"', page)
     assert following is not None
+    assert 'data-live="/live/events"' in page  # the first page follows new jobs
     rest = api.get("/jobs" + following.group(1).replace("&amp;", "&")).text
     assert len(ids_on(rest)) == 10 and "First page" in rest
+    assert "data-live" not in rest
     failed = ids_on(api.get("/jobs", params={"state": "FAILED"}).text)
     assert len(failed) == 30 and all(int(i[-3:]) % 2 for i in failed)
     assert ids_on(api.get("/jobs", params={"task": "nope"}).text) == []
