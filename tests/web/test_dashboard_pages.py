@@ -286,3 +286,10 @@ def test_the_chart_read_is_bounded(app: GopherQ, monkeypatch: pytest.MonkeyPatch
     app.events.publish([Event("task-succeeded", now - 10, f"j{i}", "t", "q") for i in range(9)])
     drawn = charts.charts(app, now)
     assert dict(drawn.totals)["succeeded"] == 4 and drawn.truncated
+
+
+def test_result_notes_show_only_what_an_action_did(api: TestClient) -> None:
+    for path in ("/dead?done=oops", "/dead?done=retry:x", "/schedules?done=<b>hacked</b>"):
+        page = api.get(path)
+        assert page.status_code == 200 and 'role="status"' not in page.text
+    assert "Purged: 4." in api.get("/dead?done=purge:4").text

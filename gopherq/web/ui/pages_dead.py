@@ -79,8 +79,16 @@ def dead(request: Request, ui: DashboardDep, who: ViewerDep) -> Response:
         reason=reason or "",
         following=following,
         first="?" + urlencode(base) if offset else None,
-        done=query.get("done", ""),
+        done=_done(query.get("done", "")),
     )
+
+
+def _done(text: str) -> tuple[str, int] | None:
+    """What the last bulk action did, from the redirect's ``done=retry:3``."""
+    action, _, count = text.partition(":")
+    if action in ("retry", "purge") and count.isdigit():
+        return ("Retried" if action == "retry" else "Purged", int(count))
+    return None
 
 
 @router.post("/dead/{action}", name="ui.dead.bulk")

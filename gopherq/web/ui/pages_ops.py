@@ -29,6 +29,9 @@ from gopherq.web.ui.render import Viewer, url
 
 router = APIRouter(include_in_schema=False)
 
+_DONE = {"added": "added", "paused": "paused", "resumed": "resumed", "removed": "removed"}
+"""The ``done`` values of the schedules page's redirects, and what it then says."""
+
 
 @router.get("/workers", name="ui.workers")
 def workers(request: Request, ui: DashboardDep, who: ViewerDep) -> Response:
@@ -64,7 +67,7 @@ def _schedules(
         entries=app.schedules.list(),
         tasks=[t.name for t in admin.registered_tasks(app)],
         message=message,
-        done=request.query_params.get("done", ""),
+        done=_DONE.get(request.query_params.get("done", ""), ""),
         form=form or {},
     )
 
