@@ -293,3 +293,21 @@ def test_result_notes_show_only_what_an_action_did(api: TestClient) -> None:
         page = api.get(path)
         assert page.status_code == 200 and 'role="status"' not in page.text
     assert "Purged: 4." in api.get("/dead?done=purge:4").text
+
+
+def test_the_new_pages_follow_a_mount_prefix(app: GopherQ) -> None:
+    from fastapi import FastAPI
+
+    outer = FastAPI()
+    outer.mount("/gq", create_app(app, auth=False))
+    id = kill(app, add_name(app), 1, 2)
+    with TestClient(outer) as client:
+        jobs = client.get("/gq/jobs").text
+        assert 'data-live="/gq/live/events"' in jobs and 'action="/gq/jobs"' in jobs
+        dead = client.get("/gq/dead").text
+        assert f'href="/gq/dead/{id}"' in dead and 'formaction="/gq/dead/purge"' in dead
+        response = client.post(
+            "/gq/dead/retry", data={"csrf": csrf(dead), "id": id}, follow_redirects=False
+        )
+        assert response.headers["location"] == "/gq/dead?done=retry%3A1"
+        assert client.get("/gq/live/events?types=nope").status_code == 422
