@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 from services import free_port, unavailable
 
-from gopherq import GopherQ
+from gopherq import GopherQ, State
+from gopherq.results.base import ErrorInfo, JobRecord
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -32,7 +33,8 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "dashboard-screens
 WIDTHS = {"wide": 1280, "narrow": 390}
 
 APP_MODULE = """
-from gopherq import GopherQ
+from gopherq import GopherQ, State
+from gopherq.results.base import ErrorInfo, JobRecord
 
 app = GopherQ("dashboard", broker={url!r})
 
@@ -225,9 +227,10 @@ def test_log_in_watch_pause_resume_and_purge(
     page.focus("#queue-1")
     assert page.evaluate("document.activeElement.id") == "queue-1"
 
-    # The pages not built yet, and the 404 page.
+    # Every page of the navigation, and the 404 page.
     for path in ("/jobs", "/dead", "/schedules", "/workers"):
         assert page.goto(server.base + path).status == 200
+        shoot(page, path.strip("/"))
     response = page.goto(server.base + "/no-such-page")
     assert response.status == 404 and "no such page" in page.text_content("h1")
     expected(errors, "404")
@@ -250,4 +253,122 @@ def test_a_viewer_has_no_buttons(browser: Any, server: Server, client_app: Gophe
     assert page.locator("tr[data-queue=default]").count() == 1
     assert page.get_by_role("button", name="Pause default").count() == 0
     assert page.get_by_role("link", name="Purge default").count() == 0
+    page.close()
+
+
+def log_in(browser: Any, server: Server, client_app: GopherQ, role: str) -> tuple[Any, Any]:
+    """A new page logged in with a key of ``role``, and the list its errors go to."""
+    _, secret = client_app.access.create(f"{role}-key", role)
+    page = browser.new_page(viewport={"width": WIDTHS["wide"], "height": 900})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server.base + "/login")
+    page.fill("#key", secret)
+    page.click("button[type=submit]")
+    page.wait_for_url(server.base + "/")
+    return page, errors
+
+
+def kill(app: GopherQ, *args: Any, queue: str = "doomed") -> str:
+    """Send ``dashapp.add(*args)`` to ``queue`` (where nothing else waits) and
+    dead-letter it; its id."""
+    sent = app.send_task("dashapp.add", list(args), queue=queue)
+    [delivery] = app.broker.reserve([queue], 1, 0)
+    assert delivery.id == sent.id
+    assert app.broker.dead(delivery, "MAX_RETRIES", "error of " + sent.id)
+    return sent.id
+
+
+def test_jobs_appear_live_and_a_dead_job_is_retried(
+    browser: Any, server: Server, client_app: GopherQ
+) -> None:
+    page, errors = log_in(browser, server, client_app, "operator")
+    page.click("nav >> text=Jobs")
+    page.wait_for_url(server.base + "/jobs")
+    wait_for(lambda: "live" in page.text_content("#live-state"), 10, "the feed to open")
+    sent = client_app.send_task("dashapp.add", (1, 2))
+    client_app.events.flush()
+    row = page.locator(f"tr[data-job='{sent.id}']")
+    wait_for(lambda: row.count() == 1, 15, "the new job to show without a reload")
+    assert "QUEUED" in row.text_content()
+    shoot(page, "jobs-live")
+    row.get_by_role("link").click()
+    page.wait_for_url(server.base + f"/jobs/{sent.id}")
+    assert page.text_content("#job-state") == "QUEUED"
+
+    # Retry a dead job from the dead letters page: tick it, press Retry selected.
+    dead = kill(client_app, 3, 4)
+    page.goto(server.base + "/dead")
+    shoot(page, "dead-letters")
+    page.get_by_label(f"Select {dead}").check()
+    page.get_by_role("button", name="Retry selected").click()
+    page.wait_for_url(server.base + "/dead?done=retry%3A1")
+    assert "Retried: 1." in page.text_content("[role=status]")
+    assert client_app.broker.locate(dead) is State.QUEUED
+
+    # And one from its job page.
+    other = kill(client_app, 5, 6, queue="doomed-too")
+    page.goto(server.base + f"/jobs/{other}")
+    page.get_by_role("button", name="Retry job").click()
+    page.wait_for_url(server.base + f"/jobs/{other}?done=requeued")
+    assert client_app.broker.locate(other) is State.QUEUED
+    assert errors == [], errors
+    page.close()
+
+
+def test_an_admin_adds_a_schedule(browser: Any, server: Server, client_app: GopherQ) -> None:
+    page, errors = log_in(browser, server, client_app, "admin")
+    page.goto(server.base + "/schedules")
+    page.fill("#s-name", "nightly-sum")
+    page.select_option("#s-task", "dashapp.add")
+    page.fill("#s-every", "5m")
+    page.fill("#s-args", "[1, 2]")
+    page.get_by_role("button", name="Add schedule").click()
+    page.wait_for_url(server.base + "/schedules?done=added")
+    assert page.locator("tr[data-schedule=nightly-sum]").count() == 1
+    assert [i.entry.name for i in client_app.schedules.list()] == ["nightly-sum"]
+    shoot(page, "schedules")
+    page.get_by_role("button", name="Pause nightly-sum").click()
+    page.wait_for_url(server.base + "/schedules?done=paused")
+    assert client_app.schedules.list()[0].paused
+    assert errors == [], errors
+    page.close()
+
+
+def test_a_job_with_markup_in_its_args_and_error_runs_no_script(
+    browser: Any, server: Server, client_app: GopherQ
+) -> None:
+    script, image = "<script>alert('args')</script>", "<img src=x onerror=alert('error')>"
+    id = kill(client_app, script, image)
+    client_app.backend.store(
+        [
+            JobRecord(
+                id=id,
+                task="dashapp.add",
+                state=State.FAILED,
+                created=time.time(),
+                error=ErrorInfo("TypeError", image, "Traceback:\n  " + script),
+                attempts=1,
+            )
+        ]
+    )
+    page, errors = log_in(browser, server, client_app, "viewer")
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(server.base + f"/jobs/{id}")
+    assert script in page.text_content("#job-args") and image in page.text_content("#job-args")
+    assert image in page.text_content("#job-error")
+    assert script in page.text_content("#job-traceback")
+    assert page.locator("img[src=x]").count() == 0
+    assert page.get_by_role("button", name="Retry job").count() == 0  # a viewer
+    shoot(page, "job")
+    page.goto(server.base + "/dead")
+    assert page.locator("img[src=x]").count() == 0
+
+    # An unknown job is the 404 page.
+    response = page.goto(server.base + "/jobs/no-such-job")
+    assert response.status == 404 and page.text_content("h1") == "There is no such job."
+    expected(errors, "404")
+    assert dialogs == [] and errors == [], errors
     page.close()

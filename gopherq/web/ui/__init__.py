@@ -8,7 +8,12 @@ module             holds
 ``render``         the Jinja2 environment (autoescaped), ``Viewer``, cookies
 ``context``        ``Dashboard``, the ``viewer`` dependency, form checks
 ``views``          what the pages show, read through ``gopherq.admin``
-``pages``          the router: login, overview, queues, placeholders
+``pages``          the router: login, overview, queues
+``views_jobs``     the jobs list and one job; ``pages_jobs``: their routes
+``pages_dead``     dead letters: by reason, bulk retry and purge, replay
+``pages_ops``      workers; schedules: add, pause, resume, remove
+``charts``         the overview's throughput and failure-rate charts (SVG)
+``live``           the API's events stream for the cookie session (``live.js``)
 ``templates/``     Jinja2 templates; ``static/``: CSS and JavaScript
 =================  ==========================================================
 
@@ -31,7 +36,7 @@ STATIC_PATH = "/static"
 def install(api: FastAPI, state: ServerState, api_prefix: str) -> None:
     """Serve the dashboard from ``api`` at ``/``, beside the API under ``api_prefix``:
     pages, static files, security headers, and the 404 page for unknown paths."""
-    from gopherq.web.ui import pages
+    from gopherq.web.ui import live, pages, pages_dead, pages_jobs, pages_ops
 
     dashboard = Dashboard(state, api_prefix.rstrip("/"))
     api.state.dashboard = dashboard
@@ -40,7 +45,8 @@ def install(api: FastAPI, state: ServerState, api_prefix: str) -> None:
     api.add_exception_handler(LoginRequired, dashboard.on_login_required)
     api.add_exception_handler(404, dashboard.on_not_found)
     api.mount(STATIC_PATH, StaticFiles(directory=STATIC), name="ui.static")
-    api.include_router(pages.router)
+    for module in (pages, pages_jobs, pages_dead, pages_ops, live):
+        api.include_router(module.router)
 
 
 __all__ = ["Dashboard", "install"]

@@ -3,9 +3,10 @@ looking (``viewer``), form checks, and the error pages."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import jinja2
@@ -93,8 +94,10 @@ class Dashboard:
         )
 
     async def on_login_required(self, request: Request, exc: Exception) -> Response:
-        """To the login page; 401 for the live-update data, which a script reads."""
-        if request.url.path.endswith(".json"):
+        """To the login page; 401 for the live-update data and feed, which a script
+        reads."""
+        path = request.url.path
+        if path.endswith(".json") or path.startswith(url(request, "/live/")):
             return JSONResponse({"detail": "log in again"}, 401)
         return RedirectResponse(url(request, "/login"), 303)
 
@@ -132,17 +135,30 @@ DashboardDep = Annotated[Dashboard, Depends(dashboard)]
 ViewerDep = Annotated[Viewer, Depends(viewer)]
 
 
-async def read_form(request: Request) -> dict[str, str]:
-    """The fields of an urlencoded form body (the last value of a repeated one)."""
+class Form(dict[str, str]):
+    """The fields of a form (the last value of a repeated one); ``all`` gives every
+    value of a repeated field (checkboxes)."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        super().__init__(pairs)
+        self.pairs = pairs
+
+    def all(self, name: str) -> list[str]:
+        """Every value of field ``name``, in form order."""
+        return [value for key, value in self.pairs if key == name]
+
+
+async def read_form(request: Request) -> Form:
+    """The fields of an urlencoded form body."""
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > FORM_LIMIT:
             raise PageError(413, "The form is too large.")
-    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    return Form(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
-async def action_form(request: Request, who: Viewer, role: Role) -> dict[str, str]:
+async def action_form(request: Request, who: Viewer, role: Role) -> Form:
     """The fields of an action's form, after its checks: same origin, the session's
     CSRF token, and a role of at least ``role``. 403 otherwise, before anything changes."""
     if not same_origin(request):
@@ -176,3 +192,28 @@ def record(request: Request, who: Viewer, action: str, target: str, status: int)
             path=request.url.path[:200],
         )
     )
+
+
+async def audited_form(request: Request, who: Viewer, role: Role, action: str, target: str) -> Form:
+    """``action_form``, with a refused attempt written to the audit log as ``action``
+    on ``target`` (a done one is recorded by the caller, with its status)."""
+    try:
+        return await action_form(request, who, role)
+    except PageError as exc:
+        record(request, who, action, target, exc.status)
+        raise
+
+
+def json_field(fields: Form, name: str, kind: type) -> Any:
+    """Field ``name`` of a form as JSON of type ``kind`` (a list or a dict); None when
+    left blank. ``ValueError`` saying what is wrong otherwise."""
+    text = fields.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(value, kind):
+        raise ValueError(f"{name} must be a JSON {'array' if kind is list else 'object'}.")
+    return value

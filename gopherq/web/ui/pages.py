@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from gopherq.access.keys import key_id_of
 from gopherq.access.roles import Role
-from gopherq.web.ui import views
+from gopherq.web.ui import charts, views
 from gopherq.web.ui.context import (
     DashboardDep,
     PageError,
@@ -21,16 +21,13 @@ from gopherq.web.ui.context import (
     read_form,
     record,
 )
-from gopherq.web.ui.render import NAVIGATION, clear_cookie, set_cookie, url
+from gopherq.web.ui.render import clear_cookie, set_cookie, url
 from gopherq.web.ui.security import same_origin
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
 
 router = APIRouter(include_in_schema=False)
-
-PLACEHOLDERS = {page: label for page, _, label in NAVIGATION if page not in ("overview", "queues")}
-"""Pages of the navigation not built yet: each shows a short note."""
 
 LOGIN_MESSAGES = {
     "missing": "Enter an API key.",
@@ -81,9 +78,11 @@ async def logout(request: Request, ui: DashboardDep, who: ViewerDep) -> Response
 
 @router.get("/", name="ui.overview")
 def overview(request: Request, ui: DashboardDep, who: ViewerDep) -> Response:
-    """Queue depths, workers online, dead letters by reason."""
+    """Throughput and failure rate over the last hour, queue depths, workers online,
+    dead letters by reason."""
     data = views.overview(ui.state.app)
-    return ui.page(request, "overview.html", who, page="overview", data=data)
+    drawn = charts.charts(ui.state.app)
+    return ui.page(request, "overview.html", who, page="overview", data=data, charts=drawn)
 
 
 @router.get("/overview.json", name="ui.overview.data")
@@ -137,20 +136,6 @@ async def queue_action(
     await run_in_threadpool(broker_call[action], name)
     record(request, who, f"queues.{action}", name, 303)
     return RedirectResponse(url(request, "/queues"), 303)
-
-
-def _placeholder(page: str, label: str) -> None:
-    """Serve ``/page`` as a page that says it is not built yet."""
-
-    def show(request: Request, ui: DashboardDep, who: ViewerDep) -> Response:
-        return ui.page(request, "placeholder.html", who, page=page, title=label)
-
-    show.__doc__ = f"{label}: not built yet."
-    router.add_api_route(f"/{page}", show, methods=["GET"], name=f"ui.{page}")
-
-
-for _page, _label in PLACEHOLDERS.items():
-    _placeholder(_page, _label)
 
 
 def _queue(app: GopherQ, name: str) -> views.QueueRow:
