@@ -34,6 +34,9 @@ JOB_EVENTS = 200
 """Most events ``job_events`` returns by default."""
 JOB_SCAN = 5000
 """Most events a backend without a per-task index searches for one task's."""
+CLOCK_SLACK = 5.0
+"""Seconds by which events' own times (each producer's clock) may run out of the
+log's order: searches bounded by a time look that much further back."""
 
 NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 """The ``extra`` of events without one (shared, read-only)."""
@@ -175,8 +178,19 @@ class EventBackend(UrlRepr, ABC):
         """
 
     @abstractmethod
-    def last(self, limit: int = 1, *, types: frozenset[str] | None = None) -> list[Event]:
-        """The newest ``limit`` events of ``types``, oldest first."""
+    def last(
+        self,
+        limit: int = 1,
+        *,
+        types: frozenset[str] | None = None,
+        since: float | None = None,
+    ) -> list[Event]:
+        """The newest ``limit`` events of ``types``, oldest first.
+
+        ``since`` (Unix seconds): only events that happened then or later; the
+        search back through the log stops at events ``CLOCK_SLACK`` seconds
+        older than that, so its cost follows the window, not the log's length.
+        """
 
     def job_events(
         self, id: str, *, since: float | None = None, limit: int = JOB_EVENTS

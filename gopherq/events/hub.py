@@ -161,9 +161,17 @@ class Events:
         names = check_types(types)
         return Subscription(self.backend, names, self._start(since), timeout, batch)
 
-    def last(self, limit: int = 20, types: str | Collection[str] | None = None) -> list[Event]:
-        """The newest ``limit`` events (of ``types``), oldest first."""
-        return self.backend.last(limit, types=check_types(types))
+    def last(
+        self,
+        limit: int = 20,
+        types: str | Collection[str] | None = None,
+        *,
+        since: float | None = None,
+    ) -> list[Event]:
+        """The newest ``limit`` events (of ``types``), oldest first; with ``since`` (Unix
+        seconds), only those from then on, found without reading further back than
+        that (``EventBackend.last``)."""
+        return self.backend.last(limit, types=check_types(types), since=since)
 
     def for_job(
         self, id: str, *, since: float | None = None, limit: int = JOB_EVENTS

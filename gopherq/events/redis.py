@@ -13,7 +13,8 @@ Features:
       own, checked out of the client's pool for the call, so it never holds a
       connection the broker's calls use. Readers filter types themselves and
       move their cursor past the entries they skip.
-    * ``last`` walks the stream backwards with ``XREVRANGE``.
+    * ``last`` walks the stream backwards with ``XREVRANGE``; given a time, only
+      down to the entry id of that time (less ``CLOCK_SLACK``).
     * ``job_events`` has no index by task to use: it reads the stream forward
       from the task's send time (``XRANGE``), ``JOB_SCAN`` entries at most, and
       stops at the task's last event; a bounded window, not a lookup.
@@ -47,6 +48,7 @@ Layout (``P`` is the prefix)::
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -54,7 +56,14 @@ from typing import Any
 import msgpack
 
 from gopherq.errors import DecodeError
-from gopherq.events.base import JOB_EVENTS, JOB_SCAN, Event, EventBackend, cursor_number
+from gopherq.events.base import (
+    CLOCK_SLACK,
+    JOB_EVENTS,
+    JOB_SCAN,
+    Event,
+    EventBackend,
+    cursor_number,
+)
 from gopherq.stores.redis import Call, Client, Connection
 
 SEQ = 1_000_000
@@ -64,9 +73,6 @@ TRIM_EVERY = 1.0
 CHUNK = 500
 """Most entries one XREAD, XRANGE or XREVRANGE returns."""
 FIELD = b"e"
-CLOCK_SLACK = 5.0
-"""Seconds before a task's send time that ``job_events`` starts from: the producer's
-clock and the server's (which numbers the stream) may differ that much."""
 FINAL_TYPES = frozenset(
     {"task-succeeded", "task-failed", "task-dead", "task-cancelled", "task-expired"}
 )
@@ -133,18 +139,28 @@ class RedisEventBackend(EventBackend):
             if found or (not entries and (block is None or time.monotonic() >= deadline)):
                 return found, cursor if after == start else _to_cursor(after)
 
-    def last(self, limit: int = 1, *, types: frozenset[str] | None = None) -> list[Event]:
-        """The newest ``limit`` events of ``types``, oldest first (XREVRANGE)."""
+    def last(
+        self,
+        limit: int = 1,
+        *,
+        types: frozenset[str] | None = None,
+        since: float | None = None,
+    ) -> list[Event]:
+        """The newest ``limit`` events of ``types`` (from ``since``), oldest first:
+        XREVRANGE down to the id of ``since`` less ``CLOCK_SLACK`` (ids are the
+        server's milliseconds)."""
         found: list[Event] = []
         before = "+"
+        low = "-" if since is None else _stream_id(since - CLOCK_SLACK)
+        after = -math.inf if since is None else since
         while len(found) < limit:
-            count = limit if types is None else max(limit, CHUNK)
+            count = limit if types is None and since is None else max(limit, CHUNK)
             entries = self._conn.call(
-                functools.partial(self._xrevrange, before=before, count=count)
+                functools.partial(self._xrevrange, before=before, low=low, count=count)
             )
             for entry_id, fields in entries:
                 event = _unpack(fields, entry_id)
-                if types is None or event.type in types:
+                if (types is None or event.type in types) and event.time >= after:
                     found.append(event)
                     if len(found) >= limit:
                         break
@@ -217,8 +233,8 @@ class RedisEventBackend(EventBackend):
         reply: Any = client.xread({self.key: after}, count=count, block=block)
         return list(reply[0][1]) if reply else []
 
-    def _xrevrange(self, client: Client, before: str, count: int) -> list[Any]:
-        return list(client.xrevrange(self.key, max=before, min="-", count=count) or ())
+    def _xrevrange(self, client: Client, before: str, low: str, count: int) -> list[Any]:
+        return list(client.xrevrange(self.key, max=before, min=low, count=count) or ())
 
     def _xrange(self, client: Client, start: str) -> list[Any]:
         return list(client.xrange(self.key, min=start, count=CHUNK) or ())

@@ -30,11 +30,13 @@ Options:
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 
 from gopherq.events.base import (
+    CLOCK_SLACK,
     JOB_EVENTS,
     Event,
     EventBackend,
@@ -138,22 +140,34 @@ class SQLiteEventBackend(EventBackend):
                 return events, str(after)
             waiter.wait(remaining)
 
-    def last(self, limit: int = 1, *, types: frozenset[str] | None = None) -> list[Event]:
-        """The newest ``limit`` events of ``types``, oldest first."""
+    def last(
+        self,
+        limit: int = 1,
+        *,
+        types: frozenset[str] | None = None,
+        since: float | None = None,
+    ) -> list[Event]:
+        """The newest ``limit`` events of ``types`` (from ``since``), oldest first: rows
+        newest first, down to the first row whose newest event is ``CLOCK_SLACK``
+        seconds older than ``since``."""
         found: list[Event] = []
-        query = "SELECT last, events FROM events WHERE last < ? ORDER BY last DESC LIMIT ?"
-        before = 2**63 - 1
+        query = "SELECT last, time, events FROM events WHERE last < ? ORDER BY last DESC LIMIT ?"
+        stop = -math.inf if since is None else since - CLOCK_SLACK
+        after = -math.inf if since is None else since
+        before, batch = 2**63 - 1, 4 if since is not None else ROWS_PER_QUERY
         while len(found) < limit:
             with self._db.read() as conn:
-                rows = conn.execute(query, (before, ROWS_PER_QUERY)).fetchall()
-            for last, blob in rows:
-                row = [e for e in _events(last, blob) if types is None or e.type in types]
+                rows = conn.execute(query, (before, batch)).fetchall()
+            for last, newest, blob in rows:
+                if newest < stop:
+                    return found[::-1]
+                row = [e for e in _events(last, blob, types) if e.time >= after]
                 found.extend(reversed(row[-(limit - len(found)) :]))
                 if len(found) >= limit:
                     break
-            if len(rows) < ROWS_PER_QUERY:
+            if len(rows) < batch:
                 break
-            before = rows[-1][0]
+            before, batch = rows[-1][0], ROWS_PER_QUERY
         return found[::-1]
 
     def job_events(
@@ -230,9 +244,14 @@ class SQLiteEventBackend(EventBackend):
         return sum(count for (count,) in rows)
 
 
-def _events(last: int, blob: bytes) -> Iterator[Event]:
-    """The events of a row, each with its number as cursor."""
+def _events(last: int, blob: bytes, types: frozenset[str] | None = None) -> Iterator[Event]:
+    """The events of a row (of ``types``; None: all), each with its number as cursor."""
     arrays = unpack_events(blob)
     first = last - len(arrays) + 1
     for offset, array in enumerate(arrays):
-        yield Event.from_array(array, str(first + offset))
+        # the type is an array's first field: skip others before building events
+        kind = array[0] if isinstance(array, list) and array else None
+        if types is None or not isinstance(kind, str) or kind in types:
+            event = Event.from_array(array, str(first + offset))
+            if types is None or event.type in types:
+                yield event
