@@ -148,18 +148,21 @@ class RedisEventBackend(EventBackend):
     ) -> list[Event]:
         """The newest ``limit`` events of ``types`` (from ``since``), oldest first:
         XREVRANGE down to the id of ``since`` less ``CLOCK_SLACK`` (ids are the
-        server's milliseconds)."""
+        server's milliseconds) or the first event that much older by its own time."""
         found: list[Event] = []
         before = "+"
         low = "-" if since is None else _stream_id(since - CLOCK_SLACK)
+        stop = -math.inf if since is None else since - CLOCK_SLACK
         after = -math.inf if since is None else since
+        count = limit if types is None and since is None else min(max(limit, 100), CHUNK)
         while len(found) < limit:
-            count = limit if types is None and since is None else max(limit, CHUNK)
             entries = self._conn.call(
                 functools.partial(self._xrevrange, before=before, low=low, count=count)
             )
             for entry_id, fields in entries:
                 event = _unpack(fields, entry_id)
+                if event.time < stop:  # events' own times: as the other backends
+                    return found[::-1]
                 if (types is None or event.type in types) and event.time >= after:
                     found.append(event)
                     if len(found) >= limit:
@@ -167,6 +170,7 @@ class RedisEventBackend(EventBackend):
             if len(entries) < count:
                 break
             before = "(" + _text(entries[-1][0])
+            count = limit if types is None and since is None else CHUNK
         return found[::-1]
 
     def job_events(

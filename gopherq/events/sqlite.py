@@ -148,27 +148,38 @@ class SQLiteEventBackend(EventBackend):
         since: float | None = None,
     ) -> list[Event]:
         """The newest ``limit`` events of ``types`` (from ``since``), oldest first: rows
-        newest first, down to the first row whose newest event is ``CLOCK_SLACK``
+        newest first, each read from its end, down to the first event ``CLOCK_SLACK``
         seconds older than ``since``."""
         found: list[Event] = []
-        query = "SELECT last, time, events FROM events WHERE last < ? ORDER BY last DESC LIMIT ?"
+        query = "SELECT last, events FROM events WHERE last < ? ORDER BY last DESC LIMIT ?"
         stop = -math.inf if since is None else since - CLOCK_SLACK
         after = -math.inf if since is None else since
-        before, batch = 2**63 - 1, 4 if since is not None else ROWS_PER_QUERY
-        while len(found) < limit:
+        before, batch = 2**63 - 1, 4
+        while True:
             with self._db.read() as conn:
                 rows = conn.execute(query, (before, batch)).fetchall()
-            for last, newest, blob in rows:
-                if newest < stop:
-                    return found[::-1]
-                row = [e for e in _events(last, blob, types) if e.time >= after]
-                found.extend(reversed(row[-(limit - len(found)) :]))
-                if len(found) >= limit:
-                    break
+            for last, blob in rows:
+                arrays = unpack_events(blob)
+                first = last - len(arrays) + 1
+                for offset in range(len(arrays) - 1, -1, -1):
+                    array = arrays[offset]
+                    # an array is Event[:8]: type and time first; events are built
+                    # only for those kept
+                    if not isinstance(array, list) or len(array) < 2:
+                        Event.from_array(array, "")  # raises DecodeError
+                    kind, at = array[0], array[1]
+                    if isinstance(at, int | float) and at < stop:
+                        return found[::-1]
+                    if types is not None and not (isinstance(kind, str) and kind in types):
+                        continue
+                    event = Event.from_array(array, str(first + offset))
+                    if event.time >= after:
+                        found.append(event)
+                        if len(found) >= limit:
+                            return found[::-1]
             if len(rows) < batch:
-                break
+                return found[::-1]
             before, batch = rows[-1][0], ROWS_PER_QUERY
-        return found[::-1]
 
     def job_events(
         self, id: str, *, since: float | None = None, limit: int = JOB_EVENTS
@@ -244,14 +255,9 @@ class SQLiteEventBackend(EventBackend):
         return sum(count for (count,) in rows)
 
 
-def _events(last: int, blob: bytes, types: frozenset[str] | None = None) -> Iterator[Event]:
-    """The events of a row (of ``types``; None: all), each with its number as cursor."""
+def _events(last: int, blob: bytes) -> Iterator[Event]:
+    """The events of a row, each with its number as cursor."""
     arrays = unpack_events(blob)
     first = last - len(arrays) + 1
     for offset, array in enumerate(arrays):
-        # the type is an array's first field: skip others before building events
-        kind = array[0] if isinstance(array, list) and array else None
-        if types is None or not isinstance(kind, str) or kind in types:
-            event = Event.from_array(array, str(first + offset))
-            if types is None or event.type in types:
-                yield event
+        yield Event.from_array(array, str(first + offset))
