@@ -309,7 +309,8 @@ def direct_calls(app: GopherQ, seeded: Seeded) -> dict[str, Callable[[int], obje
     def job(i: int) -> object:
         id = jobs[i * 7919 % len(jobs)]
         found = admin.find_job(app, id)
-        return found, admin.job_events(app, id, found.get("created") if found else None)
+        info = found or {}
+        return found, admin.job_events(app, id, info.get("created"), info.get("finished"))
 
     return {
         "app.jobs()": lambda i: app.jobs(),

@@ -275,14 +275,17 @@ def find_job(app: GopherQ, id: str) -> dict[str, Any] | None:
     return record_info(app, current(app, record))
 
 
-def job_events(app: GopherQ, id: str, since: float | None = None) -> list[Event] | None:
+def job_events(
+    app: GopherQ, id: str, since: float | None = None, until: float | None = None
+) -> list[Event] | None:
     """The retained events of job ``id``, oldest first; None when events are off or
     cannot be read now (logged): a job's own record does not depend on them.
-    ``since``: when it was sent, where known."""
+    ``since``: when it was sent, ``until``: when it finished, where known (they bound
+    the search of an event log without an index by job)."""
     if not app.events.enabled:
         return None
     try:
-        return app.events.for_job(id, since=since)
+        return app.events.for_job(id, since=since, until=until)
     except GopherQError as exc:
         log.warning("could not read the events of job %s: %s", id, redact_text(str(exc)))
         return None

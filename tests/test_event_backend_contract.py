@@ -230,6 +230,7 @@ def test_job_events_are_one_jobs_oldest_first(events: EventBackend) -> None:
         assert len(events.job_events("id-2", since=hint)) == 3
         assert events.job_events("id-9", since=hint) == []
         assert len(events.job_events("id-1", since=hint, limit=2)) == 2
+        assert events.job_events("id-1", since=hint, until=time.time()) == mine
 
 
 def test_job_events_leave_with_retention(make_events: MakeEvents) -> None:
@@ -239,3 +240,11 @@ def test_job_events_leave_with_retention(make_events: MakeEvents) -> None:
     events.publish([event(n=1)])
     events.cleanup()
     assert len(events.job_events("id-1")) == 1
+
+
+def test_job_events_of_a_job_finished_before_the_log(events: EventBackend) -> None:
+    """A job sent and finished before every retained event has none: a search bounded
+    by both times finds that at once."""
+    events.publish([event("task-started", n=1)])
+    old = time.time() - 3600
+    assert events.job_events("id-7", since=old, until=old + 1) == []

@@ -193,13 +193,20 @@ class EventBackend(UrlRepr, ABC):
         """
 
     def job_events(
-        self, id: str, *, since: float | None = None, limit: int = JOB_EVENTS
+        self,
+        id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = JOB_EVENTS,
     ) -> list[Event]:
         """The retained events of task ``id``, oldest first: its first ``limit``.
 
         ``since`` is a time no event of the task is older than (when it was sent):
-        a backend without a per-task index starts its search there. Backends
-        override this; the default searches the newest ``JOB_SCAN`` events.
+        a backend without a per-task index starts its search there; ``until``, a
+        time none is newer than (when it finished), ends it there (both give or
+        take ``CLOCK_SLACK``). Backends override this; the default searches the
+        newest ``JOB_SCAN`` events.
         """
         return [e for e in self.last(JOB_SCAN) if e.id == id][:limit]
 

@@ -174,11 +174,16 @@ class Events:
         return self.backend.last(limit, types=check_types(types), since=since)
 
     def for_job(
-        self, id: str, *, since: float | None = None, limit: int = JOB_EVENTS
+        self,
+        id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = JOB_EVENTS,
     ) -> list[Event]:
         """The retained events of task ``id``, oldest first (``EventBackend.job_events``;
-        ``since``: when it was sent, where known)."""
-        return self.backend.job_events(id, since=since, limit=limit)
+        ``since``: when it was sent, ``until``: when it finished, where known)."""
+        return self.backend.job_events(id, since=since, until=until, limit=limit)
 
     def _start(self, since: str) -> str:
         if since != "now":

@@ -90,7 +90,12 @@ class MemoryEventBackend(EventBackend):
         return found[::-1]
 
     def job_events(
-        self, id: str, *, since: float | None = None, limit: int = JOB_EVENTS
+        self,
+        id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = JOB_EVENTS,
     ) -> list[Event]:
         """The retained events of task ``id``, oldest first: its first ``limit``."""
         with self._changed:

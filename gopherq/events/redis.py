@@ -174,19 +174,26 @@ class RedisEventBackend(EventBackend):
         return found[::-1]
 
     def job_events(
-        self, id: str, *, since: float | None = None, limit: int = JOB_EVENTS
+        self,
+        id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = JOB_EVENTS,
     ) -> list[Event]:
         """The events of task ``id``, oldest first, found among ``JOB_SCAN`` entries at
         most: from ``since`` (less ``CLOCK_SLACK``) forward, until the task's last
-        event (it succeeded, failed for good, was cancelled or expired); without
-        ``since``, among the newest. A stream has no index by task, so a task whose
-        events lie further apart than that window shows those within it."""
+        event (it succeeded, failed for good, was cancelled or expired) or ``until``
+        (plus ``CLOCK_SLACK``); without ``since``, among the newest. A stream has no
+        index by task, so a task whose events lie further apart than that window
+        shows those within it."""
         if since is None:
             return [e for e in self.last(JOB_SCAN) if e.id == id][:limit]
         found: list[Event] = []
         start, scanned = _stream_id(since - CLOCK_SLACK), 0
+        end = "+" if until is None else _stream_id(max(until, since) + CLOCK_SLACK)
         while scanned < JOB_SCAN and len(found) < limit:
-            entries = self._conn.call(functools.partial(self._xrange, start=start))
+            entries = self._conn.call(functools.partial(self._xrange, start=start, end=end))
             for entry_id, fields in entries:
                 start = "(" + _text(entry_id)
                 event = _unpack(fields, entry_id)
@@ -240,8 +247,8 @@ class RedisEventBackend(EventBackend):
     def _xrevrange(self, client: Client, before: str, low: str, count: int) -> list[Any]:
         return list(client.xrevrange(self.key, max=before, min=low, count=count) or ())
 
-    def _xrange(self, client: Client, start: str) -> list[Any]:
-        return list(client.xrange(self.key, min=start, count=CHUNK) or ())
+    def _xrange(self, client: Client, start: str, end: str = "+") -> list[Any]:
+        return list(client.xrange(self.key, min=start, max=end, count=CHUNK) or ())
 
 
 def _pack(event: Event) -> bytes:

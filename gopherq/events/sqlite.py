@@ -182,7 +182,12 @@ class SQLiteEventBackend(EventBackend):
             before, batch = rows[-1][0], ROWS_PER_QUERY
 
     def job_events(
-        self, id: str, *, since: float | None = None, limit: int = JOB_EVENTS
+        self,
+        id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = JOB_EVENTS,
     ) -> list[Event]:
         """The retained events of task ``id``, oldest first: its first ``limit``, from
         the rows the ``event_jobs`` index names."""

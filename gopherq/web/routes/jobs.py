@@ -246,7 +246,8 @@ def get_job(id: PathId, app: AppDep) -> JobDetail:
     info = admin.find_job(app, id)
     if info is None:
         raise not_found("job", id)
-    return _detail(info, admin.job_events(app, id, info.get("created")))
+    events = admin.job_events(app, id, info.get("created"), info.get("finished"))
+    return _detail(info, events)
 
 
 @router.get(
