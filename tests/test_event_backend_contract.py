@@ -248,3 +248,25 @@ def test_job_events_of_a_job_finished_before_the_log(events: EventBackend) -> No
     events.publish([event("task-started", n=1)])
     old = time.time() - 3600
     assert events.job_events("id-7", since=old, until=old + 1) == []
+
+
+def test_last_worker_events_among_many(make_events: MakeEvents) -> None:
+    """Worker events alone are found however many other events follow them, and keep
+    the cursors they have in the whole log; retention takes them with the log."""
+    events = make_events(max_count=3000)
+    now = time.time()
+    events.publish([Event("worker-online", now - 1, worker="h:1")])
+    events.publish([event("task-started", n, time=now) for n in range(2000)])
+    events.publish([Event("worker-heartbeat", now, worker="h:1")])
+    events.publish([event("task-succeeded", n, time=now) for n in range(500)])
+    kinds = frozenset({"worker-online", "worker-heartbeat", "worker-offline"})
+    got = events.last(10, types=kinds, since=now - 30)
+    assert [e.type for e in got] == ["worker-online", "worker-heartbeat"]
+    whole = {e.cursor: e for e in events.read(START, limit=5000)[0]}
+    assert all(whole[e.cursor] == e for e in got)
+    assert [e.type for e in events.last(1, types=frozenset({"worker-heartbeat"}))] == [
+        "worker-heartbeat"
+    ]
+    events.publish([event("task-started", n, time=now) for n in range(3000)])
+    events.cleanup()
+    assert events.last(10, types=kinds) == []

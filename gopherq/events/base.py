@@ -34,6 +34,9 @@ JOB_EVENTS = 200
 """Most events ``job_events`` returns by default."""
 JOB_SCAN = 5000
 """Most events a backend without a per-task index searches for one task's."""
+SIDE_TYPES = frozenset({"worker-online", "worker-heartbeat", "worker-offline"})
+"""Event types the SQLite and Redis backends also keep in a log of their own, so that
+``last`` of these types alone reads a few events, not the whole log."""
 CLOCK_SLACK = 5.0
 """Seconds by which events' own times (each producer's clock) may run out of the
 log's order: searches bounded by a time look that much further back."""
@@ -127,6 +130,20 @@ def pack_events(events: Sequence[Event]) -> bytes:
     # default=dict: the read-only NO_EXTRA mapping packs as an empty map
     packed: bytes = msgpack.packb([e[:8] for e in events], use_bin_type=True, default=dict)
     return packed
+
+
+def pack_event(event: Event) -> bytes:
+    """One event as a msgpack array (its cursor left out)."""
+    packed: bytes = msgpack.packb(event[:8], use_bin_type=True, default=dict)
+    return packed
+
+
+def unpack_event(blob: bytes) -> Any:
+    """The array ``pack_event`` packed; raise ``DecodeError`` if unreadable."""
+    try:
+        return msgpack.unpackb(blob, raw=False)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise DecodeError(f"unreadable event: {exc}") from exc
 
 
 def unpack_events(blob: bytes) -> list[Any]:

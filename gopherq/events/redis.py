@@ -14,7 +14,9 @@ Features:
       connection the broker's calls use. Readers filter types themselves and
       move their cursor past the entries they skip.
     * ``last`` walks the stream backwards with ``XREVRANGE``; given a time, only
-      down to the entry id of that time (less ``CLOCK_SLACK``).
+      down to the entry id of that time (less ``CLOCK_SLACK``). Worker events
+      (``SIDE_TYPES``) are also added, under the same ids, to a second stream
+      (``event_add.lua``), which ``last`` of those types alone walks instead.
     * ``job_events`` has no index by task to use: it reads the stream forward
       from the task's send time (``XRANGE``), ``JOB_SCAN`` entries at most, and
       stops at the task's last event; a bounded window, not a lookup.
@@ -43,6 +45,7 @@ Layout (``P`` is the prefix)::
 
     P:{events}:stream   stream, one entry per event: field ``e`` = msgpack Event[:8]
                         (one hash slot, so it works on Redis Cluster)
+    P:{events}:workers  stream, the worker events of the first, with the same ids
 """
 
 from __future__ import annotations
@@ -60,11 +63,13 @@ from gopherq.events.base import (
     CLOCK_SLACK,
     JOB_EVENTS,
     JOB_SCAN,
+    SIDE_TYPES,
     Event,
     EventBackend,
     cursor_number,
+    pack_event,
 )
-from gopherq.stores.redis import Call, Client, Connection
+from gopherq.stores.redis import Call, Client, Connection, script
 
 SEQ = 1_000_000
 """Cursor = stream id ``ms-seq`` as ``ms * SEQ + seq``."""
@@ -94,6 +99,7 @@ class RedisEventBackend(EventBackend):
         self.max_count = max(max_count, 1)
         self._conn = Connection(url)
         self.key = f"{self._conn.config.prefix}:{{events}}:stream"
+        self.side_key = f"{self._conn.config.prefix}:{{events}}:workers"
         self._next_trim = 0.0
 
     def publish(self, events: Sequence[Event]) -> None:
@@ -101,11 +107,18 @@ class RedisEventBackend(EventBackend):
         if not events:
             return
         cap = ("MAXLEN", "~", self.max_count, "*", FIELD)
-        calls: list[Call] = [("XADD", [self.key], (*cap, _pack(e))) for e in events]
+        add = script("event_add")
+        calls: list[Call] = [
+            (add, [self.key, self.side_key], (self.max_count, pack_event(e)))
+            if e.type in SIDE_TYPES
+            else ("XADD", [self.key], (*cap, pack_event(e)))
+            for e in events
+        ]
         now = time.time()
         if now >= self._next_trim:
             self._next_trim = now + TRIM_EVERY
-            calls.append(("XTRIM", [self.key], ("MINID", "~", _stream_id(now - self.max_age))))
+            minid = ("MINID", "~", _stream_id(now - self.max_age))
+            calls += [("XTRIM", [key], minid) for key in (self.key, self.side_key)]
         self._conn.call(lambda c: self._conn.run_many(c, calls))
 
     def read(
@@ -151,13 +164,14 @@ class RedisEventBackend(EventBackend):
         server's milliseconds) or the first event that much older by its own time."""
         found: list[Event] = []
         before = "+"
+        key = self.side_key if types is not None and types <= SIDE_TYPES else self.key
         low = "-" if since is None else _stream_id(since - CLOCK_SLACK)
         stop = -math.inf if since is None else since - CLOCK_SLACK
         after = -math.inf if since is None else since
         count = limit if types is None and since is None else min(max(limit, 100), CHUNK)
         while len(found) < limit:
             entries = self._conn.call(
-                functools.partial(self._xrevrange, before=before, low=low, count=count)
+                functools.partial(self._xrevrange, key, before=before, low=low, count=count)
             )
             for entry_id, fields in entries:
                 event = _unpack(fields, entry_id)
@@ -232,7 +246,16 @@ class RedisEventBackend(EventBackend):
         if cut is not None and cut != "-":
             minid = cut
             dropped += int(conn.call(lambda c: c.xtrim(self.key, minid=minid, approximate=False)))
+        conn.call(self._trim_side)
         return dropped
+
+    def _trim_side(self, client: Client) -> None:
+        """Drop the worker events older than the event stream's first entry."""
+        first = client.xrange(self.key, count=1)
+        if first:
+            client.xtrim(self.side_key, minid=_text(first[0][0]), approximate=False)
+        else:
+            client.xtrim(self.side_key, maxlen=0, approximate=False)
 
     def close(self) -> None:
         """Close this process's connections; the next call reconnects."""
@@ -244,16 +267,11 @@ class RedisEventBackend(EventBackend):
         reply: Any = client.xread({self.key: after}, count=count, block=block)
         return list(reply[0][1]) if reply else []
 
-    def _xrevrange(self, client: Client, before: str, low: str, count: int) -> list[Any]:
-        return list(client.xrevrange(self.key, max=before, min=low, count=count) or ())
+    def _xrevrange(self, key: str, client: Client, before: str, low: str, count: int) -> list[Any]:
+        return list(client.xrevrange(key, max=before, min=low, count=count) or ())
 
     def _xrange(self, client: Client, start: str, end: str = "+") -> list[Any]:
         return list(client.xrange(self.key, min=start, max=end, count=CHUNK) or ())
-
-
-def _pack(event: Event) -> bytes:
-    packed: bytes = msgpack.packb(event[:8], use_bin_type=True, default=dict)
-    return packed
 
 
 def _unpack(fields: Any, entry_id: Any) -> Event:
