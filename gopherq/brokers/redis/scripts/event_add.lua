@@ -1,6 +1,8 @@
--- event_add: append an event to the event stream and the same entry, under the same
--- id, to a side stream of the rarer event types it also belongs to (worker events),
--- which readers of those types alone walk instead of the whole log.
+#!lua
+-- event_add: append an event to the event stream, and the same entry under the same
+-- id to the side stream of worker events, which readers of those types alone walk
+-- instead of the whole log (key layout: lib.lua's neighbour, gopherq.events.redis).
+-- It adds memory: no allow-oom flag.
 --
 -- KEYS  [1] the event stream  [2] the side stream (one hash slot with KEYS[1])
 -- ARGV  [1] most entries either stream keeps (approximate)  [2] the event (msgpack)
