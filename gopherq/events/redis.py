@@ -206,10 +206,14 @@ class RedisEventBackend(EventBackend):
         found: list[Event] = []
         start, scanned = _stream_id(since - CLOCK_SLACK), 0
         end = "+" if until is None else _stream_id(max(until, since) + CLOCK_SLACK)
+        packed = msgpack.packb(id)  # an entry of the task holds its id so packed
         while scanned < JOB_SCAN and len(found) < limit:
             entries = self._conn.call(functools.partial(self._xrange, start=start, end=end))
             for entry_id, fields in entries:
                 start = "(" + _text(entry_id)
+                blob = fields.get(FIELD) if isinstance(fields, dict) else None
+                if isinstance(blob, bytes) and packed not in blob:
+                    continue  # not decoded: another task's
                 event = _unpack(fields, entry_id)
                 if event.id == id:
                     found.append(event)
