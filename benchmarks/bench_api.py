@@ -87,11 +87,11 @@ READS = (
     Endpoint("GET /live", "/live"),
     Endpoint("GET /health", f"{API}/health"),
     Endpoint("GET /jobs", f"{API}/jobs"),
-    Endpoint("GET /jobs?state=failed", f"{API}/jobs?state=failed"),
+    Endpoint("GET /jobs?state=FAILED", f"{API}/jobs?state=FAILED"),
     Endpoint("GET /jobs?task=&queue=", f"{API}/jobs?task=bench.email&queue=mail"),
     Endpoint("GET /jobs/{id}", f"{API}/jobs/{{job}}"),
     Endpoint("GET /dead", f"{API}/dead"),
-    Endpoint("GET /dead?reason=", f"{API}/dead?reason=FAILED"),
+    Endpoint("GET /dead?reason=", f"{API}/dead?reason=MAX_RETRIES"),
     Endpoint("GET /dead/{id}", f"{API}/dead/{{dead}}"),
     Endpoint("GET /queues", f"{API}/queues"),
     Endpoint("GET /queues/{name}", f"{API}/queues/{{queue}}"),
@@ -100,7 +100,7 @@ READS = (
     Endpoint("GET /tasks", f"{API}/tasks"),
     Endpoint("GET /events?follow=false", f"{API}/events?follow=false"),
     Endpoint("GET /audit", f"{API}/audit"),
-    Endpoint("GET /metrics", f"{API}/metrics"),
+    Endpoint("GET /metrics", "/metrics"),
 )
 """The read endpoints measured, in order."""
 
@@ -191,7 +191,7 @@ def fill_queues(app: GopherQ) -> list[str]:
         share = DEAD_LETTERS // len(QUEUES)
         app.broker.enqueue([Envelope(new_id(), f"{queue}-dead", 2, body) for _ in range(share)])
         for delivery in app.broker.reserve([f"{queue}-dead"], share, 0):
-            app.broker.dead(delivery, "FAILED", "ValueError: bad input")
+            app.broker.dead(delivery, "MAX_RETRIES", "ValueError: bad input")
             dead.append(delivery.id)
     return dead
 
@@ -319,7 +319,7 @@ def direct_calls(app: GopherQ, seeded: Seeded) -> dict[str, Callable[[int], obje
         "backend.get(id)": lambda i: app.backend.get(jobs[i * 7919 % len(jobs)]),
         "find_job + job_events": job,
         "admin_dead.dead_letters()": lambda i: admin_dead.dead_letters(app),
-        "admin_dead.dead_letters(reason=)": lambda i: admin_dead.dead_letters(app, None, "FAILED"),
+        "admin_dead.dead_letters(reason=)": lambda i: admin_dead.dead_letters(app, None, "MAX_RETRIES"),
         "admin_dead.detail(id)": lambda i: admin_dead.detail(app, dead[i % len(dead)]),
         "admin_queues.queue_infos": lambda i: admin_queues.queue_infos(app),
         "admin_queues.queue_info(name)": lambda i: admin_queues.queue_info(
