@@ -319,7 +319,9 @@ def direct_calls(app: GopherQ, seeded: Seeded) -> dict[str, Callable[[int], obje
         "backend.get(id)": lambda i: app.backend.get(jobs[i * 7919 % len(jobs)]),
         "find_job + job_events": job,
         "admin_dead.dead_letters()": lambda i: admin_dead.dead_letters(app),
-        "admin_dead.dead_letters(reason=)": lambda i: admin_dead.dead_letters(app, None, "MAX_RETRIES"),
+        "admin_dead.dead_letters(reason=)": lambda i: admin_dead.dead_letters(
+            app, None, "MAX_RETRIES"
+        ),
         "admin_dead.detail(id)": lambda i: admin_dead.detail(app, dead[i % len(dead)]),
         "admin_queues.queue_infos": lambda i: admin_queues.queue_infos(app),
         "admin_queues.queue_info(name)": lambda i: admin_queues.queue_info(

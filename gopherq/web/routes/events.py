@@ -39,7 +39,7 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -51,6 +51,7 @@ from gopherq.events import Event, EventBackend
 from gopherq.events.base import START, check_types
 from gopherq.web.auth import require
 from gopherq.web.problems import Problem, invalid
+from gopherq.web.responses import model_response
 from gopherq.web.state import AppDep, StateDep
 
 log = logging.getLogger(__name__)
@@ -118,12 +119,6 @@ def event_map(event: Event) -> dict[str, Any]:
     if "extra" in out:
         out["extra"] = jsonable(out["extra"])
     return out
-
-
-def page_response(page: BaseModel) -> Response:
-    """``page`` as its JSON: built once, by pydantic, not validated again and encoded
-    by FastAPI's generic path (several times the cost for a page of events)."""
-    return Response(page.model_dump_json(), media_type="application/json")
 
 
 def sse_message(event: Event) -> bytes:
@@ -309,7 +304,7 @@ async def events(
             found, cursor = await run_in_threadpool(read_page, backend, start, wanted, limit)
             events = [event_map(e) for e in found]
             page = EventPage.model_validate({"events": events, "cursor": cursor})
-        return page_response(page)
+        return model_response(page)
     cursor = await run_in_threadpool(start_cursor, backend, resume or "now")
     # The first read happens here, so that a failure is an error response, not a broken stream.
     first = await run_in_threadpool(
