@@ -52,7 +52,7 @@ import psutil  # type: ignore[import-untyped]
 from _api_app import BROKER_VARIABLE
 from _common import HERE, fresh_broker, latency_summary, table
 
-from gopherq import GopherQ, admin
+from gopherq import GopherQ, admin, admin_dead, admin_queues, admin_workers
 from gopherq.brokers import Envelope
 from gopherq.events import Event
 from gopherq.message import Message, new_id
@@ -87,10 +87,11 @@ READS = (
     Endpoint("GET /live", "/live"),
     Endpoint("GET /health", f"{API}/health"),
     Endpoint("GET /jobs", f"{API}/jobs"),
-    Endpoint("GET /jobs?state=failed", f"{API}/jobs?state=failed"),
+    Endpoint("GET /jobs?state=FAILED", f"{API}/jobs?state=FAILED"),
     Endpoint("GET /jobs?task=&queue=", f"{API}/jobs?task=bench.email&queue=mail"),
     Endpoint("GET /jobs/{id}", f"{API}/jobs/{{job}}"),
     Endpoint("GET /dead", f"{API}/dead"),
+    Endpoint("GET /dead?reason=", f"{API}/dead?reason=MAX_RETRIES"),
     Endpoint("GET /dead/{id}", f"{API}/dead/{{dead}}"),
     Endpoint("GET /queues", f"{API}/queues"),
     Endpoint("GET /queues/{name}", f"{API}/queues/{{queue}}"),
@@ -99,6 +100,7 @@ READS = (
     Endpoint("GET /tasks", f"{API}/tasks"),
     Endpoint("GET /events?follow=false", f"{API}/events?follow=false"),
     Endpoint("GET /audit", f"{API}/audit"),
+    Endpoint("GET /metrics", "/metrics"),
 )
 """The read endpoints measured, in order."""
 
@@ -154,7 +156,8 @@ def seed(app: GopherQ, jobs: int, events: int) -> Seeded:
     schedules = [f"bench-schedule-{n}" for n in range(SCHEDULES)]
     for name in schedules:
         app.schedules.add(name, "bench.noop", every=timedelta(minutes=5), replace=True)
-    return Seeded(ids, dead, list(QUEUES), schedules, time.perf_counter() - start)
+    held = [f"{queue}-held" for queue in QUEUES]
+    return Seeded(ids, dead, held, schedules, time.perf_counter() - start)
 
 
 def publish_events(app: GopherQ, ids: list[str], count: int, now: float) -> None:
@@ -188,7 +191,7 @@ def fill_queues(app: GopherQ) -> list[str]:
         share = DEAD_LETTERS // len(QUEUES)
         app.broker.enqueue([Envelope(new_id(), f"{queue}-dead", 2, body) for _ in range(share)])
         for delivery in app.broker.reserve([f"{queue}-dead"], share, 0):
-            app.broker.dead(delivery, "FAILED", "ValueError: bad input")
+            app.broker.dead(delivery, "MAX_RETRIES", "ValueError: bad input")
             dead.append(delivery.id)
     return dead
 
@@ -301,19 +304,36 @@ def _maker(endpoint: Endpoint, seeded: Seeded) -> _load.MakeRequest:
 
 def direct_calls(app: GopherQ, seeded: Seeded) -> dict[str, Callable[[int], object]]:
     """The admin-layer calls under the read endpoints, to time in this process."""
-    jobs, dead = seeded.jobs, seeded.dead
+    jobs, dead, queues = seeded.jobs, seeded.dead, seeded.queues
+
+    def job(i: int) -> object:
+        id = jobs[i * 7919 % len(jobs)]
+        found = admin.find_job(app, id)
+        info = found or {}
+        return found, admin.job_events(app, id, info.get("created"), info.get("finished"))
+
     return {
         "app.jobs()": lambda i: app.jobs(),
         "app.jobs(state=failed)": lambda i: app.jobs(state="failed"),
         "app.jobs(task=, queue=)": lambda i: app.jobs(task="bench.email", queue="mail"),
         "backend.get(id)": lambda i: app.backend.get(jobs[i * 7919 % len(jobs)]),
-        "broker.dead_letters()": lambda i: app.broker.dead_letters(),
-        "broker.locate(dead id)": lambda i: app.broker.locate(dead[i % len(dead)]),
-        "broker.stats()": lambda i: app.broker.stats(),
+        "find_job + job_events": job,
+        "admin_dead.dead_letters()": lambda i: admin_dead.dead_letters(app),
+        "admin_dead.dead_letters(reason=)": lambda i: admin_dead.dead_letters(
+            app, None, "MAX_RETRIES"
+        ),
+        "admin_dead.detail(id)": lambda i: admin_dead.detail(app, dead[i % len(dead)]),
+        "admin_queues.queue_infos": lambda i: admin_queues.queue_infos(app),
+        "admin_queues.queue_info(name)": lambda i: admin_queues.queue_info(
+            app, queues[i % len(queues)]
+        ),
         "schedules.list()": lambda i: app.schedules.list(),
+        "admin.registered_tasks": lambda i: admin.registered_tasks(app),
         "events.last(100)": lambda i: app.events.last(100),
+        "access.audit()": lambda i: app.access.audit(),
         "admin.check_health": lambda i: admin.check_health(app),
         "admin.recent_heartbeats": lambda i: admin.recent_heartbeats(app),
+        "admin_workers.workers": lambda i: admin_workers.workers(app),
     }
 
 

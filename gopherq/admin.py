@@ -85,7 +85,8 @@ class Heartbeats:
     workers: tuple[str, ...] = ()
     """Names of the workers with a heartbeat within ``window``, newest first."""
     last: float | None = None
-    """Seconds since the newest heartbeat of any worker (None: none retained)."""
+    """Seconds since the newest heartbeat of any worker (None: none within
+    ``HEARTBEATS_LOOKBACK`` windows)."""
     error: str = ""
 
     @property
@@ -98,6 +99,9 @@ log = logging.getLogger(__name__)
 
 HEARTBEATS_READ = 100
 """Newest heartbeat events that ``recent_heartbeats`` reads."""
+HEARTBEATS_LOOKBACK = 20
+"""Windows ``recent_heartbeats`` looks back for the newest heartbeat when none is
+in its window: older heartbeats are not reported."""
 
 
 def registered_tasks(app: GopherQ) -> list[TaskInfo]:
@@ -295,14 +299,17 @@ def find_job(app: GopherQ, id: str) -> dict[str, Any] | None:
     return record_info(app, current(app, record))
 
 
-def job_events(app: GopherQ, id: str, since: float | None = None) -> list[Event] | None:
+def job_events(
+    app: GopherQ, id: str, since: float | None = None, until: float | None = None
+) -> list[Event] | None:
     """The retained events of job ``id``, oldest first; None when events are off or
     cannot be read now (logged): a job's own record does not depend on them.
-    ``since``: when it was sent, where known."""
+    ``since``: when it was sent, ``until``: when it finished, where known (they bound
+    the search of an event log without an index by job)."""
     if not app.events.enabled:
         return None
     try:
-        return app.events.for_job(id, since=since)
+        return app.events.for_job(id, since=since, until=until)
     except GopherQError as exc:
         log.warning("could not read the events of job %s: %s", id, redact_text(str(exc)))
         return None
@@ -440,15 +447,20 @@ def check_result_store(app: GopherQ) -> Health:
 def recent_heartbeats(app: GopherQ, window: float | None = None) -> Heartbeats:
     """The workers that sent a heartbeat in the last ``window`` seconds (by default
     ``MISSED_BEATS`` heartbeat intervals, the exporter's rule for a worker online),
-    from the newest ``HEARTBEATS_READ`` events."""
+    from the newest ``HEARTBEATS_READ`` events of that window: the events log is
+    read no further back than the window (and, when it holds none, than
+    ``HEARTBEATS_LOOKBACK`` windows for the newest heartbeat)."""
     window = MISSED_BEATS * app.settings.worker_heartbeat if window is None else window
     if not app.events.enabled:
         return Heartbeats(False, window, error="events are off: heartbeats are not recorded")
+    now = time.time()
     try:
-        beats = app.events.last(HEARTBEATS_READ, "worker-heartbeat")
+        beats = app.events.last(HEARTBEATS_READ, "worker-heartbeat", since=now - window)
+        if not beats:  # when the newest was: looked for further back, once
+            lookback = now - HEARTBEATS_LOOKBACK * window
+            beats = app.events.last(1, "worker-heartbeat", since=lookback)
     except Exception as exc:  # a health check reports, it does not raise
         return Heartbeats(False, window, error=redact_text(str(exc)) or type(exc).__name__)
-    now = time.time()
     names = [e.worker for e in reversed(beats) if e.worker and now - e.time <= window]
     last = max(now - beats[-1].time, 0.0) if beats else None
     return Heartbeats(True, window, tuple(dict.fromkeys(names)), last)

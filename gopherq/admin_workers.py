@@ -5,6 +5,9 @@ Each worker sends ``worker-online`` (host, pid, concurrency, queues) at start,
 tasks running now) every ``worker_heartbeat`` seconds, and ``worker-offline``
 when it stops gracefully. ``workers`` reads the newest ``WORKER_EVENTS_READ`` of
 these and reports, per worker not gone offline, what its newest events say.
+Workers alive are those with an event in the last ``MISSED_BEATS`` heartbeat
+intervals, so only that window of the log is read (heartbeats repeat what
+``worker-online`` said, and when); ``stale`` reads the newest events however old.
 """
 
 from __future__ import annotations
@@ -78,15 +81,19 @@ def _view(name: str, events: list[Event], now: float, window: float) -> WorkerVi
     beat = next((e for e in reversed(events) if e.type == EventType.WORKER_HEARTBEAT), None)
     last = events[-1].time
     fields: dict[str, Any] = {"pid": int(pid) if pid.isdigit() else None}
-    if online is not None:
-        online_pid = online.extra.get("pid")
-        if isinstance(online_pid, int) and not isinstance(online_pid, bool):
-            fields["pid"] = online_pid
+    # worker-online says who the worker is; heartbeats repeat it (and when it was
+    # sent), for workers whose worker-online is older than the events read
+    who = online or (beat if beat is not None and "hostname" in beat.extra else None)
+    if who is not None:
+        who_pid = who.extra.get("pid")
+        if isinstance(who_pid, int) and not isinstance(who_pid, bool):
+            fields["pid"] = who_pid
+        started = online.time if online is not None else who.extra.get("started")
         fields.update(
-            hostname=str(online.extra.get("hostname") or host),
-            started=online.time,
-            concurrency=online.extra.get("concurrency"),
-            queues=tuple(online.extra.get("queues") or ()),
+            hostname=str(who.extra.get("hostname") or host),
+            started=started if isinstance(started, int | float) else None,
+            concurrency=who.extra.get("concurrency"),
+            queues=tuple(who.extra.get("queues") or ()),
         )
     if beat is not None:
         fields.update(
@@ -116,7 +123,8 @@ def workers(app: GopherQ, *, stale: bool = False, now: float | None = None) -> l
     now = time.time() if now is None else now
     window = MISSED_BEATS * app.settings.worker_heartbeat
     by_worker: dict[str, list[Event]] = {}
-    for event in app.events.last(WORKER_EVENTS_READ, WORKER_EVENTS):
+    since = None if stale else now - window
+    for event in app.events.last(WORKER_EVENTS_READ, WORKER_EVENTS, since=since):
         if event.worker is None:
             continue
         if event.type == EventType.WORKER_OFFLINE:

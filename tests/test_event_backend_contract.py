@@ -114,6 +114,33 @@ def test_last(events: EventBackend) -> None:
     assert ids(events.last(1, types=frozenset({"task-failed"}))) == ["id-9"]
 
 
+def test_last_since_a_time(events: EventBackend) -> None:
+    now = time.time()
+    events.publish([event("worker-heartbeat", i, time=now - 600 + i) for i in range(3)])
+    events.publish([event("task-started", 5, time=now - 60)])
+    events.publish([event("worker-heartbeat", i, time=now - 2 + i) for i in range(3, 5)])
+    events.publish([event("task-started", 6, time=now)])
+    beats = frozenset({"worker-heartbeat"})
+    assert ids(events.last(10, types=beats, since=now - 30)) == ["id-3", "id-4"]
+    assert ids(events.last(1, types=beats, since=now - 30)) == ["id-4"]
+    assert ids(events.last(10, since=now - 30)) == ["id-3", "id-4", "id-6"]
+    assert ids(events.last(10, since=now - 100)) == ["id-5", "id-3", "id-4", "id-6"]
+    assert events.last(10, types=frozenset({"task-failed"}), since=now - 30) == []
+    assert ids(events.last(10, types=beats, since=None)) == [f"id-{i}" for i in range(5)]
+    assert events.last(10, since=now + 60) == []
+
+
+def test_last_since_stops_at_the_window(events: EventBackend) -> None:
+    """An event older than the window (by more than the clock slack) ends the
+    search: an event behind it, however new its time, is not found."""
+    now = time.time()
+    events.publish([event("task-started", 1, time=now)])
+    events.publish([event("task-started", 2, time=now - 3600)])
+    events.publish([event("task-started", 3, time=now)])
+    assert ids(events.last(10, since=now - 10)) == ["id-3"]
+    assert ids(events.last(10, types=frozenset({"task-failed"}), since=now - 10)) == []
+
+
 def test_a_blocked_read_wakes_on_publish(make_events: MakeEvents) -> None:
     reader, writer = make_events(), make_events()
     start = reader.last(1)[0].cursor if reader.last(1) else START
@@ -203,6 +230,7 @@ def test_job_events_are_one_jobs_oldest_first(events: EventBackend) -> None:
         assert len(events.job_events("id-2", since=hint)) == 3
         assert events.job_events("id-9", since=hint) == []
         assert len(events.job_events("id-1", since=hint, limit=2)) == 2
+        assert events.job_events("id-1", since=hint, until=time.time()) == mine
 
 
 def test_job_events_leave_with_retention(make_events: MakeEvents) -> None:
@@ -212,3 +240,33 @@ def test_job_events_leave_with_retention(make_events: MakeEvents) -> None:
     events.publish([event(n=1)])
     events.cleanup()
     assert len(events.job_events("id-1")) == 1
+
+
+def test_job_events_of_a_job_finished_before_the_log(events: EventBackend) -> None:
+    """A job sent and finished before every retained event has none: a search bounded
+    by both times finds that at once."""
+    events.publish([event("task-started", n=1)])
+    old = time.time() - 3600
+    assert events.job_events("id-7", since=old, until=old + 1) == []
+
+
+def test_last_worker_events_among_many(make_events: MakeEvents) -> None:
+    """Worker events alone are found however many other events follow them, and keep
+    the cursors they have in the whole log; retention takes them with the log."""
+    events = make_events(max_count=3000)
+    now = time.time()
+    events.publish([Event("worker-online", now - 1, worker="h:1")])
+    events.publish([event("task-started", n, time=now) for n in range(2000)])
+    events.publish([Event("worker-heartbeat", now, worker="h:1")])
+    events.publish([event("task-succeeded", n, time=now) for n in range(500)])
+    kinds = frozenset({"worker-online", "worker-heartbeat", "worker-offline"})
+    got = events.last(10, types=kinds, since=now - 30)
+    assert [e.type for e in got] == ["worker-online", "worker-heartbeat"]
+    whole = {e.cursor: e for e in events.read(START, limit=5000)[0]}
+    assert all(whole[e.cursor] == e for e in got)
+    assert [e.type for e in events.last(1, types=frozenset({"worker-heartbeat"}))] == [
+        "worker-heartbeat"
+    ]
+    events.publish([event("task-started", n, time=now) for n in range(3000)])
+    events.cleanup()
+    assert events.last(10, types=kinds) == []

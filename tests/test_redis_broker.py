@@ -200,7 +200,11 @@ def test_every_script_opens_with_its_layout() -> None:
 
 def test_scripts_that_free_or_move_memory_run_at_maxmemory() -> None:
     """Flags (a Redis 7 shebang, kept the first line): see lib.lua."""
-    grows = {"enqueue": "#!lua\n", "cancel_requested": "#!lua flags=no-writes\n"}
+    grows = {
+        "enqueue": "#!lua\n",
+        "event_add": "#!lua\n",
+        "cancel_requested": "#!lua flags=no-writes\n",
+    }
     for name in SCRIPT_NAMES:
         source = script(name).source
         if name.startswith("result_"):

@@ -34,6 +34,12 @@ JOB_EVENTS = 200
 """Most events ``job_events`` returns by default."""
 JOB_SCAN = 5000
 """Most events a backend without a per-task index searches for one task's."""
+SIDE_TYPES = frozenset({"worker-online", "worker-heartbeat", "worker-offline"})
+"""Event types the SQLite and Redis backends also keep in a log of their own, so that
+``last`` of these types alone reads a few events, not the whole log."""
+CLOCK_SLACK = 5.0
+"""Seconds by which events' own times (each producer's clock) may run out of the
+log's order: searches bounded by a time look that much further back."""
 
 NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 """The ``extra`` of events without one (shared, read-only)."""
@@ -126,6 +132,20 @@ def pack_events(events: Sequence[Event]) -> bytes:
     return packed
 
 
+def pack_event(event: Event) -> bytes:
+    """One event as a msgpack array (its cursor left out)."""
+    packed: bytes = msgpack.packb(event[:8], use_bin_type=True, default=dict)
+    return packed
+
+
+def unpack_event(blob: bytes) -> Any:
+    """The array ``pack_event`` packed; raise ``DecodeError`` if unreadable."""
+    try:
+        return msgpack.unpackb(blob, raw=False)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise DecodeError(f"unreadable event: {exc}") from exc
+
+
 def unpack_events(blob: bytes) -> list[Any]:
     """The arrays ``pack_events`` packed; raise ``DecodeError`` if unreadable."""
     try:
@@ -175,17 +195,35 @@ class EventBackend(UrlRepr, ABC):
         """
 
     @abstractmethod
-    def last(self, limit: int = 1, *, types: frozenset[str] | None = None) -> list[Event]:
-        """The newest ``limit`` events of ``types``, oldest first."""
+    def last(
+        self,
+        limit: int = 1,
+        *,
+        types: frozenset[str] | None = None,
+        since: float | None = None,
+    ) -> list[Event]:
+        """The newest ``limit`` events of ``types``, oldest first.
+
+        ``since`` (Unix seconds): only events that happened then or later; the
+        search back through the log stops at events ``CLOCK_SLACK`` seconds
+        older than that, so its cost follows the window, not the log's length.
+        """
 
     def job_events(
-        self, id: str, *, since: float | None = None, limit: int = JOB_EVENTS
+        self,
+        id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = JOB_EVENTS,
     ) -> list[Event]:
         """The retained events of task ``id``, oldest first: its first ``limit``.
 
         ``since`` is a time no event of the task is older than (when it was sent):
-        a backend without a per-task index starts its search there. Backends
-        override this; the default searches the newest ``JOB_SCAN`` events.
+        a backend without a per-task index starts its search there; ``until``, a
+        time none is newer than (when it finished), ends it there (both give or
+        take ``CLOCK_SLACK``). Backends override this; the default searches the
+        newest ``JOB_SCAN`` events.
         """
         return [e for e in self.last(JOB_SCAN) if e.id == id][:limit]
 

@@ -37,6 +37,8 @@ class EventEmitter(Middleware):
 
     def __init__(self, events: Events) -> None:
         self.events = events
+        self._started: dict[str, float] = {}
+        """When each worker of this process sent ``worker-online``, by name."""
 
     def after_enqueue(self, app: GopherQ, messages: Sequence[Message], ids: Sequence[str]) -> None:
         """``task-enqueued`` or ``task-scheduled`` (with ``eta``) per message stored."""
@@ -123,18 +125,16 @@ class EventEmitter(Middleware):
 
     def worker_start(self, app: GopherQ, worker: WorkerInfo) -> None:
         """``worker-online`` with hostname, pid, concurrency and queues."""
-        extra = {
-            "hostname": worker.hostname,
-            "pid": worker.pid,
-            "concurrency": worker.concurrency,
-            "queues": list(worker.queues),
-        }
-        self._worker_event(EventType.WORKER_ONLINE, worker, extra)
+        self._started[worker.name] = now = time.time()
+        self._worker_event(EventType.WORKER_ONLINE, worker, _identity(worker), now)
 
     def worker_heartbeat(self, app: GopherQ, worker: WorkerInfo, stats: WorkerStats) -> None:
         """``worker-heartbeat`` with its processes, active and processed counts, load, and
-        the tasks running now."""
+        the tasks running now; also what ``worker-online`` said and when, so that a
+        reader of recent events alone knows the worker."""
         extra = {
+            **_identity(worker),
+            "started": self._started.get(worker.name),
             "processes": list(stats.processes),
             "active": stats.active,
             "processed": stats.processed,
@@ -147,10 +147,24 @@ class EventEmitter(Middleware):
 
     def worker_stop(self, app: GopherQ, worker: WorkerInfo) -> None:
         """``worker-offline``."""
+        self._started.pop(worker.name, None)
         self._worker_event(EventType.WORKER_OFFLINE, worker, {})
 
-    def _worker_event(self, kind: EventType, worker: WorkerInfo, extra: dict[str, Any]) -> None:
-        self.events.publish([Event(kind, time.time(), worker=worker.name, extra=extra)])
+    def _worker_event(
+        self, kind: EventType, worker: WorkerInfo, extra: dict[str, Any], now: float | None = None
+    ) -> None:
+        now = time.time() if now is None else now
+        self.events.publish([Event(kind, now, worker=worker.name, extra=extra)])
+
+
+def _identity(worker: WorkerInfo) -> dict[str, Any]:
+    """Hostname, pid, concurrency and queues of a worker, as event fields."""
+    return {
+        "hostname": worker.hostname,
+        "pid": worker.pid,
+        "concurrency": worker.concurrency,
+        "queues": list(worker.queues),
+    }
 
 
 def _task_event(

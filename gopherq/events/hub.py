@@ -161,16 +161,29 @@ class Events:
         names = check_types(types)
         return Subscription(self.backend, names, self._start(since), timeout, batch)
 
-    def last(self, limit: int = 20, types: str | Collection[str] | None = None) -> list[Event]:
-        """The newest ``limit`` events (of ``types``), oldest first."""
-        return self.backend.last(limit, types=check_types(types))
+    def last(
+        self,
+        limit: int = 20,
+        types: str | Collection[str] | None = None,
+        *,
+        since: float | None = None,
+    ) -> list[Event]:
+        """The newest ``limit`` events (of ``types``), oldest first; with ``since`` (Unix
+        seconds), only those from then on, found without reading further back than
+        that (``EventBackend.last``)."""
+        return self.backend.last(limit, types=check_types(types), since=since)
 
     def for_job(
-        self, id: str, *, since: float | None = None, limit: int = JOB_EVENTS
+        self,
+        id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = JOB_EVENTS,
     ) -> list[Event]:
         """The retained events of task ``id``, oldest first (``EventBackend.job_events``;
-        ``since``: when it was sent, where known)."""
-        return self.backend.job_events(id, since=since, limit=limit)
+        ``since``: when it was sent, ``until``: when it finished, where known)."""
+        return self.backend.job_events(id, since=since, until=until, limit=limit)
 
     def _start(self, since: str) -> str:
         if since != "now":

@@ -13,11 +13,12 @@ Options:
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Sequence
 
-from gopherq.events.base import JOB_EVENTS, Event, EventBackend, cursor_number
+from gopherq.events.base import CLOCK_SLACK, JOB_EVENTS, Event, EventBackend, cursor_number
 
 
 class MemoryEventBackend(EventBackend):
@@ -69,19 +70,32 @@ class MemoryEventBackend(EventBackend):
                     return found, str(after)
                 self._changed.wait(remaining)
 
-    def last(self, limit: int = 1, *, types: frozenset[str] | None = None) -> list[Event]:
-        """The newest ``limit`` events of ``types``, oldest first."""
+    def last(
+        self,
+        limit: int = 1,
+        *,
+        types: frozenset[str] | None = None,
+        since: float | None = None,
+    ) -> list[Event]:
+        """The newest ``limit`` events of ``types`` (from ``since``), oldest first."""
         found: list[Event] = []
+        stop = -math.inf if since is None else since - CLOCK_SLACK
+        after = -math.inf if since is None else since
         with self._changed:
             for event in reversed(self._log):
-                if len(found) >= limit:
+                if len(found) >= limit or event.time < stop:
                     break
-                if types is None or event.type in types:
+                if (types is None or event.type in types) and event.time >= after:
                     found.append(event)
         return found[::-1]
 
     def job_events(
-        self, id: str, *, since: float | None = None, limit: int = JOB_EVENTS
+        self,
+        id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = JOB_EVENTS,
     ) -> list[Event]:
         """The retained events of task ``id``, oldest first: its first ``limit``."""
         with self._changed:

@@ -13,7 +13,10 @@ Features:
       own, checked out of the client's pool for the call, so it never holds a
       connection the broker's calls use. Readers filter types themselves and
       move their cursor past the entries they skip.
-    * ``last`` walks the stream backwards with ``XREVRANGE``.
+    * ``last`` walks the stream backwards with ``XREVRANGE``; given a time, only
+      down to the entry id of that time (less ``CLOCK_SLACK``). Worker events
+      (``SIDE_TYPES``) are also added, under the same ids, to a second stream
+      (``event_add.lua``), which ``last`` of those types alone walks instead.
     * ``job_events`` has no index by task to use: it reads the stream forward
       from the task's send time (``XRANGE``), ``JOB_SCAN`` entries at most, and
       stops at the task's last event; a bounded window, not a lookup.
@@ -42,11 +45,13 @@ Layout (``P`` is the prefix)::
 
     P:{events}:stream   stream, one entry per event: field ``e`` = msgpack Event[:8]
                         (one hash slot, so it works on Redis Cluster)
+    P:{events}:workers  stream, the worker events of the first, with the same ids
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -54,8 +59,17 @@ from typing import Any
 import msgpack
 
 from gopherq.errors import DecodeError
-from gopherq.events.base import JOB_EVENTS, JOB_SCAN, Event, EventBackend, cursor_number
-from gopherq.stores.redis import Call, Client, Connection
+from gopherq.events.base import (
+    CLOCK_SLACK,
+    JOB_EVENTS,
+    JOB_SCAN,
+    SIDE_TYPES,
+    Event,
+    EventBackend,
+    cursor_number,
+    pack_event,
+)
+from gopherq.stores.redis import Call, Client, Connection, script
 
 SEQ = 1_000_000
 """Cursor = stream id ``ms-seq`` as ``ms * SEQ + seq``."""
@@ -64,9 +78,6 @@ TRIM_EVERY = 1.0
 CHUNK = 500
 """Most entries one XREAD, XRANGE or XREVRANGE returns."""
 FIELD = b"e"
-CLOCK_SLACK = 5.0
-"""Seconds before a task's send time that ``job_events`` starts from: the producer's
-clock and the server's (which numbers the stream) may differ that much."""
 FINAL_TYPES = frozenset(
     {"task-succeeded", "task-failed", "task-dead", "task-cancelled", "task-expired"}
 )
@@ -88,6 +99,7 @@ class RedisEventBackend(EventBackend):
         self.max_count = max(max_count, 1)
         self._conn = Connection(url)
         self.key = f"{self._conn.config.prefix}:{{events}}:stream"
+        self.side_key = f"{self._conn.config.prefix}:{{events}}:workers"
         self._next_trim = 0.0
 
     def publish(self, events: Sequence[Event]) -> None:
@@ -95,11 +107,18 @@ class RedisEventBackend(EventBackend):
         if not events:
             return
         cap = ("MAXLEN", "~", self.max_count, "*", FIELD)
-        calls: list[Call] = [("XADD", [self.key], (*cap, _pack(e))) for e in events]
+        add = script("event_add")
+        calls: list[Call] = [
+            (add, [self.key, self.side_key], (self.max_count, pack_event(e)))
+            if e.type in SIDE_TYPES
+            else ("XADD", [self.key], (*cap, pack_event(e)))
+            for e in events
+        ]
         now = time.time()
         if now >= self._next_trim:
             self._next_trim = now + TRIM_EVERY
-            calls.append(("XTRIM", [self.key], ("MINID", "~", _stream_id(now - self.max_age))))
+            minid = ("MINID", "~", _stream_id(now - self.max_age))
+            calls += [("XTRIM", [key], minid) for key in (self.key, self.side_key)]
         self._conn.call(lambda c: self._conn.run_many(c, calls))
 
     def read(
@@ -133,42 +152,68 @@ class RedisEventBackend(EventBackend):
             if found or (not entries and (block is None or time.monotonic() >= deadline)):
                 return found, cursor if after == start else _to_cursor(after)
 
-    def last(self, limit: int = 1, *, types: frozenset[str] | None = None) -> list[Event]:
-        """The newest ``limit`` events of ``types``, oldest first (XREVRANGE)."""
+    def last(
+        self,
+        limit: int = 1,
+        *,
+        types: frozenset[str] | None = None,
+        since: float | None = None,
+    ) -> list[Event]:
+        """The newest ``limit`` events of ``types`` (from ``since``), oldest first:
+        XREVRANGE down to the id of ``since`` less ``CLOCK_SLACK`` (ids are the
+        server's milliseconds) or the first event that much older by its own time."""
         found: list[Event] = []
         before = "+"
+        key = self.side_key if types is not None and types <= SIDE_TYPES else self.key
+        low = "-" if since is None else _stream_id(since - CLOCK_SLACK)
+        stop = -math.inf if since is None else since - CLOCK_SLACK
+        after = -math.inf if since is None else since
+        count = limit if types is None and since is None else min(max(limit, 100), CHUNK)
         while len(found) < limit:
-            count = limit if types is None else max(limit, CHUNK)
             entries = self._conn.call(
-                functools.partial(self._xrevrange, before=before, count=count)
+                functools.partial(self._xrevrange, key, before=before, low=low, count=count)
             )
             for entry_id, fields in entries:
                 event = _unpack(fields, entry_id)
-                if types is None or event.type in types:
+                if event.time < stop:  # events' own times: as the other backends
+                    return found[::-1]
+                if (types is None or event.type in types) and event.time >= after:
                     found.append(event)
                     if len(found) >= limit:
                         break
             if len(entries) < count:
                 break
             before = "(" + _text(entries[-1][0])
+            count = limit if types is None and since is None else CHUNK
         return found[::-1]
 
     def job_events(
-        self, id: str, *, since: float | None = None, limit: int = JOB_EVENTS
+        self,
+        id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = JOB_EVENTS,
     ) -> list[Event]:
         """The events of task ``id``, oldest first, found among ``JOB_SCAN`` entries at
         most: from ``since`` (less ``CLOCK_SLACK``) forward, until the task's last
-        event (it succeeded, failed for good, was cancelled or expired); without
-        ``since``, among the newest. A stream has no index by task, so a task whose
-        events lie further apart than that window shows those within it."""
+        event (it succeeded, failed for good, was cancelled or expired) or ``until``
+        (plus ``CLOCK_SLACK``); without ``since``, among the newest. A stream has no
+        index by task, so a task whose events lie further apart than that window
+        shows those within it."""
         if since is None:
             return [e for e in self.last(JOB_SCAN) if e.id == id][:limit]
         found: list[Event] = []
         start, scanned = _stream_id(since - CLOCK_SLACK), 0
+        end = "+" if until is None else _stream_id(max(until, since) + CLOCK_SLACK)
+        packed = msgpack.packb(id)  # an entry of the task holds its id so packed
         while scanned < JOB_SCAN and len(found) < limit:
-            entries = self._conn.call(functools.partial(self._xrange, start=start))
+            entries = self._conn.call(functools.partial(self._xrange, start=start, end=end))
             for entry_id, fields in entries:
                 start = "(" + _text(entry_id)
+                blob = fields.get(FIELD) if isinstance(fields, dict) else None
+                if isinstance(blob, bytes) and packed not in blob:
+                    continue  # not decoded: another task's
                 event = _unpack(fields, entry_id)
                 if event.id == id:
                     found.append(event)
@@ -205,7 +250,16 @@ class RedisEventBackend(EventBackend):
         if cut is not None and cut != "-":
             minid = cut
             dropped += int(conn.call(lambda c: c.xtrim(self.key, minid=minid, approximate=False)))
+        conn.call(self._trim_side)
         return dropped
+
+    def _trim_side(self, client: Client) -> None:
+        """Drop the worker events older than the event stream's first entry."""
+        first = client.xrange(self.key, count=1)
+        if first:
+            client.xtrim(self.side_key, minid=_text(first[0][0]), approximate=False)
+        else:
+            client.xtrim(self.side_key, maxlen=0, approximate=False)
 
     def close(self) -> None:
         """Close this process's connections; the next call reconnects."""
@@ -217,16 +271,11 @@ class RedisEventBackend(EventBackend):
         reply: Any = client.xread({self.key: after}, count=count, block=block)
         return list(reply[0][1]) if reply else []
 
-    def _xrevrange(self, client: Client, before: str, count: int) -> list[Any]:
-        return list(client.xrevrange(self.key, max=before, min="-", count=count) or ())
+    def _xrevrange(self, key: str, client: Client, before: str, low: str, count: int) -> list[Any]:
+        return list(client.xrevrange(key, max=before, min=low, count=count) or ())
 
-    def _xrange(self, client: Client, start: str) -> list[Any]:
-        return list(client.xrange(self.key, min=start, count=CHUNK) or ())
-
-
-def _pack(event: Event) -> bytes:
-    packed: bytes = msgpack.packb(event[:8], use_bin_type=True, default=dict)
-    return packed
+    def _xrange(self, client: Client, start: str, end: str = "+") -> list[Any]:
+        return list(client.xrange(self.key, min=start, max=end, count=CHUNK) or ())
 
 
 def _unpack(fields: Any, entry_id: Any) -> Event:

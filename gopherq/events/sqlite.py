@@ -20,6 +20,11 @@ index, ``event_jobs`` (row, task id), written with each row and trimmed with
 the rows: reading a task's timeline costs a few rows, however long the log.
 Rows written before that index existed are not found by it.
 
+Worker events (``SIDE_TYPES``: online, heartbeat, offline) are also written one
+per row to ``event_workers`` under their numbers, where ``last`` of those types
+alone reads them: a few rows, not the whole log (worker events published before
+that table existed are not found there).
+
 URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
 
 Options:
@@ -30,16 +35,21 @@ Options:
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 
 from gopherq.events.base import (
+    CLOCK_SLACK,
     JOB_EVENTS,
+    SIDE_TYPES,
     Event,
     EventBackend,
     cursor_number,
+    pack_event,
     pack_events,
+    unpack_event,
     unpack_events,
 )
 from gopherq.stores.sqlite import Database, sqlite_path
@@ -67,6 +77,9 @@ class SQLiteEventBackend(EventBackend):
     #   seq     the row (events.last) * JOB_SLOTS + the task's place in it: in row
     #           order, so that retention deletes a range of rowids
     #   id      a task id with events in that row
+    #
+    # event_workers: the worker events (SIDE_TYPES) again, one row each, for last
+    #   num     the event's number  time  its time  event  msgpack Event[:8]
     SCHEMA = (
         """CREATE TABLE IF NOT EXISTS events (
             last INTEGER PRIMARY KEY,
@@ -79,6 +92,11 @@ class SQLiteEventBackend(EventBackend):
             id TEXT NOT NULL
         )""",
         "CREATE INDEX IF NOT EXISTS event_jobs_id ON event_jobs (id)",
+        """CREATE TABLE IF NOT EXISTS event_workers (
+            num INTEGER PRIMARY KEY,
+            time REAL NOT NULL,
+            event BLOB NOT NULL
+        )""",
     )
 
     def __init__(
@@ -101,17 +119,24 @@ class SQLiteEventBackend(EventBackend):
             return
         chunks = [events[i : i + ROW_EVENTS] for i in range(0, len(events), ROW_EVENTS)]
         blobs = [(len(chunk), max(e.time for e in chunk), pack_events(chunk)) for chunk in chunks]
+        workers: list[tuple[int, float, bytes]] = []
         with self._db.write() as conn:
             (last,) = conn.execute("SELECT coalesce(max(last), 0) FROM events").fetchone()
             rows: list[tuple[int, int, float, bytes]] = []
             jobs: list[tuple[int, str]] = []
             for chunk, (count, newest, blob) in zip(chunks, blobs, strict=True):
+                workers.extend(
+                    (last + 1 + k, e.time, pack_event(e))
+                    for k, e in enumerate(chunk)
+                    if e.type in SIDE_TYPES
+                )
                 last += count
                 rows.append((last, count, newest, blob))
                 named = dict.fromkeys(e.id for e in chunk if e.id is not None)
                 jobs.extend((last * JOB_SLOTS + k, id) for k, id in enumerate(named))
             conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
             conn.executemany("INSERT INTO event_jobs VALUES (?, ?)", jobs)
+            conn.executemany("INSERT INTO event_workers VALUES (?, ?, ?)", workers)
             now = time.time()
             if now >= self._next_cleanup:
                 self._next_cleanup = now + CLEANUP_EVERY
@@ -138,26 +163,79 @@ class SQLiteEventBackend(EventBackend):
                 return events, str(after)
             waiter.wait(remaining)
 
-    def last(self, limit: int = 1, *, types: frozenset[str] | None = None) -> list[Event]:
-        """The newest ``limit`` events of ``types``, oldest first."""
+    def last(
+        self,
+        limit: int = 1,
+        *,
+        types: frozenset[str] | None = None,
+        since: float | None = None,
+    ) -> list[Event]:
+        """The newest ``limit`` events of ``types`` (from ``since``), oldest first: rows
+        newest first, each read from its end, down to the first event ``CLOCK_SLACK``
+        seconds older than ``since``."""
+        stop = -math.inf if since is None else since - CLOCK_SLACK
+        after = -math.inf if since is None else since
+        if types is not None and types <= SIDE_TYPES:
+            return self._last_side(limit, types, stop, after)
         found: list[Event] = []
         query = "SELECT last, events FROM events WHERE last < ? ORDER BY last DESC LIMIT ?"
+        before, batch = 2**63 - 1, 4
+        while True:
+            with self._db.read() as conn:
+                rows = conn.execute(query, (before, batch)).fetchall()
+            for last, blob in rows:
+                arrays = unpack_events(blob)
+                first = last - len(arrays) + 1
+                for offset in range(len(arrays) - 1, -1, -1):
+                    array = arrays[offset]
+                    # an array is Event[:8]: type and time first; events are built
+                    # only for those kept
+                    if not isinstance(array, list) or len(array) < 2:
+                        Event.from_array(array, "")  # raises DecodeError
+                    kind, at = array[0], array[1]
+                    if isinstance(at, int | float) and at < stop:
+                        return found[::-1]
+                    if types is not None and not (isinstance(kind, str) and kind in types):
+                        continue
+                    event = Event.from_array(array, str(first + offset))
+                    if event.time >= after:
+                        found.append(event)
+                        if len(found) >= limit:
+                            return found[::-1]
+            if len(rows) < batch:
+                return found[::-1]
+            before, batch = rows[-1][0], ROWS_PER_QUERY
+
+    def _last_side(
+        self, limit: int, types: frozenset[str], stop: float, after: float
+    ) -> list[Event]:
+        """``last`` of worker events only, from ``event_workers``."""
+        found: list[Event] = []
+        query = """SELECT num, time, event FROM event_workers WHERE num < ?
+            ORDER BY num DESC LIMIT ?"""
         before = 2**63 - 1
-        while len(found) < limit:
+        while True:
             with self._db.read() as conn:
                 rows = conn.execute(query, (before, ROWS_PER_QUERY)).fetchall()
-            for last, blob in rows:
-                row = [e for e in _events(last, blob) if types is None or e.type in types]
-                found.extend(reversed(row[-(limit - len(found)) :]))
-                if len(found) >= limit:
-                    break
+            for num, at, blob in rows:
+                if at < stop:
+                    return found[::-1]
+                event = Event.from_array(unpack_event(blob), str(num))
+                if event.type in types and event.time >= after:
+                    found.append(event)
+                    if len(found) >= limit:
+                        return found[::-1]
             if len(rows) < ROWS_PER_QUERY:
-                break
+                return found[::-1]
             before = rows[-1][0]
-        return found[::-1]
 
     def job_events(
-        self, id: str, *, since: float | None = None, limit: int = JOB_EVENTS
+        self,
+        id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = JOB_EVENTS,
     ) -> list[Event]:
         """The retained events of task ``id``, oldest first: its first ``limit``, from
         the rows the ``event_jobs`` index names."""
@@ -227,6 +305,8 @@ class SQLiteEventBackend(EventBackend):
         rows = conn.execute(
             "DELETE FROM events WHERE last < ? RETURNING count", (bound,)
         ).fetchall()
+        first = conn.execute("SELECT last - count + 1 FROM events ORDER BY last LIMIT 1")
+        conn.execute("DELETE FROM event_workers WHERE num < ?", (first.fetchone()[0],))
         return sum(count for (count,) in rows)
 
 

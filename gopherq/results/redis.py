@@ -26,7 +26,7 @@ records that expired since it last ran, from a sorted set of expiry times,
 
 ``job_page`` (the job history) walks ``P:{jobs}:index``, a sorted set of every
 stored id scored by ``created`` (the store time when unset), newest first, and
-reads the records in windows of ids (GETs pipelined; per node on a cluster).
+reads the records in windows of ids (one MGET; GETs pipelined per node on a cluster).
 A page starts at its cursor's score (``ZREVRANGEBYSCORE``, ties told apart by
 id), so paging costs the same at any depth, and ``since``/``until`` are score
 bounds. Filters by state, task and queue are applied to the records read, among
@@ -229,6 +229,7 @@ class RedisResultBackend(ResultBackend):
         if limit <= 0:
             return JobPage()
         filtered = state is not None or task is not None or queue is not None
+        needles = _needles(state, task, queue)
         window = max(limit + 1, JOBS_WINDOW) if filtered else limit + 1
         found: list[tuple[JobRecord, JobCursor]] = []
         position = self._start(after)
@@ -256,15 +257,18 @@ class RedisResultBackend(ResultBackend):
             if gone:  # expired or deleted: out of the index
                 self._conn.call(functools.partial(self._unindex, gone))
             for (id, score), blob in zip(fresh, blobs, strict=True):
-                record = None if blob is None else _decode(blob)
+                if blob is None or not all(n in blob for n in needles):
+                    continue
+                data = _unpack(blob)
+                # filters look at the map: only records kept are built
                 if (
-                    record is not None
-                    and (state is None or record.state == state)
-                    and (task is None or record.task == task)
-                    and (queue is None or record.queue == queue)
-                    and (not timed or sent_within(record.created, since, until))
+                    data is not None
+                    and (state is None or data.get("state") == state.value)
+                    and (task is None or data.get("task") == task)
+                    and (queue is None or data.get("queue", "default") == queue)
+                    and (not timed or sent_within(data.get("created"), since, until))
                 ):
-                    found.append((record, JobCursor(score, id)))
+                    found.append((JobRecord.from_map(data), JobCursor(score, id)))
             if len(entries) < window:
                 break
             if filtered:
@@ -305,8 +309,14 @@ class RedisResultBackend(ResultBackend):
         )
 
     def _get_many(self, ids: list[str], client: Client) -> list[Any]:
+        """The records' blobs (None where gone): one MGET, or on a cluster, where the
+        keys lie in many slots, GETs pipelined per node."""
+        if not ids:
+            return []
+        if not self._conn.cluster:
+            return list(client.mget([self._key(id) for id in ids]))
         calls: list[Call] = [("GET", [self._key(id)], ()) for id in ids]
-        return self._conn.run_many(client, calls) if calls else []
+        return self._conn.run_many(client, calls)
 
     def _unindex(self, ids: list[str], client: Client) -> Any:
         return client.zrem(self._jobs_key, *ids)
@@ -362,9 +372,25 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _decode(blob: bytes) -> JobRecord:
+def _needles(state: State | None, task: str | None, queue: str | None) -> list[bytes]:
+    """What a record's blob holds when it passes the filters: each filtered field's
+    key and value as msgpack packs them, one after the other (``to_map`` writes every
+    one of them). A blob without them is left out without being decoded; one with
+    them is still checked field by field."""
+    pairs = (("state", None if state is None else state.value), ("task", task), ("queue", queue))
+    return [msgpack.packb(k) + msgpack.packb(v) for k, v in pairs if v is not None]
+
+
+def _unpack(blob: bytes) -> dict[Any, Any]:
+    """The map of a record's blob; ``DecodeError`` if it is not one."""
     try:
         data = msgpack.unpackb(blob, raw=False)
     except (ValueError, msgpack.UnpackException) as exc:
         raise DecodeError(f"unreadable job record: {exc}") from exc
-    return JobRecord.from_map(data)
+    if not isinstance(data, dict):
+        raise DecodeError("malformed job record: not a map")
+    return data
+
+
+def _decode(blob: bytes) -> JobRecord:
+    return JobRecord.from_map(_unpack(blob))

@@ -219,7 +219,7 @@ SCRIPT_NAMES = (
     "enqueue", "reserve", "ack", "retry", "dead", "extend", "requeue", "stats", "depths", "purge",
     "dead_letters", "dead_letter", "requeue_dead", "purge_dead", "delete", "locate",
     "result_store", "result_token", "cancel", "cancel_requested", "resume", "rename",
-    "settle_held",
+    "settle_held", "event_add",
 )  # fmt: skip
 
 Call: TypeAlias = "tuple[Script | str, Sequence[str], Sequence[Any]]"

@@ -71,6 +71,23 @@ def test_stale_workers_only_when_asked(app: GopherQ, api: TestClient) -> None:
     problem(api.get(WORKERS, params={"stale": "perhaps"}), 422, "query.stale")
 
 
+def test_a_worker_online_before_the_window_read(app: GopherQ, api: TestClient) -> None:
+    """Only the last heartbeat intervals of the log are read: a worker's heartbeats
+    say what its ``worker-online``, older than that, said."""
+    presence = Presence(app, "host:1", 2, ["default", "math"])
+    presence.start()
+    app.events.flush()
+    [online] = app.events.last(1, "worker-online")
+    log = app.events.backend._log  # type: ignore[attr-defined]  # the memory backend's
+    log[:] = [e._replace(time=e.time - 3600) for e in log]  # sent an hour ago
+    presence.beat([("host:2", Holding())])
+    app.events.flush()
+    [worker] = api.get(WORKERS).json()["items"]
+    assert (worker["concurrency"], worker["queues"]) == (2, ["default", "math"])
+    assert worker["hostname"] == presence.info.hostname and worker["pid"] == presence.info.pid
+    assert worker["started"] == online.time and worker["alive"] is True
+
+
 def test_workers_need_events() -> None:
     app = GopherQ("noevents", broker="memory://", events=None)
     try:

@@ -20,6 +20,7 @@ from gopherq.states import DeadReason
 from gopherq.web.auth import require
 from gopherq.web.names import IdPath, check_name
 from gopherq.web.problems import Problem, invalid, not_found, problem_response
+from gopherq.web.responses import model_response
 from gopherq.web.state import AppDep
 
 router = APIRouter(tags=["dead letters"])
@@ -144,17 +145,18 @@ def list_dead(
     ] = None,
     offset: Annotated[int, Query(ge=0, le=admin_dead.SCAN_LIMIT * 100)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> DeadLetterPage:
+) -> Response:
     if queue is not None:
         check_name("queue", queue, "query.queue")
     reason_text = None if reason is None else reason.value
     infos = admin_dead.dead_letters(app, queue, reason_text, offset=offset, limit=limit)
-    return DeadLetterPage(
+    page = DeadLetterPage(
         items=[DeadLetter.of(i) for i in infos],
         offset=offset,
         limit=limit,
         next_offset=offset + len(infos) if len(infos) == limit else None,
     )
+    return model_response(page)
 
 
 @router.post(

@@ -51,6 +51,7 @@ from gopherq.events import Event, EventBackend
 from gopherq.events.base import START, check_types
 from gopherq.web.auth import require
 from gopherq.web.problems import Problem, invalid
+from gopherq.web.responses import model_response
 from gopherq.web.state import AppDep, StateDep
 
 log = logging.getLogger(__name__)
@@ -297,10 +298,13 @@ async def events(
         follow = wants_stream(request.headers.get("accept", ""))
     if not follow:
         if resume is None:
-            return await run_in_threadpool(newest_page, backend, wanted, limit)
-        start = await run_in_threadpool(start_cursor, backend, resume)
-        found, cursor = await run_in_threadpool(read_page, backend, start, wanted, limit)
-        return EventPage.model_validate({"events": [event_map(e) for e in found], "cursor": cursor})
+            page = await run_in_threadpool(newest_page, backend, wanted, limit)
+        else:
+            start = await run_in_threadpool(start_cursor, backend, resume)
+            found, cursor = await run_in_threadpool(read_page, backend, start, wanted, limit)
+            events = [event_map(e) for e in found]
+            page = EventPage.model_validate({"events": events, "cursor": cursor})
+        return model_response(page)
     cursor = await run_in_threadpool(start_cursor, backend, resume or "now")
     # The first read happens here, so that a failure is an error response, not a broken stream.
     first = await run_in_threadpool(

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import anyio
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -29,6 +29,7 @@ from gopherq.web.auth import Caller, require
 from gopherq.web.limits import enforce_send_rate
 from gopherq.web.names import IdPath, QueueField, TaskField
 from gopherq.web.problems import Problem, invalid, not_found
+from gopherq.web.responses import model_response
 from gopherq.web.routes.jobs_models import (
     MAX_BATCH,
     CreatedBatch,
@@ -195,7 +196,7 @@ def list_jobs(
         ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 50,
-) -> JobList:
+) -> Response:
     """A page of the job history (kept as long as results), newest sent first; pass
     ``next`` as ``cursor`` for the following page. A page may hold fewer jobs than
     ``limit`` and still have a ``next`` (on Redis, filters search a bounded window
@@ -210,7 +211,9 @@ def list_jobs(
         app, state=state, task=task, queue=queue, since=since, until=until, after=after, limit=limit
     )
     jobs = [_summary(r) for r in page.records]
-    return JobList(jobs=jobs, next=None if page.next is None else page.next.to_text())
+    return model_response(
+        JobList(jobs=jobs, next=None if page.next is None else page.next.to_text())
+    )
 
 
 def _summary(record: JobRecord) -> JobSummary:
@@ -252,14 +255,15 @@ def _detail(info: dict[str, Any], events: list[Event] | None) -> JobDetail:
     response_model=JobDetail,
     dependencies=[require(Role.VIEWER)],
 )
-def get_job(id: IdPath, app: AppDep) -> JobDetail:
+def get_job(id: IdPath, app: AppDep) -> Response:
     """Everything known of job ``id``: its record (result or error with traceback,
     attempts, progress, checkpoint, times, worker) and its retained events. 404 when
     neither the result store nor the broker knows it."""
     info = admin.find_job(app, id)
     if info is None:
         raise not_found("job", id)
-    return _detail(info, admin.job_events(app, id, info.get("created")))
+    events = admin.job_events(app, id, info.get("created"), info.get("finished"))
+    return model_response(_detail(info, events))
 
 
 @router.get(

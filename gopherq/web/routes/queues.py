@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from gopherq import admin_queues
@@ -18,6 +18,7 @@ from gopherq.errors import ConfigurationError
 from gopherq.web.auth import require
 from gopherq.web.names import QueueName
 from gopherq.web.problems import Problem, invalid, not_found
+from gopherq.web.responses import model_response
 from gopherq.web.state import AppDep
 
 router = APIRouter(tags=["queues"])
@@ -97,8 +98,8 @@ def _unknown(name: str) -> Problem:
     response_model=QueueList,
     dependencies=[require(Role.VIEWER)],
 )
-def list_queues(app: AppDep) -> QueueList:
-    return QueueList(items=[Queue.of(q) for q in admin_queues.queue_infos(app)])
+def list_queues(app: AppDep) -> Response:
+    return model_response(QueueList(items=[Queue.of(q) for q in admin_queues.queue_infos(app)]))
 
 
 @router.get(
