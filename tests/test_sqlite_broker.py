@@ -464,6 +464,23 @@ def test_a_full_database_is_unavailable_not_broken(tmp_path: Path) -> None:
     broker.close()
 
 
+def test_the_first_write_after_a_full_database_empties_the_wal(tmp_path: Path) -> None:
+    # SQLite checkpoints on its own only at 1000 WAL pages: on a disk smaller than
+    # that, the WAL would keep whatever room is freed, and the disk full.
+    broker = SQLiteBroker(url_of(tmp_path / "q.db"))
+    broker.ping()
+    pages = broker._db.connection().execute("PRAGMA page_count").fetchone()[0]
+    broker._db.connection().execute(f"PRAGMA max_page_count = {pages + 20}")
+    stored, error = fill_until_full(broker)
+    assert isinstance(error, BrokerUnavailable), error
+    assert os.path.getsize(tmp_path / "q.db-wal") > 0
+    broker._db.connection().execute("PRAGMA max_page_count = 1073741823")
+    broker.enqueue([envelope("after")])
+    assert os.path.getsize(tmp_path / "q.db-wal") == 0
+    assert len(broker.reserve(["default"], 1000, 0)) == len(stored) + 1
+    broker.close()
+
+
 def test_a_full_disk_is_unavailable_not_broken(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")

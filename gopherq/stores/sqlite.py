@@ -214,6 +214,7 @@ class Database:
         self._names = {stmt.split("EXISTS", 1)[1].split()[0] for stmt in schema}
         self._pid = os.getpid()
         self._slots: dict[int, _Slot] = {}  # by thread ident, for this process
+        self._was_full = False  # a write failed on a full disk: see _give_back_wal
         _DATABASES.add(self)
 
     def connection(self) -> sqlite3.Connection:
@@ -250,8 +251,21 @@ class Database:
                 with suppress(sqlite3.Error):
                     conn.rollback()
             if isinstance(exc, sqlite3.Error):
+                if _code(exc) == sqlite3.SQLITE_FULL:
+                    self._was_full = True
                 raise _error(self.path, exc) from exc
             raise
+        if self._was_full:
+            self._give_back_wal(conn)
+
+    def _give_back_wal(self, conn: sqlite3.Connection) -> None:
+        """After a full disk, copy the WAL into the file and truncate it, at the first
+        commit that succeeds again. SQLite checkpoints on its own only once the WAL
+        holds ``wal_autocheckpoint`` pages (4 MiB): on a small disk the WAL would
+        otherwise take the space freed meanwhile and keep the disk full for good."""
+        with suppress(sqlite3.Error):
+            (busy, _, _) = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            self._was_full = bool(busy)  # readers kept it from finishing: again next time
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -366,10 +380,15 @@ _DATABASES: weakref.WeakSet[Database] = weakref.WeakSet()
 _INHERITED: list[dict[int, _Slot]] = []  # a child's copies of its parent's connections
 
 
+def _code(exc: sqlite3.Error) -> int:
+    """The primary result code of ``exc`` (extended codes carry it in their low byte)."""
+    return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+
+
 def _error(path: str, exc: sqlite3.Error) -> BrokerError:
     """``exc`` as ``BrokerUnavailable`` when its primary result code is in ``_UNAVAILABLE``
     (extended codes carry it in their low byte), else as ``BrokerError``."""
-    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    code = _code(exc)
     kind = BrokerUnavailable if code in _UNAVAILABLE else BrokerError
     cause = _file_problem(path) if code in _FILE_PROBLEMS else ""
     return kind(f"SQLite {path}: {exc}" + (f": {cause}" if cause else ""))
