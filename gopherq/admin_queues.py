@@ -14,6 +14,7 @@ from gopherq.admin import known_queues
 from gopherq.brokers.base import QueueDepth
 from gopherq.errors import GopherQError
 from gopherq.routes import declared_queues
+from gopherq.states import Priority
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
@@ -42,6 +43,22 @@ class QueueInfo:
     broker cannot tell."""
     declared: bool = False
     """Whether the app declares it (default queue, a task's queue or a route's)."""
+
+    @property
+    def by_priority(self) -> list[tuple[str, int]]:
+        """Ready messages per priority name, most urgent first (``any`` for those of a
+        broker that cannot tell priorities apart)."""
+        ordered = sorted(self.ready_by_priority.items(), key=lambda i: -1 if i[0] is None else i[0])
+        return [(_priority_name(p), n) for p, n in ordered]
+
+
+def _priority_name(priority: int | None) -> str:
+    if priority is None:
+        return "any"
+    try:
+        return Priority(priority).name.lower()
+    except ValueError:
+        return str(priority)
 
 
 def _info(depth: QueueDepth, declared: bool) -> QueueInfo:

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from gopherq.access.keys import key_id_of
 from gopherq.access.roles import Role
+from gopherq.admin_queues import QueueInfo
 from gopherq.web.ui import charts, views
 from gopherq.web.ui.context import (
     DashboardDep,
@@ -138,7 +139,7 @@ async def queue_action(
     return RedirectResponse(url(request, "/queues"), 303)
 
 
-def _queue(app: GopherQ, name: str) -> views.QueueRow:
+def _queue(app: GopherQ, name: str) -> QueueInfo:
     """The known queue ``name``; the 404 page otherwise."""
     for row in views.queue_rows(app):
         if row.name == name:

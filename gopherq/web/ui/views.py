@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gopherq import admin
-from gopherq.brokers.base import QueueDepth
+from gopherq import admin, admin_queues
+from gopherq.admin_queues import QueueInfo
 from gopherq.errors import NotSupported
-from gopherq.states import Priority
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
@@ -21,25 +20,10 @@ DEAD_SAMPLE = 1000
 
 
 @dataclass(frozen=True, slots=True)
-class QueueRow:
-    """One queue as the dashboard shows it."""
-
-    name: str
-    ready: int
-    scheduled: int
-    running: int
-    dead: int
-    paused: bool
-    oldest_age: float | None
-    by_priority: tuple[tuple[str, int], ...]
-    """Ready messages per priority name (``any`` when the broker cannot tell)."""
-
-
-@dataclass(frozen=True, slots=True)
 class Overview:
     """The overview page's numbers."""
 
-    queues: tuple[QueueRow, ...]
+    queues: tuple[QueueInfo, ...]
     workers: tuple[str, ...]
     workers_checked: bool
     """False when events are off or unreadable: the worker count is unknown."""
@@ -51,19 +35,30 @@ class Overview:
         """The overview as the live-update endpoint sends it."""
         return {
             "time": self.time,
-            "queues": [asdict(q) for q in self.queues],
+            "queues": [
+                {
+                    "name": q.name,
+                    "ready": q.ready,
+                    "scheduled": q.scheduled,
+                    "running": q.running,
+                    "dead": q.dead,
+                    "paused": q.paused,
+                    "oldest_age": q.oldest_age,
+                }
+                for q in self.queues
+            ],
             "workers": {"online": len(self.workers), "checked": self.workers_checked},
             "dead_by_reason": [{"reason": r, "count": n} for r, n in self.dead_by_reason],
         }
 
 
-def queue_rows(app: GopherQ) -> list[QueueRow]:
-    """Every known queue (``admin.known_queues``) with its depths, by name."""
+def queue_rows(app: GopherQ) -> list[QueueInfo]:
+    """Every known queue with its depths, by name (``admin_queues.queue_infos``); only
+    the names where the broker cannot tell depths."""
     try:
-        depths = app.broker.queue_depths()
+        return admin_queues.queue_infos(app)
     except NotSupported:
-        depths = {}
-    return [_row(depths.get(name) or QueueDepth(name)) for name in admin.known_queues(app)]
+        return [QueueInfo(name) for name in admin.known_queues(app)]
 
 
 def overview(app: GopherQ) -> Overview:
@@ -85,26 +80,3 @@ def dead_by_reason(app: GopherQ) -> tuple[tuple[str, int], ...]:
     except NotSupported:
         return ()
     return tuple(Counter(letter.reason for letter in letters).most_common())
-
-
-def _row(depth: QueueDepth) -> QueueRow:
-    priorities = sorted(depth.ready.items(), key=lambda item: -1 if item[0] is None else item[0])
-    return QueueRow(
-        name=depth.name,
-        ready=sum(depth.ready.values()),
-        scheduled=depth.scheduled,
-        running=depth.running,
-        dead=depth.dead,
-        paused=depth.paused,
-        oldest_age=depth.oldest_age,
-        by_priority=tuple((_priority_name(p), n) for p, n in priorities),
-    )
-
-
-def _priority_name(priority: int | None) -> str:
-    if priority is None:
-        return "any"
-    try:
-        return Priority(priority).name.lower()
-    except ValueError:
-        return str(priority)
