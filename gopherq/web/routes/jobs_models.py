@@ -24,6 +24,7 @@ from gopherq.display import jsonable
 from gopherq.message import MAX_COUNT, MAX_KEY, MAX_TIMESTAMP
 from gopherq.states import State
 from gopherq.web.names import QueueField, TaskField
+from gopherq.web.routes.events import EventOut
 
 MAX_BATCH = 1000
 """Most jobs one ``POST /jobs:batch`` sends."""
@@ -178,20 +179,6 @@ class ProgressModel(BaseModel):
     message: str | None = None
 
 
-class EventModel(BaseModel):
-    """One lifecycle event of a job (see docs/events.md)."""
-
-    type: str
-    time: float
-    id: str | None = None
-    task: str | None = None
-    queue: str | None = None
-    worker: str | None = None
-    attempt: int | None = None
-    extra: dict[str, Any] = Field(default_factory=dict)
-    cursor: str
-
-
 class JobSummary(BaseModel):
     """A job as listings show it: no result, checkpoint or traceback."""
 
@@ -235,7 +222,7 @@ class JobDetail(JobSummary):
 
     result: Any = None
     checkpoint: Any = None
-    events: list[EventModel] | None = Field(
+    events: list[EventOut] | None = Field(
         None,
         description="The job's retained events, oldest first; null when events are off or "
         "cannot be read now.",
