@@ -7,7 +7,7 @@ import click
 
 from gopherq.app import GopherQ
 from gopherq.cli_support import with_app
-from gopherq.web_extra import require_web
+from gopherq.web_extra import DEFAULT_THREADS, require_web
 
 
 @click.command()
@@ -34,8 +34,17 @@ from gopherq.web_extra import require_web
     is_flag=True,
     help="Log a line per request (off by default: it slows small requests).",
 )
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=DEFAULT_THREADS,
+    show_default=True,
+    help="Blocking calls run at once (store reads); more only helps a slow remote store.",
+)
 @with_app
-def serve(app: GopherQ, host: str, port: int, no_auth: bool, access_log: bool) -> None:
+def serve(
+    app: GopherQ, host: str, port: int, no_auth: bool, access_log: bool, threads: int
+) -> None:
     """Serve the HTTP API (/api/v1, docs at /api/docs)."""
     require_web()
     from gopherq.web.server import serve as run
@@ -47,4 +56,4 @@ def serve(app: GopherQ, host: str, port: int, no_auth: bool, access_log: bool) -
             )
         click.echo(f"serving {url} (API {url}/api/v1, docs {url}/api/docs)", err=True)
 
-    run(app, host, port, auth=not no_auth, on_ready=ready, access_log=access_log)
+    run(app, host, port, auth=not no_auth, on_ready=ready, access_log=access_log, threads=threads)

@@ -1,4 +1,5 @@
-"""Whether the ``web`` extra is installed, asked before importing ``gopherq.web``."""
+"""Whether the ``web`` extra is installed, asked before importing ``gopherq.web``, and the
+server defaults the CLI shows without importing it."""
 
 from __future__ import annotations
 
@@ -15,3 +16,11 @@ def require_web() -> None:
         raise ConfigurationError(
             f"the HTTP API needs {', '.join(missing)}: pip install 'gopherq[web]'"
         )
+
+
+DEFAULT_THREADS = 2
+"""``gopherq serve``'s thread pool size. The routes' blocking work is Python code
+under the GIL (and SQLite hands the GIL back on every step), so more threads only
+trade it back and forth: at 40, a job list cost 3 times the CPU it costs with one
+thread, under 50 concurrent clients (docs/http-api.md, Performance). Two let a
+slow store read overlap with a fast one."""

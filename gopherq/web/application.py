@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
+from anyio import to_thread
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
@@ -21,13 +22,17 @@ API_PREFIX = "/api/v1"
 OPENAPI_URL = f"{API_PREFIX}/openapi.json"
 
 
-def create_app(app: GopherQ, *, auth: bool = True) -> FastAPI:
+def create_app(app: GopherQ, *, auth: bool = True, threads: int | None = None) -> FastAPI:
     """The HTTP API of ``app``, to run under any ASGI server or mount in another app.
 
     ``auth=False`` lets every request in as an admin: only for a server bound to
-    loopback (``gopherq serve --no-auth`` checks that).
+    loopback (``gopherq serve --no-auth`` checks that). ``threads`` bounds the thread
+    pool of the event loop the app starts on (``gopherq serve --threads``); None
+    leaves it as it is, as a mounted app must: the pool is the host app's.
     """
-    state = ServerState(app, auth=auth)
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be 1 or more, not {threads}")
+    state = ServerState(app, auth=auth, threads=threads)
     api = FastAPI(
         title=f"gopherq: {app.name}",
         version=__version__,
@@ -57,6 +62,8 @@ def _closing(state: ServerState) -> Callable[[FastAPI], AbstractAsyncContextMana
 
     @asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        if state.threads is not None:
+            to_thread.current_default_thread_limiter().total_tokens = state.threads
         state.sender.start()
         try:
             yield

@@ -23,6 +23,7 @@ import uvicorn
 from gopherq.app import GopherQ
 from gopherq.errors import ConfigurationError
 from gopherq.web.application import create_app
+from gopherq.web_extra import DEFAULT_THREADS
 
 GRACE = 10.0
 """Seconds requests in flight (long polls) get to finish once the server is stopping."""
@@ -75,6 +76,7 @@ def serve(
     log_level: str = "info",
     on_ready: Callable[[str], object] | None = None,
     access_log: bool = False,
+    threads: int = DEFAULT_THREADS,
 ) -> None:
     """Serve ``app``'s HTTP API until SIGTERM or SIGINT.
 
@@ -82,13 +84,14 @@ def serve(
     ``on_ready`` is called with the server's base URL once it accepts
     connections (with the port the system chose, for ``port`` 0). ``access_log``
     logs a line per request (uvicorn's): off by default, as it costs about a third
-    of a small request's time in the server.
+    of a small request's time in the server. ``threads`` bounds the thread pool
+    that runs blocking calls (``gopherq.web_extra.DEFAULT_THREADS``).
     """
     if not auth and not is_loopback(host):
         raise ConfigurationError(
             f"--no-auth serves everyone as admin: only allowed on a loopback host, not {host!r}"
         )
-    api = create_app(app, auth=auth)
+    api = create_app(app, auth=auth, threads=threads)
     sock = bind(host, port)
     url = url_of(host, sock.getsockname()[1])
     config = uvicorn.Config(

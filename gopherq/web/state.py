@@ -28,6 +28,10 @@ class ServerState:
     app: GopherQ
     auth: bool = True
     """False only with ``--no-auth`` (loopback): every caller is an anonymous admin."""
+    threads: int | None = None
+    """How many blocking calls (plain ``def`` routes, store reads) run at once in the
+    thread pool; None: the ASGI framework's default (40). See
+    ``gopherq.web_extra.DEFAULT_THREADS``."""
     key_cache: float = 1.0
     """Seconds a key's record is reused before it is read again: a key revoked
     elsewhere (``gopherq keys revoke``) is refused within this time; at once when
