@@ -2,19 +2,18 @@
 retry, purge, and replay with new arguments.
 
 What ``gopherq dead ...`` and the HTTP API's ``/dead`` routes both call. The
-broker lists dead letters by queue, newest first (``BrokerAdmin.dead_letters``);
-a reason filter is applied here, over at most ``SCAN_LIMIT`` of the newest dead
-letters (of the queue, if one is given): older ones are not matched by reason.
+broker lists dead letters by queue, newest first (``Broker.dead_letters``), and
+by reason (``Broker.dead_letters_for``: on SQLite all of them, elsewhere among the
+``SCAN_LIMIT`` newest of the queue, if one is given).
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gopherq.brokers.base import DeadLetter
+from gopherq.brokers.base import DEAD_SCAN_LIMIT, DeadLetter
 from gopherq.errors import DecodeError, GopherQError
 from gopherq.states import State
 
@@ -22,10 +21,8 @@ if TYPE_CHECKING:
     from gopherq.app import GopherQ
     from gopherq.serializer import Codec
 
-SCAN_PAGE = 500
-"""Dead letters read per broker call while filtering by reason."""
-SCAN_LIMIT = 10_000
-"""Newest dead letters a reason filter looks through at most."""
+SCAN_LIMIT = DEAD_SCAN_LIMIT
+"""Newest dead letters a reason filter looks through at most (on SQLite: all)."""
 
 
 class NotDead(GopherQError):
@@ -85,11 +82,7 @@ def task_name(codec: Codec, body: bytes) -> str | None:
     Lenient on purpose: a message dead-lettered for a bad field still shows
     its task name.
     """
-    try:
-        data = codec.peek(body)
-    except DecodeError:
-        return None
-    name = data.get("task") if isinstance(data, dict) else None
+    name = codec.peek_field(body, "task")
     return name if isinstance(name, str) else None
 
 
@@ -106,20 +99,6 @@ def info(app: GopherQ, letter: DeadLetter) -> DeadLetterInfo:
     )
 
 
-def _scan(app: GopherQ, queue: str | None, reason: str | None) -> Iterator[DeadLetter]:
-    """Dead letters of ``queue`` (all: None) newest first; with ``reason``, only those
-    among the newest ``SCAN_LIMIT``."""
-    offset = 0
-    while offset < SCAN_LIMIT or reason is None:
-        page = app.broker.dead_letters(queue, offset, SCAN_PAGE)
-        for letter in page:
-            if reason is None or letter.reason == reason:
-                yield letter
-        if len(page) < SCAN_PAGE:
-            return
-        offset += len(page)
-
-
 def dead_letters(
     app: GopherQ,
     queue: str | None = None,
@@ -132,7 +111,7 @@ def dead_letters(
     if reason is None:
         letters = app.broker.dead_letters(queue, offset, limit)
     else:
-        letters = list(itertools.islice(_scan(app, queue, reason), offset, offset + limit))
+        letters = app.broker.dead_letters_for(reason, queue, offset, limit)
     return [info(app, letter) for letter in letters]
 
 
@@ -159,7 +138,7 @@ def detail(app: GopherQ, id: str) -> DeadLetterDetail:
 def matching_ids(app: GopherQ, queue: str | None, reason: str) -> list[str]:
     """Ids of the dead letters of ``queue`` with ``reason``, among the newest
     ``SCAN_LIMIT``."""
-    return [letter.id for letter in _scan(app, queue, reason)]
+    return [letter.id for letter in app.broker.dead_letters_for(reason, queue, 0, SCAN_LIMIT)]
 
 
 def retry(

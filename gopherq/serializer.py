@@ -186,6 +186,23 @@ class Codec:
         ``DecodeError`` if unreadable."""
         return self.unpack(data)
 
+    def peek_field(self, data: bytes, name: str) -> Any:
+        """One top-level field of an encoded map, the other fields skipped undecoded
+        (a dead letter's task name in a list, without its arguments); None if ``data``
+        is not a map, has no such field, or cannot be read."""
+        if not data or len(data) > self.max_message_size:
+            return None
+        unpacker = msgpack.Unpacker(max_buffer_size=len(data), **_UNPACK)
+        unpacker.feed(data)
+        try:
+            for _ in range(unpacker.read_map_header()):
+                if unpacker.unpack() == name:
+                    return unpacker.unpack()
+                unpacker.skip()
+        except Exception:  # msgpack raises several unrelated types; any means unreadable
+            return None
+        return None
+
     def encode(self, message: Message) -> bytes:
         """Encode a message; raise ``PayloadTooLarge`` above the size limit."""
         mapping = message.to_map()

@@ -342,6 +342,24 @@ def test_dead_letters_newest_first_with_offset_and_limit(broker: Broker) -> None
 
 
 @admin
+def test_dead_letters_by_reason(broker: Broker) -> None:
+    queues = ("a", "a", "b", "a", "a")
+    ids = enqueue(broker, *(envelope(q) for q in queues))
+    for queue, reason in zip(
+        queues, ("REJECTED", "MAX_RETRIES", "REJECTED", "REJECTED", "MAX_RETRIES")
+    ):
+        [got] = broker.reserve([queue], 1, 0)
+        assert broker.dead(got, reason, "error")
+    rejected = [ids[3], ids[2], ids[0]]  # newest first
+    assert [d.id for d in broker.dead_letters_for("REJECTED")] == rejected
+    assert [d.id for d in broker.dead_letters_for("REJECTED", "a")] == [ids[3], ids[0]]
+    assert [d.id for d in broker.dead_letters_for("REJECTED", offset=1, limit=1)] == [ids[2]]
+    assert [d.id for d in broker.dead_letters_for("MAX_RETRIES")] == [ids[4], ids[1]]
+    assert broker.dead_letters_for("EXPIRED") == []
+    assert broker.dead_letters_for("REJECTED", "c") == []
+
+
+@admin
 def test_dead_letters_per_queue_and_all(broker: Broker) -> None:
     a = kill(broker, "a", 2)
     b = kill(broker, "b", 2)

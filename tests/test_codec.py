@@ -256,3 +256,21 @@ def test_nesting_depth_counts_maps_too() -> None:
         codec.unpack(raw(nested_maps(MAX_DEPTH, {"k": 0})))
     with pytest.raises(DecodeError, match="nesting deeper"):
         codec.unpack(raw(nested_maps(MAX_DEPTH + 1, 0)))
+
+
+def test_peek_field_reads_one_field_and_skips_the_rest() -> None:
+    body = codec.encode(Message(id=new_id(), task="shop.send", args=[{"deep": [1, 2]}] * 50))
+    assert codec.peek_field(body, "task") == "shop.send"
+    assert codec.peek_field(body, "args") == [{"deep": [1, 2]}] * 50
+    assert codec.peek_field(body, "missing") is None
+    foreign = raw({"args": [[[[[]]]]] * 3, "kwargs": {"a": 1}, "task": "other.task"})
+    assert codec.peek_field(foreign, "task") == "other.task"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"\xc1", raw([1, 2]), raw("text"), raw({"task": 1})[:-1], b"\x91" * 100_000],
+    ids=["empty", "invalid", "array", "string", "truncated", "deep"],
+)
+def test_peek_field_of_an_unreadable_body_is_none(body: bytes) -> None:
+    assert codec.peek_field(body, "task") is None

@@ -51,6 +51,10 @@ from gopherq.states import State
 
 _PURGE_PAGE = 500
 """Dead letters listed per step of the default ``purge_dead``."""
+_DEAD_SCAN_PAGE = 500
+"""Dead letters listed per step of the default ``dead_letters_for``."""
+DEAD_SCAN_LIMIT = 10_000
+"""Newest dead letters the default ``dead_letters_for`` looks through at most."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +247,23 @@ class BrokerAdmin(UrlRepr):
     ) -> list[DeadLetter]:
         """Dead letters, newest first, of one queue or all."""
         raise self.not_supported("dead_letters")
+
+    def dead_letters_for(
+        self, reason: str, queue: str | None = None, offset: int = 0, limit: int = 100
+    ) -> list[DeadLetter]:
+        """Dead letters with ``reason``, newest first, of one queue or all.
+
+        Default: ``dead_letters`` a page at a time, filtered, looking through the newest
+        ``DEAD_SCAN_LIMIT`` only (older ones are not matched); a broker that can select
+        by reason overrides it and matches them all.
+        """
+        found: list[DeadLetter] = []
+        for start in range(0, DEAD_SCAN_LIMIT, _DEAD_SCAN_PAGE):
+            page = self.dead_letters(queue, start, _DEAD_SCAN_PAGE)
+            found.extend(letter for letter in page if letter.reason == reason)
+            if len(found) >= offset + limit or len(page) < _DEAD_SCAN_PAGE:
+                break
+        return found[offset : offset + limit]
 
     def dead_letter(self, id: str) -> DeadLetter | None:
         """The dead letter ``id``; None if ``id`` is not a dead letter.

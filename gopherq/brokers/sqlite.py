@@ -526,10 +526,26 @@ class SQLiteBroker(Broker):
         self, queue: str | None = None, offset: int = 0, limit: int = 100
     ) -> list[DeadLetter]:
         """Dead letters, newest first, of one queue or all."""
-        where = "state = 'dead' AND died > ?" + (" AND queue = ?" if queue is not None else "")
+        return self._dead_letters(queue, None, offset, limit)
+
+    def dead_letters_for(
+        self, reason: str, queue: str | None = None, offset: int = 0, limit: int = 100
+    ) -> list[DeadLetter]:
+        """Dead letters with ``reason``, newest first, of one queue or all (every one
+        kept, not only the newest)."""
+        return self._dead_letters(queue, reason, offset, limit)
+
+    def _dead_letters(
+        self, queue: str | None, reason: str | None, offset: int, limit: int
+    ) -> list[DeadLetter]:
+        where = "state = 'dead' AND died > ?"
         params: tuple[object, ...] = (time.time() - self.dead_letter_ttl,)
         if queue is not None:
+            where += " AND queue = ?"
             params += (queue,)
+        if reason is not None:
+            where += " AND reason = ?"
+            params += (reason,)
         with self._db.read() as conn:
             rows = conn.execute(
                 f"""SELECT id, queue, priority, body, attempt, reason, error, died
