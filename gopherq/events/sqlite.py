@@ -56,8 +56,9 @@ from gopherq.stores.sqlite import Database, sqlite_path
 
 CLEANUP_EVERY = 1.0
 """Seconds between retention passes of one publishing process."""
-ROW_EVENTS = 1000
-"""Most events stored in one row; a larger batch takes several."""
+ROW_EVENTS = 250
+"""Most events stored in one row; a larger batch takes several. Reading the newest
+events decodes a whole row (a busy worker publishes thousands at once)."""
 ROWS_PER_QUERY = 64
 JOB_SLOTS = 1024
 """Task ids a row may name in ``event_jobs``: more than ``ROW_EVENTS``."""

@@ -11,8 +11,16 @@ from __future__ import annotations
 
 from fastapi.responses import Response
 from pydantic import BaseModel
+from pydantic_core import to_json
 
 JSON = "application/json"
+
+
+def json_response(data: object, status_code: int = 200) -> Response:
+    """Plain data (dicts, lists, strings, numbers) as JSON, not validated against a
+    model: for pages built from values that were already checked. Non-finite
+    numbers become null, as in ``model_response``."""
+    return Response(to_json(data, inf_nan_mode="null"), status_code, media_type=JSON)
 
 
 def model_response(model: BaseModel, status_code: int = 200) -> Response:

@@ -51,7 +51,7 @@ from gopherq.events import Event, EventBackend
 from gopherq.events.base import START, check_types
 from gopherq.web.auth import require
 from gopherq.web.problems import Problem, invalid
-from gopherq.web.responses import model_response
+from gopherq.web.responses import json_response
 from gopherq.web.state import AppDep, StateDep
 
 log = logging.getLogger(__name__)
@@ -194,12 +194,13 @@ def read_page(
     return found, cursor
 
 
-def newest_page(backend: EventBackend, wanted: EventFilter, limit: int) -> EventPage:
-    """The newest ``limit`` events (those of them passing ``wanted``), oldest first."""
+def newest_page(backend: EventBackend, wanted: EventFilter, limit: int) -> dict[str, Any]:
+    """The newest ``limit`` events (those of them passing ``wanted``), oldest first, as
+    an ``EventPage``'s JSON object."""
     events = backend.last(limit, types=wanted.types)
     shown = [event_map(e) for e in events if wanted.matches(e)]
     cursor = events[-1].cursor if events else start_cursor(backend, "now")
-    return EventPage.model_validate({"events": shown, "cursor": cursor})
+    return {"events": shown, "cursor": cursor}
 
 
 async def tail(
@@ -302,9 +303,8 @@ async def events(
         else:
             start = await run_in_threadpool(start_cursor, backend, resume)
             found, cursor = await run_in_threadpool(read_page, backend, start, wanted, limit)
-            events = [event_map(e) for e in found]
-            page = EventPage.model_validate({"events": events, "cursor": cursor})
-        return model_response(page)
+            page = {"events": [event_map(e) for e in found], "cursor": cursor}
+        return json_response(page)
     cursor = await run_in_threadpool(start_cursor, backend, resume or "now")
     # The first read happens here, so that a failure is an error response, not a broken stream.
     first = await run_in_threadpool(

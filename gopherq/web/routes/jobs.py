@@ -29,11 +29,10 @@ from gopherq.web.auth import Caller, require
 from gopherq.web.limits import enforce_send_rate
 from gopherq.web.names import IdPath, QueueField, TaskField
 from gopherq.web.problems import Problem, invalid, not_found
-from gopherq.web.responses import model_response
+from gopherq.web.responses import json_response, model_response
 from gopherq.web.routes.jobs_models import (
     MAX_BATCH,
     CreatedBatch,
-    ErrorInfoModel,
     JobBatch,
     JobCancelled,
     JobCreated,
@@ -43,8 +42,6 @@ from gopherq.web.routes.jobs_models import (
     JobResult,
     JobRetried,
     JobSubmit,
-    JobSummary,
-    ProgressModel,
     json_value,
 )
 from gopherq.web.state import AppDep, server_state
@@ -211,27 +208,28 @@ def list_jobs(
         app, state=state, task=task, queue=queue, since=since, until=until, after=after, limit=limit
     )
     jobs = [_summary(r) for r in page.records]
-    return model_response(
-        JobList(jobs=jobs, next=None if page.next is None else page.next.to_text())
-    )
+    return json_response({"jobs": jobs, "next": None if page.next is None else page.next.to_text()})
 
 
-def _summary(record: JobRecord) -> JobSummary:
-    """A record as listings show it: its result and checkpoint are not decoded."""
-    error = record.error
-    return JobSummary(
-        id=record.id,
-        state=record.state,
-        task=record.task,
-        queue=record.queue,
-        attempts=record.attempts,
-        created=record.created,
-        started=record.started,
-        finished=record.finished,
-        worker=record.worker,
-        error=None if error is None else ErrorInfoModel(type=error.type, message=error.message),
-        progress=None if record.progress is None else ProgressModel(**record.progress._asdict()),
-    )
+def _summary(record: JobRecord) -> dict[str, Any]:
+    """A record as listings show it (a ``JobSummary``'s JSON object, built without the
+    model: a page holds up to 1,000): its result and checkpoint are not decoded."""
+    error, progress = record.error, record.progress
+    return {
+        "id": record.id,
+        "state": record.state.value,
+        "task": record.task,
+        "queue": record.queue,
+        "attempts": record.attempts,
+        "created": record.created,
+        "started": record.started,
+        "finished": record.finished,
+        "worker": record.worker,
+        "error": None
+        if error is None
+        else {"type": error.type, "message": error.message, "traceback": ""},
+        "progress": None if progress is None else progress._asdict(),
+    }
 
 
 def _detail(info: dict[str, Any], events: list[Event] | None) -> JobDetail:
