@@ -34,6 +34,8 @@ from gopherq.message import Message
 
 DEFAULT_MAX_SIZE = 1024 * 1024
 MAX_DEPTH = 64
+_SMALL_BODY = 512
+"""Bodies up to this size are decoded whole by ``Codec.peek_field``."""
 
 _EXT_DATETIME_AWARE = 1
 _EXT_DATETIME_NAIVE = 2
@@ -192,6 +194,12 @@ class Codec:
         is not a map, has no such field, or cannot be read."""
         if not data or len(data) > self.max_message_size:
             return None
+        if len(data) <= _SMALL_BODY:  # decoding it whole is cheaper than an Unpacker
+            try:
+                whole = msgpack.unpackb(data, **_UNPACK)
+            except Exception:  # msgpack raises several unrelated types; any means unreadable
+                return None
+            return whole.get(name) if isinstance(whole, dict) else None
         unpacker = msgpack.Unpacker(max_buffer_size=len(data), **_UNPACK)
         unpacker.feed(data)
         try:
