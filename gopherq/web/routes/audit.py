@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from gopherq.access.manager import MAX_AUDIT_LIMIT, parse_since
 from gopherq.access.roles import Role
 from gopherq.web.auth import require
 from gopherq.web.problems import invalid
+from gopherq.web.responses import model_response
 from gopherq.web.state import StateDep
 
 router = APIRouter(tags=["audit"], dependencies=[require(Role.ADMIN)])
@@ -44,11 +45,11 @@ def read_audit(
         Query(max_length=64, description="1h, 7d (ago), Unix seconds or ISO 8601."),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_LIMIT)] = 100,
-) -> AuditPage:
+) -> Response:
     access = state.app.access
     try:
         start = None if since is None else parse_since(since, access.clock())
     except ValueError as exc:
         raise invalid("query.since", str(exc)) from None
     entries = access.audit(start, limit)
-    return AuditPage(entries=[AuditRecord(**e.to_map()) for e in entries])
+    return model_response(AuditPage(entries=[AuditRecord(**e.to_map()) for e in entries]))

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from gopherq import admin
 from gopherq.access.roles import Role
 from gopherq.web.auth import require
+from gopherq.web.responses import model_response
 from gopherq.web.state import AppDep, StateDep
 
 probes = APIRouter(tags=["health"])
@@ -107,15 +108,20 @@ def metrics(state: StateDep) -> Response:
     response_model=Health,
     dependencies=[require(Role.VIEWER)],
 )
-def health(app: AppDep) -> Health:
+def health(app: AppDep) -> Response:
     broker = admin.check_health(app)
     results = admin.check_result_store(app)
     beats = admin.recent_heartbeats(app)
-    return Health(
-        ok=broker.ok and results.ok,
-        broker=_store(broker),
-        results=_store(results),
-        workers=WorkersHealth(
-            checked=beats.checked, recent=list(beats.workers), last=beats.last, error=beats.error
-        ),
+    return model_response(
+        Health(
+            ok=broker.ok and results.ok,
+            broker=_store(broker),
+            results=_store(results),
+            workers=WorkersHealth(
+                checked=beats.checked,
+                recent=list(beats.workers),
+                last=beats.last,
+                error=beats.error,
+            ),
+        )
     )

@@ -109,9 +109,9 @@ def list_queues(app: AppDep) -> Response:
     response_model=Queue,
     dependencies=[require(Role.VIEWER)],
 )
-def get_queue(app: AppDep, name: QueueName) -> Queue:
+def get_queue(app: AppDep, name: QueueName) -> Response:
     try:
-        return Queue.of(admin_queues.queue_info(app, name))
+        return model_response(Queue.of(admin_queues.queue_info(app, name)))
     except admin_queues.UnknownQueue:
         raise _unknown(name) from None
 

@@ -22,6 +22,7 @@ from gopherq.schedules import CatchUp, ScheduleInfo
 from gopherq.web.auth import require
 from gopherq.web.names import ScheduleName, check_name
 from gopherq.web.problems import Problem, invalid, not_found, problem_response
+from gopherq.web.responses import model_response
 from gopherq.web.state import AppDep
 
 router = APIRouter(tags=["schedules"])
@@ -214,8 +215,8 @@ def _location(request: Request, name: str) -> str:
     response_model=ScheduleList,
     dependencies=[require(Role.VIEWER)],
 )
-def list_schedules(app: AppDep) -> ScheduleList:
-    return ScheduleList(items=[Schedule.of(info) for info in app.schedules.list()])
+def list_schedules(app: AppDep) -> Response:
+    return model_response(ScheduleList(items=[Schedule.of(info) for info in app.schedules.list()]))
 
 
 @router.post(
@@ -246,8 +247,8 @@ def add(app: AppDep, body: ScheduleCreate, request: Request, response: Response)
     response_model=Schedule,
     dependencies=[require(Role.VIEWER)],
 )
-def get_schedule(app: AppDep, name: ScheduleName) -> Schedule:
-    return _one(app, name)
+def get_schedule(app: AppDep, name: ScheduleName) -> Response:
+    return model_response(_one(app, name))
 
 
 @router.put(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from gopherq import admin, admin_workers
@@ -16,6 +16,7 @@ from gopherq.access.roles import Role
 from gopherq.web.auth import require
 from gopherq.web.names import TaskName
 from gopherq.web.problems import Problem, not_found, problem_response
+from gopherq.web.responses import model_response
 from gopherq.web.state import AppDep
 
 router = APIRouter(tags=["workers"])
@@ -85,13 +86,13 @@ def list_workers(
     stale: Annotated[
         bool, Query(description="Also those whose heartbeats stopped (not gone offline).")
     ] = False,
-) -> WorkerList:
+) -> Response:
     if not app.events.enabled:
         raise Problem(
             501, "events-off", "Events are off", "workers are known from events: turn events on"
         )
     views = admin_workers.workers(app, stale=stale)
-    return WorkerList(
+    workers = WorkerList(
         items=[
             Worker(
                 name=v.name,
@@ -112,6 +113,7 @@ def list_workers(
             for v in views
         ]
     )
+    return model_response(workers)
 
 
 def _task(info: admin.TaskInfo) -> Task:
@@ -134,8 +136,8 @@ def _task(info: admin.TaskInfo) -> Task:
     tags=["tasks"],
     dependencies=[require(Role.VIEWER)],
 )
-def list_tasks(app: AppDep) -> TaskList:
-    return TaskList(items=[_task(info) for info in admin.registered_tasks(app)])
+async def list_tasks(app: AppDep) -> Response:  # the registry is in memory: no thread hop
+    return model_response(TaskList(items=[_task(info) for info in admin.registered_tasks(app)]))
 
 
 @router.get(
@@ -146,8 +148,8 @@ def list_tasks(app: AppDep) -> TaskList:
     tags=["tasks"],
     dependencies=[require(Role.VIEWER)],
 )
-def get_task(app: AppDep, name: TaskName) -> Task:
+async def get_task(app: AppDep, name: TaskName) -> Response:
     for info in admin.registered_tasks(app):
         if info.name == name:
-            return _task(info)
+            return model_response(_task(info))
     raise not_found("task", name)
