@@ -7,7 +7,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 logger = logging.getLogger("gopherq.access")
@@ -35,8 +35,8 @@ class AuditEntry:
     path: str = ""
 
     def to_map(self) -> dict[str, Any]:
-        """Plain values, for JSON."""
-        return asdict(self)
+        """Plain values, for JSON (every field is one: no ``asdict`` deep copy)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     @classmethod
     def from_map(cls, data: dict[str, Any]) -> AuditEntry:
