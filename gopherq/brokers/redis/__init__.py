@@ -470,15 +470,15 @@ class RedisBroker(Broker):
         else:
             queues, first, count = self._known(), 0, offset + limit
         results = self._run_each(script("dead_letters"), queues, (self._ttl, first, count))
-        letters = [
-            _dead_letter(q, raw[j : j + 7])
+        found = [
+            (q, raw[j : j + 7])
             for q, raw in zip(queues, results, strict=True)
             for j in range(0, len(raw), 7)
         ]
-        if queue is not None:
-            return letters
-        letters.sort(key=lambda d: d.died, reverse=True)
-        return letters[offset : offset + limit]
+        if queue is None:  # the newest of every queue's newest; only those are built
+            found.sort(key=lambda letter: float(letter[1][6]), reverse=True)
+            found = found[offset : offset + limit]
+        return [_dead_letter(q, fields) for q, fields in found]
 
     def dead_letter(self, id: str) -> DeadLetter | None:
         """The dead letter ``id`` (in any known queue); None if it is not one."""
