@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -233,3 +235,23 @@ def test_audit_writer_backlog_is_bounded() -> None:
     assert writer.dropped == 7
     gate.set()
     writer.close()
+
+
+def test_audit_entries_queued_at_exit_are_written_without_close(tmp_path: Path) -> None:
+    # As when the API is mounted in another app, whose lifespan never closes the writer.
+    out = tmp_path / "audit.txt"
+    program = f"""
+import time
+from gopherq.access.audit import AuditEntry, AuditWriter
+
+def write(entries):
+    time.sleep(0.3)  # a slow store: the process exits while this runs
+    with open({str(out)!r}, "a") as f:
+        f.writelines(e.action + "\\n" for e in entries)
+
+writer = AuditWriter(write)
+for action in ("jobs.create", "queues.pause"):
+    writer.submit(AuditEntry(0.0, "k", "admin", action, "t", "h", 200))
+"""
+    subprocess.run([sys.executable, "-c", program], check=True, timeout=30)
+    assert out.read_text().split() == ["jobs.create", "queues.pause"]

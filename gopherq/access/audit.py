@@ -3,6 +3,7 @@ request path."""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from collections import deque
@@ -11,6 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 logger = logging.getLogger("gopherq.access")
+
+EXIT_TIMEOUT = 5.0
+"""Seconds the process's exit waits for queued entries to be written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,9 @@ class AuditWriter:
                 self._closed = False
                 self._thread = threading.Thread(target=self._run, name="gopherq-audit", daemon=True)
                 self._thread.start()
+                # Mounted in another app, nobody may call close: entries of calls
+                # already answered are still written when the process exits.
+                atexit.register(self.close, EXIT_TIMEOUT)
             self._cond.notify_all()
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -84,6 +91,7 @@ class AuditWriter:
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop the thread."""
+        atexit.unregister(self.close)
         self.flush(timeout)
         with self._cond:
             self._closed = True
