@@ -44,7 +44,9 @@ Rows written by others: a program that writes the ``messages`` table directly
 (not through this broker) may leave values of the wrong type or range. None of
 them stops a reserve or blocks the queue, and each such message ends run or
 dead-lettered ``DECODE_ERROR`` with a reason: see ``_sqlite_rows``. Their
-changes are counted all the same: triggers keep the counts that ``stats`` reads.
+changes are counted all the same: triggers keep the counts that ``stats`` reads
+(except a row replaced by ``INSERT OR REPLACE``, which SQLite deletes without its
+delete trigger unless that connection enabled ``recursive_triggers``).
 """
 
 from __future__ import annotations
