@@ -358,7 +358,7 @@ class Database:
         return missing
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Derived:
     """A table that triggers keep in step with another (see ``Database``): ``names`` are
     its table and triggers, ``rebuild`` the statements that fill it from scratch."""
