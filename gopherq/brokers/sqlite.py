@@ -43,7 +43,10 @@ the file runs on the same machine, so they share one clock.
 Rows written by others: a program that writes the ``messages`` table directly
 (not through this broker) may leave values of the wrong type or range. None of
 them stops a reserve or blocks the queue, and each such message ends run or
-dead-lettered ``DECODE_ERROR`` with a reason: see ``_sqlite_rows``.
+dead-lettered ``DECODE_ERROR`` with a reason: see ``_sqlite_rows``. Their
+changes are counted all the same: triggers keep the counts that ``stats`` reads
+(except a row replaced by ``INSERT OR REPLACE``, which SQLite deletes without its
+delete trigger unless that connection enabled ``recursive_triggers``).
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ from gopherq.brokers.base import (
 )
 from gopherq.errors import BrokerUnavailable
 from gopherq.states import State
-from gopherq.stores.sqlite import Database, sqlite_path
+from gopherq.stores.sqlite import Database, Derived, sqlite_path
 
 # How often reserve looks for expired leases and old dead letters, per process.
 RECOVER_EVERY = 1.0
@@ -82,6 +85,19 @@ _LOCATED = {
     "leased": State.STARTED,
     "dead": State.DEAD,
 }
+
+# The statements of the triggers that keep message_counts: a message adds 1 to the column
+# of its state (to none for a state, written by others, that is none of these).
+_STATES = ("ready", "scheduled", "leased", "dead")
+_COUNT_NEW = f"""INSERT INTO message_counts (queue, priority, {", ".join(_STATES)})
+    VALUES (new.queue, new.priority, {", ".join(f"new.state = '{s}'" for s in _STATES)})
+    ON CONFLICT DO UPDATE SET {", ".join(f"{s} = {s} + excluded.{s}" for s in _STATES)}"""
+_UNCOUNT_OLD = f"""UPDATE message_counts
+    SET {", ".join(f"{s} = {s} - (old.state = '{s}')" for s in _STATES)}
+    WHERE queue = old.queue AND priority = old.priority"""
+_RECOUNT = f"""UPDATE message_counts
+    SET {", ".join(f"{s} = {s} + (new.state = '{s}') - (old.state = '{s}')" for s in _STATES)}
+    WHERE queue = new.queue AND priority = new.priority"""
 
 
 class SQLiteBroker(Broker):
@@ -118,8 +134,14 @@ class SQLiteBroker(Broker):
     #
     #   queues         every queue seen by enqueue or pause, and its paused flag
     #
+    #   message_counts how many messages of each (queue, priority) are in each state,
+    #                  kept by triggers on ``messages`` in the transaction of every
+    #                  change (whoever makes it), so that ``stats`` and
+    #                  ``queue_depths`` read a row per queue and priority however
+    #                  many messages wait; a row whose counts fall to 0 stays
+    #
     # The index of each state is partial: it holds only the rows it serves, and
-    # carries the queue, so that ``stats`` reads indexes only.
+    # carries the queue.
     SCHEMA = (
         """CREATE TABLE IF NOT EXISTS messages (
             seq INTEGER PRIMARY KEY,
@@ -162,6 +184,54 @@ class SQLiteBroker(Broker):
         # cancel_requested reads this (few rows: the marked ones) and never the table
         """CREATE INDEX IF NOT EXISTS messages_cancelled
             ON messages (id) WHERE cancelled = 1""",
+        # the types of messages' columns, so that a row written by others with a value of
+        # another type is counted under the value that messages holds
+        """CREATE TABLE IF NOT EXISTS message_counts (
+            queue TEXT NOT NULL,
+            priority INTEGER NOT NULL,
+            ready INTEGER NOT NULL,
+            scheduled INTEGER NOT NULL,
+            leased INTEGER NOT NULL,
+            dead INTEGER NOT NULL,
+            PRIMARY KEY (queue, priority)
+        ) WITHOUT ROWID""",
+        f"""CREATE TRIGGER IF NOT EXISTS messages_count_insert AFTER INSERT ON messages
+        BEGIN {_COUNT_NEW}; END""",
+        f"""CREATE TRIGGER IF NOT EXISTS messages_count_delete AFTER DELETE ON messages
+        BEGIN {_UNCOUNT_OLD}; END""",
+        # Only statements that set the column fire these (not renew, nor cancel's mark).
+        # A change of state within the message's queue and priority (every move that the
+        # broker makes): one update of one row.
+        f"""CREATE TRIGGER IF NOT EXISTS messages_count_update AFTER UPDATE OF state ON messages
+            WHEN new.state IS NOT old.state
+                AND new.queue IS old.queue AND new.priority IS old.priority
+        BEGIN {_RECOUNT}; END""",
+        # A message moved to another queue or priority (only others' programs do that).
+        f"""CREATE TRIGGER IF NOT EXISTS messages_count_move
+            AFTER UPDATE OF queue, priority ON messages
+            WHEN new.queue IS NOT old.queue OR new.priority IS NOT old.priority
+        BEGIN {_UNCOUNT_OLD}; {_COUNT_NEW}; END""",
+    )
+    # Files from before message_counts get it filled in the transaction that creates it;
+    # so does a file that lost one of its triggers (its counts may be wrong).
+    DERIVED = (
+        Derived(
+            frozenset(
+                {
+                    "message_counts",
+                    "messages_count_insert",
+                    "messages_count_delete",
+                    "messages_count_update",
+                    "messages_count_move",
+                }
+            ),
+            (
+                "DELETE FROM message_counts",
+                f"""INSERT INTO message_counts (queue, priority, {", ".join(_STATES)})
+                SELECT queue, priority, {", ".join(f"sum(state = '{s}')" for s in _STATES)}
+                FROM messages GROUP BY queue, priority""",
+            ),
+        ),
     )
     # Columns added since the first release, for files created before (see Database).
     ADDED = (("messages", "cancelled", "INTEGER NOT NULL DEFAULT 0"),)
@@ -193,7 +263,7 @@ class SQLiteBroker(Broker):
         self.path = sqlite_path(url)
         self.lease_seconds = lease_seconds
         self.dead_letter_ttl = dead_letter_ttl
-        self._db = Database(self.path, self.SCHEMA, self.ADDED, self.DROPPED)
+        self._db = Database(self.path, self.SCHEMA, self.ADDED, self.DROPPED, self.DERIVED)
         self._next_recover = 0.0
         self._sweep_from = 0  # seq where the recovery tick next looks for stray rows
         self._known_queues: set[str] = set()
@@ -434,64 +504,55 @@ class SQLiteBroker(Broker):
     # Administration: the rest of BrokerAdmin (cancel is above).
 
     def stats(self) -> dict[str, QueueStats]:
-        """Counts per queue ever seen or paused, by name.
+        """Counts per queue ever seen or paused, by name (see ``queue_depths``).
 
         Due etas and expired leases count as ready, as ``reserve`` would find them.
         """
-        now = time.time()
-        counts: dict[tuple[str, str], int] = {}
-        with self._db.read() as conn:
-            rows = conn.execute(_STATS, (now, now - self.dead_letter_ttl)).fetchall()
-            paused = dict(conn.execute("SELECT name, paused FROM queues").fetchall())
-        for queue, state, count in rows:
-            counts[queue, state] = counts.get((queue, state), 0) + count
-        names = sorted(set(paused) | {queue for queue, _ in counts})
-        return {
-            name: QueueStats(
-                name,
-                ready=counts.get((name, "ready"), 0),
-                scheduled=counts.get((name, "scheduled"), 0),
-                running=counts.get((name, "leased"), 0),
-                dead=counts.get((name, "dead"), 0),
-                paused=bool(paused.get(name, 0)),
-            )
-            for name in names
-        }
+        return {name: depth.stats() for name, depth in self.queue_depths().items()}
 
     def queue_depths(self) -> dict[str, QueueDepth]:
-        """``stats`` with ready counts per priority and the oldest ready message's age,
-        in one statement that reads the state indexes (and the table only for due etas
-        and expired leases, which count as ready as in ``stats``)."""
+        """``stats`` with ready counts per priority and the oldest ready message's age.
+
+        One statement: the rows of ``message_counts``, an index seek per queue and
+        priority for the oldest ready message, and the due etas, expired leases and
+        dead letters past their time to live that no transaction has moved yet (few:
+        every reserve and recovery tick moves them), which it counts as ``reserve``
+        would find them. Its cost grows with the number of queues and priorities, not
+        with the number of messages.
+        """
         now = time.time()
         with self._db.read() as conn:
             rows = conn.execute(_DEPTHS, (now, now - self.dead_letter_ttl)).fetchall()
             paused = dict(conn.execute("SELECT name, paused FROM queues").fetchall())
         ready: dict[str, dict[int | None, int]] = {}
-        counts: dict[tuple[str, str], int] = {}
+        counts: dict[str, list[int]] = {}  # scheduled, leased, dead
         oldest: dict[str, float] = {}
-        for queue, state, priority, count, first in rows:
-            if state != "ready":
-                counts[queue, state] = count
+        for queue, priority, n_ready, scheduled, leased, dead, first in rows:
+            totals = counts.setdefault(queue, [0, 0, 0])
+            totals[0] += scheduled
+            totals[1] += leased
+            totals[2] += dead
+            if not n_ready:
                 continue
             # A row written by others may hold a priority or time that is no number.
             key = priority if isinstance(priority, int) else None
             by_priority = ready.setdefault(queue, {})
-            by_priority[key] = by_priority.get(key, 0) + count
+            by_priority[key] = by_priority.get(key, 0) + n_ready
             if isinstance(first, int | float):
                 oldest[queue] = min(oldest.get(queue, first), first)
-        names = sorted(set(paused) | set(ready) | {queue for queue, _ in counts})
-        return {
-            name: QueueDepth(
+        depths: dict[str, QueueDepth] = {}
+        for name in sorted(set(paused) | set(counts)):
+            scheduled, leased, dead = counts.get(name, (0, 0, 0))
+            depths[name] = QueueDepth(
                 name,
                 ready.get(name, {}),
-                scheduled=counts.get((name, "scheduled"), 0),
-                running=counts.get((name, "leased"), 0),
-                dead=counts.get((name, "dead"), 0),
+                scheduled=scheduled,
+                running=leased,
+                dead=dead,
                 paused=bool(paused.get(name, 0)),
                 oldest_age=max(now - oldest[name], 0.0) if name in oldest else None,
             )
-            for name in names
-        }
+        return depths
 
     def pause(self, queue: str) -> None:
         """Stop handing out messages from ``queue``."""
@@ -709,42 +770,33 @@ class SQLiteBroker(Broker):
         return due
 
 
-_STATS = """
-    SELECT queue, 'ready', count(*) FROM messages WHERE state = 'ready' GROUP BY queue
-    UNION ALL
-    SELECT queue, iif(run_at <= ?1, 'ready', 'scheduled'), count(*) FROM messages
-        WHERE state = 'scheduled' GROUP BY 1, 2
-    UNION ALL
-    SELECT queue, iif(lease_until <= ?1, 'ready', 'leased'), count(*) FROM messages
-        WHERE state = 'leased' GROUP BY 1, 2
-    UNION ALL
-    SELECT queue, 'dead', count(*) FROM messages WHERE state = 'dead' AND died > ?2 GROUP BY 1
-"""
-
-# queue, state, priority, count, oldest run_at. Due etas and expired leases are few and
-# read from the table (for their priority); everything else from the state indexes.
-# The oldest ready run_at of a priority is the first entry of its range in
-# messages_ready, one seek per group: min(run_at) in the grouping scan itself would
-# read the column of every row, doubling the time of a scrape over a million rows.
+# queue, priority, ready, scheduled, leased, dead, oldest ready run_at; summed per queue.
+#
+# The rows of message_counts, with the oldest ready run_at of each priority: the first
+# entry of its range in messages_ready, one index seek. Then what the transactions that
+# move messages have not moved yet (few: every reserve and recovery tick moves them),
+# counted as reserve would find them: due etas (a seek per queue in messages_scheduled)
+# and expired leases (the start of messages_leased) as ready rather than scheduled or
+# leased, and dead letters past their time to live (the start of messages_dead) as
+# gone. The table is read only for those rows.
 _DEPTHS = """
-    SELECT queue, 'ready', priority, count(*), (SELECT min(run_at) FROM messages AS first
-            WHERE state = 'ready' AND first.queue = m.queue AND first.priority = m.priority)
-        FROM messages AS m WHERE state = 'ready' GROUP BY queue, priority
+    SELECT queue, priority, ready, scheduled, leased, dead, CASE WHEN ready THEN
+            (SELECT min(run_at) FROM messages AS first WHERE state = 'ready'
+                AND first.queue = counted.queue AND first.priority = counted.priority) END
+        FROM message_counts AS counted WHERE ready OR scheduled OR leased OR dead
     UNION ALL
-    SELECT queue, 'scheduled', NULL, count(*), NULL FROM messages
-        WHERE state = 'scheduled' AND run_at > ?1 GROUP BY queue
+    SELECT queue, priority, count(*), -count(*), 0, 0, min(run_at)
+        FROM queues CROSS JOIN messages
+        WHERE state = 'scheduled' AND queue = name AND run_at <= ?1 GROUP BY queue, priority
     UNION ALL
-    SELECT queue, 'ready', priority, count(*), min(run_at) FROM messages
-        WHERE state = 'scheduled' AND run_at <= ?1 GROUP BY queue, priority
-    UNION ALL
-    SELECT queue, 'leased', NULL, count(*), NULL FROM messages
-        WHERE state = 'leased' AND lease_until > ?1 GROUP BY queue
-    UNION ALL
-    SELECT queue, 'ready', priority, count(*), min(run_at) FROM messages
+    SELECT queue, priority, count(*), 0, -count(*), 0, min(run_at) FROM messages
         WHERE state = 'leased' AND lease_until <= ?1 GROUP BY queue, priority
     UNION ALL
-    SELECT queue, 'dead', NULL, count(*), NULL FROM messages
-        WHERE state = 'dead' AND died > ?2 GROUP BY queue
+    SELECT queue, NULL, 0, 0, 0, -count(*), NULL FROM messages
+        WHERE state = 'dead' AND died <= ?2 GROUP BY queue
+    UNION ALL
+    SELECT queue, NULL, 0, 0, 0, -count(*), NULL FROM messages
+        WHERE state = 'dead' AND died IS NULL GROUP BY queue
 """
 
 

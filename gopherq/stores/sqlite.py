@@ -26,6 +26,7 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any
 
 from gopherq.errors import BrokerError, BrokerUnavailable, ConfigurationError
@@ -184,6 +185,12 @@ class Database:
     by several stores, each checking its own tables. ``dropped`` names indexes of
     earlier releases that files created before still have: they are dropped in the
     same step.
+
+    Derived data: ``derived`` lists ``Derived`` tables that triggers keep in step
+    with another (counts of its rows). When one of a ``Derived``'s objects is
+    missing from the file (a new file, or one from before it), its ``rebuild``
+    statements run after the ``schema`` statements, in the same transaction, so
+    that no write by another process falls between the rebuild and the triggers.
     """
 
     BUSY_TIMEOUT = 30.0
@@ -201,6 +208,7 @@ class Database:
         schema: Sequence[str],
         added: Sequence[tuple[str, str, str]] = (),
         dropped: Sequence[str] = (),
+        derived: Sequence[Derived] = (),
     ) -> None:
         if sqlite3.sqlite_version_info < MIN_SQLITE:
             raise ConfigurationError(
@@ -211,6 +219,7 @@ class Database:
         self._schema = schema
         self._added = added
         self._dropped = frozenset(dropped)
+        self._derived = derived
         self._names = {stmt.split("EXISTS", 1)[1].split()[0] for stmt in schema}
         self._pid = os.getpid()
         self._slots: dict[int, _Slot] = {}  # by thread ident, for this process
@@ -315,16 +324,21 @@ class Database:
         try:
             for pragma in self.PRAGMAS:
                 conn.execute(pragma)
-            present = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+            present = _names(conn)
             if not self._names <= present or self._dropped & present or self._missing_columns(conn):
                 conn.execute("BEGIN IMMEDIATE")
                 # Again under the write lock: another process may have migrated meanwhile.
+                present = _names(conn)
                 for table, column, definition in self._missing_columns(conn):
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
                 for index in self._dropped:
                     conn.execute(f"DROP INDEX IF EXISTS {index}")
                 for stmt in self._schema:
                     conn.execute(stmt)
+                for derived in self._derived:
+                    if not derived.names <= present:
+                        for stmt in derived.rebuild:
+                            conn.execute(stmt)
                 conn.execute("COMMIT")
         except sqlite3.Error as exc:
             conn.close()
@@ -342,6 +356,20 @@ class Database:
             if columns[table] and column not in columns[table]:
                 missing.append((table, column, definition))
         return missing
+
+
+@dataclass(frozen=True, slots=True)
+class Derived:
+    """A table that triggers keep in step with another (see ``Database``): ``names`` are
+    its table and triggers, ``rebuild`` the statements that fill it from scratch."""
+
+    names: frozenset[str]
+    rebuild: tuple[str, ...]
+
+
+def _names(conn: sqlite3.Connection) -> set[str]:
+    """The tables, indexes and triggers of the file."""
+    return {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
 
 
 class _Slot:
