@@ -345,9 +345,8 @@ def test_dead_letters_newest_first_with_offset_and_limit(broker: Broker) -> None
 def test_dead_letters_by_reason(broker: Broker) -> None:
     queues = ("a", "a", "b", "a", "a")
     ids = enqueue(broker, *(envelope(q) for q in queues))
-    for queue, reason in zip(
-        queues, ("REJECTED", "MAX_RETRIES", "REJECTED", "REJECTED", "MAX_RETRIES")
-    ):
+    reasons = ("REJECTED", "MAX_RETRIES", "REJECTED", "REJECTED", "MAX_RETRIES")
+    for queue, reason in zip(queues, reasons, strict=True):
         [got] = broker.reserve([queue], 1, 0)
         assert broker.dead(got, reason, "error")
     rejected = [ids[3], ids[2], ids[0]]  # newest first
