@@ -125,6 +125,7 @@ from gopherq.brokers.base import (
     DeadLetter,
     Delivery,
     Envelope,
+    Peeked,
     QueueDepth,
     QueueStats,
 )
@@ -532,6 +533,30 @@ class RedisBroker(Broker):
             if state:
                 return _STATES[state]
         return None
+
+    def peek(self, id: str, queue: str | None = None) -> Peeked | None:
+        """The message ``id`` and where it is; None if gone (or in no known queue).
+
+        With ``queue``: one script call on that queue's slot, then, only if the message
+        is not there, one per other known queue (as ``locate``)."""
+        peek = script("peek")
+        if queue is not None:
+            found = self._peeked(queue, self._run(peek, queue, (self._ttl, id)), id)
+            if found is not None:
+                return found
+        others = [q for q in self._known() if q != queue]
+        for q, raw in zip(others, self._run_each(peek, others, (self._ttl, id)), strict=True):
+            found = self._peeked(q, raw, id)
+            if found is not None:
+                return found
+        return None
+
+    @staticmethod
+    def _peeked(queue: str, raw: Sequence[Any], id: str) -> Peeked | None:
+        """A ``Peeked`` of the four fields peek.lua returns; None for none."""
+        if not raw:
+            return None
+        return Peeked(id, queue, int(raw[1]), raw[2], int(raw[3]), _STATES[raw[0]])
 
     def ping(self) -> None:
         """Return if Redis answers; raise ``BrokerUnavailable`` otherwise."""
