@@ -42,6 +42,17 @@ app = GopherQ("dashboard", broker={url!r})
 @app.task
 def add(x, y):
     return x + y
+
+
+@app.task
+def slow(steps, note=""):
+    import time
+    from gopherq import current_task
+
+    for done in range(steps):
+        current_task().progress(done, steps, "stepping")
+        time.sleep(0.4)
+    return steps
 """
 
 
@@ -63,22 +74,31 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = directory / "serve.log"
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("GOPHERQ_")}
-        environ["PYTHONPATH"] = os.pathsep.join(
+        self.directory = directory
+        self.environ = {k: v for k, v in os.environ.items() if not k.startswith("GOPHERQ_")}
+        self.environ["PYTHONPATH"] = os.pathsep.join(
             [str(directory), str(Path(__file__).resolve().parents[2])]
-            + [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+            + [p for p in self.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         )
-        command = [sys.executable, "-m", "gopherq", "serve", "-A", "dashapp"]
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [*command, "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=directory,
-                env=environ,
+        self.process = self.start("serve", "--host", "127.0.0.1", "--port", str(self.port))
+        self.workers: list[subprocess.Popen[bytes]] = []
+        wait_for(self.live, 30, f"gopherq serve to answer; its log:\n{self.log()}")
+
+    def start(self, *command: str, log_name: str = "serve.log") -> subprocess.Popen[bytes]:
+        """``gopherq COMMAND -A dashapp ...`` in the app's folder, logging to ``log_name``."""
+        with (self.directory / log_name).open("wb") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "gopherq", command[0], "-A", "dashapp", *command[1:]],
+                cwd=self.directory,
+                env=self.environ,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_for(self.live, 30, f"gopherq serve to answer; its log:\n{self.log()}")
+
+    def start_worker(self) -> None:
+        """A worker of one child on the app's queues, stopped with the server."""
+        self.workers.append(self.start("worker", "-c", "1", log_name="worker.log"))
 
     def live(self) -> bool:
         assert self.process.poll() is None, self.log()
@@ -92,13 +112,14 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        for process in [*self.workers, self.process]:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
 
 
 @pytest.fixture
@@ -371,4 +392,47 @@ def test_a_job_with_markup_in_its_args_and_error_runs_no_script(
     assert response.status == 404 and page.text_content("h1") == "There is no such job."
     expected(errors, "404")
     assert dialogs == [] and errors == [], errors
+    page.close()
+
+
+def test_a_job_page_follows_its_job_until_it_succeeds(
+    browser: Any, server: Server, client_app: GopherQ
+) -> None:
+    page, errors = log_in(browser, server, client_app, "operator")
+    sent = client_app.send_task("dashapp.slow", (8,), {"note": "<b>bold</b>"})
+    client_app.events.flush()
+    loads: list[str] = []
+    page.on("load", lambda p: loads.append(p.url))
+    page.goto(server.base + f"/jobs/{sent.id}")
+    assert page.text_content("#job-state") == "QUEUED"
+    assert "8" in page.text_content("#job-args")
+    assert "<b>bold</b>" in page.text_content("#job-kwargs")  # as text
+    wait_for(lambda: "live" in page.text_content("#live-state"), 10, "the feed to open")
+
+    # A worker in its own process runs it; the page follows without a reload.
+    server.start_worker()
+    state = lambda: page.text_content("#job-state")  # noqa: E731
+    wait_for(lambda: state() in ("STARTED", "SUCCEEDED"), 30, "the job to start on the page")
+    wait_for(
+        lambda: state() == "SUCCEEDED" or page.locator("#progress").count() == 1,
+        15,
+        "the progress bar",
+    )
+    shoot(page, "job-running")
+    wait_for(lambda: state() == "SUCCEEDED", 30, "the job to succeed on the page")
+    wait_for(lambda: page.locator("#job-result").count() == 1, 10, "the result")
+    assert page.text_content("#job-result").strip() == "8"
+    events = page.locator("#timeline th").all_text_contents()
+    wait_for(
+        lambda: "task-succeeded" in page.locator("#timeline th").all_text_contents(),
+        10,
+        f"the timeline to show the end (it shows {events})",
+    )
+    timeline = page.locator("#timeline th").all_text_contents()
+    assert timeline[0] == "task-enqueued" and "task-started" in timeline
+    assert "task-progress" in timeline
+    assert page.get_by_role("button", name="Cancel job").count() == 0  # finished
+    wait_for(lambda: "finished" in page.text_content("#live-state"), 10, "the feed to stop")
+    assert len(loads) == 1, loads  # the first load only: no reload
+    assert errors == [], errors
     page.close()
