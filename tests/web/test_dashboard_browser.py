@@ -96,9 +96,9 @@ class Server:
                 start_new_session=True,
             )
 
-    def start_worker(self) -> None:
-        """A worker of one child on the app's queues, stopped with the server."""
-        self.workers.append(self.start("worker", "-c", "1", log_name="worker.log"))
+    def start_worker(self, *options: str) -> None:
+        """A worker of one child (with ``options``), stopped with the server."""
+        self.workers.append(self.start("worker", "-c", "1", *options, log_name="worker.log"))
 
     def live(self) -> bool:
         assert self.process.poll() is None, self.log()
@@ -436,3 +436,92 @@ def test_a_job_page_follows_its_job_until_it_succeeds(
     assert len(loads) == 1, loads  # the first load only: no reload
     assert errors == [], errors
     page.close()
+
+
+LONG = "an-unbroken-value-" * 14
+"""Longer than a phone is wide, with no space to wrap at."""
+
+OVERFLOW = """() => {
+  const root = document.documentElement;
+  const wide = [...document.querySelectorAll("body *")]
+    .filter((e) => e.getBoundingClientRect().right > root.clientWidth + 1)
+    .map((e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "") + "." + e.className);
+  return {scroll: root.scrollWidth, client: root.clientWidth, wide: wide.slice(0, 5)};
+}"""
+
+SIDEWAYS = """() => [...document.querySelectorAll(".scroll")]
+  .filter((box) => box.scrollWidth > box.clientWidth + 1)
+  .map((box) => (box.querySelector("table") || box).getAttribute("aria-label")
+    || box.querySelector("table")?.id || "a table")"""
+
+NAV_LINKS = """() => [...document.querySelectorAll("nav a")].map((a) => {
+  const box = a.getBoundingClientRect();
+  const hit = document.elementFromPoint(box.left + box.width / 2, box.top + box.height / 2);
+  return {text: a.textContent, left: box.left, right: box.right, height: box.height,
+          reachable: hit === a || a.contains(hit)};
+})"""
+
+
+def misfits(page: Any) -> list[str]:
+    """What does not fit the page's width: a horizontal overflow of the document or
+    of a table's box (its cells would hide off to the side), a navigation link off
+    screen, under 20 pixels tall, or not what a tap on its middle reaches."""
+    width = page.viewport_size["width"]
+    found = page.evaluate(OVERFLOW)
+    problems = [] if found["scroll"] <= found["client"] else [f"overflows: {found}"]
+    problems += [f"scrolls sideways: {table}" for table in page.evaluate(SIDEWAYS)]
+    for link in page.evaluate(NAV_LINKS):
+        if not (0 <= link["left"] and link["right"] <= width):
+            problems.append(f"link off screen: {link}")
+        if link["height"] < 20 or not link["reachable"]:
+            problems.append(f"link hard to tap: {link}")
+    return problems
+
+
+def test_every_page_fits_1280_and_390_pixels_wide(
+    browser: Any, server: Server, client_app: GopherQ
+) -> None:
+    # What tends to overflow: long unbroken names and values everywhere.
+    queue = "reports-" + "q" * 60
+    queued = client_app.send_task("dashapp.add", (LONG, 2), {LONG: LONG}, queue=queue).id
+    dead = kill(client_app, LONG, 1, queue=queue + "-dead")
+    client_app.schedules.add("nightly-" + "s" * 60, "dashapp.add", every=300, args=(LONG, 1))
+    client_app.events.flush()
+    server.start_worker("-Q", "idle-" + "w" * 40)  # for the workers page; runs nothing here
+    paths = {
+        "overview": "/",
+        "queues": "/queues",
+        "purge": f"/queues/{queue}/purge",
+        "jobs": "/jobs",
+        "job": f"/jobs/{queued}",
+        "dead": "/dead",
+        "dead-letter": f"/dead/{dead}",
+        "schedules": "/schedules",
+        "workers": "/workers",
+    }
+    page, errors = log_in(browser, server, client_app, "admin")
+    wait_for(
+        lambda: page.goto(server.base + "/workers") and page.locator("tbody tr").count() > 0,
+        30,
+        "the worker to show",
+    )
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    problems: dict[str, list[str]] = {}
+    for name, path in paths.items():
+        assert page.goto(server.base + path).status == 200, path
+        for label, width in WIDTHS.items():
+            page.set_viewport_size({"width": width, "height": 900})
+            problems[f"{name} at {width}"] = misfits(page)
+            page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}.png"), full_page=True)
+        page.set_viewport_size({"width": WIDTHS["wide"], "height": 900})
+    page.set_viewport_size({"width": WIDTHS["narrow"], "height": 900})
+    # The navigation takes a phone's tap to the page it names.
+    page.get_by_role("link", name="Dead letters").click()
+    page.wait_for_url(server.base + "/dead")
+    assert errors == [], errors
+    page.close()
+    login = browser.new_page(viewport={"width": WIDTHS["narrow"], "height": 900})
+    login.goto(server.base + "/login")
+    problems["login at 390"] = misfits(login)
+    login.close()
+    assert {where: found for where, found in problems.items() if found} == {}
