@@ -443,10 +443,16 @@ LONG = "an-unbroken-value-" * 14
 
 OVERFLOW = """() => {
   const root = document.documentElement;
-  const wide = [...document.querySelectorAll("body *")]
-    .filter((e) => e.getBoundingClientRect().right > root.clientWidth + 1)
-    .map((e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "") + "." + e.className);
-  return {scroll: root.scrollWidth, client: root.clientWidth, wide: wide.slice(0, 5)};
+  const name = (e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "") + "." + e.className;
+  const all = [...document.querySelectorAll("body *")];
+  const wide = all.filter((e) => e.getBoundingClientRect().right > root.clientWidth + 1);
+  // Partly off the left edge: cut, not hidden (hidden ones are wholly off, or 1 px).
+  const cut = all.filter((e) => {
+    const box = e.getBoundingClientRect();
+    return box.left < -1 && box.right > 1;
+  });
+  return {scroll: root.scrollWidth, client: root.clientWidth,
+          wide: wide.slice(0, 5).map(name), cut: cut.slice(0, 5).map(name)};
 }"""
 
 SIDEWAYS = """() => [...document.querySelectorAll(".scroll")]
@@ -464,11 +470,13 @@ NAV_LINKS = """() => [...document.querySelectorAll("nav a")].map((a) => {
 
 def misfits(page: Any) -> list[str]:
     """What does not fit the page's width: a horizontal overflow of the document or
-    of a table's box (its cells would hide off to the side), a navigation link off
+    of a table's box (its cells would hide off to the side), an element cut by the
+    left edge, a navigation link off
     screen, under 20 pixels tall, or not what a tap on its middle reaches."""
     width = page.viewport_size["width"]
     found = page.evaluate(OVERFLOW)
     problems = [] if found["scroll"] <= found["client"] else [f"overflows: {found}"]
+    problems += [f"cut at the left edge: {found['cut']}"] if found["cut"] else []
     problems += [f"scrolls sideways: {table}" for table in page.evaluate(SIDEWAYS)]
     for link in page.evaluate(NAV_LINKS):
         if not (0 <= link["left"] and link["right"] <= width):
