@@ -46,9 +46,7 @@ def main(db: Path) -> None:
                 break
             except OSError:
                 time.sleep(0.1)
-        subprocess.run(
-            [sys.executable, "-c", WAITING], cwd=ROOT / "examples", env=env, check=True
-        )
+        subprocess.run([sys.executable, "-c", WAITING], cwd=ROOT / "examples", env=env, check=True)
         from playwright.sync_api import sync_playwright
 
         with sync_playwright() as p, tempfile.TemporaryDirectory() as tmp:

@@ -479,7 +479,7 @@ def misfits(page: Any) -> list[str]:
     problems += [f"cut at the left edge: {found['cut']}"] if found["cut"] else []
     problems += [f"scrolls sideways: {table}" for table in page.evaluate(SIDEWAYS)]
     for link in page.evaluate(NAV_LINKS):
-        if not (0 <= link["left"] and link["right"] <= width):
+        if not (link["left"] >= 0 and link["right"] <= width):
             problems.append(f"link off screen: {link}")
         if link["height"] < 20 or not link["reachable"]:
             problems.append(f"link hard to tap: {link}")

@@ -227,9 +227,7 @@ class JobDetail(JobSummary):
         description="Its positional arguments while the broker holds its message (queued, "
         "scheduled, running or dead-lettered); null once it is gone or unreadable.",
     )
-    kwargs: dict[str, Any] | None = Field(
-        None, description="Its keyword arguments, as args."
-    )
+    kwargs: dict[str, Any] | None = Field(None, description="Its keyword arguments, as args.")
     result: Any = None
     checkpoint: Any = None
     events: list[EventOut] | None = Field(
