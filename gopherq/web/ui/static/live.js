@@ -273,7 +273,7 @@
       }
     }
 
-    const soon = debounced(refresh, 250);
+    const soon = debounced(refresh, 500);
     function poll() {
       timer = setTimeout(async function () { await refresh(); if (!done) poll(); }, 3000);
     }
