@@ -9,7 +9,9 @@ records written straight to the result store (one in ten FAILED), one outcome
 event per job spread over the last hour, and a few dead letters; then serves the
 dashboard in this process (``create_app(..., auth=False)`` under Starlette's test
 client, no socket) and times each page ``--requests`` times after one warm-up:
-p50, p95 and the slowest, in milliseconds, HTML rendering included.
+p50, p95 and the slowest, in milliseconds, HTML rendering included. A job's page is
+timed twice: for the newest finished job, and for one still queued, whose
+arguments come from the broker (``Broker.peek``).
 """
 
 from __future__ import annotations
@@ -70,23 +72,25 @@ def main() -> None:
         started = time.perf_counter()
         newest = fill(app, options.jobs, time.time())
         filled = time.perf_counter() - started
-        pages = [
-            "/",
-            "/queues",
-            "/jobs",
-            "/jobs?state=FAILED",
-            "/jobs?task=nope",
-            "/jobs?within=15m",
-            f"/jobs/{newest}",
-            "/dead",
-            "/workers",
-            "/schedules",
-        ]
+        queued = app.send_task("bench.add", [1, 2]).id  # its arguments read from the broker
+        pages = {
+            "/": "/",
+            "/queues": "/queues",
+            "/jobs": "/jobs",
+            "/jobs?state=FAILED": "/jobs?state=FAILED",
+            "/jobs?task=nope": "/jobs?task=nope",
+            "/jobs?within=15m": "/jobs?within=15m",
+            "/jobs/{id} (succeeded)": f"/jobs/{newest}",
+            "/jobs/{id} (queued)": f"/jobs/{queued}",
+            "/dead": "/dead",
+            "/workers": "/workers",
+            "/schedules": "/schedules",
+        }
         with TestClient(create_app(app, auth=False)) as client:
-            for page in pages:
+            for name, page in pages.items():
                 assert client.get(page).status_code == 200, page
                 times = time_calls(lambda page=page: client.get(page), options.requests)
-                results[page] = latency_summary(times) | {"max": max(times)}
+                results[name] = latency_summary(times) | {"max": max(times)}
         app.close()
     if options.json:
         print(json.dumps({"jobs": options.jobs, "fill_s": filled, "pages": results}, indent=2))

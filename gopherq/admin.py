@@ -29,7 +29,7 @@ from gopherq.admin_dead import DeadLetterInfo as DeadLetterInfo  # noqa: PLC0414
 from gopherq.admin_dead import dead_letters as dead_letters  # noqa: PLC0414
 from gopherq.admin_dead import task_name as task_name  # noqa: PLC0414
 from gopherq.app import send_option_problems
-from gopherq.errors import GopherQError, NotSupported, SerializationError
+from gopherq.errors import DecodeError, GopherQError, NotSupported, SerializationError
 from gopherq.message import new_id
 from gopherq.observability.workers import MISSED_BEATS
 from gopherq.redaction import redact_text, redact_url
@@ -40,6 +40,7 @@ from gopherq.states import Priority, State
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
+    from gopherq.brokers.base import Peeked
     from gopherq.events import Event
     from gopherq.result import AsyncResult
     from gopherq.task import Signature, TaskOptions
@@ -289,14 +290,45 @@ def job_status(app: GopherQ, id: str) -> dict[str, Any]:
     return record_info(app, current(app, record))
 
 
-def find_job(app: GopherQ, id: str) -> dict[str, Any] | None:
+def find_job(app: GopherQ, id: str, *, arguments: bool = False) -> dict[str, Any] | None:
     """``job_status`` of a job something knows of: None when there is no record of
-    ``id`` and the broker holds no message of it (``job_status`` would say PENDING)."""
+    ``id`` and the broker holds no message of it (``job_status`` would say PENDING).
+
+    With ``arguments``, also what its message holds where the broker still has it
+    (queued, scheduled, running or dead-lettered; one ``Broker.peek``): ``args`` and
+    ``kwargs``, and for a job with no record yet its ``task``, ``queue`` and
+    ``created``. A job that succeeded is not looked up (its message is gone).
+    """
     record = app.backend.get(id)
-    if record is None:
-        where = located(app, id)
-        return None if where is None else {"id": id, "state": where.value}
-    return record_info(app, current(app, record))
+    held = None
+    if arguments and (record is None or record.state is not State.SUCCEEDED):
+        held = app.broker.peek(id, None if record is None else record.queue)
+    if record is not None:
+        info = record_info(app, current(app, record))
+    else:
+        where = held.state if held is not None else located(app, id)
+        if where is None:
+            return None
+        info = {"id": id, "state": where.value}
+    if held is not None:
+        info.update({k: v for k, v in message_info(app, held).items() if k not in info})
+    return info
+
+
+def message_info(app: GopherQ, held: Peeked) -> dict[str, Any]:
+    """What a message the broker holds says of its job: ``task``, ``queue``, ``args``,
+    ``kwargs`` and ``created``; only its queue when its body does not decode."""
+    try:
+        message = app.codec.decode(held.body)
+    except DecodeError:
+        return {"queue": held.queue}
+    return {
+        "task": message.task,
+        "queue": held.queue,
+        "args": message.args,
+        "kwargs": message.kwargs,
+        "created": message.created,
+    }
 
 
 def job_events(

@@ -718,6 +718,39 @@ def test_locate_follows_the_message(broker: Broker) -> None:
     assert broker.locate(message.id) is None
 
 
+@admin
+def test_peek_reads_a_message_by_id_wherever_it_is(broker: Broker) -> None:
+    assert broker.peek("unknown") is None
+    assert broker.peek("unknown", "default") is None
+    body = bytes(range(256))
+    message = envelope("a", 1, body=body, eta=time.time() + 0.1)
+    other = envelope("b")
+    enqueue(broker, message, other)
+
+    def seen(queue: str | None = None) -> tuple[Any, ...] | None:
+        found = broker.peek(message.id, queue)
+        if found is None:
+            return None
+        return (found.id, found.queue, found.priority, found.body, found.attempt, found.state)
+
+    assert seen() == (message.id, "a", 1, body, 0, State.SCHEDULED)
+    # The queue is a hint: a wrong or unknown one still finds the message.
+    assert seen("a") == seen("b") == seen("nowhere") == seen()
+    [got] = broker.reserve(["a"], 1, 5)
+    assert seen("a") == (message.id, "a", 1, body, 0, State.STARTED)
+    assert broker.retry(got, 0, "again")
+    assert seen() == (message.id, "a", 1, body, 1, State.QUEUED)
+    [got] = broker.reserve(["a"], 1, 0)
+    assert broker.dead(got, "REJECTED", "no")
+    assert seen() == (message.id, "a", 1, body, 1, State.DEAD)
+    # Peeking takes nothing: the other message is still there to reserve.
+    peeked = broker.peek(other.id)
+    assert peeked is not None and peeked.state is State.QUEUED and peeked.body == other.body
+    assert ids_of(broker.reserve(["b"], 10, 0)) == [other.id]
+    assert broker.delete(message.id)
+    assert seen() is None and seen("a") is None
+
+
 def test_ping_and_close_then_use_again(broker: Broker) -> None:
     broker.ping()
     broker.close()

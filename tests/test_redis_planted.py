@@ -254,6 +254,14 @@ def test_dead_letters_with_spoiled_fields_are_listed_and_deleted(planted: Plante
     assert letters[bare].body == b"" and "no body" in letters[bare].error
     assert broker.stats()[QUEUE].dead == 3
     assert broker.locate(bare) is State.DEAD
+    peeked = broker.peek(bare, QUEUE)
+    assert peeked is not None and (peeked.state, peeked.body, peeked.priority) == (
+        State.DEAD,
+        b"",
+        2,
+    )
+    peeked = broker.peek(junk)
+    assert peeked is not None and (peeked.priority, peeked.attempt, peeked.body) == (2, 0, b"x")
     assert broker.delete(bare) and broker.locate(bare) is None
     assert broker.requeue_dead([junk]) == 1
     assert broker.locate(junk) is State.QUEUED
@@ -262,13 +270,15 @@ def test_dead_letters_with_spoiled_fields_are_listed_and_deleted(planted: Plante
 
 
 def test_admin_calls_on_a_wrong_state(planted: Planted) -> None:
-    """locate, cancel and delete find an entry by the zset holding it when st is junk."""
+    """locate, peek, cancel and delete find an entry by the zset holding it when st is
+    junk (a key that is not a hash too)."""
     broker = planted.broker
     ids = [uuid.uuid4().hex for _ in range(3)]
     for id in ids:
         planted.message(id, spoiled(st="zz", a="bad")(planted, id, "x"), "ready", READY_SCORE)
     planted.raw.set(planted.key(f"m:{ids[2]}"), "junk")
     assert [broker.locate(id) for id in ids] == [State.QUEUED] * 3
+    assert [getattr(broker.peek(id), "state", None) for id in ids] == [State.QUEUED] * 3
     cancelled = broker.cancel([*ids[:2], "unknown"])
     assert [(c.id, c.was, c.attempt) for c in cancelled] == [
         (id, State.QUEUED, 0) for id in ids[:2]

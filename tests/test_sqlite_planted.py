@@ -180,11 +180,16 @@ def test_reserve_and_its_wait_survive_stray_times(app: GopherQ) -> None:
     broker.close()
 
 
-def test_locate_reads_a_stray_row(app: GopherQ) -> None:
+def test_locate_and_peek_read_a_stray_row(app: GopherQ) -> None:
     zombie = plant(app, "z", {"state": "'zombie'"})
     scheduled = plant(app, "s", {"state": "'scheduled'", "run_at": "'tomorrow'"})
     assert app.broker.locate(zombie) is None
     assert app.broker.locate(scheduled) is State.SCHEDULED
+    assert app.broker.peek(zombie) is None
+    odd = plant(app, "o", {"priority": "'high'", "attempt": "'x'", "body": "'text'"})
+    peeked = app.broker.peek(odd)
+    assert peeked is not None and peeked.state is State.QUEUED
+    assert (peeked.priority, peeked.attempt, peeked.body) == (2**31 - 1, 0, b"text")
 
 
 def test_the_schema_refuses_null_in_its_required_columns(app: GopherQ) -> None:

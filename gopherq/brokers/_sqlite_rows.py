@@ -87,8 +87,8 @@ def repair(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], now: float) ->
         if type(id) is not str:
             conn.execute(_DEAD_LETTER, (f"malformed broker row: id {id!r} is not text", now, seq))
             continue
-        good_attempt = _count(attempt, 0)
-        good_deliveries = _count(deliveries, 1) or 1
+        good_attempt = count_or(attempt, 0)
+        good_deliveries = count_or(deliveries, 1) or 1
         if (good_attempt, good_deliveries) != (attempt, deliveries):
             conn.execute(
                 "UPDATE messages SET attempt = ?, deliveries = ? WHERE seq = ?",
@@ -167,7 +167,7 @@ def _is_number(value: object) -> bool:
     return type(value) is int or type(value) is float
 
 
-def _count(value: object, default: int) -> int:
+def count_or(value: object, default: int) -> int:
     """``value`` within 0..MAX_COUNT if it is a number (SQLite turns an integer sum that
     overflows into a float), else ``default``."""
     if type(value) is float and math.isfinite(value):

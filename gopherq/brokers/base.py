@@ -7,7 +7,7 @@ The broker sees message bodies as opaque bytes: only the routing fields of
 
 ``Broker``'s abstract methods are the hot path, all a new broker must implement;
 ``BrokerAdmin`` (which ``Broker`` extends) holds the optional rest, with defaults:
-cancel, counts, pause, purge, dead letters, lookup.
+cancel, counts, pause, purge, dead letters, lookup (``locate``, ``peek``).
 
 A message is in one of four places::
 
@@ -116,6 +116,19 @@ class DeadLetter:
     error: str
     died: float
     """Unix seconds when it was dead-lettered."""
+
+
+@dataclass(frozen=True, slots=True)
+class Peeked:
+    """A message the broker holds, read by id (``BrokerAdmin.peek``) without moving it."""
+
+    id: str
+    queue: str
+    priority: int
+    body: bytes
+    attempt: int
+    state: State
+    """Where it is, as ``locate`` says: QUEUED, SCHEDULED, STARTED (leased) or DEAD."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +325,19 @@ class BrokerAdmin(UrlRepr):
     def locate(self, id: str) -> State | None:
         """Where a message is: QUEUED, SCHEDULED, STARTED (leased) or DEAD; None if gone."""
         raise self.not_supported("locate")
+
+    def peek(self, id: str, queue: str | None = None) -> Peeked | None:
+        """The message ``id`` wherever the broker holds it (ready, scheduled, leased or
+        dead), with where it is (as ``locate`` says), without taking it; None if gone.
+
+        One lookup by id, never a scan of a queue. ``queue``, when the caller knows
+        it, is where to look first (a broker that keys messages by queue then reads
+        one place; it still finds a message of another queue).
+
+        Default: None, as if the broker held no message: a broker that cannot read a
+        message by id still serves every page that shows one (without its arguments).
+        """
+        return None
 
 
 class Broker(BrokerAdmin, ABC):

@@ -45,6 +45,7 @@ from gopherq.brokers.base import (
     DeadLetter,
     Delivery,
     Envelope,
+    Peeked,
     QueueDepth,
     QueueStats,
 )
@@ -387,6 +388,16 @@ class MemoryBroker(Broker):
             self._tidy(time.time())
             message = self._messages.get(id)
             return None if message is None else message.state
+
+    def peek(self, id: str, queue: str | None = None) -> Peeked | None:
+        """The message ``id`` and where it is; None if gone. One dict lookup: ``queue``
+        is not needed."""
+        with self._changed:
+            self._tidy(time.time())
+            m = self._messages.get(id)
+            if m is None:
+                return None
+            return Peeked(m.id, m.queue, m.priority, m.body, m.attempt, m.state)
 
     def ping(self) -> None:
         """Always answers: the store is in this process."""

@@ -56,6 +56,7 @@ import math
 import sqlite3
 import time
 from collections.abc import Callable, Container, Sequence
+from typing import Any
 
 from gopherq.brokers import _sqlite_rows as rowcheck
 from gopherq.brokers.base import (
@@ -64,6 +65,7 @@ from gopherq.brokers.base import (
     DeadLetter,
     Delivery,
     Envelope,
+    Peeked,
     QueueDepth,
     QueueStats,
 )
@@ -667,23 +669,42 @@ class SQLiteBroker(Broker):
         A due eta or an expired lease reads as QUEUED, and a dead letter past its
         time to live as gone, as ``reserve`` would find them.
         """
+        row = self._find(id, "")
+        return None if row is None else row[0]
+
+    def peek(self, id: str, queue: str | None = None) -> Peeked | None:
+        """The message ``id`` and where it is (as ``locate`` says); None if gone. One
+        read of one row by its unique id: ``queue`` is not needed."""
+        row = self._find(id, ", queue, priority, attempt, body")
+        if row is None:
+            return None
+        state, queue_, priority, attempt, body = row
+        # A row written by others may hold values of other types: read as reserve would.
+        body = body if type(body) is bytes else str(body or "").encode()
+        priority = priority if type(priority) is int else rowcheck.MAX_COUNT
+        return Peeked(id, str(queue_), priority, body, rowcheck.count_or(attempt, 0), state)
+
+    def _find(self, id: str, columns: str) -> tuple[Any, ...] | None:
+        """Where message ``id`` is (as ``locate`` says), then ``columns`` of its row (a
+        text of ``, name`` each); None if gone."""
         now = time.time()
         with self._db.read() as conn:
             # Compared in SQL, where a value of another type (a row written by others)
             # compares without error.
             row = conn.execute(
-                """SELECT state, run_at <= ?2, lease_until <= ?2, died <= ?3
+                f"""SELECT state, run_at <= ?2, lease_until <= ?2, died <= ?3{columns}
                 FROM messages WHERE id = ?1""",
                 (id, now, now - self.dead_letter_ttl),
             ).fetchone()
         if row is None:
             return None
-        state, due, expired, old = row
+        state, due, expired, old = row[:4]
         if (state == "scheduled" and due) or (state == "leased" and expired):
-            return State.QUEUED
+            return (State.QUEUED, *row[4:])
         if state == "dead" and old:
             return None
-        return _LOCATED.get(state)
+        where = _LOCATED.get(state)
+        return None if where is None else (where, *row[4:])
 
     def ping(self) -> None:
         """Return if the file opens and answers a query; raise ``BrokerUnavailable`` otherwise."""

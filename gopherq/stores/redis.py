@@ -217,7 +217,7 @@ def _with_helpers(lib: str, own: str) -> str:
 
 SCRIPT_NAMES = (
     "enqueue", "reserve", "ack", "retry", "dead", "extend", "requeue", "stats", "depths", "purge",
-    "dead_letters", "dead_letter", "requeue_dead", "purge_dead", "delete", "locate",
+    "dead_letters", "dead_letter", "requeue_dead", "purge_dead", "delete", "locate", "peek",
     "result_store", "result_token", "cancel", "cancel_requested", "resume", "rename",
     "settle_held", "event_add",
 )  # fmt: skip

@@ -42,6 +42,17 @@ app = GopherQ("dashboard", broker={url!r})
 @app.task
 def add(x, y):
     return x + y
+
+
+@app.task
+def slow(steps, note=""):
+    import time
+    from gopherq import current_task
+
+    for done in range(steps):
+        current_task().progress(done, steps, "stepping")
+        time.sleep(0.4)
+    return steps
 """
 
 
@@ -63,22 +74,31 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = directory / "serve.log"
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("GOPHERQ_")}
-        environ["PYTHONPATH"] = os.pathsep.join(
+        self.directory = directory
+        self.environ = {k: v for k, v in os.environ.items() if not k.startswith("GOPHERQ_")}
+        self.environ["PYTHONPATH"] = os.pathsep.join(
             [str(directory), str(Path(__file__).resolve().parents[2])]
-            + [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+            + [p for p in self.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         )
-        command = [sys.executable, "-m", "gopherq", "serve", "-A", "dashapp"]
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [*command, "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=directory,
-                env=environ,
+        self.process = self.start("serve", "--host", "127.0.0.1", "--port", str(self.port))
+        self.workers: list[subprocess.Popen[bytes]] = []
+        wait_for(self.live, 30, f"gopherq serve to answer; its log:\n{self.log()}")
+
+    def start(self, *command: str, log_name: str = "serve.log") -> subprocess.Popen[bytes]:
+        """``gopherq COMMAND -A dashapp ...`` in the app's folder, logging to ``log_name``."""
+        with (self.directory / log_name).open("wb") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "gopherq", command[0], "-A", "dashapp", *command[1:]],
+                cwd=self.directory,
+                env=self.environ,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_for(self.live, 30, f"gopherq serve to answer; its log:\n{self.log()}")
+
+    def start_worker(self, *options: str) -> None:
+        """A worker of one child (with ``options``), stopped with the server."""
+        self.workers.append(self.start("worker", "-c", "1", *options, log_name="worker.log"))
 
     def live(self) -> bool:
         assert self.process.poll() is None, self.log()
@@ -92,13 +112,14 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        for process in [*self.workers, self.process]:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
 
 
 @pytest.fixture
@@ -372,3 +393,143 @@ def test_a_job_with_markup_in_its_args_and_error_runs_no_script(
     expected(errors, "404")
     assert dialogs == [] and errors == [], errors
     page.close()
+
+
+def test_a_job_page_follows_its_job_until_it_succeeds(
+    browser: Any, server: Server, client_app: GopherQ
+) -> None:
+    page, errors = log_in(browser, server, client_app, "operator")
+    sent = client_app.send_task("dashapp.slow", (8,), {"note": "<b>bold</b>"})
+    client_app.events.flush()
+    loads: list[str] = []
+    page.on("load", lambda p: loads.append(p.url))
+    page.goto(server.base + f"/jobs/{sent.id}")
+    assert page.text_content("#job-state") == "QUEUED"
+    assert "8" in page.text_content("#job-args")
+    assert "<b>bold</b>" in page.text_content("#job-kwargs")  # as text
+    wait_for(lambda: "live" in page.text_content("#live-state"), 10, "the feed to open")
+
+    # A worker in its own process runs it; the page follows without a reload.
+    server.start_worker()
+    state = lambda: page.text_content("#job-state")  # noqa: E731
+    wait_for(lambda: state() in ("STARTED", "SUCCEEDED"), 30, "the job to start on the page")
+    wait_for(
+        lambda: state() == "SUCCEEDED" or page.locator("#progress").count() == 1,
+        15,
+        "the progress bar",
+    )
+    shoot(page, "job-running")
+    wait_for(lambda: state() == "SUCCEEDED", 30, "the job to succeed on the page")
+    wait_for(lambda: page.locator("#job-result").count() == 1, 10, "the result")
+    assert page.text_content("#job-result").strip() == "8"
+    events = page.locator("#timeline th").all_text_contents()
+    wait_for(
+        lambda: "task-succeeded" in page.locator("#timeline th").all_text_contents(),
+        10,
+        f"the timeline to show the end (it shows {events})",
+    )
+    timeline = page.locator("#timeline th").all_text_contents()
+    assert timeline[0] == "task-enqueued" and "task-started" in timeline
+    assert "task-progress" in timeline
+    assert page.get_by_role("button", name="Cancel job").count() == 0  # finished
+    wait_for(lambda: "finished" in page.text_content("#live-state"), 10, "the feed to stop")
+    assert len(loads) == 1, loads  # the first load only: no reload
+    assert errors == [], errors
+    page.close()
+
+
+LONG = "an-unbroken-value-" * 14
+"""Longer than a phone is wide, with no space to wrap at."""
+
+OVERFLOW = """() => {
+  const root = document.documentElement;
+  const name = (e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "") + "." + e.className;
+  const all = [...document.querySelectorAll("body *")];
+  const wide = all.filter((e) => e.getBoundingClientRect().right > root.clientWidth + 1);
+  // Partly off the left edge: cut, not hidden (hidden ones are wholly off, or 1 px).
+  const cut = all.filter((e) => {
+    const box = e.getBoundingClientRect();
+    return box.left < -1 && box.right > 1;
+  });
+  return {scroll: root.scrollWidth, client: root.clientWidth,
+          wide: wide.slice(0, 5).map(name), cut: cut.slice(0, 5).map(name)};
+}"""
+
+SIDEWAYS = """() => [...document.querySelectorAll(".scroll")]
+  .filter((box) => box.scrollWidth > box.clientWidth + 1)
+  .map((box) => (box.querySelector("table") || box).getAttribute("aria-label")
+    || box.querySelector("table")?.id || "a table")"""
+
+NAV_LINKS = """() => [...document.querySelectorAll("nav a")].map((a) => {
+  const box = a.getBoundingClientRect();
+  const hit = document.elementFromPoint(box.left + box.width / 2, box.top + box.height / 2);
+  return {text: a.textContent, left: box.left, right: box.right, height: box.height,
+          reachable: hit === a || a.contains(hit)};
+})"""
+
+
+def misfits(page: Any) -> list[str]:
+    """What does not fit the page's width: a horizontal overflow of the document or
+    of a table's box (its cells would hide off to the side), an element cut by the
+    left edge, a navigation link off
+    screen, under 20 pixels tall, or not what a tap on its middle reaches."""
+    width = page.viewport_size["width"]
+    found = page.evaluate(OVERFLOW)
+    problems = [] if found["scroll"] <= found["client"] else [f"overflows: {found}"]
+    problems += [f"cut at the left edge: {found['cut']}"] if found["cut"] else []
+    problems += [f"scrolls sideways: {table}" for table in page.evaluate(SIDEWAYS)]
+    for link in page.evaluate(NAV_LINKS):
+        if not (link["left"] >= 0 and link["right"] <= width):
+            problems.append(f"link off screen: {link}")
+        if link["height"] < 20 or not link["reachable"]:
+            problems.append(f"link hard to tap: {link}")
+    return problems
+
+
+def test_every_page_fits_1280_and_390_pixels_wide(
+    browser: Any, server: Server, client_app: GopherQ
+) -> None:
+    # What tends to overflow: long unbroken names and values everywhere.
+    queue = "reports-" + "q" * 60
+    queued = client_app.send_task("dashapp.add", (LONG, 2), {LONG: LONG}, queue=queue).id
+    dead = kill(client_app, LONG, 1, queue=queue + "-dead")
+    client_app.schedules.add("nightly-" + "s" * 60, "dashapp.add", every=300, args=(LONG, 1))
+    client_app.events.flush()
+    server.start_worker("-Q", "idle-" + "w" * 40)  # for the workers page; runs nothing here
+    paths = {
+        "overview": "/",
+        "queues": "/queues",
+        "purge": f"/queues/{queue}/purge",
+        "jobs": "/jobs",
+        "job": f"/jobs/{queued}",
+        "dead": "/dead",
+        "dead-letter": f"/dead/{dead}",
+        "schedules": "/schedules",
+        "workers": "/workers",
+    }
+    page, errors = log_in(browser, server, client_app, "admin")
+    wait_for(
+        lambda: page.goto(server.base + "/workers") and page.locator("tbody tr").count() > 0,
+        30,
+        "the worker to show",
+    )
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    problems: dict[str, list[str]] = {}
+    for name, path in paths.items():
+        assert page.goto(server.base + path).status == 200, path
+        for label, width in WIDTHS.items():
+            page.set_viewport_size({"width": width, "height": 900})
+            problems[f"{name} at {width}"] = misfits(page)
+            page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}.png"), full_page=True)
+        page.set_viewport_size({"width": WIDTHS["wide"], "height": 900})
+    page.set_viewport_size({"width": WIDTHS["narrow"], "height": 900})
+    # The navigation takes a phone's tap to the page it names.
+    page.get_by_role("link", name="Dead letters").click()
+    page.wait_for_url(server.base + "/dead")
+    assert errors == [], errors
+    page.close()
+    login = browser.new_page(viewport={"width": WIDTHS["narrow"], "height": 900})
+    login.goto(server.base + "/login")
+    problems["login at 390"] = misfits(login)
+    login.close()
+    assert {where: found for where, found in problems.items() if found} == {}

@@ -81,6 +81,27 @@ def test_a_job_page_shows_error_progress_checkpoint_and_events_escaped(
     assert "Retry job" not in page and "Cancel job" not in page  # not dead, finished
 
 
+def test_a_job_page_shows_the_arguments_of_a_waiting_or_running_job(
+    api: TestClient, app: GopherQ
+) -> None:
+    queued = app.send_task(add_name(app), [SCRIPT], {"y": 2}).id
+    scheduled = app.send_task(add_name(app), [5, 6], countdown=600).id
+    page = api.get(f"/jobs/{queued}").text
+    args = re.search(r'<pre id="job-args">(.*?)</pre>', page, re.S)
+    assert args is not None and "&lt;script&gt;alert(1)&lt;/script&gt;" in args.group(1)
+    assert SCRIPT not in page and '"y": 2' in page.replace("&#34;", '"')
+    assert f'data-live="/live/events?job={queued}"' in page  # it follows the job
+    assert "5,\n  6" in api.get(f"/jobs/{scheduled}").text
+    [running] = app.broker.reserve(["default"], 1, 0)
+    page = api.get(f"/jobs/{running.id}").text
+    assert "STARTED" in page and 'id="job-args"' in page
+    store(app, running.id, State.SUCCEEDED, result=app.codec.pack(3))
+    app.broker.ack([running])
+    page = api.get(f"/jobs/{running.id}").text
+    assert 'id="job-args"' not in page and "kept while its message waits" in page
+    assert "data-live" not in page  # finished: nothing more to follow
+
+
 def test_an_operator_cancels_a_queued_job(server: TestClient, app: GopherQ) -> None:
     sent = app.send_task(add_name(app), [1, 2])
     login(server, app, "operator")

@@ -401,6 +401,24 @@ def test_get_shows_result_events_and_timestamps(app: GopherQ, api: TestClient) -
     assert all(e["id"] == id for e in job["events"])
 
 
+def test_get_shows_the_arguments_until_the_job_succeeds(app: GopherQ, api: TestClient) -> None:
+    queued = app.send_task("t.add", [1], {"y": b"\x00"}).id  # bytes: not JSON
+    scheduled = send(api, countdown=600)["id"]
+    job = api.get(f"{JOBS}/{queued}").json()
+    assert (job["state"], job["args"], job["kwargs"]) == ("QUEUED", [1], {"y": {"$bytes": "AA=="}})
+    job = api.get(f"{JOBS}/{scheduled}").json()
+    assert (job["state"], job["args"], job["kwargs"]) == ("SCHEDULED", [1, 2], {})
+    [running] = app.broker.reserve(["default"], 1, 0)
+    job = api.get(f"{JOBS}/{running.id}").json()
+    assert (job["state"], job["args"]) == ("STARTED", [1])
+    app.broker.requeue([running])
+    app.broker.purge("default")
+    done = send(api)["id"]
+    drain(app)
+    job = api.get(f"{JOBS}/{done}").json()
+    assert (job["state"], job["args"], job["kwargs"]) == ("SUCCEEDED", None, None)
+
+
 def test_get_shows_the_error_with_its_traceback(app: GopherQ, api: TestClient) -> None:
     id = api.post(JOBS, json={"task": "t.fail"}).json()["id"]
     drain(app)

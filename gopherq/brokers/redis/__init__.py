@@ -13,7 +13,8 @@ Supports the whole broker contract, every state change one Lua script:
 * cancel: a ready or scheduled message is removed, a leased one marked (a field of
   its hash, which requeue, lease expiry and retry keep and reserve reads in the
   same HMGET); ``cancel_requested`` asks one script call per queue;
-* pause and resume, purge, stats, dead-letter paging, requeue and delete.
+* pause and resume, purge, stats, dead-letter paging, requeue and delete; one
+  message read by id (``peek``: one script call when its queue is given).
 
 Ready messages of a queue sit in one sorted set scored by priority, then by a
 time-based sequence number (DESIGN.md sketched a list per priority): requeue
@@ -53,9 +54,10 @@ enqueue on one slot. One queue (the common case) blocks with no delay.
 
 Cross-queue state lives in a slot of its own: ``P:{_}:queues``, the set of
 queue names known to ``stats``, ``recover`` and the admin calls that take no
-queue (``locate``, ``delete``, ``dead_letters()``). Idempotency keys are held per
-queue (a key names one message within its queue). A queue name must not be empty
-or start with ``}`` (its keys would get an empty hash tag).
+queue (``locate``, ``delete``, ``dead_letters()``, ``peek`` without its queue).
+Idempotency keys are held per queue (a key names one message within its queue). A
+queue name must not be empty or start with ``}`` (its keys would get an empty hash
+tag).
 
 Outage: producers (``enqueue`` and the settling calls) retry a failed call a few
 times within about two seconds, then raise ``BrokerUnavailable`` (a repeated
@@ -125,6 +127,7 @@ from gopherq.brokers.base import (
     DeadLetter,
     Delivery,
     Envelope,
+    Peeked,
     QueueDepth,
     QueueStats,
 )
@@ -532,6 +535,30 @@ class RedisBroker(Broker):
             if state:
                 return _STATES[state]
         return None
+
+    def peek(self, id: str, queue: str | None = None) -> Peeked | None:
+        """The message ``id`` and where it is; None if gone (or in no known queue).
+
+        With ``queue``: one script call on that queue's slot, then, only if the message
+        is not there, one per other known queue (as ``locate``)."""
+        peek = script("peek")
+        if queue is not None:
+            found = self._peeked(queue, self._run(peek, queue, (self._ttl, id)), id)
+            if found is not None:
+                return found
+        others = [q for q in self._known() if q != queue]
+        for q, raw in zip(others, self._run_each(peek, others, (self._ttl, id)), strict=True):
+            found = self._peeked(q, raw, id)
+            if found is not None:
+                return found
+        return None
+
+    @staticmethod
+    def _peeked(queue: str, raw: Sequence[Any], id: str) -> Peeked | None:
+        """A ``Peeked`` of the four fields peek.lua returns; None for none."""
+        if not raw:
+            return None
+        return Peeked(id, queue, int(raw[1]), raw[2], int(raw[3]), _STATES[raw[0]])
 
     def ping(self) -> None:
         """Return if Redis answers; raise ``BrokerUnavailable`` otherwise."""

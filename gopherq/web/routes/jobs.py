@@ -235,7 +235,7 @@ def _summary(record: JobRecord) -> dict[str, Any]:
 
 
 def _detail(info: dict[str, Any], events: list[Event] | None) -> JobDetail:
-    for name in ("result", "checkpoint"):
+    for name in ("args", "kwargs", "result", "checkpoint"):
         if name in info:
             info[name] = json_value(info[name])
     if events is not None:
@@ -258,8 +258,9 @@ def _detail(info: dict[str, Any], events: list[Event] | None) -> JobDetail:
 def get_job(id: IdPath, app: AppDep) -> Response:
     """Everything known of job ``id``: its record (result or error with traceback,
     attempts, progress, checkpoint, times, worker) and its retained events. 404 when
-    neither the result store nor the broker knows it."""
-    info = admin.find_job(app, id)
+    neither the result store nor the broker knows it. Its ``args`` and ``kwargs``
+    while the broker holds its message (not once it succeeded)."""
+    info = admin.find_job(app, id, arguments=True)
     if info is None:
         raise not_found("job", id)
     events = admin.job_events(app, id, info.get("created"), info.get("finished"))

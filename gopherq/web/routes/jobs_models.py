@@ -211,6 +211,8 @@ class JobDetail(JobSummary):
                     "started": 1764644400.31,
                     "finished": 1764644400.32,
                     "worker": "worker-1@host",
+                    "args": [2, 3],
+                    "kwargs": {},
                     "result": 5,
                     "events": [
                         {"type": "task-enqueued", "time": 1764644400.25, "cursor": "17"},
@@ -220,6 +222,12 @@ class JobDetail(JobSummary):
         }
     )
 
+    args: list[Any] | None = Field(
+        None,
+        description="Its positional arguments while the broker holds its message (queued, "
+        "scheduled, running or dead-lettered); null once it is gone or unreadable.",
+    )
+    kwargs: dict[str, Any] | None = Field(None, description="Its keyword arguments, as args.")
     result: Any = None
     checkpoint: Any = None
     events: list[EventOut] | None = Field(

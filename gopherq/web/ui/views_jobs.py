@@ -154,23 +154,29 @@ class JobView:
     """Whether the job is in the dead letters (so a retry can run it again)."""
 
     @property
+    def changing(self) -> bool:
+        """Whether the job has not finished, so its page follows it live."""
+        return not State(self.state).finished
+
+    @property
     def cancellable(self) -> bool:
         """Whether a cancel can still stop it."""
         return self.state in ("QUEUED", "SCHEDULED", "STARTED", "RETRYING")
 
 
 def job(app: GopherQ, id: str) -> JobView:
-    """Job ``id`` (``admin.find_job``, ``admin.job_events``, and its dead letter's
-    arguments when it has one); the 404 page for a job nothing knows of."""
+    """Job ``id`` (``admin.find_job`` with its arguments, ``admin.job_events``); the
+    404 page for a job nothing knows of."""
     if name_problem("id", id):
         raise PageError(404, "There is no such job.")
-    info = admin.find_job(app, id)
+    info = admin.find_job(app, id, arguments=True)
     if info is None:
         raise PageError(404, "There is no such job.")
     events = admin.job_events(app, id, info.get("created"))
-    args = kwargs = None
+    args = None if info.get("args") is None else to_json(info["args"], indent=2)
+    kwargs = None if info.get("kwargs") is None else to_json(info["kwargs"], indent=2)
     dead = info["state"] == State.DEAD.value or app.broker.locate(id) is State.DEAD
-    if dead:
+    if dead and args is None:  # a broker that cannot peek: its dead letter's arguments
         try:
             letter = admin_dead.detail(app, id)
         except admin_dead.NotDead:

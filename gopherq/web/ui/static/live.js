@@ -1,8 +1,9 @@
-// Live updates: the overview's numbers and the jobs list follow the event store
-// through the dashboard's events feed (server-sent events at data-live, the API's
-// stream for the session cookie). The overview reads its numbers again from
+// Live updates: the overview's numbers, the jobs list and a job's page follow the
+// event store through the dashboard's events feed (server-sent events at data-live,
+// the API's stream for the session cookie). The overview reads its numbers again from
 // data-source when events arrive; without EventSource, or when the feed fails for
-// good, it polls data-source every few seconds instead.
+// good, it polls data-source every few seconds instead. A job's page reads itself
+// again on each event of the job and puts in the parts (data-part) that changed.
 "use strict";
 
 (function () {
@@ -24,8 +25,19 @@
     return td;
   }
 
-  // Calls onEvent with each event of the feed at `url`; onLost when it ends for good.
-  function feed(url, onEvent, onLost) {
+  // Many events in a burst make one call of `run`, `wait` ms after the first.
+  function debounced(run, wait) {
+    let pending = false;
+    return function () {
+      if (pending) return;
+      pending = true;
+      setTimeout(async function () { pending = false; await run(); }, wait);
+    };
+  }
+
+  // Calls onEvent with each event of the feed at `url`; onLost when it ends for good;
+  // onOpen (if given) each time it opens, events before then being missed.
+  function feed(url, onEvent, onLost, onOpen) {
     if (!url || typeof EventSource !== "function") {
       onLost();
       return function () {};
@@ -39,7 +51,10 @@
         // A message that is not an event (none is sent) changes nothing.
       }
     };
-    source.onopen = function () { text("live-state", " · live"); };
+    source.onopen = function () {
+      text("live-state", " · live");
+      if (onOpen) onOpen();
+    };
     source.onerror = function () {
       if (source.readyState === EventSource.CLOSED) {
         text("live-state", " · live updates paused (reload to resume)");
@@ -134,13 +149,8 @@
     }
 
     let timer = null;
-    let pending = false;
     // Many events in a burst make one read, at most one a second.
-    function soon() {
-      if (pending) return;
-      pending = true;
-      setTimeout(async function () { pending = false; await refresh(); }, 1000);
-    }
+    const soon = debounced(refresh, 1000);
     function poll() {
       timer = setTimeout(async function () { if (await refresh()) poll(); }, every);
     }
@@ -224,8 +234,57 @@
     window.addEventListener("pagehide", stop);
   }
 
+  function jobPage(root) {
+    let stop = function () {};
+    let timer = null;
+    let done = false;
+
+    function finish(note) {
+      done = true;
+      stop();
+      clearTimeout(timer);
+      text("live-state", note);
+    }
+
+    // Reads the page again and puts in each part whose markup changed.
+    async function refresh() {
+      if (done) return;
+      try {
+        const response = await fetch(window.location.pathname, {
+          credentials: "same-origin", headers: { Accept: "text/html" },
+        });
+        if (response.status === 401 || response.redirected) {
+          finish(" · session ended: reload to log in");
+          return;
+        }
+        if (!response.ok) {
+          text("live-state", " · live updates paused (" + response.status + ")");
+          return;
+        }
+        const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+        for (const part of root.querySelectorAll("[data-part]")) {
+          const next = fresh.getElementById(part.id);
+          if (next && next.innerHTML !== part.innerHTML) part.replaceWith(document.importNode(next, true));
+        }
+        const after = fresh.getElementById("job");
+        if (after && !after.dataset.live) finish(" · finished");
+      } catch (error) {
+        text("live-state", " · live updates paused (server unreachable)");
+      }
+    }
+
+    const soon = debounced(refresh, 500);
+    function poll() {
+      timer = setTimeout(async function () { await refresh(); if (!done) poll(); }, 3000);
+    }
+    stop = feed(root.dataset.live, soon, poll, soon);
+    window.addEventListener("pagehide", function () { stop(); clearTimeout(timer); });
+  }
+
   const root = document.getElementById("overview");
   if (root) overview(root);
   const table = document.getElementById("jobs");
   if (table && table.dataset.live) jobs(table);
+  const job = document.getElementById("job");
+  if (job && job.dataset.live) jobPage(job);
 })();
