@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,8 @@ def test_scripts_that_free_or_move_memory_run_at_maxmemory() -> None:
     grows = {
         "enqueue": "#!lua\n",
         "event_add": "#!lua\n",
+        "event_index": "#!lua\n",
+        "event_job": "#!lua flags=no-writes\n",
         "cancel_requested": "#!lua flags=no-writes\n",
     }
     for name in SCRIPT_NAMES:
@@ -577,20 +580,25 @@ def test_result_records_expire_only_when_finished(shared_url: str) -> None:
 def test_filtered_job_pages_search_a_bounded_window_and_say_where_to_go_on(
     shared_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Two filters walk the smaller index and test the other: JOBS_SCAN entries a page."""
     monkeypatch.setattr(result_redis, "JOBS_SCAN", 20)
     monkeypatch.setattr(result_redis, "JOBS_WINDOW", 10)
     monkeypatch.setattr(result_redis, "JOBS_WINDOW_MAX", 10)
     backend = RedisResultBackend(shared_url)
     now = time.time()
     rare = JobRecord("rare", "t", State.FAILED, created=now - 50)
-    common = [JobRecord(f"c{i:02}", "t", State.SUCCEEDED, created=now - i) for i in range(40)]
+    common = [
+        JobRecord(f"c{i:02}", *(("t", State.SUCCEEDED) if i % 2 else ("u", State.FAILED)))
+        for i in range(40)
+    ]
+    common = [replace(r, created=now - i) for i, r in enumerate(common)]
     backend.store([*common, rare])
-    page = backend.job_page(state=State.FAILED, limit=5)
-    assert page.records == [] and page.next is not None  # searched 20, more to search
-    page = backend.job_page(state=State.FAILED, after=page.next, limit=5)
-    assert page.records == [] and page.next is not None
-    page = backend.job_page(state=State.FAILED, after=page.next, limit=5)
+    page = backend.job_page(state=State.FAILED, task="t", limit=5)
+    assert page.records == [] and page.next is not None  # searched 20 of 21, more to search
+    page = backend.job_page(state=State.FAILED, task="t", after=page.next, limit=5)
     assert page.records == [rare] and page.next is None
+    page = backend.job_page(state=State.FAILED, limit=5)  # one filter: its index, no search
+    assert [r.id for r in page.records] == ["c00", "c02", "c04", "c06", "c08"]
     backend.close()
 
 
