@@ -86,26 +86,8 @@ def start_redis(tmp_path: Path) -> Iterator[Callable[..., services.RedisServer]]
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> RedisBroker:
     """A broker on fakeredis (with Lua): fast, no server."""
-    pytest.importorskip("lupa")
-    fakeredis = pytest.importorskip("fakeredis")
-    server = fakeredis.FakeServer()
-    monkeypatch.setattr(Connection, "_open", lambda self: fakeredis.FakeRedis(server=server))
-    # fakeredis reads no shebang line (script flags), as Redis before 7: it refuses a
-    # script with one here as Redis 6 does, and the broker goes on without flags.
-    from fakeredis._helpers import SimpleError
-    from fakeredis.commands_mixins.scripting_mixin import ScriptingCommandsMixin
-
-    real_load = ScriptingCommandsMixin.script_load
-
-    def script_load(self: Any, *args: bytes) -> Any:
-        if args and args[0].startswith(b"#!"):
-            raise SimpleError(
-                "Error compiling script (new function): user_script:1: unexpected symbol near '#'"
-            )
-        return real_load(self, *args)
-
-    monkeypatch.setattr(ScriptingCommandsMixin, "script_load", script_load)
-    return RedisBroker("redis://fake:6379/0?prefix=t")
+    services.use_fakeredis(monkeypatch)
+    return RedisBroker(services.FAKE_URL)
 
 
 def count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
