@@ -296,6 +296,10 @@ class RedisResultBackend(ResultBackend):
             position = JobCursor(fresh[-1][1], fresh[-1][0])
             if tests:
                 fresh = self._conn.call(functools.partial(self._in_all, tests, fresh))
+            cut = len(fresh) > limit + 1 - len(found)
+            if cut:  # read no more records than the page needs: go on after the last
+                fresh = fresh[: limit + 1 - len(found)]
+                position = JobCursor(fresh[-1][1], fresh[-1][0])
             ids = [id for id, _ in fresh]
             blobs = self._conn.call(functools.partial(self._get_many, ids))
             gone = [id for id, blob in zip(ids, blobs, strict=True) if blob is None]
@@ -315,7 +319,7 @@ class RedisResultBackend(ResultBackend):
                     and (not timed or sent_within(data.get("created"), since, until))
                 ):
                     found.append((JobRecord.from_map(data), JobCursor(score, id)))
-            if len(entries) < window:
+            if len(entries) < window and not cut:
                 break
             if tests:
                 window = min(window * 2, JOBS_WINDOW_MAX)
