@@ -4,13 +4,13 @@ The default event backend when the broker is Redis: ``events = "broker"`` with a
 ``redis://`` broker names it.
 
 Features:
-    * ``publish`` sends one ``XADD ... MAXLEN ~ max_count`` per event, the whole
-      batch in one round trip (a pipeline); each entry is one field, ``e``, a
-      msgpack array (``Event[:8]``). An event of a job goes through
-      ``event_add.lua``, which also appends the entry's id to the job's list
-      (``P:{events}:job:<id>``: its first ``JOB_KEEP`` ids; it expires
-      ``max_age`` after the job's last event). Delivery is at least once: a batch
-      whose reply is lost to a connection failure is sent again.
+    * ``publish`` adds the batch with one script call (``event_add.lua``): per
+      event one ``XADD ... MAXLEN ~ max_count``, an entry of one field, ``e``, a
+      msgpack array (``Event[:8]``); and per event of a job, the entry's id
+      appended to the job's list (``P:{events}:job:<id>``: its first
+      ``JOB_KEEP`` ids; it expires ``max_age`` after the job's last event).
+      Delivery is at least once: a batch whose reply is lost to a connection
+      failure is sent again.
     * ``read`` is ``XREAD BLOCK`` from the cursor: a blocked reader wakes as soon
       as an event is added, with no polling. It blocks on a connection of its
       own, checked out of the client's pool for the call, so it never holds a
@@ -119,21 +119,20 @@ class RedisEventBackend(EventBackend):
         """Append the batch in one round trip; about once a second also trim by age."""
         if not events:
             return
-        cap = ("MAXLEN", "~", self.max_count, "*", FIELD)
-        add = script("event_add")
-        ttl = self._ttl_ms()
-        calls: list[Call] = [
-            (add, [self.key, self.side_key], (self.max_count, pack_event(e), "", JOB_KEEP))
-            if e.type in SIDE_TYPES
-            else ("XADD", [self.key], (*cap, pack_event(e)))
-            if e.id is None
-            else (
-                add,
-                [self.key, self._job_prefix + e.id],
-                (self.max_count, pack_event(e), ttl, JOB_KEEP),
-            )
-            for e in events
-        ]
+        keys = [self.key, self.side_key]
+        args: list[Any] = [self.max_count, self._ttl_ms(), JOB_KEEP]
+        lists: dict[str, int] = {}  # a job's list: its KEYS index (1-based)
+        for e in events:
+            if e.type in SIDE_TYPES:
+                second = 2
+            elif e.id is None:
+                second = 0
+            else:
+                second = lists.setdefault(e.id, len(keys) + 1)
+                if second > len(keys):
+                    keys.append(self._job_prefix + e.id)
+            args += (second, pack_event(e))
+        calls: list[Call] = [(script("event_add"), keys, args)]
         now = time.time()
         if now >= self._next_trim:
             self._next_trim = now + TRIM_EVERY

@@ -308,41 +308,37 @@ local function job_place_keys(base, place)
 end
 
 -- Index id under created (unix seconds; '' keeps its first store time, now) in the
--- history and in the indexes of place, leaving those of the place it had. When
+-- history and in the indexes of place, out of those of the place it had. When
 -- only_new, an id indexed already is left as it is (the backfill: never over a
--- newer writer's place).
+-- newer writer's place). A re-store costs two calls, a state change five.
 local function index_job(base, id, created, now, place, only_new)
   local all, where = base .. ':index', base .. ':where'
   local old = redis.call('HGET', where, id)
   if only_new and old then
     return
   end
-  local changed
+  local moved, score -- moved: its score in the history changed
   if created ~= '' then
-    changed = redis.call('ZADD', all, 'CH', created, id) == 1
+    moved, score = redis.call('ZADD', all, 'CH', created, id) == 1, created
   else
-    changed = redis.call('ZADD', all, 'NX', now, id) == 1
+    moved = redis.call('ZADD', all, 'NX', now, id) == 1
   end
-  if old == place and not changed then
-    return -- in its indexes under its score already: the common re-store
+  if old == place and not moved then
+    return -- in its indexes under its score already
   end
-  local score = redis.call('ZSCORE', all, id)
+  score = score or redis.call('ZSCORE', all, id)
   local keys = job_place_keys(base, place)
-  if old and old ~= place then
-    local before = job_place_keys(base, old)
-    for i = 1, 3 do
-      if before[i] and before[i] ~= keys[i] then
-        redis.call('ZREM', before[i], id)
-      end
+  local before = old and job_place_keys(base, old) or {false, false, false}
+  for i = 1, 3 do
+    if before[i] ~= keys[i] and before[i] then
+      redis.call('ZREM', before[i], id)
+    end
+    if keys[i] and (moved or before[i] ~= keys[i]) then
+      redis.call('ZADD', keys[i], score, id)
     end
   end
   if old ~= place then
     redis.call('HSET', where, id, place)
-  end
-  for i = 1, 3 do
-    if keys[i] then
-      redis.call('ZADD', keys[i], score, id)
-    end
   end
 end
 
