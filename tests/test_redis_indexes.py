@@ -327,3 +327,16 @@ def test_events_from_before_the_lists_are_indexed_once(
         "task-succeeded",
     ]
     again.close()
+
+
+def test_a_store_indexed_from_the_start_is_not_walked(
+    backend: RedisResultBackend, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend.store(history(30))
+
+    def walk(*args: Any) -> Any:
+        raise AssertionError("walked a history whose ids are all indexed")
+
+    monkeypatch.setattr(backend, "_scan_index", walk)
+    assert len(backend.jobs(state=State.FAILED)) == 7
+    assert client.exists(f"{backend.prefix}:{{jobs}}:indexed")

@@ -52,11 +52,12 @@ expired ones when ``store`` trims the expiry index (or ``cleanup`` runs), and
 those ``job_page`` finds gone.
 
 Records stored before these indexes existed are put in them once, lazily: the
-first filtered ``job_page`` of a process finds no ``P:{jobs}:indexed`` marker,
-walks the history (``ZSCAN``, records read 1,000 at a time) and indexes the ids
-not indexed yet, never over a place a newer write gave an id; then sets the
-marker. Writers of a version without the indexes must be stopped first: what
-they store later is in the history but not in the state, task and queue indexes.
+first filtered ``job_page`` of a process finds no ``P:{jobs}:indexed`` marker
+and, when the history holds more ids than ``P:{jobs}:where``, walks it
+(``ZSCAN``, records read 1,000 at a time) and indexes the ids not indexed yet,
+never over a place a newer write gave an id; then sets the marker. Writers of a
+version without the indexes must be stopped first: what they store later is in
+the history but not in the state, task and queue indexes.
 
 Where the broker is the Redis broker on the same server (not a cluster),
 ``store_held`` stores the records of a worker's finished deliveries and acks
@@ -361,7 +362,13 @@ class RedisResultBackend(ResultBackend):
         if self._indexed:
             return
         marker = self._jobs_base + ":indexed"
-        if not self._conn.call(lambda c: self._conn.run(c, "EXISTS", [marker], ())):
+        calls: list[Call] = [
+            ("EXISTS", [marker], ()),
+            ("ZCARD", [self._jobs_key], ()),
+            ("HLEN", [self._jobs_base + ":where"], ()),
+        ]
+        done, listed, placed = self._conn.call(lambda c: self._conn.run_many(c, calls))
+        if not done and listed > placed:  # some ids are in no index yet
             cursor: Any = 0
             while True:
                 scan = functools.partial(self._scan_index, cursor)
@@ -370,6 +377,7 @@ class RedisResultBackend(ResultBackend):
                     self._conn.call(functools.partial(self._index_old, entries))
                 if not int(cursor):
                     break
+        if not done:
             self._conn.call(lambda c: self._conn.run(c, "SET", [marker], ("1",)))
         self._indexed = True
 
