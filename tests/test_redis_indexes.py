@@ -340,3 +340,16 @@ def test_a_store_indexed_from_the_start_is_not_walked(
     monkeypatch.setattr(backend, "_scan_index", walk)
     assert len(backend.jobs(state=State.FAILED)) == 7
     assert client.exists(f"{backend.prefix}:{{jobs}}:indexed")
+
+
+def test_job_lists_live_as_long_as_a_full_stream_holds_events(url: str, client: Any) -> None:
+    """Once the stream is trimmed by count, a job's list lives twice the stream's span
+    (at least a second), not the whole age retention: as many lists as jobs in it."""
+    events = RedisEventBackend(url, max_age=3600, max_count=100)
+    first = time.time() - 10
+    client.xadd(events.key, {"e": b""}, id=f"{int(first * 1000)}-0")  # the stream's oldest
+    events.publish([task_event("task-started", f"other-{i}") for i in range(150)])
+    events.publish([task_event("task-started", "job")])
+    key = f"{events._job_prefix}job"
+    assert 1000 <= client.pttl(key) <= 2 * (time.time() - first) * 1000 + 1000
+    events.close()

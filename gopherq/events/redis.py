@@ -8,7 +8,9 @@ Features:
       event one ``XADD ... MAXLEN ~ max_count``, an entry of one field, ``e``, a
       msgpack array (``Event[:8]``); and per event of a job, the entry's id
       appended to the job's list (``P:{events}:job:<id>``: its first
-      ``JOB_KEEP`` ids; it expires ``max_age`` after the job's last event).
+      ``JOB_KEEP`` ids; it expires ``max_age`` after the job's last event, or,
+      once the stream holds ``max_count`` entries, twice the span of time the
+      stream holds, so that there are about as many lists as jobs in it).
       Delivery is at least once: a batch whose reply is lost to a connection
       failure is sent again.
     * ``read`` is ``XREAD BLOCK`` from the cursor: a blocked reader wakes as soon

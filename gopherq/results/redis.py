@@ -108,8 +108,8 @@ CHUNK = 1000
 JOBS_SCAN = 10_000
 """Most index entries one ``job_page`` call reads: the window its filters search."""
 JOBS_WINDOW = 200
-"""Ids the first round trip of ``job_page`` reads with filters (without: ``limit`` + 1);
-each further one reads twice as many, up to ``JOBS_WINDOW_MAX``."""
+"""Ids the first round trip of ``job_page`` reads with two or three filters (else
+``limit`` + 1); each further one reads twice as many, up to ``JOBS_WINDOW_MAX``."""
 JOBS_WINDOW_MAX = 2000
 _NO_RECORD = ("",) * 7
 
@@ -322,8 +322,8 @@ class RedisResultBackend(ResultBackend):
                     found.append((JobRecord.from_map(data), JobCursor(score, id)))
             if len(entries) < window and not cut:
                 break
-            if tests:
-                window = min(window * 2, JOBS_WINDOW_MAX)
+            # the window came up short (ids gone, or failing the tests): a larger one
+            window = max(window, min(window * 2, JOBS_WINDOW_MAX))
         if len(found) <= limit:
             return JobPage([r for r, _ in found])
         return JobPage([r for r, _ in found[:limit]], found[limit - 1][1])

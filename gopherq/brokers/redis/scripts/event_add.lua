@@ -9,12 +9,28 @@
 -- KEYS  [1] the event stream  [2] the side stream  then the lists of the batch's jobs,
 --       each once (one hash slot with KEYS[1])
 -- ARGV  [1] most entries either stream keeps (approximate)
---       [2] a job list's time to live in ms (the events' retention: it lives that
---       long after the job's last event)  [3] most ids a job's list keeps: its first
+--       [2] a job list's time to live in ms (the events' retention by age: it lives
+--       that long after the job's last event; less when the stream is full, see
+--       below)  [3] most ids a job's list keeps: its first
 --       then 2 fields per event: its second key (0 for none, else its KEYS index), the
 --       event (msgpack)
 -- Returns how many events were added.
+--
+-- Once the stream holds its most entries, it is trimmed by count, and its entries
+-- live about as long as the span from its first entry to now: a job's list then
+-- lives twice that span (at least a second, at most ARGV[2]), so that the lists stay
+-- in proportion to the jobs the stream still holds.
 
+local ttl = tonumber(ARGV[2])
+if #KEYS > 2 and redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
+  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+  if first then
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local span = now - tonumber(string.match(first[1], '^(%d+)'))
+    ttl = math.min(ttl, math.max(2 * span, 1000))
+  end
+end
 local n = 0
 for j = 4, #ARGV, 2 do
   local second, event = tonumber(ARGV[j]), ARGV[j + 1]
@@ -27,6 +43,6 @@ for j = 4, #ARGV, 2 do
   n = n + 1
 end
 for k = 3, #KEYS do
-  redis.call('PEXPIRE', KEYS[k], ARGV[2])
+  redis.call('PEXPIRE', KEYS[k], string.format('%d', ttl))
 end
 return n
