@@ -5,7 +5,8 @@
     pip install -e '.[bench]'
     python benchmarks/bench_redis.py [--celery] [--json] [--tasks N] [--bulk N]
                                      [--round-trips N] [-c N] [--url URL] [--celery-url URL]
-                                     [--worker-args '--metrics-port 0']
+                                     [--worker-args '--metrics-port 0'] [--events on]
+                                     [--results]
 
 Each task does one Redis ``INCR`` on a counter and returns. With a real worker
 subprocess (``python -m gopherq worker -c 2``; with ``--celery`` also
@@ -15,9 +16,10 @@ enqueue       ``--tasks`` single ``.delay()`` calls, one after another, no worke
 bulk enqueue  ``--bulk`` tasks in batches of 1,000: ``app.send_many``; Celery has no
               batch publish, so there a loop of ``apply_async(producer=...)`` over one
               producer per batch (faster than ``group(...).apply_async()``)
-drain         every task enqueued above (results ignored), run by a worker started
-              after all were enqueued: from the first ``INCR`` to the last, so that
-              worker start-up (reported apart) is not counted
+drain         every task enqueued above (results ignored; with ``--results`` gopherq
+              stores each one's record, the write path of the job history), run by a
+              worker started after all were enqueued: from the first ``INCR`` to the
+              last, so that worker start-up (reported apart) is not counted
 round trip    ``--round-trips`` sequential ``.delay().get()`` of the same INCR with its
               result stored, after 10 to warm up: p50, p95, p99
 worker RSS    supervisor (Celery: main process) plus children, after the round trips
@@ -105,14 +107,17 @@ class Side:
     close: Callable[[], None]
 
 
-def gopherq_side(url: str, concurrency: int, extra: Sequence[str] = ()) -> Side:
+def gopherq_side(
+    url: str, concurrency: int, extra: Sequence[str] = (), *, results: bool = False
+) -> Side:
     os.environ["GOPHERQ_BROKER_URL"] = url
     bench = make_app()
     incr, incr_get = bench.get_task("bench.incr"), bench.get_task("bench.incr_get")
+    sent = incr_get if results else incr
     return Side(
         "gopherq",
-        delay=incr.delay,
-        send_batch=lambda n: bench.send_many([incr.s() for _ in range(n)]),
+        delay=sent.delay,
+        send_batch=lambda n: bench.send_many([sent.s() for _ in range(n)]),
         round_trip=lambda: incr_get.delay().get(timeout=30),
         start_worker=lambda: start_gopherq_worker("bench_redis", concurrency, QUEUE, extra),
         close=bench.close,
@@ -302,6 +307,9 @@ def main() -> int:
         default="off",
         help="gopherq's lifecycle events (off: like Celery, which sends no task-sent events)",
     )
+    parser.add_argument(
+        "--results", action="store_true", help="gopherq's drained tasks store their records"
+    )
     parser.add_argument("--worker-args", default="", help="more gopherq worker options")
     options = parser.parse_args()
     os.environ["GOPHERQ_EVENTS"] = "broker" if options.events == "on" else "off"
@@ -331,6 +339,7 @@ def run(options: argparse.Namespace) -> int:
             "python": platform.python_version(),
             "hiredis": "yes" if redis.utils.HIREDIS_AVAILABLE else "no",
             "events": options.events,
+            "results": options.results,
             "tasks": options.tasks,
             "bulk": options.bulk,
             "round_trips": options.round_trips,
@@ -339,7 +348,12 @@ def run(options: argparse.Namespace) -> int:
     try:
         report["bare_lpush_per_s"] = bare_loop(options.url, f"{prefix}:bare", options.tasks)
         extra = shlex.split(options.worker_args)
-        side = gopherq_side(with_query(options.url, prefix=prefix), options.concurrency, extra)
+        side = gopherq_side(
+            with_query(options.url, prefix=prefix),
+            options.concurrency,
+            extra,
+            results=options.results,
+        )
         report["gopherq"] = measure(side, options.tasks, options.bulk, options.round_trips)
         if options.celery:
             side = celery_side(options.celery_url, f"{prefix}:", options.concurrency)

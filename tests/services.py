@@ -27,7 +27,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 import redis
@@ -250,6 +250,39 @@ def with_prefix(url: str, prefix: str | None = None) -> str:
 def redis_test_url() -> str:
     """A private URL on the shared Redis: a unique key prefix for one test."""
     return with_prefix(redis_url())
+
+
+FAKE_URL = "redis://fake:6379/0?prefix=t"
+"""The URL ``use_fakeredis`` serves (any URL does; this one says so)."""
+
+
+def use_fakeredis(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Give every Redis ``Connection`` opened from now on one fakeredis server (with
+    Lua: the scripts run on it); skip without fakeredis or lupa. Returns a client of it.
+
+    fakeredis reads no shebang line (script flags), as Redis before 7: it refuses a
+    script with one here as Redis 6 does, and gopherq goes on without flags.
+    """
+    pytest.importorskip("lupa")
+    fakeredis = pytest.importorskip("fakeredis")
+    from fakeredis._helpers import SimpleError
+    from fakeredis.commands_mixins.scripting_mixin import ScriptingCommandsMixin
+
+    from gopherq.stores.redis import Connection
+
+    server = fakeredis.FakeServer()
+    monkeypatch.setattr(Connection, "_open", lambda self: fakeredis.FakeRedis(server=server))
+    real_load = ScriptingCommandsMixin.script_load
+
+    def script_load(self: Any, *args: bytes) -> Any:
+        if args and args[0].startswith(b"#!"):
+            raise SimpleError(
+                "Error compiling script (new function): user_script:1: unexpected symbol near '#'"
+            )
+        return real_load(self, *args)
+
+    monkeypatch.setattr(ScriptingCommandsMixin, "script_load", script_load)
+    return fakeredis.FakeRedis(server=server)
 
 
 def delete_keys(url: str) -> int:

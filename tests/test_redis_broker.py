@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -85,26 +86,8 @@ def start_redis(tmp_path: Path) -> Iterator[Callable[..., services.RedisServer]]
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> RedisBroker:
     """A broker on fakeredis (with Lua): fast, no server."""
-    pytest.importorskip("lupa")
-    fakeredis = pytest.importorskip("fakeredis")
-    server = fakeredis.FakeServer()
-    monkeypatch.setattr(Connection, "_open", lambda self: fakeredis.FakeRedis(server=server))
-    # fakeredis reads no shebang line (script flags), as Redis before 7: it refuses a
-    # script with one here as Redis 6 does, and the broker goes on without flags.
-    from fakeredis._helpers import SimpleError
-    from fakeredis.commands_mixins.scripting_mixin import ScriptingCommandsMixin
-
-    real_load = ScriptingCommandsMixin.script_load
-
-    def script_load(self: Any, *args: bytes) -> Any:
-        if args and args[0].startswith(b"#!"):
-            raise SimpleError(
-                "Error compiling script (new function): user_script:1: unexpected symbol near '#'"
-            )
-        return real_load(self, *args)
-
-    monkeypatch.setattr(ScriptingCommandsMixin, "script_load", script_load)
-    return RedisBroker("redis://fake:6379/0?prefix=t")
+    services.use_fakeredis(monkeypatch)
+    return RedisBroker(services.FAKE_URL)
 
 
 def count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -203,6 +186,8 @@ def test_scripts_that_free_or_move_memory_run_at_maxmemory() -> None:
     grows = {
         "enqueue": "#!lua\n",
         "event_add": "#!lua\n",
+        "event_index": "#!lua\n",
+        "event_job": "#!lua flags=no-writes\n",
         "cancel_requested": "#!lua flags=no-writes\n",
     }
     for name in SCRIPT_NAMES:
@@ -577,20 +562,25 @@ def test_result_records_expire_only_when_finished(shared_url: str) -> None:
 def test_filtered_job_pages_search_a_bounded_window_and_say_where_to_go_on(
     shared_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Two filters walk the smaller index and test the other: JOBS_SCAN entries a page."""
     monkeypatch.setattr(result_redis, "JOBS_SCAN", 20)
     monkeypatch.setattr(result_redis, "JOBS_WINDOW", 10)
     monkeypatch.setattr(result_redis, "JOBS_WINDOW_MAX", 10)
     backend = RedisResultBackend(shared_url)
     now = time.time()
     rare = JobRecord("rare", "t", State.FAILED, created=now - 50)
-    common = [JobRecord(f"c{i:02}", "t", State.SUCCEEDED, created=now - i) for i in range(40)]
+    common = [
+        JobRecord(f"c{i:02}", *(("t", State.SUCCEEDED) if i % 2 else ("u", State.FAILED)))
+        for i in range(40)
+    ]
+    common = [replace(r, created=now - i) for i, r in enumerate(common)]
     backend.store([*common, rare])
-    page = backend.job_page(state=State.FAILED, limit=5)
-    assert page.records == [] and page.next is not None  # searched 20, more to search
-    page = backend.job_page(state=State.FAILED, after=page.next, limit=5)
-    assert page.records == [] and page.next is not None
-    page = backend.job_page(state=State.FAILED, after=page.next, limit=5)
+    page = backend.job_page(state=State.FAILED, task="t", limit=5)
+    assert page.records == [] and page.next is not None  # searched 20 of 21, more to search
+    page = backend.job_page(state=State.FAILED, task="t", after=page.next, limit=5)
     assert page.records == [rare] and page.next is None
+    page = backend.job_page(state=State.FAILED, limit=5)  # one filter: its index, no search
+    assert [r.id for r in page.records] == ["c00", "c02", "c04", "c06", "c08"]
     backend.close()
 
 

@@ -1,8 +1,8 @@
-"""The Redis broker and result backend on a real 3-master Redis Cluster.
+"""The Redis broker, result backend and event backend on a real 3-master Redis Cluster.
 
 The module starts its own cluster on free loopback ports (``RedisClusterNodes``
-in services.py) and stops it at the end. It runs the broker and result backend
-contract suites through ``redis+cluster://``: their queues (``default``, ``a``,
+in services.py) and stops it at the end. It runs the broker, result backend and
+event backend contract suites through ``redis+cluster://``: their queues (``default``, ``a``,
 ``b``, ``c``, ...) hash to slots on different nodes, so every multi-queue case
 (priority across queues, dead letters of all queues, stats) crosses nodes. Then
 cluster-only cases: blocking on several slots, script reload on every node.
@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +25,22 @@ import redis
 import redis.cluster
 import services
 import test_broker_contract
+import test_event_backend_contract
+import test_redis_indexes
 import test_result_backend_contract
 from redis.crc import key_slot
 from test_broker_contract import envelope, ids_of
 
 from gopherq.brokers import Broker, open_broker
 from gopherq.brokers.redis import RedisBroker
+from gopherq.events import EventBackend, open_event_backend
 from gopherq.results import ResultBackend, open_backend
 from gopherq.results.redis import RedisResultBackend
+from gopherq.states import State
 from gopherq.stores.redis import script
 
-# Both contract suites, run again here with this module's fixtures (below).
-for _module in (test_broker_contract, test_result_backend_contract):
+# The contract suites, run again here with this module's fixtures (below).
+for _module in (test_broker_contract, test_result_backend_contract, test_event_backend_contract):
     for _name in dir(_module):
         if _name.startswith("test_"):
             globals()[_name] = getattr(_module, _name)
@@ -84,6 +89,25 @@ def make_backend(cluster: str) -> Iterator[Callable[..., ResultBackend]]:
     yield make
     for store in opened:
         store.close()
+
+
+@pytest.fixture
+def make_events(cluster: str) -> Iterator[Callable[..., EventBackend]]:
+    url = private(cluster)
+    opened: list[EventBackend] = []
+
+    def make(**options: Any) -> EventBackend:
+        opened.append(open_event_backend(url, **options))
+        return opened[-1]
+
+    yield make
+    for backend in opened:
+        backend.close()
+
+
+@pytest.fixture
+def events(make_events: Callable[..., EventBackend]) -> EventBackend:
+    return make_events()
 
 
 @pytest.fixture
@@ -161,3 +185,23 @@ def test_scripts_reload_on_every_node_after_a_flush(cluster: str) -> None:
     finally:
         client.close()
         broker.close()
+
+
+def test_job_indexes_page_as_the_history_filtered(cluster: str) -> None:
+    """The state, task and queue indexes (one slot, ``{jobs}``) beside records in
+    slots all over the cluster: filtered pages, a state change, a delete."""
+    backend = RedisResultBackend(private(cluster))
+    try:
+        records = test_redis_indexes.history(120)
+        backend.store(records)
+        for filters in test_redis_indexes.FILTERS:
+            got = test_redis_indexes.pages(backend, 7, **filters)
+            assert got == test_redis_indexes.expected(backend, 7, **filters), filters
+        failed = next(r for r in records if r.state is State.FAILED)
+        backend.store([replace(failed, state=State.SUCCEEDED)])
+        assert failed.id not in {r.id for r in backend.jobs(state=State.FAILED, limit=1000)}
+        assert failed.id in {r.id for r in backend.jobs(state=State.SUCCEEDED, limit=1000)}
+        assert backend.delete(failed.id)
+        assert failed.id not in {r.id for r in backend.jobs(task=failed.task, limit=1000)}
+    finally:
+        backend.close()

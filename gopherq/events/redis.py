@@ -4,10 +4,15 @@ The default event backend when the broker is Redis: ``events = "broker"`` with a
 ``redis://`` broker names it.
 
 Features:
-    * ``publish`` sends one ``XADD ... MAXLEN ~ max_count`` per event, the whole
-      batch in one round trip (a pipeline); each entry is one field, ``e``, a
-      msgpack array (``Event[:8]``). Delivery is at least once: a batch whose
-      reply is lost to a connection failure is sent again.
+    * ``publish`` adds the batch with one script call (``event_add.lua``): per
+      event one ``XADD ... MAXLEN ~ max_count``, an entry of one field, ``e``, a
+      msgpack array (``Event[:8]``); and per event of a job, the entry's id
+      appended to the job's list (``P:{events}:job:<id>``: its first
+      ``JOB_KEEP`` ids; it expires ``max_age`` after the job's last event, or,
+      once the stream holds ``max_count`` entries, twice the span of time the
+      stream holds, so that there are about as many lists as jobs in it).
+      Delivery is at least once: a batch whose reply is lost to a connection
+      failure is sent again.
     * ``read`` is ``XREAD BLOCK`` from the cursor: a blocked reader wakes as soon
       as an event is added, with no polling. It blocks on a connection of its
       own, checked out of the client's pool for the call, so it never holds a
@@ -17,9 +22,13 @@ Features:
       down to the entry id of that time (less ``CLOCK_SLACK``). Worker events
       (``SIDE_TYPES``) are also added, under the same ids, to a second stream
       (``event_add.lua``), which ``last`` of those types alone walks instead.
-    * ``job_events`` has no index by task to use: it reads the stream forward
-      from the task's send time (``XRANGE``), ``JOB_SCAN`` entries at most, and
-      stops at the task's last event; a bounded window, not a lookup.
+    * ``job_events`` reads the job's list and each of its entries
+      (``event_job.lua``, one round trip): it costs the job's events, however
+      long the stream. Entries trimmed from the stream are left out. Events
+      published before the lists existed are put in them once, lazily: the
+      first ``job_events`` of a process that finds no ``P:{events}:indexed``
+      marker walks the stream back from its newest entry (``event_index.lua``
+      per ``CHUNK`` entries), then sets it.
     * Retention: by count on every ``XADD`` (approximate: Redis trims whole
       nodes of about 100 entries) and exactly in ``cleanup``; by age, from the
       head of the stream, with ``XTRIM MINID``: by entry id (server time) about
@@ -46,6 +55,8 @@ Layout (``P`` is the prefix)::
     P:{events}:stream   stream, one entry per event: field ``e`` = msgpack Event[:8]
                         (one hash slot, so it works on Redis Cluster)
     P:{events}:workers  stream, the worker events of the first, with the same ids
+    P:{events}:job:<id> list, the entry ids of job <id>'s events, oldest first
+    P:{events}:indexed  string, set once the events from before the job lists are in them
 """
 
 from __future__ import annotations
@@ -62,7 +73,6 @@ from gopherq.errors import DecodeError
 from gopherq.events.base import (
     CLOCK_SLACK,
     JOB_EVENTS,
-    JOB_SCAN,
     SIDE_TYPES,
     Event,
     EventBackend,
@@ -78,6 +88,9 @@ TRIM_EVERY = 1.0
 CHUNK = 500
 """Most entries one XREAD, XRANGE or XREVRANGE returns."""
 FIELD = b"e"
+JOB_KEEP = 5000
+"""Most entry ids a job's list keeps: its first ones (a task that reports progress
+that often has its first events shown)."""
 FINAL_TYPES = frozenset(
     {"task-succeeded", "task-failed", "task-dead", "task-cancelled", "task-expired"}
 )
@@ -100,20 +113,28 @@ class RedisEventBackend(EventBackend):
         self._conn = Connection(url)
         self.key = f"{self._conn.config.prefix}:{{events}}:stream"
         self.side_key = f"{self._conn.config.prefix}:{{events}}:workers"
+        self._job_prefix = f"{self._conn.config.prefix}:{{events}}:job:"
+        self._indexed = False
         self._next_trim = 0.0
 
     def publish(self, events: Sequence[Event]) -> None:
         """Append the batch in one round trip; about once a second also trim by age."""
         if not events:
             return
-        cap = ("MAXLEN", "~", self.max_count, "*", FIELD)
-        add = script("event_add")
-        calls: list[Call] = [
-            (add, [self.key, self.side_key], (self.max_count, pack_event(e)))
-            if e.type in SIDE_TYPES
-            else ("XADD", [self.key], (*cap, pack_event(e)))
-            for e in events
-        ]
+        keys = [self.key, self.side_key]
+        args: list[Any] = [self.max_count, self._ttl_ms(), JOB_KEEP]
+        lists: dict[str, int] = {}  # a job's list: its KEYS index (1-based)
+        for e in events:
+            if e.type in SIDE_TYPES:
+                second = 2
+            elif e.id is None:
+                second = 0
+            else:
+                second = lists.setdefault(e.id, len(keys) + 1)
+                if second > len(keys):
+                    keys.append(self._job_prefix + e.id)
+            args += (second, pack_event(e))
+        calls: list[Call] = [(script("event_add"), keys, args)]
         now = time.time()
         if now >= self._next_trim:
             self._next_trim = now + TRIM_EVERY
@@ -195,34 +216,66 @@ class RedisEventBackend(EventBackend):
         until: float | None = None,
         limit: int = JOB_EVENTS,
     ) -> list[Event]:
-        """The events of task ``id``, oldest first, found among ``JOB_SCAN`` entries at
-        most: from ``since`` (less ``CLOCK_SLACK``) forward, until the task's last
-        event (it succeeded, failed for good, was cancelled or expired) or ``until``
-        (plus ``CLOCK_SLACK``); without ``since``, among the newest. A stream has no
-        index by task, so a task whose events lie further apart than that window
-        shows those within it."""
-        if since is None:
-            return [e for e in self.last(JOB_SCAN) if e.id == id][:limit]
+        """The events of task ``id``, oldest first, from its list of entry ids (one
+        round trip): from ``since`` (less ``CLOCK_SLACK``) on, up to its last event (it
+        succeeded, failed for good, was cancelled or expired) or ``until`` (plus
+        ``CLOCK_SLACK``), where given; its first ``limit``."""
+        self._backfill()
+        low, high = "0", ""
+        if since is not None:
+            low = str(max(int((since - CLOCK_SLACK) * 1000), 0))
+            if until is not None:
+                high = str(max(int((max(until, since) + CLOCK_SLACK) * 1000), 0))
+        keys = [self.key, self._job_prefix + id]
+        read = functools.partial(self._run, script("event_job"), keys, (low, high, limit))
+        flat = self._conn.call(read)
         found: list[Event] = []
-        start, scanned = _stream_id(since - CLOCK_SLACK), 0
-        end = "+" if until is None else _stream_id(max(until, since) + CLOCK_SLACK)
-        packed = msgpack.packb(id)  # an entry of the task holds its id so packed
-        while scanned < JOB_SCAN and len(found) < limit:
-            entries = self._conn.call(functools.partial(self._xrange, start=start, end=end))
-            for entry_id, fields in entries:
-                start = "(" + _text(entry_id)
-                blob = fields.get(FIELD) if isinstance(fields, dict) else None
-                if isinstance(blob, bytes) and packed not in blob:
-                    continue  # not decoded: another task's
-                event = _unpack(fields, entry_id)
-                if event.id == id:
-                    found.append(event)
-                    if event.type in FINAL_TYPES:
-                        return found[:limit]
-            scanned += len(entries)
-            if len(entries) < CHUNK:
-                break
+        for entry_id, blob in zip(flat[::2], flat[1::2], strict=True):
+            event = _unpack({FIELD: blob}, entry_id)
+            if event.id == id:
+                found.append(event)
+                if event.type in FINAL_TYPES:
+                    break
         return found[:limit]
+
+    def _backfill(self) -> None:
+        """Put the events published before the jobs' lists existed into them, once
+        (``P:{events}:indexed`` marks it done): see the module docstring."""
+        if self._indexed:
+            return
+        marker = self.key.removesuffix(":stream") + ":indexed"
+        if not self._conn.call(lambda c: self._conn.run(c, "EXISTS", [marker], ())):
+            before = "+"
+            while True:
+                read = functools.partial(
+                    self._xrevrange, self.key, before=before, low="-", count=CHUNK
+                )
+                entries = self._conn.call(read)
+                keys: list[str] = []
+                args: list[Any] = [self._ttl_ms(), JOB_KEEP]
+                for entry_id, fields in entries:
+                    try:
+                        event = _unpack(fields, entry_id)
+                    except DecodeError:  # an entry no one can read belongs to no job
+                        continue
+                    if event.id is not None and event.type not in SIDE_TYPES:
+                        keys.append(self._job_prefix + event.id)
+                        args.append(_text(entry_id))
+                if keys:
+                    index = functools.partial(self._run, script("event_index"), keys, args)
+                    self._conn.call(index)
+                if len(entries) < CHUNK:
+                    break
+                before = "(" + _text(entries[-1][0])
+            self._conn.call(lambda c: self._conn.run(c, "SET", [marker], ("1",)))
+        self._indexed = True
+
+    def _run(self, script_: Any, keys: list[str], args: Sequence[Any], client: Client) -> Any:
+        return self._conn.run(client, script_, keys, args)
+
+    def _ttl_ms(self) -> str:
+        """A job list's time to live in ms: the events' retention by age."""
+        return str(max(math.ceil(self.max_age * 1000), 1))
 
     def cleanup(self) -> int:
         """Trim to ``max_count`` events, then drop those older than ``max_age`` by their

@@ -33,6 +33,16 @@
 --   P:result:{id}:done   list    one completion token (the record when small) that
 --                                every waiter BLMOVEs in place; lives a minute at most
 --   P:{_}:result-expiry  zset    id -> expiry time, for counting what expired
+--
+-- and, for the job history, in one hash slot of their own (base P:{jobs}):
+--
+--   P:{jobs}:index       zset    id -> created (its first store time when unset): every id
+--   P:{jobs}:s:<state>   zset    the same entries, of the records in that state
+--   P:{jobs}:t:<task>    zset    ... of that task's records
+--   P:{jobs}:q:<queue>   zset    ... of that queue's records
+--   P:{jobs}:where       hash    id -> state NUL task NUL queue: the indexes it is in
+--   P:{jobs}:indexed     string  set once the records stored before these indexes
+--                                existed are in them (the lazy backfill)
 --   P:once:{key}         string  a done-marker of gopherq.once, until its time to live
 --
 -- Script flags (Redis 7 shebang, each script's first line; script() in connection.py

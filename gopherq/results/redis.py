@@ -6,7 +6,8 @@ Each record is one msgpack blob (``JobRecord.to_map()``) under
 Redis deletes it when that passes. Unfinished records do not expire.
 
 ``store`` writes a whole batch in one round trip: per record one script
-(``result_store.lua``) and one update of the expiry index. ``wait`` is woken by
+(``result_store.lua``), then one update of the expiry index and one script
+(``result_index.lua``) that puts the batch in the job history's indexes. ``wait`` is woken by
 the completion itself: storing a finished record also pushes a token onto
 ``P:result:{id}:done`` (a list of one entry that lives as long as the record, at
 most ``DONE_TTL``), and a waiter blocks on that list with
@@ -29,11 +30,34 @@ stored id scored by ``created`` (the store time when unset), newest first, and
 reads the records in windows of ids (one MGET; GETs pipelined per node on a cluster).
 A page starts at its cursor's score (``ZREVRANGEBYSCORE``, ties told apart by
 id), so paging costs the same at any depth, and ``since``/``until`` are score
-bounds. Filters by state, task and queue are applied to the records read, among
-``JOBS_SCAN`` ids at most per page: a filter that matches nothing in them returns
-what it found so far, with the cursor to search on from. Ids leave the index
-with their records: the expired ones when ``store`` trims the expiry index (or
-``cleanup`` runs), and those ``job_page`` finds gone.
+bounds. Each record is also in one index of its state, one of its task and one of
+its queue (``P:{jobs}:s:<state>``, ``:t:<task>``, ``:q:<queue>``: the same
+entries and scores), and ``P:{jobs}:where`` says which (id -> state, task and
+queue), so that a record that changes state moves between them and one that goes
+leaves each. Every key is in the hash slot ``{jobs}``: ``result_index.lua``,
+``result_unindex.lua`` and ``settle_held.lua`` change them together, atomically,
+on Redis Cluster too (there the record itself, in its own slot, is written just
+before, in the same round trip). A page with one filter walks that filter's
+index and reads about ``limit`` records. With several, it walks the smallest of
+their indexes (``ZCARD``) and tests the others with ``ZMSCORE`` per window of
+ids, so that it reads only the records that match; ``JOBS_SCAN`` entries of the
+walked index at most per page: a combination that matches nothing in them
+returns what it found so far, with the cursor to search on from. (``ZINTER``
+would compute the whole intersection on the server for every page, a cost that
+grows with the indexes and that Redis pays while serving no one else; the walk
+costs about the page.) The records read are still tested against the filters,
+so an index entry a moment behind its record (on a cluster) is left out, never
+shown wrongly. Ids leave the indexes with their records: on ``delete``, the
+expired ones when ``store`` trims the expiry index (or ``cleanup`` runs), and
+those ``job_page`` finds gone.
+
+Records stored before these indexes existed are put in them once, lazily: the
+first filtered ``job_page`` of a process finds no ``P:{jobs}:indexed`` marker
+and, when the history holds more ids than ``P:{jobs}:where``, walks it
+(``ZSCAN``, records read 1,000 at a time) and indexes the ids not indexed yet,
+never over a place a newer write gave an id; then sets the marker. Writers of a
+version without the indexes must be stopped first: what they store later is in
+the history but not in the state, task and queue indexes.
 
 Where the broker is the Redis broker on the same server (not a cluster),
 ``store_held`` stores the records of a worker's finished deliveries and acks
@@ -84,10 +108,10 @@ CHUNK = 1000
 JOBS_SCAN = 10_000
 """Most index entries one ``job_page`` call reads: the window its filters search."""
 JOBS_WINDOW = 200
-"""Ids the first round trip of ``job_page`` reads with filters (without: ``limit`` + 1);
-each further one reads twice as many, up to ``JOBS_WINDOW_MAX``."""
+"""Ids the first round trip of ``job_page`` reads with two or three filters (else
+``limit`` + 1); each further one reads twice as many, up to ``JOBS_WINDOW_MAX``."""
 JOBS_WINDOW_MAX = 2000
-_NO_RECORD = ("", "", "", "")
+_NO_RECORD = ("",) * 7
 
 
 class RedisResultBackend(ResultBackend):
@@ -99,7 +123,9 @@ class RedisResultBackend(ResultBackend):
         self._conn = Connection(url)
         self.prefix = self._conn.config.prefix
         self._expiry_key = f"{self.prefix}:{{_}}:result-expiry"
-        self._jobs_key = f"{self.prefix}:{{jobs}}:index"
+        self._jobs_base = f"{self.prefix}:{{jobs}}"
+        self._jobs_key = self._jobs_base + ":index"
+        self._indexed = False
         self._next_trim = time.time() + CLEANUP_EVERY
 
     def store(self, records: Sequence[JobRecord]) -> None:
@@ -111,17 +137,23 @@ class RedisResultBackend(ResultBackend):
         done_ms = self._done_ms()
         store = script("result_store")
         calls: list[Call] = []
+        expiring: dict[str, bool] = {}  # the last record of an id decides
+        index_args: list[Any] = [repr(now), "0"]
         for record in records:
             blob, ttl_ms, inline, created = self._fields(record)
-            if created:
-                calls.append(("ZADD", [self._jobs_key], (created, record.id)))
-            else:  # keep the first store time
-                calls.append(("ZADD", [self._jobs_key], ("NX", now, record.id)))
             calls.append((store, [self._key(record.id)], (blob, ttl_ms, done_ms, inline)))
-            if ttl_ms:
-                calls.append(("ZADD", [self._expiry_key], (now + self.expires, record.id)))
-            else:  # no time to live: unfinished records stay
-                calls.append(("ZREM", [self._expiry_key], (record.id,)))
+            expiring[record.id] = bool(ttl_ms)
+            index_args += (record.id, created, *_place(record))
+        expiry = repr(now + self.expires)
+        finished = [x for id, yes in expiring.items() if yes for x in (expiry, id)]
+        if finished:
+            calls.append(("ZADD", [self._expiry_key], finished))
+        unfinished = [id for id, yes in expiring.items() if not yes]
+        if unfinished:  # no time to live: unfinished records stay
+            calls.append(("ZREM", [self._expiry_key], unfinished))
+        # the indexes last: a reader may find a record not indexed yet, never an
+        # indexed id whose record is not written yet (it would take that as gone)
+        calls.append((script("result_index"), [self._jobs_base], index_args))
         self._conn.call(lambda c: self._conn.run_many(c, calls))
         self._trim(now)
 
@@ -134,11 +166,16 @@ class RedisResultBackend(ResultBackend):
         held = [
             HeldRecord(i.delivery, i.ack, None, _NO_RECORD)
             if i.record is None
-            else HeldRecord(i.delivery, i.ack, self._key(i.record.id), self._fields(i.record))
+            else HeldRecord(
+                i.delivery,
+                i.ack,
+                self._key(i.record.id),
+                (*self._fields(i.record), *_place(i.record)),
+            )
             for i in items
         ]
         index_args = (self._done_ms(), repr(now), repr(now + self.expires))
-        ids = broker.settle_held(held, (self._jobs_key, self._expiry_key), index_args)
+        ids = broker.settle_held(held, (self._jobs_base, self._expiry_key), index_args)
         self._trim(now)
         return ids
 
@@ -199,16 +236,13 @@ class RedisResultBackend(ResultBackend):
     def delete(self, id: str) -> bool:
         """Forget a record; True if it existed (expired ones count as gone)."""
         key = self._key(id)
-
-        def send(client: Client) -> Any:
-            pipe = client.pipeline(transaction=False)
-            pipe.delete(key)  # one key per DEL: cluster pipelines refuse several
-            pipe.delete(key + ":done")
-            pipe.zrem(self._expiry_key, id)
-            pipe.zrem(self._jobs_key, id)
-            return pipe.execute()
-
-        return bool(self._conn.call(send)[0])
+        calls: list[Call] = [
+            ("DEL", [key], ()),  # one key per DEL: cluster pipelines refuse several
+            ("DEL", [key + ":done"], ()),
+            ("ZREM", [self._expiry_key], (id,)),
+            (script("result_unindex"), [self._jobs_base], (id,)),
+        ]
+        return bool(self._conn.call(lambda c: self._conn.run_many(c, calls))[0])
 
     def job_page(
         self,
@@ -222,15 +256,19 @@ class RedisResultBackend(ResultBackend):
         limit: int = 100,
     ) -> JobPage:
         """Live records, newest first by ``created``, of one state, task and queue and
-        sent within ``since``/``until`` where given, after ``after``. The index is read
-        by score, so a page starts where its cursor points in one round trip; filters
-        by state, task and queue search ``JOBS_SCAN`` ids at most (see the module
-        docstring), and a page cut short by that bound still has a ``next``."""
+        sent within ``since``/``until`` where given, after ``after``. An index is read
+        by score, so a page starts where its cursor points in one round trip: the
+        history's without filters, the filter's with one, the smallest filter's with
+        several (the others tested per window; ``JOBS_SCAN`` entries at most, see the
+        module docstring: a page cut short by that bound still has a ``next``)."""
         if limit <= 0:
             return JobPage()
-        filtered = state is not None or task is not None or queue is not None
+        filters = self._filter_keys(state, task, queue)
+        if filters:
+            self._backfill()
+        walk, tests = self._plan(filters)
         needles = _needles(state, task, queue)
-        window = max(limit + 1, JOBS_WINDOW) if filtered else limit + 1
+        window = max(limit + 1, JOBS_WINDOW) if tests else limit + 1
         found: list[tuple[JobRecord, JobCursor]] = []
         position = self._start(after)
         timed = since is not None or until is not None
@@ -239,7 +277,13 @@ class RedisResultBackend(ResultBackend):
             if scanned >= JOBS_SCAN:  # the filters searched their window: go on from here
                 return JobPage([r for r, _ in found], position)
             read = functools.partial(
-                self._by_score, position, since=since, until=until, offset=offset, count=window
+                self._by_score,
+                walk,
+                position,
+                since=since,
+                until=until,
+                offset=offset,
+                count=window,
             )
             entries = [(_text(id), float(score)) for id, score in self._conn.call(read)]
             if not entries:
@@ -251,16 +295,23 @@ class RedisResultBackend(ResultBackend):
                 continue
             offset = 0
             position = JobCursor(fresh[-1][1], fresh[-1][0])
+            if tests:
+                fresh = self._conn.call(functools.partial(self._in_all, tests, fresh))
+            cut = len(fresh) > limit + 1 - len(found)
+            if cut:  # read no more records than the page needs: go on after the last
+                fresh = fresh[: limit + 1 - len(found)]
+                position = JobCursor(fresh[-1][1], fresh[-1][0])
             ids = [id for id, _ in fresh]
             blobs = self._conn.call(functools.partial(self._get_many, ids))
             gone = [id for id, blob in zip(ids, blobs, strict=True) if blob is None]
-            if gone:  # expired or deleted: out of the index
+            if gone:  # expired or deleted: out of the indexes
                 self._conn.call(functools.partial(self._unindex, gone))
             for (id, score), blob in zip(fresh, blobs, strict=True):
                 if blob is None or not all(n in blob for n in needles):
                     continue
                 data = _unpack(blob)
-                # filters look at the map: only records kept are built
+                # the record decides (an index entry may lag behind it on a cluster);
+                # only records kept are built
                 if (
                     data is not None
                     and (state is None or data.get("state") == state.value)
@@ -269,13 +320,86 @@ class RedisResultBackend(ResultBackend):
                     and (not timed or sent_within(data.get("created"), since, until))
                 ):
                     found.append((JobRecord.from_map(data), JobCursor(score, id)))
-            if len(entries) < window:
+            if len(entries) < window and not cut:
                 break
-            if filtered:
-                window = min(window * 2, JOBS_WINDOW_MAX)
+            # the window came up short (ids gone, or failing the tests): a larger one
+            window = max(window, min(window * 2, JOBS_WINDOW_MAX))
         if len(found) <= limit:
             return JobPage([r for r, _ in found])
         return JobPage([r for r, _ in found[:limit]], found[limit - 1][1])
+
+    def _filter_keys(self, state: State | None, task: str | None, queue: str | None) -> list[str]:
+        """The indexes of the filters given (layout: the module docstring)."""
+        base = self._jobs_base
+        return [
+            f"{base}:{kind}:{value}"
+            for kind, value in (("s", state and state.value), ("t", task), ("q", queue))
+            if value is not None
+        ]
+
+    def _plan(self, filters: list[str]) -> tuple[str, list[str]]:
+        """The index a page walks (the history's, the filter's, or the smallest of the
+        filters', by one ``ZCARD`` each in one round trip), and those it tests."""
+        if len(filters) <= 1:
+            return (filters[0] if filters else self._jobs_key), []
+        calls: list[Call] = [("ZCARD", [key], ()) for key in filters]
+        sizes = self._conn.call(lambda c: self._conn.run_many(c, calls))
+        ranked = [key for _, key in sorted(zip(sizes, filters, strict=True))]
+        return ranked[0], ranked[1:]
+
+    def _in_all(
+        self, keys: list[str], entries: list[tuple[str, float]], client: Client
+    ) -> list[tuple[str, float]]:
+        """The entries whose id is in every index of ``keys`` (``ZMSCORE``, one round trip)."""
+        ids = [id for id, _ in entries]
+        calls: list[Call] = [("ZMSCORE", [key], ids) for key in keys]
+        scores = self._conn.run_many(client, calls)
+        return [e for i, e in enumerate(entries) if all(s[i] is not None for s in scores)]
+
+    def _backfill(self) -> None:
+        """Index the records stored before the state, task and queue indexes existed,
+        once (``P:{jobs}:indexed`` marks it done): see the module docstring."""
+        if self._indexed:
+            return
+        marker = self._jobs_base + ":indexed"
+        calls: list[Call] = [
+            ("EXISTS", [marker], ()),
+            ("ZCARD", [self._jobs_key], ()),
+            ("HLEN", [self._jobs_base + ":where"], ()),
+        ]
+        done, listed, placed = self._conn.call(lambda c: self._conn.run_many(c, calls))
+        if not done and listed > placed:  # some ids are in no index yet
+            cursor: Any = 0
+            while True:
+                scan = functools.partial(self._scan_index, cursor)
+                cursor, entries = self._conn.call(scan)
+                if entries:
+                    self._conn.call(functools.partial(self._index_old, entries))
+                if not int(cursor):
+                    break
+        if not done:
+            self._conn.call(lambda c: self._conn.run(c, "SET", [marker], ("1",)))
+        self._indexed = True
+
+    def _scan_index(self, cursor: Any, client: Client) -> tuple[Any, list[Any]]:
+        found: Any = client.zscan(self._jobs_key, cursor, count=CHUNK)
+        return found[0], list(found[1])
+
+    def _index_old(self, entries: list[Any], client: Client) -> None:
+        """Put the records of history entries ``(id, score)`` not indexed yet in their
+        state, task and queue indexes, under the score they have."""
+        ids = [_text(id) for id, _ in entries]
+        blobs = self._get_many(ids, client)
+        args: list[Any] = [repr(time.time()), "1"]
+        for (_, score), blob in zip(entries, blobs, strict=True):
+            if blob is not None:
+                try:
+                    record = _decode(blob)
+                except DecodeError:  # a record no one can read is listed by no filter
+                    continue
+                args += (record.id, repr(float(score)), *_place(record))
+        if len(args) > 2:
+            self._conn.run(client, script("result_index"), [self._jobs_base], args)
 
     def _start(self, after: JobCursor | None) -> JobCursor | None:
         """Where a page starts: ``after``, with the index score of its id where the
@@ -287,6 +411,7 @@ class RedisResultBackend(ResultBackend):
 
     def _by_score(
         self,
+        key: str,
         position: JobCursor | None,
         client: Client,
         *,
@@ -295,7 +420,7 @@ class RedisResultBackend(ResultBackend):
         offset: int,
         count: int,
     ) -> list[Any]:
-        """Ids (with scores) of the index from ``position`` (included: ties are told
+        """Ids (with scores) of the index ``key`` from ``position`` (included: ties are told
         apart by id afterwards) down to ``since``, below ``until``."""
         top = "+inf" if until is None else "(" + repr(float(until))
         at = None if position is None else position.created
@@ -303,9 +428,7 @@ class RedisResultBackend(ResultBackend):
             top = repr(at)
         bottom = "-inf" if since is None else repr(float(since))
         return list(
-            client.zrevrangebyscore(
-                self._jobs_key, top, bottom, start=offset, num=count, withscores=True
-            )
+            client.zrevrangebyscore(key, top, bottom, start=offset, num=count, withscores=True)
         )
 
     def _get_many(self, ids: list[str], client: Client) -> list[Any]:
@@ -319,7 +442,8 @@ class RedisResultBackend(ResultBackend):
         return self._conn.run_many(client, calls)
 
     def _unindex(self, ids: list[str], client: Client) -> Any:
-        return client.zrem(self._jobs_key, *ids)
+        """Take ``ids`` out of every index of the job history."""
+        return self._conn.run(client, script("result_unindex"), [self._jobs_base], ids)
 
     def cleanup(self) -> int:
         """Count records that expired since the last cleanup (Redis deleted them itself),
@@ -330,10 +454,11 @@ class RedisResultBackend(ResultBackend):
             expired = client.zrangebyscore(self._expiry_key, "-inf", now, start=0, num=CHUNK)
             if not expired:
                 return 0
-            pipe = client.pipeline(transaction=False)
-            pipe.zrem(self._expiry_key, *expired)
-            pipe.zrem(self._jobs_key, *expired)
-            return int(pipe.execute()[0])
+            calls: list[Call] = [
+                ("ZREM", [self._expiry_key], expired),
+                (script("result_unindex"), [self._jobs_base], expired),
+            ]
+            return int(self._conn.run_many(client, calls)[0])
 
         while removed := self._conn.call(forget):
             count += removed
@@ -366,6 +491,11 @@ def _before(score: float, id: str, position: JobCursor | None) -> bool:
         return True
     created = position.created if position.created is not None else -math.inf
     return score < created or (score == created and id < position.id)
+
+
+def _place(record: JobRecord) -> tuple[str, str, str]:
+    """The state, task and queue whose indexes hold ``record`` (task '' for none)."""
+    return record.state.value, record.task or "", record.queue
 
 
 def _text(value: Any) -> str:

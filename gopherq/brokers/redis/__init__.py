@@ -177,9 +177,9 @@ class HeldRecord(NamedTuple):
     ack: bool
     key: str | None
     """The record's key; None: no record to store."""
-    fields: tuple[Any, Any, Any, Any]
-    """The record's blob, time to live in ms, inline flag and created time
-    (``settle_held.lua``); all '' without a record."""
+    fields: tuple[Any, ...]
+    """The record's blob, time to live in ms, inline flag, created time, state, task
+    and queue (``settle_held.lua``); all '' without a record."""
 
 
 _STATES = {b"r": State.QUEUED, b"s": State.SCHEDULED, b"l": State.STARTED, b"d": State.DEAD}

@@ -32,6 +32,16 @@
 --   P:result:{id}:done   list    one completion token (the record when small) that
 --                                every waiter BLMOVEs in place; lives a minute at most
 --   P:{_}:result-expiry  zset    id -> expiry time, for counting what expired
+--
+-- and, for the job history, in one hash slot of their own (base P:{jobs}):
+--
+--   P:{jobs}:index       zset    id -> created (its first store time when unset): every id
+--   P:{jobs}:s:<state>   zset    the same entries, of the records in that state
+--   P:{jobs}:t:<task>    zset    ... of that task's records
+--   P:{jobs}:q:<queue>   zset    ... of that queue's records
+--   P:{jobs}:where       hash    id -> state NUL task NUL queue: the indexes it is in
+--   P:{jobs}:indexed     string  set once the records stored before these indexes
+--                                existed are in them (the lazy backfill)
 --   P:once:{key}         string  a done-marker of gopherq.once, until its time to live
 --
 -- Script flags (Redis 7 shebang, each script's first line; script() in connection.py
@@ -282,6 +292,69 @@ local function store_result(key, blob, ttl_ms, done_ms, inline)
     redis.call('RPUSH', done, inline == '1' and blob or '')
     redis.call('PEXPIRE', done, done_ms)
   end
+end
+
+-- The job history's indexes (base P:{jobs}, layout above). A record's place is its
+-- state, task and queue joined by NUL (task '' for none: in no task index).
+local function job_place_keys(base, place)
+  local first = string.find(place, '\0', 1, true) or #place + 1
+  local second = string.find(place, '\0', first + 1, true) or #place + 1
+  local task = string.sub(place, first + 1, second - 1)
+  return {
+    base .. ':s:' .. string.sub(place, 1, first - 1),
+    task ~= '' and base .. ':t:' .. task,
+    base .. ':q:' .. string.sub(place, second + 1),
+  }
+end
+
+-- Index id under created (unix seconds; '' keeps its first store time, now) in the
+-- history and in the indexes of place, out of those of the place it had. When
+-- only_new, an id indexed already is left as it is (the backfill: never over a
+-- newer writer's place). A re-store costs two calls, a state change five.
+local function index_job(base, id, created, now, place, only_new)
+  local all, where = base .. ':index', base .. ':where'
+  local old = redis.call('HGET', where, id)
+  if only_new and old then
+    return
+  end
+  local moved, score -- moved: its score in the history changed
+  if created ~= '' then
+    moved, score = redis.call('ZADD', all, 'CH', created, id) == 1, created
+  else
+    moved = redis.call('ZADD', all, 'NX', now, id) == 1
+  end
+  if old == place and not moved then
+    return -- in its indexes under its score already
+  end
+  score = score or redis.call('ZSCORE', all, id)
+  local keys = job_place_keys(base, place)
+  local before = old and job_place_keys(base, old) or {false, false, false}
+  for i = 1, 3 do
+    if before[i] ~= keys[i] and before[i] then
+      redis.call('ZREM', before[i], id)
+    end
+    if keys[i] and (moved or before[i] ~= keys[i]) then
+      redis.call('ZADD', keys[i], score, id)
+    end
+  end
+  if old ~= place then
+    redis.call('HSET', where, id, place)
+  end
+end
+
+-- Take id out of every index of the job history; 1 if it was in the history.
+local function unindex_job(base, id)
+  local where = base .. ':where'
+  local old = redis.call('HGET', where, id)
+  if old then
+    for _, key in ipairs(job_place_keys(base, old)) do
+      if key then
+        redis.call('ZREM', key, id)
+      end
+    end
+    redis.call('HDEL', where, id)
+  end
+  return redis.call('ZREM', base .. ':index', id)
 end
 
 -- A script's array reply as one msgpack string where the server has cmsgpack (Redis
