@@ -312,7 +312,7 @@ _FLAGS = [TraceFlags(flags) for flags in range(256)]
 def _parse_traceparent(value: str) -> otel_context.Context | None:
     """The context of a ``traceparent`` of the plain version 00 form (no
     ``tracestate`` beside it): what ``TraceContextTextMapPropagator.extract`` gives
-    for it, read in a quarter of its time. None for any other text (other
+    for it, in about half its time. None for any other text (other
     versions, spaces around it, too long, not hex), which the propagator reads.
     """
     match = _TRACEPARENT_00.fullmatch(value)
