@@ -307,7 +307,7 @@ TRACEPARENTS: list[Any] = [
     TRACEPARENT[:-2] + "00",
     TRACEPARENT[:-2] + "ff",
     TRACEPARENT.upper(),
-    TRACEPARENT.replace("00-", "00-", 1)[:-2] + "0",
+    TRACEPARENT[:-1],  # one digit of flags
     TRACEPARENT + "-",
     TRACEPARENT + "-extra",
     TRACEPARENT + "\n",
