@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -24,7 +25,12 @@ from gopherq.beat import Beat
 from gopherq.brokers import Delivery
 from gopherq.errors import BrokerError
 from gopherq.message import MAX_HEADERS, Message, new_id
-from gopherq.observability.tracing import TracingMiddleware
+from gopherq.observability.tracing import (
+    TracingMiddleware,
+    _extract,
+    _parse_traceparent,
+    _TextHeaders,
+)
 from gopherq.runner import Runner
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -293,6 +299,59 @@ def test_every_traceparent_form_of_the_specification_gives_the_parent(
             assert run.parent is not None and run.parent.is_remote
             assert context_of(run)[:36] == TRACEPARENT[:36]
             assert f"{run.parent.span_id:016x}" == TRACEPARENT.split("-")[2]
+
+
+TRACEPARENTS: list[Any] = [
+    *JUNK,
+    TRACEPARENT,
+    TRACEPARENT[:-2] + "00",
+    TRACEPARENT[:-2] + "ff",
+    TRACEPARENT.upper(),
+    TRACEPARENT[:-1],  # one digit of flags
+    TRACEPARENT + "-",
+    TRACEPARENT + "-extra",
+    TRACEPARENT + "\n",
+    TRACEPARENT + " ",
+    f" {TRACEPARENT}\t",
+    "01" + TRACEPARENT[2:],
+    "01" + TRACEPARENT[2:] + "-a-later-version-field",
+    TRACEPARENT.replace("b7ad6b71", "b7ad_b71"),
+    TRACEPARENT.replace("0af76519", "+af76519"),
+    TRACEPARENT.replace("0af76519", " af76519"),
+    TRACEPARENT.replace("0af76519", "0af7651\u0663"),  # a non-ASCII digit
+    TRACEPARENT.replace("-b7ad", "_b7ad"),
+    "00-ffffffffffffffffffffffffffffffff-ffffffffffffffff-03",
+]
+
+
+@pytest.mark.parametrize("traceparent", TRACEPARENTS, ids=lambda v: f"{type(v).__name__}:{v!r:.30}")
+@pytest.mark.parametrize("tracestate", [None, "a=b", 5, "==,,junk"])
+def test_the_worker_reads_headers_as_the_w3c_propagator_does(
+    traceparent: Any, tracestate: Any
+) -> None:
+    """The worker's own reading of a plain ``traceparent`` (see ``_parse_traceparent``)
+    gives the context the library's propagator gives, for any header value."""
+    headers = {"traceparent": traceparent}
+    if tracestate is not None:
+        headers["tracestate"] = tracestate
+    expected = TraceContextTextMapPropagator().extract(headers, Context(), _TextHeaders())
+    got = _extract(headers)
+    assert list(got) == list(expected)
+    assert trace.get_current_span(got).get_span_context() == (
+        trace.get_current_span(expected).get_span_context()
+    )
+
+
+def test_a_plain_traceparent_is_read_without_the_propagator() -> None:
+    """The common form takes the short way (else the comparison above proves nothing)."""
+    for flags in ("00", "01", "03"):
+        parent = _parse_traceparent(TRACEPARENT[:-2] + flags)
+        assert parent is not None
+        span_context = trace.get_current_span(parent).get_span_context()
+        assert span_context.is_remote and span_context.is_valid
+        assert span_context.trace_flags == int(flags, 16)
+    for other in (f" {TRACEPARENT}", "01" + TRACEPARENT[2:], TRACEPARENT + "-x"):
+        assert _parse_traceparent(other) is None
 
 
 def test_a_valid_parent_with_junk_tracestate_keeps_the_parent(

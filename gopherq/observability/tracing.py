@@ -28,6 +28,7 @@ a foreign producer that are not a valid trace context are ignored.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from contextvars import Token
@@ -40,12 +41,15 @@ from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter, TextMapPropagator
 from opentelemetry.trace import (
+    NonRecordingSpan,
     NoOpTracerProvider,
     ProxyTracerProvider,
     Span,
+    SpanContext,
     SpanKind,
     Status,
     StatusCode,
+    TraceFlags,
     Tracer,
     TracerProvider,
 )
@@ -287,12 +291,40 @@ def _extract(headers: Mapping[str, Any]) -> otel_context.Context:
         if _w3c_only(propagate.get_global_textmap()) and "baggage" not in headers:
             # What the default propagator would do, without its composite and
             # baggage passes.
-            if "traceparent" not in headers:
+            traceparent = headers.get("traceparent")
+            if not isinstance(traceparent, str):  # absent, or not text: no parent
                 return _EMPTY
+            if not isinstance(headers.get("tracestate"), str):
+                parent = _parse_traceparent(traceparent)
+                if parent is not None:
+                    return parent
             return _TRACECONTEXT.extract(headers, _EMPTY, _GETTER)
         return propagate.extract(headers, _EMPTY, _GETTER)
     except Exception:  # a third-party propagator's bug must not stop the task
         return _EMPTY
+
+
+_TRACEPARENT_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+"""A version 00 ``traceparent`` as W3C producers write it (this library too)."""
+_FLAGS = [TraceFlags(flags) for flags in range(256)]
+
+
+def _parse_traceparent(value: str) -> otel_context.Context | None:
+    """The context of a ``traceparent`` of the plain version 00 form (no
+    ``tracestate`` beside it): what ``TraceContextTextMapPropagator.extract`` gives
+    for it, in about half its time. None for any other text (other
+    versions, spaces around it, too long, not hex), which the propagator reads.
+    """
+    match = _TRACEPARENT_00.fullmatch(value)
+    if match is None:
+        return None
+    trace_id, span_id, flags = match.groups()
+    parent = SpanContext(
+        int(trace_id, 16), int(span_id, 16), is_remote=True, trace_flags=_FLAGS[int(flags, 16)]
+    )
+    if not parent.is_valid:  # an id of zeros: the propagator ignores the header
+        return _EMPTY
+    return trace.set_span_in_context(NonRecordingSpan(parent), _EMPTY)
 
 
 _W3C = (TraceContextTextMapPropagator, W3CBaggagePropagator)
