@@ -420,11 +420,28 @@ def job_page(
     page = app.job_page(
         state=state, task=task, queue=queue, since=since, until=until, after=after, limit=limit
     )
-    records = [current(app, r) for r in page.records]
+    records = currents(app, page.records)
     if state is not None:
         wanted = State(state.upper()) if isinstance(state, str) else state
         records = [r for r in records if r.state is wanted]
     return JobPage(records, page.next)
+
+
+def currents(app: GopherQ, records: Sequence[JobRecord]) -> list[JobRecord]:
+    """``current`` of each record, the broker asked about every STARTED one at once."""
+    started = [r.id for r in records if r.state is State.STARTED]
+    if not started:
+        return list(records)
+    try:
+        where = dict(zip(started, app.broker.locate_many(started), strict=True))
+    except NotSupported:
+        return list(records)
+    return [
+        dataclasses.replace(r, state=state)
+        if r.state is State.STARTED and (state := where[r.id]) is not None and state is not r.state
+        else r
+        for r in records
+    ]
 
 
 def current(app: GopherQ, record: JobRecord) -> JobRecord:

@@ -719,6 +719,19 @@ def test_locate_follows_the_message(broker: Broker) -> None:
 
 
 @admin
+def test_locate_many_answers_for_each_id_in_order(broker: Broker) -> None:
+    ready, leased = envelope("a"), envelope("b")
+    later = envelope("b", eta=time.time() + 60)
+    enqueue(broker, ready, leased, later)
+    [got] = broker.reserve(["b"], 1, 0)
+    assert got.id == leased.id
+    ids = [leased.id, "unknown", ready.id, later.id]
+    assert broker.locate_many(ids) == [State.STARTED, None, State.QUEUED, State.SCHEDULED]
+    assert broker.locate_many(ids) == [broker.locate(id) for id in ids]
+    assert broker.locate_many([]) == []
+
+
+@admin
 def test_peek_reads_a_message_by_id_wherever_it_is(broker: Broker) -> None:
     assert broker.peek("unknown") is None
     assert broker.peek("unknown", "default") is None

@@ -326,6 +326,11 @@ class BrokerAdmin(UrlRepr):
         """Where a message is: QUEUED, SCHEDULED, STARTED (leased) or DEAD; None if gone."""
         raise self.not_supported("locate")
 
+    def locate_many(self, ids: Sequence[str]) -> list[State | None]:
+        """``locate`` of each id, in order (default: one ``locate`` each; a networked
+        broker asks for all of them in one round trip)."""
+        return [self.locate(id) for id in ids]
+
     def peek(self, id: str, queue: str | None = None) -> Peeked | None:
         """The message ``id`` wherever the broker holds it (ready, scheduled, leased or
         dead), with where it is (as ``locate`` says), without taking it; None if gone.

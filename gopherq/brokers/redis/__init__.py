@@ -536,6 +536,22 @@ class RedisBroker(Broker):
                 return _STATES[state]
         return None
 
+    def locate_many(self, ids: Sequence[str]) -> list[State | None]:
+        """``locate`` of each id, every (queue, id) pair in one pipeline."""
+        if not ids:
+            return []
+        queues = self._known()
+        locate = script("locate")
+        calls: list[Call] = [
+            (locate, [self._base(q)], (self._ttl, id)) for id in ids for q in queues
+        ]
+        found = self._conn.call(lambda c: self._conn.run_many(c, calls))
+        per_id = len(queues)
+        return [
+            next((_STATES[s] for s in found[n * per_id : (n + 1) * per_id] if s), None)
+            for n in range(len(ids))
+        ]
+
     def peek(self, id: str, queue: str | None = None) -> Peeked | None:
         """The message ``id`` and where it is; None if gone (or in no known queue).
 
