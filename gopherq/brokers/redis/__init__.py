@@ -122,6 +122,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from gopherq.brokers.base import (
+    DEAD_SCAN_LIMIT,
     Broker,
     Cancellation,
     DeadLetter,
@@ -465,6 +466,19 @@ class RedisBroker(Broker):
         self, queue: str | None = None, offset: int = 0, limit: int = 100
     ) -> list[DeadLetter]:
         """Dead letters, newest first, of one queue or all (merged by time of death)."""
+        return self._dead_letters(queue, offset, limit, ())
+
+    def dead_letters_for(
+        self, reason: str, queue: str | None = None, offset: int = 0, limit: int = 100
+    ) -> list[DeadLetter]:
+        """Dead letters with ``reason``, newest first, among the newest
+        ``DEAD_SCAN_LIMIT`` of each queue: selected in Redis, bodies of the others
+        left there."""
+        return self._dead_letters(queue, offset, limit, (reason, DEAD_SCAN_LIMIT))
+
+    def _dead_letters(
+        self, queue: str | None, offset: int, limit: int, by_reason: tuple[str, int] | tuple[()]
+    ) -> list[DeadLetter]:
         offset = max(offset, 0)
         if limit <= 0:
             return []
@@ -472,7 +486,8 @@ class RedisBroker(Broker):
             queues, first, count = [queue], offset, limit
         else:
             queues, first, count = self._known(), 0, offset + limit
-        results = self._run_each(script("dead_letters"), queues, (self._ttl, first, count))
+        args = (self._ttl, first, count, *by_reason)
+        results = self._run_each(script("dead_letters"), queues, args)
         found = [
             (q, raw[j : j + 7])
             for q, raw in zip(queues, results, strict=True)

@@ -3,26 +3,63 @@
 --
 -- KEYS  [1] the queue's key base P:{q}
 -- ARGV  [1] dead-letter ttl (seconds)  [2] offset  [3] limit (> 0)
+--       [4] a reason (optional): only letters with it, among the newest [5] letters
 -- Returns 7 per letter: id, priority, body, attempt, reason, error, died (unix seconds).
 
 local q = queue(1)
 drop_old_dead(q, now_units(), tonumber(ARGV[1]))
 local offset = tonumber(ARGV[2])
-local last = offset + tonumber(ARGV[3]) - 1
-local page = redis.call('ZREVRANGE', q.dead, offset, last, 'WITHSCORES')
+local limit = tonumber(ARGV[3])
+local reason = ARGV[4]
 local out = {}
-for j = 1, #page, 2 do
+
+local function add(id, score)
   -- Every letter is listed, a foreign writer's too (a hash missing, not a hash, or
   -- with fields that are no numbers), as stats counts it: with what can be read.
-  local f = redis.pcall('HMGET', q.msg .. page[j], 'p', 'b', 'a', 'r', 'e', 'x')
+  local f = redis.pcall('HMGET', q.msg .. id, 'p', 'b', 'a', 'r', 'e', 'x')
   if f.err then
     f = {}
   end
-  local died = whole(f[6]) or whole(page[j + 1]) or 0
+  local died = whole(f[6]) or whole(score) or 0
   local o = #out
-  out[o + 1], out[o + 2], out[o + 3] = page[j], whole(f[1]) or DEFAULT_PRIORITY, f[2] or ''
+  out[o + 1], out[o + 2], out[o + 3] = id, whole(f[1]) or DEFAULT_PRIORITY, f[2] or ''
   out[o + 4], out[o + 5] = whole(f[3] or 0) or 0, f[4] or 'DECODE_ERROR'
   out[o + 6] = f[5] or (f[2] and '' or 'broker entry has no body')
   out[o + 7] = num(seconds_of(died))
+end
+
+if not reason then
+  local page = redis.call('ZREVRANGE', q.dead, offset, offset + limit - 1, 'WITHSCORES')
+  for j = 1, #page, 2 do
+    add(page[j], page[j + 1])
+  end
+  return out
+end
+
+-- By reason: the reason field is read first, the rest only for a match.
+local scan = tonumber(ARGV[5])
+local skip = offset
+local step = 500
+for start = 0, scan - 1, step do
+  local page = redis.call('ZREVRANGE', q.dead, start, math.min(start + step, scan) - 1, 'WITHSCORES')
+  for j = 1, #page, 2 do
+    local r = redis.pcall('HGET', q.msg .. page[j], 'r')
+    if type(r) ~= 'string' then
+      r = 'DECODE_ERROR'
+    end
+    if r == reason then
+      if skip > 0 then
+        skip = skip - 1
+      else
+        add(page[j], page[j + 1])
+        if #out >= 7 * limit then
+          return out
+        end
+      end
+    end
+  end
+  if #page < 2 * step then
+    break
+  end
 end
 return out
