@@ -550,3 +550,43 @@ def test_a_file_with_keys_held_across_queues_is_migrated_on_open(tmp_path: Path)
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert "messages_key" not in indexes
     assert "messages_queue_key" in indexes
+
+
+def test_close_waits_for_another_threads_statements(tmp_path: Path) -> None:
+    # Closing a connection under a running statement crashes the process: a subprocess.
+    program = textwrap.dedent(
+        f"""
+        import threading
+        import time
+        from gopherq.stores.sqlite import Database
+
+        db = Database({str(tmp_path / "db.sqlite")!r}, ["CREATE TABLE IF NOT EXISTS t (x)"])
+        stop = threading.Event()
+
+        def write():
+            while not stop.is_set():
+                with db.write() as conn:
+                    conn.executemany("INSERT INTO t VALUES (?)", [(n,) for n in range(200)])
+                with db.read() as conn:
+                    conn.execute("SELECT count(*) FROM t").fetchone()
+
+        writers = [threading.Thread(target=write) for _ in range(2)]
+        for thread in writers:
+            thread.start()
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            db.close()
+            time.sleep(0.0005)
+        stop.set()
+        for thread in writers:
+            thread.join()
+        print("ok")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-X", "faulthandler", "-c", program],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, b"ok"), done.stderr.decode()[-2000:]

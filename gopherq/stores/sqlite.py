@@ -228,12 +228,15 @@ class Database:
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, opened on first use in this process."""
+        return self._slot().conn
+
+    def _slot(self) -> _Slot:
         if self._pid != os.getpid():
             self._forget_parent()
         slot = self._slots.get(threading.get_ident())
         if slot is None:
             slot = self._slots[threading.get_ident()] = _Slot(self._open())
-        return slot.conn
+        return slot
 
     def waiter(self) -> ChangeWaiter:
         """This thread's change waiter for the file."""
@@ -246,8 +249,15 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction, committed when the block ends, rolled back on error."""
+        slot = self._slot()
+        # close() in another thread waits for the transaction
+        with slot.lock, self._transaction(slot.conn) as conn:
+            yield conn
+
+    @contextmanager
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """``write``'s transaction on ``conn``."""
         try:
-            conn = self.connection()
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise _error(self.path, exc) from exc
@@ -279,10 +289,12 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A connection for reads, each statement its own snapshot."""
-        try:
-            yield self.connection()
-        except sqlite3.Error as exc:
-            raise _error(self.path, exc) from exc
+        slot = self._slot()
+        with slot.lock:  # close() in another thread waits for the reads
+            try:
+                yield slot.conn
+            except sqlite3.Error as exc:
+                raise _error(self.path, exc) from exc
 
     def close(self) -> None:
         """Close every connection this process opened; later calls reopen."""
@@ -291,7 +303,10 @@ class Database:
             return
         slots, self._slots = self._slots, {}
         for slot in slots.values():
-            slot.close()
+            # Another thread may be using its connection: closing it under a running
+            # statement crashes the process, so wait for it to be done.
+            with slot.lock:
+                slot.close()
 
     def close_thread(self) -> None:
         """Close this thread's connection unless it is inside a transaction."""
@@ -375,10 +390,12 @@ def _names(conn: sqlite3.Connection) -> set[str]:
 class _Slot:
     """One thread's connection and, once it has blocked, its change waiter."""
 
-    __slots__ = ("conn", "waiter")
+    __slots__ = ("conn", "lock", "waiter")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self.lock = threading.RLock()
+        """Held while the connection is in use (``read``, ``write``) and by ``close``."""
         self.waiter: ChangeWaiter | None = None
 
     def close(self) -> None:
