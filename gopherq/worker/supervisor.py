@@ -527,6 +527,10 @@ class Worker:
                 self.app.broker.requeue(started, started=True)
             if holding.unstarted:
                 self.app.broker.requeue(holding.unstarted, started=False)
+                # as the process itself says when it gives them back before exiting
+                logger.info(
+                    "worker %s: gave back %d unstarted tasks", child.name, len(holding.unstarted)
+                )
         except Exception:
             logger.exception("worker %s: could not give back tasks (leases will)", child.name)
 
