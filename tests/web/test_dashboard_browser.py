@@ -23,6 +23,7 @@ import pytest
 from services import free_port, unavailable
 
 from gopherq import GopherQ, State
+from gopherq.events import Event
 from gopherq.results.base import ErrorInfo, JobRecord
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -222,6 +223,17 @@ def test_log_in_watch_pause_resume_and_purge(
     wait_for(lambda: page.text_content("#total-ready") == "3", 15, "the live update")
     assert page.locator("#depths tr", has_text=XSS_QUEUE).count() == 1
     assert page.locator("img[src=x]").count() == 0
+
+    # The charts follow too: a task that succeeds (as a worker reports it) is counted.
+    def succeeded() -> str:
+        return page.text_content("#charts .legend .succeeded") or ""
+
+    before = succeeded()
+    client_app.events.publish(
+        [Event("task-succeeded", time.time(), "chart-job", "dashapp.add", "default", "w", 0)]
+    )
+    wait_for(lambda: succeeded() != before, 20, "the charts' live update")
+    assert int(succeeded().split()[-1]) == int(before.split()[-1]) + 1
 
     # Queues: pause and resume by clicking; the broker follows.
     page.click("nav >> text=Queues")

@@ -3,7 +3,8 @@
 // the API's stream for the session cookie). The overview reads its numbers again from
 // data-source when events arrive; without EventSource, or when the feed fails for
 // good, it polls data-source every few seconds instead. A job's page reads itself
-// again on each event of the job and puts in the parts (data-part) that changed.
+// again on each event of the job and puts in the parts (data-part) that changed; the
+// overview puts in its charts (#charts) the same way, at most every few seconds.
 "use strict";
 
 (function () {
@@ -149,8 +150,13 @@
     }
 
     let timer = null;
-    // Many events in a burst make one read, at most one a second.
-    const soon = debounced(refresh, 1000);
+    // Many events in a burst make one read, at most one a second; the charts (a minute
+    // a bar) are drawn again at most every five seconds.
+    const numbers = debounced(refresh, 1000);
+    const charts = debounced(async function () {
+      try { await reread(["charts"]); } catch (error) { /* the numbers say it */ }
+    }, 5000);
+    function soon() { numbers(); charts(); }
     function poll() {
       timer = setTimeout(async function () { if (await refresh()) poll(); }, every);
     }
@@ -234,6 +240,23 @@
     window.addEventListener("pagehide", stop);
   }
 
+  // Reads the page again and puts in each element of ids whose markup changed:
+  // {fresh: the new document}, {ended: true} (the session ended) or {status}.
+  async function reread(ids) {
+    const response = await fetch(window.location.pathname, {
+      credentials: "same-origin", headers: { Accept: "text/html" },
+    });
+    if (response.status === 401 || response.redirected) return { ended: true };
+    if (!response.ok) return { status: response.status };
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+    for (const id of ids) {
+      const now = document.getElementById(id);
+      const next = fresh.getElementById(id);
+      if (now && next && next.innerHTML !== now.innerHTML) now.replaceWith(document.importNode(next, true));
+    }
+    return { fresh: fresh };
+  }
+
   function jobPage(root) {
     let stop = function () {};
     let timer = null;
@@ -250,23 +273,17 @@
     async function refresh() {
       if (done) return;
       try {
-        const response = await fetch(window.location.pathname, {
-          credentials: "same-origin", headers: { Accept: "text/html" },
-        });
-        if (response.status === 401 || response.redirected) {
+        const parts = Array.from(root.querySelectorAll("[data-part]"), (part) => part.id);
+        const read = await reread(parts);
+        if (read.ended) {
           finish(" · session ended: reload to log in");
           return;
         }
-        if (!response.ok) {
-          text("live-state", " · live updates paused (" + response.status + ")");
+        if (!read.fresh) {
+          text("live-state", " · live updates paused (" + read.status + ")");
           return;
         }
-        const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
-        for (const part of root.querySelectorAll("[data-part]")) {
-          const next = fresh.getElementById(part.id);
-          if (next && next.innerHTML !== part.innerHTML) part.replaceWith(document.importNode(next, true));
-        }
-        const after = fresh.getElementById("job");
+        const after = read.fresh.getElementById("job");
         if (after && !after.dataset.live) finish(" · finished");
       } catch (error) {
         text("live-state", " · live updates paused (server unreachable)");
