@@ -33,7 +33,7 @@ from gopherq.errors import DecodeError, GopherQError, NotSupported, Serializatio
 from gopherq.message import new_id
 from gopherq.observability.workers import MISSED_BEATS
 from gopherq.redaction import redact_text, redact_url
-from gopherq.result import job_state, located
+from gopherq.result import job_state, located, located_many
 from gopherq.results.base import JobCursor, JobPage, JobRecord
 from gopherq.routes import declared_queues
 from gopherq.states import Priority, State
@@ -430,24 +430,20 @@ def job_page(
 def currents(app: GopherQ, records: Sequence[JobRecord]) -> list[JobRecord]:
     """``current`` of each record, the broker asked about every STARTED one at once."""
     started = [r.id for r in records if r.state is State.STARTED]
-    if not started:
-        return list(records)
-    try:
-        where = dict(zip(started, app.broker.locate_many(started), strict=True))
-    except NotSupported:
-        return list(records)
-    return [
-        dataclasses.replace(r, state=state)
-        if r.state is State.STARTED and (state := where[r.id]) is not None and state is not r.state
-        else r
-        for r in records
-    ]
+    where = dict(zip(started, located_many(app, started), strict=True))
+    return [_moved(r, where[r.id]) if r.state is State.STARTED else r for r in records]
+
+
+def _moved(record: JobRecord, where: State | None) -> JobRecord:
+    """A STARTED ``record`` as the broker's ``where`` says (None: as it is)."""
+    return record if where in (None, record.state) else dataclasses.replace(record, state=where)
 
 
 def current(app: GopherQ, record: JobRecord) -> JobRecord:
-    """``record`` with its state as ``AsyncResult.state`` reports it (see ``job_state``)."""
-    state = job_state(app, record.id, record)
-    return record if state is record.state else dataclasses.replace(record, state=state)
+    """``record`` with its state as ``AsyncResult.state`` reports it: a STARTED record's
+    state is where the broker holds its message, if it holds it (``job_state``'s rule)."""
+    [found] = currents(app, [record])
+    return found
 
 
 def record_info(app: GopherQ, record: JobRecord) -> dict[str, Any]:

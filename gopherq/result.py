@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, overload
 
 from gopherq.celery_names import no_attribute
@@ -39,6 +40,14 @@ def located(app: GopherQ, id: str) -> State | None:
         return app.broker.locate(id)
     except NotSupported:
         return None
+
+
+def located_many(app: GopherQ, ids: Sequence[str]) -> list[State | None]:
+    """``located`` of each id, asked of the broker at once (``Broker.locate_many``)."""
+    try:
+        return app.broker.locate_many(ids)
+    except NotSupported:
+        return [None] * len(ids)
 
 
 class _CeleryNames(Generic[R]):

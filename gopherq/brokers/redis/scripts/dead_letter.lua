@@ -13,13 +13,6 @@ local score = redis.call('ZSCORE', q.dead, id)
 if not score then
   return {}
 end
-local f = redis.pcall('HMGET', q.msg .. id, 'p', 'b', 'a', 'r', 'e', 'x')
-if f.err then
-  f = {}
-end
-local died = whole(f[6]) or whole(score) or 0
-return {
-  id, whole(f[1]) or DEFAULT_PRIORITY, f[2] or '', whole(f[3] or 0) or 0,
-  f[4] or 'DECODE_ERROR', f[5] or (f[2] and '' or 'broker entry has no body'),
-  num(seconds_of(died)),
-}
+local out = {}
+dead_fields(out, q, id, score)
+return out

@@ -13,25 +13,10 @@ local limit = tonumber(ARGV[3])
 local reason = ARGV[4]
 local out = {}
 
-local function add(id, score)
-  -- Every letter is listed, a foreign writer's too (a hash missing, not a hash, or
-  -- with fields that are no numbers), as stats counts it: with what can be read.
-  local f = redis.pcall('HMGET', q.msg .. id, 'p', 'b', 'a', 'r', 'e', 'x')
-  if f.err then
-    f = {}
-  end
-  local died = whole(f[6]) or whole(score) or 0
-  local o = #out
-  out[o + 1], out[o + 2], out[o + 3] = id, whole(f[1]) or DEFAULT_PRIORITY, f[2] or ''
-  out[o + 4], out[o + 5] = whole(f[3] or 0) or 0, f[4] or 'DECODE_ERROR'
-  out[o + 6] = f[5] or (f[2] and '' or 'broker entry has no body')
-  out[o + 7] = num(seconds_of(died))
-end
-
 if not reason then
   local page = redis.call('ZREVRANGE', q.dead, offset, offset + limit - 1, 'WITHSCORES')
   for j = 1, #page, 2 do
-    add(page[j], page[j + 1])
+    dead_fields(out, q, page[j], page[j + 1])
   end
   return out
 end
@@ -51,7 +36,7 @@ for start = 0, scan - 1, step do
       if skip > 0 then
         skip = skip - 1
       else
-        add(page[j], page[j + 1])
+        dead_fields(out, q, page[j], page[j + 1])
         if #out >= 7 * limit then
           return out
         end
