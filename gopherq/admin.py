@@ -429,8 +429,9 @@ def job_page(
 
 def currents(app: GopherQ, records: Sequence[JobRecord]) -> list[JobRecord]:
     """``current`` of each record, the broker asked about every STARTED one at once."""
-    started = [r.id for r in records if r.state is State.STARTED]
-    where = dict(zip(started, located_many(app, started), strict=True))
+    started = [r for r in records if r.state is State.STARTED]
+    ids = [r.id for r in started]
+    where = dict(zip(ids, located_many(app, ids, [r.queue for r in started]), strict=True))
     return [_moved(r, where[r.id]) if r.state is State.STARTED else r for r in records]
 
 

@@ -42,10 +42,13 @@ def located(app: GopherQ, id: str) -> State | None:
         return None
 
 
-def located_many(app: GopherQ, ids: Sequence[str]) -> list[State | None]:
-    """``located`` of each id, asked of the broker at once (``Broker.locate_many``)."""
+def located_many(
+    app: GopherQ, ids: Sequence[str], queues: Sequence[str | None] | None = None
+) -> list[State | None]:
+    """``located`` of each id, asked of the broker at once (``Broker.locate_many``;
+    ``queues``: each id's queue where known)."""
     try:
-        return app.broker.locate_many(ids)
+        return app.broker.locate_many(ids, queues)
     except NotSupported:
         return [None] * len(ids)
 

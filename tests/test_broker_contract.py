@@ -729,6 +729,10 @@ def test_locate_many_answers_for_each_id_in_order(broker: Broker) -> None:
     assert broker.locate_many(ids) == [State.STARTED, None, State.QUEUED, State.SCHEDULED]
     assert broker.locate_many(ids) == [broker.locate(id) for id in ids]
     assert broker.locate_many([]) == []
+    # with each id's queue where known (None: not known)
+    queues = ["b", "b", None, "b"]
+    assert broker.locate_many(ids, queues) == [State.STARTED, None, State.QUEUED, State.SCHEDULED]
+    assert broker.locate_many([ready.id, leased.id], ["a", None]) == [State.QUEUED, State.STARTED]
 
 
 @admin

@@ -326,9 +326,16 @@ class BrokerAdmin(UrlRepr):
         """Where a message is: QUEUED, SCHEDULED, STARTED (leased) or DEAD; None if gone."""
         raise self.not_supported("locate")
 
-    def locate_many(self, ids: Sequence[str]) -> list[State | None]:
+    def locate_many(
+        self, ids: Sequence[str], queues: Sequence[str | None] | None = None
+    ) -> list[State | None]:
         """``locate`` of each id, in order (default: one ``locate`` each; a networked
-        broker asks for all of them in one round trip)."""
+        broker asks for all of them in one round trip).
+
+        ``queues``, when the caller knows them (a job record names its queue), holds
+        each id's queue or None (not known): a message never leaves its queue, so a
+        broker that keeps messages by queue looks there only.
+        """
         return [self.locate(id) for id in ids]
 
     def peek(self, id: str, queue: str | None = None) -> Peeked | None:

@@ -551,21 +551,28 @@ class RedisBroker(Broker):
                 return _STATES[state]
         return None
 
-    def locate_many(self, ids: Sequence[str]) -> list[State | None]:
-        """``locate`` of each id, every (queue, id) pair in one pipeline."""
+    def locate_many(
+        self, ids: Sequence[str], queues: Sequence[str | None] | None = None
+    ) -> list[State | None]:
+        """``locate`` of each id, in one pipeline: in its queue where ``queues`` names
+        one (none if no message was ever sent there), else in every known queue."""
         if not ids:
             return []
-        queues = self._known()
+        known = self._known()
+        hints = queues if queues is not None else [None] * len(ids)
+        places = [known if q is None else [q] if q in known else [] for q in hints]
         locate = script("locate")
         calls: list[Call] = [
-            (locate, [self._base(q)], (self._ttl, id)) for id in ids for q in queues
+            (locate, [self._base(q)], (self._ttl, id))
+            for id, where in zip(ids, places, strict=True)
+            for q in where
         ]
-        found = self._conn.call(lambda c: self._conn.run_many(c, calls))
-        per_id = len(queues)
-        return [
-            next((_STATES[s] for s in found[n * per_id : (n + 1) * per_id] if s), None)
-            for n in range(len(ids))
-        ]
+        answers = iter(self._conn.call(lambda c: self._conn.run_many(c, calls)) if calls else ())
+        found: list[State | None] = []
+        for where in places:
+            states = [next(answers) for _ in where]
+            found.append(next((_STATES[s] for s in states if s), None))
+        return found
 
     def peek(self, id: str, queue: str | None = None) -> Peeked | None:
         """The message ``id`` and where it is; None if gone (or in no known queue).
