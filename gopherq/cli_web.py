@@ -41,9 +41,22 @@ from gopherq.web_extra import DEFAULT_THREADS, require_web
     show_default=True,
     help="Blocking calls run at once (store reads); more only helps a slow remote store.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Server processes sharing the port: about one CPU each.",
+)
 @with_app
 def serve(
-    app: GopherQ, host: str, port: int, no_auth: bool, access_log: bool, threads: int
+    app: GopherQ,
+    host: str,
+    port: int,
+    no_auth: bool,
+    access_log: bool,
+    threads: int,
+    workers: int,
 ) -> None:
     """Serve the HTTP API (/api/v1, docs at /api/docs)."""
     require_web()
@@ -54,6 +67,18 @@ def serve(
             click.echo(
                 "warning: --no-auth: every request is served as admin, without a key", err=True
             )
-        click.echo(f"serving {url} (API {url}/api/v1, docs {url}/api/docs)", err=True)
+        processes = f", {workers} processes" if workers > 1 else ""
+        click.echo(f"serving {url} (API {url}/api/v1, docs {url}/api/docs{processes})", err=True)
 
-    run(app, host, port, auth=not no_auth, on_ready=ready, access_log=access_log, threads=threads)
+    status = run(
+        app,
+        host,
+        port,
+        auth=not no_auth,
+        on_ready=ready,
+        access_log=access_log,
+        threads=threads,
+        workers=workers,
+    )
+    if status:
+        raise SystemExit(status)

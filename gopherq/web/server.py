@@ -23,6 +23,7 @@ import uvicorn
 from gopherq.app import GopherQ
 from gopherq.errors import ConfigurationError
 from gopherq.web.application import create_app
+from gopherq.web.prefork import Prefork
 from gopherq.web_extra import DEFAULT_THREADS
 
 GRACE = 10.0
@@ -77,37 +78,54 @@ def serve(
     on_ready: Callable[[str], object] | None = None,
     access_log: bool = False,
     threads: int = DEFAULT_THREADS,
-) -> None:
-    """Serve ``app``'s HTTP API until SIGTERM or SIGINT.
+    workers: int = 1,
+) -> int:
+    """Serve ``app``'s HTTP API until SIGTERM or SIGINT; returns the exit status.
 
     ``auth=False`` is refused unless ``host`` is a loopback address.
     ``on_ready`` is called with the server's base URL once it accepts
     connections (with the port the system chose, for ``port`` 0). ``access_log``
     logs a line per request (uvicorn's): off by default, as it costs about a third
     of a small request's time in the server. ``threads`` bounds the thread pool
-    that runs blocking calls (``gopherq.web_extra.DEFAULT_THREADS``).
+    that runs blocking calls (``gopherq.web_extra.DEFAULT_THREADS``). ``workers``
+    above 1 serves from that many processes (``gopherq.web.prefork``).
     """
     if not auth and not is_loopback(host):
         raise ConfigurationError(
             f"--no-auth serves everyone as admin: only allowed on a loopback host, not {host!r}"
         )
-    api = create_app(app, auth=auth, threads=threads)
+    if workers < 1:
+        raise ConfigurationError(f"workers must be 1 or more, not {workers}")
     sock = bind(host, port)
     url = url_of(host, sock.getsockname()[1])
-    config = uvicorn.Config(
-        api,
-        log_level=log_level,
-        access_log=access_log,
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=int(GRACE),
-    )
-    server = _Server(config, api.state.gopherq.stopping.set, lambda: on_ready and on_ready(url))
+
+    def ready() -> None:
+        if on_ready is not None:
+            on_ready(url)
+
+    def run_one(ready: Callable[[], object]) -> None:
+        api = create_app(app, auth=auth, threads=threads)
+        config = uvicorn.Config(
+            api,
+            log_level=log_level,
+            access_log=access_log,
+            proxy_headers=False,
+            server_header=False,
+            timeout_graceful_shutdown=int(GRACE),
+        )
+        server = _Server(config, api.state.gopherq.stopping.set, ready)
+        try:
+            server.run(sockets=[sock])
+        finally:
+            app.close()
+
     try:
-        server.run(sockets=[sock])
+        if workers == 1:
+            run_one(ready)
+            return 0
+        return Prefork(workers, lambda: run_one(lambda: None)).run(ready)
     finally:
         sock.close()
-        app.close()
 
 
 class _Server(uvicorn.Server):

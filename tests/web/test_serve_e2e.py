@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import psutil
 import pytest
 import services
 
@@ -80,11 +81,11 @@ class Deployment:
         path = self.path / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def serve(self, *, auth: bool = False) -> str:
-        """Start ``gopherq serve --port 0`` (with ``--no-auth`` unless ``auth``); its base
-        URL, once it answers."""
+    def serve(self, *args: str, auth: bool = False) -> str:
+        """Start ``gopherq serve --port 0 ARGS`` (with ``--no-auth`` unless ``auth``); its
+        base URL, once it answers."""
         no_auth = () if auth else ("--no-auth",)
-        process = self.start("serve", "serve", "-A", "tasks", "--port", "0", *no_auth)
+        process = self.start("serve", "serve", "-A", "tasks", "--port", "0", *no_auth, *args)
         found: list[str] = []
 
         def announced() -> bool:
@@ -308,6 +309,38 @@ def test_a_signal_ends_open_streams_and_exits_0(deployment: Deployment, stop: in
         with pytest.raises(StopIteration):
             stream.take(1)  # the server ended the stream
         stream.close()
+
+
+def test_workers_serve_from_several_processes_and_replace_one_that_dies(
+    deployment: Deployment,
+) -> None:
+    base = deployment.serve("--workers", "2")
+    serve = deployment.processes[-1]
+    server = psutil.Process(serve.pid)
+
+    def children() -> list[int]:
+        return [c.pid for c in server.children() if c.status() != psutil.STATUS_ZOMBIE]
+
+    wait_for(lambda: len(children()) == 2, 20, lambda: deployment.log("serve"))
+    deployment.worker()
+    assert submit(base, "tasks.add", 2, 3)["result"] == 5
+    first = children()
+    os.kill(first[0], signal.SIGKILL)
+    wait_for(
+        lambda: len(children()) == 2 and first[0] not in children(),
+        20,
+        lambda: deployment.log("serve"),
+    )
+    assert "was killed by SIGKILL; starting another" in deployment.log("serve")
+    with httpx.Client(base_url=base, timeout=10) as client:  # a new connection each time
+        for _ in range(10):
+            assert client.get("/live", headers={"Connection": "close"}).status_code == 200
+    assert submit(base, "tasks.add", 4, 5)["result"] == 9
+    serving = [psutil.Process(pid) for pid in children()]
+    serve.send_signal(signal.SIGTERM)
+    assert serve.wait(20) == 0, deployment.log("serve")
+    assert not any(p.is_running() for p in serving)
+    assert "Traceback" not in deployment.log("serve"), deployment.log("serve")
 
 
 def test_port_in_use_and_no_auth_off_loopback_are_one_line_errors(tmp_path: Path) -> None:
