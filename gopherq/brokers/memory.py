@@ -48,6 +48,8 @@ from gopherq.brokers.base import (
     Peeked,
     QueueDepth,
     QueueStats,
+    ReserveOrder,
+    aged,
 )
 from gopherq.states import State
 
@@ -147,6 +149,18 @@ class MemoryBroker(Broker):
 
     def reserve(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
         """Lease up to ``limit`` messages, sleeping until one is runnable or ``timeout``."""
+        return self._reserve(queues, limit, timeout, None)
+
+    def reserve_ordered(
+        self, queues: Sequence[str], limit: int, timeout: float, order: ReserveOrder
+    ) -> list[Delivery]:
+        """``reserve`` in ``order`` (strict queue order, priority aging). It looks
+        through every ready message of the queues: this broker is for tests."""
+        return self._reserve(queues, limit, timeout, order)
+
+    def _reserve(
+        self, queues: Sequence[str], limit: int, timeout: float, order: ReserveOrder | None
+    ) -> list[Delivery]:
         if limit <= 0:
             return []
         deadline = time.monotonic() + timeout
@@ -155,7 +169,10 @@ class MemoryBroker(Broker):
             while True:
                 now = time.time()
                 self._tidy(now)
-                taken = self._take(wanted, limit, now)
+                if order is None:
+                    taken = self._take(wanted, limit, now)
+                else:
+                    taken = self._take_ordered(wanted, limit, now, order)
                 remaining = deadline - time.monotonic()
                 if taken or remaining <= 0:
                     return taken
@@ -429,14 +446,42 @@ class MemoryBroker(Broker):
             if not live:
                 break
             _, _, id = heapq.heappop(min(live, key=lambda heap: heap[0]))
-            message = self._messages[id]
-            message.state = State.STARTED
-            message.token = secrets.token_hex(8)
-            message.deliveries += 1
-            message.lease_until = now + self.lease_seconds
-            heapq.heappush(self._leases, (message.lease_until, id))
-            taken.append(message.delivery())
+            taken.append(self._lease(self._messages[id], now))
         return taken
+
+    def _take_ordered(
+        self, queues: list[str], limit: int, now: float, order: ReserveOrder
+    ) -> list[Delivery]:
+        """``_take`` in ``order``: ranked by (queue position when strict, priority less a
+        level per aging period waited, place in line). The heaps that gave are rebuilt
+        without the taken entries (a requeue pushes a message's entry again)."""
+        ranked: list[tuple[int, int, int, _Message]] = []
+        for position, queue in enumerate(queues):
+            if queue in self._paused:
+                continue
+            rank = position if order.strict else 0
+            period = order.aging.get(queue)
+            for _, seq, id in self._ready.get(queue, ()):
+                m = self._messages.get(id)
+                if m is None or m.state is not State.QUEUED or m.seq != seq:
+                    continue
+                level = aged(m.priority, now - m.ready_at, period) if period else m.priority
+                ranked.append((rank, level, seq, m))
+        best = heapq.nsmallest(limit, ranked, key=lambda entry: entry[:3])
+        taken = {entry[3].id for entry in best}
+        for queue in {entry[3].queue for entry in best}:
+            heap = self._ready[queue]
+            heap[:] = [entry for entry in heap if entry[2] not in taken]
+            heapq.heapify(heap)
+        return [self._lease(entry[3], now) for entry in best]
+
+    def _lease(self, message: _Message, now: float) -> Delivery:
+        message.state = State.STARTED
+        message.token = secrets.token_hex(8)
+        message.deliveries += 1
+        message.lease_until = now + self.lease_seconds
+        heapq.heappush(self._leases, (message.lease_until, message.id))
+        return message.delivery()
 
     def _has_ready(self, heap: _Heap) -> bool:
         """Drop stale entries off the top of ``heap``; True if a ready message remains."""

@@ -6,6 +6,9 @@
 -- ARGV  [1] limit (0: only tidy and report)  [2] lease seconds
 --       [3] token, random per call (a message is taken at most once per call, so
 --       the token tells its deliveries apart)  [4] dead-letter ttl
+--       then, only for an ordered reserve (gopherq.brokers.base.ReserveOrder):
+--       [5] '1' strict (queues in KEYS order) or '0'  [5 + i] aging period of queue i
+--       in seconds, '' for none
 -- Per queue, first tidy: due etas and expired leases become ready, old dead letters go.
 -- Then take the lowest scores (priority, then seq) across the unpaused queues and
 -- lease each: st = l, t = token, d + 1, into the leased zset until now + lease. A
@@ -78,8 +81,62 @@ for i = 1, n do
   end
 end
 
+-- The candidates of an ordered reserve from queue i: its first `limit` ready messages,
+-- as {rank, level, seq, i, id}, where rank is i when strict (else 0). With an aging
+-- period (units), the first `limit` of each priority level present instead (a range
+-- read per level, the next level found by the read itself), each at its aged level
+-- max(0, priority - whole periods waited) (gopherq.brokers.base.aged): within a level
+-- line order is seq order, so the queue's best are among them.
+local function candidates_of(out, i, strict, period)
+  local ready, rank = queues[i].ready, strict and i or 0
+  local from = '-inf'
+  while true do
+    local head = redis.call('ZRANGEBYSCORE', ready, from, '+inf', 'WITHSCORES', 'LIMIT', 0, limit)
+    if #head == 0 then
+      return
+    end
+    local upper = nil
+    for j = 1, #head, 2 do
+      local s = tonumber(head[j + 1])
+      local p = math.floor(s / PRIORITY_STEP)
+      if not period then
+        out[#out + 1] = {rank, p, s - p * PRIORITY_STEP, i, head[j]}
+      elseif upper and s >= upper then
+        break
+      else
+        upper = upper or (p + 1) * PRIORITY_STEP
+        local seq = s - p * PRIORITY_STEP
+        local level = math.max(0, p - math.max(0, math.floor((now - seq) / period)))
+        out[#out + 1] = {rank, level, seq, i, head[j]}
+      end
+    end
+    if not period or not upper or upper ~= upper or upper == math.huge then
+      return -- one read without aging; a foreign writer's score (inf, nan) ends it too
+    end
+    from = int(upper)
+  end
+end
+
 local picked = {} -- {queue index, id}
-if limit > 0 and #active == 1 then
+local ordered = ARGV[5] ~= nil
+if limit > 0 and ordered then
+  local candidates, strict = {}, ARGV[5] == '1'
+  for _, i in ipairs(active) do
+    local period = tonumber(ARGV[5 + i])
+    candidates_of(candidates, i, strict, period and period * UNITS)
+  end
+  table.sort(candidates, function(a, b)
+    for k = 1, 4 do
+      if a[k] ~= b[k] then return a[k] < b[k] end
+    end
+    return a[5] < b[5]
+  end)
+  for j = 1, math.min(limit, #candidates) do
+    local c = candidates[j]
+    redis.call('ZREM', queues[c[4]].ready, c[5])
+    picked[#picked + 1] = {c[4], c[5]}
+  end
+elseif limit > 0 and #active == 1 then
   -- Not ZPOPMIN: it returns the scores, each formatted with printf (half its cost).
   local ready = queues[active[1]].ready
   local ids = redis.call('ZRANGE', ready, 0, limit - 1)
