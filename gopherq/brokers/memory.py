@@ -452,24 +452,37 @@ class MemoryBroker(Broker):
     def _take_ordered(
         self, queues: list[str], limit: int, now: float, order: ReserveOrder
     ) -> list[Delivery]:
-        """``_take`` in ``order``: ranked by (queue position when strict, priority less a
-        level per aging period waited, place in line). The heaps that gave are rebuilt
-        without the taken entries (a requeue pushes a message's entry again)."""
+        """``_take`` in ``order``: ranked by (queue position when strict, aged level or
+        priority, place in line). A queue without aging offers the first ``limit`` of
+        its heap (popped, the others pushed back); one with aging is looked through
+        whole (this broker is for tests), its heap rebuilt if it gave."""
         ranked: list[tuple[int, int, int, _Message]] = []
+        popped: list[tuple[int, int, str]] = []
+        scanned: list[str] = []
         for position, queue in enumerate(queues):
-            if queue in self._paused:
+            heap = self._ready.get(queue)
+            if heap is None or queue in self._paused:
                 continue
             rank = position if order.strict else 0
             period = order.aging.get(queue)
-            for _, seq, id in self._ready.get(queue, ()):
+            if period is None:
+                entries: _Heap = []
+                while len(entries) < limit and self._has_ready(heap):
+                    entries.append(heapq.heappop(heap))
+                popped += entries
+                ranked += [(rank, p, seq, self._messages[id]) for p, seq, id in entries]
+                continue
+            scanned.append(queue)
+            for _, seq, id in heap:
                 m = self._messages.get(id)
-                if m is None or m.state is not State.QUEUED or m.seq != seq:
-                    continue
-                level = aged(m.priority, now - m.ready_at, period) if period else m.priority
-                ranked.append((rank, level, seq, m))
+                if m is not None and m.state is State.QUEUED and m.seq == seq:
+                    ranked.append((rank, aged(m.priority, now - m.ready_at, period), seq, m))
         best = heapq.nsmallest(limit, ranked, key=lambda entry: entry[:3])
         taken = {entry[3].id for entry in best}
-        for queue in {entry[3].queue for entry in best}:
+        for entry in popped:
+            if entry[2] not in taken:
+                heapq.heappush(self._ready[self._messages[entry[2]].queue], entry)
+        for queue in set(scanned) & {entry[3].queue for entry in best}:
             heap = self._ready[queue]
             heap[:] = [entry for entry in heap if entry[2] not in taken]
             heapq.heapify(heap)

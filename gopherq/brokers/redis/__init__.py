@@ -275,9 +275,8 @@ class RedisBroker(Broker):
         self, queues: Sequence[str], limit: int, timeout: float, order: ReserveOrder
     ) -> list[Delivery]:
         """``reserve`` in ``order``: the same script and wait, told the order (see
-        reserve.lua). On a cluster, queues in several slots are taken one after another:
-        in listed order when strict, else best plain priority first as ``reserve`` does
-        (aging then orders within each queue)."""
+        reserve.lua). On a cluster, queues in several slots are taken one after another
+        as ``reserve`` does: in listed order when strict, else best (aged) head first."""
         return self._reserve(queues, limit, timeout, order)
 
     def _reserve(
@@ -643,7 +642,9 @@ class RedisBroker(Broker):
         reserve = script("reserve")
         token = secrets.token_hex(8)
         peek = (0, self._lease, "", self._ttl)
-        calls: list[Call] = [(reserve, [self._base(q)], peek) for q in queues]
+        calls: list[Call] = [
+            (reserve, [self._base(q)], peek + _order_args([q], order)) for q in queues
+        ]
         peeks = [unpack(p) for p in self._conn.run_many(client, calls)]
         due = min(_seconds(p[2]) for p in peeks)
         strict = order is not None and order.strict

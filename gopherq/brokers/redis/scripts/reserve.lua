@@ -23,7 +23,8 @@
 -- messages from zset to zset; only a repaired entry grows, by a few fields).
 -- Returns {moved, head, due, then 7 per delivery: id, queue index, priority, body,
 -- attempt, deliveries, token} (packed by reply(), lib.lua): moved = how many became
--- ready; head = the best score still ready in an unpaused queue ('' if none); due =
+-- ready; head = the best score still ready in an unpaused queue ('' if none; with
+-- limit 0 and an order, level * 2^48 + seq of the best by that order); due =
 -- seconds until the next eta or lease expiry of these queues ('' if none). The queue
 -- index is negative when the message carries the cancel mark (field c).
 
@@ -81,17 +82,17 @@ for i = 1, n do
   end
 end
 
--- The candidates of an ordered reserve from queue i: its first `limit` ready messages,
+-- The candidates of an ordered reserve from queue i: its first `count` ready messages,
 -- as {rank, level, seq, i, id}, where rank is i when strict (else 0). With an aging
--- period (units), the first `limit` of each priority level present instead (a range
+-- period (units), the first `count` of each priority level present instead (a range
 -- read per level, the next level found by the read itself), each at its aged level
 -- max(0, priority - whole periods waited) (gopherq.brokers.base.aged): within a level
 -- line order is seq order, so the queue's best are among them.
-local function candidates_of(out, i, strict, period)
+local function candidates_of(out, i, strict, period, count)
   local ready, rank = queues[i].ready, strict and i or 0
   local from = '-inf'
   while true do
-    local head = redis.call('ZRANGEBYSCORE', ready, from, '+inf', 'WITHSCORES', 'LIMIT', 0, limit)
+    local head = redis.call('ZRANGEBYSCORE', ready, from, '+inf', 'WITHSCORES', 'LIMIT', 0, count)
     if #head == 0 then
       return
     end
@@ -117,13 +118,12 @@ local function candidates_of(out, i, strict, period)
   end
 end
 
-local picked = {} -- {queue index, id}
-local ordered = ARGV[5] ~= nil
-if limit > 0 and ordered then
+-- An ordered reserve's candidates from the active queues (`count` of each).
+local function ordered_candidates(count)
   local candidates, strict = {}, ARGV[5] == '1'
   for _, i in ipairs(active) do
     local period = tonumber(ARGV[5 + i])
-    candidates_of(candidates, i, strict, period and period * UNITS)
+    candidates_of(candidates, i, strict, period and period * UNITS, count)
   end
   table.sort(candidates, function(a, b)
     for k = 1, 4 do
@@ -131,6 +131,17 @@ if limit > 0 and ordered then
     end
     return a[5] < b[5]
   end)
+  return candidates
+end
+
+local picked = {} -- {queue index, id}
+local ordered = ARGV[5] ~= nil
+local aged_head = nil -- an ordered peek's head: level * 2^48 + seq of its best message
+if limit == 0 and ordered then
+  local best = ordered_candidates(1)[1]
+  aged_head = best and best[2] * PRIORITY_STEP + best[3]
+elseif limit > 0 and ordered then
+  local candidates = ordered_candidates(limit)
   for j = 1, math.min(limit, #candidates) do
     local c = candidates[j]
     redis.call('ZREM', queues[c[4]].ready, c[5])
@@ -214,6 +225,7 @@ for i = 1, n do
     wake(q)
   end
 end
+head = aged_head or head
 if head then out[2] = num(head) end
 if due then out[3] = num(math.max(due - now, 0) / UNITS) end
 return reply(out)
