@@ -64,7 +64,7 @@ from gopherq.worker.startup import (
     warn_if_no_tasks,
     warn_if_root,
 )
-from gopherq.worker.weights import aging_unsupported, check_order, split_weights
+from gopherq.worker.weights import aging_unsupported, check_order, labels, split_weights
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
@@ -209,9 +209,8 @@ class Worker:
             logger.error("memory:// lives in one process; workers need sqlite:///... or another")
             return 2
         self.name, self._pid = worker_name(), os.getpid()
-        logger.info(
-            "%s", banner(self.app, self.name, self.queues, self.concurrency, burst=self.burst)
-        )
+        shown = labels(self.queues, self.weights, self.strict)
+        logger.info("%s", banner(self.app, self.name, shown, self.concurrency, burst=self.burst))
         warn_if_root(self.name)
         warn_if_no_tasks(self.app)
         unsupported = aging_unsupported(self.app.broker, self.app.settings, self.queues)

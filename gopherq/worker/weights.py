@@ -97,6 +97,14 @@ def reserver(
     return reserve
 
 
+def labels(queues: Sequence[str], weights: Mapping[str, int] | None, strict: bool) -> list[str]:
+    """The queues as the banner shows them: ``high:3``, or in strict order ``a (strict)``."""
+    shown = [f"{q}:{weights[q]}" if weights else q for q in queues]
+    if strict and shown:
+        shown[-1] += " (strict order)"
+    return shown
+
+
 def check_order(weights: Mapping[str, int] | None, strict: bool) -> None:
     """``ConfigurationError`` for weights with strict order, which ignores them."""
     if weights and strict:
