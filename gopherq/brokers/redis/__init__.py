@@ -290,7 +290,8 @@ class RedisBroker(Broker):
             return []
         start = time.monotonic()
         deadline = start + timeout
-        key = tuple(wanted)
+        # One entry per set of queues: weights list the same queues in varying order.
+        key = tuple(wanted) if order is None else tuple(sorted(wanted))
         due_at = self._due_at.get(key)
         if timeout > 0 and due_at is not None and due_at > start:
             # Block first, until the due time the last reserve of these queues saw (an

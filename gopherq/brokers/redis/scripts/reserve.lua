@@ -82,70 +82,71 @@ for i = 1, n do
   end
 end
 
--- The candidates of an ordered reserve from queue i: its first `count` ready messages,
--- as {rank, level, seq, i, id}, where rank is i when strict (else 0). With an aging
--- period (units), the first `count` of each priority level present instead (a range
--- read per level, the next level found by the read itself), each at its aged level
--- max(0, priority - whole periods waited) (gopherq.brokers.base.aged): within a level
--- line order is seq order, so the queue's best are among them.
-local function candidates_of(out, i, strict, period, count)
-  local ready, rank = queues[i].ready, strict and i or 0
-  local from = '-inf'
-  while true do
-    local head = redis.call('ZRANGEBYSCORE', ready, from, '+inf', 'WITHSCORES', 'LIMIT', 0, count)
-    if #head == 0 then
-      return
-    end
-    local upper = nil
-    for j = 1, #head, 2 do
-      local s = tonumber(head[j + 1])
-      local p = math.floor(s / PRIORITY_STEP)
-      if not period then
-        out[#out + 1] = {rank, p, s - p * PRIORITY_STEP, i, head[j]}
-      elseif upper and s >= upper then
-        break
-      else
-        upper = upper or (p + 1) * PRIORITY_STEP
-        local seq = s - p * PRIORITY_STEP
-        local level = math.max(0, p - math.max(0, math.floor((now - seq) / period)))
-        out[#out + 1] = {rank, level, seq, i, head[j]}
-      end
-    end
-    if not period or not upper or upper ~= upper or upper == math.huge then
-      return -- one read without aging; a foreign writer's score (inf, nan) ends it too
-    end
-    from = int(upper)
-  end
-end
-
--- An ordered reserve's candidates from the active queues (`count` of each).
-local function ordered_candidates(count)
-  local candidates, strict = {}, ARGV[5] == '1'
-  for _, i in ipairs(active) do
-    local period = tonumber(ARGV[5 + i])
-    candidates_of(candidates, i, strict, period and period * UNITS, count)
-  end
-  table.sort(candidates, function(a, b)
-    for k = 1, 4 do
-      if a[k] ~= b[k] then return a[k] < b[k] end
-    end
-    return a[5] < b[5]
-  end)
-  return candidates
-end
-
 local picked = {} -- {queue index, id}
-local ordered = ARGV[5] ~= nil
 local aged_head = nil -- an ordered peek's head: level * 2^48 + seq of its best message
-if limit == 0 and ordered then
-  local best = ordered_candidates(1)[1]
-  aged_head = best and best[2] * PRIORITY_STEP + best[3]
-elseif limit > 0 and ordered then
-  local candidates = ordered_candidates(limit)
-  for j = 1, math.min(limit, #candidates) do
-    local c = candidates[j]
-    redis.call('ZREM', queues[c[4]].ready, c[5])
-    picked[#picked + 1] = {c[4], c[5]}
+if ARGV[5] then -- an ordered reserve (its functions made only then: a plain one pays nothing)
+  -- The candidates of an ordered reserve from queue i: its first `count` ready messages,
+  -- as {rank, level, seq, i, id}, where rank is i when strict (else 0). With an aging
+  -- period (units), the first `count` of each priority level present instead (a range
+  -- read per level, the next level found by the read itself), each at its aged level
+  -- max(0, priority - whole periods waited) (gopherq.brokers.base.aged): within a level
+  -- line order is seq order, so the queue's best are among them.
+  local function candidates_of(out, i, strict, period, count)
+    local ready, rank = queues[i].ready, strict and i or 0
+    local from = '-inf'
+    while true do
+      local head = redis.call('ZRANGEBYSCORE', ready, from, '+inf', 'WITHSCORES', 'LIMIT', 0, count)
+      if #head == 0 then
+        return
+      end
+      local upper = nil
+      for j = 1, #head, 2 do
+        local s = tonumber(head[j + 1])
+        local p = math.floor(s / PRIORITY_STEP)
+        if not period then
+          out[#out + 1] = {rank, p, s - p * PRIORITY_STEP, i, head[j]}
+        elseif upper and s >= upper then
+          break
+        else
+          upper = upper or (p + 1) * PRIORITY_STEP
+          local seq = s - p * PRIORITY_STEP
+          local level = math.max(0, p - math.max(0, math.floor((now - seq) / period)))
+          out[#out + 1] = {rank, level, seq, i, head[j]}
+        end
+      end
+      if not period or not upper or upper ~= upper or upper == math.huge then
+        return -- one read without aging; a foreign writer's score (inf, nan) ends it too
+      end
+      from = int(upper)
+    end
+  end
+
+  -- An ordered reserve's candidates from the active queues (`count` of each).
+  local function ordered_candidates(count)
+    local candidates, strict = {}, ARGV[5] == '1'
+    for _, i in ipairs(active) do
+      local period = tonumber(ARGV[5 + i])
+      candidates_of(candidates, i, strict, period and period * UNITS, count)
+    end
+    table.sort(candidates, function(a, b)
+      for k = 1, 4 do
+        if a[k] ~= b[k] then return a[k] < b[k] end
+      end
+      return a[5] < b[5]
+    end)
+    return candidates
+  end
+
+  if limit == 0 then
+    local best = ordered_candidates(1)[1]
+    aged_head = best and best[2] * PRIORITY_STEP + best[3]
+  else
+    local candidates = ordered_candidates(limit)
+    for j = 1, math.min(limit, #candidates) do
+      local c = candidates[j]
+      redis.call('ZREM', queues[c[4]].ready, c[5])
+      picked[#picked + 1] = {c[4], c[5]}
+    end
   end
 elseif limit > 0 and #active == 1 then
   -- Not ZPOPMIN: it returns the scores, each formatted with printf (half its cost).
