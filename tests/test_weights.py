@@ -1,5 +1,6 @@
-"""Queue weights and strict order in a worker process (``gopherq.worker.weights``), on
-the memory broker: parsing ``-Q``, the shares, and what ``reserver`` asks a broker."""
+"""Queue weights, strict order and the setting priority_aging in a worker process
+(``gopherq.worker.weights``), on the memory broker: parsing ``-Q``, the shares, the
+setting, and what ``reserver`` asks a broker."""
 
 from __future__ import annotations
 
@@ -187,3 +188,38 @@ def test_a_consumer_takes_its_queues_by_weight() -> None:
     consumer.run()
     first = Counter(seen[:600])
     assert [first[q] for q in WEIGHTS] == pytest.approx([300, 200, 100], abs=16)
+
+
+def test_priority_aging_setting_from_code_and_environment() -> None:
+    assert Settings.load({"priority_aging": 60}).priority_aging == 60
+    assert Settings.load({"priority_aging": {"bulk": 0.5}}).priority_aging == {"bulk": 0.5}
+    env = {"GOPHERQ_PRIORITY_AGING": "30"}
+    assert Settings.load({}, env).priority_aging == 30.0
+    env = {"GOPHERQ_PRIORITY_AGING": '{"bulk": 5}'}
+    assert Settings.load({}, env).priority_aging == {"bulk": 5}
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (0, "setting 'priority_aging' is 0, not a number of seconds above 0"),
+        (-1.5, "setting 'priority_aging' is -1.5, not a number of seconds above 0"),
+        (float("inf"), "setting 'priority_aging' is inf, not a number of seconds above 0"),
+        ({"bulk": 0}, "setting 'priority_aging': queue 'bulk' has 0, not a number of seconds"),
+        ({"bulk": "1m"}, "setting 'priority_aging': queue 'bulk' has '1m', not a number"),
+        ("60", "setting 'priority_aging' must be float or Mapping or None, not str"),
+        (True, "setting 'priority_aging' must be float or Mapping or None, not bool"),
+    ],
+)
+def test_a_bad_priority_aging_is_one_line_naming_it(value: object, error: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        Settings.load({"priority_aging": value})
+    assert str(raised.value).startswith(error)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_bad_priority_aging_in_the_environment() -> None:
+    with pytest.raises(ConfigurationError, match="GOPHERQ_PRIORITY_AGING='fast' is not a valid"):
+        Settings.load({}, {"GOPHERQ_PRIORITY_AGING": "fast"})
+    with pytest.raises(ConfigurationError, match="queue 'bulk' has -1"):
+        Settings.load({}, {"GOPHERQ_PRIORITY_AGING": '{"bulk": -1}'})

@@ -98,7 +98,7 @@ def reserver(
 
 
 def labels(queues: Sequence[str], weights: Mapping[str, int] | None, strict: bool) -> list[str]:
-    """The queues as the banner shows them: ``high:3``, or in strict order ``a (strict)``."""
+    """The queues as the banner shows them: ``high:3``; ``(strict order)`` after the last."""
     shown = [f"{q}:{weights[q]}" if weights else q for q in queues]
     if strict and shown:
         shown[-1] += " (strict order)"

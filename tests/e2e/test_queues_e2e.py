@@ -103,3 +103,21 @@ def test_priority_aging_moves_a_bulk_task_through_a_flood(run: Run) -> None:
     print(f"priority 4 started after {waited:.2f}s = {waited / period:.2f} periods of {period}s")
     assert 4 * period <= waited + 0.01
     assert waited <= 4.5 * period
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["-Q", "high:0,low"], "queue 'high:0': expected NAME or NAME:WEIGHT with a whole number"),
+        (["-Q", "high:x"], "queue 'high:x': expected NAME or NAME:WEIGHT"),
+        (["-Q", "high:-1"], "queue 'high:-1': expected NAME or NAME:WEIGHT"),
+        (["-Q", "a:2,b", "--strict"], "-Q a:2,b:1 with --strict: strict order takes the queues"),
+    ],
+)
+def test_bad_queue_options_stop_before_any_process_starts(
+    run: Run, args: list[str], error: str
+) -> None:
+    worker = run.worker(*args)
+    assert worker.wait(30) == 1
+    (line,) = run.log().strip().splitlines()
+    assert line.startswith(f"Error: {error}"), line
