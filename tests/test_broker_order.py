@@ -145,3 +145,18 @@ def test_aging_with_strict_order(broker: Broker) -> None:
 def test_aging_on_a_broker_without_it_is_refused() -> None:
     with pytest.raises(NotSupported, match="priority aging"):
         DictBroker().reserve_ordered(["q"], 1, 0, ReserveOrder(aging={"q": 1.0}))
+
+
+@admin
+def test_queue_depths_after_an_ordered_reserve(broker: Broker) -> None:
+    """Aging orders at reserve time and stores nothing: the depths by priority and the
+    oldest age are those of what is left, as after ``reserve``."""
+    (bulk,) = enqueue(broker, envelope("q", 4))
+    time.sleep(4.5 * PERIOD)
+    enqueue(broker, envelope("q", 0), envelope("q", 0))
+    taken = broker.reserve_ordered(["q"], 1, 0, ReserveOrder(aging={"q": PERIOD}))
+    assert ids_of(taken) == [bulk]
+    depth = broker.queue_depths()["q"]
+    assert depth.ready == {0: 2}
+    assert depth.running == 1
+    assert depth.oldest_age is not None and depth.oldest_age < 4 * PERIOD
