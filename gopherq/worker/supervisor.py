@@ -213,11 +213,12 @@ class Worker:
         logger.info("%s", banner(self.app, self.name, shown, self.concurrency, burst=self.burst))
         warn_if_root(self.name)
         warn_if_no_tasks(self.app)
+        if not self._can_start():
+            return 1
         unsupported = aging_unsupported(self.app.broker, self.app.settings, self.queues)
         if unsupported:
             logger.error("worker %s cannot start: %s", self.name, unsupported)
-            return 1
-        if not self._can_start():
+            self._close_endpoint()
             return 1
         self._presence = Presence(self.app, self.name, self.concurrency, self.queues)
         self._slots = Slot.allocate(self.concurrency, self.app.settings.prefetch)
