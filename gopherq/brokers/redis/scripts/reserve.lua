@@ -83,6 +83,17 @@ for i = 1, n do
 end
 
 local picked = {} -- {queue index, id}
+
+-- Lease-to-be: the first `limit` of sorted candidates, each with its queue index at
+-- c[k] and its id at c[k + 1], out of their ready zsets.
+local function take_first(candidates, k)
+  for j = 1, math.min(limit, #candidates) do
+    local c = candidates[j]
+    redis.call('ZREM', queues[c[k]].ready, c[k + 1])
+    picked[#picked + 1] = {c[k], c[k + 1]}
+  end
+end
+
 local aged_head = nil -- an ordered peek's head: level * 2^48 + seq of its best message
 if ARGV[5] then -- an ordered reserve (its functions made only then: a plain one pays nothing)
   -- The candidates of an ordered reserve from queue i: its first `count` ready messages,
@@ -141,12 +152,7 @@ if ARGV[5] then -- an ordered reserve (its functions made only then: a plain one
     local best = ordered_candidates(1)[1]
     aged_head = best and best[2] * PRIORITY_STEP + best[3]
   else
-    local candidates = ordered_candidates(limit)
-    for j = 1, math.min(limit, #candidates) do
-      local c = candidates[j]
-      redis.call('ZREM', queues[c[4]].ready, c[5])
-      picked[#picked + 1] = {c[4], c[5]}
-    end
+    take_first(ordered_candidates(limit), 4)
   end
 elseif limit > 0 and #active == 1 then
   -- Not ZPOPMIN: it returns the scores, each formatted with printf (half its cost).
@@ -171,11 +177,7 @@ elseif limit > 0 and #active > 1 then
     if a[2] ~= b[2] then return a[2] < b[2] end
     return a[3] < b[3]
   end)
-  for j = 1, math.min(limit, #candidates) do
-    local c = candidates[j]
-    redis.call('ZREM', queues[c[2]].ready, c[3])
-    picked[#picked + 1] = {c[2], c[3]}
-  end
+  take_first(candidates, 2)
 end
 
 local out = {moved_total, '', ''}
