@@ -121,10 +121,16 @@ SUBMIT_WAIT = 60.0
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def _queue_list(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
-    """``-Q a,b -Q c`` as ``[a, b, c]``: repeated options merge, duplicates go."""
-    names = [name.strip() for option in value for name in option.split(",")]
-    return list(dict.fromkeys(name for name in names if name))
+def _queue_list(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> list[str] | dict[str, int | None]:
+    """``-Q a,b -Q c`` as ``[a, b, c]``: repeated options merge, duplicates go. With a
+    weight given (``-Q a:2,b``), queue -> weight (None where not given). A bad weight
+    raises ``ConfigurationError`` (one line)."""
+    from gopherq.worker.weights import parse_queues
+
+    queues = parse_queues([name for option in value for name in option.split(",")])
+    return queues if any(queues.values()) else list(queues)
 
 
 @main.command()
@@ -140,7 +146,11 @@ def _queue_list(ctx: click.Context, param: click.Parameter, value: tuple[str, ..
     "--queues",
     multiple=True,
     callback=_queue_list,
-    help="Queues to consume: comma-separated, or repeat -Q.",
+    help="Queues to consume: comma-separated, or repeat -Q; NAME:WEIGHT takes tasks "
+    "in those shares (-Q high:3,default:2,low:1).",
+)
+@click.option(
+    "--strict", is_flag=True, help="Take from the queues in listed order: all of the first's first."
 )
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
 @click.option(
@@ -195,7 +205,8 @@ def _queue_list(ctx: click.Context, param: click.Parameter, value: tuple[str, ..
 def worker(
     app: GopherQ,
     concurrency: int | None,
-    queues: list[str],
+    queues: list[str] | dict[str, int | None],
+    strict: bool,
     burst: bool,
     loglevel: str,
     log_format: str | None,
@@ -214,6 +225,7 @@ def worker(
         app,
         concurrency=concurrency,
         queues=queues or None,
+        strict=strict,
         burst=burst,
         loglevel=loglevel,
         log_format=log_format,

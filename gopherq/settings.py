@@ -65,6 +65,11 @@ class Settings:
     """Deliveries of one attempt (its worker died each time) before ``WORKER_LOST``."""
     prefetch: int = 16
     """Most messages a worker process reserves at once when tasks are short."""
+    priority_aging: float | Mapping[str, float] | None = None
+    """Seconds of waiting worth one priority level, so that bulk work keeps moving under a
+    flood of critical work: for every queue (a number), or per queue (``{"bulk": 60}``;
+    queues not named keep strict priority). None: strict priority. A number or JSON in
+    the environment (see docs/flow-control.md)."""
     concurrency: int | None = None
     """Worker processes; ``None`` means the CPU count."""
     shutdown_timeout: float = 30.0
@@ -123,6 +128,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         Routes(self.task_routes)  # raises ConfigurationError on a bad route
+        aging_periods(self.priority_aging, ())  # raises ConfigurationError on a bad one
         if self.log_format not in LOG_FORMATS:
             raise ConfigurationError(
                 f"setting 'log_format' must be one of {', '.join(LOG_FORMATS)}, "
@@ -245,6 +251,35 @@ def _import_object(dotted: str) -> Any:
         raise ConfigurationError(f"cannot import settings from {dotted!r}: no {attr!r}") from None
 
 
+def aging_periods(
+    setting: float | Mapping[str, float] | None, queues: Iterable[str]
+) -> dict[str, float]:
+    """The aging period of each of ``queues`` that ages under ``priority_aging``
+    (``setting``); ``ConfigurationError`` for a value that is not a positive number
+    of seconds, or a mapping of queue names to such numbers."""
+    expected = "a number of seconds above 0, or a mapping of queue names to one"
+    if setting is None:
+        return {}
+    if isinstance(setting, Mapping):
+        periods = dict(setting)
+        for queue, period in periods.items():
+            if not isinstance(queue, str) or not _is_period(period):
+                raise ConfigurationError(
+                    f"setting 'priority_aging': queue {queue!r} has {period!r}, "
+                    "not a number of seconds above 0"
+                )
+        return {q: float(periods[q]) for q in queues if q in periods}
+    if not _is_period(setting):
+        raise ConfigurationError(f"setting 'priority_aging' is {setting!r}, not {expected}")
+    return dict.fromkeys(queues, float(setting))
+
+
+def _is_period(value: object) -> bool:
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < float("inf")
+    )
+
+
 def _check_known(name: str, names: Collection[str], *, source: str) -> None:
     if name not in names:
         raise unknown(source, name, names, SETTING_HINTS)
@@ -300,6 +335,14 @@ def _parse(raw: str, spec: dataclasses.Field[Any], var: str) -> Any:
             raise ValueError(raw)
         if kind.startswith("int"):
             return int(raw)
+        if kind.startswith("float | Mapping"):  # a number, else a JSON object
+            try:
+                return float(raw)
+            except ValueError:
+                value = json.loads(raw)
+                if not isinstance(value, dict):
+                    raise ValueError(raw) from None
+                return value
         if kind.startswith("float"):
             return float(raw)
         if kind.startswith("Mapping"):

@@ -543,6 +543,29 @@ def test_bad_worker_options_are_usage_errors(
     assert not worker_options  # no worker was made
 
 
+def test_queue_weights_and_strict_reach_the_worker(
+    cli: Cli, worker_options: dict[str, Any]
+) -> None:
+    ok(cli("worker", "-Q", "high:3,default:2", "-Q", "low"))
+    assert worker_options["queues"] == {"high": 3, "default": 2, "low": None}
+    assert worker_options["strict"] is False
+    ok(cli("worker", "-Q", "a,b", "--strict"))
+    assert worker_options["queues"] == ["a", "b"]
+    assert worker_options["strict"] is True
+
+
+@pytest.mark.parametrize("item", ["high:0", "high:x", "high:-1", "high:", ":3", "high:1.5"])
+def test_a_bad_queue_weight_is_one_line_naming_it(
+    cli: Cli, worker_options: dict[str, Any], item: str
+) -> None:
+    error = failed(cli("worker", "-Q", f"default,{item}"), code=1)
+    assert error == (
+        f"Error: queue {item!r}: expected NAME or NAME:WEIGHT with a whole number WEIGHT "
+        "from 1 up (-Q high:3,low:1)"
+    )
+    assert not worker_options  # no worker was made
+
+
 def test_repeated_queue_options_merge(cli: Cli, worker_options: dict[str, Any]) -> None:
     ok(cli("worker", "-Q", "a,b", "-Q", "c", "-Q", " a ,,d", "-l", "warning"))
     assert worker_options["queues"] == ["a", "b", "c", "d"]

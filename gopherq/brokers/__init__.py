@@ -24,6 +24,7 @@ from gopherq.brokers.base import (
     Peeked,
     QueueDepth,
     QueueStats,
+    ReserveOrder,
     redact_url,
 )
 from gopherq.errors import ConfigurationError
@@ -45,6 +46,7 @@ __all__ = [
     "Peeked",
     "QueueDepth",
     "QueueStats",
+    "ReserveOrder",
     "absolute_url",
     "default_url",
     "open_broker",

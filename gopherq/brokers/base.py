@@ -39,6 +39,7 @@ meanwhile stays a dead letter (that message stands for the job).
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -163,6 +164,32 @@ class QueueDepth:
         """The counts of ``Broker.stats``."""
         ready = sum(self.ready.values())
         return QueueStats(self.name, ready, self.scheduled, self.running, self.dead, self.paused)
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveOrder:
+    """How ``Broker.reserve_ordered`` picks, beyond ``reserve``'s priority order.
+
+    ``strict``: the queues in the order given, all ready work of one before any of the
+    next (a paused or empty queue is passed over). Otherwise priority across the queues,
+    as ``reserve`` does.
+
+    ``aging``: per queue, seconds per priority level. A message of such a queue gains
+    a level for each whole period it has waited in line, up to level 0:
+    ``max(0, priority - floor(waited / period))``, at the time of the reserve. Messages
+    rank by that level, then by when they joined the line, so that a bulk message (4)
+    that waited 4 periods goes before every critical one (0) that joined after it.
+    Queues not named keep their priority.
+    """
+
+    strict: bool = False
+    aging: Mapping[str, float] = field(default_factory=dict)
+
+
+def aged(priority: int, waited: float, period: float) -> int:
+    """The level of a message of ``priority`` that has waited ``waited`` seconds in a
+    queue with aging ``period`` (see ``ReserveOrder``)."""
+    return max(0, priority - max(0, math.floor(waited / period)))
 
 
 class BrokerAdmin(UrlRepr):
@@ -378,6 +405,30 @@ class Broker(BrokerAdmin, ABC):
         list on timeout. Paused queues are skipped. Due scheduled messages and
         expired leases are made ready first.
         """
+
+    def reserve_ordered(
+        self, queues: Sequence[str], limit: int, timeout: float, order: ReserveOrder
+    ) -> list[Delivery]:
+        """``reserve`` in ``order``: strict queue order, priority aging (``ReserveOrder``).
+
+        Blocks as ``reserve`` does, on all the queues. A worker calls it only when its
+        queues have weights, ``--strict`` or priority aging; plain ``reserve`` stays
+        the hot path.
+
+        Default, for a broker that does not override it: strict order as one ``reserve``
+        per queue until ``limit`` is reached (then a blocking ``reserve`` of them all
+        when none had work); aging raises ``NotSupported``.
+        """
+        if order.aging:
+            raise self.not_supported("priority aging")
+        if not order.strict:
+            return self.reserve(queues, limit, timeout)
+        taken: list[Delivery] = []
+        for queue in queues:
+            if len(taken) >= limit:
+                break
+            taken += self.reserve([queue], limit - len(taken), 0.0)
+        return taken or self.reserve(queues, limit, timeout)
 
     @abstractmethod
     def ack(self, deliveries: Sequence[Delivery]) -> int:

@@ -48,6 +48,8 @@ from gopherq.brokers.base import (
     Peeked,
     QueueDepth,
     QueueStats,
+    ReserveOrder,
+    aged,
 )
 from gopherq.states import State
 
@@ -147,6 +149,18 @@ class MemoryBroker(Broker):
 
     def reserve(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
         """Lease up to ``limit`` messages, sleeping until one is runnable or ``timeout``."""
+        return self._reserve(queues, limit, timeout, None)
+
+    def reserve_ordered(
+        self, queues: Sequence[str], limit: int, timeout: float, order: ReserveOrder
+    ) -> list[Delivery]:
+        """``reserve`` in ``order`` (strict queue order, priority aging). It looks
+        through every ready message of the queues: this broker is for tests."""
+        return self._reserve(queues, limit, timeout, order)
+
+    def _reserve(
+        self, queues: Sequence[str], limit: int, timeout: float, order: ReserveOrder | None
+    ) -> list[Delivery]:
         if limit <= 0:
             return []
         deadline = time.monotonic() + timeout
@@ -155,7 +169,10 @@ class MemoryBroker(Broker):
             while True:
                 now = time.time()
                 self._tidy(now)
-                taken = self._take(wanted, limit, now)
+                if order is None:
+                    taken = self._take(wanted, limit, now)
+                else:
+                    taken = self._take_ordered(wanted, limit, now, order)
                 remaining = deadline - time.monotonic()
                 if taken or remaining <= 0:
                     return taken
@@ -429,14 +446,55 @@ class MemoryBroker(Broker):
             if not live:
                 break
             _, _, id = heapq.heappop(min(live, key=lambda heap: heap[0]))
-            message = self._messages[id]
-            message.state = State.STARTED
-            message.token = secrets.token_hex(8)
-            message.deliveries += 1
-            message.lease_until = now + self.lease_seconds
-            heapq.heappush(self._leases, (message.lease_until, id))
-            taken.append(message.delivery())
+            taken.append(self._lease(self._messages[id], now))
         return taken
+
+    def _take_ordered(
+        self, queues: list[str], limit: int, now: float, order: ReserveOrder
+    ) -> list[Delivery]:
+        """``_take`` in ``order``: ranked by (queue position when strict, aged level or
+        priority, place in line). A queue without aging offers the first ``limit`` of
+        its heap (popped, the others pushed back); one with aging is looked through
+        whole (this broker is for tests), its heap rebuilt if it gave."""
+        ranked: list[tuple[int, int, int, _Message]] = []
+        popped: list[tuple[int, int, str]] = []
+        scanned: list[str] = []
+        for position, queue in enumerate(queues):
+            heap = self._ready.get(queue)
+            if heap is None or queue in self._paused:
+                continue
+            rank = position if order.strict else 0
+            period = order.aging.get(queue)
+            if period is None:
+                entries: _Heap = []
+                while len(entries) < limit and self._has_ready(heap):
+                    entries.append(heapq.heappop(heap))
+                popped += entries
+                ranked += [(rank, p, seq, self._messages[id]) for p, seq, id in entries]
+                continue
+            scanned.append(queue)
+            for _, seq, id in heap:
+                m = self._messages.get(id)
+                if m is not None and m.state is State.QUEUED and m.seq == seq:
+                    ranked.append((rank, aged(m.priority, now - m.ready_at, period), seq, m))
+        best = heapq.nsmallest(limit, ranked, key=lambda entry: entry[:3])
+        taken = {entry[3].id for entry in best}
+        for entry in popped:
+            if entry[2] not in taken:
+                heapq.heappush(self._ready[self._messages[entry[2]].queue], entry)
+        for queue in set(scanned) & {entry[3].queue for entry in best}:
+            heap = self._ready[queue]
+            heap[:] = [entry for entry in heap if entry[2] not in taken]
+            heapq.heapify(heap)
+        return [self._lease(entry[3], now) for entry in best]
+
+    def _lease(self, message: _Message, now: float) -> Delivery:
+        message.state = State.STARTED
+        message.token = secrets.token_hex(8)
+        message.deliveries += 1
+        message.lease_until = now + self.lease_seconds
+        heapq.heappush(self._leases, (message.lease_until, message.id))
+        return message.delivery()
 
     def _has_ready(self, heap: _Heap) -> bool:
         """Drop stale entries off the top of ``heap``; True if a ready message remains."""

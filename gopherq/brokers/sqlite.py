@@ -58,6 +58,7 @@ import time
 from collections.abc import Callable, Container, Sequence
 from typing import Any
 
+from gopherq.brokers import _sqlite_order as ordering
 from gopherq.brokers import _sqlite_rows as rowcheck
 from gopherq.brokers.base import (
     Broker,
@@ -68,6 +69,7 @@ from gopherq.brokers.base import (
     Peeked,
     QueueDepth,
     QueueStats,
+    ReserveOrder,
 )
 from gopherq.errors import BrokerUnavailable
 from gopherq.states import State
@@ -303,6 +305,17 @@ class SQLiteBroker(Broker):
 
     def reserve(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
         """Lease up to ``limit`` messages, sleeping until one is runnable or ``timeout``."""
+        return self._reserve(queues, limit, timeout, None)
+
+    def reserve_ordered(
+        self, queues: Sequence[str], limit: int, timeout: float, order: ReserveOrder
+    ) -> list[Delivery]:
+        """``reserve`` in ``order``: one statement as well (see ``_sqlite_order``)."""
+        return self._reserve(queues, limit, timeout, order)
+
+    def _reserve(
+        self, queues: Sequence[str], limit: int, timeout: float, order: ReserveOrder | None
+    ) -> list[Delivery]:
         if limit <= 0:
             return []
         wanted = list(dict.fromkeys(queues))
@@ -310,7 +323,7 @@ class SQLiteBroker(Broker):
         waiter = self._db.waiter() if timeout > 0 else None
         if waiter is not None:
             waiter.reset()  # changes before this point are seen by the first attempt
-        taken, due = self._reserve_once(wanted, limit)
+        taken, due = self._reserve_once(wanted, limit, order)
         while not taken and waiter is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -320,7 +333,7 @@ class SQLiteBroker(Broker):
             # first, so that idle workers do not queue on it for nothing.
             due = self._peek(wanted)
             if due <= time.time():
-                taken, due = self._reserve_once(wanted, limit)
+                taken, due = self._reserve_once(wanted, limit, order)
         return taken
 
     def ack(self, deliveries: Sequence[Delivery]) -> int:
@@ -722,7 +735,9 @@ class SQLiteBroker(Broker):
 
     # Internals.
 
-    def _reserve_once(self, queues: list[str], limit: int) -> tuple[list[Delivery], float]:
+    def _reserve_once(
+        self, queues: list[str], limit: int, order: ReserveOrder | None = None
+    ) -> tuple[list[Delivery], float]:
         """One transaction: housekeeping, then lease. Returns the deliveries and, when there
         are none, the time at which something may become runnable."""
         with self._db.write() as conn:
@@ -731,17 +746,20 @@ class SQLiteBroker(Broker):
             if not queues:
                 return [], math.inf
             lease_until = now + self.lease_seconds
+            line_order: ordering.SortKey = rowcheck.line_order
+            if order is None:
+                sql, params = _reserve_sql(len(queues)), (lease_until, limit, *queues)
+            else:
+                sql, params, line_order = ordering.statement(queues, order, lease_until, limit, now)
             try:
-                rows = conn.execute(
-                    _reserve_sql(len(queues)), (lease_until, limit, *queues)
-                ).fetchall()
+                rows = conn.execute(sql, params).fetchall()
             except sqlite3.OperationalError as exc:
                 if "UTF-8" not in str(exc):
                     raise
                 rows = rowcheck.drop_undecodable_ids(conn, lease_until, now)
             if rows:
                 try:
-                    rows.sort(key=rowcheck.line_order)
+                    rows.sort(key=line_order)
                 except TypeError:  # a priority or run time that is not a number
                     rows.sort(key=rowcheck.lenient_line_order)
                 try:

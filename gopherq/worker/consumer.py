@@ -34,7 +34,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from gopherq.backoff import next_backoff
@@ -46,6 +46,7 @@ from gopherq.runner import Outcome, Runner
 from gopherq.states import DeadReason
 from gopherq.worker.settle import Finished, Settler
 from gopherq.worker.slots import Slot
+from gopherq.worker.weights import reserver
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
@@ -85,6 +86,7 @@ class Consumer:
     should be recycled (``max_tasks`` run, or RSS above ``max_memory`` KiB).
     ``slot`` mirrors what it holds for a supervisor (a private one by default);
     ``reserve_timeout`` bounds how long an idle consumer takes to notice ``stop()``.
+    ``weights`` (queue -> weight) and ``strict`` order the queues (``gopherq.worker.weights``).
     """
 
     def __init__(
@@ -98,6 +100,8 @@ class Consumer:
         max_memory: int | None = None,
         slot: Slot | None = None,
         reserve_timeout: float = RESERVE_TIMEOUT,
+        weights: Mapping[str, int] | None = None,
+        strict: bool = False,
     ) -> None:
         self.app = app
         # Opened here, in the constructing thread: the app opens them lazily, and
@@ -106,6 +110,7 @@ class Consumer:
         self.backend = app.backend
         app.events.open()
         self.queues = list(queues)
+        self._reserve = reserver(self.broker, app.settings, self.queues, weights, strict=strict)
         self.name = name or worker_name()
         self.burst = burst
         self.max_tasks = max_tasks
@@ -163,7 +168,7 @@ class Consumer:
             events = self.app.events
             timeout = 0.0 if events.pending else self.reserve_timeout
             try:
-                batch = self.broker.reserve(self.queues, self._limit(), timeout)
+                batch = self._reserve(self._limit(), timeout)
             except Exception as exc:
                 if isinstance(exc, BrokerError):  # an outage: one line each time, no traceback
                     logger.error("worker %s: reserve failed: %s", self.name, exc)

@@ -44,7 +44,7 @@ import select
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
@@ -64,6 +64,7 @@ from gopherq.worker.startup import (
     warn_if_no_tasks,
     warn_if_root,
 )
+from gopherq.worker.weights import aging_unsupported, check_order, labels, split_weights
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
@@ -129,7 +130,9 @@ class Worker:
 
     Options left ``None`` come from the app's settings. ``queues`` defaults to
     the default queue plus every queue a registered task is declared on (or
-    routed to: see ``gopherq.routes``). ``beat`` runs the beat in a child process
+    routed to: see ``gopherq.routes``); a mapping of queue to weight (None: 1)
+    takes tasks in those shares (``-Q high:3,low:1``), and ``strict`` in listed
+    order (``gopherq.worker.weights``). ``beat`` runs the beat in a child process
     as well (``gopherq worker -B``). Before forking, ``run()`` logs a banner and
     checks the broker and result store (``gopherq.worker.startup``): it returns 1
     when they cannot work, or stay down for ``connect_timeout`` seconds.
@@ -144,7 +147,8 @@ class Worker:
         app: GopherQ,
         *,
         concurrency: int | None = None,
-        queues: Sequence[str] | None = None,
+        queues: Sequence[str] | Mapping[str, int | None] | None = None,
+        strict: bool = False,
         burst: bool = False,
         loglevel: str | None = "INFO",
         log_format: str | None = None,
@@ -159,7 +163,9 @@ class Worker:
         settings = app.settings
         self.app = app
         self.concurrency = max(concurrency or settings.concurrency or os.cpu_count() or 1, 1)
-        self.queues = list(queues or declared_queues(app))
+        self.queues, self.weights = split_weights(queues or declared_queues(app))
+        check_order(self.weights, strict)
+        self.strict = strict
         self.burst = burst
         self.loglevel = loglevel
         self.log_format = log_format or settings.log_format
@@ -203,12 +209,16 @@ class Worker:
             logger.error("memory:// lives in one process; workers need sqlite:///... or another")
             return 2
         self.name, self._pid = worker_name(), os.getpid()
-        logger.info(
-            "%s", banner(self.app, self.name, self.queues, self.concurrency, burst=self.burst)
-        )
+        shown = labels(self.queues, self.weights, self.strict)
+        logger.info("%s", banner(self.app, self.name, shown, self.concurrency, burst=self.burst))
         warn_if_root(self.name)
         warn_if_no_tasks(self.app)
         if not self._can_start():
+            return 1
+        unsupported = aging_unsupported(self.app.broker, self.app.settings, self.queues)
+        if unsupported:
+            logger.error("worker %s cannot start: %s", self.name, unsupported)
+            self._close_endpoint()
             return 1
         self._presence = Presence(self.app, self.name, self.concurrency, self.queues)
         self._slots = Slot.allocate(self.concurrency, self.app.settings.prefetch)
@@ -410,6 +420,8 @@ class Worker:
                 max_tasks=self.max_tasks_per_child,
                 max_memory=self.max_memory_per_child,
                 slot=self._slots[index],
+                weights=self.weights,
+                strict=self.strict,
             )
 
             def stop(signum: int, frame: FrameType | None) -> None:

@@ -6,6 +6,9 @@
 -- ARGV  [1] limit (0: only tidy and report)  [2] lease seconds
 --       [3] token, random per call (a message is taken at most once per call, so
 --       the token tells its deliveries apart)  [4] dead-letter ttl
+--       then, only for an ordered reserve (gopherq.brokers.base.ReserveOrder):
+--       [5] '1' strict (queues in KEYS order) or '0'  [5 + i] aging period of queue i
+--       in seconds, '' for none
 -- Per queue, first tidy: due etas and expired leases become ready, old dead letters go.
 -- Then take the lowest scores (priority, then seq) across the unpaused queues and
 -- lease each: st = l, t = token, d + 1, into the leased zset until now + lease. A
@@ -20,7 +23,8 @@
 -- messages from zset to zset; only a repaired entry grows, by a few fields).
 -- Returns {moved, head, due, then 7 per delivery: id, queue index, priority, body,
 -- attempt, deliveries, token} (packed by reply(), lib.lua): moved = how many became
--- ready; head = the best score still ready in an unpaused queue ('' if none); due =
+-- ready; head = the best score still ready in an unpaused queue ('' if none; with
+-- limit 0 and an order, level * 2^48 + seq of the best by that order); due =
 -- seconds until the next eta or lease expiry of these queues ('' if none). The queue
 -- index is negative when the message carries the cancel mark (field c).
 
@@ -79,7 +83,78 @@ for i = 1, n do
 end
 
 local picked = {} -- {queue index, id}
-if limit > 0 and #active == 1 then
+
+-- Lease-to-be: the first `limit` of sorted candidates, each with its queue index at
+-- c[k] and its id at c[k + 1], out of their ready zsets.
+local function take_first(candidates, k)
+  for j = 1, math.min(limit, #candidates) do
+    local c = candidates[j]
+    redis.call('ZREM', queues[c[k]].ready, c[k + 1])
+    picked[#picked + 1] = {c[k], c[k + 1]}
+  end
+end
+
+local aged_head = nil -- an ordered peek's head: level * 2^48 + seq of its best message
+if ARGV[5] then -- an ordered reserve (its functions made only then: a plain one pays nothing)
+  -- The candidates of an ordered reserve from queue i: its first `count` ready messages,
+  -- as {rank, level, seq, i, id}, where rank is i when strict (else 0). With an aging
+  -- period (units), the first `count` of each priority level present instead (a range
+  -- read per level, the next level found by the read itself), each at its aged level
+  -- max(0, priority - whole periods waited) (gopherq.brokers.base.aged): within a level
+  -- line order is seq order, so the queue's best are among them.
+  local function candidates_of(out, i, strict, period, count)
+    local ready, rank = queues[i].ready, strict and i or 0
+    local from = '-inf'
+    while true do
+      local head = redis.call('ZRANGEBYSCORE', ready, from, '+inf', 'WITHSCORES', 'LIMIT', 0, count)
+      if #head == 0 then
+        return
+      end
+      local upper = nil
+      for j = 1, #head, 2 do
+        local s = tonumber(head[j + 1])
+        local p = math.floor(s / PRIORITY_STEP)
+        if not period then
+          out[#out + 1] = {rank, p, s - p * PRIORITY_STEP, i, head[j]}
+        elseif upper and s >= upper then
+          break
+        else
+          upper = upper or (p + 1) * PRIORITY_STEP
+          local seq = s - p * PRIORITY_STEP
+          local level = math.max(0, p - math.max(0, math.floor((now - seq) / period)))
+          out[#out + 1] = {rank, level, seq, i, head[j]}
+        end
+      end
+      if not period or not upper or upper ~= upper or upper == math.huge then
+        return -- one read without aging; a foreign writer's score (inf, nan) ends it too
+      end
+      from = int(upper)
+    end
+  end
+
+  -- An ordered reserve's candidates from the active queues (`count` of each).
+  local function ordered_candidates(count)
+    local candidates, strict = {}, ARGV[5] == '1'
+    for _, i in ipairs(active) do
+      local period = tonumber(ARGV[5 + i])
+      candidates_of(candidates, i, strict, period and period * UNITS, count)
+    end
+    table.sort(candidates, function(a, b)
+      for k = 1, 4 do
+        if a[k] ~= b[k] then return a[k] < b[k] end
+      end
+      return a[5] < b[5]
+    end)
+    return candidates
+  end
+
+  if limit == 0 then
+    local best = ordered_candidates(1)[1]
+    aged_head = best and best[2] * PRIORITY_STEP + best[3]
+  else
+    take_first(ordered_candidates(limit), 4)
+  end
+elseif limit > 0 and #active == 1 then
   -- Not ZPOPMIN: it returns the scores, each formatted with printf (half its cost).
   local ready = queues[active[1]].ready
   local ids = redis.call('ZRANGE', ready, 0, limit - 1)
@@ -102,11 +177,7 @@ elseif limit > 0 and #active > 1 then
     if a[2] ~= b[2] then return a[2] < b[2] end
     return a[3] < b[3]
   end)
-  for j = 1, math.min(limit, #candidates) do
-    local c = candidates[j]
-    redis.call('ZREM', queues[c[2]].ready, c[3])
-    picked[#picked + 1] = {c[2], c[3]}
-  end
+  take_first(candidates, 2)
 end
 
 local out = {moved_total, '', ''}
@@ -157,6 +228,7 @@ for i = 1, n do
     wake(q)
   end
 end
+head = aged_head or head
 if head then out[2] = num(head) end
 if due then out[3] = num(math.max(due - now, 0) / UNITS) end
 return reply(out)
