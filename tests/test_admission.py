@@ -1,0 +1,113 @@
+"""Concurrency limits at the worker: the task option, and consumers (threads on the
+memory broker) that ask the broker for a slot before a limited task runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import ExitStack
+from typing import Any
+
+import pytest
+from minimal_broker import DictBroker
+from test_consumer import consuming
+
+from gopherq import GopherQ
+from gopherq.brokers.memory import MemoryBroker
+from gopherq.errors import ConfigurationError
+from gopherq.worker.admission import Admission, check_support
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 1.5, "5"])
+def test_a_bad_concurrency_is_refused_at_declaration(value: Any) -> None:
+    app = GopherQ("t", broker="memory://")
+    with pytest.raises(ConfigurationError) as raised:
+        app.task(concurrency=value)(lambda: None)
+    text = str(raised.value)
+    assert f"concurrency={value!r}" in text and "1 or more" in text
+    assert "\n" not in text
+    assert not app.tasks
+
+
+def test_concurrency_is_a_task_option() -> None:
+    app = GopherQ("t", broker="memory://")
+
+    @app.task(concurrency=3)
+    def limited() -> None: ...
+
+    @app.task(concurrency=None)
+    def free() -> None: ...
+
+    assert limited.options.concurrency == 3
+    assert free.options.concurrency is None
+
+
+def test_no_admission_without_a_limited_task() -> None:
+    app = GopherQ("t", broker="memory://")
+    app.task(lambda: None)
+    assert Admission.for_app(app, "w") is None
+
+
+def test_a_broker_without_limits_is_refused_in_one_line() -> None:
+    app = GopherQ("t", broker=DictBroker("minimal://"))
+    app.task(name="tasks.limited", concurrency=2)(lambda: None)
+    with pytest.raises(ConfigurationError) as raised:
+        check_support(app)
+    text = str(raised.value)
+    assert "'tasks.limited'" in text and "concurrency=2" in text and "DictBroker" in text
+    assert "\n" not in text
+
+
+def test_consumers_never_run_more_than_the_limit_at_once() -> None:
+    app = GopherQ("t", broker=MemoryBroker())
+    lock = threading.Lock()
+    running, most, done = [0], [0], []
+
+    @app.task(concurrency=2, ignore_result=True)
+    def limited(n: int) -> None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+            done.append(n)
+
+    @app.task(ignore_result=True)
+    def free(n: int) -> None:
+        done.append(-n)
+
+    for n in range(1, 31):
+        limited.delay(n)
+        free.delay(n)
+    with ExitStack() as stack:
+        for _ in range(4):
+            stack.enter_context(consuming(app))
+        deadline = time.monotonic() + 30
+        while len(done) < 60 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert sorted(done) == sorted([*range(1, 31), *range(-30, 0)])
+    assert most[0] == 2
+    stats = app.broker.stats()["default"]
+    assert (stats.ready, stats.scheduled, stats.running) == (0, 0, 0)
+
+
+def test_a_parked_task_is_not_counted_as_a_delivery() -> None:
+    # With max_deliveries=1 a second counted delivery would be dead-lettered WORKER_LOST.
+    app = GopherQ("t", broker=MemoryBroker(), max_deliveries=1)
+    attempts: list[int] = []
+
+    @app.task(concurrency=1, bind=True)
+    def limited(ctx: Any) -> None:
+        attempts.append(ctx.attempt)
+        time.sleep(0.05)
+
+    results = [limited.delay() for _ in range(4)]
+    with ExitStack() as stack:
+        for _ in range(3):
+            stack.enter_context(consuming(app))
+        for result in results:
+            result.get(timeout=20)
+    assert attempts == [0, 0, 0, 0]
