@@ -10,7 +10,8 @@ Tables::
 
     concurrency_parked    one row per message parked under a key, in line order
       key, id
-      priority, run_at    its place in the ready line, given back when it is woken
+      priority, run_at,   its place in the ready line (seq breaks ties, as in messages),
+      seq                 given back when it is woken
       until               the run_at of its parking (the message is 'scheduled' until
                           then): a row whose message has another run_at or state left
                           its parking (woken at its end, cancelled, deleted) and is
@@ -38,8 +39,9 @@ SCHEMA = (
         id TEXT NOT NULL,
         priority INTEGER NOT NULL,
         run_at REAL NOT NULL,
+        seq INTEGER NOT NULL,
         until REAL NOT NULL,
-        PRIMARY KEY (key, priority, run_at, id)
+        PRIMARY KEY (key, priority, run_at, seq)
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS concurrency_parked_until ON concurrency_parked (key, until)",
 )
@@ -52,7 +54,7 @@ def admit(
 ) -> bool:
     """``Broker.admit`` in the caller's transaction (``now``: its time)."""
     place = conn.execute(
-        f"SELECT priority, run_at FROM messages WHERE {_HELD}", (delivery.id, delivery.token)
+        f"SELECT priority, run_at, seq FROM messages WHERE {_HELD}", (delivery.id, delivery.token)
     ).fetchone()
     if place is None:
         return False
@@ -80,7 +82,7 @@ def admit(
             (until, delivery.id, delivery.token),
         )
         conn.execute(
-            "INSERT OR REPLACE INTO concurrency_parked VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO concurrency_parked VALUES (?, ?, ?, ?, ?, ?)",
             (key, delivery.id, *place, until),
         )
     _wake(conn, key, min(expired, limit - count), now)
@@ -118,17 +120,17 @@ def _wake(conn: sqlite3.Connection, key: str, count: int, now: float) -> None:
     woken = 0
     while woken < count:
         rows = conn.execute(
-            """SELECT id, priority, run_at, until FROM concurrency_parked WHERE key = ?
-            ORDER BY priority, run_at, id LIMIT ?""",
+            """SELECT id, priority, run_at, seq, until FROM concurrency_parked WHERE key = ?
+            ORDER BY priority, run_at, seq LIMIT ?""",
             (key, count - woken),
         ).fetchall()
         if not rows:
             return
-        for id, priority, run_at, until in rows:
+        for id, priority, run_at, seq, until in rows:
             conn.execute(
                 """DELETE FROM concurrency_parked
-                WHERE key = ? AND priority = ? AND run_at = ? AND id = ?""",
-                (key, priority, run_at, id),
+                WHERE key = ? AND priority = ? AND run_at = ? AND seq = ?""",
+                (key, priority, run_at, seq),
             )
             woken += conn.execute(
                 """UPDATE messages SET state = 'ready', run_at = ?

@@ -366,7 +366,10 @@ class BrokerAdmin(UrlRepr):
     def release_admitted(self, admitted: Sequence[tuple[str, Delivery]]) -> int:
         """Free the slots these (key, delivery) pairs hold, once their run is settled;
         for each slot freed the first message parked for its key is made ready again.
-        Returns how many were still holders."""
+        Returns how many were still holders.
+
+        A broker may wake a parked message for a pair that held no slot any more (its
+        holder lease ended): that message finds no room and is parked again."""
         raise self.not_supported("concurrency limits (release)")
 
     def renew_admitted(self, admitted: Sequence[tuple[str, Delivery]]) -> int:

@@ -1,0 +1,8 @@
+#!lua flags=allow-oom
+-- concurrency_release: free the slots of settled holders of a concurrency key.
+--
+-- KEYS  [1] the key's base P:{conc:<key>} (layout: concurrency_admit.lua)
+-- ARGV  the holders: token:id each (at most 1000)
+-- Returns how many still held a slot.
+
+return redis.call('ZREM', KEYS[1] .. ':holders', unpack(ARGV))
