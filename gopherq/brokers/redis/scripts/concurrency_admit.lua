@@ -1,5 +1,6 @@
 #!lua flags=allow-oom
--- concurrency_admit: make a delivery a holder of a concurrency key, if there is room.
+-- concurrency_admit: make a delivery a holder of a concurrency key, if there is room
+-- (key layout: lib.lua, and the key below).
 --
 -- KEYS  [1] the key's base P:{conc:<key>} (a slot of its own: the limit holds across
 --       queues). Its one key:

@@ -1,7 +1,8 @@
 #!lua flags=allow-oom
--- concurrency_release: free the slots of settled holders of a concurrency key.
+-- concurrency_release: free the slots of settled holders of a concurrency key
+-- (key layout: lib.lua, and concurrency_admit.lua).
 --
--- KEYS  [1] the key's base P:{conc:<key>} (layout: concurrency_admit.lua)
+-- KEYS  [1] the key's base P:{conc:<key>}
 -- ARGV  the holders: token:id each (at most 1000)
 -- Returns how many still held a slot.
 

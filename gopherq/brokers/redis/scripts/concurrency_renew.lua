@@ -1,7 +1,8 @@
 #!lua flags=allow-oom
--- concurrency_renew: renew the holder leases of running holders of a concurrency key.
+-- concurrency_renew: renew the holder leases of running holders of a concurrency key
+-- (key layout: lib.lua, and concurrency_admit.lua).
 --
--- KEYS  [1] the key's base P:{conc:<key>} (layout: concurrency_admit.lua)
+-- KEYS  [1] the key's base P:{conc:<key>}
 -- ARGV  [1] lease seconds, then the holders: token:id each
 -- Each one that still holds a slot (its lease not ended and dropped) holds it until
 -- now + lease. Returns how many.
