@@ -111,6 +111,15 @@ class Admission:
                 for d in deliveries
                 if (slot := self._admitted.pop((d.id, d.token), None)) is not None
             ]
+        self._release(done)
+
+    def free(self, task: str, delivery: Delivery) -> None:
+        """Free the slot that ``delivery`` of ``task`` may hold in a process that died
+        (the supervisor, for a child it killed or lost): now, not at its lease end."""
+        if task in self.limits:
+            self._release([(task, delivery)])
+
+    def _release(self, done: list[tuple[str, Delivery]]) -> None:
         if not done:
             return
         try:

@@ -75,3 +75,16 @@ def test_the_slot_of_a_killed_worker_comes_back_within_the_lease(run: Run) -> No
     back = time.monotonic() - killed
     print(f"slot back after SIGKILL: {back:.2f} s (lease {lease} s)")
     assert back < 3 * lease, run.log()
+
+
+def test_a_task_killed_at_its_time_limit_frees_its_slot_at_once(run: Run) -> None:
+    worker = run.worker("-c", "2", lease_seconds="30")
+    run.wait_ready(worker)
+    killed = run.send("single", "held", timeout=1.0)  # killed after 1 s: FAILED
+    wait_for(lambda: run.events("single"), 15, run.log)
+    after = run.send("single")
+    started = time.monotonic()
+    assert after.get(timeout=20) == "done", run.log()
+    assert killed.record().state.name == "FAILED", run.log()
+    # Not after the 30 s holder lease: the supervisor freed the slot of the child it killed.
+    assert time.monotonic() - started < 10, run.log()
