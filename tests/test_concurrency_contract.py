@@ -29,6 +29,15 @@ def reserve_all(broker: Broker, count: int, queue: str = "default") -> list[Deli
     return taken
 
 
+def holder_and_parked(broker: Broker) -> tuple[Delivery, Delivery]:
+    """Two messages: the first admitted under ``TASK`` with limit 1, the second parked."""
+    enqueue(broker, envelope(), envelope())
+    da, db = reserve_all(broker, 2)
+    assert broker.admit(da, TASK, 1)
+    assert not broker.admit(db, TASK, 1)
+    return da, db
+
+
 def wait_for(condition: Callable[[], object], seconds: float = 10.0) -> object:
     """Poll ``condition`` until it is truthy; its value."""
     deadline = time.monotonic() + seconds
@@ -125,10 +134,7 @@ def test_a_lost_lease_is_not_admitted(make_broker: MakeBroker) -> None:
 
 def test_an_expired_holder_frees_its_slot(make_broker: MakeBroker) -> None:
     broker = make_broker(lease_seconds=SHORT_LEASE)
-    enqueue(broker, envelope(), envelope())
-    da, db = reserve_all(broker, 2)
-    assert broker.admit(da, TASK, 1)
-    assert not broker.admit(db, TASK, 1)
+    holder_and_parked(broker)
     # The holder's worker died: nothing renews or releases. Both messages come back
     # (a by its lease, b by its parking's end) and one of them gets the slot.
     back = wait_for(lambda: broker.reserve(["default"], 10, 0.2))
@@ -154,10 +160,7 @@ def test_renewal_keeps_the_slot(make_broker: MakeBroker) -> None:
 
 def test_parked_is_ready_after_a_lease_without_release(make_broker: MakeBroker) -> None:
     broker = make_broker(lease_seconds=SHORT_LEASE)
-    enqueue(broker, envelope(), envelope())
-    da, db = reserve_all(broker, 2)
-    assert broker.admit(da, TASK, 1)
-    assert not broker.admit(db, TASK, 1)
+    da, db = holder_and_parked(broker)
     broker.extend([da])
     back = wait_for(lambda: broker.reserve(["default"], 10, 0.2))
     assert isinstance(back, list)
@@ -166,10 +169,7 @@ def test_parked_is_ready_after_a_lease_without_release(make_broker: MakeBroker) 
 
 @pytest.mark.parametrize("action", ["cancel", "delete", "purge"])
 def test_admin_sees_and_removes_a_parked_message(broker: Broker, action: str) -> None:
-    enqueue(broker, envelope(), envelope())
-    da, db = reserve_all(broker, 2)
-    assert broker.admit(da, TASK, 1)
-    assert not broker.admit(db, TASK, 1)
+    da, db = holder_and_parked(broker)
     assert broker.locate(db.id) is State.SCHEDULED
     peeked = broker.peek(db.id, "default")
     assert peeked is not None and peeked.state is State.SCHEDULED
