@@ -13,8 +13,10 @@ from minimal_broker import DictBroker
 from test_consumer import consuming
 
 from gopherq import GopherQ
+from gopherq.brokers import Delivery
 from gopherq.brokers.memory import MemoryBroker
-from gopherq.errors import ConfigurationError
+from gopherq.errors import BrokerUnavailable, ConfigurationError
+from gopherq.message import Message
 from gopherq.worker.admission import Admission, check_support
 
 pytestmark = pytest.mark.timeout(60)
@@ -111,3 +113,45 @@ def test_a_parked_task_is_not_counted_as_a_delivery() -> None:
         for result in results:
             result.get(timeout=20)
     assert attempts == [0, 0, 0, 0]
+
+
+class _FailingAdmit(MemoryBroker):
+    def __init__(self) -> None:
+        super().__init__()
+        self.admits = 0
+
+    def admit(self, delivery: Delivery, key: str, limit: int) -> bool:
+        self.admits += 1
+        if self.admits <= 2:
+            raise BrokerUnavailable("redis://x: connection refused")
+        return super().admit(delivery, key, limit)
+
+
+def test_a_failing_admit_gives_the_task_back_and_pauses(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = GopherQ("t", broker=_FailingAdmit())
+
+    @app.task(concurrency=1)
+    def limited() -> str:
+        return "ran"
+
+    result = limited.delay()
+    with consuming(app):
+        assert result.get(timeout=20) == "ran"
+    broker = app.broker
+    assert isinstance(broker, _FailingAdmit)
+    assert broker.admits == 3  # not a hot loop: a pause after each failure
+    assert "could not ask for a slot of" in caplog.text
+    assert app.broker.stats()["default"].scheduled == 0
+
+
+def test_a_cancelled_delivery_is_settled_without_a_slot() -> None:
+    broker = MemoryBroker()
+    app = GopherQ("t", broker=broker)
+    app.task(name="tasks.limited", concurrency=1)(lambda: None)
+    admission = Admission.for_app(app, "w")
+    assert admission is not None
+    message = Message(id="x", task="tasks.limited")
+    cancelled = Delivery("x", "default", 2, b"", 0, 1, "token", cancelled=True)
+    assert admission.admit(cancelled, message)

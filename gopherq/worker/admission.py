@@ -21,9 +21,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from gopherq.backoff import next_backoff
 from gopherq.brokers.base import Delivery
 from gopherq.errors import ConfigurationError
 from gopherq.message import Message
@@ -67,6 +69,7 @@ class Admission:
         self.worker = worker
         self._admitted: dict[tuple[str, str], tuple[str, Delivery]] = {}
         self._lock = threading.Lock()
+        self._backoff = 0.0  # seconds of the last pause after admit failed
 
     @classmethod
     def for_app(cls, app: GopherQ, worker: str) -> Admission | None:
@@ -76,12 +79,14 @@ class Admission:
 
     def admit(self, delivery: Delivery, message: Message | None) -> bool:
         """Whether ``delivery`` may run now. An unlimited task (or an undecodable
-        message: the runner reports it) always may; a limited one when the broker
-        gives it a slot. On False the broker has parked it, or it was no longer ours,
-        or the broker failed and it went back (else its lease brings it back): do not
-        run it. A limit is never run over, and never loses a message."""
+        message, or a cancelled one: the runner settles those without running them)
+        always may; a limited one when the broker gives it a slot. On False the
+        broker has parked it, or it was no longer ours, or the broker failed and it
+        went back (else its lease brings it back), after a pause that grows while
+        the broker keeps failing: do not run it. A limit is never run over, and
+        never loses a message."""
         limit = self.limits.get(message.task) if message is not None else None
-        if limit is None or message is None:
+        if limit is None or message is None or delivery.cancelled:
             return True
         try:
             admitted = self.broker.admit(delivery, message.task, limit)
@@ -95,7 +100,10 @@ class Admission:
             )
             with contextlib.suppress(Exception):  # else its lease brings it back
                 self.broker.requeue([delivery], started=False)
+            self._backoff = next_backoff(self._backoff)
+            time.sleep(self._backoff)  # not straight back to the message just given back
             return False
+        self._backoff = 0.0
         if admitted:
             with self._lock:
                 self._admitted[delivery.id, delivery.token] = (message.task, delivery)
