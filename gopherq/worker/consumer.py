@@ -210,6 +210,7 @@ class Consumer:
             message = self._peek(delivery)
             if self._admission is not None and not self._admission.admit(delivery, message):
                 self._forget(delivery)  # parked by the broker until a slot frees
+                self.slot.skip()
                 continue
             long = self._is_long(message)
             if waiting and long:
