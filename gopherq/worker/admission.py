@@ -32,7 +32,6 @@ from gopherq.message import Message
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
-    from gopherq.brokers.base import Broker
 
 logger = logging.getLogger("gopherq.worker")
 
@@ -60,11 +59,11 @@ def check_support(app: GopherQ) -> None:
 
 
 class Admission:
-    """One worker process's side of the concurrency limits of ``limits``
-    (task name -> most runs at once). Thread-safe: the lease thread renews."""
+    """One worker process's side of the concurrency limits of ``app``'s tasks,
+    ``limits`` (task name -> most runs at once). Thread-safe: the lease thread renews."""
 
-    def __init__(self, broker: Broker, limits: dict[str, int], worker: str) -> None:
-        self.broker = broker
+    def __init__(self, app: GopherQ, limits: dict[str, int], worker: str) -> None:
+        self.app = app  # its broker is opened on first use, not here (the supervisor)
         self.limits = limits
         self.worker = worker
         self._admitted: dict[tuple[str, str], tuple[str, Delivery]] = {}
@@ -75,7 +74,7 @@ class Admission:
     def for_app(cls, app: GopherQ, worker: str) -> Admission | None:
         """The admission of ``app``'s limited tasks; None when no task is limited."""
         limits = limited_tasks(app)
-        return cls(app.broker, limits, worker) if limits else None
+        return cls(app, limits, worker) if limits else None
 
     def admit(self, delivery: Delivery, message: Message | None) -> bool:
         """Whether ``delivery`` may run now. An unlimited task (or an undecodable
@@ -89,7 +88,7 @@ class Admission:
         if limit is None or message is None or delivery.cancelled:
             return True
         try:
-            admitted = self.broker.admit(delivery, message.task, limit)
+            admitted = self.app.broker.admit(delivery, message.task, limit)
         except Exception as exc:
             logger.error(
                 "worker %s: could not ask for a slot of %s (concurrency=%d), giving it back: %s",
@@ -99,7 +98,7 @@ class Admission:
                 exc,
             )
             with contextlib.suppress(Exception):  # else its lease brings it back
-                self.broker.requeue([delivery], started=False)
+                self.app.broker.requeue([delivery], started=False)
             self._backoff = next_backoff(self._backoff)
             time.sleep(self._backoff)  # not straight back to the message just given back
             return False
@@ -131,7 +130,7 @@ class Admission:
         if not done:
             return
         try:
-            self.broker.release_admitted(done)
+            self.app.broker.release_admitted(done)
         except Exception as exc:
             logger.error(
                 "worker %s: could not release %d concurrency slots (they free at the end "
@@ -148,7 +147,7 @@ class Admission:
         if not held:
             return
         try:
-            self.broker.renew_admitted(held)
+            self.app.broker.renew_admitted(held)
         except Exception:
             logger.exception(
                 "worker %s: could not renew %d concurrency slots", self.worker, len(held)
