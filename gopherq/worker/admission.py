@@ -13,7 +13,8 @@ lost). While a limited task runs, the lease thread renews its slot with
 ``renew_admitted`` next to the message leases, one broker call per tick.
 
 A consumer builds an ``Admission`` only when one of the app's tasks declares
-``concurrency``: the others pay nothing, not even a lookup.
+``concurrency``: without one, tasks pay nothing, not even a lookup; with one, an
+unlimited task costs a dictionary lookup and no broker call.
 """
 
 from __future__ import annotations
