@@ -113,6 +113,8 @@ class Admission:
         """Free the slots of these settled deliveries (those that hold one): one broker
         call for them all, none if none does. A failure is logged; their holder
         leases, no longer renewed, free the slots."""
+        if not self._admitted:  # only this thread adds to it: no lock needed to look
+            return
         with self._lock:
             done = [
                 slot
