@@ -18,6 +18,7 @@ from gopherq.brokers.memory import MemoryBroker
 from gopherq.errors import BrokerUnavailable, ConfigurationError
 from gopherq.message import Message
 from gopherq.worker.admission import Admission, check_support
+from gopherq.worker.startup import StartupError, check_stores
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -155,3 +156,10 @@ def test_a_cancelled_delivery_is_settled_without_a_slot() -> None:
     message = Message(id="x", task="tasks.limited")
     cancelled = Delivery("x", "default", 2, b"", 0, 1, "token", cancelled=True)
     assert admission.admit(cancelled, message)
+
+
+def test_a_worker_refuses_to_start_on_a_broker_without_limits() -> None:
+    app = GopherQ("t", broker=DictBroker("minimal://"), backend="memory://")
+    app.task(name="tasks.limited", concurrency=2)(lambda: None)
+    with pytest.raises(StartupError, match=r"'tasks.limited' declares concurrency=2"):
+        check_stores(app, connect_timeout=5)
