@@ -69,6 +69,9 @@ class TaskOptions:
     expires: float | None = None
     """Seconds after enqueue past which the task no longer runs (EXPIRED)."""
     ignore_result: bool = False
+    concurrency: int | None = None
+    """Most runs of this task at once across all workers (see docs/flow-control.md);
+    None: no limit."""
 
     def retry_delay_for(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt + 1`` (``attempt`` from 0)."""
@@ -124,6 +127,8 @@ def make_options(
         value = values.get(key)
         if value is not None and (isinstance(value, bool) or not 0 <= value < math.inf):
             raise ConfigurationError(f"task option {key} must be a finite non-negative number")
+    if values.get("concurrency") is not None:
+        values["concurrency"] = _concurrency(values["concurrency"])
     for key in ("timeout", "soft_timeout"):  # 0 would kill (or interrupt) every run at once
         if values.get(key) == 0:
             raise ConfigurationError(f"task option {key} must be positive (leave it out: no limit)")
@@ -140,6 +145,15 @@ def _priority(value: Any) -> int:
         return int(Priority.parse(value))
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
+
+
+def _concurrency(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    raise ConfigurationError(
+        f"task option concurrency={value!r}: expected a whole number of runs at once, "
+        "1 or more (leave it out: no limit)"
+    )
 
 
 def _exception_types(key: str, value: Any) -> tuple[type[BaseException], ...]:

@@ -1,10 +1,11 @@
 """The Redis broker, result backend and event backend on a real 3-master Redis Cluster.
 
 The module starts its own cluster on free loopback ports (``RedisClusterNodes``
-in services.py) and stops it at the end. It runs the broker, result backend and
-event backend contract suites through ``redis+cluster://``: their queues (``default``, ``a``,
-``b``, ``c``, ...) hash to slots on different nodes, so every multi-queue case
-(priority across queues, dead letters of all queues, stats) crosses nodes. Then
+in services.py) and stops it at the end. It runs the broker (with its concurrency
+limits), result backend and event backend contract suites through
+``redis+cluster://``: their queues (``default``, ``a``, ``b``, ``c``, ...) hash
+to slots on different nodes, so every multi-queue case (priority across queues,
+dead letters of all queues, stats) crosses nodes. Then
 cluster-only cases: blocking on several slots, script reload on every node.
 
 Skipped without ``redis-server``; fails instead in CI (``GOPHERQ_REQUIRE_SERVICES=1``).
@@ -26,6 +27,7 @@ import redis.cluster
 import services
 import test_broker_contract
 import test_broker_order
+import test_concurrency_contract
 import test_event_backend_contract
 import test_redis_indexes
 import test_result_backend_contract
@@ -46,6 +48,7 @@ for _module in (
     test_broker_order,
     test_result_backend_contract,
     test_event_backend_contract,
+    test_concurrency_contract,
 ):
     for _name in dir(_module):
         if _name.startswith("test_"):

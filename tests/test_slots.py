@@ -164,6 +164,27 @@ def test_settling_before_a_marked_delivery_begins_does_not_settle_it() -> None:
     assert slot.read().processed == 2
 
 
+def test_a_skipped_delivery_is_not_counted_processed() -> None:
+    slot = Slot.allocate(1, 4)[0]
+    batch = [delivery(), delivery(), delivery()]
+    slot.hold(batch)
+    slot.start()
+    slot.skip()  # parked by a concurrency limit: back in the broker, not run
+    slot.start()
+    slot.begin(batch[1], "tasks.a", None, None, now=0.0)
+    slot.end()
+    slot.start()
+    slot.skip()
+    slot.settle()
+    assert slot.read().processed == 1
+    slot.hold([batch[0]])  # the first one again, woken and reserved
+    slot.start()
+    slot.begin(batch[0], "tasks.a", None, None, now=0.0)
+    slot.end()
+    slot.settle()
+    assert slot.read().processed == 2
+
+
 def test_a_batch_with_one_huge_entry_keeps_the_others() -> None:
     slot = Slot.allocate(1, 4)[0]
     batch = [delivery(), delivery("x" * 5_000), delivery()]

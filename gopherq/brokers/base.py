@@ -7,7 +7,8 @@ The broker sees message bodies as opaque bytes: only the routing fields of
 
 ``Broker``'s abstract methods are the hot path, all a new broker must implement;
 ``BrokerAdmin`` (which ``Broker`` extends) holds the optional rest, with defaults:
-cancel, counts, pause, purge, dead letters, lookup (``locate``, ``peek``).
+cancel, counts, pause, purge, dead letters, lookup (``locate``, ``peek``),
+concurrency limits (``admit``).
 
 A message is in one of four places::
 
@@ -377,6 +378,42 @@ class BrokerAdmin(UrlRepr):
         message by id still serves every page that shows one (without its arguments).
         """
         return None
+
+    # Concurrency limits (docs/flow-control.md): a lease-backed set of holders per key.
+
+    def admit(self, delivery: Delivery, key: str, limit: int) -> bool:
+        """Let ``delivery`` run as one of at most ``limit`` holders of ``key``, or park it.
+
+        One atomic step: holders whose lease ran out stop counting (and parked
+        messages are woken for the slots they freed); then, with fewer than ``limit``
+        holders left, the delivery becomes one, leased as its message is (renewed by
+        ``renew_admitted``), and True is returned. Otherwise its message is parked:
+        it leaves its lease with the delivery uncounted, waits as SCHEDULED (admin
+        sees, cancels, deletes and purges it as such) and joins ``key``'s line,
+        from which ``release_admitted`` takes it back to its old place in the ready
+        line. A parked message is ready again after one lease at the latest, should
+        its wake-up be lost. Returns False then, and also, changing nothing, when the
+        lease of ``delivery`` was lost: either way the caller must not run it.
+        """
+        raise self.not_supported("concurrency limits (admit)")
+
+    def release_admitted(self, admitted: Sequence[tuple[str, Delivery]]) -> int:
+        """Free the slots these (key, delivery) pairs hold, once their run is settled;
+        for each slot freed the first message parked for its key is made ready again.
+        Returns how many were still holders.
+
+        A broker may wake a parked message for a pair that held no slot any more (its
+        holder lease ended): that message finds no room and is parked again."""
+        raise self.not_supported("concurrency limits (release)")
+
+    def renew_admitted(self, admitted: Sequence[tuple[str, Delivery]]) -> int:
+        """Renew the holder leases of these (key, delivery) pairs, as ``extend`` renews
+        message leases; returns how many were still holders."""
+        raise self.not_supported("concurrency limits (renew)")
+
+    def supports_admission(self) -> bool:
+        """Whether this broker implements ``admit`` (and so concurrency limits)."""
+        return type(self).admit is not BrokerAdmin.admit
 
 
 class Broker(BrokerAdmin, ABC):

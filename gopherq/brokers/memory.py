@@ -10,6 +10,9 @@ mark through requeue, lease expiry and retry), pause and resume, dead letters
 with a time to live, and a blocking ``reserve`` that sleeps on a condition until an enqueue,
 requeue or resume, the next due ``eta`` or the next lease expiry (no polling).
 
+Concurrency limits (``admit``): holders per key with lease ends; a parked message
+is scheduled until its parking ends and waits in its key's line meanwhile.
+
 URL: ``memory://`` (the rest is ignored).
 
 Options:
@@ -25,6 +28,9 @@ is skipped when it surfaces)::
     _leases      heap of (lease_until, id) of leased messages
     _dead        queue -> {id: _Message} in the order they died
     _keys        (queue, idempotency key) -> id of the live message holding it
+    _holders     concurrency key -> {(id, token): lease end} of the deliveries admitted
+    _parked      concurrency key -> heap of (priority, seq, parked until, id) of the
+                 messages parked (scheduled until then, unless woken first)
 """
 
 from __future__ import annotations
@@ -126,6 +132,8 @@ class MemoryBroker(Broker):
         self._keys: dict[tuple[str, str], str] = {}
         self._paused: set[str] = set()
         self._seq = itertools.count()
+        self._holders: dict[str, dict[tuple[str, str], float]] = {}
+        self._parked: dict[str, list[tuple[int, int, float, str]]] = {}
 
     def enqueue(self, envelopes: Sequence[Envelope]) -> list[str]:
         """Store messages; a live idempotency key or an id already stored stores nothing."""
@@ -279,6 +287,58 @@ class MemoryBroker(Broker):
                 for d in deliveries
                 if (message := self._messages.get(d.id)) is not None and message.cancelled
             }
+
+    # Concurrency limits.
+
+    def admit(self, delivery: Delivery, key: str, limit: int) -> bool:
+        """Make ``delivery`` a holder of ``key`` if fewer than ``limit`` hold it, else
+        park its message (see ``BrokerAdmin.admit``)."""
+        with self._changed:
+            now = time.time()
+            message = self._held(delivery)
+            if message is None:
+                return False
+            holders = self._holders.setdefault(key, {})
+            expired = [h for h, until in holders.items() if until <= now]
+            for holder in expired:
+                del holders[holder]
+            holder = (delivery.id, delivery.token)
+            admitted = holder in holders or len(holders) < limit
+            if admitted:
+                holders[holder] = now + self.lease_seconds
+            else:
+                until = now + self.lease_seconds
+                message.deliveries -= 1
+                message.state, message.eta, message.token = State.SCHEDULED, until, ""
+                heapq.heappush(self._scheduled, (until, next(self._seq), message.id))
+                heapq.heappush(
+                    self._parked.setdefault(key, []),
+                    (message.priority, message.seq, until, message.id),
+                )
+            self._wake_parked(key, min(len(expired), limit - len(holders)))
+            return admitted
+
+    def release_admitted(self, admitted: Sequence[tuple[str, Delivery]]) -> int:
+        """Free these holders' slots, waking a parked message of the key for each."""
+        count = 0
+        with self._changed:
+            for key, delivery in admitted:
+                if self._holders.get(key, {}).pop((delivery.id, delivery.token), None):
+                    self._wake_parked(key, 1)
+                    count += 1
+        return count
+
+    def renew_admitted(self, admitted: Sequence[tuple[str, Delivery]]) -> int:
+        """Renew these holders' leases for ``lease_seconds`` from now."""
+        count = 0
+        with self._changed:
+            until = time.time() + self.lease_seconds
+            for key, delivery in admitted:
+                holders = self._holders.get(key, {})
+                if (delivery.id, delivery.token) in holders:
+                    holders[delivery.id, delivery.token] = until
+                    count += 1
+        return count
 
     # Administration: the rest of BrokerAdmin (cancel is above).
 
@@ -495,6 +555,19 @@ class MemoryBroker(Broker):
         message.lease_until = now + self.lease_seconds
         heapq.heappush(self._leases, (message.lease_until, message.id))
         return message.delivery()
+    def _wake_parked(self, key: str, count: int) -> None:
+        """Make up to ``count`` messages parked for ``key`` ready in their old place in
+        line; entries of messages that left their parking meanwhile are dropped."""
+        parked = self._parked.get(key, [])
+        woken = 0
+        while parked and woken < count:
+            _, seq, until, id = heapq.heappop(parked)
+            message = self._messages.get(id)
+            if message is not None and message.state is State.SCHEDULED and message.eta == until:
+                self._push_ready(message, seq)
+                woken += 1
+        if woken:
+            self._changed.notify_all()
 
     def _has_ready(self, heap: _Heap) -> bool:
         """Drop stale entries off the top of ``heap``; True if a ready message remains."""

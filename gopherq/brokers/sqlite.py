@@ -37,6 +37,9 @@ process and thread opens its own connection lazily and never uses one across
 ``fork``: the thread that forks closes its connections first, and a child
 leaves inherited ones untouched.
 
+Concurrency limits (``admit``): each step one transaction, on the tables of
+``_sqlite_limits``.
+
 Time: leases and etas use this machine's ``time.time()``; every process using
 the file runs on the same machine, so they share one clock.
 
@@ -59,6 +62,7 @@ from collections.abc import Callable, Container, Sequence
 from typing import Any
 
 from gopherq.brokers import _sqlite_order as ordering
+from gopherq.brokers import _sqlite_limits as limits
 from gopherq.brokers import _sqlite_rows as rowcheck
 from gopherq.brokers.base import (
     Broker,
@@ -215,6 +219,7 @@ class SQLiteBroker(Broker):
             AFTER UPDATE OF queue, priority ON messages
             WHEN new.queue IS NOT old.queue OR new.priority IS NOT old.priority
         BEGIN {_UNCOUNT_OLD}; {_COUNT_NEW}; END""",
+        *limits.SCHEMA,  # concurrency limits: see _sqlite_limits
     )
     # Files from before message_counts get it filled in the transaction that creates it;
     # so does a file that lost one of its triggers (its counts may be wrong).
@@ -470,6 +475,29 @@ class SQLiteBroker(Broker):
         """Make expired leases and due scheduled messages ready; returns how many moved."""
         with self._db.write() as conn:
             return self._tidy(conn, time.time())
+
+    def admit(self, delivery: Delivery, key: str, limit: int) -> bool:
+        """Make ``delivery`` a holder of ``key`` if fewer than ``limit`` hold it, else
+        park its message (see ``BrokerAdmin.admit``): one transaction."""
+        with self._db.write() as conn:
+            return limits.admit(
+                conn, delivery, key, limit, now=time.time(), lease=self.lease_seconds
+            )
+
+    def release_admitted(self, admitted: Sequence[tuple[str, Delivery]]) -> int:
+        """Free these holders' slots, waking a parked message of the key for each: one
+        transaction."""
+        if not admitted:
+            return 0
+        with self._db.write() as conn:
+            return limits.release(conn, admitted, time.time())
+
+    def renew_admitted(self, admitted: Sequence[tuple[str, Delivery]]) -> int:
+        """Renew these holders' leases for ``lease_seconds`` from now."""
+        if not admitted:
+            return 0
+        with self._db.write() as conn:
+            return limits.renew(conn, admitted, time.time() + self.lease_seconds)
 
     def cancel(self, ids: Sequence[str]) -> list[Cancellation]:
         """Remove ready and scheduled messages, mark leased ones, all in one transaction;

@@ -220,6 +220,8 @@ SCRIPT_NAMES = (
     "dead_letters", "dead_letter", "requeue_dead", "purge_dead", "delete", "locate", "peek",
     "result_store", "result_token", "cancel", "cancel_requested", "resume", "rename",
     "settle_held", "event_add", "event_job", "event_index", "result_index", "result_unindex",
+    "concurrency_admit", "concurrency_park", "concurrency_wake", "concurrency_release",
+    "concurrency_renew",
 )  # fmt: skip
 
 Call: TypeAlias = "tuple[Script | str, Sequence[str], Sequence[Any]]"

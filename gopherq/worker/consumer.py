@@ -15,7 +15,8 @@ are flushed at the end of each batch, as soon as the oldest one waited
 ``FLUSH_AFTER``, and before a long task starts, so results never wait behind
 other work. A daemon thread renews the leases of everything the consumer
 holds, so a long task is never redelivered for being long. What the consumer
-holds is mirrored in its ``Slot`` for the supervisor.
+holds is mirrored in its ``Slot`` for the supervisor. A task with a concurrency
+limit first asks the broker for a slot (``gopherq.worker.admission``).
 
 No broker or store fault and no message ends ``run``: a failed reserve or
 settle is retried after a pause that grows to 5 s (``gopherq.backoff``; kept while
@@ -44,6 +45,7 @@ from gopherq.message import Message
 from gopherq.redaction import printable
 from gopherq.runner import Outcome, Runner
 from gopherq.states import DeadReason
+from gopherq.worker.admission import Admission
 from gopherq.worker.settle import Finished, Settler
 from gopherq.worker.slots import Slot
 from gopherq.worker.weights import reserver
@@ -125,6 +127,7 @@ class Consumer:
         self._average: float | None = None  # runtime of all tasks (EMA)
         self._averages: dict[str, float] = {}  # runtime by task name (EMA)
         self._settler = Settler(app, self.name)
+        self._admission = Admission.for_app(app, self.name)  # None: no task is limited
         self._pending: list[Finished] = []
         self._pending_since = 0.0
         self._held: dict[str, Delivery] = {}  # id -> delivery, for lease renewal
@@ -210,6 +213,10 @@ class Consumer:
             # even in decoding it, must not give it back uncounted (max_deliveries).
             self.slot.start()
             message = self._peek(delivery)
+            if self._admission is not None and not self._admission.admit(delivery, message):
+                self._forget(delivery)  # parked by the broker until a slot frees
+                self.slot.skip()
+                continue
             long = self._is_long(message)
             if waiting and long:
                 # Another process may be idle: the rest must not wait behind this one.
@@ -300,6 +307,8 @@ class Consumer:
         with self._held_lock:
             for finished in pending:
                 self._held.pop(finished.delivery.id, None)
+        if self._admission is not None:
+            self._admission.release(finished.delivery for finished in pending)
         self.slot.settle()
         return True
 
@@ -327,6 +336,12 @@ class Consumer:
             self.broker.requeue([delivery], started=True)
         except Exception as exc:
             logger.error("worker %s: could not give back task %s: %s", self.name, delivery.id, exc)
+        self._forget(delivery)
+        if self._admission is not None:
+            self._admission.release([delivery])
+
+    def _forget(self, delivery: Delivery) -> None:
+        """Stop renewing the lease of a delivery that is no longer this consumer's."""
         with self._held_lock:
             self._held.pop(delivery.id, None)
 
@@ -392,6 +407,8 @@ class Consumer:
                 self.broker.extend(held)
             except Exception:
                 logger.exception("worker %s: could not renew %d leases", self.name, len(held))
+            if self._admission is not None:
+                self._admission.renew()
 
     def _log(self, delivery: Delivery, task: str, outcome: Outcome, elapsed: float) -> None:
         """One line per task: DEBUG for a success (at INFO it costs some 15% of a drain

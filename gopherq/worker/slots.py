@@ -161,7 +161,7 @@ class _Box:
 
 
 class Slot:
-    """One child's slot. The child writes with ``hold``/``start``/``begin``/``end``/
+    """One child's slot. The child writes with ``hold``/``start``/``skip``/``begin``/``end``/
     ``settle``/``release`` and reads ``cancelled``; the supervisor reads with ``read``
     and writes with ``notify``. No method raises, whatever it is given or finds."""
 
@@ -174,6 +174,7 @@ class Slot:
         # Writer state (the child's copy; the supervisor's copy is unused).
         self._settled = self._cursor = self._end = 0
         self._marked = False  # the cursor is past a delivery not yet begun
+        self._skipped = 0  # started deliveries not run (parked), since the last settle
         self._seq = 0  # of this writer's last state write
         self._processed = 0
         self._running: list[Any] | None = None
@@ -207,6 +208,7 @@ class Slot:
         self._batch = packed
         self._settled = self._cursor = 0
         self._marked = False
+        self._skipped = 0
         self._end = len(batch)
         self._running = None
         self._write()
@@ -242,10 +244,17 @@ class Slot:
         """Every finished delivery was settled in the broker (not one ``start`` marked
         and not yet begun)."""
         settled = self._cursor - 1 if self._marked else self._cursor
-        self._processed += settled - self._settled
+        self._processed += settled - self._settled - self._skipped
         self._settled = settled
+        self._skipped = 0
         self._running = None
         self._write()
+
+    def skip(self) -> None:
+        """The delivery ``start`` marked went to the broker without running (a
+        concurrency limit parked it): the next ``settle`` does not count it processed."""
+        self._marked = False
+        self._skipped += 1
 
     def release(self) -> None:
         """The unstarted deliveries were given back to the broker."""

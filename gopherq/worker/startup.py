@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from gopherq.errors import ConfigurationError
 from gopherq.redaction import error_line, redact_url
+from gopherq.worker.admission import check_support
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
@@ -114,6 +115,7 @@ def check_stores(app: GopherQ, connect_timeout: float) -> None:
 
 def _ping(app: GopherQ) -> None:
     app.broker.ping()
+    check_support(app)  # a limit the broker cannot keep: refuse to start
     url = app.settings.result_backend
     if url and url != app.broker_url:
         app.backend.get("gopherq-startup-check")  # any answer will do: the id is unknown

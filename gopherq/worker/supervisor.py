@@ -53,6 +53,7 @@ from gopherq.brokers.base import Delivery
 from gopherq.observability.logs import configure_logging
 from gopherq.routes import declared_queues
 from gopherq.runner import Outcome, Runner
+from gopherq.worker.admission import Admission
 from gopherq.worker.consumer import Consumer, Exit, worker_name
 from gopherq.worker.presence import Presence
 from gopherq.worker.settle import Finished, Settler
@@ -183,6 +184,7 @@ class Worker:
         self._beat_pid = 0
         self.name = worker_name()
         self._settler = Settler(app, self.name)
+        self._admission = Admission.for_app(app, self.name)  # frees a dead child's slots
         self._pid = 0
         self._next_cancel_poll = 0.0
         self._children: dict[int, _Child] = {}  # pid -> child
@@ -535,6 +537,7 @@ class Worker:
                 else:
                     started.append(running.delivery)  # counts towards max_deliveries
                     self._presence.lost(child.name, running, how)
+                    self._free_slot(running.task, running.delivery)
             if started:
                 self.app.broker.requeue(started, started=True)
             if holding.unstarted:
@@ -591,6 +594,12 @@ class Worker:
         """Settle a killed child's task as the consumer settles its own: the record
         only while the lease is still held (see ``gopherq.worker.settle``)."""
         self._settler.settle([Finished(delivery, task, outcome)])
+        self._free_slot(task, delivery)
+
+    def _free_slot(self, task: str, delivery: Delivery) -> None:
+        """Free the concurrency slot of a dead child's task, if it holds one."""
+        if self._admission is not None:
+            self._admission.free(task, delivery)
 
     def _watch_cancels(self) -> None:
         """Kill a child whose cancelled task outlived ``cancel_grace``; every

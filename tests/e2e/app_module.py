@@ -151,3 +151,23 @@ def _kind(value: Any) -> str:
     if isinstance(value, datetime.datetime) and value.tzinfo is not None:
         return "datetime" + value.strftime("%z")
     return type(value).__name__
+
+
+@app.task(concurrency=2)
+def limited(seconds: float) -> None:
+    """At most 2 at once anywhere: notes its start and end (their order in events.log
+    is the order they happened)."""
+    note("limited-start")
+    time.sleep(seconds)
+    note("limited-end")
+
+
+@app.task(concurrency=1)
+def single(marker: str | None = None) -> str:
+    """At most 1 at once anywhere. With ``marker``: the first run (no marker file yet)
+    creates it and holds its slot for a minute; any run after returns at once."""
+    note("single", marker)
+    if marker is not None and not Path(__file__).with_name(marker).exists():
+        Path(__file__).with_name(marker).touch()
+        time.sleep(60)
+    return "done"

@@ -110,7 +110,8 @@ Options (keywords):
     dead_letter_ttl (float): seconds a dead letter is kept. Default 7 days.
     dead_letter_max (int): as above; wins over the URL.
 
-Key layout: see ``scripts/lib.lua``.
+Key layout: see ``scripts/lib.lua``; for concurrency limits (``admit``) see
+``concurrency.py`` and ``scripts/concurrency_*.lua``.
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ from gopherq.brokers.base import (
     QueueStats,
     ReserveOrder,
 )
+from gopherq.brokers.redis.concurrency import ConcurrencyLimits
 from gopherq.errors import ConfigurationError
 from gopherq.states import State
 from gopherq.stores.redis import (
@@ -213,6 +215,7 @@ class RedisBroker(Broker):
         self._bases: dict[str, str] = {}
         self._registered: dict[str, float] = {}  # queue -> when this process last added it
         self._due_at: dict[tuple[str, ...], float] = {}  # queues -> their next due (monotonic)
+        self._limits = ConcurrencyLimits(self._conn, self._base, self.prefix, self._lease)
 
     # Producing and consuming.
 
@@ -438,6 +441,22 @@ class RedisBroker(Broker):
             return set()
         results = self._conn.call(lambda c: self._conn.run_many(c, calls))
         return {id.decode() for result in results for id in unpack(result)}
+
+    # Concurrency limits: see concurrency.py.
+
+    def admit(self, delivery: Delivery, key: str, limit: int) -> bool:
+        """Make ``delivery`` a holder of ``key`` if fewer than ``limit`` hold it, else
+        park its message (see ``BrokerAdmin.admit``): one round trip, two when parked."""
+        return self._limits.admit(delivery, key, limit)
+
+    def release_admitted(self, admitted: Sequence[tuple[str, Delivery]]) -> int:
+        """Free these holders' slots, waking parked messages of their queues: one round
+        trip."""
+        return self._limits.release(admitted)
+
+    def renew_admitted(self, admitted: Sequence[tuple[str, Delivery]]) -> int:
+        """Renew these holders' leases for ``lease_seconds`` from now: one round trip."""
+        return self._limits.renew(admitted)
 
     # Administration: the rest of BrokerAdmin (cancel is above).
 

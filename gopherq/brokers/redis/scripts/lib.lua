@@ -26,6 +26,13 @@
 -- hash) and reserve repairs its hash (b '' if none, p 2, a and d 0 when unusable)
 -- and hands it out, so that its worker runs it or dead-letters it with a reason.
 --
+-- Concurrency limits (scripts concurrency_*.lua; gopherq/brokers/redis/concurrency.py):
+--
+--   P:{q}:parked:<key>      zset    id -> ready score: messages parked under a key, in line
+--   P:{q}:credit:<key>      string  a wake-up that found none parked, kept a moment
+--   P:{conc:<key>}:holders  zset    token:id -> holder lease end (units); a slot of its own
+--   and while a message is parked, its hash field w: the delayed score its parking ends at.
+--
 -- The result backend (gopherq/results/redis.py; scripts result_*.lua) keeps, per id:
 --
 --   P:result:{id}        string  the job record (msgpack); expires once finished
