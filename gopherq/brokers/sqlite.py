@@ -61,8 +61,8 @@ import time
 from collections.abc import Callable, Container, Sequence
 from typing import Any
 
-from gopherq.brokers import _sqlite_order as ordering
 from gopherq.brokers import _sqlite_limits as limits
+from gopherq.brokers import _sqlite_order as ordering
 from gopherq.brokers import _sqlite_rows as rowcheck
 from gopherq.brokers.base import (
     Broker,
