@@ -25,6 +25,7 @@ import redis
 import redis.cluster
 import services
 import test_broker_contract
+import test_broker_contract_rates
 import test_event_backend_contract
 import test_redis_indexes
 import test_result_backend_contract
@@ -40,7 +41,12 @@ from gopherq.states import State
 from gopherq.stores.redis import script
 
 # The contract suites, run again here with this module's fixtures (below).
-for _module in (test_broker_contract, test_result_backend_contract, test_event_backend_contract):
+for _module in (
+    test_broker_contract,
+    test_broker_contract_rates,
+    test_result_backend_contract,
+    test_event_backend_contract,
+):
     for _name in dir(_module):
         if _name.startswith("test_"):
             globals()[_name] = getattr(_module, _name)

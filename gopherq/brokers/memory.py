@@ -25,10 +25,14 @@ is skipped when it surfaces)::
     _leases      heap of (lease_until, id) of leased messages
     _dead        queue -> {id: _Message} in the order they died
     _keys        (queue, idempotency key) -> id of the live message holding it
+    _buckets     rate limit key -> its theoretical arrival time (GCRA, ``gopherq.limits``)
+    _slots       rate limit key -> {(queue, id): slot} of messages put back for a slot
+    _limits      task -> ``RateSetting``: rate limits set at run time, holds
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import math
@@ -40,6 +44,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gopherq.brokers.base import (
+    RATE_SLOT_KEPT,
     Broker,
     Cancellation,
     DeadLetter,
@@ -49,6 +54,7 @@ from gopherq.brokers.base import (
     QueueDepth,
     QueueStats,
 )
+from gopherq.limits import RateSetting, claim
 from gopherq.states import State
 
 _Heap = list[tuple[int, int, str]]
@@ -124,6 +130,9 @@ class MemoryBroker(Broker):
         self._keys: dict[tuple[str, str], str] = {}
         self._paused: set[str] = set()
         self._seq = itertools.count()
+        self._buckets: dict[str, float] = {}
+        self._slots: dict[str, dict[tuple[str, str], float]] = {}
+        self._limits: dict[str, RateSetting] = {}
 
     def enqueue(self, envelopes: Sequence[Envelope]) -> list[str]:
         """Store messages; a live idempotency key or an id already stored stores nothing."""
@@ -262,6 +271,84 @@ class MemoryBroker(Broker):
                 for d in deliveries
                 if (message := self._messages.get(d.id)) is not None and message.cancelled
             }
+
+    # Rate limits.
+
+    def rate_admit(
+        self, key: str, interval: float, burst: int, deliveries: Sequence[Delivery]
+    ) -> list[float]:
+        """Seconds until each delivery's slot of bucket ``key`` (0.0: now), claimed in order."""
+        waits: list[float] = []
+        with self._changed:
+            now = time.time()
+            tat = self._buckets.get(key, 0.0)
+            slots = self._slots.setdefault(key, {})
+            for delivery in deliveries:
+                place = (delivery.queue, delivery.id)
+                slot = slots.pop(place, None)
+                if slot is None or slot < now - RATE_SLOT_KEPT:
+                    wait, tat = claim(tat, now, interval, burst)
+                    slot = now + wait
+                if slot > now:
+                    slots[place] = slot
+                waits.append(max(slot - now, 0.0))
+            self._buckets[key] = tat
+        return waits
+
+    def defer(self, deliveries: Sequence[Delivery], countdowns: Sequence[float]) -> int:
+        """Put held messages back, scheduled ``countdowns`` from now, nothing counted."""
+        count = 0
+        with self._changed:
+            now = time.time()
+            for delivery, countdown in zip(deliveries, countdowns, strict=True):
+                if (message := self._held(delivery)) is None:
+                    continue
+                message.deliveries -= 1
+                if countdown > 0:
+                    self._place(message, now + countdown, now)
+                else:
+                    self._push_ready(message, message.seq)
+                count += 1
+            self._changed.notify_all()
+        return count
+
+    def rate_release(self, key: str) -> int:
+        """Forget bucket ``key``; its messages waiting for a slot become ready at once."""
+        moved = 0
+        with self._changed:
+            self._buckets.pop(key, None)
+            for _, id in self._slots.pop(key, {}):
+                message = self._messages.get(id)
+                if message is not None and message.state is State.SCHEDULED:
+                    self._push_ready(message, message.seq)
+                    moved += 1
+            self._changed.notify_all()
+        return moved
+
+    def rate_limits(self) -> dict[str, RateSetting]:
+        """Run-time rate limits and holds by task."""
+        with self._changed:
+            return dict(self._limits)
+
+    def set_rate_limit(self, task: str, rate: str | None, burst: int = 1) -> None:
+        """Set or (``rate`` None) remove the run-time rate limit of ``task``."""
+        with self._changed:
+            setting = self._limits.get(task, RateSetting())
+            self._keep_limit(task, dataclasses.replace(setting, rate=rate, burst=burst))
+
+    def hold_rate(self, task: str, seconds: float) -> float:
+        """Hold ``task`` until ``seconds`` from now (or a later hold already set)."""
+        with self._changed:
+            setting = self._limits.get(task, RateSetting())
+            until = max(time.time() + seconds, setting.hold_until or 0.0)
+            self._keep_limit(task, dataclasses.replace(setting, hold_until=until))
+        return until
+
+    def _keep_limit(self, task: str, setting: RateSetting) -> None:
+        if setting.rate is None and setting.hold_until is None:
+            self._limits.pop(task, None)
+        else:
+            self._limits[task] = setting
 
     # Administration: the rest of BrokerAdmin (cancel is above).
 

@@ -220,6 +220,7 @@ SCRIPT_NAMES = (
     "dead_letters", "dead_letter", "requeue_dead", "purge_dead", "delete", "locate", "peek",
     "result_store", "result_token", "cancel", "cancel_requested", "resume", "rename",
     "settle_held", "event_add", "event_job", "event_index", "result_index", "result_unindex",
+    "rate_admit", "rate_release", "rate_hold", "defer", "defer_release",
 )  # fmt: skip
 
 Call: TypeAlias = "tuple[Script | str, Sequence[str], Sequence[Any]]"

@@ -20,6 +20,15 @@
 --                          r reason, e error, x died in units (while dead),
 --                          c '1' once cancel found it leased (requeue, expiry, retry keep it)
 --
+-- Rate limits (gopherq/limits.py), each bucket in a slot of its own:
+--
+--   P:{rate:<key>}:tat    string  a rate-limit bucket's theoretical arrival time (units,
+--                                 GCRA: gopherq/limits.py); a slot of its own per bucket
+--   P:{rate:<key>}:slots  zset    queue NUL id -> slot (units): messages put back to wait
+--                                 for their slot, which they do not pay again
+--   P:{_}:rate-limits     hash    rate:<task> -> "rate burst" set at run time,
+--                                 hold:<task> -> unix seconds the task is held until
+--
 -- A message entry a foreign writer planted or spoiled (an id in a zset with no hash,
 -- a key that is not a hash, a hash with no b, fields that are not whole numbers) is
 -- never an error: tidy puts it in line like any other (an id with no hash as a stub
@@ -118,6 +127,11 @@ local function queue(i)
     dead = base .. ':dead', keys = base .. ':keys', seq = base .. ':seq',
     paused = base .. ':paused', wake = base .. ':wake', msg = base .. ':m:',
   }
+end
+
+local function rate_bucket(i)
+  local base = KEYS[i]
+  return {tat = base .. ':tat', slots = base .. ':slots'}
 end
 
 -- Reserve n seqs; returns the first. One call unless seqs ran ahead of the clock
