@@ -22,6 +22,8 @@ PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 """Period letters of a rate and their seconds."""
 MAX_BURST = 1_000_000
 """Largest ``burst``."""
+REFRESH_EVERY = 1.0
+"""Seconds between two reads of the run-time rate-limit table by one worker process."""
 KEY_SEPARATOR = "\x1f"
 """Between a task name and a fair key in the limit key of ``rate_limit_per_key``."""
 

@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "plain data and configuration",
         (
             "errors", "states", "message", "serializer", "redaction", "backoff",
-            "celery_names", "signing", "settings", "routes", "version",
+            "celery_names", "signing", "settings", "routes", "version", "limits",
         ),
     ),
     ("stores", ("stores",)),
@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "results", "events", "schedules", "protocol", "app", "task", "result", "runner",
             "middleware", "context", "tracker", "once", "loader", "admin", "display",
-            "observability", "access", "web_extra",
+            "observability", "access", "web_extra", "admin_rates",
         ),
     ),
     ("processes that run the app", ("worker", "beat")),

@@ -44,6 +44,7 @@ from gopherq.message import Message
 from gopherq.redaction import printable
 from gopherq.runner import Outcome, Runner
 from gopherq.states import DeadReason
+from gopherq.worker.admission import RateAdmission
 from gopherq.worker.settle import Finished, Settler
 from gopherq.worker.slots import Slot
 
@@ -120,6 +121,7 @@ class Consumer:
         self._average: float | None = None  # runtime of all tasks (EMA)
         self._averages: dict[str, float] = {}  # runtime by task name (EMA)
         self._settler = Settler(app, self.name)
+        self._admission = RateAdmission(app, self.broker, self.name)
         self._pending: list[Finished] = []
         self._pending_since = 0.0
         self._held: dict[str, Delivery] = {}  # id -> delivery, for lease renewal
@@ -191,7 +193,13 @@ class Consumer:
         return limit
 
     def _run_batch(self, batch: list[Delivery]) -> None:
-        """Run a batch in order; what will not run here soon goes back to the broker."""
+        """Run a batch in order; what will not run here soon goes back to the broker, and
+        so does what must wait for its rate limit (``RateAdmission``)."""
+        messages: dict[str, Message] | None = None
+        if self._admission.active:
+            batch, messages = self._admission.admit(batch)
+            if not batch:
+                return
         with self._held_lock:
             self._held.update((d.id, d) for d in batch)
         self.slot.hold(batch)
@@ -204,7 +212,7 @@ class Consumer:
             # Counted as started from here on: a process that dies on this delivery,
             # even in decoding it, must not give it back uncounted (max_deliveries).
             self.slot.start()
-            message = self._peek(delivery)
+            message = self._peek(delivery) if messages is None else messages.get(delivery.id)
             long = self._is_long(message)
             if waiting and long:
                 # Another process may be idle: the rest must not wait behind this one.
@@ -241,6 +249,7 @@ class Consumer:
         elapsed = time.monotonic() - started
         self.slot.end()
         self._learn(name if task is not None else None, elapsed)
+        self._admission.ran(name, outcome)
         self._log(delivery, name, outcome, elapsed)
         if not self._pending:
             self._pending_since = started + elapsed
@@ -409,7 +418,9 @@ class Consumer:
             return
         error = outcome.record.error if outcome.record else None
         trace = f"\n{error.traceback.rstrip()}" if error and error.traceback else ""
-        if outcome.action == "retry":
+        if outcome.action == "retry" and not outcome.counts_attempt:
+            logger.info("task %s[%s] %s", task, id, printable(outcome.error))
+        elif outcome.action == "retry":
             logger.warning(
                 "task %s[%s] failed, retry in %.1fs: %s%s",
                 task,
