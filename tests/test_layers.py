@@ -44,7 +44,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("processes that run the app", ("worker", "beat")),
     ("operator surfaces", ("cli", "cli_beat", "cli_exporter", "cli_history", "cli_protocol",
-                           "cli_support", "cli_web", "cli_access", "cli_rates", "web", "__main__", "")),
+                           "cli_support", "cli_web", "cli_access", "cli_rates", "web", "__main__",
+                           "")),
 ]  # fmt: skip
 UPWARD = {("gopherq.app", "gopherq.web")}
 """Lazy imports allowed to point up: ``app.asgi()`` builds the HTTP API of the optional
