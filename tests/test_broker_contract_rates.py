@@ -146,3 +146,25 @@ def test_hold_keeps_the_later_end_and_survives_a_clear(broker: Broker) -> None:
     [(task, setting)] = broker.rate_limits().items()
     assert (task, setting.rate) == ("tasks.a", None)
     assert setting.hold_until == pytest.approx(until)
+
+
+def test_a_deferred_message_comes_due_in_its_old_place(broker: Broker) -> None:
+    broker.enqueue([first := envelope()])
+    [got] = broker.reserve(["default"], 1, 0)
+    assert broker.defer([got], [0.2]) == 1
+    broker.enqueue([later := envelope()])
+    time.sleep(0.3)  # its slot passes
+    [again] = broker.reserve(["default"], 1, 0)  # due: ahead of the later one
+    assert again.id == first.id
+    assert ids_of(broker.reserve(["default"], 1, 0)) == [later.id]
+
+
+def test_a_retry_still_goes_by_its_eta(broker: Broker) -> None:
+    broker.enqueue([first := envelope()])
+    [got] = broker.reserve(["default"], 1, 0)
+    assert broker.defer([got], [0.1]) == 1
+    [got] = broker.reserve(["default"], 1, 5)
+    assert broker.retry(got, 0.1, "again")
+    broker.enqueue([later := envelope()])
+    time.sleep(0.2)  # its eta passes: in line behind the later one
+    assert ids_of(broker.reserve(["default"], 2, 0)) == [later.id, first.id]

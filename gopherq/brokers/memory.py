@@ -82,6 +82,8 @@ class _Message:
     died: float = 0.0
     cancelled: bool = False
     """A cancel was requested while it was leased; dropped when it dies."""
+    deferred: bool = False
+    """Scheduled by ``defer``: due, it goes back to its old place in line (``seq``)."""
 
     def delivery(self) -> Delivery:
         return Delivery(
@@ -306,6 +308,7 @@ class MemoryBroker(Broker):
                 message.deliveries -= 1
                 if countdown > 0:
                     self._place(message, now + countdown, now)
+                    message.deferred = True
                 else:
                     self._push_ready(message, message.seq)
                 count += 1
@@ -321,6 +324,7 @@ class MemoryBroker(Broker):
                 message = self._messages.get(id)
                 if message is not None and message.state is State.SCHEDULED:
                     self._push_ready(message, message.seq)
+                    message.deferred = False
                     moved += 1
             self._changed.notify_all()
         return moved
@@ -542,7 +546,8 @@ class MemoryBroker(Broker):
             eta, _, id = heapq.heappop(self._scheduled)
             message = self._messages.get(id)
             if message is not None and message.state is State.SCHEDULED and message.eta == eta:
-                self._push_ready(message, next(self._seq))
+                self._push_ready(message, message.seq if message.deferred else next(self._seq))
+                message.deferred = False
                 moved += 1
         while self._leases and self._leases[0][0] <= now:
             until, id = heapq.heappop(self._leases)

@@ -130,6 +130,9 @@ class SQLiteBroker(Broker):
     #     reason, error, died   while dead: why, the error text, and when
     #     cancelled    1 once a cancel was requested while it was leased: kept by
     #                  requeue, lease expiry and retry, cleared when it dies
+    #     line_at      while scheduled by ``defer``: its run_at before, its place in
+    #                  line again when it is due (files from before get it after
+    #                  the body, see ``ADDED``)
     #     body         the encoded message, last, so that reading any other
     #                  column never walks the body's overflow pages (files from
     #                  before ``cancelled`` get it after the body, see ``ADDED``;
@@ -169,6 +172,7 @@ class SQLiteBroker(Broker):
             error TEXT,
             died REAL,
             cancelled INTEGER NOT NULL DEFAULT 0,
+            line_at REAL,
             body BLOB NOT NULL
         )""",
         """CREATE TABLE IF NOT EXISTS queues (
@@ -262,14 +266,18 @@ class SQLiteBroker(Broker):
         ),
     )
     # Columns added since the first release, for files created before (see Database).
-    ADDED = (("messages", "cancelled", "INTEGER NOT NULL DEFAULT 0"),)
+    ADDED = (
+        ("messages", "cancelled", "INTEGER NOT NULL DEFAULT 0"),
+        ("messages", "line_at", "REAL"),
+    )
     # Indexes of earlier releases, dropped from files created before: ``messages_key``
     # held a key across every queue and while dead (``messages_queue_key`` replaces it).
     DROPPED = ("messages_key",)
 
     _INSERT = """INSERT INTO messages (id, queue, priority, state, run_at, key, body)
         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"""
-    _PROMOTE = """UPDATE messages SET state = 'ready'
+    _PROMOTE = """UPDATE messages SET state = 'ready', run_at = coalesce(line_at, run_at),
+        line_at = NULL
         WHERE state = 'scheduled' AND queue IN ({}) AND run_at <= ?"""
     _RECOVER = """UPDATE messages SET state = 'ready', token = NULL, lease_until = NULL
         WHERE state = 'leased' AND lease_until <= ?"""
@@ -568,8 +576,8 @@ class SQLiteBroker(Broker):
             now = time.time()
             return conn.executemany(
                 """UPDATE messages SET state = iif(?1 > 0, 'scheduled', 'ready'),
-                    run_at = iif(?1 > 0, ?2 + ?1, run_at), token = NULL, lease_until = NULL,
-                    deliveries = deliveries - 1
+                    line_at = iif(?1 > 0, run_at, NULL), run_at = iif(?1 > 0, ?2 + ?1, run_at),
+                    token = NULL, lease_until = NULL, deliveries = deliveries - 1
                 WHERE id = ?3 AND token = ?4 AND state = 'leased'""",
                 [
                     (countdown, now, d.id, d.token)
@@ -578,12 +586,13 @@ class SQLiteBroker(Broker):
             ).rowcount
 
     def rate_release(self, key: str) -> int:
-        """Forget bucket ``key``; its messages waiting for a slot become ready at once (in
-        the order they were first enqueued, behind the messages already ready)."""
+        """Forget bucket ``key``; its messages waiting for a slot become ready at once, in
+        their old place in line."""
         with self._db.write() as conn:
             conn.execute("DELETE FROM rate_buckets WHERE key = ?", (key,))
             moved: int = conn.execute(
-                """UPDATE messages SET state = 'ready', run_at = ?
+                """UPDATE messages
+                SET state = 'ready', run_at = coalesce(line_at, ?), line_at = NULL
                 WHERE state = 'scheduled' AND id IN (
                     SELECT id FROM rate_slots WHERE key = ? AND queue = messages.queue)""",
                 (time.time(), key),

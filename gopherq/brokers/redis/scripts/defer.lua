@@ -6,7 +6,8 @@
 -- ARGV  triples of id, token, countdown (seconds from now, by Redis TIME)
 -- A countdown of 0 or less makes it ready at once, in its old place in line; else it
 -- goes to the delayed zset like a retry (waking blocked reserves when it is now the
--- earliest, so they shorten their sleep). Returns how many were still leased.
+-- earliest, so they shorten their sleep), marked w: when due, tidy puts it back in its
+-- old place in line, not by its eta. Returns how many were still leased.
 
 local q = queue(1)
 local now = now_units()
@@ -20,7 +21,7 @@ for j = 1, #ARGV, 3 do
     redis.call('ZREM', q.leased, id)
     redis.call('HINCRBY', m, 'd', -1)
     if eta > now then
-      redis.call('HSET', m, 'st', 's')
+      redis.call('HSET', m, 'st', 's', 'w', '1')
       redis.call('HDEL', m, 't')
       redis.call('ZADD', q.delayed, int(eta), id)
       earlier = earlier or not first or eta < first

@@ -11,6 +11,7 @@ local moved = {}
 for _, id in ipairs(ARGV) do
   local m = q.msg .. id
   if redis.call('ZSCORE', q.delayed, id) and redis.pcall('HGET', m, 'st') == 's' then
+    redis.call('HDEL', m, 'w')
     make_ready(q, id, redis.call('HGET', m, 's'))
     moved[#moved + 1] = id
   end

@@ -18,7 +18,8 @@
 --                          st state (r ready, s scheduled, l leased, d dead),
 --                          t token (while leased), k idempotency key,
 --                          r reason, e error, x died in units (while dead),
---                          c '1' once cancel found it leased (requeue, expiry, retry keep it)
+--                          c '1' once cancel found it leased (requeue, expiry, retry keep it),
+--                          w '1' while defer has it scheduled: due, it goes back in line at s
 --
 -- Rate limits (gopherq/limits.py), each bucket in a slot of its own:
 --
@@ -276,8 +277,14 @@ local function tidy(q, now, ttl)
       'ZRANGEBYSCORE', q.delayed, '-inf', int(now), 'WITHSCORES', 'LIMIT', 0, BATCH)
     local ids = {}
     for j = 1, #due, 2 do
-      ids[#ids + 1] = due[j]
-      make_ready(q, due[j], due[j + 1])
+      local id = due[j]
+      ids[#ids + 1] = id
+      -- One that defer put back (w) goes to its old place in line, others by their eta.
+      local back = redis.pcall('HMGET', q.msg .. id, 'w', 's')
+      if back[1] then
+        redis.call('HDEL', q.msg .. id, 'w')
+      end
+      make_ready(q, id, back[1] and back[2] or due[j + 1])
     end
     moved = moved + #ids
     zrem_all(q.delayed, ids)
