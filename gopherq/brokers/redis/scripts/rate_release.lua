@@ -3,6 +3,7 @@
 -- for one of its slots (key layout: lib.lua).
 --
 -- KEYS  [1] the bucket's key base P:{rate:<key>}
+-- ARGV  none
 -- Returns the members (queue NUL id) of the slots it remembered; the caller then
 -- makes those messages ready in their queues (defer_release.lua).
 
