@@ -94,6 +94,10 @@ class RateLimits:
             else:
                 rate, burst, source = None, per_key.burst if per_key else 1, "none"
             held = setting.hold_until if setting else None
+            if held is not None and held <= time.time():
+                held = None  # over
+            if source == "none" and per_key is None and held is None:
+                continue
             infos.append(
                 RateLimitInfo(
                     name,
@@ -102,7 +106,7 @@ class RateLimits:
                     source,
                     str(declared) if declared else None,
                     str(per_key) if per_key else None,
-                    held if held is not None and held > time.time() else None,
+                    held,
                 )
             )
         return infos
