@@ -4,13 +4,11 @@ where messages are and what the broker was asked."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from test_consumer import consuming
 
 from gopherq import GopherQ, RateLimited, State
 from gopherq.brokers import Delivery, Envelope
@@ -18,7 +16,6 @@ from gopherq.brokers.memory import MemoryBroker
 from gopherq.errors import ConfigurationError, NotRegistered
 from gopherq.limits import Rate, limit_key, parse_rate
 from gopherq.message import Message, new_id
-from gopherq.worker import Consumer
 from gopherq.worker.admission import RATE_LIMITED_IN_A_ROW, RateAdmission
 
 pytestmark = pytest.mark.timeout(30)
@@ -27,19 +24,6 @@ pytestmark = pytest.mark.timeout(30)
 @pytest.fixture
 def app() -> GopherQ:
     return GopherQ("t", broker="memory://")
-
-
-@contextmanager
-def consuming(app: GopherQ, queues: tuple[str, ...] = ("default",)) -> Iterator[Consumer]:
-    consumer = Consumer(app, list(queues), reserve_timeout=0.05)
-    thread = threading.Thread(target=consumer.run, daemon=True)
-    thread.start()
-    try:
-        yield consumer
-    finally:
-        consumer.stop()
-        thread.join(10)
-        assert not thread.is_alive()
 
 
 class Counting(MemoryBroker):

@@ -1,25 +1,16 @@
 """The app of the rate-limit end-to-end tests; copied into each test's directory as
-``tasks.py`` over the common one. Tasks append JSON lines ``[time, pid, event, *details]``
-to ``events.log`` beside this file."""
+``tasks.py`` over the common one, which stays beside it as ``app_module.py`` for its
+``note`` (JSON lines ``[time, pid, event, *details]`` in ``events.log``)."""
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from pathlib import Path
-from typing import Any
+
+from app_module import note
 
 from gopherq import GopherQ, RateLimited, current_task
 
 app = GopherQ("e2e-rates")
-EVENTS = Path(__file__).with_name("events.log")
-
-
-def note(event: str, *details: Any) -> None:
-    line = json.dumps([time.time(), os.getpid(), event, *details]) + "\n"
-    with EVENTS.open("a") as log:  # one small O_APPEND write: whole lines
-        log.write(line)
 
 
 @app.task(rate_limit="20/s")

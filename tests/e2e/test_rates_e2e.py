@@ -21,6 +21,7 @@ __all__ = ["run"]  # the fixture
 
 @pytest.fixture(autouse=True)
 def _rate_app(run: Run) -> None:
+    shutil.copy(HERE / "app_module.py", run.path / "app_module.py")
     shutil.copy(HERE / "rate_app.py", run.path / "tasks.py")
 
 
