@@ -59,6 +59,7 @@ from collections.abc import Callable, Container, Sequence
 from typing import Any
 
 from gopherq.brokers import _sqlite_rows as rowcheck
+from gopherq.brokers._sqlite_rates import RATE_SCHEMA, SQLiteRates
 from gopherq.brokers.base import (
     RATE_SLOT_KEPT,
     Broker,
@@ -71,7 +72,6 @@ from gopherq.brokers.base import (
     QueueStats,
 )
 from gopherq.errors import BrokerUnavailable
-from gopherq.limits import RateSetting, claim
 from gopherq.states import State
 from gopherq.stores.sqlite import Database, Derived, sqlite_path
 
@@ -104,7 +104,7 @@ _RECOUNT = f"""UPDATE message_counts
     WHERE queue = new.queue AND priority = new.priority"""
 
 
-class SQLiteBroker(Broker):
+class SQLiteBroker(SQLiteRates, Broker):
     """A broker in one SQLite file shared by the processes of one machine.
 
     See the module docstring.
@@ -141,11 +141,7 @@ class SQLiteBroker(Broker):
     #
     #   queues         every queue seen by enqueue or pause, and its paused flag
     #
-    #   rate_buckets   rate limit key -> its theoretical arrival time (GCRA, gopherq.limits)
-    #   rate_slots     (key, queue, id) -> slot: messages put back to wait for a slot
-    #                  of bucket key (rate_admit does not charge them again)
-    #   rate_limits    task -> rate limit set at run time (rate NULL: none), burst, and
-    #                  hold_until (the task is paused until then; NULL: not held)
+    #   rate_buckets, rate_slots, rate_limits: see ``_sqlite_rates``
     #
     #   message_counts how many messages of each (queue, priority) are in each state,
     #                  kept by triggers on ``messages`` in the transaction of every
@@ -198,24 +194,6 @@ class SQLiteBroker(Broker):
         # cancel_requested reads this (few rows: the marked ones) and never the table
         """CREATE INDEX IF NOT EXISTS messages_cancelled
             ON messages (id) WHERE cancelled = 1""",
-        """CREATE TABLE IF NOT EXISTS rate_buckets (
-            key TEXT PRIMARY KEY,
-            tat REAL NOT NULL
-        ) WITHOUT ROWID""",
-        """CREATE TABLE IF NOT EXISTS rate_slots (
-            key TEXT NOT NULL,
-            queue TEXT NOT NULL,
-            id TEXT NOT NULL,
-            slot REAL NOT NULL,
-            PRIMARY KEY (key, queue, id)
-        ) WITHOUT ROWID""",
-        "CREATE INDEX IF NOT EXISTS rate_slots_slot ON rate_slots (slot)",
-        """CREATE TABLE IF NOT EXISTS rate_limits (
-            task TEXT PRIMARY KEY,
-            rate TEXT,
-            burst INTEGER NOT NULL DEFAULT 1,
-            hold_until REAL
-        ) WITHOUT ROWID""",
         # the types of messages' columns, so that a row written by others with a value of
         # another type is counted under the value that messages holds
         """CREATE TABLE IF NOT EXISTS message_counts (
@@ -243,6 +221,7 @@ class SQLiteBroker(Broker):
             AFTER UPDATE OF queue, priority ON messages
             WHEN new.queue IS NOT old.queue OR new.priority IS NOT old.priority
         BEGIN {_UNCOUNT_OLD}; {_COUNT_NEW}; END""",
+        *RATE_SCHEMA,
     )
     # Files from before message_counts get it filled in the transaction that creates it;
     # so does a file that lost one of its triggers (its counts may be wrong).
@@ -537,36 +516,7 @@ class SQLiteBroker(Broker):
                 marked.update(row[0] for row in rows)
         return marked
 
-    # Rate limits: each call one transaction.
-
-    def rate_admit(
-        self, key: str, interval: float, burst: int, deliveries: Sequence[Delivery]
-    ) -> list[float]:
-        """Seconds until each delivery's slot of bucket ``key`` (0.0: now), claimed in order."""
-        waits: list[float] = []
-        with self._db.write() as conn:
-            now = time.time()
-            row = conn.execute("SELECT tat FROM rate_buckets WHERE key = ?", (key,)).fetchone()
-            tat = row[0] if row else 0.0
-            for delivery in deliveries:
-                place = (key, delivery.queue, delivery.id)
-                row = conn.execute(
-                    "DELETE FROM rate_slots WHERE key = ? AND queue = ? AND id = ? RETURNING slot",
-                    place,
-                ).fetchone()
-                slot = row[0] if row and row[0] >= now - RATE_SLOT_KEPT else None
-                if slot is None:
-                    wait, tat = claim(tat, now, interval, burst)
-                    slot = now + wait
-                if slot > now:
-                    conn.execute("INSERT INTO rate_slots VALUES (?, ?, ?, ?)", (*place, slot))
-                waits.append(max(slot - now, 0.0))
-            conn.execute(
-                """INSERT INTO rate_buckets VALUES (?, ?)
-                ON CONFLICT DO UPDATE SET tat = excluded.tat""",
-                (key, tat),
-            )
-        return waits
+    # Rate limits (and the rest of them: ``SQLiteRates``).
 
     def defer(self, deliveries: Sequence[Delivery], countdowns: Sequence[float]) -> int:
         """Put held messages back, scheduled ``countdowns`` from now, nothing counted."""
@@ -584,48 +534,6 @@ class SQLiteBroker(Broker):
                     for d, countdown in zip(deliveries, countdowns, strict=True)
                 ],
             ).rowcount
-
-    def rate_release(self, key: str) -> int:
-        """Forget bucket ``key``; its messages waiting for a slot become ready at once, in
-        their old place in line."""
-        with self._db.write() as conn:
-            conn.execute("DELETE FROM rate_buckets WHERE key = ?", (key,))
-            moved: int = conn.execute(
-                """UPDATE messages
-                SET state = 'ready', run_at = coalesce(line_at, ?), line_at = NULL
-                WHERE state = 'scheduled' AND id IN (
-                    SELECT id FROM rate_slots WHERE key = ? AND queue = messages.queue)""",
-                (time.time(), key),
-            ).rowcount
-            conn.execute("DELETE FROM rate_slots WHERE key = ?", (key,))
-        return moved
-
-    def rate_limits(self) -> dict[str, RateSetting]:
-        """Run-time rate limits and holds by task."""
-        with self._db.read() as conn:
-            rows = conn.execute("SELECT task, rate, burst, hold_until FROM rate_limits")
-            return {task: RateSetting(rate, burst, until) for task, rate, burst, until in rows}
-
-    def set_rate_limit(self, task: str, rate: str | None, burst: int = 1) -> None:
-        """Set or (``rate`` None) remove the run-time rate limit of ``task``."""
-        with self._db.write() as conn:
-            conn.execute(
-                """INSERT INTO rate_limits (task, rate, burst) VALUES (?, ?, ?)
-                ON CONFLICT DO UPDATE SET rate = excluded.rate, burst = excluded.burst""",
-                (task, rate, burst),
-            )
-            conn.execute(_DROP_EMPTY_LIMIT, (task,))
-
-    def hold_rate(self, task: str, seconds: float) -> float:
-        """Hold ``task`` until ``seconds`` from now (or a later hold already set)."""
-        with self._db.write() as conn:
-            until: float = conn.execute(
-                """INSERT INTO rate_limits (task, hold_until) VALUES (?1, ?2)
-                ON CONFLICT DO UPDATE SET hold_until = max(coalesce(hold_until, ?2), ?2)
-                RETURNING hold_until""",
-                (task, time.time() + seconds),
-            ).fetchone()[0]
-        return until
 
     # Administration: the rest of BrokerAdmin (cancel is above).
 
@@ -977,9 +885,6 @@ def _reserve_sql(queues: int) -> str:
             lease_until = ?1, deliveries = deliveries + 1
         WHERE seq IN (SELECT seq FROM ({pick}))
         RETURNING {rowcheck.RETURNED}"""
-
-
-_DROP_EMPTY_LIMIT = "DELETE FROM rate_limits WHERE task = ? AND rate IS NULL AND hold_until IS NULL"
 
 
 class _NotAllHeld(Exception):
