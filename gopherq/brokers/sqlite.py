@@ -4,8 +4,9 @@ Many producer and worker processes on one machine share one database file.
 
 Supports the whole broker contract: batch enqueue in one transaction, delayed
 messages (``eta``), strict priority with FIFO within a priority across several
-queues, leases with per-delivery tokens and renewal, idempotency keys (per queue),
-cancellation (a leased message carries its cancel mark through requeue, lease
+queues, leases with per-delivery tokens and renewal, idempotency keys (per
+queue), rate limits (``_sqlite_rates``; ``defer`` puts a message back in its old
+place in line), cancellation (a leased message carries its cancel mark through requeue, lease
 expiry and retry), pause and resume, dead letters with a time to live, and a
 blocking ``reserve`` that sleeps on a change notification (inotify on the
 ``-wal`` file, see ``gopherq.stores.sqlite``) and wakes within about a
