@@ -20,8 +20,8 @@ from gopherq.limits import RateSetting
 from gopherq.states import State
 
 MakeBroker = Callable[..., Broker]
-SLACK = 0.05
-"""Seconds the broker's clock may move between two calls of a test."""
+SLACK = 0.5
+"""Seconds the broker's clock may move between two calls of a test (a busy machine)."""
 
 
 def reserved(broker: Broker, count: int, queue: str = "default") -> list[Delivery]:
@@ -38,10 +38,10 @@ def bucket() -> str:
 
 
 def test_slots_are_one_interval_apart_in_order(broker: Broker) -> None:
-    waits = broker.rate_admit(bucket(), 0.1, 1, reserved(broker, 4))
+    waits = broker.rate_admit(bucket(), 1.0, 1, reserved(broker, 4))
     assert waits[0] == 0.0
-    assert 0.1 - SLACK < waits[1] <= 0.1
-    assert [round(b - a, 3) for a, b in itertools.pairwise(waits[1:])] == [0.1, 0.1]
+    assert 1.0 - SLACK < waits[1] <= 1.0
+    assert [round(b - a, 3) for a, b in itertools.pairwise(waits[1:])] == [1.0, 1.0]
 
 
 def test_burst_runs_at_once_then_waits(broker: Broker) -> None:
@@ -63,16 +63,16 @@ def test_buckets_are_apart_and_shared_by_brokers(make_broker: MakeBroker) -> Non
 def test_a_message_waiting_for_its_slot_does_not_pay_again(broker: Broker) -> None:
     key = bucket()
     first, waiting, later = reserved(broker, 3)
-    assert broker.rate_admit(key, 0.2, 1, [first]) == [0.0]
-    [wait] = broker.rate_admit(key, 0.2, 1, [waiting])
-    [again] = broker.rate_admit(key, 0.2, 1, [waiting])  # early: the same slot
+    assert broker.rate_admit(key, 1.0, 1, [first]) == [0.0]
+    [wait] = broker.rate_admit(key, 1.0, 1, [waiting])
+    [again] = broker.rate_admit(key, 1.0, 1, [waiting])  # early: the same slot
     assert wait - SLACK < again <= wait
-    [third] = broker.rate_admit(key, 0.2, 1, [later])  # the next slot, not one more
-    assert 0.4 - SLACK < third <= 0.4
+    [third] = broker.rate_admit(key, 1.0, 1, [later])  # the next slot, not one more
+    assert 2.0 - SLACK < third <= 2.0
     time.sleep(wait)
-    assert broker.rate_admit(key, 0.2, 1, [waiting]) == [0.0]
-    [fourth] = broker.rate_admit(key, 0.2, 1, [waiting])  # taken: a new claim
-    assert fourth > third - wait
+    assert broker.rate_admit(key, 1.0, 1, [waiting]) == [0.0]
+    [fourth] = broker.rate_admit(key, 1.0, 1, [waiting])  # taken: a new claim
+    assert fourth > 2.0 - SLACK  # after the third's slot: a new claim
 
 
 def test_defer_schedules_without_counting(broker: Broker) -> None:

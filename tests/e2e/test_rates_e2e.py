@@ -39,8 +39,9 @@ def test_a_limited_task_runs_at_its_rate_across_workers(run: Run) -> None:
     results = run.send_batch("limited", [(i,) for i in range(40)])
     wait_for(lambda: len(run.events("limited")) == 40, 30, run.log)
     starts = sorted(event[0] for event in run.events("limited"))
-    # 20/s with a burst of 1: 39 intervals of 50 ms after the first.
-    assert 1.9 <= starts[-1] - starts[0] < 3.0
+    # 20/s with a burst of 1: 39 intervals of 50 ms after the first (which may
+    # start late, its worker just up).
+    assert 1.8 <= starts[-1] - starts[0] < 3.0
     assert {event[4] for event in run.events("limited")} == {0}  # no retry used
     assert all(r.state is State.SUCCEEDED for r in results)
 
