@@ -122,6 +122,7 @@ class Consumer:
         self._averages: dict[str, float] = {}  # runtime by task name (EMA)
         self._settler = Settler(app, self.name)
         self._admission = RateAdmission(app, self.broker, self.name)
+        self._all_waited = False  # the last batch all went back to wait for its rate limit
         self._pending: list[Finished] = []
         self._pending_since = 0.0
         self._held: dict[str, Delivery] = {}  # id -> delivery, for lease renewal
@@ -185,9 +186,11 @@ class Consumer:
                 return Exit.DRAINED
 
     def _limit(self) -> int:
-        """How many to reserve: a batch while tasks are short, else one."""
+        """How many to reserve: a batch while tasks are short (or all wait for their
+        rate limit), else one."""
         short = self._average is not None and self._average < SHORT_TASK
-        limit = self.prefetch if short else 1
+        # A batch that only goes back to wait holds nobody: take whole ones while they do.
+        limit = self.prefetch if short or self._all_waited else 1
         if self.max_tasks is not None:
             limit = max(min(limit, self.max_tasks - self.tasks_run), 1)
         return limit
@@ -198,6 +201,7 @@ class Consumer:
         messages: dict[str, Message] | None = None
         if self._admission.active:
             batch, messages = self._admission.admit(batch)
+            self._all_waited = not batch
             if not batch:
                 return
         with self._held_lock:
