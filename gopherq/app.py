@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, Protocol, TypeVar, overload
 
 from gopherq.access.manager import Access
+from gopherq.admin_rates import RateLimits
 from gopherq.brokers import (
     Broker,
     Cancellation,
@@ -154,6 +155,8 @@ class GopherQ:
         self.schedules = Schedules(self, self.settings.beat_schedule)
         """Periodic entries: declared in code and settings, and dynamic ones kept in the
         broker (see ``gopherq.schedules`` and ``gopherq beat``)."""
+        self.rate_limits = RateLimits(self)
+        """Rate limits of the tasks, declared and set at run time (``gopherq.admin_rates``)."""
         self.access = Access(self)
         """API keys and the audit log of the HTTP API, kept beside the broker (see
         ``gopherq.access`` and ``gopherq keys``)."""

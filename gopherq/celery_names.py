@@ -47,8 +47,6 @@ TASK_OPTION_HINTS: Mapping[str, str] = {
     "(at least once; acks_late=True is accepted)",
     "acks_on_failure_or_timeout": "no such option: a failed task is retried or dead-lettered",
     "reject_on_worker_lost": "the max_deliveries setting (redeliveries after a worker died)",
-    "rate_limit": "no per-task rate limit; limit concurrency with a dedicated queue "
-    "and worker (-Q queue -c N)",
     "track_started": "no such option: a task that runs long stores STARTED",
     "serializer": "no such option: gopherq always uses msgpack",
     "typing": "no such option: arguments are always checked against the signature",

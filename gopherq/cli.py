@@ -25,6 +25,7 @@ from gopherq.cli_beat import beat, schedules
 from gopherq.cli_exporter import exporter
 from gopherq.cli_history import events, jobs
 from gopherq.cli_protocol import protocol
+from gopherq.cli_rates import rate_limit
 from gopherq.cli_support import (
     CliContext,
     json_arg,
@@ -114,6 +115,7 @@ main.add_command(exporter)
 main.add_command(serve)
 main.add_command(keys)
 main.add_command(audit)
+main.add_command(rate_limit)
 
 
 SUBMIT_WAIT = 60.0

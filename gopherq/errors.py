@@ -167,8 +167,18 @@ class Reject(ControlFlow):
 
 
 class RateLimited(ControlFlow):
-    """Put the message back to run after ``countdown`` seconds; no attempt is counted."""
+    """Not now (an HTTP 429 with ``Retry-After``): run the task again after
+    ``retry_after`` seconds, without using a retry (no attempt is counted).
 
-    def __init__(self, countdown: float) -> None:
-        super().__init__(f"rate limited, again in {countdown:.3f}s")
-        self.countdown = countdown
+    Raised several times in a row for one task type (``RATE_LIMITED_IN_A_ROW`` in
+    ``gopherq.worker.rates``), it pauses that whole task type for ``retry_after``
+    seconds on every worker, not only this message. See docs/flow-control.md.
+    """
+
+    def __init__(self, retry_after: float) -> None:
+        if isinstance(retry_after, bool) or not isinstance(retry_after, (int, float)):
+            raise TypeError(f"retry_after must be a number of seconds, not {retry_after!r}")
+        if not 0 <= retry_after < 366 * 86400:
+            raise ValueError(f"retry_after must be 0 to 1 year of seconds, not {retry_after!r}")
+        super().__init__(f"rate limited, again in {retry_after:.3f}s")
+        self.retry_after = float(retry_after)

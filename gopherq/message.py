@@ -38,6 +38,8 @@ MAX_QUEUE = 128
 """Longest queue name, in characters."""
 MAX_KEY = 256
 """Longest idempotency key, in characters."""
+MAX_FAIR_KEY = 200
+"""Longest fair key, in characters."""
 MAX_DEPS = 1000
 """Most ids in ``deps``."""
 MAX_HEADERS = 64
@@ -80,6 +82,8 @@ class Message:
     group: str | None = None
     headers: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
+    fair_key: str | None = None
+    """Whose work this is, for fair sharing and ``rate_limit_per_key`` (envelope ``fair``)."""
 
     def to_map(self) -> dict[str, Any]:
         """The envelope as a map, leaving out fields that hold their defaults."""
@@ -101,6 +105,8 @@ class Message:
             if value is not None:
                 out[name] = value
         out["created"] = self.created
+        if self.fair_key is not None:
+            out["fair"] = self.fair_key
         return out
 
     @classmethod
@@ -144,6 +150,8 @@ class Message:
             raise DecodeError(_first_problem(fields))
         if "created" not in fields:
             fields["created"] = 0.0
+        if "fair" in fields:
+            fields["fair_key"] = fields.pop("fair")
         return cls(**fields)
 
 
@@ -258,5 +266,6 @@ _SPEC: dict[str, tuple[tuple[Any, ...], bool, float, float]] = {
     "group": (_TEXT, True, 0, MAX_ID),
     "headers": (_MAP, True, 0, MAX_HEADERS),
     "created": _TIME,
+    "fair": (_TEXT, True, 1, MAX_FAIR_KEY),
 }
 _KEYS = frozenset({"v", *_SPEC})

@@ -12,6 +12,10 @@ when it was not started in time, ``DEAD`` when it could not run at all
 (``DECODE_ERROR``, ``SIGNATURE_INVALID``, ``UNKNOWN_TASK``, ``BAD_ARGS``, ``WORKER_LOST``,
 ``REJECTED``).
 
+A task that raises ``RateLimited`` has the outcome ``retry`` with
+``counts_attempt=False`` and a ``SCHEDULED`` record: its message goes back to run
+after ``retry_after`` seconds, its attempt not counted (event ``task-retried``).
+
 A cancelled task is not a dead letter: its outcome is ``cancel`` (settled like
 an ack) with a ``CANCELLED`` record, whether it was cancelled before it started
 or while it ran, however it then returned.
@@ -35,6 +39,7 @@ from gopherq.context import TaskContext, _current
 from gopherq.errors import (
     DecodeError,
     NotRegistered,
+    RateLimited,
     Reject,
     Retry,
     SignatureError,
@@ -75,6 +80,9 @@ class Outcome:
     """The job record stored for the run, if any (a task that stores no results has none)."""
     countdown: float = 0.0
     """For ``retry``: seconds from now (the broker's clock) until the next attempt."""
+    counts_attempt: bool = True
+    """For ``retry``: False when the task raised ``RateLimited``: the message goes back
+    (``Broker.defer``) without using a retry."""
     reason: DeadReason | None = None
     """For ``dead``: why."""
     error: str = ""
@@ -208,6 +216,10 @@ class Runner:
             result = self.app.codec.pack(value, what="result")
         except Reject as exc:
             return self._dead(context, tracker, DeadReason.REJECTED, exc)
+        except RateLimited as exc:
+            record = tracker.record(context, State.SCHEDULED, error=_error_info(exc))
+            error = _one_line(exc)
+            return Outcome("retry", record, exc.retry_after, counts_attempt=False, error=error)
         except Retry as exc:
             countdown = exc.countdown
             return self._failure(
@@ -387,7 +399,8 @@ def run_inline(
             if outcome.record is not None and store is not None:
                 store(outcome.record)
             app.events.flush()
-            if outcome.action != "retry":
+            # Not waited for here: the record of a RateLimited run says SCHEDULED.
+            if outcome.action != "retry" or not outcome.counts_attempt:
                 return outcome.record or JobRecord(
                     id=message.id,
                     task=message.task,

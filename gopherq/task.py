@@ -28,6 +28,7 @@ from gopherq.celery_names import (
 )
 from gopherq.context import TaskContext, _current
 from gopherq.errors import ConfigurationError
+from gopherq.limits import Rate, parse_burst, parse_rate
 from gopherq.message import field_problem, new_id
 from gopherq.states import Priority
 
@@ -72,6 +73,12 @@ class TaskOptions:
     concurrency: int | None = None
     """Most runs of this task at once across all workers (see docs/flow-control.md);
     None: no limit."""
+    rate_limit: Rate | None = None
+    """Runs of this task across all workers, at most (``"100/s"``; see ``gopherq.limits``)."""
+    burst: int | None = None
+    """Runs that may start at once under ``rate_limit`` (and each ``rate_limit_per_key``); 1."""
+    rate_limit_per_key: Rate | None = None
+    """Runs per fair key (``apply_async(fair_key=...)``) across all workers, at most."""
 
     def retry_delay_for(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt + 1`` (``attempt`` from 0)."""
@@ -129,6 +136,7 @@ def make_options(
             raise ConfigurationError(f"task option {key} must be a finite non-negative number")
     if values.get("concurrency") is not None:
         values["concurrency"] = _concurrency(values["concurrency"])
+    _rates(values)
     for key in ("timeout", "soft_timeout"):  # 0 would kill (or interrupt) every run at once
         if values.get(key) == 0:
             raise ConfigurationError(f"task option {key} must be positive (leave it out: no limit)")
@@ -138,6 +146,14 @@ def make_options(
 def default_name(fn: Callable[..., Any]) -> str:
     """The name a task registers under unless ``name=`` says otherwise."""
     return f"{fn.__module__}.{fn.__qualname__}"
+
+
+def _rates(values: dict[str, Any]) -> None:
+    """Parse ``rate_limit`` and ``rate_limit_per_key`` (with ``burst``) in ``values``."""
+    burst = parse_burst(values.get("burst"))
+    for key in ("rate_limit", "rate_limit_per_key"):
+        if values.get(key) is not None:
+            values[key] = parse_rate(values[key], burst, what=f"task option {key}")
 
 
 def _priority(value: Any) -> int:

@@ -286,7 +286,6 @@ def test_celery_task_option_aliases(app: GopherQ) -> None:
     [
         ({"max_retries": 1, "retries": 2}, "'max_retries' and 'retries' are the same"),
         ({"default_retry_delay": 5}, "'default_retry_delay' is Celery's: gopherq has retry_delay"),
-        ({"rate_limit": "10/m"}, "no per-task rate limit"),
         ({"acks_late": False}, "always acknowledges after the task ran"),
         ({"retry_backoff": True}, "gopherq has backoff"),
         ({"serializer": "json"}, "msgpack"),

@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "plain data and configuration",
         (
             "errors", "states", "message", "serializer", "redaction", "backoff",
-            "celery_names", "signing", "settings", "routes", "version",
+            "celery_names", "signing", "settings", "routes", "version", "limits",
         ),
     ),
     ("stores", ("stores",)),
@@ -39,12 +39,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "results", "events", "schedules", "protocol", "app", "task", "result", "runner",
             "middleware", "context", "tracker", "once", "loader", "admin", "display",
-            "observability", "access", "web_extra",
+            "observability", "access", "web_extra", "admin_rates",
         ),
     ),
     ("processes that run the app", ("worker", "beat")),
     ("operator surfaces", ("cli", "cli_beat", "cli_exporter", "cli_history", "cli_protocol",
-                           "cli_support", "cli_web", "cli_access", "web", "__main__", "")),
+                           "cli_support", "cli_web", "cli_access", "cli_rates", "web", "__main__",
+                           "")),
 ]  # fmt: skip
 UPWARD = {("gopherq.app", "gopherq.web")}
 """Lazy imports allowed to point up: ``app.asgi()`` builds the HTTP API of the optional

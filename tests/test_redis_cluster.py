@@ -26,6 +26,7 @@ import redis
 import redis.cluster
 import services
 import test_broker_contract
+import test_broker_contract_rates
 import test_broker_order
 import test_concurrency_contract
 import test_event_backend_contract
@@ -49,6 +50,7 @@ for _module in (
     test_result_backend_contract,
     test_event_backend_contract,
     test_concurrency_contract,
+    test_broker_contract_rates,
 ):
     for _name in dir(_module):
         if _name.startswith("test_"):

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gopherq.errors import NotSupported
+from gopherq.limits import RateSetting
 from gopherq.redaction import UrlRepr
 from gopherq.redaction import redact_url as redact_url  # noqa: PLC0414  # its former home
 from gopherq.states import State
@@ -57,6 +58,8 @@ _DEAD_SCAN_PAGE = 500
 """Dead letters listed per step of the default ``dead_letters_for``."""
 DEAD_SCAN_LIMIT = 10_000
 """Newest dead letters the default ``dead_letters_for`` looks through at most."""
+RATE_SLOT_KEPT = 3600.0
+"""Seconds past its time that ``rate_admit`` remembers a slot claimed for a message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +247,51 @@ class BrokerAdmin(UrlRepr):
         Default: none, which is right for a broker that does not implement ``cancel``.
         """
         return set()
+
+    # Rate limits (docs/flow-control.md). A worker asks only for tasks that have one.
+
+    def rate_admit(
+        self, key: str, interval: float, burst: int, deliveries: Sequence[Delivery]
+    ) -> list[float]:
+        """Claim a slot of the bucket ``key`` for each delivery, in order (GCRA, see
+        ``gopherq.limits``): seconds until its slot, 0.0 for "run now".
+
+        One atomic step with the broker's clock. The slot of a delivery that must
+        wait is remembered (by queue and id) until it is asked for again: then it
+        answers 0.0 (or the seconds still left) and claims no second slot, so a
+        message put back with ``defer`` pays once. A slot remembered longer than
+        ``RATE_SLOT_KEPT`` seconds is forgotten (its message was cancelled, say).
+        """
+        raise self.not_supported("rate_admit")
+
+    def defer(self, deliveries: Sequence[Delivery], countdowns: Sequence[float]) -> int:
+        """Put leased messages back as scheduled ``countdowns`` seconds from now (the
+        broker's clock), without counting an attempt or the delivery; 0 or less: ready
+        at once, in their old place in line. Returns how many were still held.
+
+        For a message that must wait for its rate-limit slot, or whose task raised
+        ``RateLimited``: it holds no worker while it waits.
+        """
+        raise self.not_supported("defer")
+
+    def rate_release(self, key: str) -> int:
+        """Forget the bucket ``key`` (a fresh start for a new rate) and make the messages
+        still scheduled for one of its slots ready at once, in their old place in line,
+        to claim slots of the new rate. Returns how many became ready."""
+        raise self.not_supported("rate_release")
+
+    def rate_limits(self) -> dict[str, RateSetting]:
+        """The table of rate limits set at run time and task holds, by task name."""
+        raise self.not_supported("rate_limits")
+
+    def set_rate_limit(self, task: str, rate: str | None, burst: int = 1) -> None:
+        """Set (``rate`` None: remove) the run-time rate limit of ``task``; a hold stays."""
+        raise self.not_supported("set_rate_limit")
+
+    def hold_rate(self, task: str, seconds: float) -> float:
+        """Pause ``task`` until ``seconds`` from now (the broker's clock; a later hold
+        already there stays); returns the unix time it holds until."""
+        raise self.not_supported("hold_rate")
 
     # Administration.
 

@@ -5,8 +5,9 @@ instance between threads to share its messages.
 
 Supports the whole broker contract: batch enqueue, delayed messages (``eta``),
 strict priority with FIFO within a priority, leases with tokens and renewal,
-idempotency keys (per queue), cancellation (a leased message carries its cancel
-mark through requeue, lease expiry and retry), pause and resume, dead letters
+idempotency keys (per queue), rate limits (GCRA buckets, ``defer``),
+cancellation (a leased message carries its cancel mark
+through requeue, lease expiry and retry), pause and resume, dead letters
 with a time to live, and a blocking ``reserve`` that sleeps on a condition until an enqueue,
 requeue or resume, the next due ``eta`` or the next lease expiry (no polling).
 
@@ -31,10 +32,14 @@ is skipped when it surfaces)::
     _holders     concurrency key -> {(id, token): lease end} of the deliveries admitted
     _parked      concurrency key -> heap of (priority, seq, parked until, id) of the
                  messages parked (scheduled until then, unless woken first)
+    _buckets     rate limit key -> its theoretical arrival time (GCRA, ``gopherq.limits``)
+    _slots       rate limit key -> {(queue, id): slot} of messages put back for a slot
+    _limits      task -> ``RateSetting``: rate limits set at run time, holds
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import math
@@ -46,6 +51,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gopherq.brokers.base import (
+    RATE_SLOT_KEPT,
     Broker,
     Cancellation,
     DeadLetter,
@@ -57,6 +63,7 @@ from gopherq.brokers.base import (
     ReserveOrder,
     aged,
 )
+from gopherq.limits import RateSetting, claim
 from gopherq.states import State
 
 _Heap = list[tuple[int, int, str]]
@@ -84,6 +91,8 @@ class _Message:
     died: float = 0.0
     cancelled: bool = False
     """A cancel was requested while it was leased; dropped when it dies."""
+    deferred: bool = False
+    """Scheduled by ``defer``: due, it goes back to its old place in line (``seq``)."""
 
     def delivery(self) -> Delivery:
         return Delivery(
@@ -134,6 +143,9 @@ class MemoryBroker(Broker):
         self._seq = itertools.count()
         self._holders: dict[str, dict[tuple[str, str], float]] = {}
         self._parked: dict[str, list[tuple[int, int, float, str]]] = {}
+        self._buckets: dict[str, float] = {}
+        self._slots: dict[str, dict[tuple[str, str], float]] = {}
+        self._limits: dict[str, RateSetting] = {}
 
     def enqueue(self, envelopes: Sequence[Envelope]) -> list[str]:
         """Store messages; a live idempotency key or an id already stored stores nothing."""
@@ -339,6 +351,86 @@ class MemoryBroker(Broker):
                     holders[delivery.id, delivery.token] = until
                     count += 1
         return count
+
+    # Rate limits.
+
+    def rate_admit(
+        self, key: str, interval: float, burst: int, deliveries: Sequence[Delivery]
+    ) -> list[float]:
+        """Seconds until each delivery's slot of bucket ``key`` (0.0: now), claimed in order."""
+        waits: list[float] = []
+        with self._changed:
+            now = time.time()
+            tat = self._buckets.get(key, 0.0)
+            slots = self._slots.setdefault(key, {})
+            for delivery in deliveries:
+                place = (delivery.queue, delivery.id)
+                slot = slots.pop(place, None)
+                if slot is None or slot < now - RATE_SLOT_KEPT:
+                    wait, tat = claim(tat, now, interval, burst)
+                    slot = now + wait
+                if slot > now:
+                    slots[place] = slot
+                waits.append(max(slot - now, 0.0))
+            self._buckets[key] = tat
+        return waits
+
+    def defer(self, deliveries: Sequence[Delivery], countdowns: Sequence[float]) -> int:
+        """Put held messages back, scheduled ``countdowns`` from now, nothing counted."""
+        count = 0
+        with self._changed:
+            now = time.time()
+            for delivery, countdown in zip(deliveries, countdowns, strict=True):
+                if (message := self._held(delivery)) is None:
+                    continue
+                message.deliveries -= 1
+                if countdown > 0:
+                    self._place(message, now + countdown, now)
+                    message.deferred = True
+                else:
+                    self._push_ready(message, message.seq)
+                count += 1
+            self._changed.notify_all()
+        return count
+
+    def rate_release(self, key: str) -> int:
+        """Forget bucket ``key``; its messages waiting for a slot become ready at once."""
+        moved = 0
+        with self._changed:
+            self._buckets.pop(key, None)
+            for _, id in self._slots.pop(key, {}):
+                message = self._messages.get(id)
+                if message is not None and message.state is State.SCHEDULED:
+                    self._push_ready(message, message.seq)
+                    message.deferred = False
+                    moved += 1
+            self._changed.notify_all()
+        return moved
+
+    def rate_limits(self) -> dict[str, RateSetting]:
+        """Run-time rate limits and holds by task."""
+        with self._changed:
+            return dict(self._limits)
+
+    def set_rate_limit(self, task: str, rate: str | None, burst: int = 1) -> None:
+        """Set or (``rate`` None) remove the run-time rate limit of ``task``."""
+        with self._changed:
+            setting = self._limits.get(task, RateSetting())
+            self._keep_limit(task, dataclasses.replace(setting, rate=rate, burst=burst))
+
+    def hold_rate(self, task: str, seconds: float) -> float:
+        """Hold ``task`` until ``seconds`` from now (or a later hold already set)."""
+        with self._changed:
+            setting = self._limits.get(task, RateSetting())
+            until = max(time.time() + seconds, setting.hold_until or 0.0)
+            self._keep_limit(task, dataclasses.replace(setting, hold_until=until))
+        return until
+
+    def _keep_limit(self, task: str, setting: RateSetting) -> None:
+        if setting.rate is None and setting.hold_until is None:
+            self._limits.pop(task, None)
+        else:
+            self._limits[task] = setting
 
     # Administration: the rest of BrokerAdmin (cancel is above).
 
@@ -555,6 +647,7 @@ class MemoryBroker(Broker):
         message.lease_until = now + self.lease_seconds
         heapq.heappush(self._leases, (message.lease_until, message.id))
         return message.delivery()
+
     def _wake_parked(self, key: str, count: int) -> None:
         """Make up to ``count`` messages parked for ``key`` ready in their old place in
         line; entries of messages that left their parking meanwhile are dropped."""
@@ -586,7 +679,8 @@ class MemoryBroker(Broker):
             eta, _, id = heapq.heappop(self._scheduled)
             message = self._messages.get(id)
             if message is not None and message.state is State.SCHEDULED and message.eta == eta:
-                self._push_ready(message, next(self._seq))
+                self._push_ready(message, message.seq if message.deferred else next(self._seq))
+                message.deferred = False
                 moved += 1
         while self._leases and self._leases[0][0] <= now:
             until, id = heapq.heappop(self._leases)

@@ -4,8 +4,9 @@ Many producer and worker processes on one machine share one database file.
 
 Supports the whole broker contract: batch enqueue in one transaction, delayed
 messages (``eta``), strict priority with FIFO within a priority across several
-queues, leases with per-delivery tokens and renewal, idempotency keys (per queue),
-cancellation (a leased message carries its cancel mark through requeue, lease
+queues, leases with per-delivery tokens and renewal, idempotency keys (per
+queue), rate limits (``_sqlite_rates``; ``defer`` puts a message back in its old
+place in line), cancellation (a leased message carries its cancel mark through requeue, lease
 expiry and retry), pause and resume, dead letters with a time to live, and a
 blocking ``reserve`` that sleeps on a change notification (inotify on the
 ``-wal`` file, see ``gopherq.stores.sqlite``) and wakes within about a
@@ -64,7 +65,9 @@ from typing import Any
 from gopherq.brokers import _sqlite_limits as limits
 from gopherq.brokers import _sqlite_order as ordering
 from gopherq.brokers import _sqlite_rows as rowcheck
+from gopherq.brokers._sqlite_rates import RATE_SCHEMA, SQLiteRates
 from gopherq.brokers.base import (
+    RATE_SLOT_KEPT,
     Broker,
     Cancellation,
     DeadLetter,
@@ -108,7 +111,7 @@ _RECOUNT = f"""UPDATE message_counts
     WHERE queue = new.queue AND priority = new.priority"""
 
 
-class SQLiteBroker(Broker):
+class SQLiteBroker(SQLiteRates, Broker):
     """A broker in one SQLite file shared by the processes of one machine.
 
     See the module docstring.
@@ -134,6 +137,9 @@ class SQLiteBroker(Broker):
     #     reason, error, died   while dead: why, the error text, and when
     #     cancelled    1 once a cancel was requested while it was leased: kept by
     #                  requeue, lease expiry and retry, cleared when it dies
+    #     line_at      while scheduled by ``defer``: its run_at before, its place in
+    #                  line again when it is due (files from before get it after
+    #                  the body, see ``ADDED``)
     #     body         the encoded message, last, so that reading any other
     #                  column never walks the body's overflow pages (files from
     #                  before ``cancelled`` get it after the body, see ``ADDED``;
@@ -141,6 +147,8 @@ class SQLiteBroker(Broker):
     #                  read the body anyway)
     #
     #   queues         every queue seen by enqueue or pause, and its paused flag
+    #
+    #   rate_buckets, rate_slots, rate_limits: see ``_sqlite_rates``
     #
     #   message_counts how many messages of each (queue, priority) are in each state,
     #                  kept by triggers on ``messages`` in the transaction of every
@@ -167,6 +175,7 @@ class SQLiteBroker(Broker):
             error TEXT,
             died REAL,
             cancelled INTEGER NOT NULL DEFAULT 0,
+            line_at REAL,
             body BLOB NOT NULL
         )""",
         """CREATE TABLE IF NOT EXISTS queues (
@@ -220,6 +229,7 @@ class SQLiteBroker(Broker):
             WHEN new.queue IS NOT old.queue OR new.priority IS NOT old.priority
         BEGIN {_UNCOUNT_OLD}; {_COUNT_NEW}; END""",
         *limits.SCHEMA,  # concurrency limits: see _sqlite_limits
+        *RATE_SCHEMA,
     )
     # Files from before message_counts get it filled in the transaction that creates it;
     # so does a file that lost one of its triggers (its counts may be wrong).
@@ -243,14 +253,18 @@ class SQLiteBroker(Broker):
         ),
     )
     # Columns added since the first release, for files created before (see Database).
-    ADDED = (("messages", "cancelled", "INTEGER NOT NULL DEFAULT 0"),)
+    ADDED = (
+        ("messages", "cancelled", "INTEGER NOT NULL DEFAULT 0"),
+        ("messages", "line_at", "REAL"),
+    )
     # Indexes of earlier releases, dropped from files created before: ``messages_key``
     # held a key across every queue and while dead (``messages_queue_key`` replaces it).
     DROPPED = ("messages_key",)
 
     _INSERT = """INSERT INTO messages (id, queue, priority, state, run_at, key, body)
         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"""
-    _PROMOTE = """UPDATE messages SET state = 'ready'
+    _PROMOTE = """UPDATE messages SET state = 'ready', run_at = coalesce(line_at, run_at),
+        line_at = NULL
         WHERE state = 'scheduled' AND queue IN ({}) AND run_at <= ?"""
     _RECOVER = """UPDATE messages SET state = 'ready', token = NULL, lease_until = NULL
         WHERE state = 'leased' AND lease_until <= ?"""
@@ -544,6 +558,25 @@ class SQLiteBroker(Broker):
                 marked.update(row[0] for row in rows)
         return marked
 
+    # Rate limits (and the rest of them: ``SQLiteRates``).
+
+    def defer(self, deliveries: Sequence[Delivery], countdowns: Sequence[float]) -> int:
+        """Put held messages back, scheduled ``countdowns`` from now, nothing counted."""
+        if not deliveries:
+            return 0
+        with self._db.write() as conn:
+            now = time.time()
+            return conn.executemany(
+                """UPDATE messages SET state = iif(?1 > 0, 'scheduled', 'ready'),
+                    line_at = iif(?1 > 0, run_at, NULL), run_at = iif(?1 > 0, ?2 + ?1, run_at),
+                    token = NULL, lease_until = NULL, deliveries = deliveries - 1
+                WHERE id = ?3 AND token = ?4 AND state = 'leased'""",
+                [
+                    (countdown, now, d.id, d.token)
+                    for d, countdown in zip(deliveries, countdowns, strict=True)
+                ],
+            ).rowcount
+
     # Administration: the rest of BrokerAdmin (cancel is above).
 
     def stats(self) -> dict[str, QueueStats]:
@@ -813,6 +846,7 @@ class SQLiteBroker(Broker):
             self._next_recover = now + RECOVER_EVERY
             moved += conn.execute(self._RECOVER, (now,)).rowcount
             conn.execute(self._EXPIRE_DEAD, (now - self.dead_letter_ttl,))
+            conn.execute("DELETE FROM rate_slots WHERE slot < ?", (now - RATE_SLOT_KEPT,))
             self._sweep_from = rowcheck.sweep(conn, self._sweep_from, now)
         return moved
 

@@ -85,6 +85,8 @@ class EventEmitter(Middleware):
             kind = EventType.TASK_RETRIED
             # An estimate by this worker's clock (the broker's decides when it runs).
             extra["eta"] = time.time() + outcome.countdown
+            if not outcome.counts_attempt:
+                extra["rate_limited"] = True
         else:
             reason = outcome.reason or DeadReason.REJECTED
             kind = _DEAD_TYPES.get(reason, EventType.TASK_DEAD)

@@ -19,7 +19,17 @@
 --                          st state (r ready, s scheduled, l leased, d dead),
 --                          t token (while leased), k idempotency key,
 --                          r reason, e error, x died in units (while dead),
---                          c '1' once cancel found it leased (requeue, expiry, retry keep it)
+--                          c '1' once cancel found it leased (requeue, expiry, retry keep it),
+--                          w '1' while defer has it scheduled: due, it goes back in line at s
+--
+-- Rate limits (gopherq/limits.py), each bucket in a slot of its own:
+--
+--   P:{rate:<key>}:tat    string  a rate-limit bucket's theoretical arrival time (units,
+--                                 GCRA: gopherq/limits.py); a slot of its own per bucket
+--   P:{rate:<key>}:slots  zset    queue NUL id -> slot (units): messages put back to wait
+--                                 for their slot, which they do not pay again
+--   P:{_}:rate-limits     hash    rate:<task> -> "rate burst" set at run time,
+--                                 hold:<task> -> unix seconds the task is held until
 --
 -- A message entry a foreign writer planted or spoiled (an id in a zset with no hash,
 -- a key that is not a hash, a hash with no b, fields that are not whole numbers) is
@@ -107,8 +117,6 @@ local function queue(i)
   }
 end
 
--- Reserve n seqs; returns the first. One call unless seqs ran ahead of the clock
--- (a big batch just now): SET ... GET writes and reads the last seq at once.
 local function take_seqs(q, now, n)
   local first = now
   local last = tonumber(redis.call('SET', q.seq, int(first + n - 1), 'GET') or 0) or 0

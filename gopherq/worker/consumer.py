@@ -16,7 +16,7 @@ are flushed at the end of each batch, as soon as the oldest one waited
 other work. A daemon thread renews the leases of everything the consumer
 holds, so a long task is never redelivered for being long. What the consumer
 holds is mirrored in its ``Slot`` for the supervisor. A task with a concurrency
-limit first asks the broker for a slot (``gopherq.worker.admission``).
+limit first asks the broker for a slot (``gopherq.worker.concurrency``).
 
 No broker or store fault and no message ends ``run``: a failed reserve or
 settle is retried after a pause that grows to 5 s (``gopherq.backoff``; kept while
@@ -45,7 +45,8 @@ from gopherq.message import Message
 from gopherq.redaction import printable
 from gopherq.runner import Outcome, Runner
 from gopherq.states import DeadReason
-from gopherq.worker.admission import Admission
+from gopherq.worker.concurrency import Admission
+from gopherq.worker.rates import RateAdmission
 from gopherq.worker.settle import Finished, Settler
 from gopherq.worker.slots import Slot
 from gopherq.worker.weights import reserver
@@ -127,7 +128,9 @@ class Consumer:
         self._average: float | None = None  # runtime of all tasks (EMA)
         self._averages: dict[str, float] = {}  # runtime by task name (EMA)
         self._settler = Settler(app, self.name)
-        self._admission = Admission.for_app(app, self.name)  # None: no task is limited
+        self._concurrency = Admission.for_app(app, self.name)  # None: no task is limited
+        self._rates = RateAdmission(app, self.broker, self.name)
+        self._all_waited = False  # the last batch all went back to wait for its rate limit
         self._pending: list[Finished] = []
         self._pending_since = 0.0
         self._held: dict[str, Delivery] = {}  # id -> delivery, for lease renewal
@@ -191,15 +194,24 @@ class Consumer:
                 return Exit.DRAINED
 
     def _limit(self) -> int:
-        """How many to reserve: a batch while tasks are short, else one."""
+        """How many to reserve: a batch while tasks are short (or all wait for their
+        rate limit), else one."""
         short = self._average is not None and self._average < SHORT_TASK
-        limit = self.prefetch if short else 1
+        # A batch that only goes back to wait holds nobody: take whole ones while they do.
+        limit = self.prefetch if short or self._all_waited else 1
         if self.max_tasks is not None:
             limit = max(min(limit, self.max_tasks - self.tasks_run), 1)
         return limit
 
     def _run_batch(self, batch: list[Delivery]) -> None:
-        """Run a batch in order; what will not run here soon goes back to the broker."""
+        """Run a batch in order; what will not run here soon goes back to the broker, and
+        so does what must wait for its rate limit (``RateAdmission``)."""
+        messages: dict[str, Message] | None = None
+        if self._rates.active:
+            batch, messages = self._rates.admit(batch)
+            self._all_waited = not batch
+            if not batch:
+                return
         with self._held_lock:
             self._held.update((d.id, d) for d in batch)
         self.slot.hold(batch)
@@ -212,8 +224,8 @@ class Consumer:
             # Counted as started from here on: a process that dies on this delivery,
             # even in decoding it, must not give it back uncounted (max_deliveries).
             self.slot.start()
-            message = self._peek(delivery)
-            if self._admission is not None and not self._admission.admit(delivery, message):
+            message = self._peek(delivery) if messages is None else messages.get(delivery.id)
+            if self._concurrency is not None and not self._concurrency.admit(delivery, message):
                 self._forget(delivery)  # parked by the broker until a slot frees
                 self.slot.skip()
                 continue
@@ -253,6 +265,7 @@ class Consumer:
         elapsed = time.monotonic() - started
         self.slot.end()
         self._learn(name if task is not None else None, elapsed)
+        self._rates.ran(name, outcome)
         self._log(delivery, name, outcome, elapsed)
         if not self._pending:
             self._pending_since = started + elapsed
@@ -307,8 +320,8 @@ class Consumer:
         with self._held_lock:
             for finished in pending:
                 self._held.pop(finished.delivery.id, None)
-        if self._admission is not None:
-            self._admission.release(finished.delivery for finished in pending)
+        if self._concurrency is not None:
+            self._concurrency.release(finished.delivery for finished in pending)
         self.slot.settle()
         return True
 
@@ -337,8 +350,8 @@ class Consumer:
         except Exception as exc:
             logger.error("worker %s: could not give back task %s: %s", self.name, delivery.id, exc)
         self._forget(delivery)
-        if self._admission is not None:
-            self._admission.release([delivery])
+        if self._concurrency is not None:
+            self._concurrency.release([delivery])
 
     def _forget(self, delivery: Delivery) -> None:
         """Stop renewing the lease of a delivery that is no longer this consumer's."""
@@ -407,8 +420,8 @@ class Consumer:
                 self.broker.extend(held)
             except Exception:
                 logger.exception("worker %s: could not renew %d leases", self.name, len(held))
-            if self._admission is not None:
-                self._admission.renew()
+            if self._concurrency is not None:
+                self._concurrency.renew()
 
     def _log(self, delivery: Delivery, task: str, outcome: Outcome, elapsed: float) -> None:
         """One line per task: DEBUG for a success (at INFO it costs some 15% of a drain
@@ -431,7 +444,9 @@ class Consumer:
             return
         error = outcome.record.error if outcome.record else None
         trace = f"\n{error.traceback.rstrip()}" if error and error.traceback else ""
-        if outcome.action == "retry":
+        if outcome.action == "retry" and not outcome.counts_attempt:
+            logger.info("task %s[%s] %s", task, id, printable(outcome.error))
+        elif outcome.action == "retry":
             logger.warning(
                 "task %s[%s] failed, retry in %.1fs: %s%s",
                 task,

@@ -5,7 +5,7 @@ supervisor (the task of a child it killed)::
 
     store the records of the deliveries still held    (only when there are records)
     publish the buffered events
-    ack / retry / dead-letter the held ones           (token-checked by the broker)
+    ack / retry / defer / dead-letter the held ones   (token-checked by the broker)
 
 Where the result store is the broker's own (the SQLite broker's file, the Redis
 broker's server but not a cluster), the first step is one atomic step with the
@@ -83,7 +83,9 @@ class Settler:
             self._ack(todo)
         for f in todo:
             outcome = f.outcome
-            if outcome.action == "retry":
+            if outcome.action == "retry" and not outcome.counts_attempt:  # RateLimited
+                done = self.app.broker.defer([f.delivery], [outcome.countdown]) == 1
+            elif outcome.action == "retry":
                 done = self.app.broker.retry(f.delivery, outcome.countdown, outcome.error)
             elif outcome.action == "dead":
                 reason = outcome.reason.value if outcome.reason else "UNKNOWN"

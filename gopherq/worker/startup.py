@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from gopherq.errors import ConfigurationError
 from gopherq.redaction import error_line, redact_url
-from gopherq.worker.admission import check_support
+from gopherq.worker.concurrency import check_support
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ

@@ -53,7 +53,7 @@ from gopherq.brokers.base import Delivery
 from gopherq.observability.logs import configure_logging
 from gopherq.routes import declared_queues
 from gopherq.runner import Outcome, Runner
-from gopherq.worker.admission import Admission
+from gopherq.worker.concurrency import Admission
 from gopherq.worker.consumer import Consumer, Exit, worker_name
 from gopherq.worker.presence import Presence
 from gopherq.worker.settle import Finished, Settler

@@ -13,6 +13,8 @@ Supports the whole broker contract, every state change one Lua script:
 * cancel: a ready or scheduled message is removed, a leased one marked (a field of
   its hash, which requeue, lease expiry and retry keep and reserve reads in the
   same HMGET); ``cancel_requested`` asks one script call per queue;
+* rate limits (``rate_admit``, ``defer`` and the rest, in ``rates``): a bucket per
+  limit key in a hash slot of its own, one script call per claim;
 * pause and resume, purge, stats, dead-letter paging, requeue and delete; one
   message read by id (``peek``: one script call when its queue is given).
 
@@ -135,6 +137,7 @@ from gopherq.brokers.base import (
     ReserveOrder,
 )
 from gopherq.brokers.redis.concurrency import ConcurrencyLimits
+from gopherq.brokers.redis.rates import RedisRates
 from gopherq.errors import ConfigurationError
 from gopherq.states import State
 from gopherq.stores.redis import (
@@ -189,7 +192,7 @@ class HeldRecord(NamedTuple):
 _STATES = {b"r": State.QUEUED, b"s": State.SCHEDULED, b"l": State.STARTED, b"d": State.DEAD}
 
 
-class RedisBroker(Broker):
+class RedisBroker(RedisRates, Broker):
     """A broker on Redis or Redis Cluster. See the module docstring."""
 
     def __init__(

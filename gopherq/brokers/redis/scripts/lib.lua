@@ -18,7 +18,17 @@
 --                          st state (r ready, s scheduled, l leased, d dead),
 --                          t token (while leased), k idempotency key,
 --                          r reason, e error, x died in units (while dead),
---                          c '1' once cancel found it leased (requeue, expiry, retry keep it)
+--                          c '1' once cancel found it leased (requeue, expiry, retry keep it),
+--                          w '1' while defer has it scheduled: due, it goes back in line at s
+--
+-- Rate limits (gopherq/limits.py), each bucket in a slot of its own:
+--
+--   P:{rate:<key>}:tat    string  a rate-limit bucket's theoretical arrival time (units,
+--                                 GCRA: gopherq/limits.py); a slot of its own per bucket
+--   P:{rate:<key>}:slots  zset    queue NUL id -> slot (units): messages put back to wait
+--                                 for their slot, which they do not pay again
+--   P:{_}:rate-limits     hash    rate:<task> -> "rate burst" set at run time,
+--                                 hold:<task> -> unix seconds the task is held until
 --
 -- A message entry a foreign writer planted or spoiled (an id in a zset with no hash,
 -- a key that is not a hash, a hash with no b, fields that are not whole numbers) is
@@ -125,6 +135,11 @@ local function queue(i)
     dead = base .. ':dead', keys = base .. ':keys', seq = base .. ':seq',
     paused = base .. ':paused', wake = base .. ':wake', msg = base .. ':m:',
   }
+end
+
+local function rate_bucket(i)
+  local base = KEYS[i]
+  return {tat = base .. ':tat', slots = base .. ':slots'}
 end
 
 -- Reserve n seqs; returns the first. One call unless seqs ran ahead of the clock
@@ -269,8 +284,14 @@ local function tidy(q, now, ttl)
       'ZRANGEBYSCORE', q.delayed, '-inf', int(now), 'WITHSCORES', 'LIMIT', 0, BATCH)
     local ids = {}
     for j = 1, #due, 2 do
-      ids[#ids + 1] = due[j]
-      make_ready(q, due[j], due[j + 1])
+      local id = due[j]
+      ids[#ids + 1] = id
+      -- One that defer put back (w) goes to its old place in line, others by their eta.
+      local back = redis.pcall('HMGET', q.msg .. id, 'w', 's')
+      if back[1] then
+        redis.call('HDEL', q.msg .. id, 'w')
+      end
+      make_ready(q, id, back[1] and back[2] or due[j + 1])
     end
     moved = moved + #ids
     zrem_all(q.delayed, ids)

@@ -17,7 +17,7 @@ from gopherq.brokers import Delivery
 from gopherq.brokers.memory import MemoryBroker
 from gopherq.errors import BrokerUnavailable, ConfigurationError
 from gopherq.message import Message
-from gopherq.worker.admission import Admission, check_support
+from gopherq.worker.concurrency import Admission, check_support
 from gopherq.worker.startup import StartupError, check_stores
 
 pytestmark = pytest.mark.timeout(60)
