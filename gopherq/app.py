@@ -58,6 +58,7 @@ from gopherq.task import (
     default_name,
     make_options,
 )
+from gopherq.uniqueness import key_hold, key_ttl_problem, unique_key
 
 T = TypeVar("T")
 TaskT = TypeVar("TaskT", bound=BaseTask[Any, Any])
@@ -466,6 +467,7 @@ class GopherQ:
 
     def send_many(self, signatures: Iterable[Signature[Any]]) -> list[AsyncResult[Any]]:
         """Send a batch in one broker call (one transaction on SQLite)."""
+        signatures = list(signatures)
         messages = [self._message(sig) for sig in signatures]
         middleware = self.middleware
         if middleware:
@@ -479,7 +481,10 @@ class GopherQ:
                 middleware.after_enqueue(self, messages, [m.id for m in messages])
             return [AsyncResult(run_eagerly(self, message), self) for message in messages]
         try:
-            envelopes = [self._envelope(message) for message in messages]
+            envelopes = [
+                self._envelope(message, sig)
+                for message, sig in zip(messages, signatures, strict=True)
+            ]
             ids = self.broker.enqueue(envelopes)
         except BaseException as exc:
             if middleware:
@@ -494,7 +499,7 @@ class GopherQ:
         calling middleware: raises as ``send`` does, ``TypeError`` for arguments that
         do not fit, ``ValueError`` for an option out of bounds, ``SerializationError``
         for a value that does not encode or a message too large."""
-        return self._envelope(self._message(signature))
+        return self._envelope(self._message(signature), signature)
 
     def apply(self, signature: Signature[R]) -> EagerResult[R]:
         """Run one signature here and now, through the codec as a worker would, retrying
@@ -643,6 +648,8 @@ class GopherQ:
         )
         if opts:  # most sends have none: .delay() and .s() never do
             _apply_send_options(message, opts, now, self.settings.max_eta)
+        if defaults.unique and message.key is None:
+            message.key = unique_key(self.codec, message.task, message.args, message.kwargs)
         return message
 
     def _decoded(self, cancellation: Cancellation) -> Message:
@@ -652,7 +659,11 @@ class GopherQ:
         except Exception:
             return Message(id=cancellation.id, task="?", queue=cancellation.queue)
 
-    def _envelope(self, message: Message) -> Envelope:
+    def _envelope(self, message: Message, sig: Signature[Any]) -> Envelope:
+        key_ttl, until_start = None, False
+        if message.key is not None:  # how long the broker holds it (gopherq.uniqueness)
+            options = sig.task.options
+            key_ttl, until_start = key_hold(options, sig.options, self.settings.result_expires)
         return Envelope(
             id=message.id,
             queue=message.queue,
@@ -660,6 +671,8 @@ class GopherQ:
             body=self.codec.encode(message),
             eta=message.eta,
             key=message.key,
+            key_ttl=key_ttl,
+            key_until_start=until_start,
         )
 
     def __repr__(self) -> str:
@@ -757,6 +770,8 @@ def _apply_send_options(
     message.retries = opts.get("retries")
     message.timeout = opts.get("timeout")
     message.key = opts.get("key")
+    if opts.get("key_ttl") is not None and (problem := key_ttl_problem(opts["key_ttl"])):
+        raise ValueError(f"send option key_ttl {problem}")
     message.headers = dict(opts.get("headers") or {})
     for name, option in _CHECKED_OPTIONS:
         problem = field_problem(name, getattr(message, name))

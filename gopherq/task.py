@@ -30,6 +30,7 @@ from gopherq.context import TaskContext, _current
 from gopherq.errors import ConfigurationError
 from gopherq.message import field_problem, new_id
 from gopherq.states import Priority
+from gopherq.uniqueness import DEFAULT_KEY_TTL, UNIQUE_UNTIL, UniqueUntil, key_ttl_problem
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
@@ -69,6 +70,13 @@ class TaskOptions:
     expires: float | None = None
     """Seconds after enqueue past which the task no longer runs (EXPIRED)."""
     ignore_result: bool = False
+    unique: bool = False
+    """Each send's idempotency key, unless ``key=`` gives one, is derived from the task
+    name and the arguments (see ``gopherq.uniqueness``)."""
+    unique_until: UniqueUntil = "ttl"
+    """When a send's key (derived or given) is free again: ``start``, ``finish``, or
+    ``ttl``: ``key_ttl`` seconds after the job succeeded."""
+    key_ttl: float = DEFAULT_KEY_TTL
 
     def retry_delay_for(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt + 1`` (``attempt`` from 0)."""
@@ -120,6 +128,7 @@ def make_options(
             values[key] = _exception_types(key, values[key])
     if "expires" in values:
         values["expires"] = _seconds("expires", values["expires"])
+    _check_uniqueness(values)
     for key in ("retries", "retry_delay", "max_retry_delay", "timeout", "soft_timeout"):
         value = values.get(key)
         if value is not None and (isinstance(value, bool) or not 0 <= value < math.inf):
@@ -128,6 +137,25 @@ def make_options(
         if values.get(key) == 0:
             raise ConfigurationError(f"task option {key} must be positive (leave it out: no limit)")
     return TaskOptions(**values)
+
+
+def _check_uniqueness(values: dict[str, Any]) -> None:
+    """Check (and convert) ``unique``, ``unique_until`` and ``key_ttl`` of ``values``."""
+    if not isinstance(values.get("unique", False), bool):
+        raise ConfigurationError(
+            f"task option unique takes True or False, not {values['unique']!r}"
+        )
+    until = values.get("unique_until", "ttl")
+    if until not in UNIQUE_UNTIL:
+        choices = ", ".join(map(repr, UNIQUE_UNTIL))
+        raise ConfigurationError(
+            f"task option unique_until must be one of {choices}, not {until!r}"
+        )
+    if "key_ttl" in values:
+        problem = key_ttl_problem(values["key_ttl"])
+        if problem:
+            raise ConfigurationError(f"task option key_ttl {problem}")
+        values["key_ttl"] = _seconds("key_ttl", values["key_ttl"])
 
 
 def default_name(fn: Callable[..., Any]) -> str:
@@ -228,7 +256,8 @@ class BaseTask(Generic[P, R]):
 
         Options: ``countdown`` (seconds), ``eta`` (datetime or unix seconds),
         ``priority``, ``queue``, ``retries``, ``timeout``, ``expires`` (seconds,
-        timedelta or datetime), ``key`` (idempotency key), ``headers``,
+        timedelta or datetime), ``key`` (idempotency key), ``key_ttl`` (seconds a
+        finished job's key stays held, see ``gopherq.uniqueness``), ``headers``,
         ``task_id``.
         """
         return self.app.send(Signature(self, tuple(args), dict(kwargs or {}), options))
@@ -315,6 +344,7 @@ SEND_OPTIONS = frozenset(
         "timeout",
         "expires",
         "key",
+        "key_ttl",
         "headers",
         "task_id",
     }

@@ -4,13 +4,14 @@ Many producer and worker processes on one machine share one database file.
 
 Supports the whole broker contract: batch enqueue in one transaction, delayed
 messages (``eta``), strict priority with FIFO within a priority across several
-queues, leases with per-delivery tokens and renewal, idempotency keys (per queue),
-cancellation (a leased message carries its cancel mark through requeue, lease
-expiry and retry), pause and resume, dead letters with a time to live, and a
-blocking ``reserve`` that sleeps on a change notification (inotify on the
-``-wal`` file, see ``gopherq.stores.sqlite``) and wakes within about a
-millisecond of a commit by any process, or at the next due ``eta`` or lease
-expiry. Where inotify is missing it polls (5 ms to 100 ms).
+queues, leases with per-delivery tokens and renewal, idempotency keys (per queue;
+held past the ack for ``key_ttl``, or freed at reserve), cancellation (a leased
+message carries its cancel mark through requeue, lease expiry and retry), pause
+and resume, dead letters with a time to live, and a blocking ``reserve`` that
+sleeps on a change notification (inotify on the ``-wal`` file, see
+``gopherq.stores.sqlite``) and wakes within about a millisecond of a commit by
+any process, or at the next due ``eta`` or lease expiry. Where inotify is missing
+it polls (5 ms to 100 ms).
 
 URL: ``sqlite:///`` followed by the path of the database file, relative to the
 working directory (``sqlite:///./gopherq.db``, ``sqlite:///data/q.db``) or
@@ -81,6 +82,9 @@ MIN_SLEEP = 0.001
 # 32,766 variables).
 IDS_PER_STATEMENT = 500
 
+# Unix seconds now, in SQL (the machine's clock, as time.time() in this module).
+_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+
 _LOCATED = {
     "ready": State.QUEUED,
     "scheduled": State.SCHEDULED,
@@ -125,6 +129,9 @@ class SQLiteBroker(Broker):
     #     key          idempotency key, unique within its queue among messages that
     #                  are not dead (a dead letter keeps it, to take it again when
     #                  requeued, but does not hold it)
+    #     key_hold     NULL: the key is freed when the message is acked; seconds > 0:
+    #                  held that long after the ack (``finished_keys``); -1: freed
+    #                  when the message is reserved (the key goes NULL)
     #     reason, error, died   while dead: why, the error text, and when
     #     cancelled    1 once a cancel was requested while it was leased: kept by
     #                  requeue, lease expiry and retry, cleared when it dies
@@ -135,6 +142,10 @@ class SQLiteBroker(Broker):
     #                  read the body anyway)
     #
     #   queues         every queue seen by enqueue or pause, and its paused flag
+    #
+    #   finished_keys  keys held past their message's ack: (queue, key), the id
+    #                  that enqueue answers with, and until when (unix seconds);
+    #                  written by a trigger on the ack's delete, in its transaction
     #
     #   message_counts how many messages of each (queue, priority) are in each state,
     #                  kept by triggers on ``messages`` in the transaction of every
@@ -161,6 +172,7 @@ class SQLiteBroker(Broker):
             error TEXT,
             died REAL,
             cancelled INTEGER NOT NULL DEFAULT 0,
+            key_hold REAL,
             body BLOB NOT NULL
         )""",
         """CREATE TABLE IF NOT EXISTS queues (
@@ -213,6 +225,24 @@ class SQLiteBroker(Broker):
             AFTER UPDATE OF queue, priority ON messages
             WHEN new.queue IS NOT old.queue OR new.priority IS NOT old.priority
         BEGIN {_UNCOUNT_OLD}; {_COUNT_NEW}; END""",
+        """CREATE TABLE IF NOT EXISTS finished_keys (
+            queue TEXT NOT NULL,
+            key TEXT NOT NULL,
+            id TEXT NOT NULL,
+            until REAL NOT NULL,
+            PRIMARY KEY (queue, key)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS finished_keys_until ON finished_keys (until)",
+        # An ack (a delete of a leased message) of one that holds its key for a time
+        # keeps it; delete and cancel clear key_hold first (they free the key).
+        f"""CREATE TRIGGER IF NOT EXISTS messages_key_finished AFTER DELETE ON messages
+            WHEN old.key_hold > 0 AND old.state = 'leased' AND old.key IS NOT NULL
+        BEGIN INSERT OR REPLACE INTO finished_keys (queue, key, id, until)
+            VALUES (old.queue, old.key, old.id, {_NOW} + old.key_hold); END""",
+        # unique_until="start": the reserve frees the key.
+        """CREATE TRIGGER IF NOT EXISTS messages_key_start AFTER UPDATE OF state ON messages
+            WHEN new.state = 'leased' AND new.key_hold < 0
+        BEGIN UPDATE messages SET key = NULL, key_hold = NULL WHERE seq = new.seq; END""",
     )
     # Files from before message_counts get it filled in the transaction that creates it;
     # so does a file that lost one of its triggers (its counts may be wrong).
@@ -236,13 +266,18 @@ class SQLiteBroker(Broker):
         ),
     )
     # Columns added since the first release, for files created before (see Database).
-    ADDED = (("messages", "cancelled", "INTEGER NOT NULL DEFAULT 0"),)
+    ADDED = (
+        ("messages", "cancelled", "INTEGER NOT NULL DEFAULT 0"),
+        ("messages", "key_hold", "REAL"),
+    )
     # Indexes of earlier releases, dropped from files created before: ``messages_key``
     # held a key across every queue and while dead (``messages_queue_key`` replaces it).
     DROPPED = ("messages_key",)
 
     _INSERT = """INSERT INTO messages (id, queue, priority, state, run_at, key, body)
         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"""
+    _INSERT_KEYED = """INSERT INTO messages (id, queue, priority, state, run_at, key, body,
+        key_hold) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"""
     _PROMOTE = """UPDATE messages SET state = 'ready'
         WHERE state = 'scheduled' AND queue IN ({}) AND run_at <= ?"""
     _RECOVER = """UPDATE messages SET state = 'ready', token = NULL, lease_until = NULL
@@ -253,6 +288,10 @@ class SQLiteBroker(Broker):
     _RENEW = f"UPDATE messages SET lease_until = ? WHERE {_HELD}"
     _KEY_HOLDER = """SELECT id FROM messages
         WHERE queue = ? AND key = ? AND state != 'dead'"""
+    # The live holder of a key first, else the finished one whose key is held still.
+    _HOLDER = f"""{_KEY_HOLDER} UNION ALL
+        SELECT id FROM finished_keys WHERE queue = ? AND key = ? AND until > ? LIMIT 1"""
+    _EXPIRE_KEYS = "DELETE FROM finished_keys WHERE until <= ?"
 
     def __init__(
         self,
@@ -295,8 +334,13 @@ class SQLiteBroker(Broker):
                 ids = []
                 for env, row in zip(envelopes, rows, strict=True):
                     held = None
-                    if conn.execute(self._INSERT, row).rowcount == 0 and env.key is not None:
-                        held = conn.execute(self._KEY_HOLDER, (env.queue, env.key)).fetchone()
+                    if env.key is None:
+                        conn.execute(self._INSERT, row)
+                    else:
+                        where = (env.queue, env.key)
+                        held = conn.execute(self._HOLDER, (*where, *where, now)).fetchone()
+                        if held is None:
+                            conn.execute(self._INSERT_KEYED, (*row, _key_hold(env)))
                     ids.append(env.id if held is None else held[0])
         self._known_queues |= new_queues
         return ids
@@ -479,8 +523,8 @@ class SQLiteBroker(Broker):
                     RETURNING id, queue, state, body, attempt""",
                     chunk,
                 ).fetchall()
-                marked = conn.execute(
-                    f"""UPDATE messages SET cancelled = 1
+                marked = conn.execute(  # a cancelled job keeps no key once acked
+                    f"""UPDATE messages SET cancelled = 1, key_hold = NULL
                     WHERE id IN ({marks}) AND state = 'leased'
                     RETURNING id, queue, state, body, attempt""",
                     chunk,
@@ -661,6 +705,8 @@ class SQLiteBroker(Broker):
         """Remove one message wherever it is; its lease, if any, goes stale."""
         with self._db.write() as conn:
             self._tidy(conn, time.time())
+            # A leased message deleted is no ack: its key is not kept (messages_key_finished).
+            conn.execute("UPDATE messages SET key_hold = NULL WHERE id = ? AND key_hold > 0", (id,))
             return bool(conn.execute("DELETE FROM messages WHERE id = ?", (id,)).rowcount)
 
     def locate(self, id: str) -> State | None:
@@ -767,6 +813,7 @@ class SQLiteBroker(Broker):
             self._next_recover = now + RECOVER_EVERY
             moved += conn.execute(self._RECOVER, (now,)).rowcount
             conn.execute(self._EXPIRE_DEAD, (now - self.dead_letter_ttl,))
+            conn.execute(self._EXPIRE_KEYS, (now,))
             self._sweep_from = rowcheck.sweep(conn, self._sweep_from, now)
         return moved
 
@@ -789,6 +836,13 @@ class SQLiteBroker(Broker):
         if lease is not None:
             due = min(due, max(rowcheck.time_or(lease, self._next_recover), self._next_recover))
         return due
+
+
+def _key_hold(env: Envelope) -> float | None:
+    """The ``key_hold`` column of a keyed message (see the schema)."""
+    if env.key_until_start:
+        return -1.0
+    return env.key_ttl if env.key_ttl and env.key_ttl > 0 else None
 
 
 # queue, priority, ready, scheduled, leased, dead, oldest ready run_at; summed per queue.
