@@ -320,7 +320,8 @@ class GopherQ:
         Options: ``name``, ``queue``, ``priority``, ``retries``, ``backoff``,
         ``retry_delay``, ``max_retry_delay``, ``jitter``, ``autoretry_for``,
         ``dont_autoretry_for``, ``timeout``, ``soft_timeout``, ``expires``,
-        ``ignore_result``. An unknown option raises ``ConfigurationError``; Celery's
+        ``ignore_result``, ``unique``, ``unique_until``, ``key_ttl`` (see
+        ``gopherq.uniqueness``). An unknown option raises ``ConfigurationError``; Celery's
         names work where they mean the same (``max_retries``) and say what gopherq
         has where they do not (see docs/celery.md). ``bind=True`` passes the
         task's ``TaskContext`` (``current_task()``) as the first argument.

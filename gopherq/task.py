@@ -30,7 +30,7 @@ from gopherq.context import TaskContext, _current
 from gopherq.errors import ConfigurationError
 from gopherq.message import field_problem, new_id
 from gopherq.states import Priority
-from gopherq.uniqueness import DEFAULT_KEY_TTL, UNIQUE_UNTIL, UniqueUntil, key_ttl_problem
+from gopherq.uniqueness import DEFAULT_KEY_TTL, UniqueUntil, check_task_options
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
@@ -128,7 +128,7 @@ def make_options(
             values[key] = _exception_types(key, values[key])
     if "expires" in values:
         values["expires"] = _seconds("expires", values["expires"])
-    _check_uniqueness(values)
+    check_task_options(values)
     for key in ("retries", "retry_delay", "max_retry_delay", "timeout", "soft_timeout"):
         value = values.get(key)
         if value is not None and (isinstance(value, bool) or not 0 <= value < math.inf):
@@ -137,25 +137,6 @@ def make_options(
         if values.get(key) == 0:
             raise ConfigurationError(f"task option {key} must be positive (leave it out: no limit)")
     return TaskOptions(**values)
-
-
-def _check_uniqueness(values: dict[str, Any]) -> None:
-    """Check (and convert) ``unique``, ``unique_until`` and ``key_ttl`` of ``values``."""
-    if not isinstance(values.get("unique", False), bool):
-        raise ConfigurationError(
-            f"task option unique takes True or False, not {values['unique']!r}"
-        )
-    until = values.get("unique_until", "ttl")
-    if until not in UNIQUE_UNTIL:
-        choices = ", ".join(map(repr, UNIQUE_UNTIL))
-        raise ConfigurationError(
-            f"task option unique_until must be one of {choices}, not {until!r}"
-        )
-    if "key_ttl" in values:
-        problem = key_ttl_problem(values["key_ttl"])
-        if problem:
-            raise ConfigurationError(f"task option key_ttl {problem}")
-        values["key_ttl"] = _seconds("key_ttl", values["key_ttl"])
 
 
 def default_name(fn: Callable[..., Any]) -> str:

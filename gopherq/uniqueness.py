@@ -26,6 +26,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from gopherq.errors import ConfigurationError
 from gopherq.message import MAX_TIMESTAMP
 
 if TYPE_CHECKING:
@@ -56,6 +57,26 @@ def key_ttl_problem(value: Any) -> str | None:
     if not (math.isfinite(value) and 0 <= value <= MAX_TIMESTAMP):
         return f"must be a finite number of seconds, 0 or more, not {value!r}"
     return None
+
+
+def check_task_options(values: dict[str, Any]) -> None:
+    """Check ``unique``, ``unique_until`` and ``key_ttl`` of ``@app.task(...)``'s
+    ``values`` (``ConfigurationError``, one line); ``key_ttl`` becomes seconds."""
+    if not isinstance(values.get("unique", False), bool):
+        raise ConfigurationError(
+            f"task option unique takes True or False, not {values['unique']!r}"
+        )
+    until = values.get("unique_until", "ttl")
+    if until not in UNIQUE_UNTIL:
+        choices = ", ".join(map(repr, UNIQUE_UNTIL))
+        raise ConfigurationError(
+            f"task option unique_until must be one of {choices}, not {until!r}"
+        )
+    if "key_ttl" in values:
+        problem = key_ttl_problem(values["key_ttl"])
+        if problem:
+            raise ConfigurationError(f"task option key_ttl {problem}")
+        values["key_ttl"] = seconds(values["key_ttl"])
 
 
 def seconds(value: float | dt.timedelta) -> float:

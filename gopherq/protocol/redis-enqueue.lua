@@ -183,10 +183,11 @@ end
 --       idempotency key ('' for none; gopherq's producers add NUL and its hold, see
 --       key_and_hold), body
 -- Each message stands for its own id, or for the id of the live message that already
--- holds its idempotency key (else of the finished one whose key is still held). Returns, for a single message, the id it stands for;
--- for a batch, only the exceptions, as pairs of position (1-based) and id (packed by
--- reply(), lib.lua): an empty reply when every message stands for itself, the rule,
--- saves sending back and decoding a thousand ids. An id already stored is left alone.
+-- holds its idempotency key (else of the finished one whose key is still held).
+-- Returns, for a single message, the id it stands for; for a batch, only the
+-- exceptions, as pairs of position (1-based) and id (packed by reply(), lib.lua): an
+-- empty reply when every message stands for itself, the rule, saves sending back and
+-- decoding a thousand ids. An id already stored is left alone.
 -- A message with an eta in the future goes to the delayed zset, others to ready.
 -- Wakes a blocked reserve when something became ready, or when the earliest eta moved
 -- closer (so that a reserve sleeping until the old earliest eta recomputes its sleep).
