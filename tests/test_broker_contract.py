@@ -674,12 +674,23 @@ def test_requeue_dead_leaves_dead_one_whose_key_is_held_again(broker: Broker, by
     assert broker.enqueue([envelope(key="k")]) == [first.id]
 
 
-def finish(broker: Broker, message: Envelope, queue: str = "default") -> None:
-    """Enqueue ``message``, reserve it and ack it."""
+def lease(broker: Broker, message: Envelope) -> Delivery:
+    """Enqueue ``message`` and reserve it."""
     enqueue(broker, message)
-    [got] = broker.reserve([queue], 1, 0)
+    [got] = broker.reserve([message.queue], 1, 0)
     assert got.id == message.id
-    assert broker.ack([got]) == 1
+    return got
+
+
+def finish(broker: Broker, message: Envelope) -> None:
+    """Enqueue ``message``, reserve it and ack it."""
+    assert broker.ack([lease(broker, message)]) == 1
+
+
+def is_free(broker: Broker, key: str) -> bool:
+    """Whether an enqueue with ``key`` stores a message of its own (it does so if True)."""
+    fresh = envelope(key=key)
+    return broker.enqueue([fresh]) == [fresh.id]
 
 
 def wait_until_key_is_free(broker: Broker, key: str, queue: str = "default") -> str:
@@ -720,23 +731,18 @@ def test_a_finished_key_is_freed_after_its_ttl(broker: Broker) -> None:
 
 def test_a_key_without_ttl_is_freed_at_the_ack(broker: Broker) -> None:
     finish(broker, envelope(key="k", key_ttl=0))
-    fresh = envelope(key="k")
-    assert broker.enqueue([fresh]) == [fresh.id]
+    assert is_free(broker, "k")
 
 
 def test_a_dead_letter_keeps_no_key_despite_its_ttl(broker: Broker) -> None:
-    first = envelope(key="k", key_ttl=600)
-    enqueue(broker, first)
-    [got] = broker.reserve(["default"], 1, 0)
+    got = lease(broker, envelope(key="k", key_ttl=600))
     assert broker.dead(got, "MAX_RETRIES", "ValueError: boom")
-    fresh = envelope(key="k")
-    assert broker.enqueue([fresh]) == [fresh.id]
+    assert is_free(broker, "k")
 
 
 def test_a_retried_message_holds_its_key_until_acked(broker: Broker) -> None:
     first = envelope(key="k", key_ttl=600)
-    enqueue(broker, first)
-    [got] = broker.reserve(["default"], 1, 0)
+    got = lease(broker, first)
     assert broker.retry(got, 0, "ValueError: boom")
     assert broker.enqueue([envelope(key="k")]) == [first.id]
     [again] = broker.reserve(["default"], 1, 0)
@@ -746,8 +752,7 @@ def test_a_retried_message_holds_its_key_until_acked(broker: Broker) -> None:
 
 def test_a_stale_ack_keeps_no_key(broker: Broker) -> None:
     first = envelope(key="k", key_ttl=600)
-    enqueue(broker, first)
-    [got] = broker.reserve(["default"], 1, 0)
+    got = lease(broker, first)
     assert broker.requeue([got]) == 1
     assert broker.ack([got]) == 0  # its token is stale: the message stays, ready
     assert broker.enqueue([envelope(key="k")]) == [first.id]
@@ -766,8 +771,7 @@ def test_a_key_until_start_is_freed_by_reserve(broker: Broker) -> None:
     taken = broker.reserve(["default"], 10, 0)
     assert ids_of(taken) == [first.id, fresh.id]
     assert broker.ack(taken) == 2
-    last = envelope(key="k")
-    assert broker.enqueue([last]) == [last.id]  # acked: no finished key kept
+    assert is_free(broker, "k")  # acked: no finished key kept
 
 
 @admin
@@ -786,9 +790,7 @@ def test_cancel_and_delete_keep_no_key_despite_its_ttl(broker: Broker) -> None:
 @admin
 def test_a_live_holder_answers_before_a_finished_key(broker: Broker) -> None:
     dead = envelope(key="k", key_ttl=600)
-    enqueue(broker, dead)
-    [got] = broker.reserve(["default"], 1, 0)
-    broker.dead(got, "REJECTED", "no")
+    broker.dead(lease(broker, dead), "REJECTED", "no")
     done = envelope(key="k", key_ttl=600)
     finish(broker, done)
     assert broker.requeue_dead([dead.id]) == 1
