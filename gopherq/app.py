@@ -468,7 +468,8 @@ class GopherQ:
 
     def send_many(self, signatures: Iterable[Signature[Any]]) -> list[AsyncResult[Any]]:
         """Send a batch in one broker call (one transaction on SQLite)."""
-        signatures = list(signatures)
+        if not isinstance(signatures, list):
+            signatures = list(signatures)
         messages = [self._message(sig) for sig in signatures]
         middleware = self.middleware
         if middleware:
@@ -482,10 +483,7 @@ class GopherQ:
                 middleware.after_enqueue(self, messages, [m.id for m in messages])
             return [AsyncResult(run_eagerly(self, message), self) for message in messages]
         try:
-            envelopes = [
-                self._envelope(message, sig)
-                for message, sig in zip(messages, signatures, strict=True)
-            ]
+            envelopes = list(map(self._envelope, messages, signatures))
             ids = self.broker.enqueue(envelopes)
         except BaseException as exc:
             if middleware:
@@ -661,18 +659,19 @@ class GopherQ:
             return Message(id=cancellation.id, task="?", queue=cancellation.queue)
 
     def _envelope(self, message: Message, sig: Signature[Any]) -> Envelope:
-        key_ttl, until_start = None, False
-        if message.key is not None:  # how long the broker holds it (gopherq.uniqueness)
-            options = sig.task.options
-            key_ttl, until_start = key_hold(options, sig.options, self.settings.result_expires)
+        body = self.codec.encode(message)
+        if message.key is None:  # the rule: nothing more to work out
+            return Envelope(message.id, message.queue, message.priority, body, message.eta)
+        # How long the broker holds the key (gopherq.uniqueness).
+        ttl, until_start = key_hold(sig.task.options, sig.options, self.settings.result_expires)
         return Envelope(
-            id=message.id,
-            queue=message.queue,
-            priority=message.priority,
-            body=self.codec.encode(message),
-            eta=message.eta,
-            key=message.key,
-            key_ttl=key_ttl,
+            message.id,
+            message.queue,
+            message.priority,
+            body,
+            message.eta,
+            message.key,
+            key_ttl=ttl,
             key_until_start=until_start,
         )
 

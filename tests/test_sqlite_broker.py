@@ -385,8 +385,7 @@ def test_a_file_from_before_key_holds_is_migrated_on_open(tmp_path: Path) -> Non
     url = url_of(tmp_path / "old.db")
     broker = SQLiteBroker(url)
     with broker._db.write() as conn:  # back to the file of the release before key holds
-        conn.execute("DROP TRIGGER messages_key_finished")
-        conn.execute("DROP TRIGGER messages_key_start")
+        conn.execute("DROP INDEX messages_key_hold")
         conn.execute("DROP TABLE finished_keys")
         conn.execute("ALTER TABLE messages DROP COLUMN key_hold")
         conn.execute(SQLiteBroker._INSERT, ("old", "default", 2, "ready", 0.0, "k", b"O"))

@@ -82,9 +82,6 @@ MIN_SLEEP = 0.001
 # 32,766 variables).
 IDS_PER_STATEMENT = 500
 
-# Unix seconds now, in SQL (the machine's clock, as time.time() in this module).
-_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
-
 _LOCATED = {
     "ready": State.QUEUED,
     "scheduled": State.SCHEDULED,
@@ -145,7 +142,7 @@ class SQLiteBroker(Broker):
     #
     #   finished_keys  keys held past their message's ack: (queue, key), the id
     #                  that enqueue answers with, and until when (unix seconds);
-    #                  written by a trigger on the ack's delete, in its transaction
+    #                  written by the ack's transaction
     #
     #   message_counts how many messages of each (queue, priority) are in each state,
     #                  kept by triggers on ``messages`` in the transaction of every
@@ -233,16 +230,9 @@ class SQLiteBroker(Broker):
             PRIMARY KEY (queue, key)
         ) WITHOUT ROWID""",
         "CREATE INDEX IF NOT EXISTS finished_keys_until ON finished_keys (until)",
-        # An ack (a delete of a leased message) of one that holds its key for a time
-        # keeps it; delete and cancel clear key_hold first (they free the key).
-        f"""CREATE TRIGGER IF NOT EXISTS messages_key_finished AFTER DELETE ON messages
-            WHEN old.key_hold > 0 AND old.state = 'leased' AND old.key IS NOT NULL
-        BEGIN INSERT OR REPLACE INTO finished_keys (queue, key, id, until)
-            VALUES (old.queue, old.key, old.id, {_NOW} + old.key_hold); END""",
-        # unique_until="start": the reserve frees the key.
-        """CREATE TRIGGER IF NOT EXISTS messages_key_start AFTER UPDATE OF state ON messages
-            WHEN new.state = 'leased' AND new.key_hold < 0
-        BEGIN UPDATE messages SET key = NULL, key_hold = NULL WHERE seq = new.seq; END""",
+        # the messages an ack looks up to keep their keys: few, and none when unused
+        """CREATE INDEX IF NOT EXISTS messages_key_hold
+            ON messages (id) WHERE key_hold > 0""",
     )
     # Files from before message_counts get it filled in the transaction that creates it;
     # so does a file that lost one of its triggers (its counts may be wrong).
@@ -285,6 +275,8 @@ class SQLiteBroker(Broker):
     _EXPIRE_DEAD = "DELETE FROM messages WHERE state = 'dead' AND died <= ?"
     _HELD = "id = ? AND token = ? AND state = 'leased'"
     _ACK = f"DELETE FROM messages WHERE {_HELD}"
+    _KEEP_KEY = "INSERT OR REPLACE INTO finished_keys (queue, key, id, until) VALUES (?, ?, ?, ?)"
+    _ANY_KEY_HOLD = "SELECT 1 FROM messages INDEXED BY messages_key_hold WHERE key_hold > 0 LIMIT 1"
     _RENEW = f"UPDATE messages SET lease_until = ? WHERE {_HELD}"
     _KEY_HOLDER = """SELECT id FROM messages
         WHERE queue = ? AND key = ? AND state != 'dead'"""
@@ -372,7 +364,7 @@ class SQLiteBroker(Broker):
         if not deliveries:
             return 0
         with self._db.write() as conn:
-            return conn.executemany(self._ACK, [(d.id, d.token) for d in deliveries]).rowcount
+            return self._ack(conn, [(d.id, d.token) for d in deliveries])
 
     def retry(self, delivery: Delivery, countdown: float, error: str) -> bool:
         """Schedule the message ``countdown`` seconds from now (at the back of the line)
@@ -458,7 +450,7 @@ class SQLiteBroker(Broker):
             ]
             changed = 0
             if done:
-                changed += conn.executemany(self._ACK, done).rowcount
+                changed += self._ack(conn, done)
             if kept:
                 changed += conn.executemany(self._RENEW, kept).rowcount
             if held is None:
@@ -467,6 +459,28 @@ class SQLiteBroker(Broker):
                 held = {d.id for d in deliveries}
             write(conn, held)
         return held
+
+    def _ack(self, conn: sqlite3.Connection, held: list[tuple[str, str]]) -> int:
+        """Delete the messages leased under these (id, token) pairs; returns how many.
+
+        First, in the caller's transaction, a message among them that holds its key
+        for a time (``key_hold``, not cancelled) leaves it in ``finished_keys``. When
+        no message holds its key so (keys unused, or freed at the ack), that costs one
+        look at the empty index ``messages_key_hold``.
+        """
+        if conn.execute(self._ANY_KEY_HOLD).fetchone() is None:
+            return conn.executemany(self._ACK, held).rowcount
+        tokens = dict(held)
+        keep: list[tuple[str, str, str, float]] = []
+        now = time.time()
+        for start in range(0, len(held), IDS_PER_STATEMENT):
+            chunk = [id for id, _ in held[start : start + IDS_PER_STATEMENT]]
+            for id, token, queue, key, hold in conn.execute(_keyed_sql(len(chunk)), chunk):
+                if tokens[id] == token:
+                    keep.append((queue, key, id, now + hold))
+        if keep:
+            conn.executemany(self._KEEP_KEY, keep)
+        return conn.executemany(self._ACK, held).rowcount
 
     def _holding(self, conn: sqlite3.Connection, deliveries: Sequence[Delivery]) -> set[str]:
         """The ids of ``deliveries`` leased under their token (read in the caller's
@@ -523,8 +537,8 @@ class SQLiteBroker(Broker):
                     RETURNING id, queue, state, body, attempt""",
                     chunk,
                 ).fetchall()
-                marked = conn.execute(  # a cancelled job keeps no key once acked
-                    f"""UPDATE messages SET cancelled = 1, key_hold = NULL
+                marked = conn.execute(
+                    f"""UPDATE messages SET cancelled = 1
                     WHERE id IN ({marks}) AND state = 'leased'
                     RETURNING id, queue, state, body, attempt""",
                     chunk,
@@ -705,8 +719,6 @@ class SQLiteBroker(Broker):
         """Remove one message wherever it is; its lease, if any, goes stale."""
         with self._db.write() as conn:
             self._tidy(conn, time.time())
-            # A leased message deleted is no ack: its key is not kept (messages_key_finished).
-            conn.execute("UPDATE messages SET key_hold = NULL WHERE id = ? AND key_hold > 0", (id,))
             return bool(conn.execute("DELETE FROM messages WHERE id = ?", (id,)).rowcount)
 
     def locate(self, id: str) -> State | None:
@@ -902,8 +914,9 @@ def _reserve_sql(queues: int) -> str:
     else:
         arms = " UNION ALL ".join(f"SELECT * FROM ({first.format(n + 3)})" for n in range(queues))
         pick = f"SELECT seq FROM ({arms}) ORDER BY priority, run_at, seq LIMIT ?2"
+    # key: unique_until="start" frees it here (key_hold -1).
     return f"""UPDATE messages SET state = 'leased', token = lower(hex(randomblob(8))),
-            lease_until = ?1, deliveries = deliveries + 1
+            lease_until = ?1, deliveries = deliveries + 1, key = iif(key_hold < 0, NULL, key)
         WHERE seq IN (SELECT seq FROM ({pick}))
         RETURNING {rowcheck.RETURNED}"""
 
@@ -918,6 +931,16 @@ def _in(ids: set[str] | None, id: str) -> bool:
 
 def _write_nothing(conn: sqlite3.Connection, held: set[str]) -> None:
     pass
+
+
+@functools.lru_cache(maxsize=32)
+def _keyed_sql(ids: int) -> str:
+    """Which of ``ids`` ids are leased messages holding their key for a time (not
+    cancelled): id, token, queue, key, key_hold. Seeks in ``messages_key_hold``."""
+    marks = ",".join("?" * ids)
+    return f"""SELECT id, token, queue, key, key_hold FROM messages INDEXED BY messages_key_hold
+        WHERE key_hold > 0 AND id IN ({marks}) AND state = 'leased' AND NOT cancelled
+            AND key IS NOT NULL"""
 
 
 @functools.lru_cache(maxsize=32)
