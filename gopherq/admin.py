@@ -152,7 +152,7 @@ class Submission:
     kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Send options of ``apply_async``: queue, priority, countdown, eta, expires,
-    retries, key, headers (those not given left out)."""
+    retries, key, key_ttl, headers (those not given left out)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +164,8 @@ class Submitted:
     task: str
     queue: str
     new: bool
-    """False when the idempotency key was held by a live job: nothing was sent."""
+    """False when the idempotency key was held by another job (live, or finished within
+    its ``key_ttl``): nothing was sent."""
 
 
 def unregistered(app: GopherQ, name: str) -> str | None:

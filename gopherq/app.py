@@ -59,6 +59,7 @@ from gopherq.task import (
     default_name,
     make_options,
 )
+from gopherq.uniqueness import key_hold, key_ttl_problem, unique_key
 
 T = TypeVar("T")
 TaskT = TypeVar("TaskT", bound=BaseTask[Any, Any])
@@ -322,10 +323,10 @@ class GopherQ:
         Options: ``name``, ``queue``, ``priority``, ``retries``, ``backoff``,
         ``retry_delay``, ``max_retry_delay``, ``jitter``, ``autoretry_for``,
         ``dont_autoretry_for``, ``timeout``, ``soft_timeout``, ``expires``,
-        ``ignore_result``, ``concurrency``. An unknown option raises
-        ``ConfigurationError``; Celery's names work where they mean the same
-        (``max_retries``) and say what gopherq has where they do not (see
-        docs/celery.md). ``bind=True`` passes the
+        ``ignore_result``, ``concurrency``, ``unique``, ``unique_until``, ``key_ttl``
+        (see ``gopherq.uniqueness``). An unknown option raises ``ConfigurationError``;
+        Celery's names work where they mean the same (``max_retries``) and say what
+        gopherq has where they do not (see docs/celery.md). ``bind=True`` passes the
         task's ``TaskContext`` (``current_task()``) as the first argument.
         """
         declared = dict(options)
@@ -470,6 +471,8 @@ class GopherQ:
 
     def send_many(self, signatures: Iterable[Signature[Any]]) -> list[AsyncResult[Any]]:
         """Send a batch in one broker call (one transaction on SQLite)."""
+        if not isinstance(signatures, list):
+            signatures = list(signatures)
         messages = [self._message(sig) for sig in signatures]
         middleware = self.middleware
         if middleware:
@@ -483,7 +486,7 @@ class GopherQ:
                 middleware.after_enqueue(self, messages, [m.id for m in messages])
             return [AsyncResult(run_eagerly(self, message), self) for message in messages]
         try:
-            envelopes = [self._envelope(message) for message in messages]
+            envelopes = list(map(self._envelope, messages, signatures))
             ids = self.broker.enqueue(envelopes)
         except BaseException as exc:
             if middleware:
@@ -498,7 +501,7 @@ class GopherQ:
         calling middleware: raises as ``send`` does, ``TypeError`` for arguments that
         do not fit, ``ValueError`` for an option out of bounds, ``SerializationError``
         for a value that does not encode or a message too large."""
-        return self._envelope(self._message(signature))
+        return self._envelope(self._message(signature), signature)
 
     def apply(self, signature: Signature[R]) -> EagerResult[R]:
         """Run one signature here and now, through the codec as a worker would, retrying
@@ -647,6 +650,8 @@ class GopherQ:
         )
         if opts:  # most sends have none: .delay() and .s() never do
             _apply_send_options(message, opts, now, self.settings.max_eta)
+        if defaults.unique and message.key is None:
+            message.key = unique_key(self.codec, message.task, message.args, message.kwargs)
         return message
 
     def _decoded(self, cancellation: Cancellation) -> Message:
@@ -656,14 +661,21 @@ class GopherQ:
         except Exception:
             return Message(id=cancellation.id, task="?", queue=cancellation.queue)
 
-    def _envelope(self, message: Message) -> Envelope:
+    def _envelope(self, message: Message, sig: Signature[Any]) -> Envelope:
+        body = self.codec.encode(message)
+        if message.key is None:  # the rule: nothing more to work out
+            return Envelope(message.id, message.queue, message.priority, body, message.eta)
+        # How long the broker holds the key (gopherq.uniqueness).
+        ttl, until_start = key_hold(sig.task.options, sig.options, self.settings.result_expires)
         return Envelope(
-            id=message.id,
-            queue=message.queue,
-            priority=message.priority,
-            body=self.codec.encode(message),
-            eta=message.eta,
-            key=message.key,
+            message.id,
+            message.queue,
+            message.priority,
+            body,
+            message.eta,
+            message.key,
+            key_ttl=ttl,
+            key_until_start=until_start,
         )
 
     def __repr__(self) -> str:
@@ -761,6 +773,8 @@ def _apply_send_options(
     message.retries = opts.get("retries")
     message.timeout = opts.get("timeout")
     message.key = opts.get("key")
+    if opts.get("key_ttl") is not None and (problem := key_ttl_problem(opts["key_ttl"])):
+        raise ValueError(f"send option key_ttl {problem}")
     message.headers = dict(opts.get("headers") or {})
     for name, option in _CHECKED_OPTIONS:
         problem = field_problem(name, getattr(message, name))

@@ -249,6 +249,19 @@ def worker(
 @priority_option
 @click.option("--countdown", type=click.FloatRange(min=0), help="Seconds to wait before running.")
 @click.option("--queue", default=None, help="Queue (default: the task's).")
+@click.option(
+    "--key",
+    default=None,
+    help="Idempotency key: while a job of the queue holds it, print that job's id and send "
+    "nothing.",
+)
+@click.option(
+    "--key-ttl",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="With --key: seconds the key stays held once the job succeeded (default: the "
+    "task's key_ttl).",
+)
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
 @click.option(
     "--timeout",
@@ -266,6 +279,8 @@ def submit(
     priority: str | None,
     countdown: float | None,
     queue: str | None,
+    key: str | None,
+    key_ttl: float | None,
     wait: bool,
     timeout: float,
 ) -> None:
@@ -280,7 +295,13 @@ def submit(
             f"the broker has no message of it: start one with -Q {queue}",
             err=True,
         )
-    options = {"priority": priority, "countdown": countdown, "queue": queue}
+    options = {
+        "priority": priority,
+        "countdown": countdown,
+        "queue": queue,
+        "key": key,
+        "key_ttl": key_ttl,
+    }
     submission = admin.Submission(
         name, args, kwargs, {k: v for k, v in options.items() if v is not None}
     )

@@ -31,6 +31,7 @@ from gopherq.errors import ConfigurationError
 from gopherq.limits import Rate, parse_burst, parse_rate
 from gopherq.message import field_problem, new_id
 from gopherq.states import Priority
+from gopherq.uniqueness import DEFAULT_KEY_TTL, UniqueUntil, check_task_options
 
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
@@ -79,6 +80,13 @@ class TaskOptions:
     """Runs that may start at once under ``rate_limit`` (and each ``rate_limit_per_key``); 1."""
     rate_limit_per_key: Rate | None = None
     """Runs per fair key (``apply_async(fair_key=...)``) across all workers, at most."""
+    unique: bool = False
+    """Each send's idempotency key, unless ``key=`` gives one, is derived from the task
+    name and the arguments (see ``gopherq.uniqueness``)."""
+    unique_until: UniqueUntil = "ttl"
+    """When a send's key (derived or given) is free again: ``start``, ``finish``, or
+    ``ttl``: ``key_ttl`` seconds after the job succeeded."""
+    key_ttl: float = DEFAULT_KEY_TTL
 
     def retry_delay_for(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt + 1`` (``attempt`` from 0)."""
@@ -130,6 +138,7 @@ def make_options(
             values[key] = _exception_types(key, values[key])
     if "expires" in values:
         values["expires"] = _seconds("expires", values["expires"])
+    check_task_options(values)
     for key in ("retries", "retry_delay", "max_retry_delay", "timeout", "soft_timeout"):
         value = values.get(key)
         if value is not None and (isinstance(value, bool) or not 0 <= value < math.inf):
@@ -258,7 +267,8 @@ class BaseTask(Generic[P, R]):
 
         Options: ``countdown`` (seconds), ``eta`` (datetime or unix seconds),
         ``priority``, ``queue``, ``retries``, ``timeout``, ``expires`` (seconds,
-        timedelta or datetime), ``key`` (idempotency key), ``headers``,
+        timedelta or datetime), ``key`` (idempotency key), ``key_ttl`` (seconds a
+        finished job's key stays held, see ``gopherq.uniqueness``), ``headers``,
         ``task_id``.
         """
         return self.app.send(Signature(self, tuple(args), dict(kwargs or {}), options))
@@ -345,6 +355,7 @@ SEND_OPTIONS = frozenset(
         "timeout",
         "expires",
         "key",
+        "key_ttl",
         "headers",
         "task_id",
     }

@@ -33,6 +33,9 @@ class _Message:
     attempt: int = 0
     deliveries: int = 0
     token: str = ""
+    holds_key: bool = True
+    """Whether its envelope's key (if any) is held by it: not once reserved with
+    ``key_until_start``."""
 
 
 class DictBroker(Broker):
@@ -44,13 +47,15 @@ class DictBroker(Broker):
         self._messages: dict[str, _Message] = {}
         self._changed = threading.Condition()
         self._seq = itertools.count()
+        self._finished: dict[tuple[str, str], tuple[str, float]] = {}
+        """Keys held past their ack: (queue, key) -> (id, until)."""
 
     def enqueue(self, envelopes: Sequence[Envelope]) -> list[str]:
         ids = []
         with self._changed:
             now = time.time()
             for env in envelopes:
-                holder = self._holder(env.queue, env.key)
+                holder = self._holder(env.queue, env.key, now)
                 ids.append(holder or env.id)
                 if holder is None and env.id not in self._messages:
                     message = self._messages[env.id] = _Message(env, next(self._seq))
@@ -79,9 +84,13 @@ class DictBroker(Broker):
 
     def ack(self, deliveries: Sequence[Delivery]) -> int:
         with self._changed:
-            held = [d for d in deliveries if self._held(d)]
-            for delivery in held:
-                del self._messages[delivery.id]
+            held = [m for d in deliveries if (m := self._held(d)) is not None]
+            now = time.time()
+            for message in held:
+                env = message.envelope
+                if env.key is not None and env.key_ttl and message.holds_key:
+                    self._finished[env.queue, env.key] = (env.id, now + env.key_ttl)
+                del self._messages[env.id]
             return len(held)
 
     def retry(self, delivery: Delivery, countdown: float, error: str) -> bool:
@@ -154,6 +163,8 @@ class DictBroker(Broker):
         message.state, message.due = LEASED, now + self.lease_seconds
         message.token, message.deliveries = secrets.token_hex(8), message.deliveries + 1
         env, attempt = message.envelope, message.attempt
+        if env.key_until_start:
+            message.holds_key = False
         return Delivery(
             env.id, env.queue, env.priority, env.body, attempt, message.deliveries, message.token
         )
@@ -164,15 +175,18 @@ class DictBroker(Broker):
             return None
         return message
 
-    def _holder(self, queue: str, key: str | None) -> str | None:
-        """The id of the live message of ``queue`` holding idempotency ``key``."""
+    def _holder(self, queue: str, key: str | None, now: float) -> str | None:
+        """The id of the live message of ``queue`` holding idempotency ``key``, else of
+        the finished one whose key is held past ``now``."""
         if key is None:
             return None
         for message in self._messages.values():
             env = message.envelope
-            if env.queue == queue and env.key == key and message.state != DEAD:
+            live = message.state != DEAD and message.holds_key
+            if env.queue == queue and env.key == key and live:
                 return env.id
-        return None
+        id, until = self._finished.get((queue, key), ("", 0.0))
+        return id if until > now else None
 
     def _next_due(self, now: float) -> float:
         """Seconds until the next eta or lease expiry; infinity if there is none."""

@@ -63,10 +63,13 @@ def envelope(
     body: bytes | None = None,
     eta: float | None = None,
     key: str | None = None,
+    key_ttl: float | None = None,
+    key_until_start: bool = False,
 ) -> Envelope:
     """A message with a fresh id; its body names the id unless given."""
     id = uuid.uuid4().hex
-    return Envelope(id, queue, priority, body if body is not None else id.encode(), eta, key)
+    body = body if body is not None else id.encode()
+    return Envelope(id, queue, priority, body, eta, key, key_ttl, key_until_start)
 
 
 def enqueue(broker: Broker, *envelopes: Envelope) -> list[str]:
@@ -669,6 +672,129 @@ def test_requeue_dead_leaves_dead_one_whose_key_is_held_again(broker: Broker, by
     # Once the key is free, the dead letter can take it.
     assert broker.requeue_dead([first.id] if by_id else None) == 1
     assert broker.enqueue([envelope(key="k")]) == [first.id]
+
+
+def lease(broker: Broker, message: Envelope) -> Delivery:
+    """Enqueue ``message`` and reserve it."""
+    enqueue(broker, message)
+    [got] = broker.reserve([message.queue], 1, 0)
+    assert got.id == message.id
+    return got
+
+
+def finish(broker: Broker, message: Envelope) -> None:
+    """Enqueue ``message``, reserve it and ack it."""
+    assert broker.ack([lease(broker, message)]) == 1
+
+
+def is_free(broker: Broker, key: str) -> bool:
+    """Whether an enqueue with ``key`` stores a message of its own (it does so if True)."""
+    fresh = envelope(key=key)
+    return broker.enqueue([fresh]) == [fresh.id]
+
+
+def wait_until_key_is_free(broker: Broker, key: str, queue: str = "default") -> str:
+    """Enqueue with ``key`` until a message of its own is stored (a held key answers
+    with its holder); returns that message's id."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        fresh = envelope(queue, key=key)
+        if broker.enqueue([fresh]) == [fresh.id]:
+            return fresh.id
+        time.sleep(0.02)
+    raise AssertionError(f"key {key!r} still held after 10 s")
+
+
+def test_a_finished_key_answers_within_its_ttl(broker: Broker) -> None:
+    first = envelope(key="k", key_ttl=600)
+    finish(broker, first)
+    assert broker.enqueue([envelope(key="k")]) == [first.id]
+    assert broker.enqueue([envelope(key="k", key_ttl=600)]) == [first.id]
+    assert broker.reserve(["default"], 10, 0) == []  # nothing was stored
+    assert admin_view(lambda: [broker.locate(first.id)]) == [None]
+    # Within a batch, beside messages that stand for themselves.
+    a, twin, b = envelope(), envelope(key="k"), envelope()
+    assert broker.enqueue([a, twin, b]) == [a.id, first.id, b.id]
+    # Per queue: the key is free in another one.
+    other = envelope("other", key="k")
+    assert broker.enqueue([other]) == [other.id]
+
+
+def test_a_finished_key_is_freed_after_its_ttl(broker: Broker) -> None:
+    first = envelope(key="k", key_ttl=0.3)
+    finish(broker, first)
+    assert broker.enqueue([envelope(key="k")]) == [first.id]
+    fresh = wait_until_key_is_free(broker, "k")
+    assert broker.enqueue([envelope(key="k")]) == [fresh]
+    assert ids_of(broker.reserve(["default"], 10, 0)) == [fresh]
+
+
+def test_a_key_without_ttl_is_freed_at_the_ack(broker: Broker) -> None:
+    finish(broker, envelope(key="k", key_ttl=0))
+    assert is_free(broker, "k")
+
+
+def test_a_dead_letter_keeps_no_key_despite_its_ttl(broker: Broker) -> None:
+    got = lease(broker, envelope(key="k", key_ttl=600))
+    assert broker.dead(got, "MAX_RETRIES", "ValueError: boom")
+    assert is_free(broker, "k")
+
+
+def test_a_retried_message_holds_its_key_until_acked(broker: Broker) -> None:
+    first = envelope(key="k", key_ttl=600)
+    got = lease(broker, first)
+    assert broker.retry(got, 0, "ValueError: boom")
+    assert broker.enqueue([envelope(key="k")]) == [first.id]
+    [again] = broker.reserve(["default"], 1, 0)
+    assert broker.ack([again]) == 1
+    assert broker.enqueue([envelope(key="k")]) == [first.id]
+
+
+def test_a_stale_ack_keeps_no_key(broker: Broker) -> None:
+    first = envelope(key="k", key_ttl=600)
+    got = lease(broker, first)
+    assert broker.requeue([got]) == 1
+    assert broker.ack([got]) == 0  # its token is stale: the message stays, ready
+    assert broker.enqueue([envelope(key="k")]) == [first.id]
+    assert ids_of(broker.reserve(["default"], 10, 0)) == [first.id]
+
+
+def test_a_key_until_start_is_freed_by_reserve(broker: Broker) -> None:
+    first = envelope(key="k", key_until_start=True)
+    enqueue(broker, first)
+    assert broker.enqueue([envelope(key="k")]) == [first.id]  # ready: held
+    [got] = broker.reserve(["default"], 1, 0)
+    fresh = envelope(key="k", key_until_start=True)
+    assert broker.enqueue([fresh]) == [fresh.id]  # started: free
+    assert broker.requeue([got]) == 1  # back in line, it does not take it again
+    assert broker.enqueue([envelope(key="k")]) == [fresh.id]
+    taken = broker.reserve(["default"], 10, 0)
+    assert ids_of(taken) == [first.id, fresh.id]
+    assert broker.ack(taken) == 2
+    assert is_free(broker, "k")  # acked: no finished key kept
+
+
+@admin
+def test_cancel_and_delete_keep_no_key_despite_its_ttl(broker: Broker) -> None:
+    ready, leased, deleted = (envelope(key=k, key_ttl=600) for k in ("r", "l", "d"))
+    enqueue(broker, leased, deleted)
+    got = broker.reserve(["default"], 2, 0)
+    enqueue(broker, ready)
+    assert len(broker.cancel([ready.id, leased.id])) == 2
+    assert broker.ack([d for d in got if d.id == leased.id]) == 1  # settled as cancelled
+    assert broker.delete(deleted.id)
+    fresh = [envelope(key=k) for k in ("r", "l", "d")]
+    assert broker.enqueue(fresh) == [e.id for e in fresh]
+
+
+@admin
+def test_a_live_holder_answers_before_a_finished_key(broker: Broker) -> None:
+    dead = envelope(key="k", key_ttl=600)
+    broker.dead(lease(broker, dead), "REJECTED", "no")
+    done = envelope(key="k", key_ttl=600)
+    finish(broker, done)
+    assert broker.requeue_dead([dead.id]) == 1
+    assert broker.enqueue([envelope(key="k")]) == [dead.id]
 
 
 def test_idempotency_key_of_a_scheduled_message(broker: Broker) -> None:

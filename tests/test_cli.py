@@ -195,9 +195,20 @@ def test_submit_queue_and_countdown(cli: Cli) -> None:
     assert json.loads(ok(cli("status", id.strip(), "--json")))["state"] == "SCHEDULED"
 
 
+def test_submit_with_a_held_key_prints_the_first_id(cli: Cli) -> None:
+    first = ok(cli("submit", "add", "--args", "[1, 2]", "--key", "k", "--key-ttl", "60"))
+    assert ok(cli("submit", "add", "--args", "[3, 4]", "--key", "k")) == first
+    assert json.loads(ok(cli("stats", "--json")))[0]["ready"] == 1
+    error = failed(cli("submit", "add", "--args", "[1, 2]", "--key", "j", "--key-ttl", "inf"))
+    assert (
+        error == "Error: send option key_ttl must be a finite number of seconds, 0 or more, not inf"
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["--key-ttl", "-1"], "-1.0 is not in the range x>=0"),
         (["--args", "[1,"], "not valid JSON"),
         (["--args", '{"x": 1}'], "expected a JSON array"),
         (["--kwargs", "[1]"], "expected a JSON object"),

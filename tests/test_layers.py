@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "shared services and what application code touches",
         (
             "results", "events", "schedules", "protocol", "app", "task", "result", "runner",
-            "middleware", "context", "tracker", "once", "loader", "admin", "display",
+            "middleware", "context", "tracker", "once", "uniqueness", "loader", "admin", "display",
             "observability", "access", "web_extra", "admin_rates",
         ),
     ),

@@ -34,6 +34,7 @@ import test_redis_indexes
 import test_result_backend_contract
 from redis.crc import key_slot
 from test_broker_contract import envelope, ids_of
+from test_key_concurrency import sends_with_one_key
 
 from gopherq.brokers import Broker, open_broker
 from gopherq.brokers.redis import RedisBroker
@@ -181,6 +182,12 @@ def test_blocked_on_several_slots_wakes_for_each(cluster_broker: RedisBroker) ->
         [(got, took)] = out
         assert got == [message.id]
         assert took < bound
+
+
+def test_concurrent_sends_with_one_key_make_one_job(cluster: str) -> None:
+    ids, taken = sends_with_one_key(private(cluster))  # the key lives in the queue's slot
+    assert len(ids) == 1
+    assert [d.id for d in taken] == list(ids)
 
 
 def test_scripts_reload_on_every_node_after_a_flush(cluster: str) -> None:

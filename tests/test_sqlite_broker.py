@@ -381,6 +381,26 @@ def test_a_file_from_before_the_cancel_mark_is_migrated_on_open(tmp_path: Path) 
         broker.close()
 
 
+def test_a_file_from_before_key_holds_is_migrated_on_open(tmp_path: Path) -> None:
+    url = url_of(tmp_path / "old.db")
+    broker = SQLiteBroker(url)
+    with broker._db.write() as conn:  # back to the file of the release before key holds
+        conn.execute("DROP INDEX messages_key_hold")
+        conn.execute("DROP TABLE finished_keys")
+        conn.execute("ALTER TABLE messages DROP COLUMN key_hold")
+        conn.execute(SQLiteBroker._INSERT, ("old", "default", 2, "ready", 0.0, "k", b"O"))
+    broker.close()
+    broker = SQLiteBroker(url)
+    try:
+        assert broker.ack(broker.reserve(["default"], 1, 0)) == 1
+        kept = Envelope("new", "default", 2, b"N", key="k", key_ttl=600)
+        assert broker.enqueue([kept]) == ["new"]  # the old message kept no key
+        assert broker.ack(broker.reserve(["default"], 1, 0)) == 1
+        assert broker.enqueue([Envelope("again", "default", 2, b"A", key="k")]) == ["new"]
+    finally:
+        broker.close()
+
+
 # (f) Errors: "try later" (BrokerUnavailable) apart from "broken" (BrokerError).
 
 

@@ -36,6 +36,19 @@ message is acked, cancelled, deleted or purged, and also once it is
 dead-lettered, so that a keyed job that died can be sent again. ``requeue_dead``
 takes the key back; a dead letter whose key another live message holds
 meanwhile stays a dead letter (that message stands for the job).
+
+How long a key is held beyond that, the envelope says (``Envelope.key_ttl``,
+``Envelope.key_until_start``):
+
+- ``key_ttl`` seconds (a finished key): an ack keeps the key held for that long
+  after it, by the broker's clock, and an enqueue with the key meanwhile stores
+  nothing and returns the finished message's id, as a live holder's. Only an ack
+  of a message that holds its key and was not cancelled keeps it; a live holder
+  comes first (a dead letter requeued meanwhile); nothing frees a finished key
+  before its time but the time.
+- ``key_until_start``: the key is freed as soon as the message is reserved (it
+  does not take it back if it goes back to ready).
+- neither (the default): freed at the ack, as above.
 """
 
 from __future__ import annotations
@@ -75,6 +88,12 @@ class Envelope:
     key: str | None = None
     """Idempotency key: while a live message of this queue holds it, enqueue returns
     that message's id (see the module docstring)."""
+    key_ttl: float | None = None
+    """Seconds the key stays held after the message is acked, answering with its id;
+    None or 0: freed at the ack. Only with ``key``."""
+    key_until_start: bool = False
+    """Free the key when the message is reserved, not when it is settled. Only with
+    ``key``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,11 +5,12 @@ instance between threads to share its messages.
 
 Supports the whole broker contract: batch enqueue, delayed messages (``eta``),
 strict priority with FIFO within a priority, leases with tokens and renewal,
-idempotency keys (per queue), rate limits (GCRA buckets, ``defer``),
-cancellation (a leased message carries its cancel mark
-through requeue, lease expiry and retry), pause and resume, dead letters
-with a time to live, and a blocking ``reserve`` that sleeps on a condition until an enqueue,
-requeue or resume, the next due ``eta`` or the next lease expiry (no polling).
+idempotency keys (per queue; held past the ack for ``key_ttl``, or freed at
+reserve), rate limits (GCRA buckets, ``defer``), cancellation (a leased message
+carries its cancel mark through requeue, lease expiry and retry), pause and
+resume, dead letters with a time to live, and a blocking ``reserve`` that sleeps
+on a condition until an enqueue, requeue or resume, the next due ``eta`` or the
+next lease expiry (no polling).
 
 Concurrency limits (``admit``): holders per key with lease ends; a parked message
 is scheduled until its parking ends and waits in its key's line meanwhile.
@@ -35,6 +36,8 @@ is skipped when it surfaces)::
     _buckets     rate limit key -> its theoretical arrival time (GCRA, ``gopherq.limits``)
     _slots       rate limit key -> {(queue, id): slot} of messages put back for a slot
     _limits      task -> ``RateSetting``: rate limits set at run time, holds
+    _finished    (queue, idempotency key) -> (id, until): keys held past their ack
+    _finished_expiry  heap of (until, queue, key) of _finished
 """
 
 from __future__ import annotations
@@ -76,6 +79,8 @@ class _Message:
     priority: int
     body: bytes
     key: str | None
+    key_ttl: float | None
+    key_until_start: bool
     state: State = State.QUEUED
     seq: int = 0
     """Place in line: requeue and lease expiry put a message back there."""
@@ -139,6 +144,8 @@ class MemoryBroker(Broker):
         self._leases: list[tuple[float, str]] = []
         self._dead: dict[str, dict[str, _Message]] = {}
         self._keys: dict[tuple[str, str], str] = {}
+        self._finished: dict[tuple[str, str], tuple[str, float]] = {}
+        self._finished_expiry: list[tuple[float, str, str]] = []
         self._paused: set[str] = set()
         self._seq = itertools.count()
         self._holders: dict[str, dict[tuple[str, str], float]] = {}
@@ -154,11 +161,19 @@ class MemoryBroker(Broker):
             now = time.time()
             self._tidy(now)
             for env in envelopes:
-                held = self._keys.get((env.queue, env.key)) if env.key is not None else None
+                held = self._key_holder(env.queue, env.key, now) if env.key is not None else None
                 ids.append(env.id if held is None else held)
                 if held is not None or env.id in self._messages:
                     continue
-                message = _Message(env.id, env.queue, env.priority, env.body, env.key)
+                message = _Message(
+                    env.id,
+                    env.queue,
+                    env.priority,
+                    env.body,
+                    env.key,
+                    env.key_ttl,
+                    env.key_until_start,
+                )
                 self._messages[env.id] = message
                 if env.key is not None:
                     self._keys[env.queue, env.key] = env.id
@@ -202,8 +217,11 @@ class MemoryBroker(Broker):
         """Forget finished messages; returns how many were still held."""
         count = 0
         with self._changed:
+            now = time.time()
             for delivery in deliveries:
                 if (message := self._held(delivery)) is not None:
+                    if message.key_ttl and not message.cancelled:
+                        self._keep_finished_key(message, now + message.key_ttl)
                     self._forget(message)
                     count += 1
         return count
@@ -646,6 +664,9 @@ class MemoryBroker(Broker):
         message.deliveries += 1
         message.lease_until = now + self.lease_seconds
         heapq.heappush(self._leases, (message.lease_until, message.id))
+        if message.key_until_start:
+            self._release_key(message)
+            message.key = None
         return message.delivery()
 
     def _wake_parked(self, key: str, count: int) -> None:
@@ -692,6 +713,11 @@ class MemoryBroker(Broker):
             ):
                 self._push_ready(message, message.seq)
                 moved += 1
+        expiry = self._finished_expiry
+        while expiry and expiry[0][0] <= now:
+            until, queue, key = heapq.heappop(expiry)
+            if self._finished.get((queue, key), ("", 0.0))[1] == until:
+                del self._finished[queue, key]
         cutoff = now - self.dead_letter_ttl
         for letters in self._dead.values():
             while letters and (oldest := next(iter(letters.values()))).died <= cutoff:
@@ -727,6 +753,20 @@ class MemoryBroker(Broker):
         """Free the message's idempotency key if it holds it."""
         if message.key is not None and self._keys.get((message.queue, message.key)) == message.id:
             del self._keys[message.queue, message.key]
+
+    def _key_holder(self, queue: str, key: str, now: float) -> str | None:
+        """The id of the live message holding ``key`` in ``queue``, else of the finished
+        one whose key is held until after ``now``; None if neither."""
+        held = self._keys.get((queue, key))
+        if held is None and (finished := self._finished.get((queue, key))) is not None:
+            held = finished[0] if finished[1] > now else None
+        return held
+
+    def _keep_finished_key(self, message: _Message, until: float) -> None:
+        """Hold the key of ``message`` (being acked) until ``until``, if it holds it."""
+        if message.key is not None and self._keys.get((message.queue, message.key)) == message.id:
+            self._finished[message.queue, message.key] = (message.id, until)
+            heapq.heappush(self._finished_expiry, (until, message.queue, message.key))
 
     def _take_key(self, message: _Message) -> bool:
         """Make the message hold its idempotency key again; False if another holds it."""

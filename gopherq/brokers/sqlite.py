@@ -4,9 +4,10 @@ Many producer and worker processes on one machine share one database file.
 
 Supports the whole broker contract: batch enqueue in one transaction, delayed
 messages (``eta``), strict priority with FIFO within a priority across several
-queues, leases with per-delivery tokens and renewal, idempotency keys (per
-queue), rate limits (``_sqlite_rates``; ``defer`` puts a message back in its old
-place in line), cancellation (a leased message carries its cancel mark through requeue, lease
+queues, leases with per-delivery tokens and renewal, idempotency keys (per queue;
+held past the ack for ``key_ttl``, or freed at reserve), rate limits
+(``_sqlite_rates``; ``defer`` puts a message back in its old place in line),
+cancellation (a leased message carries its cancel mark through requeue, lease
 expiry and retry), pause and resume, dead letters with a time to live, and a
 blocking ``reserve`` that sleeps on a change notification (inotify on the
 ``-wal`` file, see ``gopherq.stores.sqlite``) and wakes within about a
@@ -134,6 +135,9 @@ class SQLiteBroker(SQLiteRates, Broker):
     #     key          idempotency key, unique within its queue among messages that
     #                  are not dead (a dead letter keeps it, to take it again when
     #                  requeued, but does not hold it)
+    #     key_hold     NULL: the key is freed when the message is acked; seconds > 0:
+    #                  held that long after the ack (``finished_keys``); -1: freed
+    #                  when the message is reserved (the key goes NULL)
     #     reason, error, died   while dead: why, the error text, and when
     #     cancelled    1 once a cancel was requested while it was leased: kept by
     #                  requeue, lease expiry and retry, cleared when it dies
@@ -149,6 +153,9 @@ class SQLiteBroker(SQLiteRates, Broker):
     #   queues         every queue seen by enqueue or pause, and its paused flag
     #
     #   rate_buckets, rate_slots, rate_limits: see ``_sqlite_rates``
+    #   finished_keys  keys held past their message's ack: (queue, key), the id
+    #                  that enqueue answers with, and until when (unix seconds);
+    #                  written by the ack's transaction
     #
     #   message_counts how many messages of each (queue, priority) are in each state,
     #                  kept by triggers on ``messages`` in the transaction of every
@@ -176,6 +183,7 @@ class SQLiteBroker(SQLiteRates, Broker):
             died REAL,
             cancelled INTEGER NOT NULL DEFAULT 0,
             line_at REAL,
+            key_hold REAL,
             body BLOB NOT NULL
         )""",
         """CREATE TABLE IF NOT EXISTS queues (
@@ -230,6 +238,17 @@ class SQLiteBroker(SQLiteRates, Broker):
         BEGIN {_UNCOUNT_OLD}; {_COUNT_NEW}; END""",
         *limits.SCHEMA,  # concurrency limits: see _sqlite_limits
         *RATE_SCHEMA,
+        """CREATE TABLE IF NOT EXISTS finished_keys (
+            queue TEXT NOT NULL,
+            key TEXT NOT NULL,
+            id TEXT NOT NULL,
+            until REAL NOT NULL,
+            PRIMARY KEY (queue, key)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS finished_keys_until ON finished_keys (until)",
+        # the messages an ack looks up to keep their keys: few, and none when unused
+        """CREATE INDEX IF NOT EXISTS messages_key_hold
+            ON messages (id) WHERE key_hold > 0""",
     )
     # Files from before message_counts get it filled in the transaction that creates it;
     # so does a file that lost one of its triggers (its counts may be wrong).
@@ -256,6 +275,7 @@ class SQLiteBroker(SQLiteRates, Broker):
     ADDED = (
         ("messages", "cancelled", "INTEGER NOT NULL DEFAULT 0"),
         ("messages", "line_at", "REAL"),
+        ("messages", "key_hold", "REAL"),
     )
     # Indexes of earlier releases, dropped from files created before: ``messages_key``
     # held a key across every queue and while dead (``messages_queue_key`` replaces it).
@@ -263,6 +283,8 @@ class SQLiteBroker(SQLiteRates, Broker):
 
     _INSERT = """INSERT INTO messages (id, queue, priority, state, run_at, key, body)
         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"""
+    _INSERT_KEYED = """INSERT INTO messages (id, queue, priority, state, run_at, key, body,
+        key_hold) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"""
     _PROMOTE = """UPDATE messages SET state = 'ready', run_at = coalesce(line_at, run_at),
         line_at = NULL
         WHERE state = 'scheduled' AND queue IN ({}) AND run_at <= ?"""
@@ -271,9 +293,15 @@ class SQLiteBroker(SQLiteRates, Broker):
     _EXPIRE_DEAD = "DELETE FROM messages WHERE state = 'dead' AND died <= ?"
     _HELD = "id = ? AND token = ? AND state = 'leased'"
     _ACK = f"DELETE FROM messages WHERE {_HELD}"
+    _KEEP_KEY = "INSERT OR REPLACE INTO finished_keys (queue, key, id, until) VALUES (?, ?, ?, ?)"
+    _ANY_KEY_HOLD = "SELECT 1 FROM messages INDEXED BY messages_key_hold WHERE key_hold > 0 LIMIT 1"
     _RENEW = f"UPDATE messages SET lease_until = ? WHERE {_HELD}"
     _KEY_HOLDER = """SELECT id FROM messages
         WHERE queue = ? AND key = ? AND state != 'dead'"""
+    # The live holder of a key first, else the finished one whose key is held still.
+    _HOLDER = f"""{_KEY_HOLDER} UNION ALL
+        SELECT id FROM finished_keys WHERE queue = ? AND key = ? AND until > ? LIMIT 1"""
+    _EXPIRE_KEYS = "DELETE FROM finished_keys WHERE until <= ?"
 
     def __init__(
         self,
@@ -316,8 +344,13 @@ class SQLiteBroker(SQLiteRates, Broker):
                 ids = []
                 for env, row in zip(envelopes, rows, strict=True):
                     held = None
-                    if conn.execute(self._INSERT, row).rowcount == 0 and env.key is not None:
-                        held = conn.execute(self._KEY_HOLDER, (env.queue, env.key)).fetchone()
+                    if env.key is None:
+                        conn.execute(self._INSERT, row)
+                    else:
+                        where = (env.queue, env.key)
+                        held = conn.execute(self._HOLDER, (*where, *where, now)).fetchone()
+                        if held is None:
+                            conn.execute(self._INSERT_KEYED, (*row, _key_hold(env)))
                     ids.append(env.id if held is None else held[0])
         self._known_queues |= new_queues
         return ids
@@ -360,7 +393,7 @@ class SQLiteBroker(SQLiteRates, Broker):
         if not deliveries:
             return 0
         with self._db.write() as conn:
-            return conn.executemany(self._ACK, [(d.id, d.token) for d in deliveries]).rowcount
+            return self._ack(conn, [(d.id, d.token) for d in deliveries])
 
     def retry(self, delivery: Delivery, countdown: float, error: str) -> bool:
         """Schedule the message ``countdown`` seconds from now (at the back of the line)
@@ -446,7 +479,7 @@ class SQLiteBroker(SQLiteRates, Broker):
             ]
             changed = 0
             if done:
-                changed += conn.executemany(self._ACK, done).rowcount
+                changed += self._ack(conn, done)
             if kept:
                 changed += conn.executemany(self._RENEW, kept).rowcount
             if held is None:
@@ -455,6 +488,28 @@ class SQLiteBroker(SQLiteRates, Broker):
                 held = {d.id for d in deliveries}
             write(conn, held)
         return held
+
+    def _ack(self, conn: sqlite3.Connection, held: list[tuple[str, str]]) -> int:
+        """Delete the messages leased under these (id, token) pairs; returns how many.
+
+        First, in the caller's transaction, a message among them that holds its key
+        for a time (``key_hold``, not cancelled) leaves it in ``finished_keys``. When
+        no message holds its key so (keys unused, or freed at the ack), that costs one
+        look at the empty index ``messages_key_hold``.
+        """
+        if conn.execute(self._ANY_KEY_HOLD).fetchone() is None:
+            return conn.executemany(self._ACK, held).rowcount
+        tokens = dict(held)
+        keep: list[tuple[str, str, str, float]] = []
+        now = time.time()
+        for start in range(0, len(held), IDS_PER_STATEMENT):
+            chunk = [id for id, _ in held[start : start + IDS_PER_STATEMENT]]
+            for id, token, queue, key, hold in conn.execute(_keyed_sql(len(chunk)), chunk):
+                if tokens[id] == token:
+                    keep.append((queue, key, id, now + hold))
+        if keep:
+            conn.executemany(self._KEEP_KEY, keep)
+        return conn.executemany(self._ACK, held).rowcount
 
     def _holding(self, conn: sqlite3.Connection, deliveries: Sequence[Delivery]) -> set[str]:
         """The ids of ``deliveries`` leased under their token (read in the caller's
@@ -847,6 +902,7 @@ class SQLiteBroker(SQLiteRates, Broker):
             moved += conn.execute(self._RECOVER, (now,)).rowcount
             conn.execute(self._EXPIRE_DEAD, (now - self.dead_letter_ttl,))
             conn.execute("DELETE FROM rate_slots WHERE slot < ?", (now - RATE_SLOT_KEPT,))
+            conn.execute(self._EXPIRE_KEYS, (now,))
             self._sweep_from = rowcheck.sweep(conn, self._sweep_from, now)
         return moved
 
@@ -869,6 +925,13 @@ class SQLiteBroker(SQLiteRates, Broker):
         if lease is not None:
             due = min(due, max(rowcheck.time_or(lease, self._next_recover), self._next_recover))
         return due
+
+
+def _key_hold(env: Envelope) -> float | None:
+    """The ``key_hold`` column of a keyed message (see the schema)."""
+    if env.key_until_start:
+        return -1.0
+    return env.key_ttl if env.key_ttl and env.key_ttl > 0 else None
 
 
 # queue, priority, ready, scheduled, leased, dead, oldest ready run_at; summed per queue.
@@ -928,8 +991,9 @@ def _reserve_sql(queues: int) -> str:
     else:
         arms = " UNION ALL ".join(f"SELECT * FROM ({first.format(n + 3)})" for n in range(queues))
         pick = f"SELECT seq FROM ({arms}) ORDER BY priority, run_at, seq LIMIT ?2"
+    # key: unique_until="start" frees it here (key_hold -1).
     return f"""UPDATE messages SET state = 'leased', token = lower(hex(randomblob(8))),
-            lease_until = ?1, deliveries = deliveries + 1
+            lease_until = ?1, deliveries = deliveries + 1, key = iif(key_hold < 0, NULL, key)
         WHERE seq IN (SELECT seq FROM ({pick}))
         RETURNING {rowcheck.RETURNED}"""
 
@@ -944,6 +1008,16 @@ def _in(ids: set[str] | None, id: str) -> bool:
 
 def _write_nothing(conn: sqlite3.Connection, held: set[str]) -> None:
     pass
+
+
+@functools.lru_cache(maxsize=32)
+def _keyed_sql(ids: int) -> str:
+    """Which of ``ids`` ids are leased messages holding their key for a time (not
+    cancelled): id, token, queue, key, key_hold. Seeks in ``messages_key_hold``."""
+    marks = ",".join("?" * ids)
+    return f"""SELECT id, token, queue, key, key_hold FROM messages INDEXED BY messages_key_hold
+        WHERE key_hold > 0 AND id IN ({marks}) AND state = 'leased' AND NOT cancelled
+            AND key IS NOT NULL"""
 
 
 @functools.lru_cache(maxsize=32)

@@ -10,7 +10,9 @@
 --   P:{q}:delayed  zset    id -> eta (units)              scheduled: eta or retry backoff
 --   P:{q}:leased   zset    id -> lease end (units)        reserved by a worker
 --   P:{q}:dead     zset    id -> died (units)             dead letters
---   P:{q}:keys     hash    idempotency key -> id
+--   P:{q}:keys     hash    idempotency key -> id of the live message holding it
+--   P:{q}:keys:<key>  string  id of the finished message whose key is held past its
+--                          ack, expiring (PX) when the hold ends
 --   P:{q}:seq      string  the last seq handed out
 --   P:{q}:paused   string  present while the queue is paused
 --   P:{q}:wake     list    at most one token, "there may be work": blocked reserves BLPOP it
@@ -18,6 +20,8 @@
 --                          (a and d absent means 0), s seq,
 --                          st state (r ready, s scheduled, l leased, d dead),
 --                          t token (while leased), k idempotency key,
+--                          kh how long k is held: ms past the ack, or 's' to free
+--                          it at reserve (absent: freed at the ack),
 --                          r reason, e error, x died in units (while dead),
 --                          c '1' once cancel found it leased (requeue, expiry, retry keep it),
 --                          w '1' while defer has it scheduled: due, it goes back in line at s
@@ -151,6 +155,26 @@ end
 -- Put a message in line as ready at seq (now if seq is no whole number). A hash gone
 -- (or a key that is not a hash) comes back as a stub, which reserve repairs (see the
 -- layout above): a message that went into a zset ends run or dead-lettered.
+local function key_and_hold(arg)
+  local key, hold = string.match(arg, '^(.*)%z([^%z]*)$')
+  if key then
+    return key, hold
+  end
+  return arg, ''
+end
+
+-- The id holding key: the live message's, else the finished one's; false if none.
+local function key_holder(q, key)
+  local holder = redis.call('HGET', q.keys, key)
+  local st = holder and redis.call('HGET', q.msg .. holder, 'st')
+  if holder and st and st ~= 'd' then
+    return holder
+  end -- else none, or a stale entry: its message is gone, or dead
+  return redis.call('GET', q.keys .. ':' .. key)
+end
+
+-- Delete a message's hash and its idempotency key (the caller removes it from its zset).
+-- key: the hash's k field when the caller has read it already (false: none).
 local function first_score(key)
   local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
   return first[2] and tonumber(first[2])
@@ -171,12 +195,14 @@ end
 --
 -- KEYS  [1] the queue's key base P:{q}
 -- ARGV  5 per message: id, priority, eta (unix seconds, '' for none),
---       idempotency key ('' for none), body
+--       idempotency key ('' for none; gopherq's producers add NUL and its hold, see
+--       key_and_hold), body
 -- Each message stands for its own id, or for the id of the live message that already
--- holds its idempotency key. Returns, for a single message, the id it stands for;
--- for a batch, only the exceptions, as pairs of position (1-based) and id (packed by
--- reply(), lib.lua): an empty reply when every message stands for itself, the rule,
--- saves sending back and decoding a thousand ids. An id already stored is left alone.
+-- holds its idempotency key (else of the finished one whose key is still held).
+-- Returns, for a single message, the id it stands for; for a batch, only the
+-- exceptions, as pairs of position (1-based) and id (packed by reply(), lib.lua): an
+-- empty reply when every message stands for itself, the rule, saves sending back and
+-- decoding a thousand ids. An id already stored is left alone.
 -- A message with an eta in the future goes to the delayed zset, others to ready.
 -- Wakes a blocked reserve when something became ready, or when the earliest eta moved
 -- closer (so that a reserve sleeping until the old earliest eta recomputes its sleep).
@@ -197,13 +223,10 @@ local others = {} -- position, id: messages that stand for another
 for i = 0, n - 1 do
   local id, priority, eta, key, body = ARGV[i * 5 + 1], ARGV[i * 5 + 2], ARGV[i * 5 + 3],
     ARGV[i * 5 + 4], ARGV[i * 5 + 5]
-  local holder = false
+  local holder, hold = false, ''
   if key ~= '' then
-    holder = redis.call('HGET', q.keys, key)
-    local st = holder and redis.call('HGET', q.msg .. holder, 'st')
-    if holder and (not st or st == 'd') then
-      holder = false -- a stale entry: its message is gone, or dead (before dead.lua freed keys)
-    end
+    key, hold = key_and_hold(key)
+    holder = key_holder(q, key)
   end
   if holder then
     others[#others + 1], others[#others + 2] = i + 1, holder
@@ -226,6 +249,9 @@ for i = 0, n - 1 do
       end
       if key ~= '' then
         redis.call('HSET', m, 'k', key)
+        if hold ~= '' then
+          redis.call('HSET', m, 'kh', hold)
+        end
         redis.call('HSET', q.keys, key, id)
       end
     end

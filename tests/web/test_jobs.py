@@ -122,6 +122,20 @@ def test_a_held_idempotency_key_answers_200_with_the_first_job(
     assert app.broker.stats()["default"].ready == 1
 
 
+def test_a_finished_job_answers_for_its_key_within_its_key_ttl(
+    app: GopherQ, api: TestClient
+) -> None:
+    first = send(api, key="done", key_ttl=3600)
+    drain(app)
+    again = api.post(JOBS, json={"task": "t.add", "args": [5, 5], "key": "done"})
+    assert again.status_code == 200
+    assert again.json()["id"] == first["id"] and again.json()["new"] is False
+    assert api.get(f"{JOBS}/{first['id']}/result").json()["result"] == 3
+    assert send(api, key="gone", key_ttl=0)["new"]
+    drain(app)
+    assert send(api, key="gone")["new"]  # held for no time: sent anew
+
+
 def test_unknown_task_is_422_with_close_names_and_nothing_sent(
     app: GopherQ, api: TestClient
 ) -> None:
@@ -170,6 +184,8 @@ def test_arguments_and_options_the_send_refuses_are_422(
         ({"eta": "tomorrow"}, "body.eta"),
         ({"eta": "2030-01-01T00:00:00"}, "body.eta"),
         ({"key": ""}, "body.key"),
+        ({"key": "k", "key_ttl": -1}, "body.key_ttl"),
+        ({"key": "k", "key_ttl": "1h"}, "body.key_ttl"),
         ({"args": {"x": 1}}, "body.args"),
         ({"kwargs": [1]}, "body.kwargs"),
         ({"surprise": 1}, "body.surprise"),

@@ -3,7 +3,8 @@
 Supports the whole broker contract, every state change one Lua script:
 
 * batch enqueue in one round trip (a whole batch per script call, in chunks of
-  ``ENQUEUE_CHUNK``, every chunk in one pipeline), idempotency keys, delayed
+  ``ENQUEUE_CHUNK``, every chunk in one pipeline), idempotency keys (held past the
+  ack for ``key_ttl`` as a string with a time to live, or freed at reserve), delayed
   messages (``eta``) in a sorted set until due, never held by a worker;
 * reserve in one script: due etas and expired leases first go back in line, then
   up to ``limit`` messages, strict priority and FIFO within a priority (across
@@ -119,6 +120,7 @@ Key layout: see ``scripts/lib.lua``; for concurrency limits (``admit``) see
 from __future__ import annotations
 
 import functools
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -848,7 +850,19 @@ def _dead_letter(queue: str, raw: Sequence[Any]) -> DeadLetter:
 def _enqueue_fields(env: Envelope) -> tuple[Any, ...]:
     """The five ARGV entries of one message for enqueue.lua."""
     eta = "" if env.eta is None else repr(float(env.eta))
-    return (env.id, int(env.priority), eta, env.key or "", env.body)
+    key = "" if env.key is None else _key_field(env, env.key)
+    return (env.id, int(env.priority), eta, key, env.body)
+
+
+def _key_field(env: Envelope, key: str) -> str:
+    """The key argument of enqueue.lua: the key, then NUL and how long it is held (its
+    kh field, lib.lua: ms past the ack, or ``s`` to free it at reserve); the key alone
+    when it is held for neither (as other producers send it) and holds no NUL."""
+    if env.key_until_start:
+        return f"{key}\0s"
+    if env.key_ttl and env.key_ttl > 0:
+        return f"{key}\0{math.ceil(env.key_ttl * 1000)}"
+    return f"{key}\0" if "\0" in key else key
 
 
 def _deliveries(raw: list[Any], queues: list[str]) -> list[Delivery]:

@@ -130,7 +130,8 @@ def _created(sent: admin.Submitted) -> JobCreated:
 )
 async def create_job(request: Request) -> JSONResponse:
     """Send one job: 201 with its id and a ``Location``; 200 with the earlier job's id
-    when a live job of the queue holds the idempotency key (nothing is sent)."""
+    when a job of the queue holds the idempotency key, live or finished within its
+    ``key_ttl`` (nothing is sent)."""
     # The hottest route: the role check and the body are read here rather than as
     # parameters, which FastAPI would resolve for each request at several times the cost.
     caller = await check_role(request, Role.SUBMITTER)

@@ -105,8 +105,14 @@ class JobSubmit(BaseModel):
     )
     key: Annotated[str, Field(min_length=1, max_length=MAX_KEY)] | None = Field(
         None,
-        description="Idempotency key: while a live job of the queue holds it, that job "
-        "answers (200) and nothing is sent.",
+        description="Idempotency key: while a job of the queue holds it (queued, scheduled "
+        "or running, or finished within its key_ttl), that job answers (200) and nothing is "
+        "sent.",
+    )
+    key_ttl: Seconds | None = Field(
+        None,
+        description="With key: seconds the key stays held once the job succeeded (a send "
+        "meanwhile answers with it); default: the task's key_ttl (24 hours).",
     )
     headers: dict[str, Any] = Field(default_factory=dict, description="Message headers.")
 
@@ -118,7 +124,17 @@ class JobSubmit(BaseModel):
 
     def options(self) -> dict[str, Any]:
         """The send options given (``apply_async``'s names)."""
-        names = ("queue", "priority", "countdown", "eta", "expires", "retries", "key", "headers")
+        names = (
+            "queue",
+            "priority",
+            "countdown",
+            "eta",
+            "expires",
+            "retries",
+            "key",
+            "key_ttl",
+            "headers",
+        )
         return {n: getattr(self, n) for n in names if getattr(self, n) not in (None, {})}
 
 
@@ -154,7 +170,10 @@ class JobCreated(BaseModel):
     id: str
     task: str
     queue: str
-    new: bool = Field(description="False: the key was held, this is the earlier job's id.")
+    new: bool = Field(
+        description="False: the key was held, this is the earlier job's id (live, or "
+        "finished within its key_ttl)."
+    )
 
 
 class CreatedBatch(BaseModel):

@@ -3,12 +3,14 @@
 --
 -- KEYS  [1] the queue's key base P:{q}
 -- ARGV  5 per message: id, priority, eta (unix seconds, '' for none),
---       idempotency key ('' for none), body
+--       idempotency key ('' for none; gopherq's producers add NUL and its hold, see
+--       key_and_hold), body
 -- Each message stands for its own id, or for the id of the live message that already
--- holds its idempotency key. Returns, for a single message, the id it stands for;
--- for a batch, only the exceptions, as pairs of position (1-based) and id (packed by
--- reply(), lib.lua): an empty reply when every message stands for itself, the rule,
--- saves sending back and decoding a thousand ids. An id already stored is left alone.
+-- holds its idempotency key (else of the finished one whose key is still held).
+-- Returns, for a single message, the id it stands for; for a batch, only the
+-- exceptions, as pairs of position (1-based) and id (packed by reply(), lib.lua): an
+-- empty reply when every message stands for itself, the rule, saves sending back and
+-- decoding a thousand ids. An id already stored is left alone.
 -- A message with an eta in the future goes to the delayed zset, others to ready.
 -- Wakes a blocked reserve when something became ready, or when the earliest eta moved
 -- closer (so that a reserve sleeping until the old earliest eta recomputes its sleep).
@@ -29,13 +31,10 @@ local others = {} -- position, id: messages that stand for another
 for i = 0, n - 1 do
   local id, priority, eta, key, body = ARGV[i * 5 + 1], ARGV[i * 5 + 2], ARGV[i * 5 + 3],
     ARGV[i * 5 + 4], ARGV[i * 5 + 5]
-  local holder = false
+  local holder, hold = false, ''
   if key ~= '' then
-    holder = redis.call('HGET', q.keys, key)
-    local st = holder and redis.call('HGET', q.msg .. holder, 'st')
-    if holder and (not st or st == 'd') then
-      holder = false -- a stale entry: its message is gone, or dead (before dead.lua freed keys)
-    end
+    key, hold = key_and_hold(key)
+    holder = key_holder(q, key)
   end
   if holder then
     others[#others + 1], others[#others + 2] = i + 1, holder
@@ -58,6 +57,9 @@ for i = 0, n - 1 do
       end
       if key ~= '' then
         redis.call('HSET', m, 'k', key)
+        if hold ~= '' then
+          redis.call('HSET', m, 'kh', hold)
+        end
         redis.call('HSET', q.keys, key, id)
       end
     end

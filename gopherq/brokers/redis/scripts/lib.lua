@@ -9,7 +9,9 @@
 --   P:{q}:delayed  zset    id -> eta (units)              scheduled: eta or retry backoff
 --   P:{q}:leased   zset    id -> lease end (units)        reserved by a worker
 --   P:{q}:dead     zset    id -> died (units)             dead letters
---   P:{q}:keys     hash    idempotency key -> id
+--   P:{q}:keys     hash    idempotency key -> id of the live message holding it
+--   P:{q}:keys:<key>  string  id of the finished message whose key is held past its
+--                          ack, expiring (PX) when the hold ends
 --   P:{q}:seq      string  the last seq handed out
 --   P:{q}:paused   string  present while the queue is paused
 --   P:{q}:wake     list    at most one token, "there may be work": blocked reserves BLPOP it
@@ -17,6 +19,8 @@
 --                          (a and d absent means 0), s seq,
 --                          st state (r ready, s scheduled, l leased, d dead),
 --                          t token (while leased), k idempotency key,
+--                          kh how long k is held: ms past the ack, or 's' to free
+--                          it at reserve (absent: freed at the ack),
 --                          r reason, e error, x died in units (while dead),
 --                          c '1' once cancel found it leased (requeue, expiry, retry keep it),
 --                          w '1' while defer has it scheduled: due, it goes back in line at s
@@ -209,6 +213,26 @@ local function release_key(q, id, key)
   end
 end
 
+-- An enqueue's key argument: the key, then NUL and the hold (kh above; '' for none),
+-- as gopherq's producers send it; a key with no NUL (another producer's) has none.
+local function key_and_hold(arg)
+  local key, hold = string.match(arg, '^(.*)%z([^%z]*)$')
+  if key then
+    return key, hold
+  end
+  return arg, ''
+end
+
+-- The id holding key: the live message's, else the finished one's; false if none.
+local function key_holder(q, key)
+  local holder = redis.call('HGET', q.keys, key)
+  local st = holder and redis.call('HGET', q.msg .. holder, 'st')
+  if holder and st and st ~= 'd' then
+    return holder
+  end -- else none, or a stale entry: its message is gone, or dead
+  return redis.call('GET', q.keys .. ':' .. key)
+end
+
 -- Delete a message's hash and its idempotency key (the caller removes it from its zset).
 -- key: the hash's k field when the caller has read it already (false: none).
 local function forget(q, id, key)
@@ -218,6 +242,19 @@ local function forget(q, id, key)
   end
   release_key(q, id, key)
   redis.call('DEL', m)
+end
+
+-- Forget an acked message (as forget does; key: its k field, false for none); its key
+-- stays held for kh ms, answering with its id, if it holds it and was not cancelled.
+local function forget_acked(q, id, key)
+  if key then
+    local f = redis.call('HMGET', q.msg .. id, 'kh', 'c')
+    local ms = whole(f[1])
+    if ms and ms > 0 and not f[2] and redis.call('HGET', q.keys, key) == id then
+      redis.call('SET', q.keys .. ':' .. key, id, 'PX', int(ms))
+    end
+  end
+  forget(q, id, key)
 end
 
 -- Is the message leased under this token?

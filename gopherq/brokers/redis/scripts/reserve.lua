@@ -11,7 +11,8 @@
 --       in seconds, '' for none
 -- Per queue, first tidy: due etas and expired leases become ready, old dead letters go.
 -- Then take the lowest scores (priority, then seq) across the unpaused queues and
--- lease each: st = l, t = token, d + 1, into the leased zset until now + lease. A
+-- lease each: st = l, t = token, d + 1, into the leased zset until now + lease (and
+-- free its idempotency key when it is held only until the start, kh = 's'). A
 -- message a foreign writer spoiled is repaired first (see repair below) and handed
 -- out all the same: its worker runs it or dead-letters it with a reason.
 -- Wake tokens: a queue left with nothing runnable loses its token (it is stale); an
@@ -38,7 +39,7 @@ local function count(x)
   return nil
 end
 
--- Make a spoiled message's hash m sound again (f: its HMGET fields b, p, a, d, c, or
+-- Make a spoiled message's hash m sound again (f: its HMGET fields b, p, a, d, c, kh, or
 -- an error reply when m is not a hash, which goes): b '' when absent, which its
 -- worker dead-letters DECODE_ERROR; p 2 when not a whole number, a and d 0 when not
 -- counts, s now when not a whole number. Every later script then finds sound fields.
@@ -54,7 +55,7 @@ local function repair(m, f, now)
   local body = f[1] or ''
   redis.call('HSET', m, 'b', body, 'p', int(priority), 'a', int(attempt), 'd', int(seen),
     's', int(seq))
-  return {body, false, false, false, f[5]}, priority, attempt, seen
+  return {body, false, false, false, f[5], f[6]}, priority, attempt, seen
 end
 
 local limit = tonumber(ARGV[1])
@@ -185,7 +186,7 @@ local leases = {}
 for _, p in ipairs(picked) do
   local q, id = queues[p[1]], p[2]
   local m = q.msg .. id
-  local f = redis.pcall('HMGET', m, 'b', 'p', 'a', 'd', 'c') -- pcall: see repair
+  local f = redis.pcall('HMGET', m, 'b', 'p', 'a', 'd', 'c', 'kh') -- pcall: see repair
   -- Checked inline, with no call in the common case (a and d absent): every message.
   local priority, attempt, seen = tonumber(f[2]), 0, 0
   if f[3] then attempt = count(f[3]) end
@@ -193,6 +194,10 @@ for _, p in ipairs(picked) do
   if not (f[1] and priority and attempt and seen) or priority % 1 ~= 0
     or priority >= WHOLE or priority <= -WHOLE then
     f, priority, attempt, seen = repair(m, f, now)
+  end
+  if f[6] == 's' then -- unique_until="start": the key is free once the task starts
+    release_key(q, id, redis.call('HGET', m, 'k'))
+    redis.call('HDEL', m, 'k', 'kh')
   end
   local deliveries = seen + 1
   -- '1' for a first delivery (the rule) costs no formatting at all.

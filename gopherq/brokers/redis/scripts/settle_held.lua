@@ -43,7 +43,7 @@ for j = 5, #ARGV, 10 do
       end
     end
     if ARGV[j + 2] == '1' then
-      forget(q, id, f[3])
+      forget_acked(q, id, f[3])
       gone[#gone + 1] = id
     else
       lease_end = lease_end or int(now_units() + tonumber(ARGV[1]) * UNITS)
