@@ -29,6 +29,7 @@ from gopherq.errors import ConfigurationError, NotRegistered, TaskCancelled
 from gopherq.events import EventBackend, Events, event_backend_for, open_event_backend
 from gopherq.events.emitter import EventEmitter
 from gopherq.events.hub import H
+from gopherq.fairness import checked as checked_fair_key
 from gopherq.message import MAX_TIMESTAMP, Message, field_problem, new_id
 from gopherq.middleware import Middleware, MiddlewareStack
 from gopherq.observability.tracing import TracingMiddleware
@@ -641,6 +642,8 @@ class GopherQ:
             expires=_timestamp(defaults.expires, now, relative=True),
             created=now,
         )
+        if task.fair_key_of is not None:
+            message.fair_key = task.fair_key_of(sig.args, sig.kwargs)
         if opts:  # most sends have none: .delay() and .s() never do
             _apply_send_options(message, opts, now, self.settings.max_eta)
         return message
@@ -660,6 +663,7 @@ class GopherQ:
             body=self.codec.encode(message),
             eta=message.eta,
             key=message.key,
+            fair_key=message.fair_key,
         )
 
     def __repr__(self) -> str:
@@ -757,6 +761,9 @@ def _apply_send_options(
     message.retries = opts.get("retries")
     message.timeout = opts.get("timeout")
     message.key = opts.get("key")
+    if "fair_key" in opts:  # over the task's own; None: no key
+        fair_key = opts["fair_key"]
+        message.fair_key = None if fair_key is None else checked_fair_key(fair_key)
     message.headers = dict(opts.get("headers") or {})
     for name, option in _CHECKED_OPTIONS:
         problem = field_problem(name, getattr(message, name))

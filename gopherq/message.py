@@ -38,6 +38,8 @@ MAX_QUEUE = 128
 """Longest queue name, in characters."""
 MAX_KEY = 256
 """Longest idempotency key, in characters."""
+MAX_FAIR_KEY = 200
+"""Longest fair-sharing key (``fair``), in characters."""
 MAX_DEPS = 1000
 """Most ids in ``deps``."""
 MAX_HEADERS = 64
@@ -74,6 +76,9 @@ class Message:
     retries: int | None = None
     timeout: float | None = None
     key: str | None = None
+    fair_key: str | None = None
+    """Fair-sharing key (envelope field ``fair``): within its queue and priority, ready
+    messages of different keys take turns."""
     deps: list[str] | None = None
     parent: str | None = None
     root: str | None = None
@@ -100,6 +105,8 @@ class Message:
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
+        if self.fair_key is not None:
+            out["fair"] = self.fair_key
         out["created"] = self.created
         return out
 
@@ -144,6 +151,8 @@ class Message:
             raise DecodeError(_first_problem(fields))
         if "created" not in fields:
             fields["created"] = 0.0
+        if "fair" in fields:
+            fields["fair_key"] = fields.pop("fair")
         return cls(**fields)
 
 
@@ -252,6 +261,7 @@ _SPEC: dict[str, tuple[tuple[Any, ...], bool, float, float]] = {
     "retries": (_INT, False, 0, MAX_COUNT),
     "timeout": (_NUMBER, False, _POSITIVE, MAX_TIMESTAMP),
     "key": (_TEXT, True, 0, MAX_KEY),
+    "fair": (_TEXT, True, 1, MAX_FAIR_KEY),
     "deps": (_LIST, True, 0, MAX_DEPS),
     "parent": (_TEXT, True, 0, MAX_ID),
     "root": (_TEXT, True, 0, MAX_ID),

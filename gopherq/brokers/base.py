@@ -35,6 +35,21 @@ message is acked, cancelled, deleted or purged, and also once it is
 dead-lettered, so that a keyed job that died can be sent again. ``requeue_dead``
 takes the key back; a dead letter whose key another live message holds
 meanwhile stays a dead letter (that message stands for the job).
+
+Fair keys (optional; a broker may ignore them, the built-in ones honour them):
+within one queue and priority, ready messages of different fair keys take turns,
+so that one key's burst does not hold back another key's messages. A broker
+places a keyed message, as enqueue makes it ready, at ``max(next[key], head)``
+in line, where ``head`` is the place of the first ready message of that queue
+and priority (now when there is none) and ``next[key]`` one step behind the
+key's last message; a burst of one key spreads one step apart from the head on,
+and a key that sends later lands at the head, between them. The counters are
+kept in the broker, changed in enqueue's atomic step, and dropped once the head
+passes them (all of a queue and priority when its line is empty), so they stay
+as few as the keys with ready messages. Messages without a key keep their place
+by send time; requeue and lease expiry keep a message's place; a keyed message
+with an eta in the future, a retry and a requeued dead letter line up as one
+without a key.
 """
 
 from __future__ import annotations
@@ -70,6 +85,9 @@ class Envelope:
     key: str | None = None
     """Idempotency key: while a live message of this queue holds it, enqueue returns
     that message's id (see the module docstring)."""
+    fair_key: str | None = None
+    """Fair-sharing key: within a queue and priority, the keys take turns (see the
+    module docstring)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,9 +6,9 @@ Supports the whole broker contract: batch enqueue in one transaction, delayed
 messages (``eta``), strict priority with FIFO within a priority across several
 queues, leases with per-delivery tokens and renewal, idempotency keys (per queue),
 cancellation (a leased message carries its cancel mark through requeue, lease
-expiry and retry), pause and resume, dead letters with a time to live, and a
-blocking ``reserve`` that sleeps on a change notification (inotify on the
-``-wal`` file, see ``gopherq.stores.sqlite``) and wakes within about a
+expiry and retry), fair keys (see ``_sqlite_fair``), pause and resume, dead
+letters with a time to live, and a blocking ``reserve`` that sleeps on a change
+notification (inotify on the ``-wal`` file, see ``gopherq.stores.sqlite``) and wakes within about a
 millisecond of a commit by any process, or at the next due ``eta`` or lease
 expiry. Where inotify is missing it polls (5 ms to 100 ms).
 
@@ -58,6 +58,7 @@ import time
 from collections.abc import Callable, Container, Sequence
 from typing import Any
 
+from gopherq.brokers import _sqlite_fair as fair
 from gopherq.brokers import _sqlite_rows as rowcheck
 from gopherq.brokers.base import (
     Broker,
@@ -213,6 +214,7 @@ class SQLiteBroker(Broker):
             AFTER UPDATE OF queue, priority ON messages
             WHEN new.queue IS NOT old.queue OR new.priority IS NOT old.priority
         BEGIN {_UNCOUNT_OLD}; {_COUNT_NEW}; END""",
+        *fair.SCHEMA,
     )
     # Files from before message_counts get it filled in the transaction that creates it;
     # so does a file that lost one of its triggers (its counts may be wrong).
@@ -288,16 +290,25 @@ class SQLiteBroker(Broker):
                 conn.executemany(
                     "INSERT OR IGNORE INTO queues (name) VALUES (?)", [(q,) for q in new_queues]
                 )
-            if all(env.key is None for env in envelopes):
+            if all(env.key is None and env.fair_key is None for env in envelopes):
                 conn.executemany(self._INSERT, rows)
                 ids = [env.id for env in envelopes]
             else:
                 ids = []
+                places = fair.FairPlaces(conn, now)
                 for env, row in zip(envelopes, rows, strict=True):
                     held = None
-                    if conn.execute(self._INSERT, row).rowcount == 0 and env.key is not None:
-                        held = conn.execute(self._KEY_HOLDER, (env.queue, env.key)).fetchone()
+                    fair_key = env.fair_key if row[3] == "ready" else None
+                    if fair_key is not None:  # its place in line by its fair key
+                        run_at = places.place(env.queue, env.priority, fair_key)
+                        row = (*row[:4], run_at, *row[5:])  # noqa: PLW2901
+                    if conn.execute(self._INSERT, row).rowcount == 0:
+                        if env.key is not None:
+                            held = conn.execute(self._KEY_HOLDER, (env.queue, env.key)).fetchone()
+                    elif fair_key is not None:
+                        places.take(env.queue, env.priority, fair_key, row[4])
                     ids.append(env.id if held is None else held[0])
+                places.store()
         self._known_queues |= new_queues
         return ids
 

@@ -11,6 +11,7 @@
 --   P:{q}:dead     zset    id -> died (units)             dead letters
 --   P:{q}:keys     hash    idempotency key -> id
 --   P:{q}:seq      string  the last seq handed out
+--   P:{q}:fair     zset    '<priority>:<fair key>' -> priority * 2^48 + the key's next seq
 --   P:{q}:paused   string  present while the queue is paused
 --   P:{q}:wake     list    at most one token, "there may be work": blocked reserves BLPOP it
 --   P:{q}:m:<id>   hash    one message: b body, p priority, a attempt, d deliveries
