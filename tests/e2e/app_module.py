@@ -151,3 +151,8 @@ def _kind(value: Any) -> str:
     if isinstance(value, datetime.datetime) and value.tzinfo is not None:
         return "datetime" + value.strftime("%z")
     return type(value).__name__
+
+
+@app.task(fair_key="tenant")
+def tenant_work(tenant: str, n: int) -> None:
+    note("tenant", tenant, n)
