@@ -122,6 +122,12 @@ def test_a_held_idempotency_key_answers_200_with_the_first_job(
     assert app.broker.stats()["default"].ready == 1
 
 
+def test_a_fair_key_travels_with_the_job(app: GopherQ, api: TestClient) -> None:
+    body = send(api, fair_key="tenant-42")
+    peeked = app.broker.peek(body["id"])
+    assert peeked is not None and app.codec.decode(peeked.body).fair_key == "tenant-42"
+
+
 def test_unknown_task_is_422_with_close_names_and_nothing_sent(
     app: GopherQ, api: TestClient
 ) -> None:
@@ -170,6 +176,8 @@ def test_arguments_and_options_the_send_refuses_are_422(
         ({"eta": "tomorrow"}, "body.eta"),
         ({"eta": "2030-01-01T00:00:00"}, "body.eta"),
         ({"key": ""}, "body.key"),
+        ({"fair_key": ""}, "body.fair_key"),
+        ({"fair_key": 42}, "body.fair_key"),
         ({"args": {"x": 1}}, "body.args"),
         ({"kwargs": [1]}, "body.kwargs"),
         ({"surprise": 1}, "body.surprise"),

@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from gopherq.display import jsonable
-from gopherq.message import MAX_COUNT, MAX_KEY, MAX_TIMESTAMP
+from gopherq.message import MAX_COUNT, MAX_FAIR_KEY, MAX_KEY, MAX_TIMESTAMP
 from gopherq.states import State
 from gopherq.web.names import QueueField, TaskField
 from gopherq.web.routes.events import EventOut
@@ -108,6 +108,11 @@ class JobSubmit(BaseModel):
         description="Idempotency key: while a live job of the queue holds it, that job "
         "answers (200) and nothing is sent.",
     )
+    fair_key: Annotated[str, Field(min_length=1, max_length=MAX_FAIR_KEY)] | None = Field(
+        None,
+        description="Fair-sharing key, such as a tenant: within a queue and priority, the "
+        "keys' jobs take turns. Default: the task's own (its fair_key option).",
+    )
     headers: dict[str, Any] = Field(default_factory=dict, description="Message headers.")
 
     @model_validator(mode="after")
@@ -118,7 +123,17 @@ class JobSubmit(BaseModel):
 
     def options(self) -> dict[str, Any]:
         """The send options given (``apply_async``'s names)."""
-        names = ("queue", "priority", "countdown", "eta", "expires", "retries", "key", "headers")
+        names = (
+            "queue",
+            "priority",
+            "countdown",
+            "eta",
+            "expires",
+            "retries",
+            "key",
+            "fair_key",
+            "headers",
+        )
         return {n: getattr(self, n) for n in names if getattr(self, n) not in (None, {})}
 
 
