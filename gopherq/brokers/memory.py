@@ -6,10 +6,11 @@ instance between threads to share its messages.
 Supports the whole broker contract: batch enqueue, delayed messages (``eta``),
 strict priority with FIFO within a priority, leases with tokens and renewal,
 idempotency keys (per queue), fair keys (taking turns within a queue and
-priority), cancellation (a leased message carries its cancel mark through requeue,
-lease expiry and retry), pause and resume, dead letters
-with a time to live, and a blocking ``reserve`` that sleeps on a condition until an enqueue,
-requeue or resume, the next due ``eta`` or the next lease expiry (no polling).
+priority; a step in line is one enqueued message here), cancellation (a leased
+message carries its cancel mark through requeue, lease expiry and retry), pause
+and resume, dead letters with a time to live, and a blocking ``reserve`` that
+sleeps on a condition until an enqueue, requeue or resume, the next due ``eta``
+or the next lease expiry (no polling).
 
 URL: ``memory://`` (the rest is ignored).
 

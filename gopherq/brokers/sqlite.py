@@ -8,9 +8,9 @@ queues, leases with per-delivery tokens and renewal, idempotency keys (per queue
 cancellation (a leased message carries its cancel mark through requeue, lease
 expiry and retry), fair keys (see ``_sqlite_fair``), pause and resume, dead
 letters with a time to live, and a blocking ``reserve`` that sleeps on a change
-notification (inotify on the ``-wal`` file, see ``gopherq.stores.sqlite``) and wakes within about a
-millisecond of a commit by any process, or at the next due ``eta`` or lease
-expiry. Where inotify is missing it polls (5 ms to 100 ms).
+notification (inotify on the ``-wal`` file, see ``gopherq.stores.sqlite``) and
+wakes within about a millisecond of a commit by any process, or at the next due
+``eta`` or lease expiry. Where inotify is missing it polls (5 ms to 100 ms).
 
 URL: ``sqlite:///`` followed by the path of the database file, relative to the
 working directory (``sqlite:///./gopherq.db``, ``sqlite:///data/q.db``) or

@@ -28,18 +28,21 @@ local first_seq = take_seqs(q, now, n)
 -- batch finds the head (the seq of the first ready message, now if none) and drops
 -- the counters it passed (all of them when the line is empty), so the zset holds
 -- about the keys with ready messages. counters holds the batch's changes, stored last.
-local fair_seq, counters = nil, {}
+-- (Defined only with fair keys, and without lib.lua's whole(): a call without them
+-- pays for no closure or table.)
+local fair_seq, counters
 if fair then
   local heads = {}
+  counters = {}
   fair_seq = function(priority, key)
     local base = score(priority, 0)
     local head = heads[base]
     if not head then
       local upper = '(' .. int(base + PRIORITY_STEP)
       local first = redis.call('ZRANGEBYSCORE', q.ready, int(base), upper, 'WITHSCORES', 'LIMIT', 0, 1)
-      head = first[2] and whole(first[2])
+      head = tonumber(first[2]) -- a score of its priority's range: finite
       if head then
-        head = head - base
+        head = math.floor(head - base)
         redis.call('ZREMRANGEBYSCORE', fair, int(base), int(base + head))
       else
         head = now
@@ -48,10 +51,10 @@ if fair then
       heads[base] = head
     end
     local member = int(base / PRIORITY_STEP) .. ':' .. key
-    local next_score = counters[member] or whole(redis.call('ZSCORE', fair, member))
+    local next_score = counters[member] or tonumber(redis.call('ZSCORE', fair, member))
     local seq = head
     if next_score and next_score - base > head and next_score - base < PRIORITY_STEP then
-      seq = next_score - base
+      seq = math.floor(next_score - base)
     end
     counters[member] = base + seq + 1
     return seq
