@@ -642,7 +642,8 @@ class GopherQ:
             expires=_timestamp(defaults.expires, now, relative=True),
             created=now,
         )
-        if task.fair_key_of is not None:
+        # The options' slot first: a send without the option reads no task attribute.
+        if defaults.fair_key is not None and task.fair_key_of is not None:
             message.fair_key = task.fair_key_of(sig.args, sig.kwargs)
         if opts:  # most sends have none: .delay() and .s() never do
             _apply_send_options(message, opts, now, self.settings.max_eta)
