@@ -2,7 +2,7 @@
 
 ::
 
-    python benchmarks/bench_redis_server.py [--json] [--tasks N] [--bulk N]
+    python benchmarks/bench_redis_server.py [--json] [--tasks N] [--bulk N] [--fair-keys N]
 
 Wall-clock figures swing with whatever else a shared machine is doing; the
 instructions a program runs do not. This starts a private ``redis-server`` on
@@ -14,6 +14,9 @@ enqueue   ``--tasks`` single ``.delay()`` calls
 bulk      ``--bulk`` messages in batches of 1,000 (``send_many``)
 drain     every message above reserved 16 at a time and acknowledged, as a
           worker does (the consumer runs in this process: only Redis is counted)
+
+``--fair-keys N`` sends every message with a fair key, one of N in turn (see
+docs/flow-control.md), to count what fair sharing costs.
 
 Use it to compare versions of the scripts: run it on each, the counts are
 repeatable to a fraction of a percent. Needs ``valgrind`` (with
@@ -36,6 +39,7 @@ import redis
 from _common import free_port
 
 from gopherq import GopherQ
+from gopherq.task import Signature
 
 BATCH = 1000
 PREFETCH = 16
@@ -92,8 +96,8 @@ class CountedRedis:
         self.process.wait(timeout=60)
 
 
-def measure(server: CountedRedis, tasks: int, bulk: int) -> dict[str, float]:
-    """Instructions per message in each phase."""
+def measure(server: CountedRedis, tasks: int, bulk: int, fair_keys: int = 0) -> dict[str, float]:
+    """Instructions per message in each phase; with ``fair_keys``, each message has one."""
     app = GopherQ("bench", broker=f"redis://127.0.0.1:{server.port}/0", events="off")
 
     @app.task(name="bench.noop", ignore_result=True)
@@ -104,14 +108,20 @@ def measure(server: CountedRedis, tasks: int, bulk: int) -> dict[str, float]:
     app.broker.reserve(["default"], 1, 0)
     figures: dict[str, float] = {}
 
+    def message(n: int) -> Signature[None]:
+        return noop.s().set(fair_key=f"tenant-{n % fair_keys}") if fair_keys else noop.s()
+
     server.reset()
-    for _ in range(tasks):
-        noop.delay()
+    for n in range(tasks):
+        if fair_keys:
+            app.send(message(n))
+        else:
+            noop.delay()
     figures["enqueue"] = server.count() / tasks
 
     server.reset()
     for first in range(0, bulk, BATCH):
-        app.send_many([noop.s() for _ in range(min(BATCH, bulk - first))])
+        app.send_many([message(n) for n in range(first, min(first + BATCH, bulk))])
     figures["bulk"] = server.count() / bulk
 
     server.reset()
@@ -129,6 +139,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--tasks", type=int, default=3000, help="single .delay() calls")
     parser.add_argument("--bulk", type=int, default=5000, help="messages sent in batches")
+    parser.add_argument("--fair-keys", type=int, default=0, help="fair keys to send with")
     options = parser.parse_args()
     missing = [p for p in ("valgrind", "callgrind_control", "redis-server") if not shutil.which(p)]
     if missing:
@@ -137,7 +148,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="gqbench-cg-") as folder:
         server = CountedRedis(Path(folder))
         try:
-            figures = measure(server, options.tasks, options.bulk)
+            figures = measure(server, options.tasks, options.bulk, options.fair_keys)
         finally:
             server.stop()
     if options.json:

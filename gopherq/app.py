@@ -30,6 +30,7 @@ from gopherq.errors import ConfigurationError, NotRegistered, TaskCancelled
 from gopherq.events import EventBackend, Events, event_backend_for, open_event_backend
 from gopherq.events.emitter import EventEmitter
 from gopherq.events.hub import H
+from gopherq.fairness import checked as checked_fair_key
 from gopherq.message import MAX_TIMESTAMP, Message, field_problem, new_id
 from gopherq.middleware import Middleware, MiddlewareStack
 from gopherq.observability.tracing import TracingMiddleware
@@ -648,6 +649,9 @@ class GopherQ:
             expires=_timestamp(defaults.expires, now, relative=True),
             created=now,
         )
+        # The options' slot first: a send without the option reads no task attribute.
+        if defaults.fair_key is not None and task.fair_key_of is not None:
+            message.fair_key = task.fair_key_of(sig.args, sig.kwargs)
         if opts:  # most sends have none: .delay() and .s() never do
             _apply_send_options(message, opts, now, self.settings.max_eta)
         if defaults.unique and message.key is None:
@@ -664,7 +668,10 @@ class GopherQ:
     def _envelope(self, message: Message, sig: Signature[Any]) -> Envelope:
         body = self.codec.encode(message)
         if message.key is None:  # the rule: nothing more to work out
-            return Envelope(message.id, message.queue, message.priority, body, message.eta)
+            return Envelope(
+                message.id, message.queue, message.priority, body, message.eta,
+                fair_key=message.fair_key,
+            )  # fmt: skip
         # How long the broker holds the key (gopherq.uniqueness).
         ttl, until_start = key_hold(sig.task.options, sig.options, self.settings.result_expires)
         return Envelope(
@@ -676,6 +683,7 @@ class GopherQ:
             message.key,
             key_ttl=ttl,
             key_until_start=until_start,
+            fair_key=message.fair_key,
         )
 
     def __repr__(self) -> str:
@@ -775,6 +783,9 @@ def _apply_send_options(
     message.key = opts.get("key")
     if opts.get("key_ttl") is not None and (problem := key_ttl_problem(opts["key_ttl"])):
         raise ValueError(f"send option key_ttl {problem}")
+    if "fair_key" in opts:  # over the task's own; None: no key
+        fair_key = opts["fair_key"]
+        message.fair_key = None if fair_key is None else checked_fair_key(fair_key)
     message.headers = dict(opts.get("headers") or {})
     for name, option in _CHECKED_OPTIONS:
         problem = field_problem(name, getattr(message, name))

@@ -39,7 +39,7 @@ MAX_QUEUE = 128
 MAX_KEY = 256
 """Longest idempotency key, in characters."""
 MAX_FAIR_KEY = 200
-"""Longest fair key, in characters."""
+"""Longest fair-sharing key (``fair``), in characters."""
 MAX_DEPS = 1000
 """Most ids in ``deps``."""
 MAX_HEADERS = 64
@@ -76,14 +76,15 @@ class Message:
     retries: int | None = None
     timeout: float | None = None
     key: str | None = None
+    fair_key: str | None = None
+    """Fair-sharing key (envelope field ``fair``): within its queue and priority, ready
+    messages of different keys take turns; also the bucket of ``rate_limit_per_key``."""
     deps: list[str] | None = None
     parent: str | None = None
     root: str | None = None
     group: str | None = None
     headers: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
-    fair_key: str | None = None
-    """Whose work this is, for fair sharing and ``rate_limit_per_key`` (envelope ``fair``)."""
 
     def to_map(self) -> dict[str, Any]:
         """The envelope as a map, leaving out fields that hold their defaults."""
@@ -104,9 +105,9 @@ class Message:
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
-        out["created"] = self.created
         if self.fair_key is not None:
             out["fair"] = self.fair_key
+        out["created"] = self.created
         return out
 
     @classmethod
@@ -260,12 +261,12 @@ _SPEC: dict[str, tuple[tuple[Any, ...], bool, float, float]] = {
     "retries": (_INT, False, 0, MAX_COUNT),
     "timeout": (_NUMBER, False, _POSITIVE, MAX_TIMESTAMP),
     "key": (_TEXT, True, 0, MAX_KEY),
+    "fair": (_TEXT, True, 1, MAX_FAIR_KEY),
     "deps": (_LIST, True, 0, MAX_DEPS),
     "parent": (_TEXT, True, 0, MAX_ID),
     "root": (_TEXT, True, 0, MAX_ID),
     "group": (_TEXT, True, 0, MAX_ID),
     "headers": (_MAP, True, 0, MAX_HEADERS),
     "created": _TIME,
-    "fair": (_TEXT, True, 1, MAX_FAIR_KEY),
 }
 _KEYS = frozenset({"v", *_SPEC})

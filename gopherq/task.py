@@ -28,6 +28,7 @@ from gopherq.celery_names import (
 )
 from gopherq.context import TaskContext, _current
 from gopherq.errors import ConfigurationError
+from gopherq.fairness import KeyOf, key_of
 from gopherq.limits import Rate, parse_burst, parse_rate
 from gopherq.message import field_problem, new_id
 from gopherq.states import Priority
@@ -87,6 +88,10 @@ class TaskOptions:
     """When a send's key (derived or given) is free again: ``start``, ``finish``, or
     ``ttl``: ``key_ttl`` seconds after the job succeeded."""
     key_ttl: float = DEFAULT_KEY_TTL
+    fair_key: str | Callable[..., Any] | None = None
+    """Fair sharing between the keys of this task's messages (see docs/flow-control.md):
+    the name of the parameter whose value (a string or an integer) is the key, or a
+    function of the task's arguments that returns it."""
 
     def retry_delay_for(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt + 1`` (``attempt`` from 0)."""
@@ -216,6 +221,8 @@ class BaseTask(Generic[P, R]):
         self.bind = bind
         """Whether the function takes the task's ``TaskContext`` first (``bind=True``)."""
         self.signature = inspect.signature(self.fn)
+        self.fair_key_of: KeyOf | None = key_of(options.name, self.signature, options.fair_key)
+        """The fair key of a call's arguments, from the ``fair_key`` option (None: none)."""
         self._fitting: set[int | tuple[int, tuple[str, ...]]] = set()
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
@@ -268,8 +275,8 @@ class BaseTask(Generic[P, R]):
         Options: ``countdown`` (seconds), ``eta`` (datetime or unix seconds),
         ``priority``, ``queue``, ``retries``, ``timeout``, ``expires`` (seconds,
         timedelta or datetime), ``key`` (idempotency key), ``key_ttl`` (seconds a
-        finished job's key stays held, see ``gopherq.uniqueness``), ``headers``,
-        ``task_id``.
+        finished job's key stays held, see ``gopherq.uniqueness``), ``fair_key`` (fair
+        sharing, over the task's own), ``headers``, ``task_id``.
         """
         return self.app.send(Signature(self, tuple(args), dict(kwargs or {}), options))
 
@@ -356,6 +363,7 @@ SEND_OPTIONS = frozenset(
         "expires",
         "key",
         "key_ttl",
+        "fair_key",
         "headers",
         "task_id",
     }

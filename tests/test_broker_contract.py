@@ -25,6 +25,9 @@ import pytest
 from conftest import BROKER_KINDS, MINIMAL
 
 from gopherq.brokers import Broker, Cancellation, Delivery, Envelope
+from gopherq.brokers.memory import MemoryBroker
+from gopherq.brokers.redis import RedisBroker
+from gopherq.brokers.sqlite import SQLiteBroker
 from gopherq.errors import NotSupported
 from gopherq.states import State
 
@@ -65,11 +68,12 @@ def envelope(
     key: str | None = None,
     key_ttl: float | None = None,
     key_until_start: bool = False,
+    fair_key: str | None = None,
 ) -> Envelope:
     """A message with a fresh id; its body names the id unless given."""
     id = uuid.uuid4().hex
     body = body if body is not None else id.encode()
-    return Envelope(id, queue, priority, body, eta, key, key_ttl, key_until_start)
+    return Envelope(id, queue, priority, body, eta, key, key_ttl, key_until_start, fair_key)
 
 
 def enqueue(broker: Broker, *envelopes: Envelope) -> list[str]:
@@ -1120,6 +1124,136 @@ def test_dead_drops_the_mark(broker: Broker) -> None:
     assert broker.requeue_dead([got.id]) == 1
     [again] = broker.reserve(["default"], 1, 0)
     assert (again.id, again.cancelled) == (got.id, False)
+
+
+# Fair keys: an optional feature (a broker may ignore the key), which the built-in
+# brokers honour; marked admin so that the minimal broker leaves them out.
+
+
+def fair_counters(broker: Broker, queue: str = "default") -> int:
+    """How many fair-key counters ``broker`` keeps for ``queue``, read from its store."""
+    if isinstance(broker, MemoryBroker):
+        return sum(len(keys) for (q, _), keys in broker._fair.items() if q == queue)
+    if isinstance(broker, SQLiteBroker):
+        with broker._db.read() as conn:
+            sql = "SELECT count(*) FROM fair_keys WHERE queue = ?"
+            return int(conn.execute(sql, (queue,)).fetchone()[0])
+    assert isinstance(broker, RedisBroker)
+    key = broker._base(queue) + ":fair"
+    return int(broker._conn.call(lambda client: client.zcard(key)))
+
+
+def turns(order: list[Envelope], reserved: list[str]) -> dict[str | None, list[int]]:
+    """Where each fair key's messages came in ``reserved`` (positions), by key."""
+    key_of = {e.id: e.fair_key for e in order}
+    places: dict[str | None, list[int]] = {}
+    for place, id in enumerate(reserved):
+        places.setdefault(key_of[id], []).append(place)
+    return places
+
+
+@admin
+def test_fair_keys_take_turns_within_a_queue_and_priority(broker: Broker) -> None:
+    burst = [envelope(fair_key="a") for _ in range(30)]
+    enqueue(broker, *burst)
+    later_b = [envelope(fair_key="b") for _ in range(3)]
+    enqueue(broker, *later_b)
+    later_c = [envelope(fair_key="c") for _ in range(2)]
+    for message in later_c:  # one at a time
+        enqueue(broker, message)
+    reserved = ids_of(broker.reserve(["default"], 100, 0))
+    assert sorted(reserved) == sorted(e.id for e in burst + later_b + later_c)
+    # Each key in its own order; its n-th message within the n-th round of turns
+    # (a round's order among the keys is not the contract's).
+    for messages in (burst, later_b, later_c):
+        mine = [id for id in reserved if id in {e.id for e in messages}]
+        assert mine == [e.id for e in messages]
+    places = turns(burst + later_b + later_c, reserved)
+    assert places["b"] == [p for p in places["b"] if p < 9] and len(places["b"]) == 3
+    assert max(places["c"]) < 6
+    assert places["a"][-1] == 34  # the rest of the burst after them
+
+
+@admin
+def test_a_key_that_sends_again_takes_its_turn_from_the_head(broker: Broker) -> None:
+    first = [envelope(fair_key="a") for _ in range(10)]
+    enqueue(broker, *first)
+    lone = envelope(fair_key="b")
+    enqueue(broker, lone)
+    taken = broker.reserve(["default"], 5, 0)
+    assert lone.id in ids_of(taken)
+    broker.ack(taken)
+    again = envelope(fair_key="b")  # b's counter lies behind the head by now
+    enqueue(broker, again)
+    assert again.id in ids_of(broker.reserve(["default"], 2, 0))
+
+
+@admin
+def test_priority_dominates_fair_keys(broker: Broker) -> None:
+    bulk = [envelope(priority=4, fair_key="a") for _ in range(5)]
+    normal = [envelope(fair_key="a") for _ in range(5)]
+    enqueue(broker, *bulk, *normal)
+    urgent = envelope(priority=0, fair_key="b")
+    enqueue(broker, urgent)
+    reserved = ids_of(broker.reserve(["default"], 20, 0))
+    assert reserved == [urgent.id] + [e.id for e in normal] + [e.id for e in bulk]
+
+
+@admin
+def test_messages_without_a_fair_key_keep_their_order(broker: Broker) -> None:
+    plain = [envelope() for _ in range(6)]
+    keyed = [envelope(fair_key=k) for k in "abab"]
+    enqueue(broker, plain[0], keyed[0], plain[1], keyed[1])
+    enqueue(broker, plain[2], plain[3], keyed[2])
+    enqueue(broker, plain[4], keyed[3], plain[5])
+    reserved = ids_of(broker.reserve(["default"], 20, 0))
+    assert sorted(reserved) == sorted(e.id for e in plain + keyed)
+    assert [id for id in reserved if id in {e.id for e in plain}] == [e.id for e in plain]
+
+
+@admin
+def test_requeue_keeps_a_fair_place(broker: Broker) -> None:
+    enqueue(broker, *(envelope(fair_key="a") for _ in range(10)))
+    lone = envelope(fair_key="b")
+    enqueue(broker, lone)
+    first = broker.reserve(["default"], 3, 0)
+    assert lone.id in ids_of(first)
+    assert broker.requeue(first) == 3
+    assert ids_of(broker.reserve(["default"], 3, 0)) == ids_of(first)
+
+
+@admin
+def test_a_fair_key_in_the_future_waits_for_its_eta(broker: Broker) -> None:
+    later = envelope(fair_key="a", eta=time.time() + 60)
+    now = envelope(fair_key="a")
+    enqueue(broker, later, now)
+    assert ids_of(broker.reserve(["default"], 10, 0)) == [now.id]
+
+
+@admin
+def test_an_idempotency_key_held_stores_no_fair_turn(broker: Broker) -> None:
+    first = envelope(key="k", fair_key="a")
+    enqueue(broker, first)
+    assert broker.enqueue([envelope(key="k", fair_key="a")]) == [first.id]
+    assert ids_of(broker.reserve(["default"], 10, 0)) == [first.id]
+
+
+@admin
+def test_fair_counters_stay_few(broker: Broker) -> None:
+    for round_ in range(3):  # many keys come and go
+        enqueue(broker, *(envelope(fair_key=f"tenant-{round_}-{n}") for n in range(200)))
+        while got := broker.reserve(["default"], 100, 0):
+            broker.ack(got)
+    enqueue(broker, envelope(fair_key="last"))  # the line was empty: the others go
+    assert fair_counters(broker) == 1
+    # Under a lasting backlog, the counters the head passed go as keyed messages come
+    # (the memory broker sweeps those of a line once they are 64).
+    enqueue(broker, *(envelope(fair_key="a") for _ in range(400)))
+    for n in range(300):
+        enqueue(broker, envelope(fair_key=f"k{n}"))
+        assert broker.ack(broker.reserve(["default"], 2, 0)) == 2
+    assert fair_counters(broker) <= 64
+    assert fair_counters(broker, "other") == 0
 
 
 # Concurrency.

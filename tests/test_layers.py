@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "results", "events", "schedules", "protocol", "app", "task", "result", "runner",
             "middleware", "context", "tracker", "once", "uniqueness", "loader", "admin", "display",
-            "observability", "access", "web_extra", "admin_rates",
+            "observability", "access", "web_extra", "admin_rates", "fairness",
         ),
     ),
     ("processes that run the app", ("worker", "beat")),

@@ -157,7 +157,7 @@ def test_open_is_lazy_for_every_scheme() -> None:
 def test_every_key_of_a_queue_shares_one_slot(queue: str) -> None:
     base = RedisBroker("redis://h/0?prefix=p")._base(queue)
     suffixes = re.findall(r"P:\{q\}(:[a-z]+:?)", (SCRIPTS / "lib.lua").read_text())
-    assert len(set(suffixes)) == 12  # ready ... wake, m:, keys:, parked:, credit:
+    assert len(set(suffixes)) == 13  # ready ... wake, fair, m:, keys:, parked:, credit:
     keys = [base, *(base + suffix for suffix in suffixes), base + ":m:some-id"]
     assert len({key_slot(k.encode()) for k in keys}) == 1
     assert all(k.startswith("p:") for k in keys)

@@ -49,6 +49,21 @@ How long a key is held beyond that, the envelope says (``Envelope.key_ttl``,
 - ``key_until_start``: the key is freed as soon as the message is reserved (it
   does not take it back if it goes back to ready).
 - neither (the default): freed at the ack, as above.
+
+Fair keys (optional; a broker may ignore them, the built-in ones honour them):
+within one queue and priority, ready messages of different fair keys take turns,
+so that one key's burst does not hold back another key's messages. A broker
+places a keyed message, as enqueue makes it ready, at ``max(next[key], head)``
+in line, where ``head`` is the place of the first ready message of that queue
+and priority (now when there is none) and ``next[key]`` one step behind the
+key's last message; a burst of one key spreads one step apart from the head on,
+and a key that sends later lands at the head, between them. The counters are
+kept in the broker, changed in enqueue's atomic step, and dropped once the head
+passes them (all of a queue and priority when its line is empty), so they stay
+as few as the keys with ready messages. Messages without a key keep their place
+by send time; requeue and lease expiry keep a message's place; a keyed message
+with an eta in the future, a retry and a requeued dead letter line up as one
+without a key.
 """
 
 from __future__ import annotations
@@ -94,6 +109,9 @@ class Envelope:
     key_until_start: bool = False
     """Free the key when the message is reserved, not when it is settled. Only with
     ``key``."""
+    fair_key: str | None = None
+    """Fair-sharing key: within a queue and priority, the keys take turns (see the
+    module docstring)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,11 +6,12 @@ instance between threads to share its messages.
 Supports the whole broker contract: batch enqueue, delayed messages (``eta``),
 strict priority with FIFO within a priority, leases with tokens and renewal,
 idempotency keys (per queue; held past the ack for ``key_ttl``, or freed at
-reserve), rate limits (GCRA buckets, ``defer``), cancellation (a leased message
-carries its cancel mark through requeue, lease expiry and retry), pause and
-resume, dead letters with a time to live, and a blocking ``reserve`` that sleeps
-on a condition until an enqueue, requeue or resume, the next due ``eta`` or the
-next lease expiry (no polling).
+reserve), fair keys (taking turns within a queue and priority; a step in line is
+one enqueued message here), rate limits (GCRA buckets, ``defer``), cancellation
+(a leased message carries its cancel mark through requeue, lease expiry and
+retry), pause and resume, dead letters with a time to live, and a blocking
+``reserve`` that sleeps on a condition until an enqueue, requeue or resume, the
+next due ``eta`` or the next lease expiry (no polling).
 
 Concurrency limits (``admit``): holders per key with lease ends; a parked message
 is scheduled until its parking ends and waits in its key's line meanwhile.
@@ -25,7 +26,9 @@ Layout (heap entries are dropped lazily: one that no longer matches its message
 is skipped when it surfaces)::
 
     _messages    id -> _Message, wherever it is
-    _ready       queue -> heap of (priority, seq, id) of ready messages
+    _ready       queue -> priority -> heap of (priority, seq, id) of ready messages
+    _fair        (queue, priority) -> fair key -> the seq its next message takes at
+                 the least (see ``_fair_seq``)
     _scheduled   heap of (eta, seq, id) of delayed messages
     _leases      heap of (lease_until, id) of leased messages
     _dead        queue -> {id: _Message} in the order they died
@@ -70,6 +73,8 @@ from gopherq.limits import RateSetting, claim
 from gopherq.states import State
 
 _Heap = list[tuple[int, int, str]]
+_FAIR_TIDY = 64
+"""Fair counters of a queue and priority from which an enqueue drops those passed."""
 
 
 @dataclass(slots=True)
@@ -139,7 +144,9 @@ class MemoryBroker(Broker):
         self.dead_letter_ttl = dead_letter_ttl
         self._changed = threading.Condition()
         self._messages: dict[str, _Message] = {}
-        self._ready: dict[str, _Heap] = {}  # its keys are every queue ever seen
+        self._ready: dict[str, dict[int, _Heap]] = {}  # its keys are every queue ever seen
+        self._fair: dict[tuple[str, int], dict[str, int]] = {}
+        self._fair_kept: dict[tuple[str, int], int] = {}  # counters left by the last sweep
         self._scheduled: list[tuple[float, int, str]] = []
         self._leases: list[tuple[float, str]] = []
         self._dead: dict[str, dict[str, _Message]] = {}
@@ -177,8 +184,8 @@ class MemoryBroker(Broker):
                 self._messages[env.id] = message
                 if env.key is not None:
                     self._keys[env.queue, env.key] = env.id
-                self._ready.setdefault(env.queue, [])
-                self._place(message, env.eta, now)
+                self._ready.setdefault(env.queue, {})
+                self._place(message, env.eta, now, env.fair_key)
             self._changed.notify_all()
         return ids
 
@@ -485,7 +492,7 @@ class MemoryBroker(Broker):
     def pause(self, queue: str) -> None:
         """Stop handing out messages from ``queue``."""
         with self._changed:
-            self._ready.setdefault(queue, [])
+            self._ready.setdefault(queue, {})
             self._paused.add(queue)
 
     def resume(self, queue: str) -> None:
@@ -594,22 +601,51 @@ class MemoryBroker(Broker):
 
     # Internals; the caller holds the lock.
 
-    def _place(self, message: _Message, eta: float | None, now: float) -> None:
-        """Schedule ``message`` if ``eta`` is in the future, else make it ready."""
+    def _place(
+        self, message: _Message, eta: float | None, now: float, fair_key: str | None = None
+    ) -> None:
+        """Schedule ``message`` if ``eta`` is in the future, else make it ready (in its
+        place by ``fair_key`` if given)."""
         message.token = ""
         if eta is not None and eta > now:
             message.state, message.eta, message.ready_at = State.SCHEDULED, eta, eta
             heapq.heappush(self._scheduled, (eta, next(self._seq), message.id))
         else:
             message.ready_at = now
-            self._push_ready(message, next(self._seq))
+            seq = next(self._seq) if fair_key is None else self._fair_seq(message, fair_key)
+            self._push_ready(message, seq)
+
+    def _fair_seq(self, message: _Message, fair_key: str) -> int:
+        """The place in line of a message made ready with a fair key: ``max(next[key],
+        head)`` (gopherq.brokers.base, "Fair keys"). Counters the head passed go once
+        their number doubles since the last sweep, all of them when the line is empty."""
+        line = (message.queue, message.priority)
+        heap = self._ready[message.queue].get(message.priority)
+        counters = self._fair.setdefault(line, {})
+        if heap and self._has_ready(heap):
+            head = heap[0][1]
+            if len(counters) >= max(_FAIR_TIDY, 2 * self._fair_kept.get(line, 0)):
+                self._fair[line] = counters = {k: n for k, n in counters.items() if n > head}
+                self._fair_kept[line] = len(counters)
+        else:
+            head = next(self._seq)
+            counters.clear()
+        seq = max(counters.get(fair_key, head), head)
+        counters[fair_key] = seq + 1
+        return seq
 
     def _push_ready(self, message: _Message, seq: int) -> None:
         message.state, message.seq, message.token = State.QUEUED, seq, ""
-        heapq.heappush(self._ready[message.queue], (message.priority, seq, message.id))
+        line = self._ready[message.queue].setdefault(message.priority, [])
+        heapq.heappush(line, (message.priority, seq, message.id))
 
     def _take(self, queues: list[str], limit: int, now: float) -> list[Delivery]:
-        heaps = [self._ready[q] for q in queues if q in self._ready and q not in self._paused]
+        heaps = [
+            heap
+            for q in queues
+            if q in self._ready and q not in self._paused
+            for heap in self._ready[q].values()
+        ]
         taken: list[Delivery] = []
         while len(taken) < limit:
             live = [heap for heap in heaps if self._has_ready(heap)]
@@ -624,38 +660,42 @@ class MemoryBroker(Broker):
     ) -> list[Delivery]:
         """``_take`` in ``order``: ranked by (queue position when strict, aged level or
         priority, place in line). A queue without aging offers the first ``limit`` of
-        its heap (popped, the others pushed back); one with aging is looked through
-        whole (this broker is for tests), its heap rebuilt if it gave."""
+        each priority's heap (popped, the others pushed back); one with aging is looked
+        through whole (this broker is for tests), its heaps rebuilt if it gave."""
         ranked: list[tuple[int, int, int, _Message]] = []
         popped: list[tuple[int, int, str]] = []
         scanned: list[str] = []
         for position, queue in enumerate(queues):
-            heap = self._ready.get(queue)
-            if heap is None or queue in self._paused:
+            heaps = self._ready.get(queue)
+            if heaps is None or queue in self._paused:
                 continue
             rank = position if order.strict else 0
             period = order.aging.get(queue)
             if period is None:
-                entries: _Heap = []
-                while len(entries) < limit and self._has_ready(heap):
-                    entries.append(heapq.heappop(heap))
-                popped += entries
-                ranked += [(rank, p, seq, self._messages[id]) for p, seq, id in entries]
+                for heap in heaps.values():
+                    entries: _Heap = []
+                    while len(entries) < limit and self._has_ready(heap):
+                        entries.append(heapq.heappop(heap))
+                    popped += entries
+                    ranked += [(rank, p, seq, self._messages[id]) for p, seq, id in entries]
                 continue
             scanned.append(queue)
-            for _, seq, id in heap:
-                m = self._messages.get(id)
-                if m is not None and m.state is State.QUEUED and m.seq == seq:
-                    ranked.append((rank, aged(m.priority, now - m.ready_at, period), seq, m))
+            for heap in heaps.values():
+                for _, seq, id in heap:
+                    m = self._messages.get(id)
+                    if m is not None and m.state is State.QUEUED and m.seq == seq:
+                        level = aged(m.priority, now - m.ready_at, period)
+                        ranked.append((rank, level, seq, m))
         best = heapq.nsmallest(limit, ranked, key=lambda entry: entry[:3])
         taken = {entry[3].id for entry in best}
         for entry in popped:
             if entry[2] not in taken:
-                heapq.heappush(self._ready[self._messages[entry[2]].queue], entry)
+                message = self._messages[entry[2]]
+                heapq.heappush(self._ready[message.queue][message.priority], entry)
         for queue in set(scanned) & {entry[3].queue for entry in best}:
-            heap = self._ready[queue]
-            heap[:] = [entry for entry in heap if entry[2] not in taken]
-            heapq.heapify(heap)
+            for heap in self._ready[queue].values():
+                heap[:] = [entry for entry in heap if entry[2] not in taken]
+                heapq.heapify(heap)
         return [self._lease(entry[3], now) for entry in best]
 
     def _lease(self, message: _Message, now: float) -> Delivery:

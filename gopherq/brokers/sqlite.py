@@ -8,11 +8,11 @@ queues, leases with per-delivery tokens and renewal, idempotency keys (per queue
 held past the ack for ``key_ttl``, or freed at reserve), rate limits
 (``_sqlite_rates``; ``defer`` puts a message back in its old place in line),
 cancellation (a leased message carries its cancel mark through requeue, lease
-expiry and retry), pause and resume, dead letters with a time to live, and a
-blocking ``reserve`` that sleeps on a change notification (inotify on the
-``-wal`` file, see ``gopherq.stores.sqlite``) and wakes within about a
-millisecond of a commit by any process, or at the next due ``eta`` or lease
-expiry. Where inotify is missing it polls (5 ms to 100 ms).
+expiry and retry), fair keys (see ``_sqlite_fair``), pause and resume, dead
+letters with a time to live, and a blocking ``reserve`` that sleeps on a change
+notification (inotify on the ``-wal`` file, see ``gopherq.stores.sqlite``) and
+wakes within about a millisecond of a commit by any process, or at the next due
+``eta`` or lease expiry. Where inotify is missing it polls (5 ms to 100 ms).
 
 URL: ``sqlite:///`` followed by the path of the database file, relative to the
 working directory (``sqlite:///./gopherq.db``, ``sqlite:///data/q.db``) or
@@ -63,6 +63,7 @@ import time
 from collections.abc import Callable, Container, Sequence
 from typing import Any
 
+from gopherq.brokers import _sqlite_fair as fair
 from gopherq.brokers import _sqlite_limits as limits
 from gopherq.brokers import _sqlite_order as ordering
 from gopherq.brokers import _sqlite_rows as rowcheck
@@ -249,6 +250,7 @@ class SQLiteBroker(SQLiteRates, Broker):
         # the messages an ack looks up to keep their keys: few, and none when unused
         """CREATE INDEX IF NOT EXISTS messages_key_hold
             ON messages (id) WHERE key_hold > 0""",
+        *fair.SCHEMA,
     )
     # Files from before message_counts get it filled in the transaction that creates it;
     # so does a file that lost one of its triggers (its counts may be wrong).
@@ -337,21 +339,31 @@ class SQLiteBroker(SQLiteRates, Broker):
                 conn.executemany(
                     "INSERT OR IGNORE INTO queues (name) VALUES (?)", [(q,) for q in new_queues]
                 )
-            if all(env.key is None for env in envelopes):
+            if all(env.key is None and env.fair_key is None for env in envelopes):
                 conn.executemany(self._INSERT, rows)
                 ids = [env.id for env in envelopes]
             else:
                 ids = []
+                places = fair.FairPlaces(conn, now)
                 for env, row in zip(envelopes, rows, strict=True):
                     held = None
-                    if env.key is None:
-                        conn.execute(self._INSERT, row)
-                    else:
+                    if env.key is not None:
                         where = (env.queue, env.key)
                         held = conn.execute(self._HOLDER, (*where, *where, now)).fetchone()
-                        if held is None:
-                            conn.execute(self._INSERT_KEYED, (*row, _key_hold(env)))
+                    if held is None:
+                        fair_key = env.fair_key if row[3] == "ready" else None
+                        if fair_key is not None:  # its place in line by its fair key
+                            run_at = places.place(env.queue, env.priority, fair_key)
+                            row = (*row[:4], run_at, *row[5:])  # noqa: PLW2901
+                        if env.key is None:
+                            stored = conn.execute(self._INSERT, row).rowcount
+                        else:
+                            keyed = (*row, _key_hold(env))
+                            stored = conn.execute(self._INSERT_KEYED, keyed).rowcount
+                        if stored and fair_key is not None:
+                            places.take(env.queue, env.priority, fair_key, row[4])
                     ids.append(env.id if held is None else held[0])
+                places.store()
         self._known_queues |= new_queues
         return ids
 

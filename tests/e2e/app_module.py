@@ -171,3 +171,8 @@ def single(marker: str | None = None) -> str:
         Path(__file__).with_name(marker).touch()
         time.sleep(60)
     return "done"
+
+
+@app.task(fair_key="tenant")
+def tenant_work(tenant: str, n: int) -> None:
+    note("tenant", tenant, n)

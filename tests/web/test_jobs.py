@@ -136,6 +136,12 @@ def test_a_finished_job_answers_for_its_key_within_its_key_ttl(
     assert send(api, key="gone")["new"]  # held for no time: sent anew
 
 
+def test_a_fair_key_travels_with_the_job(app: GopherQ, api: TestClient) -> None:
+    body = send(api, fair_key="tenant-42")
+    peeked = app.broker.peek(body["id"])
+    assert peeked is not None and app.codec.decode(peeked.body).fair_key == "tenant-42"
+
+
 def test_unknown_task_is_422_with_close_names_and_nothing_sent(
     app: GopherQ, api: TestClient
 ) -> None:
@@ -186,6 +192,8 @@ def test_arguments_and_options_the_send_refuses_are_422(
         ({"key": ""}, "body.key"),
         ({"key": "k", "key_ttl": -1}, "body.key_ttl"),
         ({"key": "k", "key_ttl": "1h"}, "body.key_ttl"),
+        ({"fair_key": ""}, "body.fair_key"),
+        ({"fair_key": 42}, "body.fair_key"),
         ({"args": {"x": 1}}, "body.args"),
         ({"kwargs": [1]}, "body.kwargs"),
         ({"surprise": 1}, "body.surprise"),

@@ -236,22 +236,27 @@ class RedisBroker(RedisRates, Broker):
             if not self._due_registering(env.queue, now):
                 # One message to a queue registered lately (each .delay()): one script call,
                 # without the grouping below (about a third of this method's time for one).
-                keys = [self._base(env.queue)]
-                fields = _enqueue_fields(env)
+                if env.fair_key is None:
+                    keys, fields = [self._base(env.queue)], _enqueue_fields(env)
+                else:
+                    keys, fields = self._enqueue_keys(env.queue, True), _fair_enqueue_fields(env)
                 id: bytes = self._conn.call(lambda c: self._conn.run(c, enqueue, keys, fields))
                 return [id.decode()]
         by_queue: dict[str, list[int]] = {}
+        fair = False  # with a fair key in the batch, each message carries a sixth field
         for i, env in enumerate(envelopes):
             by_queue.setdefault(env.queue, []).append(i)
+            fair = fair or env.fair_key is not None
+        fields_of = _fair_enqueue_fields if fair else _enqueue_fields
         calls: list[Call] = []
         chunks: list[list[int]] = []
         for queue, indexes in by_queue.items():
-            keys = [self._base(queue)]
+            keys = self._enqueue_keys(queue, fair)
             for start in range(0, len(indexes), ENQUEUE_CHUNK):
                 chunk = indexes[start : start + ENQUEUE_CHUNK]
                 args: list[Any] = []
                 for i in chunk:
-                    args += _enqueue_fields(envelopes[i])
+                    args += fields_of(envelopes[i])
                 calls.append((enqueue, keys, args))
                 chunks.append(chunk)
         new = [q for q in by_queue if self._due_registering(q, now)]
@@ -268,6 +273,11 @@ class RedisBroker(RedisRates, Broker):
             for j in range(0, len(others), 2):
                 ids[chunk[others[j] - 1]] = others[j + 1].decode()
         return ids
+
+    def _enqueue_keys(self, queue: str, fair: bool) -> list[str]:
+        """KEYS of enqueue.lua: the queue's base, and with ``fair`` its fair-key counters."""
+        base = self._base(queue)
+        return [base, base + ":fair"] if fair else [base]
 
     def _due_registering(self, queue: str, now: float) -> bool:
         """Whether ``queue`` goes into the set of known queues with this enqueue (not
@@ -863,6 +873,11 @@ def _key_field(env: Envelope, key: str) -> str:
     if env.key_ttl and env.key_ttl > 0:
         return f"{key}\0{math.ceil(env.key_ttl * 1000)}"
     return f"{key}\0" if "\0" in key else key
+
+
+def _fair_enqueue_fields(env: Envelope) -> tuple[Any, ...]:
+    """The six ARGV entries of one message for enqueue.lua called with fair keys."""
+    return (*_enqueue_fields(env), env.fair_key or "")
 
 
 def _deliveries(raw: list[Any], queues: list[str]) -> list[Delivery]:

@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from gopherq.display import jsonable
-from gopherq.message import MAX_COUNT, MAX_KEY, MAX_TIMESTAMP
+from gopherq.message import MAX_COUNT, MAX_FAIR_KEY, MAX_KEY, MAX_TIMESTAMP
 from gopherq.states import State
 from gopherq.web.names import QueueField, TaskField
 from gopherq.web.routes.events import EventOut
@@ -114,6 +114,11 @@ class JobSubmit(BaseModel):
         description="With key: seconds the key stays held once the job succeeded (a send "
         "meanwhile answers with it); default: the task's key_ttl (24 hours).",
     )
+    fair_key: Annotated[str, Field(min_length=1, max_length=MAX_FAIR_KEY)] | None = Field(
+        None,
+        description="Fair-sharing key, such as a tenant: within a queue and priority, the "
+        "keys' jobs take turns. Default: the task's own (its fair_key option).",
+    )
     headers: dict[str, Any] = Field(default_factory=dict, description="Message headers.")
 
     @model_validator(mode="after")
@@ -133,6 +138,7 @@ class JobSubmit(BaseModel):
             "retries",
             "key",
             "key_ttl",
+            "fair_key",
             "headers",
         )
         return {n: getattr(self, n) for n in names if getattr(self, n) not in (None, {})}

@@ -13,6 +13,7 @@
 --   P:{q}:keys:<key>  string  id of the finished message whose key is held past its
 --                          ack, expiring (PX) when the hold ends
 --   P:{q}:seq      string  the last seq handed out
+--   P:{q}:fair     zset    '<priority>:<fair key>' -> priority * 2^48 + the key's next seq
 --   P:{q}:paused   string  present while the queue is paused
 --   P:{q}:wake     list    at most one token, "there may be work": blocked reserves BLPOP it
 --   P:{q}:m:<id>   hash    one message: b body, p priority, a attempt, d deliveries
