@@ -14,7 +14,9 @@ import pytest
 from gopherq.brokers import Broker
 from gopherq.schedules import Claim, EntryState, ScheduleStore, open_store
 
-SHORT = 0.3
+SHORT = 1.0
+"""A lease term for the tests of lapsing: long enough that a busy machine's delays
+(a tenth of a second and more) stay well inside its margins."""
 
 
 @pytest.fixture
