@@ -331,7 +331,8 @@ def test_workers_serve_from_several_processes_and_replace_one_that_dies(
         20,
         lambda: deployment.log("serve"),
     )
-    assert "was killed by SIGKILL; starting another" in deployment.log("serve")
+    replaced = "was killed by SIGKILL; starting another"
+    wait_for(lambda: replaced in deployment.log("serve"), 20, lambda: deployment.log("serve"))
     with httpx.Client(base_url=base, timeout=10) as client:  # a new connection each time
         for _ in range(10):
             assert client.get("/live", headers={"Connection": "close"}).status_code == 200
