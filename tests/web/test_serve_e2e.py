@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -316,28 +317,29 @@ def test_workers_serve_from_several_processes_and_replace_one_that_dies(
 ) -> None:
     base = deployment.serve("--workers", "2")
     serve = deployment.processes[-1]
-    server = psutil.Process(serve.pid)
 
-    def children() -> list[int]:
-        return [c.pid for c in server.children() if c.status() != psutil.STATUS_ZOMBIE]
+    def started() -> list[int]:
+        """The server processes, as each announced itself (uvicorn's start line)."""
+        found = re.findall(r"Started server process \[(\d+)\]", deployment.log("serve"))
+        return [int(pid) for pid in found]
 
-    wait_for(lambda: len(children()) == 2, 20, lambda: deployment.log("serve"))
+    wait_for(lambda: len(started()) == 2, 20, lambda: deployment.log("serve"))
     deployment.worker()
     assert submit(base, "tasks.add", 2, 3)["result"] == 5
-    first = children()
+    first = started()
+    assert {p.pid for p in psutil.Process(serve.pid).children()} >= set(first)
     os.kill(first[0], signal.SIGKILL)
+    replaced = "was killed by SIGKILL; starting another"
     wait_for(
-        lambda: len(children()) == 2 and first[0] not in children(),
+        lambda: len(started()) == 3 and replaced in deployment.log("serve"),
         20,
         lambda: deployment.log("serve"),
     )
-    replaced = "was killed by SIGKILL; starting another"
-    wait_for(lambda: replaced in deployment.log("serve"), 20, lambda: deployment.log("serve"))
     with httpx.Client(base_url=base, timeout=10) as client:  # a new connection each time
         for _ in range(10):
             assert client.get("/live", headers={"Connection": "close"}).status_code == 200
     assert submit(base, "tasks.add", 4, 5)["result"] == 9
-    serving = [psutil.Process(pid) for pid in children()]
+    serving = [psutil.Process(pid) for pid in started()[1:]]
     serve.send_signal(signal.SIGTERM)
     assert serve.wait(20) == 0, deployment.log("serve")
     assert not any(p.is_running() for p in serving)
