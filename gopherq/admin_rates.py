@@ -60,7 +60,7 @@ class RateLimits:
         self._app = app
 
     def set(self, task: str, rate: str, *, burst: int | None = None) -> Rate:
-        """Limit ``task`` to ``rate`` (``"50/s"``, ``/m``, ``/h``), ``burst`` at once (1).
+        """Limit ``task`` to ``rate`` (``"50/s"``, ``/m``, ``/h``, ``/d``), ``burst`` at once (1).
 
         Raises ``NotRegistered`` for a task the app does not know and
         ``ConfigurationError`` for a bad rate or burst, changing nothing.

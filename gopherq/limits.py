@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 from gopherq.errors import ConfigurationError
 
-PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-"""Period letters of a rate and their seconds."""
+PERIODS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+"""Units of a rate and their seconds (the first of each is how ``str(rate)`` writes it)."""
+NO_LIMIT = ("", "none", "off")
+"""Texts that ``parse_optional_rate`` reads as no limit."""
 MAX_BURST = 1_000_000
 """Largest ``burst``."""
 REFRESH_EVERY = 1.0
@@ -27,8 +29,11 @@ REFRESH_EVERY = 1.0
 KEY_SEPARATOR = "\x1f"
 """Between a task name and a fair key in the limit key of ``rate_limit_per_key``."""
 
-_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*([smh])\s*")
-_FORM = "a number of runs per second, minute or hour, such as '100/s', '30/m' or '5/h'"
+_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:/\s*([a-z]+))?\s*", re.IGNORECASE)
+_FORM = (
+    "a number of runs per second, minute, hour or day, such as '100/s', '30/m', '5/h' "
+    "or '1000/d' ('100': per second)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,22 +49,38 @@ class Rate:
         """Seconds between two slots."""
         return self.period / self.count
 
+    @property
+    def per_second(self) -> float:
+        """Runs per second, on average."""
+        return self.count / self.period
+
     def __str__(self) -> str:
         unit = next(letter for letter, seconds in PERIODS.items() if seconds == self.period)
-        count = int(self.count) if self.count.is_integer() else self.count
+        count = int(self.count) if float(self.count).is_integer() else self.count
         return f"{count}/{unit}"
 
 
 def parse_rate(text: object, burst: object = None, *, what: str = "rate_limit") -> Rate:
-    """``"100/s"`` (also ``/m``, ``/h``) with an optional ``burst`` as a ``Rate``.
+    """``"100/s"`` with an optional ``burst`` as a ``Rate``: a count (a fraction too)
+    per unit of ``PERIODS`` (``s`` or ``sec``, ``m`` or ``min``, ``h``, ``d``; any
+    case), or a bare count per second (``"100"``).
 
-    Raises ``ConfigurationError``, one line naming the value and the expected form.
+    Raises ``ConfigurationError``, one line naming the value (as ``what``) and the
+    expected form.
     """
     match = _RATE.fullmatch(text) if isinstance(text, str) else None
+    period = PERIODS.get((match.group(2) or "s").lower()) if match else None
     count = float(match.group(1)) if match else 0.0
-    if not match or not 0 < count < math.inf:
+    if period is None or not 0 < count < math.inf:
         raise ConfigurationError(f"{what} {text!r} is not a rate: expected {_FORM}")
-    return Rate(count, PERIODS[match.group(2)], parse_burst(burst))
+    return Rate(count, period, parse_burst(burst))
+
+
+def parse_optional_rate(text: str | None, *, what: str = "rate") -> Rate | None:
+    """``parse_rate``, with None and the texts of ``NO_LIMIT`` (any case) as None: no limit."""
+    if text is None or text.strip().lower() in NO_LIMIT:
+        return None
+    return parse_rate(text, what=what)
 
 
 def parse_burst(value: object) -> int:

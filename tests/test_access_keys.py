@@ -170,13 +170,16 @@ def test_parse_since() -> None:
 
 
 def test_rates() -> None:
-    assert Rate.parse("100/s") == Rate(100, 1.0)
-    assert Rate.parse("6000/m") == Rate(6000, 60.0) and str(Rate(6000, 60.0)) == "6000/m"
-    assert Rate.parse("50") == Rate(50, 1.0)
-    assert parse_rate("none") is None and parse_rate(None) is None
+    assert parse_rate("100/s") == Rate(100, 1.0)
+    assert parse_rate("6000/m") == Rate(6000, 60.0) and str(Rate(6000, 60.0)) == "6000/m"
+    assert parse_rate("50") == Rate(50, 1.0)
+    assert parse_rate("1000/d") == Rate(1000, 86400.0) and str(parse_rate("1000/D")) == "1000/d"
+    assert parse_rate("20/sec") == Rate(20, 1.0) and parse_rate("3/min") == Rate(3, 60.0)
+    for off in ("none", "off", "", " None ", None):
+        assert parse_rate(off) is None
     for bad in ("0/s", "x/s", "5/q", "-1"):
-        with pytest.raises(ValueError, match="bad rate"):
-            Rate.parse(bad)
+        with pytest.raises(ValueError, match=f"send rate {bad!r} is not a rate: expected"):
+            parse_rate(bad)
 
 
 def test_token_buckets() -> None:

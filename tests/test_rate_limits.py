@@ -14,7 +14,7 @@ from gopherq import GopherQ, RateLimited, State
 from gopherq.brokers import Delivery, Envelope
 from gopherq.brokers.memory import MemoryBroker
 from gopherq.errors import ConfigurationError, NotRegistered
-from gopherq.limits import Rate, limit_key, parse_rate
+from gopherq.limits import Rate, limit_key, parse_optional_rate, parse_rate
 from gopherq.message import Message, new_id
 from gopherq.worker.rates import RATE_LIMITED_IN_A_ROW, RateAdmission
 
@@ -54,7 +54,16 @@ class Counting(MemoryBroker):
 
 @pytest.mark.parametrize(
     ("text", "burst", "interval"),
-    [("100/s", None, 0.01), ("30/m", 5, 2.0), (" 2 / h ", 1, 1800.0), ("0.5/s", None, 2.0)],
+    [
+        ("100/s", None, 0.01),
+        ("30/m", 5, 2.0),
+        (" 2 / h ", 1, 1800.0),
+        ("0.5/s", None, 2.0),
+        ("10/d", None, 8640.0),
+        ("100", None, 0.01),
+        ("20/sec", None, 0.05),
+        ("2/MIN", None, 30.0),
+    ],
 )
 def test_rates_parse(text: str, burst: int | None, interval: float) -> None:
     rate = parse_rate(text, burst)
@@ -62,12 +71,25 @@ def test_rates_parse(text: str, burst: int | None, interval: float) -> None:
     assert rate.burst == (burst or 1)
 
 
-@pytest.mark.parametrize("text", ["fast", "100", "0/s", "10/d", "-1/s", "", 100, None, "1e3/s"])
+@pytest.mark.parametrize(
+    "text", ["fast", "0/s", "10/w", "10/", "-1/s", "", "none", 100, None, "1e3/s"]
+)
 def test_a_bad_rate_is_one_line_naming_it(text: object) -> None:
     with pytest.raises(ConfigurationError) as caught:
         parse_rate(text)
     message = str(caught.value)
     assert repr(text) in message and "'100/s'" in message and "\n" not in message
+
+
+def test_one_grammar_for_every_rate() -> None:
+    for text in ("100/s", "100/sec", "100", "6000/M", "6000/min", "50/h", "1000/d"):
+        assert parse_rate(text) == parse_rate(str(parse_rate(text)))
+    assert str(parse_rate("100/sec")) == "100/s" and str(parse_rate("5/min")) == "5/m"
+    for off in (None, "", "none", "OFF", " none "):
+        assert parse_optional_rate(off) is None
+    assert parse_optional_rate("2/d") == Rate(2, 86400.0)
+    with pytest.raises(ConfigurationError, match="setting x 'fast' is not a rate"):
+        parse_optional_rate("fast", what="setting x")
 
 
 def test_task_options_take_rates_at_declaration(app: GopherQ) -> None:

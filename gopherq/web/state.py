@@ -13,7 +13,7 @@ from gopherq.access.audit import AuditWriter
 from gopherq.access.keys import ApiKey, key_id_of
 from gopherq.access.rate import Rate, TokenBuckets, parse_rate
 from gopherq.app import GopherQ
-from gopherq.errors import ConfigurationError
+from gopherq.limits import parse_optional_rate
 from gopherq.web.probes import Probes
 from gopherq.web.sender import Sender
 
@@ -51,10 +51,7 @@ class ServerState:
     """Sends jobs for async routes, concurrent requests' jobs in one broker call."""
 
     def __post_init__(self) -> None:
-        try:
-            self.default_rate = parse_rate(self.app.settings.api_rate)
-        except ValueError as exc:
-            raise ConfigurationError(f"setting 'api_rate': {exc}") from None
+        self.default_rate = parse_optional_rate(self.app.settings.api_rate, what="setting api_rate")
         self.audit = AuditWriter(self.app.access.record)
         self.probes = Probes(self.app)
         self.sender = Sender(self.app)
