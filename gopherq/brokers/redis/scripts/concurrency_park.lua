@@ -14,13 +14,10 @@
 -- message is then ready at once, in its old place, instead of parked.
 -- Returns 1 parked, 2 ready (credit taken), 0 if the lease was lost.
 
-local q = queue(1)
-local id = ARGV[1]
-if not held(q, id, ARGV[2]) then
+local q, id, m = unlease()
+if not q then
   return 0
 end
-local m = q.msg .. id
-redis.call('ZREM', q.leased, id)
 redis.call('HINCRBY', m, 'd', -1)
 local f = redis.call('HMGET', m, 'p', 's')
 if redis.call('DEL', KEYS[1] .. ':credit:' .. ARGV[3]) == 1 then

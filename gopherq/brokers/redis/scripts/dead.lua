@@ -9,19 +9,16 @@
 -- to take again), so the job can be sent anew. Then retention: letters older than the ttl go, and the oldest beyond the
 -- count (at most 1000 per call). Returns 1, or 0 if the lease was lost.
 
-local q = queue(1)
-local id = ARGV[1]
-if not held(q, id, ARGV[2]) then
+local q, id, m = unlease()
+if not q then
   return 0
 end
 local now = now_units()
-local m = q.msg .. id
 local newest = redis.call('ZRANGE', q.dead, -1, -1, 'WITHSCORES')
 local died = now
 if #newest > 0 then
   died = math.max(now, (whole(newest[2]) or now) + 1) -- a planted score may be inf
 end
-redis.call('ZREM', q.leased, id)
 release_key(q, id, redis.call('HGET', m, 'k'))
 redis.call('HSET', m, 'st', 'd', 'r', ARGV[3], 'e', ARGV[4], 'x', int(died))
 redis.call('HDEL', m, 't', 'c')

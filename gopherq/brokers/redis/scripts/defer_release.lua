@@ -7,17 +7,10 @@
 -- Returns how many became ready.
 
 local q = queue(1)
-local moved = {}
-for _, id in ipairs(ARGV) do
-  local m = q.msg .. id
-  if redis.call('ZSCORE', q.delayed, id) and redis.pcall('HGET', m, 'st') == 's' then
+return give_back(q, q.delayed, 1, 1, function(j, m)
+  if redis.call('ZSCORE', q.delayed, ARGV[j]) and redis.pcall('HGET', m, 'st') == 's' then
     redis.call('HDEL', m, 'w')
-    make_ready(q, id, redis.call('HGET', m, 's'))
-    moved[#moved + 1] = id
+    return true
   end
-end
-zrem_all(q.delayed, moved)
-if #moved > 0 and not is_paused(q) then
-  wake(q)
-end
-return #moved
+  return false
+end)

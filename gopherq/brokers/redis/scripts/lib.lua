@@ -264,6 +264,41 @@ local function held(q, id, token)
   return f[1] == 'l' and f[2] == token
 end
 
+-- The opening of a script that settles one delivery (KEYS[1] its queue's base, ARGV[1]
+-- its id, ARGV[2] its token): if the message is still leased under the token, takes it
+-- out of the leased zset and returns the queue, the id and the message's hash key;
+-- otherwise (the lease was lost) nil, and the script returns 0.
+local function unlease()
+  local q, id = queue(1), ARGV[1]
+  if not held(q, id, ARGV[2]) then
+    return nil
+  end
+  redis.call('ZREM', q.leased, id)
+  return q, id, q.msg .. id
+end
+
+-- Give messages back as ready, each in its old place in line (its seq), out of the
+-- zset from (q.delayed or q.leased), and wake blocked reserves unless the queue is
+-- paused. The ids are ARGV[first], ARGV[first + step], ...; one goes back only when
+-- still(j, m) (j its place in ARGV, m its hash key) says it is where the caller
+-- expects, which may change its hash first. Returns how many went back.
+local function give_back(q, from, first, step, still)
+  local moved = {}
+  for j = first, #ARGV, step do
+    local id = ARGV[j]
+    local m = q.msg .. id
+    if still(j, m) then
+      make_ready(q, id, redis.call('HGET', m, 's'))
+      moved[#moved + 1] = id
+    end
+  end
+  zrem_all(from, moved)
+  if #moved > 0 and not is_paused(q) then
+    wake(q)
+  end
+  return #moved
+end
+
 -- The state letter (r, s, l, d) of a message: its st, or where a foreign writer's
 -- entry with some other st (or none) is, by the zset that holds its id; nil if none.
 local function state_of(q, id, st)

@@ -9,20 +9,12 @@
 
 local q = queue(1)
 local uncount = ARGV[1] == '1'
-local gone = {}
-for j = 2, #ARGV, 2 do
-  local id = ARGV[j]
-  if held(q, id, ARGV[j + 1]) then
-    local m = q.msg .. id
-    if uncount then
-      redis.call('HINCRBY', m, 'd', -1)
-    end
-    make_ready(q, id, redis.call('HGET', m, 's'))
-    gone[#gone + 1] = id
+return give_back(q, q.leased, 2, 2, function(j, m)
+  if not held(q, ARGV[j], ARGV[j + 1]) then
+    return false
   end
-end
-zrem_all(q.leased, gone)
-if #gone > 0 and not is_paused(q) then
-  wake(q)
-end
-return #gone
+  if uncount then
+    redis.call('HINCRBY', m, 'd', -1)
+  end
+  return true
+end)

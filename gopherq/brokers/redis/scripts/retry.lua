@@ -7,15 +7,12 @@
 -- is now the earliest, so they shorten their sleep); otherwise it is ready at once,
 -- at the back of its priority. Returns 1, or 0 if the lease was lost.
 
-local q = queue(1)
-local id = ARGV[1]
-if not held(q, id, ARGV[2]) then
+local q, id, m = unlease()
+if not q then
   return 0
 end
 local now = now_units()
-local m = q.msg .. id
 local eta = now + math.ceil(tonumber(ARGV[3]) * UNITS)
-redis.call('ZREM', q.leased, id)
 redis.call('HINCRBY', m, 'a', 1)
 redis.call('HDEL', m, 'd')
 if eta > now then
