@@ -148,6 +148,21 @@ def test_hold_keeps_the_later_end_and_survives_a_clear(broker: Broker) -> None:
     assert setting.hold_until == pytest.approx(until)
 
 
+def test_a_hold_that_ended_is_dropped(broker: Broker) -> None:
+    broker.set_rate_limit("tasks.limited", "5/s")
+    broker.hold_rate("tasks.limited", 0.2)
+    broker.hold_rate("tasks.held", 0.2)
+    later = broker.hold_rate("tasks.later", 60.0)
+    assert broker.rate_limits().keys() == {"tasks.limited", "tasks.held", "tasks.later"}
+    time.sleep(0.3)
+    expected = {"tasks.limited": RateSetting("5/s"), "tasks.later": RateSetting(None, 1, later)}
+    assert broker.rate_limits() == expected  # ended: not read
+    broker.recover()  # where a read does not delete them, the periodic tidy does
+    assert broker.rate_limits() == expected
+    broker.hold_rate("tasks.held", 30.0)  # a new hold after one ended
+    assert broker.rate_limits()["tasks.held"].hold_until == pytest.approx(time.time() + 30, abs=1)
+
+
 def test_a_deferred_message_comes_due_in_its_old_place(broker: Broker) -> None:
     broker.enqueue([first := envelope()])
     [got] = broker.reserve(["default"], 1, 0)

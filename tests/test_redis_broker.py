@@ -810,3 +810,14 @@ def test_socket_timeout_in_the_url_bounds_blocking(shared_url: str) -> None:
 def test_module_constants_match_the_scripts() -> None:
     assert f"local BATCH = {redis_broker_module.TIDY_BATCH}" in (SCRIPTS / "lib.lua").read_text()
     assert connection_module.DEFAULT_DEAD_LETTER_MAX == 10_000
+
+
+def test_reading_rate_limits_deletes_ended_holds(shared: RedisBroker) -> None:
+    shared.set_rate_limit("tasks.limited", "5/s")
+    shared.hold_rate("tasks.limited", 0.1)
+    shared.hold_rate("tasks.held", 0.1)
+    shared.hold_rate("tasks.later", 60.0)
+    time.sleep(0.2)
+    assert shared.rate_limits().keys() == {"tasks.limited", "tasks.later"}
+    fields = shared._conn.client.hkeys(f"{shared.prefix}:{{_}}:rate-limits")
+    assert sorted(fields) == [b"hold:tasks.later", b"rate:tasks.limited"]

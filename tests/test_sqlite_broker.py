@@ -610,3 +610,17 @@ def test_close_waits_for_another_threads_statements(tmp_path: Path) -> None:
         check=False,
     )
     assert (done.returncode, done.stdout.strip()) == (0, b"ok"), done.stderr.decode()[-2000:]
+
+
+def test_the_periodic_tidy_deletes_ended_rate_holds(tmp_path: Path) -> None:
+    broker = SQLiteBroker(f"sqlite:///{tmp_path / 'q.db'}")
+    broker.set_rate_limit("tasks.limited", "5/s")
+    broker.hold_rate("tasks.limited", 0.1)
+    broker.hold_rate("tasks.held", 0.1)
+    broker.hold_rate("tasks.later", 60.0)
+    time.sleep(0.2)
+    broker.recover()
+    with sqlite3.connect(tmp_path / "q.db") as conn:
+        rows = conn.execute("SELECT task, rate, hold_until IS NULL FROM rate_limits ORDER BY task")
+        assert rows.fetchall() == [("tasks.later", None, 0), ("tasks.limited", "5/s", 1)]
+    broker.close()

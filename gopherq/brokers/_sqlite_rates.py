@@ -7,11 +7,13 @@ Each call is one transaction. Tables::
     rate_slots     (key, queue, id) -> slot: messages put back to wait for a slot
                    of bucket key (rate_admit does not charge them again)
     rate_limits    task -> rate limit set at run time (rate NULL: none), burst, and
-                   hold_until (the task is paused until then; NULL: not held)
+                   hold_until (the task is paused until then; NULL: not held; one
+                   that ended is not read, and the periodic tidy deletes it)
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Sequence
 
@@ -42,6 +44,8 @@ RATE_SCHEMA = (
 """The tables, for ``SQLiteBroker.SCHEMA``."""
 
 _DROP_EMPTY_LIMIT = "DELETE FROM rate_limits WHERE task = ? AND rate IS NULL AND hold_until IS NULL"
+_LIVE_LIMITS = """SELECT task, rate, burst, iif(hold_until > ?1, hold_until, NULL) FROM rate_limits
+    WHERE rate IS NOT NULL OR hold_until > ?1"""
 
 
 class SQLiteRates(BrokerAdmin):
@@ -95,9 +99,10 @@ class SQLiteRates(BrokerAdmin):
         return moved
 
     def rate_limits(self) -> dict[str, RateSetting]:
-        """Run-time rate limits and holds by task."""
+        """Run-time rate limits and holds by task, without holds that ended (the periodic
+        tidy deletes them: ``tidy_rates``)."""
         with self._db.read() as conn:
-            rows = conn.execute("SELECT task, rate, burst, hold_until FROM rate_limits")
+            rows = conn.execute(_LIVE_LIMITS, (time.time(),))
             return {task: RateSetting(rate, burst, until) for task, rate, burst, until in rows}
 
     def set_rate_limit(self, task: str, rate: str | None, burst: int = 1) -> None:
@@ -120,3 +125,11 @@ class SQLiteRates(BrokerAdmin):
                 (task, time.time() + seconds),
             ).fetchone()[0]
         return until
+
+
+def tidy_rates(conn: sqlite3.Connection, now: float) -> None:
+    """Delete the slots past keeping and the holds that ended by ``now`` (with the rows
+    they leave empty), in the caller's transaction: ``SQLiteBroker``'s periodic tidy."""
+    conn.execute("DELETE FROM rate_slots WHERE slot < ?", (now - RATE_SLOT_KEPT,))
+    conn.execute("DELETE FROM rate_limits WHERE hold_until <= ? AND rate IS NULL", (now,))
+    conn.execute("UPDATE rate_limits SET hold_until = NULL WHERE hold_until <= ?", (now,))

@@ -318,7 +318,11 @@ class BrokerAdmin(UrlRepr):
         raise self.not_supported("rate_release")
 
     def rate_limits(self) -> dict[str, RateSetting]:
-        """The table of rate limits set at run time and task holds, by task name."""
+        """The table of rate limits set at run time and task holds, by task name.
+
+        A hold that ended is not listed (a task left with no rate then is not either),
+        and the broker deletes it: when read, or at its periodic tidy.
+        """
         raise self.not_supported("rate_limits")
 
     def set_rate_limit(self, task: str, rate: str | None, burst: int = 1) -> None:

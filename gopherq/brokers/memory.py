@@ -433,8 +433,12 @@ class MemoryBroker(Broker):
         return moved
 
     def rate_limits(self) -> dict[str, RateSetting]:
-        """Run-time rate limits and holds by task."""
+        """Run-time rate limits and holds by task; holds that ended go."""
         with self._changed:
+            now = time.time()
+            for task, setting in list(self._limits.items()):
+                if setting.hold_until is not None and setting.hold_until <= now:
+                    self._keep_limit(task, dataclasses.replace(setting, hold_until=None))
             return dict(self._limits)
 
     def set_rate_limit(self, task: str, rate: str | None, burst: int = 1) -> None:

@@ -67,9 +67,8 @@ from gopherq.brokers import _sqlite_fair as fair
 from gopherq.brokers import _sqlite_limits as limits
 from gopherq.brokers import _sqlite_order as ordering
 from gopherq.brokers import _sqlite_rows as rowcheck
-from gopherq.brokers._sqlite_rates import RATE_SCHEMA, SQLiteRates
+from gopherq.brokers._sqlite_rates import RATE_SCHEMA, SQLiteRates, tidy_rates
 from gopherq.brokers.base import (
-    RATE_SLOT_KEPT,
     Broker,
     Cancellation,
     DeadLetter,
@@ -900,8 +899,9 @@ class SQLiteBroker(SQLiteRates, Broker):
 
     def _tidy(self, conn: sqlite3.Connection, now: float, queues: list[str] | None = None) -> int:
         """Promote due etas of ``queues`` (None: all) and, every ``RECOVER_EVERY`` seconds or
-        when ``queues`` is None, expired leases, old dead letters and the next window of
-        stray rows (``_sqlite_rows.sweep``). Returns how many messages became ready."""
+        when ``queues`` is None, expired leases, old dead letters, old rate slots, ended rate
+        holds and the next window of stray rows (``_sqlite_rows.sweep``). Returns how many
+        messages became ready."""
         if queues is None:
             moved: int = conn.execute(
                 self._PROMOTE.format("SELECT name FROM queues"), (now,)
@@ -913,7 +913,7 @@ class SQLiteBroker(SQLiteRates, Broker):
             self._next_recover = now + RECOVER_EVERY
             moved += conn.execute(self._RECOVER, (now,)).rowcount
             conn.execute(self._EXPIRE_DEAD, (now - self.dead_letter_ttl,))
-            conn.execute("DELETE FROM rate_slots WHERE slot < ?", (now - RATE_SLOT_KEPT,))
+            tidy_rates(conn, now)
             conn.execute(self._EXPIRE_KEYS, (now,))
             self._sweep_from = rowcheck.sweep(conn, self._sweep_from, now)
         return moved

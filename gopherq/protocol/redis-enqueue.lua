@@ -35,6 +35,7 @@
 --                                 for their slot, which they do not pay again
 --   P:{_}:rate-limits     hash    rate:<task> -> "rate burst" set at run time,
 --                                 hold:<task> -> unix seconds the task is held until
+--                                 (rate_limits drops it once past)
 --
 -- A message entry a foreign writer planted or spoiled (an id in a zset with no hash,
 -- a key that is not a hash, a hash with no b, fields that are not whole numbers) is

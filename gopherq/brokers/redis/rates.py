@@ -85,11 +85,12 @@ class RedisRates(BrokerAdmin):
         return sum(self._conn.call(lambda c: self._conn.run_many(c, calls)))
 
     def rate_limits(self) -> dict[str, RateSetting]:
-        """Run-time rate limits and holds by task: one HGETALL."""
-        raw: dict[Any, Any] = self._conn.call(lambda c: c.hgetall(self._limits_key))
+        """Run-time rate limits and holds by task (holds that ended go): one script call."""
+        keys = [self._limits_key]
+        flat = self._conn.call(lambda c: self._conn.run(c, script("rate_limits"), keys, []))
         rates: dict[str, tuple[str, int]] = {}
         holds: dict[str, float] = {}
-        for field, value in raw.items():
+        for field, value in zip(flat[::2], flat[1::2], strict=True):
             name, text = field.decode(errors="replace"), value.decode(errors="replace")
             try:
                 if name.startswith(_RATE):
