@@ -160,3 +160,21 @@ def test_queue_depths_after_an_ordered_reserve(broker: Broker) -> None:
     assert depth.ready == {0: 2}
     assert depth.running == 1
     assert depth.oldest_age is not None and depth.oldest_age < 4 * PERIOD
+
+
+def _frees_a_key_until_start(broker: Broker, order: ReserveOrder) -> None:
+    first = envelope(key="k", key_until_start=True)
+    enqueue(broker, first)
+    assert broker.enqueue([envelope(key="k")]) == [first.id]  # ready: held
+    assert ids_of(broker.reserve_ordered(["default"], 1, 0, order)) == [first.id]
+    fresh = envelope(key="k", key_until_start=True)
+    assert broker.enqueue([fresh]) == [fresh.id]  # started: free, as after reserve
+
+
+def test_strict_order_frees_a_key_until_start(broker: Broker) -> None:
+    _frees_a_key_until_start(broker, STRICT)
+
+
+@admin
+def test_aging_frees_a_key_until_start(broker: Broker) -> None:
+    _frees_a_key_until_start(broker, ReserveOrder(aging={"default": 60.0}))

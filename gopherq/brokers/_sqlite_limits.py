@@ -23,6 +23,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+from gopherq.brokers._sqlite_rows import HELD
 from gopherq.brokers.base import Delivery
 
 SCHEMA = (
@@ -46,7 +47,6 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS concurrency_parked_until ON concurrency_parked (key, until)",
 )
 
-_HELD = "id = ? AND token = ? AND state = 'leased'"
 
 
 def admit(
@@ -54,7 +54,7 @@ def admit(
 ) -> bool:
     """``Broker.admit`` in the caller's transaction (``now``: its time)."""
     place = conn.execute(
-        f"SELECT priority, run_at, seq FROM messages WHERE {_HELD}", (delivery.id, delivery.token)
+        f"SELECT priority, run_at, seq FROM messages WHERE {HELD}", (delivery.id, delivery.token)
     ).fetchone()
     if place is None:
         return False
@@ -78,7 +78,7 @@ def admit(
         conn.execute(
             f"""UPDATE messages SET state = 'scheduled', run_at = ?, token = NULL,
                 lease_until = NULL, deliveries = deliveries - 1
-            WHERE {_HELD}""",
+            WHERE {HELD}""",
             (until, delivery.id, delivery.token),
         )
         conn.execute(

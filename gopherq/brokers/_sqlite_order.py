@@ -17,7 +17,7 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gopherq.brokers._sqlite_rows import RETURNED
+from gopherq.brokers._sqlite_rows import lease_sql
 from gopherq.brokers.base import ReserveOrder, aged
 from gopherq.states import Priority
 
@@ -31,8 +31,8 @@ SortKey = Callable[[tuple[Any, ...]], tuple[Any, ...]]
 def statement(
     queues: Sequence[str], order: ReserveOrder, lease_until: float, limit: int, now: float
 ) -> tuple[str, Params, SortKey]:
-    """The lease statement, its parameters, and the sort key of the rows it returns
-    (``_sqlite_rows.RETURNED``) in ``order``."""
+    """The lease statement (``_sqlite_rows.lease_sql``), its parameters, and the sort
+    key of the rows it returns (``_sqlite_rows.RETURNED``) in ``order``."""
     periods = [order.aging.get(queue) for queue in queues]
     sql = _statement(order.strict, tuple(period is not None for period in periods))
     params: Params = (lease_until, limit, now, *queues, *(p for p in periods if p is not None))
@@ -69,10 +69,7 @@ def _statement(strict: bool, aging: tuple[bool, ...]) -> str:
         arms.append(_arm(rank, "priority", name, f"priority < {LEVELS[0]}"))
         arms.append(_arm(rank, "priority", name, f"priority >= {LEVELS[-1] + 1}"))  # text too
     union = " UNION ALL ".join(f"SELECT * FROM ({arm})" for arm in arms)
-    return f"""UPDATE messages SET state = 'leased', token = lower(hex(randomblob(8))),
-            lease_until = ?1, deliveries = deliveries + 1
-        WHERE seq IN (SELECT seq FROM ({union}) ORDER BY rank, level, run_at, seq LIMIT ?2)
-        RETURNING {RETURNED}"""
+    return lease_sql(f"SELECT seq FROM ({union}) ORDER BY rank, level, run_at, seq LIMIT ?2")
 
 
 def _arm(rank: str, level: str, queue: int, where: str) -> str:

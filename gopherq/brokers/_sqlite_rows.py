@@ -1,5 +1,6 @@
-"""Rows of the SQLite broker's ``messages`` table as ``reserve`` reads them, including
-rows that another program wrote there directly, with values of the wrong type or range.
+"""Rows of the SQLite broker's ``messages`` table as ``reserve`` leases and reads them
+(``lease_sql``, ``RETURNED``; ``HELD``, a delivery's row), including rows that another
+program wrote there directly, with values of the wrong type or range.
 
 None of those may stop a reserve or block the queue, and each must end run or
 dead-lettered with a reason. The checks cost the common case almost nothing:
@@ -56,6 +57,19 @@ _SWEEP = """UPDATE messages SET
 
 RETURNED = "id, queue, priority, body, attempt, deliveries, token, run_at, seq, cancelled"
 """What reserve reads of each leased row, in the order ``delivery`` takes it."""
+HELD = "id = ? AND token = ? AND state = 'leased'"
+"""The row of a delivery still leased under its token (parameters: id, token)."""
+
+
+def lease_sql(seqs: str) -> str:
+    """The statement of every reserve (plain or ordered): lease the rows whose seq the
+    subquery ``seqs`` selects and return them (``RETURNED``). Parameters: ?1
+    lease_until, then those of ``seqs``. A key held until the start (``key_hold`` -1,
+    ``unique_until="start"``) is freed here."""
+    return f"""UPDATE messages SET state = 'leased', token = lower(hex(randomblob(8))),
+            lease_until = ?1, deliveries = deliveries + 1, key = iif(key_hold < 0, NULL, key)
+        WHERE seq IN ({seqs})
+        RETURNING {RETURNED}"""
 
 
 class Malformed(Exception):

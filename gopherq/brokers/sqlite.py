@@ -292,11 +292,10 @@ class SQLiteBroker(SQLiteRates, Broker):
     _RECOVER = """UPDATE messages SET state = 'ready', token = NULL, lease_until = NULL
         WHERE state = 'leased' AND lease_until <= ?"""
     _EXPIRE_DEAD = "DELETE FROM messages WHERE state = 'dead' AND died <= ?"
-    _HELD = "id = ? AND token = ? AND state = 'leased'"
-    _ACK = f"DELETE FROM messages WHERE {_HELD}"
+    _ACK = f"DELETE FROM messages WHERE {rowcheck.HELD}"
     _KEEP_KEY = "INSERT OR REPLACE INTO finished_keys (queue, key, id, until) VALUES (?, ?, ?, ?)"
     _ANY_KEY_HOLD = "SELECT 1 FROM messages INDEXED BY messages_key_hold WHERE key_hold > 0 LIMIT 1"
-    _RENEW = f"UPDATE messages SET lease_until = ? WHERE {_HELD}"
+    _RENEW = f"UPDATE messages SET lease_until = ? WHERE {rowcheck.HELD}"
     _KEY_HOLDER = """SELECT id FROM messages
         WHERE queue = ? AND key = ? AND state != 'dead'"""
     # The live holder of a key first, else the finished one whose key is held still.
@@ -416,7 +415,7 @@ class SQLiteBroker(SQLiteRates, Broker):
                 conn.execute(
                     f"""UPDATE messages SET state = ?, run_at = ?, attempt = attempt + 1,
                         deliveries = 0, token = NULL, lease_until = NULL, error = ?
-                    WHERE {self._HELD}""",
+                    WHERE {rowcheck.HELD}""",
                     (state, now + max(countdown, 0.0), error, delivery.id, delivery.token),
                 ).rowcount
             )
@@ -430,7 +429,7 @@ class SQLiteBroker(SQLiteRates, Broker):
                 conn.execute(
                     f"""UPDATE messages SET state = 'dead', reason = ?, error = ?, died = ?,
                         token = NULL, lease_until = NULL, cancelled = 0
-                    WHERE {self._HELD}""",
+                    WHERE {rowcheck.HELD}""",
                     (reason, error, died, delivery.id, delivery.token),
                 ).rowcount
             )
@@ -547,7 +546,7 @@ class SQLiteBroker(SQLiteRates, Broker):
             return conn.executemany(
                 f"""UPDATE messages SET state = 'ready', token = NULL, lease_until = NULL,
                     deliveries = deliveries - ?
-                WHERE {self._HELD}""",
+                WHERE {rowcheck.HELD}""",
                 [(uncount, d.id, d.token) for d in deliveries],
             ).rowcount
 
@@ -1003,11 +1002,7 @@ def _reserve_sql(queues: int) -> str:
     else:
         arms = " UNION ALL ".join(f"SELECT * FROM ({first.format(n + 3)})" for n in range(queues))
         pick = f"SELECT seq FROM ({arms}) ORDER BY priority, run_at, seq LIMIT ?2"
-    # key: unique_until="start" frees it here (key_hold -1).
-    return f"""UPDATE messages SET state = 'leased', token = lower(hex(randomblob(8))),
-            lease_until = ?1, deliveries = deliveries + 1, key = iif(key_hold < 0, NULL, key)
-        WHERE seq IN (SELECT seq FROM ({pick}))
-        RETURNING {rowcheck.RETURNED}"""
+    return rowcheck.lease_sql(f"SELECT seq FROM ({pick})")
 
 
 class _NotAllHeld(Exception):
