@@ -1,5 +1,8 @@
 """Rate limits as values: ``"100/s"`` parsed into a ``Rate``, and what the broker keeps.
 
+``parse_rate`` is the one grammar of every rate: tasks' rate limits, the limits
+set at run time, and API keys' send rates (``gopherq.access.rate``).
+
 A ``Rate`` is a number of runs per period plus a ``burst``: how many may start at
 once after a quiet spell. The broker enforces it with GCRA (the generic cell rate
 algorithm): each limit key has a theoretical arrival time (TAT); a message claims
