@@ -222,7 +222,7 @@ SCRIPT_NAMES = (
     "settle_held", "event_add", "event_job", "event_index", "result_index", "result_unindex",
     "concurrency_admit", "concurrency_park", "concurrency_wake", "concurrency_release",
     "concurrency_renew",
-    "rate_admit", "rate_release", "rate_hold", "defer", "defer_release",
+    "rate_admit", "rate_keep", "rate_release", "rate_hold", "defer", "defer_release",
 )  # fmt: skip
 
 Call: TypeAlias = "tuple[Script | str, Sequence[str], Sequence[Any]]"
