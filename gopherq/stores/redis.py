@@ -221,7 +221,7 @@ SCRIPT_NAMES = (
     "result_store", "result_token", "cancel", "cancel_requested", "resume", "rename",
     "settle_held", "event_add", "event_job", "event_index", "result_index", "result_unindex",
     "concurrency_admit", "concurrency_park", "concurrency_wake", "concurrency_release",
-    "concurrency_renew",
+    "concurrency_renew", "concurrency_forget",
     "rate_admit", "rate_keep", "rate_release", "rate_hold", "defer", "defer_release",
 )  # fmt: skip
 
