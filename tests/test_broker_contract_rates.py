@@ -1,6 +1,6 @@
-"""The broker contract's rate limits (``rate_admit``, ``defer``, ``rate_release``, the
-table of run-time limits): every built-in broker passes this suite unchanged (the
-Redis Cluster too, through tests/test_redis_cluster.py).
+"""The broker contract's rate limits (``rate_admit``, ``rate_keep``, ``defer``,
+``rate_release``, the table of run-time limits): every built-in broker passes this
+suite unchanged (the Redis Cluster too, through tests/test_redis_cluster.py).
 
 Waits are compared loosely: the broker's clock moves between two calls.
 """
@@ -73,6 +73,31 @@ def test_a_message_waiting_for_its_slot_does_not_pay_again(broker: Broker) -> No
     assert broker.rate_admit(key, 1.0, 1, [waiting]) == [0.0]
     [fourth] = broker.rate_admit(key, 1.0, 1, [waiting])  # taken: a new claim
     assert fourth > 2.0 - SLACK  # after the third's slot: a new claim
+
+
+def test_a_slot_kept_for_a_message_another_bucket_holds(broker: Broker) -> None:
+    # Two buckets of one task: this one admits ``held`` at once, the other makes it
+    # wait. It keeps this one's slot: back, it pays no second one.
+    key = bucket()
+    held, later = reserved(broker, 2)
+    assert broker.rate_admit(key, 1.0, 1, [held]) == [0.0]
+    assert broker.rate_keep(key, [held]) == 1
+    assert broker.rate_keep(key, [held]) == 0  # kept already
+    [wait] = broker.rate_admit(key, 1.0, 1, [later])  # the next slot: held's is taken
+    assert 1.0 - SLACK < wait <= 1.0
+    assert broker.rate_admit(key, 1.0, 1, [held]) == [0.0]  # back: its kept slot
+    [again] = broker.rate_admit(key, 1.0, 1, [held])  # taken: a new claim
+    assert 2.0 - SLACK < again <= 2.0
+
+
+def test_a_slot_that_came_due_is_kept_too(broker: Broker) -> None:
+    key = bucket()
+    first, waiting = reserved(broker, 2)
+    [_, wait] = broker.rate_admit(key, 0.2, 1, [first, waiting])
+    time.sleep(wait)
+    assert broker.rate_admit(key, 0.2, 1, [waiting]) == [0.0]  # due: taken back
+    assert broker.rate_keep(key, [waiting]) == 1  # the other bucket makes it wait
+    assert broker.rate_admit(key, 0.2, 1, [waiting]) == [0.0]  # still its own
 
 
 def test_defer_schedules_without_counting(broker: Broker) -> None:

@@ -40,6 +40,10 @@ class Counting(MemoryBroker):
         self._count("rate_admit")
         return super().rate_admit(key, interval, burst, deliveries)
 
+    def rate_keep(self, key: str, deliveries: Any) -> int:
+        self._count("rate_keep")
+        return super().rate_keep(key, deliveries)
+
     def defer(self, deliveries: Any, countdowns: Any) -> int:
         self._count("defer")
         return super().defer(deliveries, countdowns)
@@ -177,6 +181,47 @@ def test_per_key_buckets_then_the_task_bucket() -> None:
     assert [d.id for d in run] == [a1.id, b1.id]
     assert broker.locate(a2.id) is State.SCHEDULED
     assert broker.calls["rate_admit"] == 2  # one per bucket: a, b
+
+
+def test_a_message_the_task_bucket_holds_keeps_its_key_slot() -> None:
+    broker = Counting()
+    app = GopherQ("t", broker=broker)
+
+    @app.task(rate_limit="1/h", rate_limit_per_key="1/h")
+    def per_tenant() -> None: ...
+
+    a1, b1 = _send(app, per_tenant.name, "a"), _send(app, per_tenant.name, "b")
+    run, _ = RateAdmission(app, broker, "w").admit(reserved(app, 2))
+    assert [d.id for d in run] == [a1.id]  # b1: its tenant's slot, then the task's waits
+    assert broker.calls == {"rate_admit": 3, "rate_keep": 1, "defer": 1}
+    # b1 keeps its slot of tenant b: a second message of b waits for the next one...
+    tenant_b = limit_key(per_tenant.name, "b")
+    _send(app, per_tenant.name, "b")
+    [wait] = broker.rate_admit(tenant_b, 3600.0, 1, reserved(app, 1))
+    assert wait > 3000
+    # ... and b1, back (here: the task's bucket reset), pays tenant b no second slot.
+    assert broker.rate_release(limit_key(per_tenant.name)) == 1
+    [back] = reserved(app, 1)
+    assert back.id == b1.id
+    assert broker.rate_admit(tenant_b, 3600.0, 1, [back]) == [0.0]
+
+
+def test_a_broker_without_rate_keep_still_limits(caplog: pytest.LogCaptureFixture) -> None:
+    class NoKeep(MemoryBroker):
+        def rate_keep(self, *args: Any) -> int:
+            raise self.not_supported("rate_keep")
+
+    broker = NoKeep()
+    app = GopherQ("t", broker=broker)
+
+    @app.task(rate_limit="1/h", rate_limit_per_key="1/h")
+    def per_tenant() -> None: ...
+
+    a1, b1 = _send(app, per_tenant.name, "a"), _send(app, per_tenant.name, "b")
+    run, _ = RateAdmission(app, broker, "w").admit(reserved(app, 2))
+    assert [d.id for d in run] == [a1.id]
+    assert broker.locate(b1.id) is State.SCHEDULED
+    assert "pays its key again" in caplog.text
 
 
 def _send(app: GopherQ, task: str, fair_key: str) -> Message:

@@ -5,7 +5,8 @@ Each call is one transaction. Tables::
 
     rate_buckets   rate limit key -> its theoretical arrival time (GCRA, gopherq.limits)
     rate_slots     (key, queue, id) -> slot: messages put back to wait for a slot
-                   of bucket key (rate_admit does not charge them again)
+                   of bucket key, or for one of another bucket (rate_keep); rate_admit
+                   does not charge them again
     rate_limits    task -> rate limit set at run time (rate NULL: none), burst, and
                    hold_until (the task is paused until then; NULL: not held; one
                    that ended is not read, and the periodic tidy deletes it)
@@ -82,6 +83,17 @@ class SQLiteRates(BrokerAdmin):
                 (key, tat),
             )
         return waits
+
+    def rate_keep(self, key: str, deliveries: Sequence[Delivery]) -> int:
+        """Remember a slot due now of bucket ``key`` for each delivery (see ``BrokerAdmin``)."""
+        with self._db.write() as conn:
+            now = time.time()
+            cursor = conn.executemany(
+                "INSERT OR IGNORE INTO rate_slots VALUES (?, ?, ?, ?)",
+                [(key, d.queue, d.id, now) for d in deliveries],
+            )
+            kept: int = cursor.rowcount
+        return kept
 
     def rate_release(self, key: str) -> int:
         """Forget bucket ``key``; its messages waiting for a slot become ready at once, in

@@ -301,6 +301,15 @@ class BrokerAdmin(UrlRepr):
         """
         raise self.not_supported("rate_admit")
 
+    def rate_keep(self, key: str, deliveries: Sequence[Delivery]) -> int:
+        """Remember, for each delivery, the slot of bucket ``key`` that ``rate_admit`` just
+        answered 0.0 ("run now"), as if it waited for it: another bucket of its task makes
+        it wait. When it comes back, ``rate_admit`` answers it 0.0 again and claims no
+        second slot: a message pays each of its buckets once, and keeps its place in the
+        line of each. Forgotten as any remembered slot (``RATE_SLOT_KEPT`` from now).
+        Returns how many were not remembered already."""
+        raise self.not_supported("rate_keep")
+
     def defer(self, deliveries: Sequence[Delivery], countdowns: Sequence[float]) -> int:
         """Put leased messages back as scheduled ``countdowns`` seconds from now (the
         broker's clock), without counting an attempt or the delivery; 0 or less: ready

@@ -38,6 +38,7 @@ is skipped when it surfaces)::
                  messages parked (scheduled until then, unless woken first)
     _buckets     rate limit key -> its theoretical arrival time (GCRA, ``gopherq.limits``)
     _slots       rate limit key -> {(queue, id): slot} of messages put back for a slot
+                 (or kept for one another bucket makes wait, ``rate_keep``)
     _limits      task -> ``RateSetting``: rate limits set at run time, holds
     _finished    (queue, idempotency key) -> (id, until): keys held past their ack
     _finished_expiry  heap of (until, queue, key) of _finished
@@ -399,6 +400,17 @@ class MemoryBroker(Broker):
                 waits.append(max(slot - now, 0.0))
             self._buckets[key] = tat
         return waits
+
+    def rate_keep(self, key: str, deliveries: Sequence[Delivery]) -> int:
+        """Remember a slot due now of bucket ``key`` for each delivery (see ``BrokerAdmin``)."""
+        kept = 0
+        with self._changed:
+            now = time.time()
+            slots = self._slots.setdefault(key, {})
+            for delivery in deliveries:
+                if slots.setdefault((delivery.queue, delivery.id), now) == now:
+                    kept += 1
+        return kept
 
     def defer(self, deliveries: Sequence[Delivery], countdowns: Sequence[float]) -> int:
         """Put held messages back, scheduled ``countdowns`` from now, nothing counted."""

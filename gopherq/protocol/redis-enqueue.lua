@@ -48,6 +48,7 @@
 --   P:{q}:parked:<key>      zset    id -> ready score: messages parked under a key, in line
 --   P:{q}:credit:<key>      string  a wake-up that found none parked, kept a moment
 --   P:{conc:<key>}:holders  zset    token:id -> holder lease end (units); a slot of its own
+--   P:{conc:<key>}:queues   zset    queue -> score: queues that may hold parked messages
 --   and while a message is parked, its hash field w: the delayed score its parking ends at.
 --
 -- The result backend (gopherq/results/redis.py; scripts result_*.lua) keeps, per id:

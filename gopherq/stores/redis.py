@@ -221,8 +221,8 @@ SCRIPT_NAMES = (
     "result_store", "result_token", "cancel", "cancel_requested", "resume", "rename",
     "settle_held", "event_add", "event_job", "event_index", "result_index", "result_unindex",
     "concurrency_admit", "concurrency_park", "concurrency_wake", "concurrency_release",
-    "concurrency_renew",
-    "rate_admit", "rate_release", "rate_hold", "rate_limits", "defer", "defer_release",
+    "concurrency_renew", "concurrency_forget",
+    "rate_admit", "rate_keep", "rate_release", "rate_hold", "rate_limits", "defer", "defer_release",
 )  # fmt: skip
 
 Call: TypeAlias = "tuple[Script | str, Sequence[str], Sequence[Any]]"

@@ -10,7 +10,9 @@ for the batch: no attempt or delivery counted), so that no process waits for a
 slot and other tasks and queues run meanwhile.
 
 Buckets: ``rate_limit`` (or the rate set at run time, which wins) is one bucket
-per task; ``rate_limit_per_key`` one per task and fair key, asked first. A task
+per task; ``rate_limit_per_key`` one per task and fair key, asked first. A message
+pays each of its buckets one slot: one that the task's bucket makes wait keeps the
+slot its key's bucket gave it (``Broker.rate_keep``). A task
 held after repeated ``RateLimited`` raises waits, without a claim, until the hold
 ends. The table of run-time limits and holds (``Broker.rate_limits``) is read at
 most once every ``REFRESH_EVERY`` seconds, so workers honour a change within it.
@@ -71,6 +73,7 @@ class RateAdmission:
         self._next_refresh = 0.0
         self._table = True  # the broker keeps a table of run-time limits
         self._enforced = True  # the broker implements rate_admit
+        self._keeps = True  # ... and rate_keep
         self._streaks: dict[str, int] = {}
 
     @property
@@ -151,7 +154,13 @@ class RateAdmission:
 
     def _claim(self, asks: list[tuple[Delivery, list[Bucket]]], waits: dict[str, float]) -> None:
         """Claim the slots of ``asks`` (the first bucket of each, then the second of those
-        the first admits), one ``rate_admit`` per bucket; record the waits."""
+        the first admits), one ``rate_admit`` per bucket; record the waits.
+
+        A delivery that the first bucket admits and the second makes wait keeps its slot
+        of the first (``rate_keep``, one call per bucket): it comes back to slots of both
+        that it does not pay again."""
+        first_keys = {delivery.id: buckets[0][0] for delivery, buckets in asks}
+        kept: dict[str, list[Delivery]] = {}  # first bucket's key -> what the second holds
         for stage in range(2):
             by_bucket: dict[Bucket, list[Delivery]] = {}
             for delivery, buckets in asks:
@@ -162,6 +171,20 @@ class RateAdmission:
                 for delivery, wait in zip(deliveries, answers, strict=True):
                     if wait > 0:
                         waits[delivery.id] = wait
+                        if stage:
+                            kept.setdefault(first_keys[delivery.id], []).append(delivery)
+        for key, deliveries in kept.items():
+            self._keep(key, deliveries)
+
+    def _keep(self, key: str, deliveries: list[Delivery]) -> None:
+        """``rate_keep``; on a broker without it the slots are let go (paid again)."""
+        if not self._keeps:
+            return
+        try:
+            self.broker.rate_keep(key, deliveries)
+        except NotSupported as exc:
+            logger.warning("worker %s: a message put back pays its key again: %s", self.worker, exc)
+            self._keeps = False
 
     def _give_back(self, deliveries: list[Delivery]) -> None:
         try:

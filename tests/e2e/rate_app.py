@@ -18,6 +18,11 @@ def limited(i: int) -> None:
     note("limited", i, current_task().attempt)
 
 
+@app.task(rate_limit="15/s", rate_limit_per_key="10/s", fair_key="tenant")
+def shared(i: int, tenant: str) -> None:
+    note("shared", i, tenant)
+
+
 @app.task(rate_limit="1/m")
 def throttled(i: int) -> None:
     note("throttled", i)

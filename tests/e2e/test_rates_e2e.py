@@ -46,6 +46,24 @@ def test_a_limited_task_runs_at_its_rate_across_workers(run: Run) -> None:
     assert all(r.state is State.SUCCEEDED for r in results)
 
 
+def test_two_buckets_each_run_at_their_rate(run: Run) -> None:
+    # tasks.shared: 15/s for the task, 10/s per tenant. Two tenants with a backlog
+    # each: the task's bucket holds both to 15/s together, each tenant's to 10/s.
+    run.wait_ready(run.worker("-c", "2"))
+    run.wait_ready(run.worker("-c", "2"))
+    for i in range(30):
+        run.send("shared", i, "a", fair_key="a")
+        run.send("shared", i, "b", fair_key="b")
+    wait_for(lambda: len(run.events("shared")) == 60, 30, run.log)
+    starts = sorted(event[0] for event in run.events("shared"))
+    # 59 intervals of 1/15 s after the first: 3.93 s (a busy machine: later, not sooner).
+    assert 3.6 <= starts[-1] - starts[0] < 4.6
+    for tenant in "ab":
+        mine = sorted(event[0] for event in run.events("shared") if event[4] == tenant)
+        # At most 10/s: no 11 starts of one tenant within one second.
+        assert all(b - a >= 0.9 for a, b in zip(mine, mine[10:], strict=False))
+
+
 def test_an_unlimited_task_is_not_blocked_by_a_limited_one(run: Run) -> None:
     run.wait_ready(run.worker("-c", "2"))
     run.send_batch("throttled", [(i,) for i in range(20)])  # 1/m: one runs, 19 wait

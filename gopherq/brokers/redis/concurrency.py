@@ -4,31 +4,35 @@
 Where things live (Redis Cluster: one slot per script):
 
 * the holders of a key (the task name) in a slot of their own, ``P:{conc:<key>}``,
-  since a limit holds across every queue the task is sent to;
+  since a limit holds across every queue the task is sent to, and beside them the
+  queues where messages of the key may be parked (noted by each refusal);
 * a parked message in its queue's slot, where it stays (scheduled, so that admin
   sees it) and the key's line of parked messages of that queue, ``P:{q}:parked:<key>``.
 
 Hence two slots per step, one round trip each way:
 
-* ``admit``: the message's lease renewed (is it still ours?) and the holders asked,
-  in one pipeline; then, only when refused, the message parked (a second round trip);
-* ``release_admitted``: the holders freed and, per queue, the first parked messages
-  woken, in one pipeline for a whole batch of settled deliveries;
+* ``admit``: the message's lease renewed (is it still ours?) and the holders asked
+  (a refusal notes the queue), in one pipeline; then, only when refused, the message
+  parked (a second round trip);
+* ``release_admitted``: the holders freed, in one pipeline for a whole batch of
+  settled deliveries, answering the queues noted for their keys; then the first
+  parked messages woken in the best of those queues, whatever queue the released
+  deliveries came from (a second round trip, one pipeline for every key);
 * ``renew_admitted``: one call per key, in one pipeline, each renewal tick.
 
-A release waking the parked messages of its own queue only: a task limited across
-several queues wakes, in each queue, those parked there by releases there; the
-others come back at the end of their parking (one lease). The wake-up goes with
-the release in one pipeline, so it cannot ask whether the holder was still there:
-one whose holder lease had ended wakes a message that parks again. A release that finds no
-one parked leaves a short credit that a message refused meanwhile (between its
-refusal and its parking, in the other slot) takes to go straight back to ready.
+A wake-up that finds fewer parked messages than it asked for in a queue (they were
+woken at the end of their parking, cancelled, or not parked yet) leaves a short
+credit there that a message refused meanwhile (between its refusal, in the
+holders' slot, and its parking) takes to go straight back to ready; the queue is
+then dropped from the noted ones and the rest asked of the next queue, one more
+round trip each. Noted queues go two leases after the last refusal: by then every
+parking has ended on its own.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from gopherq.brokers.base import Delivery
@@ -60,35 +64,38 @@ class ConcurrencyLimits:
     def admit(self, delivery: Delivery, key: str, limit: int) -> bool:
         """``Broker.admit``: one round trip when admitted, two when parked."""
         base, home, holder = self._base(delivery.queue), self._home(key), _holder(delivery)
+        asked = (limit, self._lease, holder, delivery.queue, delivery.priority)
         ask: list[Call] = [
             (script("extend"), [base], (self._lease, delivery.id, delivery.token)),
-            (script("concurrency_admit"), [home], (limit, self._lease, holder)),
+            (script("concurrency_admit"), [home], asked),
         ]
-        held, (admitted, wakes) = self._run(ask)
+        held, (admitted, wakes, *queues) = self._run(ask)
         then: list[Call] = []
         if not held and admitted:  # not ours any more: give the slot back at once
             then.append((script("concurrency_release"), [home], (holder,)))
         elif held and not admitted:
             args = (delivery.id, delivery.token, key, self._lease)
             then.append((script("concurrency_park"), [base], args))
-        if wakes:
-            then.append(self._wake(delivery.queue, key, wakes))
-        if then:
-            self._run(then)
+        self._wake([_Wake(key, int(wakes), _pairs(queues))], then)
         return bool(held) and bool(admitted)
 
     def release(self, admitted: Admitted) -> int:
-        """``Broker.release_admitted``: one round trip."""
+        """``Broker.release_admitted``: one round trip, and one more to wake the messages
+        parked under the keys (two or more when the first queue has fewer than asked)."""
+        chunks = _by_key(admitted)
         calls: list[Call] = [
-            (script("concurrency_release"), [self._home(key)], holders)
-            for key, holders in _by_key(admitted)
+            (script("concurrency_release"), [self._home(key)], holders) for key, holders in chunks
         ]
-        released = len(calls)
-        wakes = Counter((d.queue, key) for key, d in admitted)
-        calls += [self._wake(queue, key, count) for (queue, key), count in wakes.items()]
         if not calls:
             return 0
-        return sum(int(n) for n in self._run(calls)[:released])
+        wakes: dict[str, _Wake] = {}
+        released = 0
+        for (key, _), (count, *queues) in zip(chunks, self._run(calls), strict=True):
+            if count := int(count):
+                wakes.setdefault(key, _Wake(key, 0, _pairs(queues))).count += count
+                released += count
+        self._wake(list(wakes.values()))
+        return released
 
     def renew(self, admitted: Admitted) -> int:
         """``Broker.renew_admitted``: one round trip."""
@@ -102,11 +109,43 @@ class ConcurrencyLimits:
         """The key base of the holders of ``key``, in a slot of its own."""
         return f"{self._prefix}:{{conc:{key}}}"
 
-    def _wake(self, queue: str, key: str, count: int) -> Call:
-        return script("concurrency_wake"), [self._base(queue)], (key, count, CREDIT_MS)
+    def _wake(self, wakes: list[_Wake], calls: Sequence[Call] = ()) -> None:
+        """Wake the parked messages of ``wakes`` queue by queue, best queue first, one
+        round trip per step (with ``calls`` in the first): a queue that had fewer than
+        asked is forgotten and the rest asked of the next one."""
+        calls = list(calls)
+        while wakes := [w for w in wakes if w.count > 0 and w.queues]:
+            asked = [(w, *w.queues.pop(0)) for w in wakes]
+            for wake, queue, _ in asked:
+                args = (wake.key, wake.count, CREDIT_MS)
+                calls.append((script("concurrency_wake"), [self._base(queue)], args))
+            woken = self._run(calls)[-len(asked) :]
+            calls = []
+            for (wake, queue, place), count in zip(asked, woken, strict=True):
+                wake.count -= int(count)
+                if wake.count > 0:
+                    forget = (queue, place)
+                    calls.append((script("concurrency_forget"), [self._home(wake.key)], forget))
+        if calls:
+            self._run(calls)
 
     def _run(self, calls: Sequence[Call]) -> list[Any]:
         return self._conn.call(lambda c: self._conn.run_many(c, calls))
+
+
+@dataclass(slots=True)
+class _Wake:
+    """Parked messages of ``key`` to wake: ``count`` more, in ``queues`` (name and
+    place, as the holders' script listed them) from the first on."""
+
+    key: str
+    count: int
+    queues: list[tuple[str, str]]
+
+
+def _pairs(flat: Sequence[bytes]) -> list[tuple[str, str]]:
+    """A script's flat ``queue, score, ...`` as (queue, score) pairs."""
+    return [(flat[j].decode(), flat[j + 1].decode()) for j in range(0, len(flat) - 1, 2)]
 
 
 def _holder(delivery: Delivery) -> str:

@@ -55,6 +55,15 @@ class RedisRates(BrokerAdmin):
         waits = self._conn.call(lambda c: self._conn.run(c, script("rate_admit"), keys, args))
         return [float(w) for w in waits]
 
+    def rate_keep(self, key: str, deliveries: Sequence[Delivery]) -> int:
+        """Remember a slot due now of bucket ``key`` for each delivery: one script call."""
+        if not deliveries:
+            return 0
+        args = [repr(RATE_SLOT_KEPT), *(f"{d.queue}\0{d.id}" for d in deliveries)]
+        keys = [f"{self.prefix}:{{rate:{key}}}"]
+        kept = self._conn.call(lambda c: self._conn.run(c, script("rate_keep"), keys, args))
+        return int(kept)
+
     def defer(self, deliveries: Sequence[Delivery], countdowns: Sequence[float]) -> int:
         """Put held messages back, scheduled ``countdowns`` from now: one call per queue,
         all in one round trip."""
