@@ -58,6 +58,12 @@ enqueue on one slot. One queue (the common case) blocks with no delay.
 Cross-queue state lives in a slot of its own: ``P:{_}:queues``, the set of
 queue names known to ``stats``, ``recover`` and the admin calls that take no
 queue (``locate``, ``delete``, ``dead_letters()``, ``peek`` without its queue).
+A page of the dead letters of every queue reads, after the known queues, each
+queue's newest ids and scores (``dead_letters.lua``; by reason, reading only that
+field of each letter), merges them and cuts the page, then reads the letters of the
+page alone (``dead_letter.lua``, one call per queue that has some, in one round
+trip); a letter requeued in between is left out.
+
 Idempotency keys are held per queue (a key names one message within its queue). A
 queue name must not be empty or start with ``}`` (its keys would get an empty hash
 tag).
