@@ -9,6 +9,9 @@
 -- an empty array if none is.
 
 local q = queue(1)
+if redis.call('EXISTS', q.dead) == 0 then -- most queues have none: no clock, no retention
+  return {}
+end
 drop_old_dead(q, now_units(), tonumber(ARGV[1]))
 local scores = redis.call('ZMSCORE', q.dead, unpack(ARGV, 2))
 local out = {}

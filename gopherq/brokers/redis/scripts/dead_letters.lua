@@ -11,6 +11,9 @@
 -- seconds); with ARGV[4] '1', 2: id and its score in P:{q}:dead (died, in units).
 
 local q = queue(1)
+if redis.call('EXISTS', q.dead) == 0 then -- most queues have none: no clock, no retention
+  return {}
+end
 drop_old_dead(q, now_units(), tonumber(ARGV[1]))
 local offset = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
