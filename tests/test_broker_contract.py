@@ -376,6 +376,22 @@ def test_dead_letters_per_queue_and_all(broker: Broker) -> None:
 
 
 @admin
+def test_dead_letters_of_every_queue_are_one_page_by_time_of_death(broker: Broker) -> None:
+    died = [*kill(broker, "a", 2), *kill(broker, "b", 3), *kill(broker, "a", 1)]
+    newest_first = died[::-1]
+    every = broker.dead_letters()
+    assert [d.id for d in every] == newest_first
+    assert [d.id for d in broker.dead_letters(offset=2, limit=3)] == newest_first[2:5]
+    assert [d.id for d in broker.dead_letters(offset=5, limit=3)] == newest_first[5:]
+    assert broker.dead_letters(offset=6) == []
+    by_queue = {d.id: d for queue in ("a", "b") for d in broker.dead_letters(queue)}
+    assert every == [by_queue[id] for id in newest_first]  # whole, as their queue lists them
+    assert [d.id for d in broker.dead_letters_for("REJECTED", offset=1, limit=4)] == (
+        newest_first[1:5]
+    )
+
+
+@admin
 def test_dead_letter_by_id(broker: Broker) -> None:
     a = kill(broker, "a", 2)
     [b] = kill(broker, "b", 1)

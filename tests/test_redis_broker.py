@@ -563,8 +563,7 @@ def test_filtered_job_pages_search_a_bounded_window_and_say_where_to_go_on(
     shared_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two filters walk the smaller index and test the other: JOBS_SCAN entries a page."""
-    monkeypatch.setattr(result_redis, "JOBS_SCAN", 20)
-    monkeypatch.setattr(result_redis, "JOBS_WINDOW", 10)
+    monkeypatch.setattr(result_redis, "JOBS_SCAN", 16)  # windows of 6 (limit + 1), then 10
     monkeypatch.setattr(result_redis, "JOBS_WINDOW_MAX", 10)
     backend = RedisResultBackend(shared_url)
     now = time.time()
@@ -576,7 +575,7 @@ def test_filtered_job_pages_search_a_bounded_window_and_say_where_to_go_on(
     common = [replace(r, created=now - i) for i, r in enumerate(common)]
     backend.store([*common, rare])
     page = backend.job_page(state=State.FAILED, task="t", limit=5)
-    assert page.records == [] and page.next is not None  # searched 20 of 21, more to search
+    assert page.records == [] and page.next is not None  # searched 16 of 21, more to search
     page = backend.job_page(state=State.FAILED, task="t", after=page.next, limit=5)
     assert page.records == [rare] and page.next is None
     page = backend.job_page(state=State.FAILED, limit=5)  # one filter: its index, no search

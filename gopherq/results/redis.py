@@ -40,7 +40,9 @@ on Redis Cluster too (there the record itself, in its own slot, is written just
 before, in the same round trip). A page with one filter walks that filter's
 index and reads about ``limit`` records. With several, it walks the smallest of
 their indexes (``ZCARD``) and tests the others with ``ZMSCORE`` per window of
-ids, so that it reads only the records that match; ``JOBS_SCAN`` entries of the
+ids, so that it reads only the records that match (the first window is the page's
+``limit`` + 1 ids, enough when the filters agree: Redis formats a score for every id
+tested; each further one twice as large); ``JOBS_SCAN`` entries of the
 walked index at most per page: a combination that matches nothing in them
 returns what it found so far, with the cursor to search on from. (``ZINTER``
 would compute the whole intersection on the server for every page, a cost that
@@ -107,10 +109,10 @@ CHUNK = 1000
 """Expired ids ``cleanup`` takes out of the indexes per round trip."""
 JOBS_SCAN = 10_000
 """Most index entries one ``job_page`` call reads: the window its filters search."""
-JOBS_WINDOW = 200
-"""Ids the first round trip of ``job_page`` reads with two or three filters (else
-``limit`` + 1); each further one reads twice as many, up to ``JOBS_WINDOW_MAX``."""
 JOBS_WINDOW_MAX = 2000
+"""Ids the first round trip of ``job_page`` reads: ``limit`` + 1, what a page needs
+when every id passes its filters; each further one (ids gone, or failing a filter's
+test) twice as many as the one before, up to this."""
 _NO_RECORD = ("",) * 7
 
 
@@ -268,7 +270,7 @@ class RedisResultBackend(ResultBackend):
             self._backfill()
         walk, tests = self._plan(filters)
         needles = _needles(state, task, queue)
-        window = max(limit + 1, JOBS_WINDOW) if tests else limit + 1
+        window = limit + 1
         found: list[tuple[JobRecord, JobCursor]] = []
         position = self._start(after)
         timed = since is not None or until is not None

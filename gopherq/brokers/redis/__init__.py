@@ -58,6 +58,12 @@ enqueue on one slot. One queue (the common case) blocks with no delay.
 Cross-queue state lives in a slot of its own: ``P:{_}:queues``, the set of
 queue names known to ``stats``, ``recover`` and the admin calls that take no
 queue (``locate``, ``delete``, ``dead_letters()``, ``peek`` without its queue).
+A page of the dead letters of every queue reads, after the known queues, each
+queue's newest ids and scores (``dead_letters.lua``; by reason, reading only that
+field of each letter), merges them and cuts the page, then reads the letters of the
+page alone (``dead_letter.lua``, one call per queue that has some, in one round
+trip); a letter requeued in between is left out.
+
 Idempotency keys are held per queue (a key names one message within its queue). A
 queue name must not be empty or start with ``}`` (its keys would get an empty hash
 tag).
@@ -124,6 +130,7 @@ import math
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from operator import itemgetter
 from typing import Any, NamedTuple, TypeVar
 
 from gopherq.brokers.base import (
@@ -534,20 +541,41 @@ class RedisBroker(RedisRates, Broker):
         if limit <= 0:
             return []
         if queue is not None:
-            queues, first, count = [queue], offset, limit
-        else:
-            queues, first, count = self._known(), 0, offset + limit
-        args = (self._ttl, first, count, *by_reason)
+            args = (self._ttl, offset, limit, "", *by_reason)
+            raw = self._run(script("dead_letters"), queue, args)
+            return [_dead_letter(queue, raw[j : j + 7]) for j in range(0, len(raw), 7)]
+        # Every queue: the ids and scores of each one's newest offset + limit, merged
+        # by score (newest first); then only the letters of the page are read.
+        queues = self._known()
+        args = (self._ttl, 0, offset + limit, "1", *by_reason)
         results = self._run_each(script("dead_letters"), queues, args)
-        found = [
-            (q, raw[j : j + 7])
+        newest = [
+            (float(raw[j + 1]), q, raw[j])
             for q, raw in zip(queues, results, strict=True)
-            for j in range(0, len(raw), 7)
+            for j in range(0, len(raw), 2)
         ]
-        if queue is None:  # the newest of every queue's newest; only those are built
-            found.sort(key=lambda letter: float(letter[1][6]), reverse=True)
-            found = found[offset : offset + limit]
-        return [_dead_letter(q, fields) for q, fields in found]
+        newest.sort(key=itemgetter(0), reverse=True)
+        return self._read_dead([(q, id) for _, q, id in newest[offset : offset + limit]])
+
+    def _read_dead(self, letters: Sequence[tuple[str, bytes]]) -> list[DeadLetter]:
+        """The dead letters ``(queue, id)``, in that order: one script call per queue
+        (and ``SETTLE_CHUNK`` ids), all in one round trip. One no longer dead (requeued
+        or deleted meanwhile) is left out."""
+        read = script("dead_letter")
+        calls: list[Call] = []
+        owners: list[str] = []
+        for queue, chunk in _queue_chunks(letters, lambda letter: letter[0]):
+            calls.append((read, [self._base(queue)], (self._ttl, *(id for _, id in chunk))))
+            owners.append(queue)
+        if not calls:
+            return []
+        results = self._conn.call(lambda c: self._conn.run_many(c, calls))
+        found = {
+            (queue, raw[j]): raw[j : j + 7]
+            for queue, raw in zip(owners, results, strict=True)
+            for j in range(0, len(raw), 7)
+        }
+        return [_dead_letter(q, found[q, id]) for q, id in letters if (q, id) in found]
 
     def dead_letter(self, id: str) -> DeadLetter | None:
         """The dead letter ``id`` (in any known queue); None if it is not one."""
@@ -844,7 +872,8 @@ class RedisBroker(RedisRates, Broker):
 
 
 def _dead_letter(queue: str, raw: Sequence[Any]) -> DeadLetter:
-    """A dead letter from the seven fields dead_letters.lua returns per letter."""
+    """A dead letter from the seven fields dead_letters.lua and dead_letter.lua return
+    per letter."""
     return DeadLetter(
         raw[0].decode(errors="replace"),  # a foreign writer's id may be any bytes
         queue,
@@ -912,8 +941,8 @@ def _seconds(raw: bytes) -> float:
 def _queue_chunks(
     items: Iterable[_T], queue_of: Callable[[_T], str]
 ) -> Iterator[tuple[str, list[_T]]]:
-    """``items`` grouped by queue, in chunks of at most ``SETTLE_CHUNK``: one settling
-    script call each."""
+    """``items`` grouped by queue, in chunks of at most ``SETTLE_CHUNK``: one script
+    call each."""
     by_queue: dict[str, list[_T]] = {}
     for item in items:
         by_queue.setdefault(queue_of(item), []).append(item)
