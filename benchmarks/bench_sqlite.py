@@ -26,7 +26,8 @@ worker RSS   supervisor plus children, after the round trips (psutil)
 ratio. There the queue is paused while the worker starts, so that the figure
 is the drain alone: ``noop`` (no result stored) or ``echo`` (a result each).
 ``--compare-tracing`` does the same with tracing off, on with no TracerProvider
-(the no-op API: what an app pays by default), and on with the OpenTelemetry SDK
+(the no-op API: what an app pays by default), that and the worker's metrics on
+(``--metrics-port 0``; against tracing and metrics both off), and on with the OpenTelemetry SDK
 and an ``InMemorySpanExporter`` in the worker processes (and the sender), and
 reports the ratios of the last two to the first. The SDK is set up as
 docs/observability.md recommends: a ``BatchSpanProcessor`` in front of the
@@ -252,18 +253,21 @@ def compare_on_off(
 def compare_tracing(
     tasks: int, concurrency: int, repeat: int, task: str, processor: str = "batch"
 ) -> dict[str, Any]:
-    """Drain rates with tracing off, on with the no-op API, and on with the SDK
+    """Drain rates with tracing off, on with the no-op API (alone, and with the worker's
+    metrics: ``noop_metrics``), and on with the SDK
     (mode ``sdk``: its span processor ``processor``; with ``both``, modes
     ``sdk`` (batch) and ``sdk_simple``)."""
     modes = {
         "off": {"GOPHERQ_TRACING": "off"},
         "noop": {"GOPHERQ_TRACING": "on"},
+        "noop_metrics": {"GOPHERQ_TRACING": "on"},
         "sdk": {"GOPHERQ_TRACING": "on", SDK: "batch" if processor == "both" else processor},
     }
     if processor == "both":
         modes["sdk_simple"] = {"GOPHERQ_TRACING": "on", SDK: "simple"}
     cpu: dict[str, list[float]] = {}
-    rates = compare_drains(modes, tasks, concurrency, repeat, task, cpu=cpu)
+    metrics = {"noop_metrics": ["--metrics-port", "0"]}
+    rates = compare_drains(modes, tasks, concurrency, repeat, task, worker_args=metrics, cpu=cpu)
     medians = {mode: statistics.median(runs) for mode, runs in rates.items()}
     cpu_medians = {mode: statistics.median(runs) for mode, runs in cpu.items()}
     off = rates["off"]
@@ -293,6 +297,7 @@ def compare_tracing(
 
 _TRACING_MODES = {
     "noop": "no-op API",
+    "noop_metrics": "no-op API and metrics",
     "sdk": "SDK in memory",
     "sdk_simple": "SDK in memory, simple processor",
 }

@@ -22,7 +22,7 @@ DEAD = "/api/v1/dead"
 
 
 def test_list_newest_first_with_every_field(app: GopherQ, api: TestClient) -> None:
-    assert api.get(DEAD).json() == {"items": [], "offset": 0, "limit": 100, "next_offset": None}
+    assert api.get(DEAD).json() == {"items": [], "offset": 0, "limit": 50, "next_offset": None}
     first = kill(app, add_name(app), 1, 2)
     second = kill(app, add_name(app), 3, 4, queue="math", reason="EXPIRED")
     items = api.get(DEAD).json()["items"]

@@ -145,7 +145,7 @@ def list_dead(
         Query(description=f"Only this reason (among the newest {admin_dead.SCAN_LIMIT})."),
     ] = None,
     offset: Annotated[int, Query(ge=0, le=admin_dead.SCAN_LIMIT * 100)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> Response:
     if queue is not None:
         check_name("queue", queue, "query.queue")
