@@ -285,6 +285,22 @@ def test_fakeredis_round_trip(fake: RedisBroker) -> None:
     assert (stats.ready, stats.running, stats.dead) == (0, 1, 1)
 
 
+def test_locate_many_with_every_queue_named_reads_no_queue_list(
+    fake: RedisBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job page names each STARTED job's queue: one round trip, not two."""
+    [id] = fake.enqueue([envelope()])
+    assert len(fake.reserve(["default"], 1, 0)) == 1
+
+    def unread() -> list[str]:
+        raise AssertionError("the known queues were read")
+
+    monkeypatch.setattr(fake, "_known", unread)
+    assert fake.locate_many([id, "other"], ["default", "default"]) == [State.STARTED, None]
+    with pytest.raises(AssertionError, match="known queues"):
+        fake.locate_many([id], [None])
+
+
 def test_a_redis_without_script_flags_runs_the_scripts_without(
     fake: RedisBroker, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -637,9 +637,11 @@ class RedisBroker(RedisRates, Broker):
         one (none if no message was ever sent there), else in every known queue."""
         if not ids:
             return []
-        known = self._known()
         hints = queues if queues is not None else [None] * len(ids)
-        places = [known if q is None else [q] if q in known else [] for q in hints]
+        # A named queue is asked as it is (one never sent to answers None), so the
+        # known queues are read only for ids without one.
+        known = self._known() if None in hints else []
+        places = [known if q is None else [q] for q in hints]
         locate = script("locate")
         calls: list[Call] = [
             (locate, [self._base(q)], (self._ttl, id))
