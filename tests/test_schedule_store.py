@@ -51,10 +51,12 @@ def test_a_lease_lapses_unless_renewed(stores: tuple[ScheduleStore, ScheduleStor
     a, b = stores
     assert a.acquire("a", SHORT).owner == "a"
     time.sleep(SHORT / 2)
-    assert a.acquire("a", SHORT).owner == "a"
-    time.sleep(SHORT * 0.7)  # past the first term, within the renewed one
+    # Renewed for a longer term, so that a busy machine's delays stay inside it.
+    renewed = time.monotonic()
+    assert a.acquire("a", 3 * SHORT).owner == "a"
+    time.sleep(SHORT * 0.7)  # past the first term, well within the renewed one
     assert b.acquire("b", SHORT).owner == "a"
-    time.sleep(SHORT + 0.1)
+    time.sleep(max(0.0, renewed + 3 * SHORT + 0.1 - time.monotonic()))
     assert b.acquire("b", SHORT).owner == "b"
     assert a.claim("a", [claim("e", None, 1)]) == [False]  # a no longer leads
 
