@@ -18,8 +18,8 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from gopherq.brokers.base import RATE_SLOT_KEPT, BrokerAdmin, Delivery
-from gopherq.limits import RateSetting, claim
+from gopherq.brokers.base import RATE_SLOT_KEPT, BrokerAdmin, Delivery, rate_slot
+from gopherq.limits import RateSetting
 from gopherq.stores.sqlite import Database
 
 RATE_SCHEMA = (
@@ -70,10 +70,7 @@ class SQLiteRates(BrokerAdmin):
                     "DELETE FROM rate_slots WHERE key = ? AND queue = ? AND id = ? RETURNING slot",
                     place,
                 ).fetchone()
-                slot = row[0] if row and row[0] >= now - RATE_SLOT_KEPT else None
-                if slot is None:
-                    wait, tat = claim(tat, now, interval, burst)
-                    slot = now + wait
+                slot, tat = rate_slot(row[0] if row else None, tat, now, interval, burst)
                 if slot > now:
                     conn.execute("INSERT INTO rate_slots VALUES (?, ?, ?, ?)", (*place, slot))
                 waits.append(max(slot - now, 0.0))

@@ -75,7 +75,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gopherq.errors import NotSupported
-from gopherq.limits import RateSetting
+from gopherq.limits import RateSetting, claim
 from gopherq.redaction import UrlRepr
 from gopherq.redaction import redact_url as redact_url  # noqa: PLC0414  # its former home
 from gopherq.states import State
@@ -88,6 +88,18 @@ DEAD_SCAN_LIMIT = 10_000
 """Newest dead letters the default ``dead_letters_for`` looks through at most."""
 RATE_SLOT_KEPT = 3600.0
 """Seconds past its time that ``rate_admit`` remembers a slot claimed for a message."""
+
+
+def rate_slot(
+    remembered: float | None, tat: float, now: float, interval: float, burst: int
+) -> tuple[float, float]:
+    """A message's slot in a rate bucket whose theoretical arrival time is ``tat``, and
+    the bucket's TAT after it: the slot remembered for the message when there is one
+    not older than ``RATE_SLOT_KEPT``, else a new claim (``gopherq.limits.claim``)."""
+    if remembered is not None and remembered >= now - RATE_SLOT_KEPT:
+        return remembered, tat
+    wait, tat = claim(tat, now, interval, burst)
+    return now + wait, tat
 
 
 @dataclass(frozen=True, slots=True)

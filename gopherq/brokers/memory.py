@@ -58,7 +58,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gopherq.brokers.base import (
-    RATE_SLOT_KEPT,
     Broker,
     Cancellation,
     DeadLetter,
@@ -69,8 +68,9 @@ from gopherq.brokers.base import (
     QueueStats,
     ReserveOrder,
     aged,
+    rate_slot,
 )
-from gopherq.limits import RateSetting, claim
+from gopherq.limits import RateSetting
 from gopherq.states import State
 
 _Heap = list[tuple[int, int, str]]
@@ -391,10 +391,7 @@ class MemoryBroker(Broker):
             slots = self._slots.setdefault(key, {})
             for delivery in deliveries:
                 place = (delivery.queue, delivery.id)
-                slot = slots.pop(place, None)
-                if slot is None or slot < now - RATE_SLOT_KEPT:
-                    wait, tat = claim(tat, now, interval, burst)
-                    slot = now + wait
+                slot, tat = rate_slot(slots.pop(place, None), tat, now, interval, burst)
                 if slot > now:
                     slots[place] = slot
                 waits.append(max(slot - now, 0.0))

@@ -243,10 +243,9 @@ class RedisBroker(RedisRates, Broker):
             if not self._due_registering(env.queue, now):
                 # One message to a queue registered lately (each .delay()): one script call,
                 # without the grouping below (about a third of this method's time for one).
-                if env.fair_key is None:
-                    keys, fields = [self._base(env.queue)], _enqueue_fields(env)
-                else:
-                    keys, fields = self._enqueue_keys(env.queue, True), _fair_enqueue_fields(env)
+                fair = env.fair_key is not None
+                keys = self._enqueue_keys(env.queue, fair)
+                fields = _fair_enqueue_fields(env) if fair else _enqueue_fields(env)
                 id: bytes = self._conn.call(lambda c: self._conn.run(c, enqueue, keys, fields))
                 return [id.decode()]
         by_queue: dict[str, list[int]] = {}
