@@ -1,8 +1,9 @@
-"""Several server processes on one listening socket (``gopherq serve --workers N``).
+"""Several server processes on one port (``gopherq serve --workers N``).
 
-The parent binds the socket, forks ``count`` children that each serve it with an
-event loop of their own (the kernel spreads connections between them), and then
-only watches: SIGTERM or SIGINT is passed on to every child, which finishes its
+The parent binds the port, forks ``count`` children that each serve it with an
+event loop of their own (on Linux from a listening socket of their own, between
+which the kernel spreads connections: ``server.listeners``), and then only
+watches: SIGTERM or SIGINT is passed on to every child, which finishes its
 requests in flight (``server.GRACE``) and exits; a child that dies otherwise is
 forked again, unless children keep dying within ``QUICK_EXIT`` seconds of their
 start (a broken setup, not bad luck), which stops the others and ends ``run``
@@ -33,12 +34,14 @@ _STOPS = (signal.SIGINT, signal.SIGTERM)
 
 class Prefork:
     """Runs ``child`` (which serves until SIGTERM, then returns) in ``count`` forked
-    processes, replacing those that die, until SIGTERM or SIGINT."""
+    processes, replacing those that die, until SIGTERM or SIGINT. Each process gets
+    its slot, 0 to ``count`` - 1, as the argument of ``child``; one that replaces
+    another gets the same."""
 
-    def __init__(self, count: int, child: Callable[[], None]) -> None:
+    def __init__(self, count: int, child: Callable[[int], None]) -> None:
         self.count = count
         self._child = child
-        self._children: dict[int, float] = {}  # pid -> when it was forked
+        self._children: dict[int, tuple[int, float]] = {}  # pid -> its slot, when forked
         self._stop_at: float | None = None
         self._failed_starts = 0
 
@@ -46,8 +49,8 @@ class Prefork:
         """Fork the children, call ``on_started``, watch them; the exit status."""
         original = {sig: signal.signal(sig, self._stop) for sig in _STOPS}
         try:
-            for _ in range(self.count):
-                self._fork()
+            for slot in range(self.count):
+                self._fork(slot)
             on_started()
             return self._watch()
         finally:
@@ -73,9 +76,10 @@ class Prefork:
             if pid == 0:
                 time.sleep(0.1)  # no child exited: a SIGCHLD-free wait that sees signals
                 continue
-            forked = self._children.pop(pid, None)
-            if forked is None or self._stop_at is not None:
+            child = self._children.pop(pid, None)
+            if child is None or self._stop_at is not None:
                 continue
+            slot, forked = child
             logger.warning("server process %d %s; starting another", pid, _ended(code))
             quick = time.monotonic() - forked < QUICK_EXIT
             self._failed_starts = self._failed_starts + 1 if quick else 0
@@ -84,29 +88,29 @@ class Prefork:
                 status = 1
                 self._stop(signal.SIGTERM, None)
                 continue
-            self._fork()
+            self._fork(slot)
         return status
 
-    def _fork(self) -> None:
+    def _fork(self, slot: int) -> None:
         # Signals stay blocked across fork, so that the child runs none of the
         # parent's handlers before it puts back the defaults.
         signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
         try:
             pid = os.fork()
             if pid == 0:
-                self._become_child()
-            self._children[pid] = time.monotonic()
+                self._become_child(slot)
+            self._children[pid] = (slot, time.monotonic())
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
 
-    def _become_child(self) -> None:
+    def _become_child(self, slot: int) -> None:
         """In the forked child: serve, then exit without returning to the caller."""
         code = 0
         try:
             for sig in _STOPS:
                 signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
-            self._child()
+            self._child(slot)
         except BaseException:  # the parent logs the exit; the traceback is said here
             logger.exception("server process %d failed", os.getpid())
             code = 1

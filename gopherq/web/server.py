@@ -14,6 +14,7 @@ import errno
 import ipaddress
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -26,6 +27,9 @@ from gopherq.web.application import create_app
 from gopherq.web.prefork import Prefork
 from gopherq.web_extra import DEFAULT_THREADS
 
+SPREADS_CONNECTIONS = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
+"""Whether the kernel spreads the connections of one port between sockets that bind
+it with ``SO_REUSEPORT``."""
 GRACE = 10.0
 """Seconds requests in flight (long polls) get to finish once the server is stopping."""
 
@@ -46,8 +50,10 @@ def url_of(host: str, port: int) -> str:
     return f"http://{where}:{port}"
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port``; ``ConfigurationError`` (one line) if it cannot be."""
+def bind(host: str, port: int, *, listen: bool = True, reuse_port: bool = False) -> socket.socket:
+    """A socket bound to ``host:port``, listening unless ``listen`` is False;
+    ``ConfigurationError`` (one line) if it cannot be. ``reuse_port`` lets other
+    sockets of this user that set it too bind the same address (``SO_REUSEPORT``)."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -57,8 +63,11 @@ def bind(host: str, port: int) -> socket.socket:
         raise ConfigurationError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
-        sock.listen(2048)
+        if listen:
+            sock.listen(2048)
     except OSError as exc:
         sock.close()
         why = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
@@ -66,6 +75,27 @@ def bind(host: str, port: int) -> socket.socket:
         raise ConfigurationError(f"cannot serve on {host}:{port}: {why}{hint}") from None
     sock.set_inheritable(True)
     return sock
+
+
+def listeners(host: str, port: int, count: int) -> list[socket.socket]:
+    """The listening sockets of ``count`` server processes on ``host:port``, one per
+    process (the same one for all when the system cannot spread connections).
+
+    One socket that every process accepts on has a flaw: the process that wakes
+    first takes every connection waiting, so keep-alive clients that connect
+    together all land on one process. On Linux each process listens on a socket of
+    its own on the same port (``SO_REUSEPORT``) and the kernel spreads new
+    connections between them. The port is first bound without that option, so that
+    one in use by anything, another server of this user included, is refused. The
+    sockets are made before any process starts and kept by the parent: a
+    connection made meanwhile, or while a process is being replaced, waits for it.
+    """
+    if count == 1 or not SPREADS_CONNECTIONS:
+        return [bind(host, port)] * count
+    probe = bind(host, port, listen=False)
+    port = probe.getsockname()[1]
+    probe.close()
+    return [bind(host, port, reuse_port=True) for _ in range(count)]
 
 
 def serve(
@@ -96,14 +126,14 @@ def serve(
         )
     if workers < 1:
         raise ConfigurationError(f"workers must be 1 or more, not {workers}")
-    sock = bind(host, port)
-    url = url_of(host, sock.getsockname()[1])
+    sockets = listeners(host, port, workers)
+    url = url_of(host, sockets[0].getsockname()[1])
 
     def ready() -> None:
         if on_ready is not None:
             on_ready(url)
 
-    def run_one(ready: Callable[[], object]) -> None:
+    def run_one(sock: socket.socket, ready: Callable[[], object]) -> None:
         api = create_app(app, auth=auth, threads=threads)
         config = uvicorn.Config(
             api,
@@ -121,11 +151,12 @@ def serve(
 
     try:
         if workers == 1:
-            run_one(ready)
+            run_one(sockets[0], ready)
             return 0
-        return Prefork(workers, lambda: run_one(lambda: None)).run(ready)
+        return Prefork(workers, lambda slot: run_one(sockets[slot], lambda: None)).run(ready)
     finally:
-        sock.close()
+        for sock in set(sockets):
+            sock.close()
 
 
 class _Server(uvicorn.Server):

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -344,6 +345,48 @@ def test_workers_serve_from_several_processes_and_replace_one_that_dies(
     assert serve.wait(20) == 0, deployment.log("serve")
     assert not any(p.is_running() for p in serving)
     assert "Traceback" not in deployment.log("serve"), deployment.log("serve")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="only Linux spreads a port's connections")
+def test_workers_share_keep_alive_connections_made_together(tmp_path: Path) -> None:
+    """Clients that connect at once are spread over the processes, not all (or most)
+    taken by the one that wakes first."""
+    handle = Deployment(tmp_path, f"sqlite:///{tmp_path / 'gopherq.db'}")
+    try:
+        base = handle.serve("--workers", "2")
+        port = int(base.rsplit(":", 1)[1])
+        serve = psutil.Process(handle.processes[-1].pid)
+        wait_for(lambda: len(serve.children()) == 2, 20, lambda: handle.log("serve"))
+        children = serve.children()
+        for child in children:  # the connections wait in the kernel until both run
+            child.suspend()
+        try:
+            clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(100)]
+        finally:
+            for child in children:
+                child.resume()
+        try:
+            for client in clients:
+                client.sendall(b"GET /live HTTP/1.1\r\nHost: test\r\n\r\n")
+            for client in clients:
+                assert client.recv(4096).startswith(b"HTTP/1.1 200"), handle.log("serve")
+
+            def served(process: psutil.Process) -> int:
+                return sum(
+                    1
+                    for c in process.net_connections("tcp")
+                    if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+                )
+
+            counts = [served(child) for child in children]
+            # Spread by a hash of each connection: a quarter each at the least, unless
+            # one in millions.
+            assert sum(counts) == 100 and min(counts) >= 25, counts
+        finally:
+            for client in clients:
+                client.close()
+    finally:
+        handle.close()
 
 
 def test_port_in_use_and_no_auth_off_loopback_are_one_line_errors(tmp_path: Path) -> None:
