@@ -189,6 +189,7 @@ def test_scripts_that_free_or_move_memory_run_at_maxmemory() -> None:
         "event_index": "#!lua\n",
         "event_job": "#!lua flags=no-writes\n",
         "cancel_requested": "#!lua flags=no-writes\n",
+        "dead_letters": "#!lua flags=no-writes\n",
     }
     for name in SCRIPT_NAMES:
         source = script(name).source

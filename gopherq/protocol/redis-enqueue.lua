@@ -75,7 +75,7 @@
 -- still take, finish and free what is stored (those scripts move messages between
 -- places or delete them; only a repaired entry or a dead letter's error text grows).
 -- enqueue has no flags: Redis refuses it whole at maxmemory (OOM), nothing written.
--- cancel_requested only reads (no-writes). The result scripts have no shebang: Redis
+-- cancel_requested and dead_letters only read (no-writes). The result scripts have no shebang: Redis
 -- refuses their first write that may grow memory (a job record) at maxmemory.
 -- Redis before 7 reads no shebang: Connection.load_scripts then loads them without.
 --

@@ -217,7 +217,7 @@ def _with_helpers(lib: str, own: str) -> str:
 
 SCRIPT_NAMES = (
     "enqueue", "reserve", "ack", "retry", "dead", "extend", "requeue", "stats", "depths", "purge",
-    "dead_letters", "dead_letter", "requeue_dead", "purge_dead", "delete", "locate", "peek",
+    "dead_letters", "requeue_dead", "purge_dead", "delete", "locate", "peek",
     "result_store", "result_token", "cancel", "cancel_requested", "resume", "rename",
     "settle_held", "event_add", "event_job", "event_index", "result_index", "result_unindex",
     "concurrency_admit", "concurrency_park", "concurrency_wake", "concurrency_release",

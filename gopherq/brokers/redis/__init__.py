@@ -58,11 +58,8 @@ enqueue on one slot. One queue (the common case) blocks with no delay.
 Cross-queue state lives in a slot of its own: ``P:{_}:queues``, the set of
 queue names known to ``stats``, ``recover`` and the admin calls that take no
 queue (``locate``, ``delete``, ``dead_letters()``, ``peek`` without its queue).
-A page of the dead letters of every queue reads, after the known queues, each
-queue's newest ids and scores (``dead_letters.lua``; by reason, reading only that
-field of each letter), merges them and cuts the page, then reads the letters of the
-page alone (``dead_letter.lua``, one call per queue that has some, in one round
-trip); a letter requeued in between is left out.
+Dead letters are read in two passes, the newest ids and then the letters of the
+page (``gopherq.brokers.redis.dead``).
 
 Idempotency keys are held per queue (a key names one message within its queue). A
 queue name must not be empty or start with ``}`` (its keys would get an empty hash
@@ -130,7 +127,6 @@ import math
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from operator import itemgetter
 from typing import Any, NamedTuple, TypeVar
 
 from gopherq.brokers.base import (
@@ -146,6 +142,7 @@ from gopherq.brokers.base import (
     ReserveOrder,
 )
 from gopherq.brokers.redis.concurrency import ConcurrencyLimits
+from gopherq.brokers.redis.dead import DeadLetterReader
 from gopherq.brokers.redis.rates import RedisRates
 from gopherq.errors import ConfigurationError
 from gopherq.states import State
@@ -225,6 +222,7 @@ class RedisBroker(RedisRates, Broker):
         self._lease = repr(lease_seconds)
         self._queues_key = f"{self.prefix}:{{_}}:queues"
         self._bases: dict[str, str] = {}
+        self._dead = DeadLetterReader(self._conn, self._base, dead_letter_ttl)
         self._registered: dict[str, float] = {}  # queue -> when this process last added it
         self._due_at: dict[tuple[str, ...], float] = {}  # queues -> their next due (monotonic)
         self._limits = ConcurrencyLimits(self._conn, self._base, self.prefix, self._lease)
@@ -523,7 +521,7 @@ class RedisBroker(RedisRates, Broker):
         self, queue: str | None = None, offset: int = 0, limit: int = 100
     ) -> list[DeadLetter]:
         """Dead letters, newest first, of one queue or all (merged by time of death)."""
-        return self._dead_letters(queue, offset, limit, ())
+        return self._dead_letters(queue, offset, limit, None)
 
     def dead_letters_for(
         self, reason: str, queue: str | None = None, offset: int = 0, limit: int = 100
@@ -534,56 +532,18 @@ class RedisBroker(RedisRates, Broker):
         return self._dead_letters(queue, offset, limit, (reason, DEAD_SCAN_LIMIT))
 
     def _dead_letters(
-        self, queue: str | None, offset: int, limit: int, by_reason: tuple[str, int] | tuple[()]
+        self, queue: str | None, offset: int, limit: int, reason: tuple[str, int] | None
     ) -> list[DeadLetter]:
-        offset = max(offset, 0)
         if limit <= 0:
             return []
-        if queue is not None:
-            args = (self._ttl, offset, limit, "", *by_reason)
-            raw = self._run(script("dead_letters"), queue, args)
-            return [_dead_letter(queue, raw[j : j + 7]) for j in range(0, len(raw), 7)]
-        # Every queue: the ids and scores of each one's newest offset + limit, merged
-        # by score (newest first); then only the letters of the page are read.
-        queues = self._known()
-        args = (self._ttl, 0, offset + limit, "1", *by_reason)
-        results = self._run_each(script("dead_letters"), queues, args)
-        newest = [
-            (float(raw[j + 1]), q, raw[j])
-            for q, raw in zip(queues, results, strict=True)
-            for j in range(0, len(raw), 2)
-        ]
-        newest.sort(key=itemgetter(0), reverse=True)
-        return self._read_dead([(q, id) for _, q, id in newest[offset : offset + limit]])
-
-    def _read_dead(self, letters: Sequence[tuple[str, bytes]]) -> list[DeadLetter]:
-        """The dead letters ``(queue, id)``, in that order: one script call per queue
-        (and ``SETTLE_CHUNK`` ids), all in one round trip. One no longer dead (requeued
-        or deleted meanwhile) is left out."""
-        read = script("dead_letter")
-        calls: list[Call] = []
-        owners: list[str] = []
-        for queue, chunk in _queue_chunks(letters, lambda letter: letter[0]):
-            calls.append((read, [self._base(queue)], (self._ttl, *(id for _, id in chunk))))
-            owners.append(queue)
-        if not calls:
-            return []
-        results = self._conn.call(lambda c: self._conn.run_many(c, calls))
-        found = {
-            (queue, raw[j]): raw[j : j + 7]
-            for queue, raw in zip(owners, results, strict=True)
-            for j in range(0, len(raw), 7)
-        }
-        return [_dead_letter(q, found[q, id]) for q, id in letters if (q, id) in found]
+        queues = [queue] if queue is not None else self._known()
+        return self._dead.page(queues, max(offset, 0), limit, reason)
 
     def dead_letter(self, id: str) -> DeadLetter | None:
         """The dead letter ``id`` (in any known queue); None if it is not one."""
-        queues = self._known()
-        results = self._run_each(script("dead_letter"), queues, (self._ttl, id))
-        for q, raw in zip(queues, results, strict=True):
-            if raw:
-                return _dead_letter(q, raw)
-        return None
+        key = id.encode()
+        found = self._dead.read([(queue, key) for queue in self._known()])
+        return found[0] if found else None
 
     def requeue_dead(self, ids: Sequence[str] | None = None, queue: str | None = None) -> int:
         """Make dead letters ready with attempt 0: ``ids`` (of ``queue``), else all (of it).
@@ -870,21 +830,6 @@ class RedisBroker(RedisRates, Broker):
         """Every queue seen by enqueue or pause."""
         members: Any = self._conn.call(lambda c: c.smembers(self._queues_key))
         return sorted(m.decode() for m in members)
-
-
-def _dead_letter(queue: str, raw: Sequence[Any]) -> DeadLetter:
-    """A dead letter from the seven fields dead_letters.lua and dead_letter.lua return
-    per letter."""
-    return DeadLetter(
-        raw[0].decode(errors="replace"),  # a foreign writer's id may be any bytes
-        queue,
-        int(raw[1]),
-        raw[2],
-        int(raw[3]),
-        raw[4].decode(errors="replace"),
-        raw[5].decode(errors="replace"),
-        float(raw[6]),
-    )
 
 
 def _enqueue_fields(env: Envelope) -> tuple[Any, ...]:

@@ -1,62 +1,33 @@
-#!lua flags=allow-oom
--- dead_letters: a page of one queue's dead letters, newest first (key layout: lib.lua).
+#!lua flags=no-writes
+-- dead_letters: one queue's newest dead letters with a reason (key layout: lib.lua).
+-- Only reads: the letters past retention are passed over, not deleted.
 --
 -- KEYS  [1] the queue's key base P:{q}
--- ARGV  [1] dead-letter ttl (seconds)  [2] offset  [3] limit (> 0)
---       [4] '1': each letter's id and score only, for a page of several queues
---           (merged by score, then only its letters read: dead_letter.lua); else
---           whole letters
---       [5] a reason (optional): only letters with it, among the newest [6] letters
--- Returns 7 per letter: id, priority, body, attempt, reason, error, died (unix
--- seconds); with ARGV[4] '1', 2: id and its score in P:{q}:dead (died, in units).
+-- ARGV  [1] a score in P:{q}:dead: only letters that died after it  [2] limit (> 0)
+--       [3] the reason  [4] how many of the newest letters to look through at most
+-- Returns 2 per letter with the reason, newest first: its id and its score in
+-- P:{q}:dead (died, in units). The reason field alone is read in Redis; the
+-- letters of a page are read by the broker (gopherq.brokers.redis.dead).
 
 local q = queue(1)
-if redis.call('EXISTS', q.dead) == 0 then -- most queues have none: no clock, no retention
-  return {}
-end
-drop_old_dead(q, now_units(), tonumber(ARGV[1]))
-local offset = tonumber(ARGV[2])
-local limit = tonumber(ARGV[3])
-local ids_only = ARGV[4] == '1'
-local reason = ARGV[5]
+local oldest = '(' .. ARGV[1]
+local limit = tonumber(ARGV[2])
+local reason = ARGV[3]
+local scan = tonumber(ARGV[4])
 local out = {}
-
-if not reason then
-  local page = redis.call('ZREVRANGE', q.dead, offset, offset + limit - 1, 'WITHSCORES')
-  if ids_only then
-    return page
-  end
-  for j = 1, #page, 2 do
-    dead_fields(out, q, page[j], page[j + 1])
-  end
-  return out
-end
-
--- By reason: the reason field is read first, the rest only for a match.
-local scan = tonumber(ARGV[6])
-local skip = offset
-local found = 0
 local step = 500
 for start = 0, scan - 1, step do
-  local page = redis.call('ZREVRANGE', q.dead, start, math.min(start + step, scan) - 1, 'WITHSCORES')
+  local page = redis.call(
+    'ZREVRANGEBYSCORE', q.dead, '+inf', oldest, 'WITHSCORES', 'LIMIT', start, math.min(step, scan - start))
   for j = 1, #page, 2 do
     local r = redis.pcall('HGET', q.msg .. page[j], 'r')
     if type(r) ~= 'string' then
       r = 'DECODE_ERROR'
     end
     if r == reason then
-      if skip > 0 then
-        skip = skip - 1
-      else
-        if ids_only then
-          out[#out + 1], out[#out + 2] = page[j], page[j + 1]
-        else
-          dead_fields(out, q, page[j], page[j + 1])
-        end
-        found = found + 1
-        if found >= limit then
-          return out
-        end
+      out[#out + 1], out[#out + 2] = page[j], page[j + 1]
+      if #out >= 2 * limit then
+        return out
       end
     end
   end

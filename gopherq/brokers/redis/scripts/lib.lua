@@ -74,7 +74,7 @@
 -- still take, finish and free what is stored (those scripts move messages between
 -- places or delete them; only a repaired entry or a dead letter's error text grows).
 -- enqueue has no flags: Redis refuses it whole at maxmemory (OOM), nothing written.
--- cancel_requested only reads (no-writes). The result scripts have no shebang: Redis
+-- cancel_requested and dead_letters only read (no-writes). The result scripts have no shebang: Redis
 -- refuses their first write that may grow memory (a job record) at maxmemory.
 -- Redis before 7 reads no shebang: Connection.load_scripts then loads them without.
 --
@@ -322,23 +322,6 @@ local function drop_old_dead(q, now, ttl)
     forget(q, id)
   end
   zrem_all(q.dead, old)
-end
-
--- Appends the 7 fields the dead-letter scripts return for dead letter id (whose
--- score in q.dead is score) to out: id, priority, body, attempt, reason, error, died
--- (unix seconds). Every letter is listed, a foreign writer's too (a hash missing,
--- not a hash, or with fields that are no numbers), with what can be read.
-local function dead_fields(out, q, id, score)
-  local f = redis.pcall('HMGET', q.msg .. id, 'p', 'b', 'a', 'r', 'e', 'x')
-  if f.err then
-    f = {}
-  end
-  local died = whole(f[6]) or whole(score) or 0
-  local o = #out
-  out[o + 1], out[o + 2], out[o + 3] = id, whole(f[1]) or DEFAULT_PRIORITY, f[2] or ''
-  out[o + 4], out[o + 5] = whole(f[3] or 0) or 0, f[4] or 'DECODE_ERROR'
-  out[o + 6] = f[5] or (f[2] and '' or 'broker entry has no body')
-  out[o + 7] = num(seconds_of(died))
 end
 
 -- The lowest score in a zset, or nil when it is empty.
