@@ -254,6 +254,7 @@ def measure(
     *,
     count: int,
     concurrency: int,
+    broker_cpu: Callable[[], float] = lambda: 0.0,
 ) -> dict[str, Any]:
     """Warm up, then ``count`` requests of ``endpoint``; its figures, or a note why not."""
     make = _maker(endpoint, seeded)
@@ -264,10 +265,9 @@ def measure(
     if probe.errors:
         return {"endpoint": endpoint.name, "skipped": f"answers {status}: {probe.last_body!r}"}
     _load.run(port, make, WARM_UP, min(concurrency, WARM_UP))
-    before = process.cpu_times()
+    server_before, broker_before = tree_cpu(process), broker_cpu()
     load = _load.run(port, make, count, concurrency)
-    after = process.cpu_times()
-    server_cpu = after.user + after.system - before.user - before.system
+    server_cpu, broker_used = tree_cpu(process) - server_before, broker_cpu() - broker_before
     done = len(load.latencies_ms)
     return {
         "endpoint": endpoint.name,
@@ -279,7 +279,35 @@ def measure(
         "bytes": len(load.last_body),
         "server_cpu_us": server_cpu / done * 1e6,
         "client_cpu_us": load.client_cpu / done * 1e6,
+        "broker_cpu_us": broker_used / done * 1e6,
     }
+
+
+def tree_cpu(process: psutil.Process) -> float:
+    """CPU seconds used so far by ``process`` and the processes it started (the server
+    processes of ``--workers``)."""
+    total = 0.0
+    for each in (process, *process.children(recursive=True)):
+        try:
+            times = each.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def redis_cpu(url: str) -> Callable[[], float]:
+    """What reads the CPU seconds the Redis server at ``url`` used so far (all of its
+    clients': a private server's are the benchmark's alone)."""
+    import redis
+
+    client = redis.Redis.from_url(url.partition("?")[0])
+
+    def used() -> float:
+        info = client.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    return used
 
 
 def _maker(endpoint: Endpoint, seeded: Seeded) -> _load.MakeRequest:
@@ -383,13 +411,20 @@ def run_api(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         finally:
             app.close()
         rows = []
+        broker_cpu = redis_cpu(found) if kind == "redis" else lambda: 0.0
         with server(serve_argv(args.server_args.split()), found) as (port, process):
             for endpoint in _chosen((*READS, POST_JOBS), args.only):
                 count = args.posts if endpoint is POST_JOBS else args.requests
                 print(f"{kind}: {endpoint.name}", file=sys.stderr)
                 rows.append(
                     measure(
-                        port, process, endpoint, seeded, count=count, concurrency=args.concurrency
+                        port,
+                        process,
+                        endpoint,
+                        seeded,
+                        count=count,
+                        concurrency=args.concurrency,
+                        broker_cpu=broker_cpu,
                     )
                 )
         return {"broker": kind, "fill_seconds": seeded.seconds, "endpoints": rows}
@@ -457,6 +492,7 @@ def _median(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def show(result: dict[str, Any], concurrency: int) -> None:
     header = ["endpoint", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "srv us", "cli us"]
+    header.append("redis us")
     rows, notes = [], []
     for row in result["endpoints"]:
         if "skipped" in row:
@@ -471,6 +507,7 @@ def show(result: dict[str, Any], concurrency: int) -> None:
                 *(f"{ms[p]:.1f}" for p in ("p50", "p95", "p99", "max")),
                 f"{row['server_cpu_us']:.0f}",
                 f"{row['client_cpu_us']:.0f}",
+                f"{row.get('broker_cpu_us', 0.0):.0f}",
             ]
         )
     print(
@@ -481,7 +518,10 @@ def show(result: dict[str, Any], concurrency: int) -> None:
     print(table(header, rows))
     if notes:
         print("not measured:\n" + "\n".join(notes))
-    print("srv us / cli us: CPU time per request of the server process / of this client")
+    print(
+        "srv us / cli us / redis us: CPU time per request of the server processes / of this "
+        "client / of redis-server"
+    )
 
 
 def main() -> None:
