@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from anyio import to_thread
@@ -64,6 +66,8 @@ def _closing(state: ServerState) -> Callable[[FastAPI], AbstractAsyncContextMana
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
         if state.threads is not None:
             to_thread.current_default_thread_limiter().total_tokens = state.threads
+            pool = ThreadPoolExecutor(state.threads, thread_name_prefix="gopherq-web")
+            asyncio.get_running_loop().set_default_executor(pool)  # run_blocking's
         state.sender.start()
         try:
             yield

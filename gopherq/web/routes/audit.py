@@ -10,11 +10,12 @@ from pydantic import BaseModel, Field
 from gopherq.access.manager import MAX_AUDIT_LIMIT, parse_since
 from gopherq.access.roles import Role
 from gopherq.web.auth import require
+from gopherq.web.blocking import Route
 from gopherq.web.problems import invalid
 from gopherq.web.responses import model_response
 from gopherq.web.state import StateDep
 
-router = APIRouter(tags=["audit"], dependencies=[require(Role.ADMIN)])
+router = APIRouter(route_class=Route, tags=["audit"], dependencies=[require(Role.ADMIN)])
 
 
 class AuditRecord(BaseModel):

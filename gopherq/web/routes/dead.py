@@ -18,12 +18,13 @@ from gopherq.access.roles import Role
 from gopherq.errors import PayloadTooLarge
 from gopherq.states import DeadReason
 from gopherq.web.auth import require
+from gopherq.web.blocking import Route
 from gopherq.web.names import IdPath, check_name
 from gopherq.web.problems import Problem, invalid, not_found, problem_response
 from gopherq.web.responses import json_response
 from gopherq.web.state import AppDep
 
-router = APIRouter(tags=["dead letters"])
+router = APIRouter(route_class=Route, tags=["dead letters"])
 
 MAX_IDS = 1000
 """Most ids one bulk call takes."""

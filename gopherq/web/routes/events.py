@@ -50,13 +50,14 @@ from gopherq.errors import ConfigurationError
 from gopherq.events import Event, EventBackend
 from gopherq.events.base import START, check_types
 from gopherq.web.auth import require
+from gopherq.web.blocking import Route
 from gopherq.web.problems import Problem, invalid
 from gopherq.web.responses import json_response
 from gopherq.web.state import AppDep, StateDep
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["events"])
+router = APIRouter(route_class=Route, tags=["events"])
 
 STREAM_MEDIA_TYPE = "text/event-stream"
 KEEPALIVE = 15.0

@@ -18,11 +18,12 @@ from pydantic import BaseModel, Field
 from gopherq import admin
 from gopherq.access.roles import Role
 from gopherq.web.auth import require
+from gopherq.web.blocking import Route
 from gopherq.web.responses import model_response
 from gopherq.web.state import AppDep, StateDep
 
-probes = APIRouter(tags=["health"])
-router = APIRouter(tags=["health"])
+probes = APIRouter(route_class=Route, tags=["health"])
+router = APIRouter(route_class=Route, tags=["health"])
 
 
 class Status(BaseModel):

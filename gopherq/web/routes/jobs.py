@@ -26,6 +26,7 @@ from gopherq.events import Event
 from gopherq.results.base import JobCursor, JobRecord
 from gopherq.states import State
 from gopherq.web.auth import Caller, check_role, require
+from gopherq.web.blocking import Route
 from gopherq.web.inputs import body_schema, json_body
 from gopherq.web.limits import enforce_send_rate
 from gopherq.web.names import IdPath, QueueField, TaskField
@@ -47,7 +48,7 @@ from gopherq.web.routes.jobs_models import (
 )
 from gopherq.web.state import AppDep, server_state
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(route_class=Route, tags=["jobs"])
 
 MAX_WAIT = 60.0
 """Longest long poll of ``GET /jobs/{id}/result``, in seconds."""

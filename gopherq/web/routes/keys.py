@@ -10,10 +10,11 @@ from pydantic import BaseModel, Field
 from gopherq.access.keys import AccessError, ApiKey, FieldError
 from gopherq.access.roles import Role
 from gopherq.web.auth import require
+from gopherq.web.blocking import Route
 from gopherq.web.problems import MEDIA_TYPE, Problem, ProblemDetails, invalid, not_found
 from gopherq.web.state import StateDep
 
-router = APIRouter(tags=["keys"], dependencies=[require(Role.ADMIN)])
+router = APIRouter(route_class=Route, tags=["keys"], dependencies=[require(Role.ADMIN)])
 
 RoleName = Literal["viewer", "submitter", "operator", "admin"]
 KeyName = Annotated[

@@ -16,12 +16,13 @@ from gopherq import admin_queues
 from gopherq.access.roles import Role
 from gopherq.errors import ConfigurationError
 from gopherq.web.auth import require
+from gopherq.web.blocking import Route
 from gopherq.web.names import QueueName
 from gopherq.web.problems import Problem, invalid, not_found
 from gopherq.web.responses import model_response
 from gopherq.web.state import AppDep
 
-router = APIRouter(tags=["queues"])
+router = APIRouter(route_class=Route, tags=["queues"])
 
 
 class Queue(BaseModel):

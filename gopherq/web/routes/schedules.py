@@ -20,12 +20,13 @@ from gopherq.app import GopherQ
 from gopherq.errors import ConfigurationError
 from gopherq.schedules import CatchUp, ScheduleInfo
 from gopherq.web.auth import require
+from gopherq.web.blocking import Route
 from gopherq.web.names import ScheduleName, check_name
 from gopherq.web.problems import Problem, invalid, not_found, problem_response
 from gopherq.web.responses import model_response
 from gopherq.web.state import AppDep
 
-router = APIRouter(tags=["schedules"])
+router = APIRouter(route_class=Route, tags=["schedules"])
 
 Interval = StrictInt | str
 """Seconds, or text such as ``30s``, ``5m``, ``1h30m``, ``1d``."""

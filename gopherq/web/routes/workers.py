@@ -14,12 +14,13 @@ from pydantic import BaseModel, Field
 from gopherq import admin, admin_workers
 from gopherq.access.roles import Role
 from gopherq.web.auth import require
+from gopherq.web.blocking import Route
 from gopherq.web.names import TaskName
 from gopherq.web.problems import Problem, not_found, problem_response
 from gopherq.web.responses import model_response
 from gopherq.web.state import AppDep
 
-router = APIRouter(tags=["workers"])
+router = APIRouter(route_class=Route, tags=["workers"])
 
 
 class CurrentTask(BaseModel):

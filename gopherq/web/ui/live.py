@@ -13,10 +13,11 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.requests import Request
 
+from gopherq.web.blocking import Route
 from gopherq.web.routes import events as api_events
 from gopherq.web.ui.context import DashboardDep, PageError, ViewerDep
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(route_class=Route, include_in_schema=False)
 
 
 @router.get("/live/events", name="ui.live.events")

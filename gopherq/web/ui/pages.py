@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from gopherq.access.keys import key_id_of
 from gopherq.access.roles import Role
 from gopherq.admin_queues import QueueInfo
+from gopherq.web.blocking import Route
 from gopherq.web.ui import charts, views
 from gopherq.web.ui.context import (
     DashboardDep,
@@ -28,7 +29,7 @@ from gopherq.web.ui.security import same_origin
 if TYPE_CHECKING:
     from gopherq.app import GopherQ
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(route_class=Route, include_in_schema=False)
 
 LOGIN_MESSAGES = {
     "missing": "Enter an API key.",

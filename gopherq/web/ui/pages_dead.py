@@ -16,6 +16,7 @@ from gopherq.access.roles import Role
 from gopherq.display import to_json
 from gopherq.errors import PayloadTooLarge, SerializationError
 from gopherq.states import DeadReason
+from gopherq.web.blocking import Route
 from gopherq.web.names import name_problem
 from gopherq.web.ui import views
 from gopherq.web.ui.context import (
@@ -29,7 +30,7 @@ from gopherq.web.ui.context import (
 )
 from gopherq.web.ui.render import url
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(route_class=Route, include_in_schema=False)
 
 PAGE_SIZE = 50
 """Dead letters per page."""

@@ -11,11 +11,12 @@ from starlette.responses import RedirectResponse, Response
 
 from gopherq import admin
 from gopherq.access.roles import Role
+from gopherq.web.blocking import Route
 from gopherq.web.ui import views_jobs
 from gopherq.web.ui.context import DashboardDep, PageError, ViewerDep, audited_form, record
 from gopherq.web.ui.render import url
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(route_class=Route, include_in_schema=False)
 
 RETRY_REFUSED = {
     "not-found": "There is no such job.",

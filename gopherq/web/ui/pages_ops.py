@@ -14,6 +14,7 @@ from starlette.responses import RedirectResponse, Response
 from gopherq import admin, admin_workers
 from gopherq.access.roles import Role
 from gopherq.errors import ConfigurationError, GopherQError
+from gopherq.web.blocking import Route
 from gopherq.web.names import name_problem
 from gopherq.web.ui.context import (
     Dashboard,
@@ -27,7 +28,7 @@ from gopherq.web.ui.context import (
 )
 from gopherq.web.ui.render import Viewer, url
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(route_class=Route, include_in_schema=False)
 
 _DONE = {"added": "added", "paused": "paused", "resumed": "resumed", "removed": "removed"}
 """The ``done`` values of the schedules page's redirects, and what it then says."""
