@@ -287,7 +287,8 @@ class RedisResultBackend(ResultBackend):
                 offset=offset,
                 count=window,
             )
-            entries = [(_text(id), float(score)) for id, score in self._conn.call(read)]
+            raw = self._conn.call(read)
+            entries = [(_text(raw[j]), float(raw[j + 1])) for j in range(0, len(raw), 2)]
             if not entries:
                 break
             scanned += len(entries)
@@ -422,16 +423,16 @@ class RedisResultBackend(ResultBackend):
         offset: int,
         count: int,
     ) -> list[Any]:
-        """Ids (with scores) of the index ``key`` from ``position`` (included: ties are told
-        apart by id afterwards) down to ``since``, below ``until``."""
+        """Ids and their scores, one after the other, of the index ``key`` from
+        ``position`` (included: ties are told apart by id afterwards) down to ``since``,
+        below ``until``."""
         top = "+inf" if until is None else "(" + repr(float(until))
         at = None if position is None else position.created
         if at is not None and (until is None or at < until):
             top = repr(at)
         bottom = "-inf" if since is None else repr(float(since))
-        return list(
-            client.zrevrangebyscore(key, top, bottom, start=offset, num=count, withscores=True)
-        )
+        args = (top, bottom, "WITHSCORES", "LIMIT", offset, count)
+        return list(self._conn.run(client, "ZREVRANGEBYSCORE", [key], args))
 
     def _get_many(self, ids: list[str], client: Client) -> list[Any]:
         """The records' blobs (None where gone): one MGET, or on a cluster, where the
@@ -439,7 +440,7 @@ class RedisResultBackend(ResultBackend):
         if not ids:
             return []
         if not self._conn.cluster:
-            return list(client.mget([self._key(id) for id in ids]))
+            return list(self._conn.run(client, "MGET", [self._key(id) for id in ids], ()))
         calls: list[Call] = [("GET", [self._key(id)], ()) for id in ids]
         return self._conn.run_many(client, calls)
 
