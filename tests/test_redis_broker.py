@@ -157,7 +157,7 @@ def test_open_is_lazy_for_every_scheme() -> None:
 def test_every_key_of_a_queue_shares_one_slot(queue: str) -> None:
     base = RedisBroker("redis://h/0?prefix=p")._base(queue)
     suffixes = re.findall(r"P:\{q\}(:[a-z]+:?)", (SCRIPTS / "lib.lua").read_text())
-    assert len(set(suffixes)) == 13  # ready ... wake, fair, m:, keys:, parked:, credit:
+    assert len(set(suffixes)) == 14  # ready ... wake, fair, m:, keys:, dead:, parked:, credit:
     keys = [base, *(base + suffix for suffix in suffixes), base + ":m:some-id"]
     assert len({key_slot(k.encode()) for k in keys}) == 1
     assert all(k.startswith("p:") for k in keys)
@@ -383,6 +383,63 @@ def test_dead_letters_are_kept_by_count(shared_url: str) -> None:
     assert broker.stats()["q"].dead == 3
     assert broker.locate(ids[0]) is None
     assert RedisBroker(shared_url, dead_letter_max=7).dead_letter_max == 7  # keyword wins
+    broker.close()
+
+
+def test_the_reasons_of_dead_letters_follow_them(shared_url: str) -> None:
+    """P:{q}:dead:reasons holds the reason of every dead letter and of no other id, as
+    letters die, are trimmed, requeued, deleted, purged and dropped by age."""
+    broker = RedisBroker(shared_url + "&dead_letter_max=4")
+    client = redis.Redis.from_url(shared_url.partition("?")[0], decode_responses=True)
+    base = broker._base("q")
+
+    def check() -> None:
+        dead = client.zrange(f"{base}:dead", 0, -1)
+        reasons = client.hgetall(f"{base}:dead:reasons")
+        assert sorted(reasons) == sorted(dead)
+        for id in dead:
+            letter = broker.dead_letter(id)
+            assert letter is not None and reasons[id] == letter.reason
+
+    ids = broker.enqueue([envelope("q") for _ in range(6)])
+    for n, delivery in enumerate(broker.reserve(["q"], 6, 0)):
+        assert broker.dead(delivery, ("REJECTED", "MAX_RETRIES")[n % 2], "no")
+    check()  # the two oldest trimmed
+    assert broker.requeue_dead([ids[2]], "q") == 1
+    check()
+    assert broker.delete(ids[3])
+    check()
+    [got] = broker.reserve(["q"], 1, 0)
+    assert broker.dead(got, "EXPIRED", "no")
+    assert [d.id for d in broker.dead_letters_for("EXPIRED")] == [ids[2]]
+    check()
+    assert broker.purge_dead("q") == 3
+    check()
+    broker.enqueue([envelope("q")])
+    [got] = broker.reserve(["q"], 1, 0)
+    assert broker.dead(got, "REJECTED", "no")
+    aged = RedisBroker(shared_url, dead_letter_ttl=0.0)  # every letter is past its ttl
+    aged.purge("q")  # a script that tidies: drops letters by age
+    assert aged.dead_letters("q") == [] and broker.stats()["q"].dead == 0
+    check()
+    assert client.exists(f"{base}:dead:reasons") == 0
+    client.close()
+    broker.close()
+    aged.close()
+
+
+def test_a_dead_letter_missing_from_the_reasons_is_found_by_its_own(shared_url: str) -> None:
+    """A letter without an entry in P:{q}:dead:reasons (a foreign writer's, or dead
+    before the reasons were kept) is matched by the reason in its hash."""
+    broker = RedisBroker(shared_url)
+    client = redis.Redis.from_url(shared_url.partition("?")[0])
+    ids = broker.enqueue([envelope("q") for _ in range(3)])
+    for delivery in broker.reserve(["q"], 3, 0):
+        assert broker.dead(delivery, "MAX_RETRIES", "no")
+    client.hdel(f"{broker._base('q')}:dead:reasons", ids[1])
+    assert [d.id for d in broker.dead_letters_for("MAX_RETRIES")] == ids[::-1]
+    assert broker.dead_letters_for("REJECTED") == []
+    client.close()
     broker.close()
 
 

@@ -5,8 +5,8 @@ death) and each letter's hash ``P:{q}:m:<id>`` (layout in ``scripts/lib.lua``).
 A page is read in two passes, whatever the queues:
 
 1. the newest ids and scores of each queue, in one pipeline: a plain
-   ``ZREVRANGEBYSCORE`` per queue or, by reason, ``dead_letters.lua``, which reads
-   that one field of each letter in Redis;
+   ``ZREVRANGEBYSCORE`` per queue or, by reason, ``dead_letters.lua``, which looks
+   the reasons up in Redis (``P:{q}:dead:reasons``, 500 letters per call);
 2. merged by score and cut in Python, then only the letters of the page read:
    per queue a ``ZMSCORE`` (still dead?) and a ``HMGET`` per letter, all in one
    pipeline. A letter requeued between the passes is left out.

@@ -23,6 +23,7 @@ release_key(q, id, redis.call('HGET', m, 'k'))
 redis.call('HSET', m, 'st', 'd', 'r', ARGV[3], 'e', ARGV[4], 'x', int(died))
 redis.call('HDEL', m, 't', 'c')
 redis.call('ZADD', q.dead, int(died), id)
+redis.call('HSET', q.reasons, id, ARGV[3])
 drop_old_dead(q, now, tonumber(ARGV[5]))
 local over = redis.call('ZCARD', q.dead) - tonumber(ARGV[6])
 if over > 0 then
@@ -30,6 +31,6 @@ if over > 0 then
   for _, old in ipairs(oldest) do
     forget(q, old)
   end
-  zrem_all(q.dead, oldest)
+  drop_dead(q, oldest)
 end
 return 1

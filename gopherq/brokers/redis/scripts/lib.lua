@@ -9,6 +9,9 @@
 --   P:{q}:delayed  zset    id -> eta (units)              scheduled: eta or retry backoff
 --   P:{q}:leased   zset    id -> lease end (units)        reserved by a worker
 --   P:{q}:dead     zset    id -> died (units)             dead letters
+--   P:{q}:dead:reasons  hash  id -> reason, of each dead letter: a reason filter
+--                          reads them in one HMGET (a letter missing here, a foreign
+--                          writer's, is read in its own hash, field r)
 --   P:{q}:keys     hash    idempotency key -> id of the live message holding it
 --   P:{q}:keys:<key>  string  id of the finished message whose key is held past its
 --                          ack, expiring (PX) when the hold ends
@@ -139,8 +142,8 @@ local function queue(i)
   local base = KEYS[i]
   return {
     ready = base .. ':ready', delayed = base .. ':delayed', leased = base .. ':leased',
-    dead = base .. ':dead', keys = base .. ':keys', seq = base .. ':seq',
-    paused = base .. ':paused', wake = base .. ':wake', msg = base .. ':m:',
+    dead = base .. ':dead', reasons = base .. ':dead:reasons', keys = base .. ':keys',
+    seq = base .. ':seq', paused = base .. ':paused', wake = base .. ':wake', msg = base .. ':m:',
   }
 end
 
@@ -183,6 +186,14 @@ end
 local function zrem_all(key, ids) -- at most BATCH ids (unpack's stack limit)
   if #ids > 0 then
     redis.call('ZREM', key, unpack(ids))
+  end
+end
+
+-- Take dead letters ids (at most BATCH) out of q's dead letters and their reasons.
+local function drop_dead(q, ids)
+  zrem_all(q.dead, ids)
+  if #ids > 0 then
+    redis.call('HDEL', q.reasons, unpack(ids))
   end
 end
 
@@ -321,7 +332,7 @@ local function drop_old_dead(q, now, ttl)
   for _, id in ipairs(old) do
     forget(q, id)
   end
-  zrem_all(q.dead, old)
+  drop_dead(q, old)
 end
 
 -- The lowest score in a zset, or nil when it is empty.

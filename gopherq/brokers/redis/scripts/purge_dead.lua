@@ -11,5 +11,5 @@ local ids = redis.call('ZRANGE', q.dead, 0, tonumber(ARGV[2]) - 1)
 for _, id in ipairs(ids) do
   forget(q, id)
 end
-zrem_all(q.dead, ids)
+drop_dead(q, ids)
 return #ids
