@@ -387,17 +387,24 @@ def test_dead_letters_are_kept_by_count(shared_url: str) -> None:
 
 
 def test_the_reasons_of_dead_letters_follow_them(shared_url: str) -> None:
-    """P:{q}:dead:reasons holds the reason of every dead letter and of no other id, as
-    letters die, are trimmed, requeued, deleted, purged and dropped by age."""
+    """P:{q}:dead:reasons holds the reason of every dead letter and of no other id, and
+    P:{q}:dead:r:<reason> the letters with that reason, as letters die, are trimmed,
+    requeued, deleted, purged and dropped by age."""
     broker = RedisBroker(shared_url + "&dead_letter_max=4")
     client = redis.Redis.from_url(shared_url.partition("?")[0], decode_responses=True)
     base = broker._base("q")
 
     def check() -> None:
-        dead = client.zrange(f"{base}:dead", 0, -1)
+        dead = client.zrange(f"{base}:dead", 0, -1, withscores=True)
         reasons = client.hgetall(f"{base}:dead:reasons")
-        assert sorted(reasons) == sorted(dead)
-        for id in dead:
+        assert sorted(reasons) == sorted(id for id, _ in dead)
+        indexed = {
+            (key.rpartition(":r:")[2], id, score)
+            for key in client.scan_iter(f"{base}:dead:r:*")
+            for id, score in client.zrange(key, 0, -1, withscores=True)
+        }
+        assert indexed == {(reasons[id], id, score) for id, score in dead}
+        for id, _ in dead:
             letter = broker.dead_letter(id)
             assert letter is not None and reasons[id] == letter.reason
 
@@ -430,13 +437,16 @@ def test_the_reasons_of_dead_letters_follow_them(shared_url: str) -> None:
 
 def test_a_dead_letter_missing_from_the_reasons_is_found_by_its_own(shared_url: str) -> None:
     """A letter without an entry in P:{q}:dead:reasons (a foreign writer's, or dead
-    before the reasons were kept) is matched by the reason in its hash."""
+    before the reasons were kept) is matched by the reason in its hash: the queue's
+    index of reasons is not complete, so its newest letters are looked through."""
     broker = RedisBroker(shared_url)
     client = redis.Redis.from_url(shared_url.partition("?")[0])
     ids = broker.enqueue([envelope("q") for _ in range(3)])
     for delivery in broker.reserve(["q"], 3, 0):
         assert broker.dead(delivery, "MAX_RETRIES", "no")
-    client.hdel(f"{broker._base('q')}:dead:reasons", ids[1])
+    base = broker._base("q")
+    client.hdel(f"{base}:dead:reasons", ids[1])
+    client.zrem(f"{base}:dead:r:MAX_RETRIES", ids[1])
     assert [d.id for d in broker.dead_letters_for("MAX_RETRIES")] == ids[::-1]
     assert broker.dead_letters_for("REJECTED") == []
     client.close()

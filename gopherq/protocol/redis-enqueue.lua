@@ -10,9 +10,10 @@
 --   P:{q}:delayed  zset    id -> eta (units)              scheduled: eta or retry backoff
 --   P:{q}:leased   zset    id -> lease end (units)        reserved by a worker
 --   P:{q}:dead     zset    id -> died (units)             dead letters
---   P:{q}:dead:reasons  hash  id -> reason, of each dead letter: a reason filter
---                          reads them in one HMGET (a letter missing here, a foreign
---                          writer's, is read in its own hash, field r)
+--   P:{q}:dead:reasons  hash  id -> reason, of each dead letter (a letter missing
+--                          here, a foreign writer's, has its reason in its hash, r)
+--   P:{q}:dead:r:<reason>  zset  id -> died (units): the dead letters with that reason
+--                          (complete while the hash has as many ids as P:{q}:dead)
 --   P:{q}:keys     hash    idempotency key -> id of the live message holding it
 --   P:{q}:keys:<key>  string  id of the finished message whose key is held past its
 --                          ack, expiring (PX) when the hold ends
@@ -122,8 +123,9 @@ local function queue(i)
   local base = KEYS[i]
   return {
     ready = base .. ':ready', delayed = base .. ':delayed', leased = base .. ':leased',
-    dead = base .. ':dead', reasons = base .. ':dead:reasons', keys = base .. ':keys',
-    seq = base .. ':seq', paused = base .. ':paused', wake = base .. ':wake', msg = base .. ':m:',
+    dead = base .. ':dead', reasons = base .. ':dead:reasons', by_reason = base .. ':dead:r:',
+    keys = base .. ':keys', seq = base .. ':seq', paused = base .. ':paused',
+    wake = base .. ':wake', msg = base .. ':m:',
   }
 end
 

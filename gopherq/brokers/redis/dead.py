@@ -5,8 +5,12 @@ death) and each letter's hash ``P:{q}:m:<id>`` (layout in ``scripts/lib.lua``).
 A page is read in two passes, whatever the queues:
 
 1. the newest ids and scores of each queue, in one pipeline: a plain
-   ``ZREVRANGEBYSCORE`` per queue or, by reason, ``dead_letters.lua``, which looks
-   the reasons up in Redis (``P:{q}:dead:reasons``, 500 letters per call);
+   ``ZREVRANGEBYSCORE`` per queue, of ``P:{q}:dead`` or, by reason, of the queue's
+   index of that reason ``P:{q}:dead:r:<reason>``. The index is complete when the
+   queue keeps as many reasons (``P:{q}:dead:reasons``) as it has letters; where
+   it is not (letters a foreign writer planted, or dead before the index was kept),
+   ``dead_letters.lua`` looks through the queue's newest letters instead, a
+   second round trip;
 2. merged by score and cut in Python, then only the letters of the page read:
    per queue a ``ZMSCORE`` (still dead?) and a ``HMGET`` per letter, all in one
    pipeline. A letter requeued between the passes is left out.
@@ -57,19 +61,15 @@ class DeadLetterReader:
         """The dead letters of ``queues``, newest first, merged by time of death, from
         ``offset``, at most ``limit``; with ``reason`` (the reason, how many of each
         queue's newest to look through) only those with it."""
-        oldest = self._oldest_score()
-        wanted = offset + limit
-        calls: list[Call] = []
-        for queue in queues:
-            dead = self._base(queue) + ":dead"
-            if reason is None:
-                args = ("+inf", f"({oldest}", "WITHSCORES", "LIMIT", 0, wanted)
-                calls.append(("ZREVRANGEBYSCORE", [dead], args))
-            else:
-                calls.append(
-                    (script("dead_letters"), [self._base(queue)], (oldest, wanted, *reason))
-                )
-        results = self._conn.call(lambda c: self._conn.run_many(c, calls))
+        oldest, wanted = self._oldest_score(), offset + limit
+        if reason is None:
+            span = _newest(oldest, wanted)
+            calls: list[Call] = [
+                ("ZREVRANGEBYSCORE", [self._base(queue) + ":dead"], span) for queue in queues
+            ]
+            results = self._conn.call(lambda c: self._conn.run_many(c, calls))
+        else:
+            results = self._by_reason(queues, reason, oldest, wanted)
         newest = [
             (float(raw[j + 1]), queue, raw[j])
             for queue, raw in zip(queues, results, strict=True)
@@ -77,6 +77,32 @@ class DeadLetterReader:
         ]
         newest.sort(key=itemgetter(0), reverse=True)
         return self.read([(queue, id) for _, queue, id in newest[offset:wanted]])
+
+    def _by_reason(
+        self, queues: Sequence[str], reason: tuple[str, int], oldest: int, wanted: int
+    ) -> list[Any]:
+        """Each queue's ``wanted`` newest ids and scores with ``reason``: from the queue's
+        index of that reason where it is complete (as many reasons kept as letters),
+        else by ``dead_letters.lua`` among the newest ``reason[1]``. One round trip, two
+        when some queue's index is not complete."""
+        calls: list[Call] = []
+        for queue in queues:
+            base = self._base(queue)
+            calls.append(("HLEN", [base + ":dead:reasons"], ()))
+            calls.append(("ZCARD", [base + ":dead"], ()))
+            span = _newest(oldest, wanted)
+            calls.append(("ZREVRANGEBYSCORE", [f"{base}:dead:r:{reason[0]}"], span))
+        found = self._conn.call(lambda c: self._conn.run_many(c, calls))
+        results = found[2::3]
+        scans = [i for i in range(len(queues)) if found[3 * i] != found[3 * i + 1]]
+        if scans:
+            scan = script("dead_letters")
+            args = (oldest, wanted, *reason)
+            again: list[Call] = [(scan, [self._base(queues[i])], args) for i in scans]
+            scanned = self._conn.call(lambda c: self._conn.run_many(c, again))
+            for i, raw in zip(scans, scanned, strict=True):
+                results[i] = raw
+        return results
 
     def read(self, letters: Sequence[Letter]) -> list[DeadLetter]:
         """The dead letters ``(queue, id)`` that still are, in that order, in one round
@@ -110,6 +136,12 @@ class DeadLetterReader:
     def _oldest_score(self) -> int:
         """The score of a letter that died ``ttl`` ago: older ones are past retention."""
         return int((time.time() - EPOCH - self._ttl) * UNITS)
+
+
+def _newest(oldest: int, count: int) -> tuple[Any, ...]:
+    """The arguments of a ``ZREVRANGEBYSCORE``: the newest ``count`` that died after
+    ``oldest``, with their scores."""
+    return ("+inf", f"({oldest}", "WITHSCORES", "LIMIT", 0, count)
 
 
 def _letter(queue: str, id: bytes, score: float, values: Any) -> DeadLetter:

@@ -24,6 +24,7 @@ redis.call('HSET', m, 'st', 'd', 'r', ARGV[3], 'e', ARGV[4], 'x', int(died))
 redis.call('HDEL', m, 't', 'c')
 redis.call('ZADD', q.dead, int(died), id)
 redis.call('HSET', q.reasons, id, ARGV[3])
+redis.call('ZADD', q.by_reason .. ARGV[3], int(died), id)
 drop_old_dead(q, now, tonumber(ARGV[5]))
 local over = redis.call('ZCARD', q.dead) - tonumber(ARGV[6])
 if over > 0 then

@@ -14,6 +14,6 @@ end
 for _, place in ipairs({q.ready, q.delayed, q.leased, q.dead}) do
   redis.call('ZREM', place, id) -- every place: a planted id may be in several
 end
-redis.call('HDEL', q.reasons, id)
+drop_reasons(q, {id})
 forget(q, id)
 return 1

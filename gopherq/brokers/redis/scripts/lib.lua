@@ -9,9 +9,10 @@
 --   P:{q}:delayed  zset    id -> eta (units)              scheduled: eta or retry backoff
 --   P:{q}:leased   zset    id -> lease end (units)        reserved by a worker
 --   P:{q}:dead     zset    id -> died (units)             dead letters
---   P:{q}:dead:reasons  hash  id -> reason, of each dead letter: a reason filter
---                          reads them in one HMGET (a letter missing here, a foreign
---                          writer's, is read in its own hash, field r)
+--   P:{q}:dead:reasons  hash  id -> reason, of each dead letter (a letter missing
+--                          here, a foreign writer's, has its reason in its hash, r)
+--   P:{q}:dead:r:<reason>  zset  id -> died (units): the dead letters with that reason
+--                          (complete while the hash has as many ids as P:{q}:dead)
 --   P:{q}:keys     hash    idempotency key -> id of the live message holding it
 --   P:{q}:keys:<key>  string  id of the finished message whose key is held past its
 --                          ack, expiring (PX) when the hold ends
@@ -142,8 +143,9 @@ local function queue(i)
   local base = KEYS[i]
   return {
     ready = base .. ':ready', delayed = base .. ':delayed', leased = base .. ':leased',
-    dead = base .. ':dead', reasons = base .. ':dead:reasons', keys = base .. ':keys',
-    seq = base .. ':seq', paused = base .. ':paused', wake = base .. ':wake', msg = base .. ':m:',
+    dead = base .. ':dead', reasons = base .. ':dead:reasons', by_reason = base .. ':dead:r:',
+    keys = base .. ':keys', seq = base .. ':seq', paused = base .. ':paused',
+    wake = base .. ':wake', msg = base .. ':m:',
   }
 end
 
@@ -189,12 +191,24 @@ local function zrem_all(key, ids) -- at most BATCH ids (unpack's stack limit)
   end
 end
 
+-- Take ids (at most BATCH) out of the reasons of q's dead letters.
+local function drop_reasons(q, ids)
+  if #ids == 0 then
+    return
+  end
+  local reasons = redis.call('HMGET', q.reasons, unpack(ids))
+  for i = 1, #ids do
+    if reasons[i] then
+      redis.call('ZREM', q.by_reason .. reasons[i], ids[i])
+    end
+  end
+  redis.call('HDEL', q.reasons, unpack(ids))
+end
+
 -- Take dead letters ids (at most BATCH) out of q's dead letters and their reasons.
 local function drop_dead(q, ids)
   zrem_all(q.dead, ids)
-  if #ids > 0 then
-    redis.call('HDEL', q.reasons, unpack(ids))
-  end
+  drop_reasons(q, ids)
 end
 
 -- ZADD score, member pairs (a flat list) in calls of at most BATCH pairs.

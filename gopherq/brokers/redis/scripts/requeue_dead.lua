@@ -41,7 +41,7 @@ for _, id in ipairs(ids) do
     key = false
   end
   if not other_holder(key, id) and redis.call('ZREM', q.dead, id) == 1 then
-    redis.call('HDEL', q.reasons, id)
+    drop_reasons(q, {id})
     if key then
       redis.call('HSET', q.keys, key, id)
     end
