@@ -9,12 +9,12 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from anyio import to_thread
 from fastapi import FastAPI
-from starlette.concurrency import run_in_threadpool
 
 from gopherq.app import GopherQ
 from gopherq.version import __version__
 from gopherq.web import docs, problems
 from gopherq.web.auditing import AuditMiddleware
+from gopherq.web.blocking import run_blocking
 from gopherq.web.inputs import InputLimits
 from gopherq.web.routes import ROUTERS, health
 from gopherq.web.state import ServerState
@@ -72,7 +72,7 @@ def _closing(state: ServerState) -> Callable[[FastAPI], AbstractAsyncContextMana
         try:
             yield
         finally:
-            await run_in_threadpool(state.sender.close)
-            await run_in_threadpool(state.audit.close)
+            await run_blocking(state.sender.close)
+            await run_blocking(state.audit.close)
 
     return lifespan

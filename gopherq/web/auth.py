@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, Request
-from starlette.concurrency import run_in_threadpool
 
 from gopherq.access.rate import Rate
 from gopherq.access.roles import Role
+from gopherq.web.blocking import run_blocking
 from gopherq.web.problems import Problem
 from gopherq.web.state import server_state
 
@@ -100,7 +100,7 @@ async def check_role(request: Request, role: Role) -> Caller:
     state = server_state(request)
     token = bearer_token(request) if state.auth else None
     if token is not None and state.reads_store(token):
-        caller = await run_in_threadpool(authenticate, request)
+        caller = await run_blocking(authenticate, request)
     else:
         caller = authenticate(request)
     if caller.role < role:

@@ -2,12 +2,14 @@
 
 FastAPI runs a plain ``def`` route in anyio's worker threads, whose hand-off (a
 capacity limiter, a cancel scope, a queue with a condition variable per call)
-costs about three times the CPU of ``loop.run_in_executor``: a fifth of a small
-read's whole cost in the server. ``run_blocking`` hands a call to the event loop's
-default executor instead, and ``Route`` makes every ``def`` route of a router do so
-(FastAPI still reads the route's own signature, for its parameters and the OpenAPI
-document). ``gopherq serve --threads`` sizes that executor; an app mounted in
-another runs on its host's.
+costs about three times the CPU of ``loop.run_in_executor``: in process, a small
+read cost twice as much through it. ``run_blocking`` hands a call to the event
+loop's default executor instead; the routes and the dashboard make every
+blocking call through it, and ``Route`` makes every ``def`` route of a router do
+so (FastAPI still reads the route's own signature, for its parameters and the
+OpenAPI document). ``gopherq serve --threads`` sizes that executor; an app
+mounted in another runs on its host's. Long polls of a job's result wait in
+anyio's threads, under a bound of their own (``routes.jobs.MAX_WAITERS``).
 """
 
 from __future__ import annotations

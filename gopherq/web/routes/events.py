@@ -41,7 +41,6 @@ import anyio
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from gopherq.access.roles import Role
 from gopherq.app import GopherQ
@@ -50,7 +49,7 @@ from gopherq.errors import ConfigurationError
 from gopherq.events import Event, EventBackend
 from gopherq.events.base import START, check_types
 from gopherq.web.auth import require
-from gopherq.web.blocking import Route
+from gopherq.web.blocking import Route, run_blocking
 from gopherq.web.problems import Problem, invalid
 from gopherq.web.responses import json_response
 from gopherq.web.state import AppDep, StateDep
@@ -230,7 +229,7 @@ async def tail(
             told = cursor
             next_ping = time.monotonic() + KEEPALIVE
         try:
-            pending, cursor = await run_in_threadpool(
+            pending, cursor = await run_blocking(
                 backend.read, cursor, types=wanted.types, limit=BATCH, timeout=0
             )
         except Exception as exc:  # the store is down: keep the cursor, try again
@@ -300,17 +299,15 @@ async def events(
         follow = wants_stream(request.headers.get("accept", ""))
     if not follow:
         if resume is None:
-            page = await run_in_threadpool(newest_page, backend, wanted, limit)
+            page = await run_blocking(newest_page, backend, wanted, limit)
         else:
-            start = await run_in_threadpool(start_cursor, backend, resume)
-            found, cursor = await run_in_threadpool(read_page, backend, start, wanted, limit)
+            start = await run_blocking(start_cursor, backend, resume)
+            found, cursor = await run_blocking(read_page, backend, start, wanted, limit)
             page = {"events": [event_map(e) for e in found], "cursor": cursor}
         return json_response(page)
-    cursor = await run_in_threadpool(start_cursor, backend, resume or "now")
+    cursor = await run_blocking(start_cursor, backend, resume or "now")
     # The first read happens here, so that a failure is an error response, not a broken stream.
-    first = await run_in_threadpool(
-        backend.read, cursor, types=wanted.types, limit=BATCH, timeout=0
-    )
+    first = await run_blocking(backend.read, cursor, types=wanted.types, limit=BATCH, timeout=0)
     stream = tail(
         request,
         stopping=state.stopping.is_set,

@@ -17,7 +17,6 @@ from urllib.parse import quote
 import anyio
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from gopherq import admin
 from gopherq.access.roles import Role
@@ -26,7 +25,7 @@ from gopherq.events import Event
 from gopherq.results.base import JobCursor, JobRecord
 from gopherq.states import State
 from gopherq.web.auth import Caller, check_role, require
-from gopherq.web.blocking import Route
+from gopherq.web.blocking import Route, run_blocking
 from gopherq.web.inputs import body_schema, json_body
 from gopherq.web.limits import enforce_send_rate
 from gopherq.web.names import IdPath, QueueField, TaskField
@@ -105,7 +104,7 @@ async def _send(
     when one is refused."""
     state = server_state(request)  # not a dependency: each costs a few percent of a send
     if len(items) > INLINE_CHECKS:
-        prepared = await run_in_threadpool(_prepare, state.app, caller, items, prefix)
+        prepared = await run_blocking(_prepare, state.app, caller, items, prefix)
     else:
         prepared = _prepare(state.app, caller, items, prefix)
     enforce_send_rate(request, caller, len(prepared))

@@ -11,13 +11,13 @@ from urllib.parse import parse_qsl
 
 import jinja2
 from fastapi import Depends
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from gopherq.access.audit import AuditEntry
 from gopherq.access.roles import Role
 from gopherq.web.auth import ANONYMOUS, Caller
+from gopherq.web.blocking import run_blocking
 from gopherq.web.problems import Problem
 from gopherq.web.state import ServerState
 from gopherq.web.ui.render import Viewer, environment, render, url
@@ -111,7 +111,7 @@ class Dashboard:
             detail = detail if isinstance(detail, str) else "Not Found"
             headers = getattr(exc, "headers", None)
             return Problem(404, "not-found", "Not found", detail, headers=headers).response(path)
-        request.state.viewer = await run_in_threadpool(self.viewer_of, request)
+        request.state.viewer = await run_blocking(self.viewer_of, request)
         return await self.on_page_error(request, PageError(404, "There is no such page."))
 
 

@@ -6,14 +6,13 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from fastapi import APIRouter
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from gopherq.access.keys import key_id_of
 from gopherq.access.roles import Role
 from gopherq.admin_queues import QueueInfo
-from gopherq.web.blocking import Route
+from gopherq.web.blocking import Route, run_blocking
 from gopherq.web.ui import charts, views
 from gopherq.web.ui.context import (
     DashboardDep,
@@ -55,7 +54,7 @@ async def login(request: Request, ui: DashboardDep) -> Response:
     token = "" if problem else (await read_form(request)).get("key", "").strip()
     if problem is None and not token:
         problem = "missing"
-    caller = None if problem else await run_in_threadpool(ui.state.authenticate, token)
+    caller = None if problem else await run_blocking(ui.state.authenticate, token)
     key_id = key_id_of(token)
     if caller is None or key_id is None:
         reason = problem or "invalid"
@@ -127,7 +126,7 @@ async def queue_action(
         record(request, who, f"queues.{action}", name, exc.status)
         raise
     app = ui.state.app
-    await run_in_threadpool(_queue, app, name)
+    await run_blocking(_queue, app, name)
     if action == "purge" and fields.get("confirm") != "yes":
         return RedirectResponse(url(request, f"/queues/{quote(name, safe='')}/purge"), 303)
     broker_call = {
@@ -135,7 +134,7 @@ async def queue_action(
         "resume": app.broker.resume,
         "purge": app.broker.purge,
     }
-    await run_in_threadpool(broker_call[action], name)
+    await run_blocking(broker_call[action], name)
     record(request, who, f"queues.{action}", name, 303)
     return RedirectResponse(url(request, "/queues"), 303)
 

@@ -7,7 +7,6 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -16,7 +15,7 @@ from gopherq.access.roles import Role
 from gopherq.display import to_json
 from gopherq.errors import PayloadTooLarge, SerializationError
 from gopherq.states import DeadReason
-from gopherq.web.blocking import Route
+from gopherq.web.blocking import Route, run_blocking
 from gopherq.web.names import name_problem
 from gopherq.web.ui import views
 from gopherq.web.ui.context import (
@@ -108,7 +107,7 @@ async def bulk(request: Request, action: str, ui: DashboardDep, who: ViewerDep) 
     elif not ids:
         raise PageError(422, "Select dead letters first.")
     call = admin_dead.retry if action == "retry" else admin_dead.purge
-    count = await run_in_threadpool(lambda: call(ui.state.app, ids, queue=queue, reason=reason))
+    count = await run_blocking(lambda: call(ui.state.app, ids, queue=queue, reason=reason))
     target = ",".join(ids or [])[:200] or f"queue={queue or '*'} reason={reason or '*'}"
     record(request, who, f"dead.{action}", target, 303)
     return _back(request, queue, reason, f"{action}:{count}")
@@ -156,7 +155,7 @@ async def replay(request: Request, id: str, ui: DashboardDep, who: ViewerDep) ->
     try:
         args = json_field(fields, "args", list)
         kwargs = json_field(fields, "kwargs", dict)
-        done = await run_in_threadpool(admin_dead.replay, app, id, args, kwargs)
+        done = await run_blocking(admin_dead.replay, app, id, args, kwargs)
     except admin_dead.NotDead:
         record(request, who, "dead.replay", id, 404)
         raise PageError(404, "There is no such dead letter.") from None
@@ -166,7 +165,7 @@ async def replay(request: Request, id: str, ui: DashboardDep, who: ViewerDep) ->
         problem = f"The arguments do not fit a message: {exc}"
     if problem is not None:
         record(request, who, "dead.replay", id, 422)
-        found = await run_in_threadpool(_detail, app, id)
+        found = await run_blocking(_detail, app, id)
         return ui.page(
             request,
             "dead_letter.html",

@@ -5,13 +5,12 @@ from __future__ import annotations
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from gopherq import admin
 from gopherq.access.roles import Role
-from gopherq.web.blocking import Route
+from gopherq.web.blocking import Route, run_blocking
 from gopherq.web.ui import views_jobs
 from gopherq.web.ui.context import DashboardDep, PageError, ViewerDep, audited_form, record
 from gopherq.web.ui.render import url
@@ -72,10 +71,10 @@ async def cancel(request: Request, id: str, ui: DashboardDep, who: ViewerDep) ->
     """Cancel the job (as ``POST /api/v1/jobs/{id}/cancel``); back to its page."""
     await audited_form(request, who, Role.OPERATOR, "jobs.cancel", id)
     app = ui.state.app
-    found = await run_in_threadpool(lambda: {c.id: c.was for c in app.cancel([id])})
+    found = await run_blocking(lambda: {c.id: c.was for c in app.cancel([id])})
     outcome = admin.cancel_outcome(found.get(id))
     if outcome == "not-found":
-        known = await run_in_threadpool(admin.find_job, app, id)
+        known = await run_blocking(admin.find_job, app, id)
         status = 404 if known is None else 409
         record(request, who, "jobs.cancel", id, status)
         raise PageError(
@@ -90,7 +89,7 @@ async def cancel(request: Request, id: str, ui: DashboardDep, who: ViewerDep) ->
 async def retry(request: Request, id: str, ui: DashboardDep, who: ViewerDep) -> Response:
     """Run a dead-lettered job again (as ``POST /api/v1/jobs/{id}/retry``)."""
     await audited_form(request, who, Role.OPERATOR, "jobs.retry", id)
-    outcome = await run_in_threadpool(admin.retry_job, ui.state.app, id)
+    outcome = await run_blocking(admin.retry_job, ui.state.app, id)
     if outcome != "requeued":
         status = 404 if outcome == "not-found" else 409
         record(request, who, "jobs.retry", id, status)

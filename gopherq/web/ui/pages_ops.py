@@ -7,14 +7,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from gopherq import admin, admin_workers
 from gopherq.access.roles import Role
 from gopherq.errors import ConfigurationError, GopherQError
-from gopherq.web.blocking import Route
+from gopherq.web.blocking import Route, run_blocking
 from gopherq.web.names import name_problem
 from gopherq.web.ui.context import (
     Dashboard,
@@ -88,7 +87,7 @@ async def add(request: Request, ui: DashboardDep, who: ViewerDep) -> Response:
         task = fields.get("task", "").strip()
         if task not in ui.state.app.tasks:
             raise ValueError(f"No task {task!r} is registered.")
-        await run_in_threadpool(lambda: ui.state.app.schedules.add(name, task, **options))
+        await run_blocking(lambda: ui.state.app.schedules.add(name, task, **options))
     except (ValueError, ConfigurationError) as exc:
         record(request, who, "schedules.add", name or "-", 422)
         text = str(exc).partition(": ")[2] if isinstance(exc, ConfigurationError) else str(exc)
@@ -132,7 +131,7 @@ async def action(
         raise PageError(404, "There is no such action.")
     await audited_form(request, who, Role.ADMIN, f"schedules.{action}", name)
     entries = ui.state.app.schedules
-    source = await run_in_threadpool(entries.source, name)
+    source = await run_blocking(entries.source, name)
     if source is None:
         record(request, who, f"schedules.{action}", name, 404)
         raise PageError(404, "There is no such schedule.")
@@ -141,7 +140,7 @@ async def action(
         raise PageError(409, f"This entry is declared in {source}: remove it there.")
     call = {"pause": entries.pause, "resume": entries.resume, "remove": entries.remove}
     try:
-        await run_in_threadpool(call[action], name)
+        await run_blocking(call[action], name)
     except GopherQError as exc:
         record(request, who, f"schedules.{action}", name, 409)
         raise PageError(409, str(exc)) from None
