@@ -121,9 +121,13 @@ def dashboard(request: Request) -> Dashboard:
     return found
 
 
-def viewer(request: Request) -> Viewer:
+async def _dashboard_dependency(request: Request) -> Dashboard:
+    return dashboard(request)  # a coroutine: FastAPI runs a plain function in a thread
+
+
+async def viewer(request: Request) -> Viewer:
     """A page dependency: who is looking; the login page when nobody valid is."""
-    found = dashboard(request).viewer_of(request)
+    found = await run_blocking(dashboard(request).viewer_of, request)
     if found is None:
         raise LoginRequired
     request.state.viewer = found
@@ -131,7 +135,7 @@ def viewer(request: Request) -> Viewer:
     return found
 
 
-DashboardDep = Annotated[Dashboard, Depends(dashboard)]
+DashboardDep = Annotated[Dashboard, Depends(_dashboard_dependency)]
 ViewerDep = Annotated[Viewer, Depends(viewer)]
 
 
