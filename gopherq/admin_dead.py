@@ -3,8 +3,8 @@ retry, purge, and replay with new arguments.
 
 What ``gopherq dead ...`` and the HTTP API's ``/dead`` routes both call. The
 broker lists dead letters by queue, newest first (``Broker.dead_letters``), and
-by reason (``Broker.dead_letters_for``: on SQLite all of them, elsewhere among the
-``SCAN_LIMIT`` newest of the queue, if one is given).
+by reason (``Broker.dead_letters_for``: on SQLite and Redis all of them, elsewhere
+among the ``SCAN_LIMIT`` newest of the queue, if one is given).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from gopherq.serializer import Codec
 
 SCAN_LIMIT = DEAD_SCAN_LIMIT
-"""Newest dead letters a reason filter looks through at most (on SQLite: all)."""
+"""Newest dead letters a reason filter looks through at most (on SQLite and Redis: all)."""
 
 
 class NotDead(GopherQError):

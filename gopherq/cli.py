@@ -407,7 +407,8 @@ _reason_option = click.option(
     type=click.Choice([r.value for r in DeadReason], case_sensitive=False),
     default=None,
     callback=lambda ctx, param, value: value and value.upper(),
-    help=f"Only this reason (among the newest {admin_dead.SCAN_LIMIT:,}).",
+    help="Only this reason (elsewhere than SQLite and Redis: among the newest "
+    f"{admin_dead.SCAN_LIMIT:,}).",
 )
 
 

@@ -143,7 +143,10 @@ def list_dead(
     queue: Annotated[str | None, Query(description="Only this queue.")] = None,
     reason: Annotated[
         DeadReason | None,
-        Query(description=f"Only this reason (among the newest {admin_dead.SCAN_LIMIT})."),
+        Query(
+            description="Only this reason (on brokers other than SQLite and Redis: among the "
+            f"newest {admin_dead.SCAN_LIMIT})."
+        ),
     ] = None,
     offset: Annotated[int, Query(ge=0, le=admin_dead.SCAN_LIMIT * 100)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
