@@ -97,7 +97,7 @@ from gopherq.results.base import (
     sent_within,
 )
 from gopherq.states import State
-from gopherq.stores.redis import Call, Client, Connection, script
+from gopherq.stores.redis import Call, Client, Connection, scored, script
 
 DONE_TTL = 60.0
 """Longest life of a completion token: it is only needed by waiters already blocked."""
@@ -287,8 +287,7 @@ class RedisResultBackend(ResultBackend):
                 offset=offset,
                 count=window,
             )
-            raw = self._conn.call(read)
-            entries = [(_text(raw[j]), float(raw[j + 1])) for j in range(0, len(raw), 2)]
+            entries = [(_text(id), score) for id, score in scored(self._conn.call(read))]
             if not entries:
                 break
             scanned += len(entries)
@@ -423,7 +422,7 @@ class RedisResultBackend(ResultBackend):
         offset: int,
         count: int,
     ) -> list[Any]:
-        """Ids and their scores, one after the other, of the index ``key`` from
+        """Ids with scores (a ``WITHSCORES`` reply: ``scored``) of the index ``key`` from
         ``position`` (included: ties are told apart by id afterwards) down to ``since``,
         below ``until``."""
         top = "+inf" if until is None else "(" + repr(float(until))

@@ -506,6 +506,15 @@ def unpack(reply: Any) -> Any:
     return msgpack.unpackb(reply, raw=True) if isinstance(reply, bytes) else reply
 
 
+def scored(reply: Sequence[Any]) -> list[tuple[Any, float]]:
+    """A ``WITHSCORES`` reply as (member, score) pairs: Redis sends them one after the
+    other; a client that parses replies itself (a cluster's, or a test double) may
+    have paired them already."""
+    if reply and isinstance(reply[0], (list, tuple)):
+        return [(member, float(score)) for member, score in reply]
+    return [(reply[j], float(reply[j + 1])) for j in range(0, len(reply), 2)]
+
+
 def _reply(connection: Any) -> Any:
     """The next reply on ``connection``, an error reply as its exception object."""
     try:

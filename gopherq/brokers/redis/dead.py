@@ -31,7 +31,7 @@ from typing import Any
 
 from gopherq.brokers.base import DeadLetter
 from gopherq.message import DEFAULT_PRIORITY
-from gopherq.stores.redis import Call, Connection, script
+from gopherq.stores.redis import Call, Connection, scored, script
 
 UNITS = 100_000
 """Time units per second in the scripts (``UNITS`` in lib.lua)."""
@@ -71,9 +71,9 @@ class DeadLetterReader:
         else:
             results = self._by_reason(queues, reason, oldest, wanted)
         newest = [
-            (float(raw[j + 1]), queue, raw[j])
+            (score, queue, id)
             for queue, raw in zip(queues, results, strict=True)
-            for j in range(0, len(raw), 2)
+            for id, score in scored(raw)
         ]
         newest.sort(key=itemgetter(0), reverse=True)
         return self.read([(queue, id) for _, queue, id in newest[offset:wanted]])
