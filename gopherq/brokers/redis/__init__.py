@@ -142,7 +142,7 @@ from gopherq.brokers.base import (
     ReserveOrder,
 )
 from gopherq.brokers.redis.concurrency import ConcurrencyLimits
-from gopherq.brokers.redis.dead import DeadLetterReader
+from gopherq.brokers.redis.dead import UNITS, DeadLetterReader
 from gopherq.brokers.redis.rates import RedisRates
 from gopherq.errors import ConfigurationError
 from gopherq.states import State
@@ -177,8 +177,6 @@ HZ_SLACK = 0.1
 which Redis ends only at its next hz tick (every 100 ms at the default hz 10)."""
 PRECISE_POLL = 0.005
 """Seconds between reserves in the last ``HZ_SLACK`` before a due time."""
-UNITS = 100_000
-"""Time units per second in the scripts (``UNITS`` in lib.lua)."""
 REGISTER_EVERY = 60.0
 """Seconds between re-adding a queue to the known-queue set from one process."""
 

@@ -30,6 +30,7 @@ from operator import itemgetter
 from typing import Any
 
 from gopherq.brokers.base import DeadLetter
+from gopherq.errors import BrokerError
 from gopherq.message import DEFAULT_PRIORITY
 from gopherq.stores.redis import Call, Connection, scored, script
 
@@ -86,11 +87,11 @@ class DeadLetterReader:
         else by ``dead_letters.lua`` among the newest ``reason[1]``. One round trip, two
         when some queue's index is not complete."""
         calls: list[Call] = []
+        span = _newest(oldest, wanted)
         for queue in queues:
             base = self._base(queue)
             calls.append(("HLEN", [base + ":dead:reasons"], ()))
             calls.append(("ZCARD", [base + ":dead"], ()))
-            span = _newest(oldest, wanted)
             calls.append(("ZREVRANGEBYSCORE", [f"{base}:dead:r:{reason[0]}"], span))
         found = self._conn.call(lambda c: self._conn.run_many(c, calls))
         results = found[2::3]
@@ -125,7 +126,7 @@ class DeadLetterReader:
         for queue, ids in by_queue.items():
             scores = replies[at]
             if isinstance(scores, Exception):  # a key that is no zset: a foreign writer's
-                raise scores
+                raise BrokerError(f"dead letters of queue {queue!r}: {scores}")
             fields = replies[at + 1 : at + 1 + len(ids)]
             for id, score, values in zip(ids, scores, fields, strict=True):
                 if score is not None and float(score) > oldest:
