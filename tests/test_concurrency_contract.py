@@ -30,10 +30,14 @@ def reserve_all(broker: Broker, count: int, queue: str = "default") -> list[Deli
     return taken
 
 
-def holder_and_parked(broker: Broker) -> tuple[Delivery, Delivery]:
-    """Two messages: the first admitted under ``TASK`` with limit 1, the second parked."""
-    enqueue(broker, envelope(), envelope())
-    da, db = reserve_all(broker, 2)
+def holder_and_parked(
+    broker: Broker, queues: tuple[str, str] = ("default", "default")
+) -> tuple[Delivery, Delivery]:
+    """Two messages, of ``queues``: the first admitted under ``TASK`` with limit 1, the
+    second parked."""
+    enqueue(broker, *(envelope(queue) for queue in queues))
+    (da,) = reserve_all(broker, 1, queues[0])
+    (db,) = reserve_all(broker, 1, queues[1])
     assert broker.admit(da, TASK, 1)
     assert not broker.admit(db, TASK, 1)
     return da, db
@@ -115,21 +119,13 @@ def test_keys_are_counted_apart(broker: Broker) -> None:
 
 
 def test_limit_is_shared_across_queues(broker: Broker) -> None:
-    enqueue(broker, envelope("a"), envelope("b"))
-    (da,) = reserve_all(broker, 1, "a")
-    (db,) = reserve_all(broker, 1, "b")
-    assert broker.admit(da, TASK, 1)
-    assert not broker.admit(db, TASK, 1)
+    holder_and_parked(broker, ("a", "b"))  # b's message is refused while a's holds
 
 
 def test_release_wakes_a_message_parked_in_another_queue(broker: Broker) -> None:
     # One task sent to queues a and b: a release from a wakes b's parked message at
     # once, not at the end of its parking (a lease, far beyond the wait here).
-    enqueue(broker, envelope("a"), envelope("b"))
-    (da,) = reserve_all(broker, 1, "a")
-    (db,) = reserve_all(broker, 1, "b")
-    assert broker.admit(da, TASK, 1)
-    assert not broker.admit(db, TASK, 1)
+    da, db = holder_and_parked(broker, ("a", "b"))
     broker.ack([da])
     assert broker.release_admitted([(TASK, da)]) == 1
     assert ids_of(broker.reserve(["b"], 1, 0.5)) == [db.id]
