@@ -223,12 +223,18 @@ def test_reserve_wakes_when_another_thread_enqueues(make_broker: MakeBroker) -> 
 
 
 def test_recover_makes_due_messages_ready(broker: Broker) -> None:
-    message = envelope(eta=time.time() + 0.2)
-    enqueue(broker, message)
+    later = envelope(eta=time.time() + 3600)
+    enqueue(broker, later)
     assert broker.recover() == 0
-    time.sleep(0.4)
+    due = time.time() + 0.2  # enqueued after the first recover, however slow it was
+    soon = envelope(eta=due)
+    enqueue(broker, soon)
+    time.sleep(max(due - time.time(), 0) + 0.2)
     assert broker.recover() == 1
-    assert admin_view(lambda: broker.locate(message.id)) == State.QUEUED
+    assert admin_view(lambda: [broker.locate(m.id) for m in (soon, later)]) == [
+        State.QUEUED,
+        State.SCHEDULED,
+    ]
 
 
 # Settling: ack, retry, dead, extend.

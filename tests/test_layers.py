@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 import gopherq
 
 PACKAGE = Path(gopherq.__file__).parent
@@ -244,6 +246,7 @@ _IMPORT_EACH = textwrap.dedent(
 )
 
 
+@pytest.mark.timeout(300)  # some 150 fresh imports: slow on a loaded machine
 def test_every_module_imports_first_on_its_own() -> None:
     names = [name for name in modules() if name != "gopherq.__main__"]  # runs the CLI
     process = subprocess.run(

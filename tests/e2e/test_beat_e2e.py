@@ -143,15 +143,15 @@ def test_two_beats_send_each_tick_once_across_a_leader_kill(run: BeatRun) -> Non
     wait_for(lambda: leading(run, 1), LEASE + 3, run.log)
     takeover = time.time() - killed
     print(f"takeover after SIGKILL of the leader: {takeover:.3f}s (lease {LEASE}s)")
-    assert takeover <= LEASE + 0.5, run.log()
+    assert takeover <= LEASE + 1.5, run.log()  # the lease, then a poll or two
 
     # A dynamic entry is seen within a second or so; removed, it stops.
     added = time.time()
     run.app.schedules.add("dyn", "dyn", every=1)
-    wait_for(lambda: run.ticks("dyn"), 3, run.log)
+    wait_for(lambda: run.ticks("dyn"), 5, run.log)
     seen = next(when for name, _, _, when in run.received if name == "dyn") - added
     print(f"dynamic entry: first tick sent {seen:.3f}s after it was added")
-    assert seen <= 2.0
+    assert seen <= 3.0
     time.sleep(max(SOAK / 2, 2.0))
     run.app.schedules.remove("dyn")
     removed = time.time()
