@@ -42,6 +42,9 @@ def test_a_burst_does_not_hold_back_another_tenants_tasks(run: Run) -> None:
     a_times = ran(run, "a")
     overtaking = sum(sent <= t <= last for t in a_times)
     print(f"{run.url.split(':')[0]}: {overtaking} of a's tasks ran after b's send, before b's last")
-    assert overtaking < 100
+    # b's last is about 20th in line (places alternate), and the two processes had
+    # prefetched up to 16 each; one process stalled on a loaded machine lets the other
+    # run on meanwhile, so the bound leaves room. Without fair keys: some 10,000.
+    assert overtaking < 500
     # Without fair keys b's tasks would have waited for every one of a's sent before.
     assert len(a_times) <= BURST - 1000, "a's burst was mostly run by then: no test"
