@@ -8,6 +8,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from conftest import BROKER_KINDS, broker_url
 
 from gopherq import GopherQ
+from gopherq.access import audit
 from gopherq.access import keys as keys_module
 from gopherq.access.audit import AuditEntry, AuditWriter
 from gopherq.access.keys import AccessError, FieldError, key_id_of
@@ -219,6 +221,30 @@ def test_audit_writer_batches_flushes_and_survives_failures(
         writer.submit(entries[0])
         assert writer.flush(5.0)
     assert writer.dropped == 1 and "audit log write failed" in caplog.text
+    writer.close()
+
+
+def test_audit_writer_gathers_entries_into_one_write_and_flush_cuts_the_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(audit, "LINGER", 30.0)  # only a full batch or a flush writes
+    writes: list[int] = []
+    writer = AuditWriter(lambda entries: writes.append(len(entries)))
+    entries = [AuditEntry(float(i), None, None, "-", "/", "h", 401) for i in range(audit.BATCH)]
+    for e in entries[:10]:
+        writer.submit(e)
+    time.sleep(0.2)
+    assert writes == []  # gathering
+    began = time.monotonic()
+    assert writer.flush(10.0)
+    assert time.monotonic() - began < 10.0  # at once, not after the linger
+    assert writes == [10]
+    for e in entries:
+        writer.submit(e)
+    deadline = time.monotonic() + 10.0
+    while len(writes) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert writes == [10, audit.BATCH]  # a full batch does not wait
     writer.close()
 
 

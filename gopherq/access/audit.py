@@ -15,6 +15,12 @@ logger = logging.getLogger("gopherq.access")
 
 EXIT_TIMEOUT = 5.0
 """Seconds the process's exit waits for queued entries to be written."""
+BATCH = 500
+"""Most entries one write appends."""
+LINGER = 0.05
+"""Seconds the writer lets entries gather before a write (unless a batch is full or
+someone waits in ``flush``): one write then carries a busy server's calls of that
+time, rather than one write for each."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +55,10 @@ class AuditEntry:
 
 
 class AuditWriter:
-    """Appends entries in a thread of its own, in batches, so that a request never
-    waits for the store and never fails because of it: a failed write is logged and
-    its entries dropped. At most ``backlog`` entries wait; more are dropped (logged).
+    """Appends entries in a thread of its own, in batches (``LINGER``), so that a
+    request never waits for the store and never fails because of it: a failed write
+    is logged and its entries dropped. At most ``backlog`` entries wait; more are
+    dropped (logged).
     """
 
     def __init__(
@@ -61,6 +68,7 @@ class AuditWriter:
         self._backlog = backlog
         self._pending: deque[AuditEntry] = deque()
         self._busy = 0
+        self._flushing = 0
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -82,12 +90,18 @@ class AuditWriter:
                 # Mounted in another app, nobody may call close: entries of calls
                 # already answered are still written when the process exits.
                 atexit.register(self.close, EXIT_TIMEOUT)
-            self._cond.notify_all()
+            if len(self._pending) in (1, BATCH):  # the writer waits for the first, or lingers
+                self._cond.notify_all()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued entry is written (or dropped); False on timeout."""
         with self._cond:
-            return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout)
+            self._flushing += 1
+            self._cond.notify_all()  # a lingering writer writes at once
+            try:
+                return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout)
+            finally:
+                self._flushing -= 1
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop the thread."""
@@ -106,7 +120,8 @@ class AuditWriter:
                 self._cond.wait_for(lambda: self._pending or self._closed)
                 if not self._pending:
                     return
-                batch = [self._pending.popleft() for _ in range(min(len(self._pending), 500))]
+                self._cond.wait_for(self._write_now, LINGER)
+                batch = [self._pending.popleft() for _ in range(min(len(self._pending), BATCH))]
                 self._busy = len(batch)
             try:
                 self._write(batch)
@@ -117,3 +132,6 @@ class AuditWriter:
                 with self._cond:
                     self._busy = 0
                     self._cond.notify_all()
+
+    def _write_now(self) -> bool:
+        return len(self._pending) >= BATCH or self._closed or self._flushing > 0

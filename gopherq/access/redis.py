@@ -13,7 +13,7 @@ slot. ``P`` is the prefix (default ``gq``), ``N`` the namespace (the app's name)
 from __future__ import annotations
 
 import json
-import secrets
+import os
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -96,7 +96,11 @@ class RedisAccessStore(AccessStore):
     ) -> None:
         """Append, and delete the old entries. Each member carries a random nonce:
         entries alike stay apart, and a retried write adds nothing."""
-        members = {json.dumps({**e.to_map(), "n": secrets.token_hex(4)}): e.time for e in entries}
+        nonces = os.urandom(4 * len(entries)).hex()
+        members = {
+            json.dumps({**e.to_map(), "n": nonces[8 * i : 8 * i + 8]}): e.time
+            for i, e in enumerate(entries)
+        }
 
         def write(client: Client) -> None:
             pipe = client.pipeline(transaction=False)
