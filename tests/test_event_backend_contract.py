@@ -156,7 +156,7 @@ def test_a_blocked_read_wakes_on_publish(make_events: MakeEvents) -> None:
     waited = time.monotonic() - began
     thread.join()
     assert ids(got) == ["id-1"]
-    assert 0.15 < waited < 1.0
+    assert 0.15 < waited < 3.0  # woke on the publish, well before the timeout
 
 
 def test_a_read_with_nothing_new_times_out(events: EventBackend) -> None:

@@ -137,7 +137,7 @@ def test_a_subscriber_blocks_until_an_event_comes(app: GopherQ) -> None:
     timer.start()
     event = next(subscription)
     assert event.type == "task-enqueued"
-    assert 0.15 < time.monotonic() - began < 1.0
+    assert 0.15 < time.monotonic() - began < 3.0  # on the send, well before the timeout
     closer = threading.Timer(0.1, subscription.close)
     closer.start()
     assert list(subscription) == []  # close() ends it well before the timeout
