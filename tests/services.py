@@ -290,13 +290,9 @@ def delete_keys(url: str) -> int:
     from gopherq.stores.redis import Connection
 
     connection = Connection(url)
+    prefix = connection.config.prefix
     try:
-        client = connection.client
-        pattern = connection.config.prefix + ":*"
-        keys = list(client.scan_iter(match=pattern, count=1000))
-        for key in keys:
-            client.delete(key)  # one by one: on a cluster the keys live in many slots
-        return len(keys)
+        return _delete_prefixes(connection.client, prefix + ":*", {prefix})
     finally:
         connection.close()
 
@@ -312,11 +308,20 @@ def delete_handed_out_keys() -> None:
     with contextlib.suppress(redis.RedisError, OSError):
         connection = Connection(_redis_url)
         try:
-            client = connection.client
-            found = client.scan_iter(match=TEST_PREFIX + "*", count=10_000)
-            ours = [k for k in found if k.split(b":", 1)[0].decode() in _handed_out]
-            for start in range(0, len(ours), 1000):
-                client.unlink(*ours[start : start + 1000])
+            _delete_prefixes(connection.client, TEST_PREFIX + "*", _handed_out)
         finally:
             connection.close()
     _handed_out.clear()
+
+
+def _delete_prefixes(client: Any, pattern: str, prefixes: set[str]) -> int:
+    """Delete the keys matching ``pattern`` whose prefix is one of ``prefixes``; how
+    many. One DEL per key, pipelined: on a cluster the keys live in many slots."""
+    found = client.scan_iter(match=pattern, count=10_000)
+    ours = [k for k in found if k.split(b":", 1)[0].decode() in prefixes]
+    for start in range(0, len(ours), 1000):
+        pipe = client.pipeline(transaction=False)
+        for key in ours[start : start + 1000]:
+            pipe.delete(key)
+        pipe.execute()
+    return len(ours)
