@@ -33,7 +33,7 @@ from gopherq.errors import DecodeError, GopherQError, NotSupported, Serializatio
 from gopherq.message import new_id
 from gopherq.observability.workers import MISSED_BEATS
 from gopherq.redaction import redact_text, redact_url
-from gopherq.result import job_state, located, located_many
+from gopherq.result import located, located_many
 from gopherq.results.base import JobCursor, JobPage, JobRecord
 from gopherq.routes import declared_queues
 from gopherq.states import Priority, State
@@ -285,10 +285,7 @@ def job_status(app: GopherQ, id: str) -> dict[str, Any]:
     ``PENDING``, and a STARTED record whose worker died shows where the broker
     holds the message now.
     """
-    record = app.backend.get(id)
-    if record is None:
-        return {"id": id, "state": job_state(app, id, None).value}
-    return record_info(app, current(app, record))
+    return find_job(app, id) or {"id": id, "state": State.PENDING.value}
 
 
 def find_job(app: GopherQ, id: str, *, arguments: bool = False) -> dict[str, Any] | None:
@@ -304,13 +301,17 @@ def find_job(app: GopherQ, id: str, *, arguments: bool = False) -> dict[str, Any
     held = None
     if arguments and (record is None or record.state is not State.SUCCEEDED):
         held = app.broker.peek(id, None if record is None else record.queue)
+    where = None
+    if record is None:
+        where = held.state if held is not None else located(app, id)
+        if where is None:  # it may have finished in between (see ``job_state``)
+            record = app.backend.get(id)
     if record is not None:
         info = record_info(app, current(app, record))
-    else:
-        where = held.state if held is not None else located(app, id)
-        if where is None:
-            return None
+    elif where is not None:
         info = {"id": id, "state": where.value}
+    else:
+        return None
     if held is not None:
         info.update({k: v for k, v in message_info(app, held).items() if k not in info})
     return info

@@ -30,7 +30,12 @@ def job_state(app: GopherQ, id: str, record: JobRecord | None) -> State:
     """
     if record is not None and record.state is not State.STARTED:
         return record.state
-    return located(app, id) or (record.state if record is not None else State.PENDING)
+    where = located(app, id)
+    if where is None and record is None:
+        # The job may have finished since ``record`` was read: a worker stores the
+        # record before it acks the message, so a message gone means a record written.
+        record = app.backend.get(id)
+    return where or (record.state if record is not None else State.PENDING)
 
 
 def located(app: GopherQ, id: str) -> State | None:

@@ -62,3 +62,31 @@ def test_a_body_that_does_not_decode_shows_no_arguments(app: GopherQ) -> None:
 def test_unknown_jobs_are_none(app: GopherQ) -> None:
     assert admin.find_job(app, "unknown", arguments=True) is None
     assert admin.job_status(app, "unknown") == {"id": "unknown", "state": "PENDING"}
+
+
+@pytest.mark.parametrize("arguments", [False, True])
+def test_a_job_that_finishes_between_the_reads_is_found(
+    app: GopherQ, monkeypatch: pytest.MonkeyPatch, arguments: bool
+) -> None:
+    """The record is read (none yet), then a worker stores it and acks the message,
+    then the broker is asked: the job is the finished one, not unknown or PENDING."""
+    id = app.send_task("t.add", (1, 2)).id
+    [delivery] = app.broker.reserve(["default"], 1, 0)
+    read = app.backend.get
+
+    def finishing_while_read(job: str) -> JobRecord | None:
+        record = read(job)
+        monkeypatch.setattr(app.backend, "get", read)
+        app.backend.store([JobRecord(id, "t.add", State.SUCCEEDED, "default", attempts=1)])
+        app.broker.ack([delivery])
+        return record
+
+    monkeypatch.setattr(app.backend, "get", finishing_while_read)
+    info = admin.find_job(app, id, arguments=arguments)
+    assert info is not None and info["state"] == "SUCCEEDED"
+    monkeypatch.setattr(app.backend, "get", finishing_while_read)
+    app.backend.delete(id)
+    assert admin.job_status(app, id)["state"] == "SUCCEEDED"
+    monkeypatch.setattr(app.backend, "get", finishing_while_read)
+    app.backend.delete(id)
+    assert app.result(id).state is State.SUCCEEDED

@@ -48,7 +48,6 @@ SCHEMA = (
 )
 
 
-
 def admit(
     conn: sqlite3.Connection, delivery: Delivery, key: str, limit: int, *, now: float, lease: float
 ) -> bool:
