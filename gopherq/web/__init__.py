@@ -27,6 +27,7 @@ Importing this package needs the ``web`` extra (``pip install 'gopherq[web]'``).
 
 from __future__ import annotations
 
-from gopherq.web.application import API_PREFIX, create_app
+from gopherq.web.application import create_app
+from gopherq.web.routing import API_PREFIX
 
 __all__ = ["API_PREFIX", "create_app"]

@@ -17,10 +17,10 @@ from gopherq.web.auditing import AuditMiddleware
 from gopherq.web.blocking import run_blocking
 from gopherq.web.inputs import InputLimits
 from gopherq.web.routes import ROUTERS, health
+from gopherq.web.routing import API_PREFIX, add_routes
 from gopherq.web.state import ServerState
 from gopherq.web.ui import install as install_dashboard
 
-API_PREFIX = "/api/v1"
 OPENAPI_URL = f"{API_PREFIX}/openapi.json"
 
 
@@ -51,9 +51,8 @@ def create_app(app: GopherQ, *, auth: bool = True, threads: int | None = None) -
     api.add_middleware(AuditMiddleware, state=state, prefix=API_PREFIX)
     problems.install(api)
     docs.install(api, OPENAPI_URL)
-    api.include_router(health.probes)
-    for router in ROUTERS:
-        api.include_router(router, prefix=API_PREFIX)
+    for router in (health.probes, *ROUTERS):  # each carries its prefix (see routing)
+        add_routes(api, router)
     install_dashboard(api, state, API_PREFIX)
     return api
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import Query, Response
 from pydantic import BaseModel, Field
 
 from gopherq.access.manager import MAX_AUDIT_LIMIT, parse_since
 from gopherq.access.roles import Role
 from gopherq.web.auth import require
-from gopherq.web.blocking import Route
 from gopherq.web.problems import invalid
 from gopherq.web.responses import model_response
+from gopherq.web.routing import api_router
 from gopherq.web.state import StateDep
 
-router = APIRouter(route_class=Route, tags=["audit"], dependencies=[require(Role.ADMIN)])
+router = api_router(tags=["audit"], dependencies=[require(Role.ADMIN)])
 
 
 class AuditRecord(BaseModel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from gopherq import admin_dead
@@ -18,13 +18,13 @@ from gopherq.access.roles import Role
 from gopherq.errors import PayloadTooLarge
 from gopherq.states import DeadReason
 from gopherq.web.auth import require
-from gopherq.web.blocking import Route
 from gopherq.web.names import IdPath, check_name
 from gopherq.web.problems import Problem, invalid, not_found, problem_response
 from gopherq.web.responses import json_response
+from gopherq.web.routing import api_router
 from gopherq.web.state import AppDep
 
-router = APIRouter(route_class=Route, tags=["dead letters"])
+router = api_router(tags=["dead letters"])
 
 MAX_IDS = 1000
 """Most ids one bulk call takes."""

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -49,14 +49,15 @@ from gopherq.errors import ConfigurationError
 from gopherq.events import Event, EventBackend
 from gopherq.events.base import START, check_types
 from gopherq.web.auth import require
-from gopherq.web.blocking import Route, run_blocking
+from gopherq.web.blocking import run_blocking
 from gopherq.web.problems import Problem, invalid
 from gopherq.web.responses import json_response
+from gopherq.web.routing import api_router
 from gopherq.web.state import AppDep, StateDep
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(route_class=Route, tags=["events"])
+router = api_router(tags=["events"])
 
 STREAM_MEDIA_TYPE = "text/event-stream"
 KEEPALIVE = 15.0

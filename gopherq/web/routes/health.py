@@ -10,7 +10,6 @@ and depths are the deployment's data, and Prometheus sends a bearer token with
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
@@ -18,12 +17,12 @@ from pydantic import BaseModel, Field
 from gopherq import admin
 from gopherq.access.roles import Role
 from gopherq.web.auth import require
-from gopherq.web.blocking import Route
 from gopherq.web.responses import model_response
+from gopherq.web.routing import api_router
 from gopherq.web.state import AppDep, StateDep
 
-probes = APIRouter(route_class=Route, tags=["health"])
-router = APIRouter(route_class=Route, tags=["health"])
+probes = api_router("", tags=["health"])
+router = api_router(tags=["health"])
 
 
 class Status(BaseModel):

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import anyio
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from gopherq import admin
@@ -25,7 +25,7 @@ from gopherq.events import Event
 from gopherq.results.base import JobCursor, JobRecord
 from gopherq.states import State
 from gopherq.web.auth import Caller, check_role, require
-from gopherq.web.blocking import Route, run_blocking
+from gopherq.web.blocking import run_blocking
 from gopherq.web.inputs import body_schema, json_body
 from gopherq.web.limits import enforce_send_rate
 from gopherq.web.names import IdPath, QueueField, TaskField
@@ -45,9 +45,10 @@ from gopherq.web.routes.jobs_models import (
     JobSubmit,
     json_value,
 )
+from gopherq.web.routing import api_router
 from gopherq.web.state import AppDep, server_state
 
-router = APIRouter(route_class=Route, tags=["jobs"])
+router = api_router(tags=["jobs"])
 
 MAX_WAIT = 60.0
 """Longest long poll of ``GET /jobs/{id}/result``, in seconds."""

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import Path
 from pydantic import BaseModel, Field
 
 from gopherq.access.keys import AccessError, ApiKey, FieldError
 from gopherq.access.roles import Role
 from gopherq.web.auth import require
-from gopherq.web.blocking import Route
 from gopherq.web.problems import MEDIA_TYPE, Problem, ProblemDetails, invalid, not_found
+from gopherq.web.routing import api_router
 from gopherq.web.state import StateDep
 
-router = APIRouter(route_class=Route, tags=["keys"], dependencies=[require(Role.ADMIN)])
+router = api_router(tags=["keys"], dependencies=[require(Role.ADMIN)])
 
 RoleName = Literal["viewer", "submitter", "operator", "admin"]
 KeyName = Annotated[

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import Query, Response
 from pydantic import BaseModel, Field
 
 from gopherq import admin_queues
 from gopherq.access.roles import Role
 from gopherq.errors import ConfigurationError
 from gopherq.web.auth import require
-from gopherq.web.blocking import Route
 from gopherq.web.names import QueueName
 from gopherq.web.problems import Problem, invalid, not_found
 from gopherq.web.responses import model_response
+from gopherq.web.routing import api_router
 from gopherq.web.state import AppDep
 
-router = APIRouter(route_class=Route, tags=["queues"])
+router = api_router(tags=["queues"])
 
 
 class Queue(BaseModel):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from gopherq import admin
@@ -20,13 +20,13 @@ from gopherq.app import GopherQ
 from gopherq.errors import ConfigurationError
 from gopherq.schedules import CatchUp, ScheduleInfo
 from gopherq.web.auth import require
-from gopherq.web.blocking import Route
 from gopherq.web.names import ScheduleName, check_name
 from gopherq.web.problems import Problem, invalid, not_found, problem_response
 from gopherq.web.responses import model_response
+from gopherq.web.routing import api_router
 from gopherq.web.state import AppDep
 
-router = APIRouter(route_class=Route, tags=["schedules"])
+router = api_router(tags=["schedules"])
 
 Interval = StrictInt | str
 """Seconds, or text such as ``30s``, ``5m``, ``1h30m``, ``1d``."""

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import Query, Response
 from pydantic import BaseModel, Field
 
 from gopherq import admin, admin_workers
 from gopherq.access.roles import Role
 from gopherq.web.auth import require
-from gopherq.web.blocking import Route
 from gopherq.web.names import TaskName
 from gopherq.web.problems import Problem, not_found, problem_response
 from gopherq.web.responses import model_response
+from gopherq.web.routing import api_router
 from gopherq.web.state import AppDep
 
-router = APIRouter(route_class=Route, tags=["workers"])
+router = api_router(tags=["workers"])
 
 
 class CurrentTask(BaseModel):

@@ -25,6 +25,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
+from gopherq.web.routing import add_routes
 from gopherq.web.state import ServerState
 from gopherq.web.ui.context import Dashboard, LoginRequired, PageError
 from gopherq.web.ui.render import STATIC
@@ -46,7 +47,7 @@ def install(api: FastAPI, state: ServerState, api_prefix: str) -> None:
     api.add_exception_handler(404, dashboard.on_not_found)
     api.mount(STATIC_PATH, StaticFiles(directory=STATIC), name="ui.static")
     for module in (pages, pages_jobs, pages_dead, pages_ops, live):
-        api.include_router(module.router)
+        add_routes(api, module.router)
 
 
 __all__ = ["Dashboard", "install"]
