@@ -82,6 +82,17 @@ def test_docs_page_under_a_mount_uses_the_root_path(app: GopherQ) -> None:
         assert client.get("/queue/api/v1/openapi.json").status_code == 200
 
 
+def test_every_route_is_matched_as_the_apps_own(app: GopherQ) -> None:
+    """The API's and the dashboard's routes sit in the app's own route list, each
+    matched by its path, not router by router (``gopherq.web.routing``)."""
+    from starlette.routing import Mount, Route
+
+    api = create_app(app, auth=False)
+    assert all(isinstance(route, Route | Mount) for route in api.routes)
+    paths = {route.path for route in api.routes if isinstance(route, Route)}
+    assert {"/live", "/api/v1/jobs", "/api/v1/events", "/api/v1/health", "/", "/jobs"} <= paths
+
+
 def test_error_responses_are_documented_as_problem_documents(api: TestClient) -> None:
     document = api.get("/api/v1/openapi.json").json()
     responses = document["paths"]["/api/v1/events"]["get"]["responses"]
