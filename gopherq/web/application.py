@@ -41,7 +41,6 @@ def create_app(app: GopherQ, *, auth: bool = True, threads: int | None = None) -
         openapi_url=OPENAPI_URL,
         docs_url=None,  # served by gopherq.web.docs, without a CDN
         redoc_url=None,
-        responses=problems.PROBLEM_RESPONSES,
         lifespan=_closing(state),
     )
     api.state.gopherq = state

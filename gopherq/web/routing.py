@@ -7,7 +7,7 @@ then to handle). With the API's dozen routers, finding a route late in the list
 cost 150-300 us a request, more than some whole reads. ``add_routes`` puts the
 routes themselves into the app's router, where a request is matched once against
 each path's pattern, as routes declared on the app itself are; so the API's
-routers carry their prefix themselves (``api_router``).
+routers carry their prefix and their problem responses themselves (``api_router``).
 """
 
 from __future__ import annotations
